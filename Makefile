@@ -1,0 +1,52 @@
+GO        ?= go
+BIN       := bin
+PLUGINS   := keel-snapshotter-native keel-content-local
+BINARIES  := keeld keel $(PLUGINS)
+PROTOC_GEN_GO_VERSION      := v1.36.6
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/keel-runtime/keel/version.Version=$(VERSION)
+
+.PHONY: all build test conformance bench proto tools clean vet
+
+all: build
+
+build: $(addprefix $(BIN)/,$(BINARIES))
+
+$(BIN)/keeld: FORCE
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/keeld
+$(BIN)/keel: FORCE
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/keel
+$(BIN)/keel-%: FORCE
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./plugins/$*
+FORCE:
+
+test: build
+	KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 ./...
+
+conformance: build
+	$(BIN)/keel conformance --kind snapshotter $(BIN)/keel-snapshotter-native
+	$(BIN)/keel conformance --kind content $(BIN)/keel-content-local
+
+bench: build
+	KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
+
+vet:
+	$(GO) vet ./...
+
+tools:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+proto: tools
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I sdk/proto \
+		--go_out=. --go_opt=module=github.com/keel-runtime/keel \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/keel-runtime/keel \
+		sdk/proto/keel/plugin/v1/*.proto
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api \
+		--go_out=. --go_opt=module=github.com/keel-runtime/keel \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/keel-runtime/keel \
+		api/keel/v1/*.proto
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,82 @@
+// Package errdefs holds the error classes shared by keeld, its plugins and
+// its clients. They are containerd's classes (github.com/containerd/errdefs),
+// re-exported so plugin authors import only keel's sdk, and they survive a
+// gRPC hop: the server side converts with ToGRPC, the client side with
+// FromGRPC, and errdefs.IsNotFound(err) holds on the far side.
+//
+// Classify at the source by wrapping a class with %w:
+//
+//	return fmt.Errorf("snapshot %q: %w", key, errdefs.ErrNotFound)
+package errdefs
+
+import (
+	"context"
+	"errors"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The error classes.
+var (
+	ErrUnknown            = cerrdefs.ErrUnknown
+	ErrInvalidArgument    = cerrdefs.ErrInvalidArgument
+	ErrNotFound           = cerrdefs.ErrNotFound
+	ErrAlreadyExists      = cerrdefs.ErrAlreadyExists
+	ErrPermissionDenied   = cerrdefs.ErrPermissionDenied
+	ErrResourceExhausted  = cerrdefs.ErrResourceExhausted
+	ErrFailedPrecondition = cerrdefs.ErrFailedPrecondition
+	ErrConflict           = cerrdefs.ErrConflict
+	ErrAborted            = cerrdefs.ErrAborted
+	ErrOutOfRange         = cerrdefs.ErrOutOfRange
+	ErrNotImplemented     = cerrdefs.ErrNotImplemented
+	ErrInternal           = cerrdefs.ErrInternal
+	ErrUnavailable        = cerrdefs.ErrUnavailable
+	ErrDataLoss           = cerrdefs.ErrDataLoss
+)
+
+// Predicates, one per class. They see through wrapping and through a gRPC hop
+// once the error has passed FromGRPC.
+func IsUnknown(err error) bool            { return cerrdefs.IsUnknown(err) }
+func IsInvalidArgument(err error) bool    { return cerrdefs.IsInvalidArgument(err) }
+func IsNotFound(err error) bool           { return cerrdefs.IsNotFound(err) }
+func IsAlreadyExists(err error) bool      { return cerrdefs.IsAlreadyExists(err) }
+func IsPermissionDenied(err error) bool   { return cerrdefs.IsPermissionDenied(err) }
+func IsResourceExhausted(err error) bool  { return cerrdefs.IsResourceExhausted(err) }
+func IsFailedPrecondition(err error) bool { return cerrdefs.IsFailedPrecondition(err) }
+func IsConflict(err error) bool           { return cerrdefs.IsConflict(err) }
+func IsAborted(err error) bool            { return cerrdefs.IsAborted(err) }
+func IsOutOfRange(err error) bool         { return cerrdefs.IsOutOfRange(err) }
+func IsNotImplemented(err error) bool     { return cerrdefs.IsNotImplemented(err) }
+func IsInternal(err error) bool           { return cerrdefs.IsInternal(err) }
+func IsUnavailable(err error) bool        { return cerrdefs.IsUnavailable(err) }
+func IsDataLoss(err error) bool           { return cerrdefs.IsDataLoss(err) }
+func IsCanceled(err error) bool           { return errors.Is(err, context.Canceled) }
+func IsDeadlineExceeded(err error) bool   { return errors.Is(err, context.DeadlineExceeded) }
+
+// ToGRPC turns err into a gRPC status error carrying its class. Errors that
+// belong to no class become codes.Unknown.
+func ToGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	converted := errgrpc.ToGRPC(err)
+	if _, ok := status.FromError(converted); ok {
+		return converted
+	}
+	return status.Error(codes.Unknown, err.Error())
+}
+
+// FromGRPC turns a gRPC status error back into an error of its class, keeping
+// the message.
+func FromGRPC(err error) error {
+	if err == nil {
+		return nil
+	}
+	return errgrpc.ToNative(err)
+}

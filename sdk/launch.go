@@ -1,0 +1,314 @@
+package sdk
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
+	"google.golang.org/grpc"
+
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+)
+
+// LaunchConfig says how to start one plugin process.
+type LaunchConfig struct {
+	// Path of the plugin executable.
+	Path string
+	// SHA256, when set, is the hex digest the executable must have. It is
+	// taken of the very file that is then executed.
+	SHA256 string
+	// Kind is the kind the plugin must report.
+	Kind string
+	// Instance names the plugin in logs and errors: "<kind>.<name>".
+	Instance string
+	// Logger receives the plugin's own log lines, under Logger.Named(Instance).
+	Logger hclog.Logger
+	// StartTimeout bounds the handshake (default 10s).
+	StartTimeout time.Duration
+	// DialOptions are added to the connection's gRPC options.
+	DialOptions []grpc.DialOption
+}
+
+// Info is what a plugin says of itself.
+type Info struct {
+	Kind         string
+	Name         string
+	Version      string
+	Capabilities []string
+}
+
+// Process is one running plugin process, seen from the host.
+type Process struct {
+	cfg    LaunchConfig
+	client *plugin.Client
+	run    *processRunner
+	conn   *grpc.ClientConn
+	base   pluginv1.BaseClient
+	info   Info
+}
+
+// Launch starts the plugin, completes the handshake and checks the kind it
+// reports. The returned process is not configured yet.
+func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = cfg.Kind
+	}
+	if cfg.StartTimeout == 0 {
+		cfg.StartTimeout = 10 * time.Second
+	}
+	exe, err := openExecutable(cfg.Path, cfg.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	// exe stays open until the process has started: the child executes this
+	// very file through /proc, whatever happens to the path meanwhile.
+	defer exe.Close()
+
+	run := &processRunner{exe: exe, path: cfg.Path, name: cfg.Instance, done: make(chan struct{})}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  Handshake,
+		VersionedPlugins: hostPlugins(),
+		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
+			return run, run.prepare(spec.Env)
+		},
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		Logger:           cfg.Logger,
+		StartTimeout:     cfg.StartTimeout,
+		GRPCDialOptions: append([]grpc.DialOption{grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))},
+			cfg.DialOptions...),
+	})
+	fail := func(err error) (*Process, error) {
+		client.Kill()
+		return nil, err
+	}
+	rpc, err := client.Client()
+	if err != nil {
+		return fail(handshakeError(cfg, err))
+	}
+	raw, err := rpc.Dispense(cfg.Kind)
+	if err != nil {
+		return fail(fmt.Errorf("plugin %s (%s): %v: %w", cfg.Instance, cfg.Path, err, errdefs.ErrFailedPrecondition))
+	}
+	p := &Process{cfg: cfg, client: client, run: run, conn: raw.(*grpc.ClientConn)}
+	p.base = pluginv1.NewBaseClient(p.conn)
+	info, err := p.base.Info(ctx, &pluginv1.InfoRequest{})
+	if err != nil {
+		return fail(fmt.Errorf("plugin %s (%s): info: %w", cfg.Instance, cfg.Path, errdefs.FromGRPC(err)))
+	}
+	p.info = Info{Kind: info.Kind, Name: info.Name, Version: info.Version, Capabilities: info.Capabilities}
+	if info.Kind != cfg.Kind {
+		return fail(fmt.Errorf("plugin %s (%s) is a %q plugin, the config declares it %q: %w",
+			cfg.Instance, cfg.Path, info.Kind, cfg.Kind, errdefs.ErrFailedPrecondition))
+	}
+	return p, nil
+}
+
+// handshakeError explains a failed go-plugin handshake in one line.
+func handshakeError(cfg LaunchConfig, err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "Incompatible API version"):
+		return fmt.Errorf("plugin %s (%s) speaks another plugin protocol than keeld (%d): %s: %w",
+			cfg.Instance, cfg.Path, ProtocolVersion, firstLine(msg), errdefs.ErrFailedPrecondition)
+	case strings.Contains(msg, "timeout while waiting"):
+		return fmt.Errorf("plugin %s (%s) did not complete the keel handshake within %s: %w",
+			cfg.Instance, cfg.Path, cfg.StartTimeout, errdefs.ErrFailedPrecondition)
+	default:
+		return fmt.Errorf("plugin %s (%s) is not a keel plugin: %s: %w",
+			cfg.Instance, cfg.Path, firstLine(msg), errdefs.ErrFailedPrecondition)
+	}
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return s
+}
+
+// openExecutable opens the plugin file and, when want is set, checks its
+// sha256 from the open file.
+func openExecutable(path, want string) (*os.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("plugin executable: %w", notFoundOr(err))
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+		f.Close()
+		return nil, fmt.Errorf("plugin executable %s is not an executable file: %w", path, errdefs.ErrFailedPrecondition)
+	}
+	if want == "" {
+		return f, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	got := hex.EncodeToString(h.Sum(nil))
+	if !strings.EqualFold(got, strings.TrimPrefix(want, "sha256:")) {
+		f.Close()
+		return nil, fmt.Errorf("plugin executable %s: sha256 mismatch: config wants %s, file has %s: %w",
+			path, strings.TrimPrefix(want, "sha256:"), got, errdefs.ErrFailedPrecondition)
+	}
+	return f, nil
+}
+
+func notFoundOr(err error) error {
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%v: %w", err, errdefs.ErrNotFound)
+	}
+	return err
+}
+
+// Info is what the plugin reported at launch.
+func (p *Process) Info() Info { return p.info }
+
+// Pid of the plugin process.
+func (p *Process) Pid() int { return p.run.pid }
+
+// Conn is the gRPC connection to the plugin; the kind packages wrap it.
+func (p *Process) Conn() *grpc.ClientConn { return p.conn }
+
+// Done is closed when the plugin process has exited.
+func (p *Process) Done() <-chan struct{} { return p.run.done }
+
+// Configure hands the plugin its config block (JSON) and directories, and
+// returns the capabilities of the configured implementation.
+func (p *Process) Configure(ctx context.Context, root, state string, config json.RawMessage) ([]string, error) {
+	if len(config) == 0 {
+		config = json.RawMessage("{}")
+	}
+	resp, err := p.base.Configure(ctx, &pluginv1.ConfigureRequest{
+		Config: config, Root: root, State: state, Instance: p.cfg.Instance,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: configure: %w", p.cfg.Instance, errdefs.FromGRPC(err))
+	}
+	p.info.Capabilities = resp.Capabilities
+	return resp.Capabilities, nil
+}
+
+// Ping checks that the plugin answers.
+func (p *Process) Ping(ctx context.Context) error {
+	_, err := p.base.Info(ctx, &pluginv1.InfoRequest{})
+	return errdefs.FromGRPC(err)
+}
+
+// Kill stops the plugin: gracefully first, then with SIGKILL.
+func (p *Process) Kill() { p.client.Kill() }
+
+// processRunner starts the plugin as go-plugin's runner: its own process
+// group, SIGKILL when keeld dies, and the executable taken from the open file
+// that was checked.
+type processRunner struct {
+	exe  *os.File
+	path string
+	name string
+	cmd  *exec.Cmd
+	pid  int
+
+	stdout, stderr io.ReadCloser
+	done           chan struct{}
+	doneOnce       sync.Once
+}
+
+func (r *processRunner) prepare(env []string) error {
+	r.cmd = &exec.Cmd{
+		Path: "/proc/self/fd/" + strconv.Itoa(int(r.exe.Fd())),
+		Args: []string{r.path},
+		Env:  env,
+		SysProcAttr: &syscall.SysProcAttr{
+			Setpgid:   true,
+			Pdeathsig: syscall.SIGKILL,
+		},
+	}
+	var err error
+	if r.stdout, err = r.cmd.StdoutPipe(); err != nil {
+		return err
+	}
+	r.stderr, err = r.cmd.StderrPipe()
+	return err
+}
+
+func (r *processRunner) Start(context.Context) error {
+	if err := startOnLockedThread(r.cmd); err != nil {
+		r.doneOnce.Do(func() { close(r.done) })
+		return fmt.Errorf("start %s: %w", r.path, err)
+	}
+	r.pid = r.cmd.Process.Pid
+	return nil
+}
+
+func (r *processRunner) Wait(context.Context) error {
+	err := r.cmd.Wait()
+	r.doneOnce.Do(func() { close(r.done) })
+	return err
+}
+
+func (r *processRunner) Kill(context.Context) error {
+	if r.cmd.Process == nil {
+		return nil
+	}
+	if err := r.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return err
+	}
+	return nil
+}
+
+func (r *processRunner) Stdout() io.ReadCloser { return r.stdout }
+func (r *processRunner) Stderr() io.ReadCloser { return r.stderr }
+func (r *processRunner) Name() string          { return r.name }
+func (r *processRunner) ID() string            { return strconv.Itoa(r.pid) }
+func (r *processRunner) Diagnose(context.Context) string {
+	return "the file may be built for another architecture, lack libraries, or not serve keel's plugin handshake"
+}
+func (r *processRunner) PluginToHost(n, a string) (string, string, error) { return n, a, nil }
+func (r *processRunner) HostToPlugin(n, a string) (string, string, error) { return n, a, nil }
+
+// The parent death signal fires when the thread that forked the child exits,
+// not the process, so every plugin is forked from one OS thread that lives
+// as long as keeld.
+var (
+	forkOnce sync.Once
+	forkReq  chan forkRequest
+)
+
+type forkRequest struct {
+	cmd  *exec.Cmd
+	done chan error
+}
+
+func startOnLockedThread(cmd *exec.Cmd) error {
+	forkOnce.Do(func() {
+		forkReq = make(chan forkRequest)
+		go func() {
+			runtime.LockOSThread() // never unlocked: this thread lives as long as the process
+			for req := range forkReq {
+				req.done <- req.cmd.Start()
+			}
+		}()
+	})
+	req := forkRequest{cmd: cmd, done: make(chan error, 1)}
+	forkReq <- req
+	return <-req.done
+}

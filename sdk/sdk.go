@@ -1,0 +1,139 @@
+// Package sdk is what a keel plugin author imports: the handshake, the base
+// service every plugin serves, and Serve, which runs a plugin process. Each
+// plugin kind has its own package (sdk/snapshot, sdk/content, sdk/resolver,
+// sdk/runtime) holding its Go interface, its gRPC glue and a Plugin function
+// that builds the Definition Serve takes:
+//
+//	func main() { sdk.Serve(snapshot.Plugin("native", native.New)) }
+//
+// A plugin's lifecycle: the process starts and answers Info; keeld calls
+// Configure, which decodes the config and builds the implementation (New);
+// calls are served; on shutdown the implementation's Close runs. A call to
+// the kind's service before Configure fails with FailedPrecondition.
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+// Plugin kinds.
+const (
+	KindSnapshotter = "snapshotter"
+	KindContent     = "content"
+	KindResolver    = "resolver"
+	KindRuntime     = "runtime"
+)
+
+// Kinds lists every plugin kind keel knows.
+var Kinds = []string{KindSnapshotter, KindContent, KindResolver, KindRuntime}
+
+// ProtocolVersion is the newest plugin protocol this sdk speaks. A later
+// protocol is added beside it in VersionedPlugins, so v1 plugins keep working.
+const ProtocolVersion = 1
+
+// Handshake is the go-plugin handshake shared by keeld and every plugin. The
+// cookie only keeps a plugin binary from being run by hand by mistake.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "KEEL_PLUGIN",
+	MagicCookieValue: "d6f1a3c2-keel-plugin-v1",
+}
+
+// MaxMessageSize bounds one gRPC message on plugin connections, far above
+// gRPC's 4 MiB default. Bulk data still moves in ChunkSize pieces and lists
+// stream; the bound is for large label sets and specs.
+const MaxMessageSize = 256 << 20
+
+// ChunkSize is the size of one piece of a streamed blob or layer.
+const ChunkSize = 1 << 20
+
+// Env is what keeld hands a plugin at Configure.
+type Env struct {
+	// Instance is "<kind>.<name>" as keeld's config names the plugin.
+	Instance string
+	// Root holds the plugin's persistent data, State its runtime data
+	// (sockets, pids); keeld creates both.
+	Root  string
+	State string
+	// Logger writes JSON to stderr, which keeld logs under the plugin's name.
+	Logger hclog.Logger
+	// Config is the plugin's `config {}` block as JSON ("{}" when absent).
+	Config json.RawMessage
+}
+
+// DecodeConfig decodes the config block into v, refusing unknown keys with
+// an InvalidArgument error that names them.
+func (e Env) DecodeConfig(v any) error {
+	raw := e.Config
+	if len(bytes.TrimSpace(raw)) == 0 {
+		raw = []byte("{}")
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Definition describes a plugin to Serve. The kind packages build it; a
+// plugin author rarely fills one by hand.
+type Definition struct {
+	Kind    string
+	Name    string
+	Version string
+	// Capabilities are announced by Info before Configure. An implementation
+	// may add more by implementing Capable.
+	Capabilities []string
+	// New builds the implementation at Configure.
+	New func(ctx context.Context, env Env) (io.Closer, error)
+	// Register adds the kind's gRPC service. impl returns the configured
+	// implementation, or a FailedPrecondition error before Configure.
+	Register func(s *grpc.Server, impl func() (any, error))
+}
+
+// Capable is implemented by an implementation whose capabilities depend on
+// its config or its host.
+type Capable interface {
+	Capabilities() []string
+}
+
+// hostPlugins is the host side's plugin sets, by protocol version: every
+// kind dispenses the raw connection, which the kind packages wrap in their
+// typed clients. The kind itself is checked through Info.
+func hostPlugins() map[int]plugin.PluginSet {
+	set := plugin.PluginSet{}
+	for _, k := range Kinds {
+		set[k] = &grpcPlugin{}
+	}
+	return map[int]plugin.PluginSet{ProtocolVersion: set}
+}
+
+// grpcPlugin is the go-plugin glue: on the plugin side it registers Base and
+// the kind's service, on the host side it hands out the connection.
+type grpcPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	register func(*grpc.Server)
+}
+
+func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+	if p.register == nil {
+		return fmt.Errorf("host side plugin cannot serve")
+	}
+	p.register(s)
+	return nil
+}
+
+func (p *grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	return conn, nil
+}

@@ -1,0 +1,189 @@
+package snapshot
+
+import (
+	"context"
+	"time"
+
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
+	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+)
+
+// walkBatch is how many infos one Walk message carries.
+const walkBatch = 256
+
+// Server serves a Snapshotter over gRPC.
+type Server struct {
+	pluginv1.UnimplementedSnapshotterServer
+	impl func() (Snapshotter, error)
+}
+
+// NewServer serves the snapshotter impl returns; impl may fail, e.g. before
+// the plugin is configured.
+func NewServer(impl func() (Snapshotter, error)) *Server {
+	return &Server{impl: impl}
+}
+
+var _ pluginv1.SnapshotterServer = (*Server)(nil)
+
+func (s *Server) Prepare(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
+	sn, err := s.impl()
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	ms, err := sn.Prepare(ctx, req.Key, req.Parent, WithLabels(req.Labels))
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.MountsResponse{Mounts: mount.ToProto(ms)}, nil
+}
+
+func (s *Server) View(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
+	sn, err := s.impl()
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	ms, err := sn.View(ctx, req.Key, req.Parent, WithLabels(req.Labels))
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.MountsResponse{Mounts: mount.ToProto(ms)}, nil
+}
+
+func (s *Server) Mounts(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.MountsResponse, error) {
+	sn, err := s.impl()
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	ms, err := sn.Mounts(ctx, req.Key)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.MountsResponse{Mounts: mount.ToProto(ms)}, nil
+}
+
+func (s *Server) Commit(ctx context.Context, req *pluginv1.CommitSnapshotRequest) (*pluginv1.Empty, error) {
+	sn, err := s.impl()
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.Empty{}, errdefs.ToGRPC(sn.Commit(ctx, req.Name, req.Key, WithLabels(req.Labels)))
+}
+
+func (s *Server) Remove(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.Empty, error) {
+	sn, err := s.impl()
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.Empty{}, errdefs.ToGRPC(sn.Remove(ctx, req.Key))
+}
+
+func (s *Server) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.SnapshotInfo, error) {
+	sn, err := s.impl()
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	info, err := sn.Stat(ctx, req.Key)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return InfoToProto(info), nil
+}
+
+func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest) (*pluginv1.SnapshotInfo, error) {
+	sn, err := s.impl()
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	info, err := sn.Update(ctx, InfoFromProto(req.Info), req.FieldPaths...)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return InfoToProto(info), nil
+}
+
+func (s *Server) Usage(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.UsageResponse, error) {
+	sn, err := s.impl()
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	u, err := sn.Usage(ctx, req.Key)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.UsageResponse{Size: u.Size, Inodes: u.Inodes}, nil
+}
+
+func (s *Server) Walk(req *pluginv1.WalkSnapshotsRequest, stream pluginv1.Snapshotter_WalkServer) error {
+	sn, err := s.impl()
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	var batch []*pluginv1.SnapshotInfo
+	err = sn.Walk(stream.Context(), func(_ context.Context, info Info) error {
+		batch = append(batch, InfoToProto(info))
+		if len(batch) < walkBatch {
+			return nil
+		}
+		err := stream.Send(&pluginv1.WalkSnapshotsResponse{Infos: batch})
+		batch = nil
+		return err
+	}, req.Filters...)
+	if err == nil && len(batch) > 0 {
+		err = stream.Send(&pluginv1.WalkSnapshotsResponse{Infos: batch})
+	}
+	return errdefs.ToGRPC(err)
+}
+
+func (s *Server) Cleanup(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.Empty, error) {
+	sn, err := s.impl()
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	c, ok := sn.(Cleaner)
+	if !ok {
+		return nil, errdefs.ToGRPC(errdefs.ErrNotImplemented)
+	}
+	return &pluginv1.Empty{}, errdefs.ToGRPC(c.Cleanup(ctx))
+}
+
+// InfoToProto converts an Info for the wire.
+func InfoToProto(info Info) *pluginv1.SnapshotInfo {
+	return &pluginv1.SnapshotInfo{
+		Name:      info.Name,
+		Parent:    info.Parent,
+		Kind:      pluginv1.SnapshotKind(info.Kind),
+		Labels:    info.Labels,
+		CreatedAt: unixNano(info.Created),
+		UpdatedAt: unixNano(info.Updated),
+	}
+}
+
+// InfoFromProto converts an Info from the wire.
+func InfoFromProto(p *pluginv1.SnapshotInfo) Info {
+	if p == nil {
+		return Info{}
+	}
+	return Info{
+		Name:    p.Name,
+		Parent:  p.Parent,
+		Kind:    Kind(p.Kind),
+		Labels:  p.Labels,
+		Created: fromUnixNano(p.CreatedAt),
+		Updated: fromUnixNano(p.UpdatedAt),
+	}
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
