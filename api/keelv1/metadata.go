@@ -1,0 +1,12 @@
+package keelv1
+
+// gRPC metadata keys of keeld's API. The namespace scopes every call; the
+// snapshotter picks the backend of a Snapshotter call (keeld's default when
+// absent).
+const (
+	MetadataNamespace   = "keel-namespace"
+	MetadataSnapshotter = "keel-snapshotter"
+)
+
+// DefaultNamespace is used when a call names none.
+const DefaultNamespace = "default"
