@@ -27,7 +27,7 @@ func Plugin(name, version string, factory Factory) sdk.Definition {
 			return capable{s}, nil
 		},
 		Register: func(s *grpc.Server, impl func() (any, error)) {
-			pluginv1.RegisterSnapshotterServer(s, NewServer(func() (Snapshotter, error) {
+			pluginv1.RegisterSnapshotterServer(s, NewServer(func(context.Context) (Snapshotter, error) {
 				v, err := impl()
 				if err != nil {
 					return nil, err

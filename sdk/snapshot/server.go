@@ -15,19 +15,20 @@ const walkBatch = 256
 // Server serves a Snapshotter over gRPC.
 type Server struct {
 	pluginv1.UnimplementedSnapshotterServer
-	impl func() (Snapshotter, error)
+	impl func(context.Context) (Snapshotter, error)
 }
 
-// NewServer serves the snapshotter impl returns; impl may fail, e.g. before
-// the plugin is configured.
-func NewServer(impl func() (Snapshotter, error)) *Server {
+// NewServer serves the snapshotter impl returns for a call; impl may fail,
+// e.g. before the plugin is configured. keeld picks the backend from the
+// call's context.
+func NewServer(impl func(context.Context) (Snapshotter, error)) *Server {
 	return &Server{impl: impl}
 }
 
 var _ pluginv1.SnapshotterServer = (*Server)(nil)
 
 func (s *Server) Prepare(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
-	sn, err := s.impl()
+	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -39,7 +40,7 @@ func (s *Server) Prepare(ctx context.Context, req *pluginv1.PrepareSnapshotReque
 }
 
 func (s *Server) View(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
-	sn, err := s.impl()
+	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -51,7 +52,7 @@ func (s *Server) View(ctx context.Context, req *pluginv1.PrepareSnapshotRequest)
 }
 
 func (s *Server) Mounts(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.MountsResponse, error) {
-	sn, err := s.impl()
+	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -63,7 +64,7 @@ func (s *Server) Mounts(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (
 }
 
 func (s *Server) Commit(ctx context.Context, req *pluginv1.CommitSnapshotRequest) (*pluginv1.Empty, error) {
-	sn, err := s.impl()
+	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -71,7 +72,7 @@ func (s *Server) Commit(ctx context.Context, req *pluginv1.CommitSnapshotRequest
 }
 
 func (s *Server) Remove(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.Empty, error) {
-	sn, err := s.impl()
+	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -79,7 +80,7 @@ func (s *Server) Remove(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (
 }
 
 func (s *Server) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.SnapshotInfo, error) {
-	sn, err := s.impl()
+	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -91,7 +92,7 @@ func (s *Server) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*p
 }
 
 func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest) (*pluginv1.SnapshotInfo, error) {
-	sn, err := s.impl()
+	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -103,7 +104,7 @@ func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest
 }
 
 func (s *Server) Usage(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.UsageResponse, error) {
-	sn, err := s.impl()
+	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -115,7 +116,7 @@ func (s *Server) Usage(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*
 }
 
 func (s *Server) Walk(req *pluginv1.WalkSnapshotsRequest, stream pluginv1.Snapshotter_WalkServer) error {
-	sn, err := s.impl()
+	sn, err := s.impl(stream.Context())
 	if err != nil {
 		return errdefs.ToGRPC(err)
 	}
@@ -136,7 +137,7 @@ func (s *Server) Walk(req *pluginv1.WalkSnapshotsRequest, stream pluginv1.Snapsh
 }
 
 func (s *Server) Cleanup(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.Empty, error) {
-	sn, err := s.impl()
+	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
