@@ -2,22 +2,53 @@
 // function per plugin kind. Every plugin keel ships passes them in CI, and a
 // third party runs them against its own plugin the same two ways:
 //
-//	// from go test, in process over go-plugin's in-memory gRPC
-//	conformance.Snapshotter(conformance.Go(t), conformance.InProcess(native.New))
-//	// or against the built binary, exactly as keeld launches it
-//	conformance.Snapshotter(conformance.Go(t), conformance.Binary[snapshot.Snapshotter]("bin/keel-snapshotter-native"))
+//	// from go test, in process but across gRPC, as keeld would call it
+//	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(native.New))
+//	// or against the built binary, launched exactly as keeld launches it
+//	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter("bin/keel-snapshotter-native"))
 //
-// `keel conformance --kind snapshotter PATH` runs the same cases from the CLI.
+// `keel conformance --kind snapshotter PATH` runs the same cases from the
+// CLI through RunCLI.
+//
+// # Cases
+//
+// A suite is a table of cases: a stable CamelCase name, the capabilities
+// the case needs (it is skipped, with the reason, when the plugin lacks
+// one) and a body. Each case gets a fresh root and its own plugin instance;
+// cases are independent and run in parallel under go test. A case that
+// needs root or a kernel feature skips with the reason, or fails when
+// KEEL_TEST_STRICT=1.
+//
+// # Openers
+//
+// An Opener starts a plugin on a root. Opening the same root again after
+// the previous instance was closed is a restart: the plugin must find what
+// it stored. Openers report the capabilities the plugin's Configure
+// answered with ReportCapabilities; the stock ones (Binary, InProcess and
+// their per-kind forms) do.
 package conformance
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
 	"regexp"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
 )
 
+// EnvStrict names the environment variable that turns skips for missing
+// privileges or kernel features into failures (CI sets it).
+const EnvStrict = "KEEL_TEST_STRICT"
+
 // T is the small testing interface the suites need. *testing.T fits through
-// Go; the CLI brings its own.
+// Go; the CLI brings its own (RunCLI).
 type T interface {
 	Helper()
 	Logf(format string, args ...any)
@@ -27,8 +58,10 @@ type T interface {
 	Failed() bool
 	Cleanup(func())
 	TempDir() string
+	// Context is canceled just before the Cleanup functions run.
 	Context() context.Context
-	// Run runs a case as a subtest, possibly in parallel with others.
+	// Run runs f as a subtest named name, possibly in parallel with others,
+	// and reports whether it passed.
 	Run(name string, f func(T)) bool
 }
 
@@ -44,16 +77,25 @@ func (g goT) Run(name string, f func(T)) bool {
 	})
 }
 
-// Opener opens a plugin of kind P with the given root (and a state dir of
-// its own). Opening the same root again after closing is a restart.
+// Opener starts a plugin of kind P on root (and a state dir of its own). It
+// is called with a fresh root per case; called again with the same root
+// after the previous instance was closed, it is a restart. Instances are
+// closed through io.Closer; an opener also makes sure, with t.Cleanup, that
+// nothing it started outlives the case.
 type Opener[P any] func(ctx context.Context, t T, root string) (P, error)
 
-// Options tune a suite run.
+// Options tune a suite run and the stock openers.
 type Options struct {
 	// Run, when set, runs only the cases whose name matches.
 	Run *regexp.Regexp
 	// RootDir, when set, is where the cases' roots are made (e.g. on btrfs).
 	RootDir string
+	// Config is the plugin's `config {}` block as JSON, handed to Configure
+	// by the stock openers ("{}" when empty).
+	Config json.RawMessage
+	// Logger receives the plugin's log; by default the stock openers keep it
+	// and print it to the case's log when the case fails.
+	Logger hclog.Logger
 }
 
 // Option changes Options.
@@ -65,10 +107,170 @@ func WithRun(re *regexp.Regexp) Option { return func(o *Options) { o.Run = re } 
 // WithRootDir makes the cases' roots under dir.
 func WithRootDir(dir string) Option { return func(o *Options) { o.RootDir = dir } }
 
-// testCase is one conformance case: a name, the capabilities it needs (the
-// case is skipped with a reason when the plugin lacks one) and a body.
+// WithConfig hands the plugin config (JSON) at Configure.
+func WithConfig(config json.RawMessage) Option { return func(o *Options) { o.Config = config } }
+
+// WithLogger sends the plugin's log to logger.
+func WithLogger(logger hclog.Logger) Option { return func(o *Options) { o.Logger = logger } }
+
+func buildOptions(opts []Option) Options {
+	var o Options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// capabilityReporter is implemented by the T the runner hands to openers.
+type capabilityReporter interface {
+	reportCapabilities(caps []string)
+}
+
+// ReportCapabilities tells the suite which capabilities the plugin opened
+// for t announced (from its Configure response). Openers call it; it does
+// nothing outside a suite.
+func ReportCapabilities(t T, caps []string) {
+	if r, ok := t.(capabilityReporter); ok {
+		r.reportCapabilities(caps)
+	}
+}
+
+// openT is the T an Opener gets from the runner: it records capabilities.
+type openT struct {
+	T
+	env interface{ setCaps([]string) }
+}
+
+func (o openT) reportCapabilities(caps []string) { o.env.setCaps(caps) }
+
+// testCase is one conformance case: a stable CamelCase name, the
+// capabilities it needs and a body. The body gets a plugin opened on a
+// fresh root in env.
 type testCase[P any] struct {
 	name  string
 	needs []string
 	body  func(ctx context.Context, t T, env *caseEnv[P])
+}
+
+// caseEnv is what a case body works with: the plugin, its root and the
+// opener, to restart it.
+type caseEnv[P any] struct {
+	// P is the plugin instance currently open on Root.
+	P    P
+	Root string
+	open Opener[P]
+
+	mu   sync.Mutex
+	caps []string
+}
+
+func (e *caseEnv[P]) setCaps(caps []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.caps = append([]string(nil), caps...)
+}
+
+// Has reports whether the plugin announced capability c.
+func (e *caseEnv[P]) Has(c string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Contains(e.caps, c)
+}
+
+// Close closes the current instance (through io.Closer).
+func (e *caseEnv[P]) Close() error {
+	if c, ok := any(e.P).(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// Reopen closes the current instance and opens the same root again: the
+// restart check. The new instance replaces P.
+func (e *caseEnv[P]) Reopen(ctx context.Context, t T) (P, error) {
+	t.Helper()
+	if err := e.Close(); err != nil {
+		var zero P
+		return zero, fmt.Errorf("close before reopen: %w", err)
+	}
+	p, err := e.open(ctx, openT{T: t, env: e}, e.Root)
+	if err != nil {
+		var zero P
+		return zero, err
+	}
+	e.P = p
+	return p, nil
+}
+
+// runCases runs each case selected by opts as a subtest of t: a fresh root,
+// the plugin opened on it, skipped when a needed capability is missing, the
+// body, and the plugin closed at the end. Every kind's suite calls it.
+func runCases[P any](t T, cases []testCase[P], open Opener[P], opts Options) {
+	t.Helper()
+	for _, tc := range cases {
+		if opts.Run != nil && !opts.Run.MatchString(tc.name) {
+			continue
+		}
+		t.Run(tc.name, func(t T) {
+			ctx := t.Context()
+			env := &caseEnv[P]{Root: caseRoot(t, opts.RootDir), open: open}
+			p, err := open(ctx, openT{T: t, env: env}, env.Root)
+			if err != nil {
+				t.Fatalf("open plugin on %s: %v", env.Root, err)
+			}
+			env.P = p
+			// Registered after the opener's own cleanups, so it runs first:
+			// the instance is closed before its process or server goes.
+			t.Cleanup(func() {
+				if err := env.Close(); err != nil {
+					t.Errorf("close plugin: %v", err)
+				}
+			})
+			for _, c := range tc.needs {
+				if !env.Has(c) {
+					t.Skipf("plugin lacks capability %q", c)
+				}
+			}
+			tc.body(ctx, t, env)
+		})
+	}
+}
+
+// caseRoot makes a fresh root for one case.
+func caseRoot(t T, under string) string {
+	t.Helper()
+	if under == "" {
+		return t.TempDir()
+	}
+	dir, err := os.MkdirTemp(under, "case-")
+	if err != nil {
+		t.Fatalf("make case root: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// strict reports whether skips for missing privileges are failures.
+func strict() bool {
+	v := strings.TrimSpace(os.Getenv(EnvStrict))
+	return v != "" && v != "0" && v != "false"
+}
+
+// skipUnlessStrict skips the case with reason, or fails it under
+// KEEL_TEST_STRICT=1.
+func skipUnlessStrict(t T, format string, args ...any) {
+	t.Helper()
+	if strict() {
+		t.Fatalf(format+" ("+EnvStrict+" is set)", args...)
+	}
+	t.Skipf(format, args...)
+}
+
+// requireRoot skips (or, strict, fails) a case that needs to be root, e.g.
+// to mount.
+func requireRoot(t T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipUnlessStrict(t, "needs root to mount")
+	}
 }

@@ -1,0 +1,278 @@
+package conformance
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+// cliSuite runs one kind's suite against the plugin binary at path.
+type cliSuite func(t T, path string, opts ...Option)
+
+// cliSuites holds the suites RunCLI dispatches to, by kind. Each kind's
+// file adds its own with addCLISuite, so kinds land independently.
+var cliSuites = map[string]cliSuite{}
+
+func addCLISuite(kind string, s cliSuite) bool {
+	cliSuites[kind] = s
+	return true
+}
+
+// Kinds lists the plugin kinds RunCLI can test.
+func Kinds() []string {
+	var out []string
+	for k := range cliSuites {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Result is the outcome of one case.
+type Result struct {
+	Name     string        `json:"name"`
+	Status   string        `json:"status"` // "pass", "fail" or "skip"
+	Duration time.Duration `json:"duration_ns"`
+	Messages []string      `json:"messages,omitempty"`
+}
+
+// Report is the outcome of a CLI run.
+type Report struct {
+	Kind    string   `json:"kind"`
+	Plugin  string   `json:"plugin"`
+	Passed  int      `json:"passed"`
+	Failed  int      `json:"failed"`
+	Skipped int      `json:"skipped"`
+	Cases   []Result `json:"cases"`
+}
+
+// RunCLI runs the suite of kind against the plugin binary at pluginPath and
+// writes the results to w as a table or as JSON (format "table" or "json").
+// failed is true when any case failed; err is for a run that could not
+// start (unknown kind or format, no such file). Cases run one at a time,
+// each in its own goroutine, so a fatal check ends only its case.
+func RunCLI(kind, pluginPath string, w io.Writer, format string, opts ...Option) (failed bool, err error) {
+	suite, ok := cliSuites[kind]
+	if !ok {
+		return false, fmt.Errorf("conformance: unknown plugin kind %q (known: %s): %w",
+			kind, strings.Join(Kinds(), ", "), errdefs.ErrInvalidArgument)
+	}
+	if format == "" {
+		format = "table"
+	}
+	if format != "table" && format != "json" {
+		return false, fmt.Errorf("conformance: unknown format %q (table or json): %w", format, errdefs.ErrInvalidArgument)
+	}
+	if _, err := os.Stat(pluginPath); err != nil {
+		if os.IsNotExist(err) {
+			return false, fmt.Errorf("conformance: plugin %s: %w", pluginPath, errdefs.ErrNotFound)
+		}
+		return false, fmt.Errorf("conformance: plugin %s: %w", pluginPath, err)
+	}
+
+	rec := &recorder{}
+	root := newCLIT("", rec, context.Background())
+	runGuarded(root, func() { suite(root, pluginPath, opts...) })
+	root.finish()
+
+	rep := Report{Kind: kind, Plugin: pluginPath, Cases: rec.results}
+	if root.Failed() && len(root.msgs) > 0 {
+		// The suite itself failed outside any case.
+		rep.Cases = append(rep.Cases, Result{Name: "(suite)", Status: "fail", Messages: root.msgs})
+	}
+	for _, r := range rep.Cases {
+		switch r.Status {
+		case "pass":
+			rep.Passed++
+		case "fail":
+			rep.Failed++
+		case "skip":
+			rep.Skipped++
+		}
+	}
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(rep)
+	} else {
+		err = writeTable(w, rep)
+	}
+	return rep.Failed > 0 || root.Failed(), err
+}
+
+func writeTable(w io.Writer, rep Report) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "CASE\tRESULT\tTIME\n")
+	for _, r := range rep.Cases {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, strings.ToUpper(r.Status), r.Duration.Round(time.Millisecond))
+		if r.Status == "pass" {
+			continue
+		}
+		for _, m := range r.Messages {
+			for _, line := range strings.Split(strings.TrimRight(m, "\n"), "\n") {
+				fmt.Fprintf(tw, "    %s\t\t\n", line)
+			}
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "%s %s: %d passed, %d failed, %d skipped\n",
+		rep.Kind, rep.Plugin, rep.Passed, rep.Failed, rep.Skipped)
+	return err
+}
+
+type recorder struct {
+	mu      sync.Mutex
+	results []Result
+}
+
+func (r *recorder) add(res Result) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.results = append(r.results, res)
+}
+
+// cliT is the CLI's T: a tiny testing shim. Fatalf and Skipf end the case's
+// goroutine with runtime.Goexit, as the testing package does.
+type cliT struct {
+	name   string
+	rec    *recorder
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	failed   bool
+	skipped  bool
+	msgs     []string
+	cleanups []func()
+}
+
+var _ T = (*cliT)(nil)
+
+func newCLIT(name string, rec *recorder, parent context.Context) *cliT {
+	ctx, cancel := context.WithCancel(parent)
+	return &cliT{name: name, rec: rec, ctx: ctx, cancel: cancel}
+}
+
+func (t *cliT) Helper() {}
+
+func (t *cliT) log(msg string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.msgs = append(t.msgs, msg)
+}
+
+func (t *cliT) Logf(format string, args ...any) { t.log(fmt.Sprintf(format, args...)) }
+
+func (t *cliT) Errorf(format string, args ...any) {
+	t.log(fmt.Sprintf(format, args...))
+	t.mu.Lock()
+	t.failed = true
+	t.mu.Unlock()
+}
+
+func (t *cliT) Fatalf(format string, args ...any) {
+	t.Errorf(format, args...)
+	runtime.Goexit()
+}
+
+func (t *cliT) Skipf(format string, args ...any) {
+	t.log(fmt.Sprintf(format, args...))
+	t.mu.Lock()
+	t.skipped = true
+	t.mu.Unlock()
+	runtime.Goexit()
+}
+
+func (t *cliT) Failed() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.failed
+}
+
+func (t *cliT) Cleanup(f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.cleanups = append(t.cleanups, f)
+}
+
+func (t *cliT) TempDir() string {
+	dir, err := os.MkdirTemp("", "keel-conformance-")
+	if err != nil {
+		t.Fatalf("temp dir: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+func (t *cliT) Context() context.Context { return t.ctx }
+
+func (t *cliT) Run(name string, f func(T)) bool {
+	full := name
+	if t.name != "" {
+		full = t.name + "/" + name
+	}
+	child := newCLIT(full, t.rec, t.ctx)
+	start := time.Now()
+	runGuarded(child, func() { f(child) })
+	child.finish()
+
+	res := Result{Name: full, Status: "pass", Duration: time.Since(start), Messages: child.msgs}
+	switch {
+	case child.failed:
+		res.Status = "fail"
+		t.mu.Lock()
+		t.failed = true
+		t.mu.Unlock()
+	case child.skipped:
+		res.Status = "skip"
+	}
+	t.rec.add(res)
+	return !child.failed
+}
+
+// finish cancels the context and runs the cleanups, last registered first,
+// each guarded so that a failing one does not stop the rest.
+func (t *cliT) finish() {
+	t.cancel()
+	for {
+		t.mu.Lock()
+		n := len(t.cleanups)
+		if n == 0 {
+			t.mu.Unlock()
+			return
+		}
+		f := t.cleanups[n-1]
+		t.cleanups = t.cleanups[:n-1]
+		t.mu.Unlock()
+		runGuarded(t, f)
+	}
+}
+
+// runGuarded runs f in its own goroutine and waits: Goexit (Fatalf, Skipf)
+// ends only f, and a panic fails t instead of the process.
+func runGuarded(t *cliT, f func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				t.Errorf("panic: %v\n%s", r, debug.Stack())
+			}
+		}()
+		f()
+	}()
+	<-done
+}
