@@ -1,0 +1,50 @@
+// Package resolver is the resolver plugin contract: it moves images between
+// registries and keeld.
+//
+// # Terms
+//
+// A reference names an image in a registry, e.g.
+// "registry.example.com/library/busybox:1.36" or "...@sha256:…". Resolve
+// turns it into its canonical name and the descriptor of what it points at
+// (a manifest or an index). Fetch and Push move the bytes of one descriptor
+// (a manifest, config or layer) of that reference. Registry hosts, mirrors,
+// TLS and credentials belong to the resolver's own config, never to a call.
+//
+//	name, desc, _ := r.Resolve(ctx, "example.com/app:v1")
+//	rc, _ := r.Fetch(ctx, name, desc, 0) // the manifest
+//	defer rc.Close()
+//
+// # Errors
+//
+// A malformed reference is InvalidArgument; a reference or blob the registry
+// does not have is NotFound; a registry that cannot be reached is
+// Unavailable; refused credentials are PermissionDenied. Push of content the
+// registry already holds is AlreadyExists, which callers treat as success.
+package resolver
+
+import (
+	"context"
+	"io"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// Resolver is the resolver plugin kind.
+type Resolver interface {
+	// Resolve returns the canonical name of ref and the descriptor it
+	// points at. InvalidArgument for a malformed ref, NotFound for an
+	// unknown one.
+	Resolve(ctx context.Context, ref string) (name string, desc ocispec.Descriptor, err error)
+	// Fetch reads the content of desc, which belongs to ref, from offset
+	// on. The caller closes the reader; closing early ends the transfer.
+	// NotFound when the registry lacks it; InvalidArgument for an offset
+	// outside [0, desc.Size].
+	Fetch(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error)
+	// Push uploads the content of desc, read from r, under ref. It fails
+	// with AlreadyExists when the registry holds the content already (r may
+	// then be left unread), and with FailedPrecondition when r's size or
+	// digest differs from desc.
+	Push(ctx context.Context, ref string, desc ocispec.Descriptor, r io.Reader) error
+	// Close releases the resolver.
+	Close() error
+}

@@ -1,0 +1,119 @@
+package resolver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/descriptor"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+)
+
+// Server serves a Resolver over gRPC.
+type Server struct {
+	pluginv1.UnimplementedResolverServer
+	impl func(context.Context) (Resolver, error)
+}
+
+// NewServer serves the resolver impl returns for a call; impl may fail, e.g.
+// before the plugin is configured.
+func NewServer(impl func(context.Context) (Resolver, error)) *Server {
+	return &Server{impl: impl}
+}
+
+var _ pluginv1.ResolverServer = (*Server)(nil)
+
+func (s *Server) Resolve(ctx context.Context, req *pluginv1.ResolveRequest) (*pluginv1.ResolveResponse, error) {
+	r, err := s.impl(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	name, desc, err := r.Resolve(ctx, req.Ref)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.ResolveResponse{Name: name, Descriptor_: descriptor.ToProto(desc)}, nil
+}
+
+func (s *Server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_FetchServer) error {
+	ctx := stream.Context()
+	r, err := s.impl(ctx)
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	rc, err := r.Fetch(ctx, req.Ref, descriptor.FromProto(req.Descriptor_), req.Offset)
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	defer rc.Close()
+	for {
+		// A fresh buffer per message: gRPC may still hold the last one.
+		buf := make([]byte, sdk.ChunkSize)
+		n, err := io.ReadFull(rc, buf)
+		if n > 0 {
+			if serr := stream.Send(&pluginv1.FetchResponse{Data: buf[:n]}); serr != nil {
+				return serr
+			}
+		}
+		switch {
+		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+			return nil
+		case err != nil:
+			return errdefs.ToGRPC(err)
+		}
+	}
+}
+
+func (s *Server) Push(stream pluginv1.Resolver_PushServer) error {
+	ctx := stream.Context()
+	r, err := s.impl(ctx)
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return errdefs.ToGRPC(fmt.Errorf("push: no header message: %w", errdefs.ErrInvalidArgument))
+	}
+	if err != nil {
+		return err
+	}
+	body := &pushReader{stream: stream, buf: first.Data}
+	err = r.Push(ctx, first.Ref, descriptor.FromProto(first.Descriptor_), body)
+	if errdefs.IsAlreadyExists(err) {
+		return stream.SendAndClose(&pluginv1.PushResponse{AlreadyExists: true})
+	}
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	return stream.SendAndClose(&pluginv1.PushResponse{})
+}
+
+// pushReader reads the data of a Push stream's messages in order.
+type pushReader struct {
+	stream pluginv1.Resolver_PushServer
+	buf    []byte
+	err    error
+}
+
+func (p *pushReader) Read(b []byte) (int, error) {
+	for len(p.buf) == 0 {
+		if p.err != nil {
+			return 0, p.err
+		}
+		msg, err := p.stream.Recv()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				err = errdefs.FromGRPC(err)
+			}
+			p.err = err
+			continue
+		}
+		p.buf = msg.Data
+	}
+	n := copy(b, p.buf)
+	p.buf = p.buf[n:]
+	return n, nil
+}
