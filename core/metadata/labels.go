@@ -1,0 +1,111 @@
+package metadata
+
+import (
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+// maxLabelSize bounds a label's key plus value, as containerd does.
+const maxLabelSize = 4096
+
+func validateLabels(labels map[string]string) error {
+	for k, v := range labels {
+		if k == "" {
+			return fmt.Errorf("label key is empty: %w", errdefs.ErrInvalidArgument)
+		}
+		if len(k)+len(v) > maxLabelSize {
+			return fmt.Errorf("label %q: longer than %d bytes: %w", k, maxLabelSize, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// updateLabels applies fieldpaths to current: none or "labels" replaces all
+// labels with update, "labels.<k>" sets (or, when update lacks it, removes)
+// one label. Any other path is InvalidArgument.
+func updateLabels(current, update map[string]string, fieldpaths []string) (map[string]string, error) {
+	if len(fieldpaths) == 0 {
+		return maps.Clone(update), nil
+	}
+	out := maps.Clone(current)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for _, p := range fieldpaths {
+		switch {
+		case p == "labels":
+			out = maps.Clone(update)
+			if out == nil {
+				out = map[string]string{}
+			}
+		case strings.HasPrefix(p, "labels.") && len(p) > len("labels."):
+			k := p[len("labels."):]
+			if v, ok := update[k]; ok && v != "" {
+				out[k] = v
+			} else {
+				delete(out, k)
+			}
+		default:
+			return nil, fmt.Errorf("field path %q: only labels can be updated: %w", p, errdefs.ErrInvalidArgument)
+		}
+	}
+	return out, nil
+}
+
+// readLabels reads the labels sub-bucket of b.
+func readLabels(b *bolt.Bucket) map[string]string {
+	lb := b.Bucket(bucketLabels)
+	if lb == nil {
+		return nil
+	}
+	out := map[string]string{}
+	lb.ForEach(func(k, v []byte) error {
+		out[string(k)] = string(v)
+		return nil
+	})
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// writeLabels replaces the labels sub-bucket of b.
+func writeLabels(b *bolt.Bucket, labels map[string]string) error {
+	if b.Bucket(bucketLabels) != nil {
+		if err := b.DeleteBucket(bucketLabels); err != nil {
+			return err
+		}
+	}
+	lb, err := b.CreateBucket(bucketLabels)
+	if err != nil {
+		return err
+	}
+	for k, v := range labels {
+		if err := lb.Put([]byte(k), []byte(v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func readTime(b *bolt.Bucket, key []byte) time.Time {
+	var t time.Time
+	if v := b.Get(key); v != nil {
+		_ = t.UnmarshalBinary(v)
+	}
+	return t
+}
+
+func writeTime(b *bolt.Bucket, key []byte, t time.Time) error {
+	v, err := t.UTC().MarshalBinary()
+	if err != nil {
+		return err
+	}
+	return b.Put(key, v)
+}
