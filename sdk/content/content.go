@@ -90,7 +90,8 @@ type ReaderAt interface {
 // Ingester opens ingests.
 type Ingester interface {
 	// Writer opens the ingest named by WithRef (InvalidArgument without
-	// one), making it when absent. Unavailable when another writer holds it.
+	// one), making it when absent. Unavailable when another writer holds
+	// it; AlreadyExists when WithDescriptor names a digest already stored.
 	Writer(ctx context.Context, opts ...WriterOpt) (Writer, error)
 }
 

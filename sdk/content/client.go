@@ -1,0 +1,406 @@
+package content
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
+
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+)
+
+// NewClient returns the Store served on conn. It is how keeld and the CLI
+// reach a content plugin or keeld's content API.
+func NewClient(conn grpc.ClientConnInterface) Store {
+	return &client{c: pluginv1.NewContentClient(conn)}
+}
+
+// client is a Store reached over gRPC.
+type client struct {
+	c pluginv1.ContentClient
+}
+
+var _ Store = (*client)(nil)
+
+func (c *client) Info(ctx context.Context, dgst digest.Digest) (Info, error) {
+	resp, err := c.c.Info(ctx, &pluginv1.ContentInfoRequest{Digest: dgst.String()})
+	if err != nil {
+		return Info{}, errdefs.FromGRPC(err)
+	}
+	return InfoFromProto(resp), nil
+}
+
+func (c *client) Update(ctx context.Context, info Info, fieldpaths ...string) (Info, error) {
+	resp, err := c.c.Update(ctx, &pluginv1.UpdateContentRequest{Info: InfoToProto(info), FieldPaths: fieldpaths})
+	if err != nil {
+		return Info{}, errdefs.FromGRPC(err)
+	}
+	return InfoFromProto(resp), nil
+}
+
+func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error {
+	// The child context ends the stream when fn stops the walk early.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.c.List(ctx, &pluginv1.ListContentRequest{Filters: filters})
+	if err != nil {
+		return errdefs.FromGRPC(err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return errdefs.FromGRPC(err)
+		}
+		for _, info := range resp.Infos {
+			if err := fn(InfoFromProto(info)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *client) Delete(ctx context.Context, dgst digest.Digest) error {
+	_, err := c.c.Delete(ctx, &pluginv1.ContentInfoRequest{Digest: dgst.String()})
+	return errdefs.FromGRPC(err)
+}
+
+func (c *client) Status(ctx context.Context, ref string) (Status, error) {
+	resp, err := c.c.Status(ctx, &pluginv1.IngestRefRequest{Ref: ref})
+	if err != nil {
+		return Status{}, errdefs.FromGRPC(err)
+	}
+	return StatusFromProto(resp), nil
+}
+
+func (c *client) ListStatuses(ctx context.Context, filters ...string) ([]Status, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.c.ListStatuses(ctx, &pluginv1.ListStatusesRequest{Filters: filters})
+	if err != nil {
+		return nil, errdefs.FromGRPC(err)
+	}
+	var out []Status
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, errdefs.FromGRPC(err)
+		}
+		for _, s := range resp.Statuses {
+			out = append(out, StatusFromProto(s))
+		}
+	}
+}
+
+func (c *client) Abort(ctx context.Context, ref string) error {
+	_, err := c.c.Abort(ctx, &pluginv1.IngestRefRequest{Ref: ref})
+	return errdefs.FromGRPC(err)
+}
+
+// Close does nothing: the connection belongs to whoever made it.
+func (c *client) Close() error { return nil }
+
+// ReaderAt asks for the blob's Info first, so a missing blob is NotFound
+// here and Size is the stored size, not the descriptor's.
+func (c *client) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (ReaderAt, error) {
+	info, err := c.Info(ctx, desc.Digest)
+	if err != nil {
+		return nil, err
+	}
+	return &readerAt{ctx: ctx, c: c.c, dgst: desc.Digest, size: info.Size}, nil
+}
+
+// readerAt keeps one Read stream open while reads are sequential, so a full
+// sequential read costs one stream; a read elsewhere reopens it there.
+type readerAt struct {
+	ctx  context.Context
+	c    pluginv1.ContentClient
+	dgst digest.Digest
+	size int64
+
+	mu     sync.Mutex
+	stream grpc.ServerStreamingClient[pluginv1.ReadContentResponse]
+	cancel context.CancelFunc
+	pos    int64  // offset of the stream's next byte, buf included
+	buf    []byte // what is left of the last message
+}
+
+var _ ReaderAt = (*readerAt)(nil)
+
+func (r *readerAt) Size() int64 { return r.size }
+
+func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if off < 0 {
+		return 0, fmt.Errorf("read %s: negative offset: %w", r.dgst, errdefs.ErrInvalidArgument)
+	}
+	if off >= r.size {
+		return 0, io.EOF
+	}
+	if r.stream == nil || off != r.pos {
+		r.closeStream()
+		ctx, cancel := context.WithCancel(r.ctx)
+		stream, err := r.c.Read(ctx, &pluginv1.ReadContentRequest{Digest: r.dgst.String(), Offset: off})
+		if err != nil {
+			cancel()
+			return 0, errdefs.FromGRPC(err)
+		}
+		r.stream, r.cancel, r.pos = stream, cancel, off
+	}
+	n := 0
+	for n < len(p) && r.pos < r.size {
+		if len(r.buf) == 0 {
+			resp, err := r.stream.Recv()
+			if err != nil {
+				r.closeStream()
+				if errors.Is(err, io.EOF) {
+					return n, fmt.Errorf("read %s: stream ended at %d of %d: %w", r.dgst, r.pos, r.size, io.ErrUnexpectedEOF)
+				}
+				return n, errdefs.FromGRPC(err)
+			}
+			if resp.Offset != r.pos {
+				r.closeStream()
+				return n, fmt.Errorf("read %s: got offset %d, want %d: %w", r.dgst, resp.Offset, r.pos, errdefs.ErrInternal)
+			}
+			r.buf = resp.Data
+		}
+		c := copy(p[n:], r.buf)
+		r.buf = r.buf[c:]
+		n += c
+		r.pos += int64(c)
+	}
+	if r.pos >= r.size {
+		r.closeStream()
+	}
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (r *readerAt) closeStream() {
+	if r.cancel != nil {
+		r.cancel()
+	}
+	r.stream, r.cancel, r.buf = nil, nil, nil
+}
+
+func (r *readerAt) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closeStream()
+	return nil
+}
+
+// writeWindow is how many Write requests may await their responses: the
+// client does not wait a round trip per chunk.
+const writeWindow = 32
+
+func (c *client) Writer(ctx context.Context, opts ...WriterOpt) (Writer, error) {
+	wo, err := ApplyWriterOpts(opts...)
+	if err != nil {
+		return nil, err
+	}
+	// The stream lives until Close; the child context makes sure it ends.
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := c.c.Write(ctx)
+	if err != nil {
+		cancel()
+		return nil, errdefs.FromGRPC(err)
+	}
+	w := &writer{stream: stream, cancel: cancel, ref: wo.Ref}
+	w.send(&pluginv1.WriteContentRequest{
+		Action:   pluginv1.WriteAction_WRITE_ACTION_STAT,
+		Ref:      wo.Ref,
+		Total:    wo.Desc.Size,
+		Expected: wo.Desc.Digest.String(),
+	})
+	if err := w.flush(); err != nil {
+		cancel()
+		return nil, err
+	}
+	w.offset = w.status.Offset
+	return w, nil
+}
+
+// writer is an ingest held through one Write stream.
+type writer struct {
+	stream grpc.BidiStreamingClient[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]
+	cancel context.CancelFunc
+	ref    string
+
+	mu      sync.Mutex
+	pending int   // requests sent whose response is not read yet
+	offset  int64 // offset after the requests sent
+	status  Status
+	digest  digest.Digest
+	err     error // the stream's end; sticky
+	closed  bool
+}
+
+var _ Writer = (*writer)(nil)
+
+// send sends req, reading responses once the window is full.
+func (w *writer) send(req *pluginv1.WriteContentRequest) error {
+	if w.err != nil {
+		return w.err
+	}
+	if err := w.stream.Send(req); err != nil {
+		// io.EOF: the server ended the stream; its status is in Recv.
+		if !errors.Is(err, io.EOF) {
+			w.err = errdefs.FromGRPC(err)
+			return w.err
+		}
+		for w.err == nil {
+			w.recv()
+		}
+		return w.err
+	}
+	w.pending++
+	for w.pending >= writeWindow && w.err == nil {
+		w.recv()
+	}
+	return w.err
+}
+
+func (w *writer) recv() {
+	resp, err := w.stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("write %q: stream ended: %w", w.ref, errdefs.ErrUnavailable)
+		}
+		w.err = errdefs.FromGRPC(err)
+		return
+	}
+	w.pending--
+	w.status = Status{
+		Ref:       w.ref,
+		Offset:    resp.Offset,
+		Total:     resp.Total,
+		Expected:  w.status.Expected,
+		StartedAt: fromUnixNano(resp.StartedAt),
+		UpdatedAt: fromUnixNano(resp.UpdatedAt),
+	}
+	w.digest = digest.Digest(resp.Digest)
+}
+
+// flush reads every pending response.
+func (w *writer) flush() error {
+	for w.pending > 0 && w.err == nil {
+		w.recv()
+	}
+	return w.err
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return 0, fmt.Errorf("write %q: writer closed: %w", w.ref, errdefs.ErrFailedPrecondition)
+	}
+	n := 0
+	for n < len(p) {
+		chunk := p[n:min(len(p), n+sdk.ChunkSize)]
+		if err := w.send(&pluginv1.WriteContentRequest{
+			Action: pluginv1.WriteAction_WRITE_ACTION_WRITE,
+			Offset: w.offset,
+			Data:   chunk,
+		}); err != nil {
+			return n, err
+		}
+		w.offset += int64(len(chunk))
+		n += len(chunk)
+	}
+	return n, nil
+}
+
+func (w *writer) Digest() digest.Digest {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.flush()
+	return w.digest
+}
+
+func (w *writer) Status() (Status, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.send(&pluginv1.WriteContentRequest{Action: pluginv1.WriteAction_WRITE_ACTION_STAT}); err != nil {
+		return Status{}, err
+	}
+	if err := w.flush(); err != nil {
+		return Status{}, err
+	}
+	return w.status, nil
+}
+
+func (w *writer) Truncate(size int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.send(&pluginv1.WriteContentRequest{Action: pluginv1.WriteAction_WRITE_ACTION_TRUNCATE, Offset: size}); err != nil {
+		return err
+	}
+	if err := w.flush(); err != nil {
+		return err
+	}
+	w.offset = w.status.Offset
+	return nil
+}
+
+// Commit sends the labels opts set; the server checks size and digest.
+func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...Opt) error {
+	info, err := ApplyOpts(opts...)
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.send(&pluginv1.WriteContentRequest{
+		Action:   pluginv1.WriteAction_WRITE_ACTION_COMMIT,
+		Total:    size,
+		Expected: expected.String(),
+		Labels:   info.Labels,
+	}); err != nil {
+		return err
+	}
+	return w.flush()
+}
+
+// Close ends the stream and waits for the server to let go of the ref, so
+// a writer opened after Close returns finds it free.
+func (w *writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	defer w.cancel()
+	if w.err != nil {
+		return nil // already reported by the call that met it
+	}
+	if err := w.stream.CloseSend(); err != nil {
+		return errdefs.FromGRPC(err)
+	}
+	for {
+		_, err := w.stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return errdefs.FromGRPC(err)
+		}
+	}
+}

@@ -1,0 +1,368 @@
+package content
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
+
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+)
+
+// listBatch is how many infos or statuses one list message carries.
+const listBatch = 256
+
+// Server serves a Store over gRPC.
+type Server struct {
+	pluginv1.UnimplementedContentServer
+	impl func(context.Context) (Store, error)
+}
+
+// NewServer serves the store impl returns for a call; impl may fail, e.g.
+// before the plugin is configured. keeld picks the backend from the call's
+// context.
+func NewServer(impl func(context.Context) (Store, error)) *Server {
+	return &Server{impl: impl}
+}
+
+var _ pluginv1.ContentServer = (*Server)(nil)
+
+func (s *Server) Info(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.ContentInfo, error) {
+	st, err := s.impl(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	dgst, err := parseDigest(req.Digest)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	info, err := st.Info(ctx, dgst)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return InfoToProto(info), nil
+}
+
+func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateContentRequest) (*pluginv1.ContentInfo, error) {
+	st, err := s.impl(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	info := InfoFromProto(req.Info)
+	if _, err := parseDigest(info.Digest.String()); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	info, err = st.Update(ctx, info, req.FieldPaths...)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return InfoToProto(info), nil
+}
+
+func (s *Server) List(req *pluginv1.ListContentRequest, stream grpc.ServerStreamingServer[pluginv1.ListContentResponse]) error {
+	st, err := s.impl(stream.Context())
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	var batch []*pluginv1.ContentInfo
+	err = st.Walk(stream.Context(), func(info Info) error {
+		batch = append(batch, InfoToProto(info))
+		if len(batch) < listBatch {
+			return nil
+		}
+		err := stream.Send(&pluginv1.ListContentResponse{Infos: batch})
+		batch = nil
+		return err
+	}, req.Filters...)
+	if err == nil && len(batch) > 0 {
+		err = stream.Send(&pluginv1.ListContentResponse{Infos: batch})
+	}
+	return errdefs.ToGRPC(err)
+}
+
+func (s *Server) Delete(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.Empty, error) {
+	st, err := s.impl(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	dgst, err := parseDigest(req.Digest)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.Empty{}, errdefs.ToGRPC(st.Delete(ctx, dgst))
+}
+
+// Read streams the range in ChunkSize messages, reusing one buffer: Send
+// has marshaled the message when it returns.
+func (s *Server) Read(req *pluginv1.ReadContentRequest, stream grpc.ServerStreamingServer[pluginv1.ReadContentResponse]) error {
+	ctx := stream.Context()
+	st, err := s.impl(ctx)
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	dgst, err := parseDigest(req.Digest)
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	if req.Offset < 0 || req.Size < 0 {
+		return errdefs.ToGRPC(fmt.Errorf("read %s: negative offset or size: %w", dgst, errdefs.ErrInvalidArgument))
+	}
+	ra, err := st.ReaderAt(ctx, ocispec.Descriptor{Digest: dgst})
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	defer ra.Close()
+	end := ra.Size()
+	if req.Offset > end {
+		return errdefs.ToGRPC(fmt.Errorf("read %s: offset %d past size %d: %w", dgst, req.Offset, end, errdefs.ErrOutOfRange))
+	}
+	if req.Size > 0 && req.Offset+req.Size < end {
+		end = req.Offset + req.Size
+	}
+	buf := make([]byte, min(sdk.ChunkSize, end-req.Offset))
+	for off := req.Offset; off < end; {
+		n, err := ra.ReadAt(buf[:min(int64(len(buf)), end-off)], off)
+		if n > 0 {
+			if err := stream.Send(&pluginv1.ReadContentResponse{Offset: off, Data: buf[:n]}); err != nil {
+				return err
+			}
+			off += int64(n)
+		}
+		if err != nil && !(errors.Is(err, io.EOF) && off == end) {
+			if errors.Is(err, io.EOF) {
+				err = fmt.Errorf("read %s: short blob at %d: %w", dgst, off, errdefs.ErrDataLoss)
+			}
+			return errdefs.ToGRPC(err)
+		}
+	}
+	return nil
+}
+
+func (s *Server) Status(ctx context.Context, req *pluginv1.IngestRefRequest) (*pluginv1.IngestStatus, error) {
+	st, err := s.impl(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	status, err := st.Status(ctx, req.Ref)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return StatusToProto(status), nil
+}
+
+func (s *Server) ListStatuses(req *pluginv1.ListStatusesRequest, stream grpc.ServerStreamingServer[pluginv1.ListStatusesResponse]) error {
+	st, err := s.impl(stream.Context())
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	statuses, err := st.ListStatuses(stream.Context(), req.Filters...)
+	if err != nil {
+		return errdefs.ToGRPC(err)
+	}
+	for len(statuses) > 0 {
+		n := min(len(statuses), listBatch)
+		resp := &pluginv1.ListStatusesResponse{}
+		for _, status := range statuses[:n] {
+			resp.Statuses = append(resp.Statuses, StatusToProto(status))
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		statuses = statuses[n:]
+	}
+	return nil
+}
+
+func (s *Server) Abort(ctx context.Context, req *pluginv1.IngestRefRequest) (*pluginv1.Empty, error) {
+	st, err := s.impl(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.Empty{}, errdefs.ToGRPC(st.Abort(ctx, req.Ref))
+}
+
+// Write holds one ingest for the life of the stream: the first message
+// names the ref, and each message gets one response.
+func (s *Server) Write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]) error {
+	return errdefs.ToGRPC(s.write(stream))
+}
+
+func (s *Server) write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]) error {
+	ctx := stream.Context()
+	st, err := s.impl(ctx)
+	if err != nil {
+		return err
+	}
+	req, err := stream.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	ref := req.Ref
+	total := req.Total
+	expected, err := parseOptionalDigest(req.Expected)
+	if err != nil {
+		return err
+	}
+	w, err := st.Writer(ctx, WithRef(ref), WithDescriptor(ocispec.Descriptor{Size: total, Digest: expected}))
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+	for {
+		if req.Ref != "" && req.Ref != ref {
+			return fmt.Errorf("write %q: ref changed to %q: %w", ref, req.Ref, errdefs.ErrInvalidArgument)
+		}
+		if req.Total != 0 {
+			total = req.Total
+		}
+		if req.Expected != "" {
+			if expected, err = parseOptionalDigest(req.Expected); err != nil {
+				return err
+			}
+		}
+		resp := &pluginv1.WriteContentResponse{Action: req.Action}
+		switch req.Action {
+		case pluginv1.WriteAction_WRITE_ACTION_STAT:
+		case pluginv1.WriteAction_WRITE_ACTION_WRITE:
+			status, err := w.Status()
+			if err != nil {
+				return err
+			}
+			if req.Offset != status.Offset {
+				return fmt.Errorf("write %q: offset %d, ingest is at %d: %w", ref, req.Offset, status.Offset, errdefs.ErrInvalidArgument)
+			}
+			if _, err := w.Write(req.Data); err != nil {
+				return err
+			}
+		case pluginv1.WriteAction_WRITE_ACTION_TRUNCATE:
+			if err := w.Truncate(req.Offset); err != nil {
+				return err
+			}
+		case pluginv1.WriteAction_WRITE_ACTION_COMMIT:
+			status, err := w.Status()
+			if err != nil {
+				return err
+			}
+			if err := w.Commit(ctx, total, expected, WithLabels(req.Labels)); err != nil {
+				return err
+			}
+			resp.Offset, resp.Total = status.Offset, total
+			resp.Digest = w.Digest().String()
+			resp.StartedAt, resp.UpdatedAt = unixNano(status.StartedAt), unixNano(time.Now())
+		default:
+			return fmt.Errorf("write %q: unknown action %v: %w", ref, req.Action, errdefs.ErrInvalidArgument)
+		}
+		if req.Action != pluginv1.WriteAction_WRITE_ACTION_COMMIT {
+			status, err := w.Status()
+			if err != nil {
+				return err
+			}
+			resp.Offset, resp.Total = status.Offset, status.Total
+			if total != 0 {
+				resp.Total = total
+			}
+			resp.StartedAt, resp.UpdatedAt = unixNano(status.StartedAt), unixNano(status.UpdatedAt)
+			resp.Digest = w.Digest().String()
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+		if req, err = stream.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func parseDigest(s string) (digest.Digest, error) {
+	d, err := digest.Parse(s)
+	if err != nil {
+		return "", fmt.Errorf("digest %q: %v: %w", s, err, errdefs.ErrInvalidArgument)
+	}
+	return d, nil
+}
+
+func parseOptionalDigest(s string) (digest.Digest, error) {
+	if s == "" {
+		return "", nil
+	}
+	return parseDigest(s)
+}
+
+// InfoToProto converts an Info for the wire.
+func InfoToProto(info Info) *pluginv1.ContentInfo {
+	return &pluginv1.ContentInfo{
+		Digest:    info.Digest.String(),
+		Size:      info.Size,
+		CreatedAt: unixNano(info.CreatedAt),
+		UpdatedAt: unixNano(info.UpdatedAt),
+		Labels:    info.Labels,
+	}
+}
+
+// InfoFromProto converts an Info from the wire.
+func InfoFromProto(p *pluginv1.ContentInfo) Info {
+	if p == nil {
+		return Info{}
+	}
+	return Info{
+		Digest:    digest.Digest(p.Digest),
+		Size:      p.Size,
+		CreatedAt: fromUnixNano(p.CreatedAt),
+		UpdatedAt: fromUnixNano(p.UpdatedAt),
+		Labels:    p.Labels,
+	}
+}
+
+// StatusToProto converts a Status for the wire.
+func StatusToProto(s Status) *pluginv1.IngestStatus {
+	return &pluginv1.IngestStatus{
+		Ref:       s.Ref,
+		Offset:    s.Offset,
+		Total:     s.Total,
+		Expected:  s.Expected.String(),
+		StartedAt: unixNano(s.StartedAt),
+		UpdatedAt: unixNano(s.UpdatedAt),
+	}
+}
+
+// StatusFromProto converts a Status from the wire.
+func StatusFromProto(p *pluginv1.IngestStatus) Status {
+	if p == nil {
+		return Status{}
+	}
+	return Status{
+		Ref:       p.Ref,
+		Offset:    p.Offset,
+		Total:     p.Total,
+		Expected:  digest.Digest(p.Expected),
+		StartedAt: fromUnixNano(p.StartedAt),
+		UpdatedAt: fromUnixNano(p.UpdatedAt),
+	}
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
