@@ -19,14 +19,15 @@ var (
 	bucketSnaps    = []byte("snapshots")
 	bucketChildren = []byte("children")
 
-	keyID        = []byte("id")
-	keyKind      = []byte("kind")
-	keyParent    = []byte("parent")
-	keySize      = []byte("size")
-	keyRef       = []byte("ref")
-	keyCreatedAt = []byte("createdat")
-	keyUpdatedAt = []byte("updatedat")
-	keyPending   = []byte("pending")
+	keyID         = []byte("id")
+	keyKind       = []byte("kind")
+	keyParent     = []byte("parent")
+	keySize       = []byte("size")
+	keyRef        = []byte("ref")
+	keyCreatedAt  = []byte("createdat")
+	keyUpdatedAt  = []byte("updatedat")
+	keyPending    = []byte("pending")
+	keyCommitFrom = []byte("commitfrom")
 )
 
 // nsBuckets are made with every namespace.

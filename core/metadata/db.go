@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -17,6 +18,9 @@ import (
 type DB struct {
 	path string
 	db   *bolt.DB
+
+	recoverMu sync.Mutex
+	recovered map[string]bool // snapshotters whose pending records are resolved
 }
 
 // Options tune Open.

@@ -27,7 +27,8 @@
 //	            ├── kind = view|active|committed
 //	            ├── parent = <parent's key in this namespace>
 //	            ├── createdat, updatedat = <time binary>
-//	            ├── pending = <active key being committed, or empty>
+//	            ├── pending = 1                   while being created (invisible)
+//	            ├── commitfrom = <active key>     of a pending commit
 //	            ├── labels/<key> = <value>
 //	            └── children/<key> = ""
 //

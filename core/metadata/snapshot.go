@@ -1,0 +1,640 @@
+package metadata
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/filters"
+	"github.com/keel-runtime/keel/sdk/mount"
+	"github.com/keel-runtime/keel/sdk/snapshot"
+)
+
+// NewSnapshotter returns the namespaced view keeld serves over backend, the
+// snapshotter plugin instance called name. The namespace of each call comes
+// from its context (namespaces.NamespaceRequired) and is made on first use.
+//
+// Each namespaced key maps to an opaque backend key ("<seq>-<random>"), so
+// two namespaces never collide; parents are recorded by namespaced name, and
+// labels live here, not in the backend. Closing the view closes backend.
+//
+// Creating (Prepare, View, Commit) reserves a pending record, commits it,
+// calls the backend, then confirms the record or drops it; pending records
+// left by a crash are resolved against the backend on first use. Remove
+// deletes the record first and then the backend snapshot; a backend failure
+// there only leaves an orphan for Cleanup.
+func NewSnapshotter(db *DB, name string, backend snapshot.Snapshotter) snapshot.Snapshotter {
+	return &nsSnapshotter{db: db, name: name, backend: backend}
+}
+
+type nsSnapshotter struct {
+	db      *DB
+	name    string
+	backend snapshot.Snapshotter
+}
+
+var (
+	_ snapshot.Snapshotter = (*nsSnapshotter)(nil)
+	_ snapshot.Cleaner     = (*nsSnapshotter)(nil)
+)
+
+// snapRecord is a snapshot as stored under snapshots/<snapshotter>/<key>.
+type snapRecord struct {
+	key        string
+	id         string
+	kind       snapshot.Kind
+	parent     string
+	labels     map[string]string
+	created    time.Time
+	updated    time.Time
+	pending    bool
+	commitFrom string // for a pending commit: the active key committed
+}
+
+func (r snapRecord) info() snapshot.Info {
+	return snapshot.Info{Kind: r.kind, Name: r.key, Parent: r.parent, Labels: r.labels, Created: r.created, Updated: r.updated}
+}
+
+func readSnap(b *bolt.Bucket, key string) (snapRecord, bool) {
+	sb := b.Bucket([]byte(key))
+	if sb == nil {
+		return snapRecord{}, false
+	}
+	return snapRecord{
+		key:        key,
+		id:         string(sb.Get(keyID)),
+		kind:       snapshot.ParseKind(string(sb.Get(keyKind))),
+		parent:     string(sb.Get(keyParent)),
+		labels:     readLabels(sb),
+		created:    readTime(sb, keyCreatedAt),
+		updated:    readTime(sb, keyUpdatedAt),
+		pending:    sb.Get(keyPending) != nil,
+		commitFrom: string(sb.Get(keyCommitFrom)),
+	}, true
+}
+
+func writeSnap(b *bolt.Bucket, r snapRecord) error {
+	sb, err := b.CreateBucket([]byte(r.key))
+	if err != nil {
+		return err
+	}
+	for _, kv := range [][2][]byte{
+		{keyID, []byte(r.id)},
+		{keyKind, []byte(r.kind.String())},
+		{keyParent, []byte(r.parent)},
+	} {
+		if err := sb.Put(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	if r.pending {
+		if err := sb.Put(keyPending, []byte("1")); err != nil {
+			return err
+		}
+		if err := sb.Put(keyCommitFrom, []byte(r.commitFrom)); err != nil {
+			return err
+		}
+	}
+	if _, err := sb.CreateBucket(bucketChildren); err != nil {
+		return err
+	}
+	if err := writeTime(sb, keyCreatedAt, r.created); err != nil {
+		return err
+	}
+	if err := writeTime(sb, keyUpdatedAt, r.updated); err != nil {
+		return err
+	}
+	return writeLabels(sb, r.labels)
+}
+
+// deleteSnap removes the record key and its entry in its parent's children.
+func deleteSnap(b *bolt.Bucket, r snapRecord) error {
+	if r.parent != "" {
+		if pb := b.Bucket([]byte(r.parent)); pb != nil {
+			if cb := pb.Bucket(bucketChildren); cb != nil {
+				if err := cb.Delete([]byte(r.key)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return b.DeleteBucket([]byte(r.key))
+}
+
+// lookup returns the visible (not pending) record of key.
+func lookup(b *bolt.Bucket, key string) (snapRecord, error) {
+	if b != nil {
+		if r, ok := readSnap(b, key); ok && !r.pending {
+			return r, nil
+		}
+	}
+	return snapRecord{}, fmt.Errorf("snapshot %q: %w", key, errdefs.ErrNotFound)
+}
+
+// newBackendKey makes a backend key unique across namespaces and restarts.
+func newBackendKey(tx *bolt.Tx) (string, error) {
+	seq, err := tx.Bucket(bucketMeta).NextSequence()
+	if err != nil {
+		return "", err
+	}
+	var rnd [6]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d-%s", seq, hex.EncodeToString(rnd[:])), nil
+}
+
+// begin returns the call's namespace once pending records of this
+// snapshotter have been resolved.
+func (s *nsSnapshotter) begin(ctx context.Context) (string, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return "", err
+	}
+	if err := s.recover(ctx); err != nil {
+		return "", err
+	}
+	return ns, nil
+}
+
+func (s *nsSnapshotter) Stat(ctx context.Context, key string) (snapshot.Info, error) {
+	ns, err := s.begin(ctx)
+	if err != nil {
+		return snapshot.Info{}, err
+	}
+	var r snapRecord
+	err = s.db.view(func(tx *bolt.Tx) error {
+		r, err = lookup(snapshotsBucket(tx, ns, s.name), key)
+		return err
+	})
+	return r.info(), err
+}
+
+func (s *nsSnapshotter) Update(ctx context.Context, info snapshot.Info, fieldpaths ...string) (snapshot.Info, error) {
+	ns, err := s.begin(ctx)
+	if err != nil {
+		return snapshot.Info{}, err
+	}
+	var r snapRecord
+	err = s.db.update(func(tx *bolt.Tx) error {
+		b := snapshotsBucket(tx, ns, s.name)
+		if r, err = lookup(b, info.Name); err != nil {
+			return err
+		}
+		labels, err := updateLabels(r.labels, info.Labels, fieldpaths)
+		if err != nil {
+			return fmt.Errorf("snapshot %q: %w", info.Name, err)
+		}
+		if err := validateLabels(labels); err != nil {
+			return fmt.Errorf("snapshot %q: %w", info.Name, err)
+		}
+		sb := b.Bucket([]byte(info.Name))
+		if err := writeLabels(sb, labels); err != nil {
+			return err
+		}
+		r.updated = time.Now().UTC()
+		if err := writeTime(sb, keyUpdatedAt, r.updated); err != nil {
+			return err
+		}
+		r.labels = readLabels(sb)
+		return nil
+	})
+	return r.info(), err
+}
+
+// backendKey resolves key to its backend key.
+func (s *nsSnapshotter) backendKey(ctx context.Context, key string) (snapRecord, error) {
+	ns, err := s.begin(ctx)
+	if err != nil {
+		return snapRecord{}, err
+	}
+	var r snapRecord
+	err = s.db.view(func(tx *bolt.Tx) error {
+		r, err = lookup(snapshotsBucket(tx, ns, s.name), key)
+		return err
+	})
+	return r, err
+}
+
+func (s *nsSnapshotter) Usage(ctx context.Context, key string) (snapshot.Usage, error) {
+	r, err := s.backendKey(ctx, key)
+	if err != nil {
+		return snapshot.Usage{}, err
+	}
+	u, err := s.backend.Usage(ctx, r.id)
+	if err != nil {
+		return snapshot.Usage{}, fmt.Errorf("snapshot %q: %w", key, err)
+	}
+	return u, nil
+}
+
+func (s *nsSnapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
+	r, err := s.backendKey(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if r.kind == snapshot.KindCommitted {
+		return nil, fmt.Errorf("snapshot %q: committed snapshots have no mounts: %w", key, errdefs.ErrFailedPrecondition)
+	}
+	m, err := s.backend.Mounts(ctx, r.id)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %q: %w", key, err)
+	}
+	return m, nil
+}
+
+func (s *nsSnapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]mount.Mount, error) {
+	return s.create(ctx, snapshot.KindActive, key, parent, opts)
+}
+
+func (s *nsSnapshotter) View(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]mount.Mount, error) {
+	return s.create(ctx, snapshot.KindView, key, parent, opts)
+}
+
+// reserve records r pending under ns, after checking that its key is free
+// and its parent committed, and pins the parent with a children entry. It
+// returns the parent's backend key.
+func (s *nsSnapshotter) reserve(tx *bolt.Tx, ns string, r *snapRecord) (string, error) {
+	b, err := createSnapshotsBucket(tx, ns, s.name)
+	if err != nil {
+		return "", err
+	}
+	if b.Bucket([]byte(r.key)) != nil {
+		return "", fmt.Errorf("snapshot %q: %w", r.key, errdefs.ErrAlreadyExists)
+	}
+	var parentID string
+	if r.parent != "" {
+		p, err := lookup(b, r.parent)
+		if err != nil {
+			return "", fmt.Errorf("parent: %w", err)
+		}
+		if p.kind != snapshot.KindCommitted {
+			return "", fmt.Errorf("parent %q: is %s, not committed: %w", r.parent, p.kind, errdefs.ErrFailedPrecondition)
+		}
+		if err := b.Bucket([]byte(r.parent)).Bucket(bucketChildren).Put([]byte(r.key), nil); err != nil {
+			return "", err
+		}
+		parentID = p.id
+	}
+	if r.id, err = newBackendKey(tx); err != nil {
+		return "", err
+	}
+	r.pending = true
+	return parentID, writeSnap(b, *r)
+}
+
+// drop removes a pending record whose backend call failed.
+func (s *nsSnapshotter) drop(ns string, r snapRecord) error {
+	return s.db.update(func(tx *bolt.Tx) error {
+		b := snapshotsBucket(tx, ns, s.name)
+		if b == nil {
+			return nil
+		}
+		if cur, ok := readSnap(b, r.key); ok && cur.pending && cur.id == r.id {
+			return deleteSnap(b, cur)
+		}
+		return nil
+	})
+}
+
+// confirm makes a pending record visible; for a commit it also removes the
+// active record it came from. Aborted when the record is no longer ours.
+func confirm(b *bolt.Bucket, r snapRecord) error {
+	cur, ok := readSnap(b, r.key)
+	if !ok || !cur.pending || cur.id != r.id {
+		return fmt.Errorf("snapshot %q: pending record lost: %w", r.key, errdefs.ErrAborted)
+	}
+	sb := b.Bucket([]byte(r.key))
+	if err := sb.Delete(keyPending); err != nil {
+		return err
+	}
+	if err := sb.Delete(keyCommitFrom); err != nil {
+		return err
+	}
+	if cur.commitFrom != "" {
+		if from, ok := readSnap(b, cur.commitFrom); ok && !from.pending {
+			return deleteSnap(b, from)
+		}
+	}
+	return nil
+}
+
+func (s *nsSnapshotter) create(ctx context.Context, kind snapshot.Kind, key, parent string, opts []snapshot.Opt) ([]mount.Mount, error) {
+	ns, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if key == "" {
+		return nil, fmt.Errorf("snapshot key is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	base, err := snapshot.ApplyOpts(opts...)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateLabels(base.Labels); err != nil {
+		return nil, fmt.Errorf("snapshot %q: %w", key, err)
+	}
+	now := time.Now().UTC()
+	r := snapRecord{key: key, kind: kind, parent: parent, labels: base.Labels, created: now, updated: now}
+	var parentID string
+	if err := s.db.update(func(tx *bolt.Tx) error {
+		parentID, err = s.reserve(tx, ns, &r)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	var m []mount.Mount
+	if kind == snapshot.KindView {
+		m, err = s.backend.View(ctx, r.id, parentID, snapshot.WithLabels(base.Labels))
+	} else {
+		m, err = s.backend.Prepare(ctx, r.id, parentID, snapshot.WithLabels(base.Labels))
+	}
+	if err != nil {
+		if derr := s.drop(ns, r); derr != nil {
+			return nil, fmt.Errorf("snapshot %q: %w (and dropping its record: %v)", key, err, derr)
+		}
+		return nil, fmt.Errorf("snapshot %q: %w", key, err)
+	}
+	if err := s.db.update(func(tx *bolt.Tx) error { return confirm(snapshotsBucket(tx, ns, s.name), r) }); err != nil {
+		_ = s.backend.Remove(context.WithoutCancel(ctx), r.id)
+		return nil, err
+	}
+	return m, nil
+}
+
+func (s *nsSnapshotter) Commit(ctx context.Context, name, key string, opts ...snapshot.Opt) error {
+	ns, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	if name == "" {
+		return fmt.Errorf("snapshot name is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	base, err := snapshot.ApplyOpts(opts...)
+	if err != nil {
+		return err
+	}
+	if err := validateLabels(base.Labels); err != nil {
+		return fmt.Errorf("snapshot %q: %w", name, err)
+	}
+	now := time.Now().UTC()
+	r := snapRecord{key: name, kind: snapshot.KindCommitted, labels: base.Labels, created: now, updated: now, commitFrom: key}
+	var activeID string
+	if err := s.db.update(func(tx *bolt.Tx) error {
+		active, err := lookup(snapshotsBucket(tx, ns, s.name), key)
+		if err != nil {
+			return err
+		}
+		if active.kind != snapshot.KindActive {
+			return fmt.Errorf("snapshot %q: is %s, not active: %w", key, active.kind, errdefs.ErrFailedPrecondition)
+		}
+		activeID, r.parent = active.id, active.parent
+		_, err = s.reserve(tx, ns, &r)
+		return err
+	}); err != nil {
+		return err
+	}
+
+	if err := s.backend.Commit(ctx, r.id, activeID, snapshot.WithLabels(base.Labels)); err != nil {
+		if derr := s.drop(ns, r); derr != nil {
+			return fmt.Errorf("commit %q to %q: %w (and dropping its record: %v)", key, name, err, derr)
+		}
+		return fmt.Errorf("commit %q to %q: %w", key, name, err)
+	}
+	// The backend has committed: a failure here leaves the pending record
+	// for recovery, which finds the committed snapshot and confirms it.
+	return s.db.update(func(tx *bolt.Tx) error { return confirm(snapshotsBucket(tx, ns, s.name), r) })
+}
+
+func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
+	ns, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	var r snapRecord
+	if err := s.db.update(func(tx *bolt.Tx) error {
+		b := snapshotsBucket(tx, ns, s.name)
+		if r, err = lookup(b, key); err != nil {
+			return err
+		}
+		if cb := b.Bucket([]byte(key)).Bucket(bucketChildren); cb != nil && !empty(cb) {
+			return fmt.Errorf("snapshot %q: has children: %w", key, errdefs.ErrFailedPrecondition)
+		}
+		return deleteSnap(b, r)
+	}); err != nil {
+		return err
+	}
+	// The name is gone; a backend failure leaves an orphan for Cleanup.
+	_ = s.backend.Remove(ctx, r.id)
+	return nil
+}
+
+// snapAdaptor exposes a snapshot's fields to filters: kind, name, parent,
+// labels.<key>.
+type snapAdaptor snapshot.Info
+
+func (a snapAdaptor) Field(path []string) (string, bool) {
+	if len(path) == 0 {
+		return "", false
+	}
+	switch path[0] {
+	case "kind":
+		return snapshot.Kind(a.Kind).String(), true
+	case "name":
+		return a.Name, true
+	case "parent":
+		return a.Parent, a.Parent != ""
+	case "labels":
+		if len(path) < 2 {
+			return "", len(a.Labels) > 0
+		}
+		v, ok := a.Labels[strings.Join(path[1:], ".")]
+		return v, ok
+	}
+	return "", false
+}
+
+func (s *nsSnapshotter) Walk(ctx context.Context, fn snapshot.WalkFunc, fs ...string) error {
+	ns, err := s.begin(ctx)
+	if err != nil {
+		return err
+	}
+	filter, err := filters.Parse(fs...)
+	if err != nil {
+		return err
+	}
+	var infos []snapshot.Info
+	if err := s.db.view(func(tx *bolt.Tx) error {
+		b := snapshotsBucket(tx, ns, s.name)
+		if b == nil {
+			return nil
+		}
+		return b.ForEachBucket(func(k []byte) error {
+			r, _ := readSnap(b, string(k))
+			if info := r.info(); !r.pending && filters.Match(filter, snapAdaptor(info)) {
+				infos = append(infos, info)
+			}
+			return nil
+		})
+	}); err != nil {
+		return err
+	}
+	// fn runs outside the transaction: it may call back into the store.
+	for _, info := range infos {
+		if err := fn(ctx, info); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close closes the backend.
+func (s *nsSnapshotter) Close() error { return s.backend.Close() }
+
+// referencedIDs returns every backend key a record of this snapshotter
+// refers to, pending ones included, across namespaces.
+func (s *nsSnapshotter) referencedIDs() (map[string]bool, error) {
+	ids := map[string]bool{}
+	err := s.db.view(func(tx *bolt.Tx) error {
+		v1 := tx.Bucket(bucketV1)
+		if v1 == nil {
+			return nil
+		}
+		return v1.ForEachBucket(func(ns []byte) error {
+			b := snapshotsBucket(tx, string(ns), s.name)
+			if b == nil {
+				return nil
+			}
+			return b.ForEachBucket(func(k []byte) error {
+				ids[string(b.Bucket(k).Get(keyID))] = true
+				return nil
+			})
+		})
+	})
+	return ids, err
+}
+
+// Cleanup removes the backend snapshots no namespace refers to (left by a
+// crash or a failed backend Remove), children before parents, then lets the
+// backend clean up after itself when it can.
+func (s *nsSnapshotter) Cleanup(ctx context.Context) error {
+	if err := s.recover(ctx); err != nil {
+		return err
+	}
+	ids, err := s.referencedIDs()
+	if err != nil {
+		return err
+	}
+	orphans := map[string]string{} // backend key -> parent
+	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
+		if !ids[info.Name] {
+			orphans[info.Name] = info.Parent
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	for len(orphans) > 0 {
+		parents := map[string]bool{}
+		for _, p := range orphans {
+			parents[p] = true
+		}
+		removed := 0
+		for id := range orphans {
+			if parents[id] {
+				continue
+			}
+			if err := s.backend.Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+				return fmt.Errorf("cleanup: %w", err)
+			}
+			delete(orphans, id)
+			removed++
+		}
+		if removed == 0 {
+			break // a cycle cannot happen; do not spin if it does
+		}
+	}
+	if c, ok := s.backend.(snapshot.Cleaner); ok {
+		if err := c.Cleanup(ctx); err != nil && !errdefs.IsNotImplemented(err) {
+			return fmt.Errorf("cleanup: %w", err)
+		}
+	}
+	return nil
+}
+
+// recover resolves, once per DB and snapshotter, the pending records a crash
+// left: a record whose backend snapshot exists is confirmed, the others are
+// dropped.
+func (s *nsSnapshotter) recover(ctx context.Context) error {
+	s.db.recoverMu.Lock()
+	defer s.db.recoverMu.Unlock()
+	if s.db.recovered[s.name] {
+		return nil
+	}
+	type pending struct {
+		ns string
+		r  snapRecord
+	}
+	var found []pending
+	if err := s.db.view(func(tx *bolt.Tx) error {
+		v1 := tx.Bucket(bucketV1)
+		if v1 == nil {
+			return nil
+		}
+		return v1.ForEachBucket(func(ns []byte) error {
+			b := snapshotsBucket(tx, string(ns), s.name)
+			if b == nil {
+				return nil
+			}
+			return b.ForEachBucket(func(k []byte) error {
+				if r, _ := readSnap(b, string(k)); r.pending {
+					found = append(found, pending{string(ns), r})
+				}
+				return nil
+			})
+		})
+	}); err != nil {
+		return err
+	}
+	exists := make([]bool, len(found))
+	for i, p := range found {
+		_, err := s.backend.Stat(ctx, p.r.id)
+		switch {
+		case err == nil:
+			exists[i] = true
+		case errdefs.IsNotFound(err):
+		default:
+			return fmt.Errorf("snapshotter %s: resolving pending snapshot %q: %w", s.name, p.r.key, err)
+		}
+	}
+	if err := s.db.update(func(tx *bolt.Tx) error {
+		for i, p := range found {
+			b := snapshotsBucket(tx, p.ns, s.name)
+			var err error
+			if exists[i] {
+				err = confirm(b, p.r)
+			} else if cur, ok := readSnap(b, p.r.key); ok && cur.pending {
+				err = deleteSnap(b, cur)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if s.db.recovered == nil {
+		s.db.recovered = map[string]bool{}
+	}
+	s.db.recovered[s.name] = true
+	return nil
+}
