@@ -1,0 +1,256 @@
+// Package config reads keeld's HCL configuration file.
+//
+// A file names keeld's directories, its API socket, its log level and one
+// plugin block per plugin instance:
+//
+//	root      = "/var/lib/keel"
+//	state     = "/run/keel"
+//	log_level = "info"
+//	grpc { address = "/run/keel/keel.sock" }
+//	plugin "snapshotter" "native" {
+//	  path = "keel-snapshotter-native"
+//	  config { }
+//	}
+//	plugin "content" "local" { path = "keel-content-local" }
+//
+// config.hcl.example at the repository root documents every key. Parse
+// checks the whole file and returns every problem at once as an *Error, one
+// "file:line:col: summary; detail" line per problem.
+//
+// # Plugin instances
+//
+// A plugin block is labelled with its kind (one of sdk.Kinds) and an
+// instance name; "<kind>.<name>" is unique in a file. The same executable
+// may back several instances under different names: each is its own
+// process with its own directories, <root>/plugins/<kind>.<name> and
+// <state>/plugins/<kind>.<name>. A relative path resolves against
+// plugin_dir, whose default is the directory of the keeld executable.
+// keeld needs exactly one content plugin.
+//
+// # The config block as JSON
+//
+// A plugin's `config {}` block is free-form: keeld does not know its
+// schema, so it hands the block to the plugin as a JSON object. Attribute
+// values are literals (strings, numbers, bools, null, lists, maps); no
+// variables or functions. Nested blocks map to nested JSON:
+//
+//	a = 1                          {"a": 1}
+//	tls { verify = true }          {"tls": {"verify": true}}
+//	rule { x = 1 }                 {"rule": [{"x": 1}, {"x": 2}]}
+//	rule { x = 2 }                 (a repeated unlabelled block is an array)
+//	host "docker.io" { x = 1 }     {"host": {"docker.io": {"x": 1}}}
+//	route "a" "b" { x = 1 }        {"route": {"a": {"b": {"x": 1}}}}
+//
+// A single unlabelled block is an object, so a plugin that wants a list of
+// settings either accepts both shapes or asks for a list attribute. All
+// blocks of one type carry the same number of labels, the same labels
+// never appear twice, and a block never shares its name with an attribute.
+package config
+
+import (
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+// DefaultPath is where keeld looks for its config file.
+const DefaultPath = "/etc/keel/config.hcl"
+
+// Defaults of the keys a file may leave out.
+const (
+	DefaultRoot     = "/var/lib/keel"
+	DefaultState    = "/run/keel"
+	DefaultLogLevel = "info"
+	// The API socket defaults to <state>/keel.sock.
+	DefaultSocketName = "keel.sock"
+)
+
+// LogLevels are the values log_level accepts, most verbose first.
+var LogLevels = []string{"trace", "debug", "info", "warn", "error"}
+
+// Config is keeld's configuration, checked and with defaults applied.
+type Config struct {
+	// Root holds persistent data, State runtime data (sockets, pids).
+	Root  string `json:"root"`
+	State string `json:"state"`
+	// LogLevel is one of LogLevels.
+	LogLevel string `json:"log_level"`
+	// PluginDir is where relative plugin paths were resolved.
+	PluginDir string  `json:"plugin_dir"`
+	GRPC      GRPC    `json:"grpc"`
+	Metrics   Metrics `json:"metrics"`
+	// DefaultSnapshotter names the snapshotter used when a call names none;
+	// empty only when no snapshotter is configured.
+	DefaultSnapshotter string `json:"default_snapshotter"`
+	// Plugins in the order of the file.
+	Plugins []Plugin `json:"plugins"`
+}
+
+// GRPC is keeld's API endpoint: a unix socket owned by UID:GID.
+type GRPC struct {
+	Address string `json:"address"`
+	UID     int    `json:"uid"`
+	GID     int    `json:"gid"`
+}
+
+// Metrics is the Prometheus endpoint; an empty Address turns it off.
+type Metrics struct {
+	Address string `json:"address"`
+}
+
+// Plugin is one plugin instance.
+type Plugin struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	// Path is the executable, absolute.
+	Path string `json:"path"`
+	// SHA256 is the executable's expected digest in lower-case hex, or "".
+	SHA256 string `json:"sha256,omitempty"`
+	// Config is the config block as a JSON object ("{}" when absent).
+	Config json.RawMessage `json:"config"`
+	// Range is the plugin block's header, ConfigRange its config block's
+	// (the header's when it has none): where errors about it point.
+	Range       hcl.Range `json:"-"`
+	ConfigRange hcl.Range `json:"-"`
+}
+
+// Instance is "<kind>.<name>", the plugin's name in logs, errors and
+// directory names.
+func (p *Plugin) Instance() string { return p.Kind + "." + p.Name }
+
+// Root is the plugin's persistent directory under the config's root.
+func (p *Plugin) Root(c *Config) string {
+	return filepath.Join(c.Root, "plugins", p.Instance())
+}
+
+// State is the plugin's runtime directory under the config's state.
+func (p *Plugin) State(c *Config) string {
+	return filepath.Join(c.State, "plugins", p.Instance())
+}
+
+// Plugin returns the instance kind.name, or nil.
+func (c *Config) Plugin(kind, name string) *Plugin {
+	for i := range c.Plugins {
+		if c.Plugins[i].Kind == kind && c.Plugins[i].Name == name {
+			return &c.Plugins[i]
+		}
+	}
+	return nil
+}
+
+// PluginsOf returns the instances of one kind, in file order.
+func (c *Config) PluginsOf(kind string) []*Plugin {
+	var out []*Plugin
+	for i := range c.Plugins {
+		if c.Plugins[i].Kind == kind {
+			out = append(out, &c.Plugins[i])
+		}
+	}
+	return out
+}
+
+// PluginRange is where the instance kind.name's config block is (its plugin
+// block's header when it has none), or the zero Range when there is no
+// such instance.
+func (c *Config) PluginRange(kind, name string) hcl.Range {
+	if p := c.Plugin(kind, name); p != nil {
+		return p.ConfigRange
+	}
+	return hcl.Range{}
+}
+
+// PluginError prefixes err, which a plugin returned for its config, with the
+// position of the plugin's config block, so the operator sees where to look.
+// err's class is kept.
+func (c *Config) PluginError(kind, name string, err error) error {
+	p := c.Plugin(kind, name)
+	if p == nil {
+		return fmt.Errorf("%s.%s: %w", kind, name, err)
+	}
+	return fmt.Errorf("%s: %s: %w", formatPos(p.ConfigRange), p.Instance(), err)
+}
+
+//go:embed default.hcl
+var defaultHCL []byte
+
+// Default returns the config keeld runs with when no file is given: the
+// native snapshotter and the local content store beside the keeld
+// executable, and default directories. It is an embedded HCL file parsed
+// like any other (default.hcl in this package).
+func Default() *Config {
+	c, err := Parse(defaultHCL, "default.hcl")
+	if err != nil {
+		// The file is embedded and tested; this is a build bug.
+		panic(fmt.Sprintf("config: embedded default: %v", err))
+	}
+	return c
+}
+
+// Load reads and parses the file at path.
+func Load(path string) (*Config, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return Parse(src, path)
+}
+
+// LoadOrDefault loads path; an empty path means DefaultPath when that file
+// exists and Default() when it does not. A path given explicitly must exist.
+func LoadOrDefault(path string) (*Config, error) {
+	if path != "" {
+		return Load(path)
+	}
+	if _, err := os.Stat(DefaultPath); errors.Is(err, os.ErrNotExist) {
+		return Default(), nil
+	}
+	return Load(DefaultPath)
+}
+
+// formatPos writes a range's start as file:line:col.
+func formatPos(r hcl.Range) string {
+	return fmt.Sprintf("%s:%d:%d", r.Filename, r.Start.Line, r.Start.Column)
+}
+
+// Error is every problem found in a config file.
+type Error struct {
+	Diagnostics hcl.Diagnostics
+}
+
+// Error is one line per diagnostic: "file:line:col: summary; detail".
+func (e *Error) Error() string {
+	lines := make([]string, 0, len(e.Diagnostics))
+	for _, d := range e.Diagnostics {
+		lines = append(lines, formatDiagnostic(d))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Unwrap classifies every config error as InvalidArgument.
+func (e *Error) Unwrap() error { return errdefs.ErrInvalidArgument }
+
+func formatDiagnostic(d *hcl.Diagnostic) string {
+	var b strings.Builder
+	if d.Subject != nil {
+		b.WriteString(formatPos(*d.Subject))
+		b.WriteString(": ")
+	}
+	if d.Severity == hcl.DiagWarning {
+		b.WriteString("warning: ")
+	}
+	b.WriteString(d.Summary)
+	if d.Detail != "" {
+		b.WriteString("; ")
+		// One line per diagnostic, whatever the detail says.
+		b.WriteString(strings.Join(strings.Fields(d.Detail), " "))
+	}
+	return b.String()
+}

@@ -1,0 +1,228 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+const examplePath = "../../config.hcl.example"
+
+func TestExampleParses(t *testing.T) {
+	c, err := Load(examplePath)
+	if err != nil {
+		t.Fatalf("config.hcl.example:\n%v", err)
+	}
+	if c.DefaultSnapshotter != "native" || c.Plugin(sdk.KindContent, "local") == nil {
+		t.Errorf("example configures %+v, want the native snapshotter and the local content store", c.Plugins)
+	}
+}
+
+// TestExampleCommentedPlugins uncomments the example's commented-out plugin
+// blocks (those later issues add), which must parse too.
+func TestExampleCommentedPlugins(t *testing.T) {
+	src, err := os.ReadFile(examplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	in := false
+	for _, line := range strings.Split(string(src), "\n") {
+		if strings.HasPrefix(line, `# plugin "`) {
+			in = true
+		}
+		if in {
+			line = strings.TrimPrefix(strings.TrimPrefix(line, "#"), " ")
+		}
+		if line == "}" {
+			in = false
+		}
+		out = append(out, line)
+	}
+	c, err := Parse([]byte(strings.Join(out, "\n")), "uncommented.hcl")
+	if err != nil {
+		t.Fatalf("uncommented example:\n%v", err)
+	}
+	for _, kind := range sdk.Kinds {
+		if len(c.PluginsOf(kind)) == 0 {
+			t.Errorf("the example shows no %s plugin", kind)
+		}
+	}
+	if n := len(c.PluginsOf(sdk.KindSnapshotter)); n != 3 {
+		t.Errorf("uncommented example has %d snapshotters, want native, overlay, btrfs", n)
+	}
+}
+
+// TestExampleDocumentsEveryKey: every key of the schema is written in the
+// example (set or as a commented example) and named in a comment.
+func TestExampleDocumentsEveryKey(t *testing.T) {
+	src, err := os.ReadFile(examplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, v := range []any{&fileSchema{}, &grpcSchema{}, &metricsSchema{}, &pluginSchema{}} {
+		schema, _ := gohcl.ImpliedBodySchema(v)
+		for _, a := range schema.Attributes {
+			keys = append(keys, a.Name)
+		}
+		for _, b := range schema.Blocks {
+			keys = append(keys, b.Type)
+		}
+	}
+	lines := strings.Split(string(src), "\n")
+	for _, key := range keys {
+		q := regexp.QuoteMeta(key)
+		written := regexp.MustCompile(`^[#\s]*` + q + `\s*(=|\{|")`)
+		named := regexp.MustCompile(`^\s*#.*\b` + q + `\b`)
+		found, documented := false, false
+		for i, l := range lines {
+			if named.MatchString(l) {
+				documented = true
+			}
+			if written.MatchString(l) {
+				found = true
+				// A comment right above the key documents it.
+				if i > 0 && strings.HasPrefix(strings.TrimSpace(lines[i-1]), "#") {
+					documented = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf("config.hcl.example never writes %q", key)
+		}
+		if !documented {
+			t.Errorf("config.hcl.example has no comment on %q", key)
+		}
+	}
+}
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	if c.DefaultSnapshotter != "native" {
+		t.Errorf("default snapshotter %q, want native", c.DefaultSnapshotter)
+	}
+	for _, want := range []struct{ kind, name, file string }{
+		{sdk.KindSnapshotter, "native", "keel-snapshotter-native"},
+		{sdk.KindContent, "local", "keel-content-local"},
+	} {
+		p := c.Plugin(want.kind, want.name)
+		if p == nil {
+			t.Errorf("default has no %s.%s", want.kind, want.name)
+			continue
+		}
+		if exp := filepath.Join(filepath.Dir(testExecutable), want.file); p.Path != exp {
+			t.Errorf("%s path %q, want %q beside keeld", p.Instance(), p.Path, exp)
+		}
+	}
+	// The golden default case is the embedded file itself.
+	golden, err := os.ReadFile("testdata/default.hcltest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(string(golden), string(defaultHCL)+separator) {
+		t.Error("testdata/default.hcltest does not start with default.hcl: copy it over and run -update")
+	}
+}
+
+func TestPluginDirs(t *testing.T) {
+	c, err := Parse([]byte(`
+root  = "/r"
+state = "/s"
+plugin "snapshotter" "a" { path = "keel-snapshotter-native" }
+plugin "snapshotter" "b" {
+  path = "keel-snapshotter-native"
+  config { x = 1 }
+}
+default_snapshotter = "b"
+plugin "content" "local" { path = "/abs/keel-content-local" }
+`), "dirs.hcl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := c.Plugin("snapshotter", "a"), c.Plugin("snapshotter", "b")
+	if a.Path != b.Path {
+		t.Fatalf("one binary, two paths: %q %q", a.Path, b.Path)
+	}
+	for _, tc := range []struct{ got, want string }{
+		{a.Root(c), "/r/plugins/snapshotter.a"},
+		{a.State(c), "/s/plugins/snapshotter.a"},
+		{b.Root(c), "/r/plugins/snapshotter.b"},
+		{b.State(c), "/s/plugins/snapshotter.b"},
+		{c.GRPC.Address, "/s/keel.sock"},
+		{c.Plugin("content", "local").Path, "/abs/keel-content-local"},
+		{string(a.Config), "{}"},
+		{string(b.Config), `{"x":1}`},
+	} {
+		if tc.got != tc.want {
+			t.Errorf("got %q, want %q", tc.got, tc.want)
+		}
+	}
+
+	if r := c.PluginRange("snapshotter", "b"); r.Filename != "dirs.hcl" || r.Start.Line != 7 || r.Start.Column != 3 {
+		t.Errorf("config block of snapshotter.b at %v, want dirs.hcl:7:3", r)
+	}
+	if r := c.PluginRange("snapshotter", "a"); r.Start.Line != 4 {
+		t.Errorf("snapshotter.a (no config block) at %v, want its plugin block on line 4", r)
+	}
+	if r := c.PluginRange("runtime", "none"); r != (hcl.Range{}) {
+		t.Errorf("unknown plugin has range %v", r)
+	}
+	err = c.PluginError("snapshotter", "b", errors.Join(errors.New(`unknown field "x"`), errdefs.ErrInvalidArgument))
+	if !errdefs.IsInvalidArgument(err) || !strings.HasPrefix(err.Error(), "dirs.hcl:7:3: snapshotter.b: ") {
+		t.Errorf("PluginError = %v", err)
+	}
+}
+
+func TestErrorType(t *testing.T) {
+	_, err := Parse([]byte("log_level = \"x\"\nroot = \"r\"\n"), "bad.hcl")
+	var cerr *Error
+	if !errors.As(err, &cerr) {
+		t.Fatalf("error %T, want *Error", err)
+	}
+	if !errdefs.IsInvalidArgument(err) {
+		t.Error("config errors are not InvalidArgument")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != len(cerr.Diagnostics) || len(lines) != 3 {
+		t.Fatalf("want one line per diagnostic (3), got:\n%v", err)
+	}
+	pos := regexp.MustCompile(`^bad\.hcl:\d+:\d+: `)
+	for _, l := range lines {
+		if !pos.MatchString(l) {
+			t.Errorf("line %q does not start with file:line:col", l)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.hcl")
+	if err := os.WriteFile(path, defaultHCL, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrDefault(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.hcl")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+	if err := os.WriteFile(path, []byte("root = 1 +\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.HasPrefix(err.Error(), path+":") {
+		t.Errorf("error does not name the file: %v", err)
+	}
+}
