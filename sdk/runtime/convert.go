@@ -1,0 +1,125 @@
+package runtime
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+)
+
+// Conversions between the Go types and the wire. Exported ones are for
+// keeld, which relays runtime types on its own API.
+
+// StateToProto converts a TaskState for the wire.
+func StateToProto(s TaskState) *pluginv1.TaskState {
+	return &pluginv1.TaskState{
+		Id:         s.ID,
+		ExecId:     s.ExecID,
+		Pid:        s.Pid,
+		Status:     pluginv1.TaskStatus(s.Status),
+		Stdin:      s.IO.Stdin,
+		Stdout:     s.IO.Stdout,
+		Stderr:     s.IO.Stderr,
+		Terminal:   s.IO.Terminal,
+		ExitStatus: s.ExitStatus,
+		ExitedAt:   unixNano(s.ExitedAt),
+		Reason:     s.Reason,
+	}
+}
+
+// StateFromProto converts a TaskState from the wire.
+func StateFromProto(p *pluginv1.TaskState) TaskState {
+	if p == nil {
+		return TaskState{}
+	}
+	return TaskState{
+		ID:         p.Id,
+		ExecID:     p.ExecId,
+		Pid:        p.Pid,
+		Status:     Status(p.Status),
+		IO:         IO{Stdin: p.Stdin, Stdout: p.Stdout, Stderr: p.Stderr, Terminal: p.Terminal},
+		ExitStatus: p.ExitStatus,
+		ExitedAt:   fromUnixNano(p.ExitedAt),
+		Reason:     p.Reason,
+	}
+}
+
+// EventToProto converts an Event for the wire.
+func EventToProto(e Event) *pluginv1.TaskEvent {
+	return &pluginv1.TaskEvent{
+		Topic:      e.Topic,
+		Id:         e.ID,
+		ExecId:     e.ExecID,
+		Pid:        e.Pid,
+		ExitStatus: e.ExitStatus,
+		ExitedAt:   unixNano(e.ExitedAt),
+		Timestamp:  unixNano(e.Timestamp),
+	}
+}
+
+// EventFromProto converts an Event from the wire.
+func EventFromProto(p *pluginv1.TaskEvent) Event {
+	if p == nil {
+		return Event{}
+	}
+	return Event{
+		Topic:      p.Topic,
+		ID:         p.Id,
+		ExecID:     p.ExecId,
+		Pid:        p.Pid,
+		ExitStatus: p.ExitStatus,
+		ExitedAt:   fromUnixNano(p.ExitedAt),
+		Timestamp:  fromUnixNano(p.Timestamp),
+	}
+}
+
+func exitToProto(e ExitStatus) *pluginv1.ExitStatus {
+	return &pluginv1.ExitStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: unixNano(e.ExitedAt)}
+}
+
+func exitFromProto(p *pluginv1.ExitStatus) ExitStatus {
+	if p == nil {
+		return ExitStatus{}
+	}
+	return ExitStatus{Pid: p.Pid, Status: p.ExitStatus, ExitedAt: fromUnixNano(p.ExitedAt)}
+}
+
+// marshalJSON encodes v, or nothing when v is nil.
+func marshalJSON[P any](what string, v *P) ([]byte, error) {
+	if v == nil {
+		return nil, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
+	}
+	return b, nil
+}
+
+// unmarshalJSON decodes b, or returns nil when it is empty.
+func unmarshalJSON[P any](what string, b []byte) (*P, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	v := new(P)
+	if err := json.Unmarshal(b, v); err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
+	}
+	return v, nil
+}
+
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
