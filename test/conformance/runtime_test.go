@@ -1,0 +1,57 @@
+package conformance
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
+)
+
+// The runtime suite runs here against small in-test plugins, across gRPC:
+// one that conforms must pass, one that does not must fail each case.
+
+// memRuntime knows no task and streams no event until its subscriber goes.
+type memRuntime struct {
+	keelruntime.NotImplemented
+}
+
+func (memRuntime) State(_ context.Context, id, _ string) (keelruntime.TaskState, error) {
+	return keelruntime.TaskState{}, fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
+}
+
+func (memRuntime) Delete(_ context.Context, id, _ string) (keelruntime.ExitStatus, error) {
+	return keelruntime.ExitStatus{}, fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
+}
+
+func (memRuntime) Events(ctx context.Context) (<-chan keelruntime.Event, <-chan error) {
+	events := make(chan keelruntime.Event)
+	errs := make(chan error)
+	go func() {
+		<-ctx.Done()
+		close(errs)
+		close(events)
+	}()
+	return events, errs
+}
+
+func TestRuntimeSuite(t *testing.T) {
+	Runtime(Go(t), InProcessRuntime(func(context.Context, sdk.Env) (keelruntime.Runtime, error) {
+		return memRuntime{}, nil
+	}))
+}
+
+func TestRuntimeSuiteCatchesViolations(t *testing.T) {
+	got := runFailing(t, func(ct T) {
+		Runtime(ct, InProcessRuntime(func(context.Context, sdk.Env) (keelruntime.Runtime, error) {
+			return keelruntime.NotImplemented{}, nil
+		}))
+	})
+	for _, name := range []string{"StateUnknownTask", "DeleteUnknownTask", "EventsEndWithContext"} {
+		if got[name] != "fail" {
+			t.Errorf("case %s: %q for a runtime that implements nothing, want fail (all: %v)", name, got[name], got)
+		}
+	}
+}
