@@ -1,0 +1,379 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keel-runtime/keel/sdk/content"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/filters"
+)
+
+// Files of an ingest directory.
+const (
+	fileData      = "data"
+	fileRef       = "ref"
+	fileTotal     = "total"
+	fileExpected  = "expected"
+	fileStartedAt = "startedat"
+)
+
+// Writer opens or resumes the ingest ref. A digest already stored is
+// AlreadyExists; a ref held by another writer Unavailable, at once.
+func (s *Store) Writer(ctx context.Context, opts ...content.WriterOpt) (content.Writer, error) {
+	wo, err := content.ApplyWriterOpts(opts...)
+	if err != nil {
+		return nil, err
+	}
+	if wo.Desc.Digest != "" {
+		if _, err := s.stat(wo.Desc.Digest); err == nil {
+			return nil, fmt.Errorf("content %s: %w", wo.Desc.Digest, errdefs.ErrAlreadyExists)
+		}
+	}
+	if err := s.lock(wo.Ref); err != nil {
+		return nil, err
+	}
+	w, err := s.openIngest(wo.Ref, wo.Desc.Size, wo.Desc.Digest)
+	if err != nil {
+		s.unlock(wo.Ref)
+		return nil, err
+	}
+	return w, nil
+}
+
+// openIngest makes or reopens the ingest ref; the caller holds its lock.
+func (s *Store) openIngest(ref string, total int64, expected digest.Digest) (*writer, error) {
+	dir := s.ingestDir(ref)
+	st, err := s.readStatus(dir)
+	switch {
+	case errdefs.IsNotFound(err):
+		// A directory without its ref file is a crashed start: begin again.
+		if err := os.RemoveAll(dir); err != nil {
+			return nil, err
+		}
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		st = content.Status{Ref: ref, StartedAt: time.Now().UTC()}
+		if err := writeFile(dir, fileStartedAt, st.StartedAt.Format(time.RFC3339Nano)); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	case st.Ref != ref:
+		return nil, fmt.Errorf("ingest %q: directory holds ref %q: %w", ref, st.Ref, errdefs.ErrInternal)
+	}
+	if total > 0 && total != st.Total {
+		if err := writeFile(dir, fileTotal, strconv.FormatInt(total, 10)); err != nil {
+			return nil, err
+		}
+		st.Total = total
+	}
+	if expected != "" && expected != st.Expected {
+		if err := writeFile(dir, fileExpected, expected.String()); err != nil {
+			return nil, err
+		}
+		st.Expected = expected
+	}
+	// The ref file goes last: with it, the ingest exists.
+	if err := writeFile(dir, fileRef, ref); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, fileData), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	w := &writer{s: s, ref: ref, dir: dir, f: f, status: st}
+	if err := w.rehash(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return w, nil
+}
+
+func writeFile(dir, name, value string) error {
+	return os.WriteFile(filepath.Join(dir, name), []byte(value), 0o600)
+}
+
+// readStatus reads an ingest directory; NotFound without a ref file.
+func (s *Store) readStatus(dir string) (content.Status, error) {
+	ref, err := os.ReadFile(filepath.Join(dir, fileRef))
+	if errors.Is(err, fs.ErrNotExist) {
+		return content.Status{}, fmt.Errorf("ingest %s: %w", filepath.Base(dir), errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return content.Status{}, err
+	}
+	st := content.Status{Ref: string(ref)}
+	if b, err := os.ReadFile(filepath.Join(dir, fileTotal)); err == nil {
+		st.Total, _ = strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, fileExpected)); err == nil {
+		st.Expected = digest.Digest(strings.TrimSpace(string(b)))
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, fileStartedAt)); err == nil {
+		st.StartedAt, _ = time.Parse(time.RFC3339Nano, strings.TrimSpace(string(b)))
+	}
+	fi, err := os.Stat(filepath.Join(dir, fileData))
+	switch {
+	case err == nil:
+		st.Offset, st.UpdatedAt = fi.Size(), fi.ModTime().UTC()
+	case errors.Is(err, fs.ErrNotExist):
+		st.UpdatedAt = st.StartedAt
+	default:
+		return content.Status{}, err
+	}
+	return st, nil
+}
+
+// Status of the ingest ref.
+func (s *Store) Status(ctx context.Context, ref string) (content.Status, error) {
+	st, err := s.readStatus(s.ingestDir(ref))
+	if errdefs.IsNotFound(err) {
+		return content.Status{}, fmt.Errorf("ingest %q: %w", ref, errdefs.ErrNotFound)
+	}
+	if err == nil && st.Ref != ref {
+		return content.Status{}, fmt.Errorf("ingest %q: %w", ref, errdefs.ErrNotFound)
+	}
+	return st, err
+}
+
+// ListStatuses lists the ingests matching any of the filters (fields ref,
+// expected, offset, total).
+func (s *Store) ListStatuses(ctx context.Context, fs ...string) ([]content.Status, error) {
+	filter, err := filters.Parse(fs...)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(filepath.Join(s.root, "ingest"))
+	if err != nil {
+		return nil, err
+	}
+	var out []content.Status
+	for _, e := range entries {
+		st, err := s.readStatus(filepath.Join(s.root, "ingest", e.Name()))
+		if errdefs.IsNotFound(err) {
+			continue // being made or removed
+		}
+		if err != nil {
+			return nil, err
+		}
+		if filter.Match(content.AdaptStatus(st)) {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+// Abort removes the ingest ref; Unavailable while a writer holds it.
+func (s *Store) Abort(ctx context.Context, ref string) error {
+	if err := s.lock(ref); err != nil {
+		return err
+	}
+	defer s.unlock(ref)
+	dir := s.ingestDir(ref)
+	if _, err := os.Stat(filepath.Join(dir, fileRef)); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("ingest %q: %w", ref, errdefs.ErrNotFound)
+	}
+	return os.RemoveAll(dir)
+}
+
+// writer holds one ingest: its lock, its open data file and a running hash.
+type writer struct {
+	s      *Store
+	ref    string
+	dir    string
+	f      *os.File // nil once committed or closed
+	status content.Status
+	hash   hash.Hash
+	alg    digest.Algorithm
+	done   bool // committed
+	closed bool // ref released
+}
+
+var _ content.Writer = (*writer)(nil)
+
+// rehash hashes the data already in the ingest, the price of a resume, and
+// leaves the file offset at its end.
+func (w *writer) rehash() error {
+	w.alg = digest.Canonical
+	if w.status.Expected != "" && w.status.Expected.Algorithm().Available() {
+		w.alg = w.status.Expected.Algorithm()
+	}
+	w.hash = w.alg.Hash()
+	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	n, err := io.Copy(w.hash, w.f)
+	if err != nil {
+		return fmt.Errorf("ingest %q: rehash: %w", w.ref, err)
+	}
+	w.status.Offset = n
+	return nil
+}
+
+func (w *writer) usable() error {
+	if w.done {
+		return fmt.Errorf("ingest %q: already committed: %w", w.ref, errdefs.ErrFailedPrecondition)
+	}
+	if w.f == nil {
+		return fmt.Errorf("ingest %q: writer closed: %w", w.ref, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if err := w.usable(); err != nil {
+		return 0, err
+	}
+	n, err := w.f.Write(p)
+	w.hash.Write(p[:n])
+	w.status.Offset += int64(n)
+	w.status.UpdatedAt = time.Now().UTC()
+	return n, err
+}
+
+func (w *writer) Digest() digest.Digest {
+	return digest.NewDigest(w.alg, w.hash)
+}
+
+func (w *writer) Status() (content.Status, error) {
+	if w.status.UpdatedAt.IsZero() {
+		w.status.UpdatedAt = w.status.StartedAt
+	}
+	return w.status, nil
+}
+
+// Truncate cuts the data to size and hashes what is left again.
+func (w *writer) Truncate(size int64) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	if size < 0 || size > w.status.Offset {
+		return fmt.Errorf("ingest %q: truncate to %d of %d: %w", w.ref, size, w.status.Offset, errdefs.ErrInvalidArgument)
+	}
+	if err := w.f.Truncate(size); err != nil {
+		return err
+	}
+	w.status.UpdatedAt = time.Now().UTC()
+	return w.rehash()
+}
+
+// Commit verifies size and digest (falling back to the ones the writer was
+// opened with), makes the data durable and renames it under its digest.
+func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...content.Opt) error {
+	if err := w.usable(); err != nil {
+		return err
+	}
+	base, err := content.ApplyOpts(opts...)
+	if err != nil {
+		return err
+	}
+	if size == 0 {
+		size = w.status.Total
+	}
+	if expected == "" {
+		expected = w.status.Expected
+	}
+	if size > 0 && size != w.status.Offset {
+		return fmt.Errorf("commit %q: size %d, expected %d: %w", w.ref, w.status.Offset, size, errdefs.ErrFailedPrecondition)
+	}
+	dgst := w.Digest()
+	if expected != "" && expected.Algorithm() != w.alg {
+		// Hashed with another algorithm than the one asked for.
+		if !expected.Algorithm().Available() {
+			return fmt.Errorf("commit %q: digest %s: %w", w.ref, expected, errdefs.ErrInvalidArgument)
+		}
+		if err := w.rehashWith(expected.Algorithm()); err != nil {
+			return err
+		}
+		dgst = w.Digest()
+	}
+	if expected != "" && expected != dgst {
+		return fmt.Errorf("commit %q: digest %s, expected %s: %w", w.ref, dgst, expected, errdefs.ErrFailedPrecondition)
+	}
+	target, err := w.s.blobPath(dgst)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(target); err == nil {
+		w.finish()
+		return fmt.Errorf("content %s: %w", dgst, errdefs.ErrAlreadyExists)
+	}
+	if err := w.f.Sync(); err != nil {
+		return err
+	}
+	if err := w.f.Chmod(0o444); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(target), 0o700); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(w.dir, fileData), target); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(target)); err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	err = w.s.db.Update(func(tx *bolt.Tx) error {
+		return putRecord(blobsBucket(tx), dgst, record{Created: now, Updated: now, Labels: base.Labels})
+	})
+	w.finish()
+	return err
+}
+
+// finish closes the data file and removes the ingest.
+func (w *writer) finish() {
+	w.done = true
+	w.f.Close()
+	w.f = nil
+	if err := os.RemoveAll(w.dir); err != nil {
+		w.s.logger.Warn("remove committed ingest failed", "ref", w.ref, "error", err)
+	}
+}
+
+func (w *writer) rehashWith(alg digest.Algorithm) error {
+	h := alg.Hash()
+	if _, err := io.Copy(h, io.NewSectionReader(w.f, 0, w.status.Offset)); err != nil {
+		return err
+	}
+	w.alg, w.hash = alg, h
+	return nil
+}
+
+// Close releases the ref; the data stays for a later writer.
+func (w *writer) Close() error {
+	var err error
+	if w.f != nil {
+		err = w.f.Close()
+		w.f = nil
+	}
+	if !w.closed {
+		w.closed = true
+		w.s.unlock(w.ref)
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
