@@ -77,13 +77,14 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	}
 	exe, err := openExecutable(cfg.Path, cfg.SHA256)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", cfg.Instance, err)
 	}
 	// exe stays open until the process has started: the child executes this
 	// very file through /proc, whatever happens to the path meanwhile.
 	defer exe.Close()
 
-	run := &processRunner{exe: exe, path: cfg.Path, name: cfg.Instance, done: make(chan struct{})}
+	run := &processRunner{exe: exe, path: cfg.Path, name: cfg.Instance, done: make(chan struct{}),
+		logger: cfg.Logger.Named(cfg.Instance)}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  Handshake,
 		VersionedPlugins: hostPlugins(),
@@ -92,8 +93,10 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 		},
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
-		Logger:           cfg.Logger,
-		StartTimeout:     cfg.StartTimeout,
+		// go-plugin's own lines name the instance; the plugin's log lines
+		// are relayed by the runner (logStderr).
+		Logger:       cfg.Logger.Named(cfg.Instance),
+		StartTimeout: cfg.StartTimeout,
 		GRPCDialOptions: append([]grpc.DialOption{grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))},
 			cfg.DialOptions...),
@@ -108,17 +111,17 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	}
 	raw, err := rpc.Dispense(cfg.Kind)
 	if err != nil {
-		return fail(fmt.Errorf("plugin %s (%s): %v: %w", cfg.Instance, cfg.Path, err, errdefs.ErrFailedPrecondition))
+		return fail(fmt.Errorf("%s: %s: %v: %w", cfg.Instance, cfg.Path, err, errdefs.ErrFailedPrecondition))
 	}
 	p := &Process{cfg: cfg, client: client, run: run, conn: raw.(*grpc.ClientConn)}
 	p.base = pluginv1.NewBaseClient(p.conn)
 	info, err := p.base.Info(ctx, &pluginv1.InfoRequest{})
 	if err != nil {
-		return fail(fmt.Errorf("plugin %s (%s): info: %w", cfg.Instance, cfg.Path, errdefs.FromGRPC(err)))
+		return fail(fmt.Errorf("%s: %s: info: %w", cfg.Instance, cfg.Path, errdefs.FromGRPC(err)))
 	}
 	p.info = Info{Kind: info.Kind, Name: info.Name, Version: info.Version, Capabilities: info.Capabilities}
 	if info.Kind != cfg.Kind {
-		return fail(fmt.Errorf("plugin %s (%s) is a %q plugin, the config declares it %q: %w",
+		return fail(fmt.Errorf("%s: %s is a %q plugin, the config declares it %q: %w",
 			cfg.Instance, cfg.Path, info.Kind, cfg.Kind, errdefs.ErrFailedPrecondition))
 	}
 	return p, nil
@@ -128,14 +131,14 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 func handshakeError(cfg LaunchConfig, err error) error {
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "Incompatible API version"):
-		return fmt.Errorf("plugin %s (%s) speaks another plugin protocol than keeld (%d): %s: %w",
+	case strings.Contains(strings.ToLower(msg), "incompatible api version"):
+		return fmt.Errorf("%s: %s speaks another plugin protocol than keeld (%d): %s: %w",
 			cfg.Instance, cfg.Path, ProtocolVersion, firstLine(msg), errdefs.ErrFailedPrecondition)
 	case strings.Contains(msg, "timeout while waiting"):
-		return fmt.Errorf("plugin %s (%s) did not complete the keel handshake within %s: %w",
+		return fmt.Errorf("%s: %s did not complete the keel handshake within %s: %w",
 			cfg.Instance, cfg.Path, cfg.StartTimeout, errdefs.ErrFailedPrecondition)
 	default:
-		return fmt.Errorf("plugin %s (%s) is not a keel plugin: %s: %w",
+		return fmt.Errorf("%s: %s is not a keel plugin: %s: %w",
 			cfg.Instance, cfg.Path, firstLine(msg), errdefs.ErrFailedPrecondition)
 	}
 }
@@ -214,8 +217,27 @@ func (p *Process) Ping(ctx context.Context) error {
 	return errdefs.FromGRPC(err)
 }
 
-// Kill stops the plugin: gracefully first, then with SIGKILL.
-func (p *Process) Kill() { p.client.Kill() }
+// killGrace bounds a graceful stop: a plugin that does not answer the
+// shutdown request (hung, or stopped by a signal) is then killed.
+const killGrace = 5 * time.Second
+
+// Kill stops the plugin: gracefully first, then with SIGKILL. It returns
+// once the process is gone, even when the plugin no longer answers.
+func (p *Process) Kill() {
+	done := make(chan struct{})
+	go func() {
+		p.client.Kill()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(killGrace):
+		// go-plugin's graceful path has no deadline of its own; killing the
+		// process breaks the connection it waits on.
+		_ = p.run.Kill(context.Background())
+		<-done
+	}
+}
 
 // processRunner starts the plugin as go-plugin's runner: its own process
 // group, SIGKILL when keeld dies, and the executable taken from the open file
@@ -227,16 +249,22 @@ type processRunner struct {
 	cmd  *exec.Cmd
 	pid  int
 
-	stdout, stderr io.ReadCloser
-	done           chan struct{}
-	doneOnce       sync.Once
+	logger   hclog.Logger
+	stdout   io.ReadCloser
+	stderr   *os.File // read end; the child has the write end
+	done     chan struct{}
+	doneOnce sync.Once
 }
 
 func (r *processRunner) prepare(env []string) error {
+	// The child executes the checked file as its fd 3, an inherited
+	// descriptor rather than the host's close-on-exec one: so an interpreter
+	// (a wrapper script with #!) can open /proc/self/fd/3 too.
 	r.cmd = &exec.Cmd{
-		Path: "/proc/self/fd/" + strconv.Itoa(int(r.exe.Fd())),
-		Args: []string{r.path},
-		Env:  env,
+		Path:       "/proc/self/fd/3",
+		Args:       []string{r.path},
+		Env:        env,
+		ExtraFiles: []*os.File{r.exe},
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:   true,
 			Pdeathsig: syscall.SIGKILL,
@@ -246,16 +274,26 @@ func (r *processRunner) prepare(env []string) error {
 	if r.stdout, err = r.cmd.StdoutPipe(); err != nil {
 		return err
 	}
-	r.stderr, err = r.cmd.StderrPipe()
-	return err
+	// A plain pipe rather than StderrPipe: Wait does not close it, so the
+	// exit is seen even while a child of the plugin still holds stderr.
+	var w *os.File
+	if r.stderr, w, err = os.Pipe(); err != nil {
+		return err
+	}
+	r.cmd.Stderr = w
+	return nil
 }
 
 func (r *processRunner) Start(context.Context) error {
 	if err := startOnLockedThread(r.cmd); err != nil {
 		r.doneOnce.Do(func() { close(r.done) })
+		r.cmd.Stderr.(*os.File).Close()
+		r.stderr.Close()
 		return fmt.Errorf("start %s: %w", r.path, err)
 	}
+	r.cmd.Stderr.(*os.File).Close()
 	r.pid = r.cmd.Process.Pid
+	go logStderr(r.logger, r.stderr)
 	return nil
 }
 
@@ -276,7 +314,7 @@ func (r *processRunner) Kill(context.Context) error {
 }
 
 func (r *processRunner) Stdout() io.ReadCloser { return r.stdout }
-func (r *processRunner) Stderr() io.ReadCloser { return r.stderr }
+func (r *processRunner) Stderr() io.ReadCloser { return io.NopCloser(strings.NewReader("")) }
 func (r *processRunner) Name() string          { return r.name }
 func (r *processRunner) ID() string            { return strconv.Itoa(r.pid) }
 func (r *processRunner) Diagnose(context.Context) string {

@@ -1,0 +1,108 @@
+package pluginhost
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/keel-runtime/keel/sdk"
+)
+
+// exitWait bounds how long a call that failed Unavailable waits to learn
+// whether the process died.
+const exitWait = 2 * time.Second
+
+// conn routes each call to the instance's current process.
+type conn struct{ in *instance }
+
+var _ grpc.ClientConnInterface = (*conn)(nil)
+
+func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	p, err := c.in.current()
+	if err != nil {
+		return err
+	}
+	return c.in.callError(p, p.Conn().Invoke(ctx, method, args, reply, opts...))
+}
+
+func (c *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	p, err := c.in.current()
+	if err != nil {
+		return nil, err
+	}
+	s, err := p.Conn().NewStream(ctx, desc, method, opts...)
+	if err != nil {
+		return nil, c.in.callError(p, err)
+	}
+	return &stream{ClientStream: s, in: c.in, p: p}, nil
+}
+
+// stream gives a stream's errors the plugin's name.
+type stream struct {
+	grpc.ClientStream
+	in *instance
+	p  *sdk.Process
+}
+
+func (s *stream) SendMsg(m any) error {
+	// io.EOF means the stream broke; RecvMsg tells why.
+	return s.in.callError(s.p, s.ClientStream.SendMsg(m))
+}
+
+func (s *stream) RecvMsg(m any) error {
+	return s.in.callError(s.p, s.ClientStream.RecvMsg(m))
+}
+
+func (s *stream) CloseSend() error {
+	return s.in.callError(s.p, s.ClientStream.CloseSend())
+}
+
+// callError prefixes a plugin's error with its name, keeping the code. A
+// call that failed because the process died fails with Unavailable saying so.
+func (in *instance) callError(p *sdk.Process, err error) error {
+	if err == nil || errors.Is(err, io.EOF) {
+		return err
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return status.Error(codes.Unknown, in.id+": "+err.Error())
+	}
+	if st.Code() == codes.Unavailable && in.exited(p) {
+		return unavailable(in.id, "plugin exited during the call")
+	}
+	pb := st.Proto()
+	pb.Message = in.id + ": " + pb.Message
+	return status.ErrorProto(pb)
+}
+
+// exited tells whether p is gone. A plugin may itself answer Unavailable (an
+// ingest held by another writer), so a plugin that still answers a ping is
+// taken at its word; otherwise the exit is awaited for a moment, as the
+// broken connection is usually seen before the process is reaped.
+func (in *instance) exited(p *sdk.Process) bool {
+	select {
+	case <-p.Done():
+		return true
+	default:
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), exitWait)
+	defer cancel()
+	if p.Ping(ctx) == nil {
+		return false
+	}
+	select {
+	case <-p.Done():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func unavailable(id, msg string) error {
+	return status.Error(codes.Unavailable, id+": "+msg)
+}
