@@ -21,6 +21,8 @@ type DB struct {
 
 	recoverMu sync.Mutex
 	recovered map[string]bool // snapshotters whose pending records are resolved
+
+	digestLocks digestLocks
 }
 
 // Options tune Open.

@@ -1,0 +1,340 @@
+package metadata
+
+// These tests import the native snapshotter plugin package: test code only,
+// so core/metadata keeps importing no plugin.
+
+import (
+	"context"
+	"maps"
+	"path/filepath"
+	"testing"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/snapshot"
+)
+
+func openNative(t *testing.T, root string) snapshot.Snapshotter {
+	t.Helper()
+	b, err := native.New(t.Context(), sdk.Env{Root: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// newSnapshotter returns the namespaced view over a native backend and the
+// backend itself.
+func newSnapshotter(t *testing.T) (*DB, snapshot.Snapshotter, snapshot.Snapshotter) {
+	t.Helper()
+	db := newDB(t)
+	backend := openNative(t, t.TempDir())
+	s := NewSnapshotter(db, "native", backend)
+	t.Cleanup(func() { s.Close() })
+	return db, s, backend
+}
+
+func nsCtx(t *testing.T, ns string) context.Context {
+	return namespaces.WithNamespace(t.Context(), ns)
+}
+
+func backendID(t *testing.T, db *DB, ns, key string) string {
+	t.Helper()
+	var id string
+	db.view(func(tx *bolt.Tx) error {
+		if b := snapshotsBucket(tx, ns, "native"); b != nil {
+			r, _ := readSnap(b, key)
+			id = r.id
+		}
+		return nil
+	})
+	return id
+}
+
+func TestSnapshotNamespaceIsolation(t *testing.T) {
+	db, s, backend := newSnapshotter(t)
+	a, b := nsCtx(t, "a"), nsCtx(t, "b")
+
+	for _, ctx := range []context.Context{a, b} {
+		if _, err := s.Prepare(ctx, "k", ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(ctx, "base", "k"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Prepare(ctx, "k", "base"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ida, idb := backendID(t, db, "a", "k"), backendID(t, db, "b", "k")
+	if ida == "" || idb == "" || ida == idb {
+		t.Fatalf("backend keys %q and %q: want two distinct ones", ida, idb)
+	}
+	info, err := backend.Stat(t.Context(), ida)
+	if err != nil || info.Parent != backendID(t, db, "a", "base") {
+		t.Fatalf("backend stat %q = %+v, %v; want parent a/base", ida, info, err)
+	}
+
+	// Namespaces are made on first use.
+	if _, err := db.Namespaces().Get(t.Context(), "a"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := s.Remove(a, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Stat(a, "k"); !errdefs.IsNotFound(err) {
+		t.Fatalf("stat removed = %v", err)
+	}
+	if info, err := s.Stat(b, "k"); err != nil || info.Parent != "base" || info.Kind != snapshot.KindActive {
+		t.Fatalf("b's k = %+v, %v", info, err)
+	}
+	if _, err := backend.Stat(t.Context(), ida); !errdefs.IsNotFound(err) {
+		t.Fatalf("backend snapshot of removed key: %v", err)
+	}
+
+	var names []string
+	s.Walk(b, func(_ context.Context, info snapshot.Info) error {
+		names = append(names, info.Name)
+		return nil
+	})
+	if len(names) != 2 {
+		t.Fatalf("b walks %v, want base and k", names)
+	}
+
+	// A namespace with snapshots cannot be deleted.
+	if err := db.Namespaces().Delete(t.Context(), "b"); !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("delete namespace with snapshots = %v", err)
+	}
+	if _, err := s.Stat(t.Context(), "k"); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("stat without namespace = %v, want InvalidArgument", err)
+	}
+}
+
+func TestSnapshotErrors(t *testing.T) {
+	_, s, _ := newSnapshotter(t)
+	ctx := nsCtx(t, "ns")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := s.Prepare(ctx, "active", "")
+	must(err)
+	_, err = s.Prepare(ctx, "c-active", "")
+	must(err)
+	must(s.Commit(ctx, "committed", "c-active"))
+	_, err = s.View(ctx, "view", "committed")
+	must(err)
+
+	for _, tc := range []struct {
+		desc  string
+		call  func() error
+		check func(error) bool
+	}{
+		{"prepare existing key", func() error { _, err := s.Prepare(ctx, "active", ""); return err }, errdefs.IsAlreadyExists},
+		{"prepare on a committed name", func() error { _, err := s.Prepare(ctx, "committed", ""); return err }, errdefs.IsAlreadyExists},
+		{"missing parent", func() error { _, err := s.Prepare(ctx, "x", "nope"); return err }, errdefs.IsNotFound},
+		{"active parent", func() error { _, err := s.Prepare(ctx, "x", "active"); return err }, errdefs.IsFailedPrecondition},
+		{"view parent", func() error { _, err := s.View(ctx, "x", "view"); return err }, errdefs.IsFailedPrecondition},
+		{"commit a view", func() error { return s.Commit(ctx, "x", "view") }, errdefs.IsFailedPrecondition},
+		{"commit a committed", func() error { return s.Commit(ctx, "x", "committed") }, errdefs.IsFailedPrecondition},
+		{"commit missing", func() error { return s.Commit(ctx, "x", "nope") }, errdefs.IsNotFound},
+		{"commit to existing name", func() error { return s.Commit(ctx, "committed", "active") }, errdefs.IsAlreadyExists},
+		{"remove parent with children", func() error { return s.Remove(ctx, "committed") }, errdefs.IsFailedPrecondition},
+		{"remove missing", func() error { return s.Remove(ctx, "nope") }, errdefs.IsNotFound},
+		{"mounts of committed", func() error { _, err := s.Mounts(ctx, "committed"); return err }, errdefs.IsFailedPrecondition},
+		{"usage of missing", func() error { _, err := s.Usage(ctx, "nope"); return err }, errdefs.IsNotFound},
+		{"empty key", func() error { _, err := s.Prepare(ctx, "", ""); return err }, errdefs.IsInvalidArgument},
+		{"bad update path", func() error {
+			_, err := s.Update(ctx, snapshot.Info{Name: "active"}, "kind")
+			return err
+		}, errdefs.IsInvalidArgument},
+		{"bad filter", func() error {
+			return s.Walk(ctx, func(context.Context, snapshot.Info) error { return nil }, "labels.==")
+		}, errdefs.IsInvalidArgument},
+	} {
+		t.Run(tc.desc, func(t *testing.T) {
+			if err := tc.call(); !tc.check(err) {
+				t.Fatalf("err = %v", err)
+			}
+		})
+	}
+	// A failed commit leaves the active snapshot as it was.
+	if info, err := s.Stat(ctx, "active"); err != nil || info.Kind != snapshot.KindActive {
+		t.Fatalf("active after failed commit = %+v, %v", info, err)
+	}
+	if _, err := s.Mounts(ctx, "active"); err != nil {
+		t.Fatalf("mounts of active: %v", err)
+	}
+}
+
+func TestSnapshotLabelsAndWalk(t *testing.T) {
+	_, s, backend := newSnapshotter(t)
+	ctx := nsCtx(t, "ns")
+	if _, err := s.Prepare(ctx, "a", "", snapshot.WithLabels(map[string]string{"x": "1", "io.keel/y": "2"})); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "base", "a", snapshot.WithLabels(map[string]string{"x": "base"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.View(ctx, "v", "base"); err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Update(ctx, snapshot.Info{Name: "v", Labels: map[string]string{"z": "3"}}, "labels.z")
+	if err != nil || !maps.Equal(info.Labels, map[string]string{"z": "3"}) {
+		t.Fatalf("update = %+v, %v", info, err)
+	}
+	// Labels live in keeld's metadata, not in the backend.
+	if st, _ := s.Stat(ctx, "v"); st.Labels["z"] != "3" || !st.Updated.After(st.Created) {
+		t.Fatalf("stat after update = %+v", st)
+	}
+	bid := ""
+	backend.Walk(ctx, func(_ context.Context, bi snapshot.Info) error {
+		if bi.Kind == snapshot.KindView {
+			bid = bi.Name
+		}
+		return nil
+	})
+	if bi, _ := backend.Stat(ctx, bid); bi.Labels["z"] != "" {
+		t.Fatalf("update reached the backend: %+v", bi)
+	}
+
+	for _, tc := range []struct {
+		filters []string
+		want    []string
+	}{
+		{nil, []string{"base", "v"}},
+		{[]string{"kind==view"}, []string{"v"}},
+		{[]string{"kind==committed"}, []string{"base"}},
+		{[]string{"parent==base"}, []string{"v"}},
+		{[]string{"labels.x==base"}, []string{"base"}},
+		{[]string{"labels.z"}, []string{"v"}},
+		{[]string{"name~=^b", "labels.z==3"}, []string{"base", "v"}},
+		{[]string{"name~=^b,labels.z==3"}, nil},
+	} {
+		var got []string
+		if err := s.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
+			got = append(got, info.Name)
+			return nil
+		}, tc.filters...); err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != len(tc.want) || (len(got) > 0 && (got[0] != tc.want[0] || got[len(got)-1] != tc.want[len(tc.want)-1])) {
+			t.Errorf("walk %q = %v, want %v", tc.filters, got, tc.want)
+		}
+	}
+}
+
+// TestSnapshotCrashRecovery builds what a crash between the record and the
+// backend call leaves, and checks the next use resolves it.
+func TestSnapshotCrashRecovery(t *testing.T) {
+	dir := t.TempDir()
+	broot := filepath.Join(dir, "native")
+	db, err := Open(filepath.Join(dir, "meta.db"), Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend := openNative(t, broot)
+	s := NewSnapshotter(db, "native", backend).(*nsSnapshotter)
+	ctx := nsCtx(t, "ns")
+	if _, err := s.Prepare(ctx, "active", ""); err != nil {
+		t.Fatal(err)
+	}
+	activeID := backendID(t, db, "ns", "active")
+
+	reserve := func(r snapRecord) snapRecord {
+		t.Helper()
+		if err := db.update(func(tx *bolt.Tx) error { _, err := s.reserve(tx, "ns", &r); return err }); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// Crashed before the backend call: nothing behind the record.
+	lost := reserve(snapRecord{key: "lost", kind: snapshot.KindActive})
+	// Crashed after the backend Prepare, before confirming.
+	made := reserve(snapRecord{key: "made", kind: snapshot.KindActive})
+	if _, err := backend.Prepare(ctx, made.id, ""); err != nil {
+		t.Fatal(err)
+	}
+	// Crashed after the backend Commit, before confirming.
+	done := reserve(snapRecord{key: "done", kind: snapshot.KindCommitted, commitFrom: "active"})
+	if err := backend.Commit(ctx, done.id, activeID); err != nil {
+		t.Fatal(err)
+	}
+	// Pending records are invisible.
+	if _, err := s.Stat(ctx, "made"); !errdefs.IsNotFound(err) {
+		t.Fatalf("pending record visible: %v", err)
+	}
+	s.Close()
+	db.Close()
+
+	// Restart.
+	db, err = Open(filepath.Join(dir, "meta.db"), Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s = NewSnapshotter(db, "native", openNative(t, broot)).(*nsSnapshotter)
+	defer s.Close()
+	for _, tc := range []struct {
+		key   string
+		found bool
+		kind  snapshot.Kind
+	}{
+		{"lost", false, 0},
+		{"made", true, snapshot.KindActive},
+		{"done", true, snapshot.KindCommitted},
+		{"active", false, 0}, // committed as done
+	} {
+		info, err := s.Stat(ctx, tc.key)
+		if tc.found && (err != nil || info.Kind != tc.kind) {
+			t.Errorf("%s after recovery = %+v, %v", tc.key, info, err)
+		}
+		if !tc.found && !errdefs.IsNotFound(err) {
+			t.Errorf("%s after recovery = %+v, %v; want NotFound", tc.key, info, err)
+		}
+	}
+	if _, err := s.Mounts(ctx, "made"); err != nil {
+		t.Errorf("mounts of recovered snapshot: %v", err)
+	}
+	_ = lost
+}
+
+func TestSnapshotCleanupRemovesOrphans(t *testing.T) {
+	db, s, backend := newSnapshotter(t)
+	ctx := nsCtx(t, "ns")
+	if _, err := s.Prepare(ctx, "kept", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Orphans: a chain the metadata never recorded (a crash between the
+	// backend call and the record, or a failed backend Remove).
+	if _, err := backend.Prepare(ctx, "orphan-base-a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.Commit(ctx, "orphan-base", "orphan-base-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := backend.Prepare(ctx, "orphan-child", "orphan-base"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.(snapshot.Cleaner).Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
+		left = append(left, info.Name)
+		return nil
+	})
+	if len(left) != 1 || left[0] != backendID(t, db, "ns", "kept") {
+		t.Fatalf("backend holds %v after cleanup, want only kept's", left)
+	}
+	if _, err := s.Stat(ctx, "kept"); err != nil {
+		t.Fatal(err)
+	}
+}
