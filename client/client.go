@@ -1,0 +1,221 @@
+// Package client is the Go client library for embedding keel: it talks to
+// keeld over its API socket.
+//
+//	c, err := client.New("/run/keel/keeld.sock", client.WithNamespace("ci"))
+//	if err != nil { … }
+//	defer c.Close()
+//	v, err := c.Version(ctx)
+//
+// Every call is scoped to a namespace, sent as gRPC metadata: the one set on
+// the call's context with WithNamespaceContext, else the client's own
+// (WithNamespace, "default" when unset). Errors keep their class across the
+// hop: errdefs.IsNotFound(err) holds for a missing namespace.
+package client
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/keel-runtime/keel/api/keelv1"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/content"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/snapshot"
+)
+
+// DefaultTimeout bounds how long New waits for keeld to answer.
+const DefaultTimeout = 10 * time.Second
+
+// Client is a connection to keeld. It is safe for concurrent use.
+type Client struct {
+	conn      *grpc.ClientConn
+	namespace string
+}
+
+type options struct {
+	namespace string
+	timeout   time.Duration
+	dialOpts  []grpc.DialOption
+}
+
+// Opt configures a Client.
+type Opt func(*options) error
+
+// WithNamespace sets the namespace of calls whose context names none.
+func WithNamespace(ns string) Opt {
+	return func(o *options) error {
+		if ns == "" {
+			return fmt.Errorf("namespace: empty name: %w", errdefs.ErrInvalidArgument)
+		}
+		o.namespace = ns
+		return nil
+	}
+}
+
+// WithTimeout bounds how long New waits for the connection to keeld
+// (DefaultTimeout when unset). Zero connects lazily, at the first call.
+func WithTimeout(d time.Duration) Opt {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("timeout %s: negative: %w", d, errdefs.ErrInvalidArgument)
+		}
+		o.timeout = d
+		return nil
+	}
+}
+
+// WithDialOptions adds gRPC dial options, e.g. more interceptors.
+func WithDialOptions(opts ...grpc.DialOption) Opt {
+	return func(o *options) error {
+		o.dialOpts = append(o.dialOpts, opts...)
+		return nil
+	}
+}
+
+// New connects to keeld's API socket at address, a unix socket path
+// ("unix://" prefix optional). Unavailable when keeld does not answer
+// within the timeout.
+func New(address string, opts ...Opt) (*Client, error) {
+	o := options{namespace: keelv1.DefaultNamespace, timeout: DefaultTimeout}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	path := strings.TrimPrefix(address, "unix://")
+	if path == "" {
+		return nil, fmt.Errorf("keeld address: empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	if _, err := os.Stat(path); err != nil && o.timeout > 0 {
+		// A missing socket is keeld not running: say so now, not after
+		// the timeout.
+		return nil, fmt.Errorf("keeld at %s: %v: %w", path, err, errdefs.ErrUnavailable)
+	}
+
+	c := &Client{namespace: o.namespace}
+	dialOpts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(sdk.MaxMessageSize),
+			grpc.MaxCallSendMsgSize(sdk.MaxMessageSize),
+		),
+		grpc.WithChainUnaryInterceptor(c.unaryNamespace),
+		grpc.WithChainStreamInterceptor(c.streamNamespace),
+	}, o.dialOpts...)
+	conn, err := grpc.NewClient("unix://"+path, dialOpts...)
+	if err != nil {
+		return nil, fmt.Errorf("keeld at %s: %w", path, err)
+	}
+	c.conn = conn
+	if o.timeout > 0 {
+		if err := waitReady(conn, o.timeout); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("keeld at %s: %v: %w", path, err, errdefs.ErrUnavailable)
+		}
+	}
+	return c, nil
+}
+
+// waitReady waits for conn to connect.
+func waitReady(conn *grpc.ClientConn, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn.Connect()
+	for {
+		s := conn.GetState()
+		if s == connectivity.Ready {
+			return nil
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			return fmt.Errorf("not connected after %s (%s)", timeout, s)
+		}
+	}
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Conn is the connection to keeld, for services this package does not wrap.
+// The namespace interceptors apply to calls made on it.
+func (c *Client) Conn() *grpc.ClientConn { return c.conn }
+
+// Namespace is the namespace of calls whose context names none.
+func (c *Client) Namespace() string { return c.namespace }
+
+// Version describes keeld.
+type Version struct {
+	Version   string
+	Revision  string
+	GoVersion string
+}
+
+// Version asks keeld for its version.
+func (c *Client) Version(ctx context.Context) (Version, error) {
+	resp, err := keelv1.NewVersionClient(c.conn).Version(ctx, &keelv1.VersionRequest{})
+	if err != nil {
+		return Version{}, errdefs.FromGRPC(err)
+	}
+	return Version{Version: resp.Version, Revision: resp.Revision, GoVersion: resp.GoVersion}, nil
+}
+
+// Plugin is a plugin instance keeld runs.
+type Plugin struct {
+	Kind    string
+	Name    string
+	Path    string
+	Version string
+	Pid     int
+	// State is "starting", "running", "restarting" or "failed".
+	State        string
+	Restarts     int
+	Capabilities []string
+	LastError    string
+}
+
+// Plugins lists the plugins keeld runs.
+func (c *Client) Plugins(ctx context.Context) ([]Plugin, error) {
+	resp, err := keelv1.NewPluginsClient(c.conn).List(ctx, &keelv1.ListPluginsRequest{})
+	if err != nil {
+		return nil, errdefs.FromGRPC(err)
+	}
+	out := make([]Plugin, len(resp.Plugins))
+	for i, p := range resp.Plugins {
+		out[i] = Plugin{
+			Kind:         p.Kind,
+			Name:         p.Name,
+			Path:         p.Path,
+			Version:      p.Version,
+			Pid:          int(p.Pid),
+			State:        p.State,
+			Restarts:     int(p.Restarts),
+			Capabilities: p.Capabilities,
+			LastError:    p.LastError,
+		}
+	}
+	return out, nil
+}
+
+// ContentStore is keeld's content store, in the call's namespace.
+func (c *Client) ContentStore() content.Store {
+	return content.NewClient(c.conn)
+}
+
+// SnapshotService is the snapshotter name configured in keeld (keeld's
+// default snapshotter when name is empty), in the call's namespace.
+func (c *Client) SnapshotService(name string) snapshot.Snapshotter {
+	if name == "" {
+		return snapshot.NewClient(c.conn)
+	}
+	return snapshot.NewClient(metadataConn{cc: c.conn, key: keelv1.MetadataSnapshotter, value: name})
+}
