@@ -24,6 +24,7 @@ var (
 	keyParent     = []byte("parent")
 	keySize       = []byte("size")
 	keyRef        = []byte("ref")
+	keyExpected   = []byte("expected")
 	keyCreatedAt  = []byte("createdat")
 	keyUpdatedAt  = []byte("updatedat")
 	keyPending    = []byte("pending")

@@ -79,6 +79,14 @@ func writeBlob(b *bolt.Bucket, info content.Info) error {
 	return writeLabels(bb, info.Labels)
 }
 
+// checkDigest refuses a malformed digest with InvalidArgument.
+func checkDigest(dgst digest.Digest) error {
+	if err := dgst.Validate(); err != nil {
+		return fmt.Errorf("content %q: %v: %w", dgst, err, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 func blobNotFound(dgst digest.Digest) error {
 	return fmt.Errorf("content %s: %w", dgst, errdefs.ErrNotFound)
 }
@@ -86,6 +94,9 @@ func blobNotFound(dgst digest.Digest) error {
 func (s *nsContent) Info(ctx context.Context, dgst digest.Digest) (content.Info, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
+		return content.Info{}, err
+	}
+	if err := checkDigest(dgst); err != nil {
 		return content.Info{}, err
 	}
 	var info content.Info
@@ -102,6 +113,9 @@ func (s *nsContent) Info(ctx context.Context, dgst digest.Digest) (content.Info,
 func (s *nsContent) Update(ctx context.Context, info content.Info, fieldpaths ...string) (content.Info, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
+		return content.Info{}, err
+	}
+	if err := checkDigest(info.Digest); err != nil {
 		return content.Info{}, err
 	}
 	var out content.Info
@@ -170,6 +184,9 @@ func (s *nsContent) Delete(ctx context.Context, dgst digest.Digest) error {
 	if err != nil {
 		return err
 	}
+	if err := checkDigest(dgst); err != nil {
+		return err
+	}
 	unlock := s.db.lockDigest(dgst)
 	defer unlock()
 	var referenced bool
@@ -226,18 +243,39 @@ func (s *nsContent) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (cont
 	return s.backend.ReaderAt(ctx, desc)
 }
 
-// ingestRef returns the backend ref of the namespace's ingest ref.
-func (s *nsContent) ingestRef(ns, ref string) (string, error) {
-	var bref string
+// ingest is the record of an ingest: its backend ref and the digest the
+// writer said to expect (the backend is not told it).
+type ingest struct {
+	bref     string
+	expected digest.Digest
+}
+
+func readIngest(b *bolt.Bucket) ingest {
+	return ingest{bref: string(b.Get(keyRef)), expected: digest.Digest(b.Get(keyExpected))}
+}
+
+// status completes a backend status with the namespace's ref and expected
+// digest.
+func (in ingest) status(ref string, st content.Status) content.Status {
+	st.Ref = ref
+	if st.Expected == "" {
+		st.Expected = in.expected
+	}
+	return st
+}
+
+// ingestRecord returns the record of the namespace's ingest ref.
+func (s *nsContent) ingestRecord(ns, ref string) (ingest, error) {
+	var in ingest
 	err := s.db.view(func(tx *bolt.Tx) error {
 		b := ingestsBucket(tx, ns)
 		if b == nil || b.Bucket([]byte(ref)) == nil {
 			return fmt.Errorf("ingest %q: %w", ref, errdefs.ErrNotFound)
 		}
-		bref = string(b.Bucket([]byte(ref)).Get(keyRef))
+		in = readIngest(b.Bucket([]byte(ref)))
 		return nil
 	})
-	return bref, err
+	return in, err
 }
 
 func (s *nsContent) Status(ctx context.Context, ref string) (content.Status, error) {
@@ -245,16 +283,15 @@ func (s *nsContent) Status(ctx context.Context, ref string) (content.Status, err
 	if err != nil {
 		return content.Status{}, err
 	}
-	bref, err := s.ingestRef(ns, ref)
+	in, err := s.ingestRecord(ns, ref)
 	if err != nil {
 		return content.Status{}, err
 	}
-	st, err := s.backend.Status(ctx, bref)
+	st, err := s.backend.Status(ctx, in.bref)
 	if err != nil {
 		return content.Status{}, fmt.Errorf("ingest %q: %w", ref, err)
 	}
-	st.Ref = ref
-	return st, nil
+	return in.status(ref, st), nil
 }
 
 func (s *nsContent) ListStatuses(ctx context.Context, fs ...string) ([]content.Status, error) {
@@ -266,29 +303,29 @@ func (s *nsContent) ListStatuses(ctx context.Context, fs ...string) ([]content.S
 	if err != nil {
 		return nil, err
 	}
-	refs := map[string]string{}
+	refs := map[string]ingest{}
 	if err := s.db.view(func(tx *bolt.Tx) error {
 		b := ingestsBucket(tx, ns)
 		if b == nil {
 			return nil
 		}
 		return b.ForEachBucket(func(k []byte) error {
-			refs[string(k)] = string(b.Bucket(k).Get(keyRef))
+			refs[string(k)] = readIngest(b.Bucket(k))
 			return nil
 		})
 	}); err != nil {
 		return nil, err
 	}
 	var out []content.Status
-	for ref, bref := range refs {
-		st, err := s.backend.Status(ctx, bref)
+	for ref, in := range refs {
+		st, err := s.backend.Status(ctx, in.bref)
 		if errdefs.IsNotFound(err) {
 			continue // the record outlived its ingest (a crash); Abort clears it
 		}
 		if err != nil {
 			return nil, fmt.Errorf("ingest %q: %w", ref, err)
 		}
-		st.Ref = ref
+		st = in.status(ref, st)
 		if filters.Match(filter, content.AdaptStatus(st)) {
 			out = append(out, st)
 		}
@@ -301,11 +338,11 @@ func (s *nsContent) Abort(ctx context.Context, ref string) error {
 	if err != nil {
 		return err
 	}
-	bref, err := s.ingestRef(ns, ref)
+	in, err := s.ingestRecord(ns, ref)
 	if err != nil {
 		return err
 	}
-	berr := s.backend.Abort(ctx, bref)
+	berr := s.backend.Abort(ctx, in.bref)
 	if berr != nil && !errdefs.IsNotFound(berr) {
 		return fmt.Errorf("ingest %q: %w", ref, berr)
 	}
@@ -347,6 +384,7 @@ func (s *nsContent) Writer(ctx context.Context, opts ...content.WriterOpt) (cont
 	desc := wo.Desc
 	desc.Digest = ""
 	bref := backendRef(ns, wo.Ref)
+	var in ingest
 	w, err := s.backend.Writer(ctx, content.WithRef(bref), content.WithDescriptor(desc))
 	if err != nil {
 		return nil, fmt.Errorf("ingest %q: %w", wo.Ref, err)
@@ -360,12 +398,21 @@ func (s *nsContent) Writer(ctx context.Context, opts ...content.WriterOpt) (cont
 		if err != nil {
 			return err
 		}
-		return ib.Put(keyRef, []byte(bref))
+		if err := ib.Put(keyRef, []byte(bref)); err != nil {
+			return err
+		}
+		if wo.Desc.Digest != "" {
+			if err := ib.Put(keyExpected, []byte(wo.Desc.Digest)); err != nil {
+				return err
+			}
+		}
+		in = readIngest(ib)
+		return nil
 	}); err != nil {
 		w.Close()
 		return nil, err
 	}
-	return &nsWriter{Writer: w, s: s, ns: ns, ref: wo.Ref}, nil
+	return &nsWriter{Writer: w, s: s, ns: ns, ref: wo.Ref, in: in}, nil
 }
 
 type nsWriter struct {
@@ -373,12 +420,12 @@ type nsWriter struct {
 	s   *nsContent
 	ns  string
 	ref string
+	in  ingest
 }
 
 func (w *nsWriter) Status() (content.Status, error) {
 	st, err := w.Writer.Status()
-	st.Ref = w.ref
-	return st, err
+	return w.in.status(w.ref, st), err
 }
 
 func (w *nsWriter) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...content.Opt) error {

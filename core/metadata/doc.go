@@ -21,7 +21,8 @@
 //	        │   │   ├── createdat, updatedat = <time binary>
 //	        │   │   └── labels/<key> = <value>
 //	        │   └── ingests/<ref>/
-//	        │       └── ref = <backend ref>       ("<namespace>/<ref>")
+//	        │       ├── ref = <backend ref>       ("<namespace>/<ref>")
+//	        │       └── expected = <digest>       when the writer named one
 //	        └── snapshots/<snapshotter>/<key>/
 //	            ├── id = <backend key>            ("<seq>-<random>")
 //	            ├── kind = view|active|committed
