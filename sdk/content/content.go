@@ -101,8 +101,9 @@ type Writer interface {
 	io.WriteCloser
 	// Digest is the digest of the data written so far.
 	Digest() digest.Digest
-	// Commit checks the data against size and expected (each skipped when
-	// zero) and stores it under its digest, with the labels opts set.
+	// Commit checks the data against size and expected (each falling back
+	// to what WithDescriptor gave, and skipped when still zero) and stores
+	// it under its digest, with the labels opts set.
 	// FailedPrecondition on a mismatch (the ingest is kept); AlreadyExists
 	// when the blob is already there (the ingest is removed).
 	Commit(ctx context.Context, size int64, expected digest.Digest, opts ...Opt) error

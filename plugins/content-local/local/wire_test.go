@@ -1,0 +1,141 @@
+package local_test
+
+import (
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/keel-runtime/keel/plugins/content-local/local"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/content"
+	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+)
+
+// serve puts a local store behind the sdk's server and client on an
+// in-memory connection, counting Read streams.
+func serve(tb testing.TB) (content.Store, *atomic.Int64) {
+	tb.Helper()
+	st, err := local.Open(tb.TempDir(), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var reads atomic.Int64
+	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		if strings.HasSuffix(info.FullMethod, "/Read") {
+			reads.Add(1)
+		}
+		return h(srv, ss)
+	}))
+	pluginv1.RegisterContentServer(srv, content.NewServer(func(context.Context) (content.Store, error) { return st, nil }))
+	lis := bufconn.Listen(4 << 20)
+	go srv.Serve(lis)
+	conn, err := grpc.NewClient("passthrough:///content",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageSize)),
+	)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { conn.Close(); srv.Stop(); st.Close() })
+	return content.NewClient(conn), &reads
+}
+
+func writeRandom(tb testing.TB, s content.Store, size int64) ocispec.Descriptor {
+	tb.Helper()
+	dg := digest.Canonical.Digester()
+	data := make([]byte, size)
+	rand.Read(data)
+	dg.Hash().Write(data)
+	desc := ocispec.Descriptor{Digest: dg.Digest(), Size: size}
+	if err := content.WriteBlob(context.Background(), s, "blob", strings.NewReader(string(data)), desc); err != nil {
+		tb.Fatal(err)
+	}
+	return desc
+}
+
+// A sequential read, whatever the read size, is one Read stream; a seek
+// opens another.
+func TestSequentialReadIsOneStream(t *testing.T) {
+	s, reads := serve(t)
+	desc := writeRandom(t, s, 5*sdk.ChunkSize+3)
+	ra, err := s.ReaderAt(context.Background(), desc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Close()
+	for _, bufSize := range []int{4096, sdk.ChunkSize, 3*sdk.ChunkSize + 1} {
+		reads.Store(0)
+		dg := digest.Canonical.Digester()
+		if _, err := io.CopyBuffer(dg.Hash(), struct{ io.Reader }{content.NewReader(ra)}, make([]byte, bufSize)); err != nil {
+			t.Fatal(err)
+		}
+		if dg.Digest() != desc.Digest {
+			t.Fatalf("buffer %d: digest %s, want %s", bufSize, dg.Digest(), desc.Digest)
+		}
+		if n := reads.Load(); n != 1 {
+			t.Errorf("buffer %d: %d Read streams, want 1", bufSize, n)
+		}
+	}
+	reads.Store(0)
+	p := make([]byte, 10)
+	for _, off := range []int64{100, 110, 50} {
+		if _, err := ra.ReadAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := reads.Load(); n != 2 {
+		t.Errorf("reads at 100, 110, 50: %d streams, want 2", n)
+	}
+}
+
+// BenchmarkSequentialRead measures a full read through one gRPC hop.
+func BenchmarkSequentialRead(b *testing.B) {
+	s, _ := serve(b)
+	const size = 256 << 20
+	desc := writeRandom(b, s, size)
+	buf := make([]byte, sdk.ChunkSize)
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		ra, err := s.ReaderAt(context.Background(), desc)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{content.NewReader(ra)}, buf); err != nil {
+			b.Fatal(err)
+		}
+		ra.Close()
+	}
+}
+
+// BenchmarkWrite measures WriteBlob through one gRPC hop.
+func BenchmarkWrite(b *testing.B) {
+	s, _ := serve(b)
+	const size = 128 << 20
+	data := make([]byte, size)
+	rand.Read(data)
+	desc := ocispec.Descriptor{Digest: digest.FromBytes(data), Size: size}
+	b.SetBytes(size)
+	b.ResetTimer()
+	for range b.N {
+		if err := content.WriteBlob(context.Background(), s, "bench", strings.NewReader(string(data)), desc); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if err := s.Delete(context.Background(), desc.Digest); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
