@@ -138,8 +138,17 @@ func handshakeError(cfg LaunchConfig, err error) error {
 		return fmt.Errorf("%s: %s did not complete the keel handshake within %s: %w",
 			cfg.Instance, cfg.Path, cfg.StartTimeout, errdefs.ErrFailedPrecondition)
 	default:
+		why := firstLine(msg)
+		// go-plugin reports the first line the program printed, empty when
+		// it printed nothing and exited.
+		if junk, ok := strings.CutPrefix(why, "Unrecognized remote plugin message:"); ok {
+			why = fmt.Sprintf("it printed %q instead of the handshake", strings.TrimSpace(junk))
+			if strings.TrimSpace(junk) == "" {
+				why = "it exited without a handshake"
+			}
+		}
 		return fmt.Errorf("%s: %s is not a keel plugin: %s: %w",
-			cfg.Instance, cfg.Path, firstLine(msg), errdefs.ErrFailedPrecondition)
+			cfg.Instance, cfg.Path, why, errdefs.ErrFailedPrecondition)
 	}
 }
 

@@ -36,7 +36,8 @@ func TestMain(m *testing.M) {
 		}
 		defer os.RemoveAll(dir)
 		cmd := exec.Command("go", "build", "-o", dir+"/",
-			"./testdata/memsnap", "./testdata/wrongkind", "./testdata/v2only", "./testdata/host")
+			"./testdata/memsnap", "./testdata/wrongkind", "./testdata/v2only", "./testdata/host",
+			"../../plugins/snapshotter-native")
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "building test plugins:", err)
@@ -489,4 +490,81 @@ func TestHostKilledTakesPluginsAlong(t *testing.T) {
 		t.Fatal("host did not stop on SIGTERM")
 	}
 	waitFor(t, "the second plugin to stop with its host", 5*time.Second, func() bool { return !alive(nst.Pid) })
+}
+
+// The real native snapshotter, killed, comes back on the same root with its
+// snapshots, reached through the same client.
+func TestRestartNativeKeepsItsData(t *testing.T) {
+	h := startHost(t, []pluginhost.Spec{spec(t, "native", filepath.Join(bin, "snapshotter-native"))},
+		pluginhost.WithBackoff(10*time.Millisecond, time.Second))
+	sn := snapshotter(t, h, "native")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := sn.Prepare(ctx, "work", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.Commit(ctx, "layer", "work"); err != nil {
+		t.Fatal(err)
+	}
+	old := onlyStatus(t, h)
+	if err := syscall.Kill(old.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the restart", 10*time.Second, func() bool {
+		st := onlyStatus(t, h)
+		return st.State == pluginhost.StateRunning && st.Pid != old.Pid
+	})
+	info, err := sn.Stat(ctx, "layer")
+	if err != nil || info.Kind != snapshot.KindCommitted {
+		t.Fatalf("stat after restart: %+v, %v", info, err)
+	}
+	if _, err := sn.Stat(ctx, "work"); !errdefs.IsNotFound(err) || !strings.HasPrefix(err.Error(), "snapshotter.native: ") {
+		t.Errorf("stat of the committed key: %v, want not found naming the plugin", err)
+	}
+}
+
+// A restart that fails is retried with backoff; calls meanwhile say why the
+// plugin is down, and the plugin comes back once its file is fixed.
+func TestRestartFailsThenRecovers(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "keel-snapshotter-mem")
+	copyFile(t, filepath.Join(bin, "memsnap"), path)
+	h := startHost(t, []pluginhost.Spec{spec(t, "mem", path)},
+		pluginhost.WithBackoff(20*time.Millisecond, 200*time.Millisecond))
+	sn := snapshotter(t, h, "mem")
+
+	broken := filepath.Join(dir, "broken")
+	copyFile(t, "/bin/true", broken)
+	if err := os.Rename(broken, path); err != nil {
+		t.Fatal(err)
+	}
+	old := onlyStatus(t, h)
+	if err := syscall.Kill(old.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "failed restarts", 10*time.Second, func() bool {
+		st := onlyStatus(t, h)
+		return st.State == pluginhost.StateFailed && st.Restarts >= 2
+	})
+	st := onlyStatus(t, h)
+	if !strings.Contains(st.LastError, "is not a keel plugin") {
+		t.Errorf("last error = %q", st.LastError)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err := sn.Stat(ctx, "x")
+	if !errdefs.IsUnavailable(err) || !strings.HasPrefix(err.Error(), "snapshotter.mem: plugin is down: ") {
+		t.Errorf("call while down: %v, want unavailable saying why", err)
+	}
+
+	copyFile(t, filepath.Join(bin, "memsnap"), broken)
+	if err := os.Rename(broken, path); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the recovery", 10*time.Second, func() bool {
+		return onlyStatus(t, h).State == pluginhost.StateRunning
+	})
+	if _, err := sn.Prepare(ctx, "x", ""); err != nil {
+		t.Errorf("prepare after recovery: %v", err)
+	}
 }
