@@ -91,8 +91,13 @@ func Open(path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	db.MaxBatchDelay = batchDelay
 	return &Store{db: db}, nil
 }
+
+// batchDelay is how long a Batch call waits for others to join it; short,
+// as callers are waiting on it.
+const batchDelay = 2 * time.Millisecond
 
 // Close closes the file.
 func (s *Store) Close() error { return s.db.Close() }
@@ -111,6 +116,17 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 		return err
 	}
 	return s.db.Update(func(btx *bolt.Tx) error { return fn(newTx(btx)) })
+}
+
+// Batch runs fn in a read-write transaction shared with other concurrent
+// Batch calls, so that many of them cost one disk sync. fn may run more
+// than once (when another call in the batch fails), so it must only touch
+// the metastore; do filesystem steps after Batch returns.
+func (s *Store) Batch(ctx context.Context, fn func(*Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return s.db.Batch(func(btx *bolt.Tx) error { return fn(newTx(btx)) })
 }
 
 // Tx is one metastore transaction.

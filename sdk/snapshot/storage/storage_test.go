@@ -261,3 +261,39 @@ func TestWalk(t *testing.T) {
 		}
 	}
 }
+
+func TestBatch(t *testing.T) {
+	ctx := context.Background()
+	s := open(t)
+	errs := make(chan error, 40)
+	for i := range 40 {
+		go func() {
+			errs <- s.Batch(ctx, func(tx *Tx) error {
+				// Half reuse a key, so batches fail and are retried.
+				_, err := tx.Create(snapshot.KindActive, "k"+string(rune('a'+i%20)), "")
+				return err
+			})
+		}()
+	}
+	var ok, exists int
+	for range 40 {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errdefs.IsAlreadyExists(err):
+			exists++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if ok != 20 || exists != 20 {
+		t.Fatalf("ok %d, exists %d", ok, exists)
+	}
+	s.View(ctx, func(tx *Tx) error {
+		ids, _ := tx.IDs()
+		if len(ids) != 20 {
+			t.Errorf("ids %v", ids)
+		}
+		return nil
+	})
+}
