@@ -1,12 +1,104 @@
 package native_test
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/snapshot"
 	"github.com/keel-runtime/keel/test/conformance"
 )
 
 func TestConformance(t *testing.T) {
 	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(native.New))
+}
+
+func open(t *testing.T, root string) snapshot.Snapshotter {
+	t.Helper()
+	s, err := native.New(context.Background(), sdk.Env{Root: root, Config: []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestCleanupOrphans plants what crashes leave behind: a tree no record
+// owns and leftovers in tmp/. Cleanup removes them and nothing else.
+func TestCleanupOrphans(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s := open(t, root)
+	defer s.Close()
+	if _, err := s.Prepare(ctx, "live", ""); err != nil {
+		t.Fatal(err)
+	}
+	orphans := []string{
+		filepath.Join(root, "snapshots", "999"),
+		filepath.Join(root, "tmp", "new-123"),
+		filepath.Join(root, "tmp", "rm-7"),
+	}
+	for _, o := range orphans {
+		if err := os.MkdirAll(filepath.Join(o, "sub"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.(snapshot.Cleaner).Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range orphans {
+		if _, err := os.Stat(o); !os.IsNotExist(err) {
+			t.Errorf("orphan %s survived cleanup: %v", o, err)
+		}
+	}
+	if _, err := s.Mounts(ctx, "live"); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(root, "snapshots")); len(entries) != 1 {
+		t.Errorf("snapshots/ holds %d trees, want the live one", len(entries))
+	}
+}
+
+// TestRepairInterruptedPrepare simulates a crash between recording a
+// snapshot and moving its copy into place: reopening rebuilds the tree from
+// the parent.
+func TestRepairInterruptedPrepare(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s := open(t, root)
+	if _, err := s.Prepare(ctx, "base-a", ""); err != nil {
+		t.Fatal(err)
+	}
+	// Write into the base through its directory, as a mount would.
+	ms, _ := s.Mounts(ctx, "base-a")
+	if err := os.WriteFile(filepath.Join(ms[0].Source, "f"), []byte("parent data"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "base", "base-a"); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.Prepare(ctx, "child", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.RemoveAll(ms[0].Source); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, root)
+	defer s.Close()
+	b, err := os.ReadFile(filepath.Join(ms[0].Source, "f"))
+	if err != nil || string(b) != "parent data" {
+		t.Fatalf("rebuilt child tree: %q, %v", b, err)
+	}
+}
+
+func TestConfigRejectsUnknownKeys(t *testing.T) {
+	_, err := native.New(context.Background(), sdk.Env{Root: t.TempDir(), Config: []byte(`{"nope": 1}`)})
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("got %v, want InvalidArgument", err)
+	}
 }
