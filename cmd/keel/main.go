@@ -1,0 +1,149 @@
+// Command keel is keel's admin CLI. It talks to keeld over its API socket.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keel-runtime/keel/api/keelv1"
+	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+// defaultAddress is keeld's socket with the default config.
+const defaultAddress = "/run/keel/keel.sock"
+
+// globals are the flags every command shares.
+type globals struct {
+	address   string
+	namespace string
+	format    string
+	quiet     bool
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := newRoot().ExecuteContext(ctx)
+	stop()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "keel: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:           "keel",
+		Short:         "keel's admin CLI",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			switch g.format {
+			case "table", "json":
+				return nil
+			}
+			return fmt.Errorf("--format must be table or json, not %q: %w", g.format, errdefs.ErrInvalidArgument)
+		},
+	}
+	f := root.PersistentFlags()
+	f.StringVar(&g.address, "address", envOr("KEEL_ADDRESS", defaultAddress), "keeld's socket (env KEEL_ADDRESS)")
+	f.StringVarP(&g.namespace, "namespace", "n", envOr("KEEL_NAMESPACE", keelv1.DefaultNamespace), "namespace (env KEEL_NAMESPACE)")
+	f.StringVar(&g.format, "format", "table", "output format: table or json")
+	f.BoolVarP(&g.quiet, "quiet", "q", false, "print only ids")
+	root.AddCommand(
+		versionCommand(g),
+		pluginsCommand(g),
+		namespaceCommand(g),
+		contentCommand(g),
+		snapshotCommand(g),
+		conformanceCommand(g),
+	)
+	return root
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// connect dials keeld with the global namespace.
+func (g *globals) connect() (*client.Client, error) {
+	return client.New(g.address, client.WithNamespace(g.namespace))
+}
+
+// table is what a listing command prints: a table for people, the values
+// as JSON for scripts, or the ids alone with -q.
+type table struct {
+	header []string
+	rows   [][]string
+	ids    []string
+	values any
+}
+
+func (g *globals) print(w io.Writer, t table) error {
+	switch {
+	case g.quiet:
+		for _, id := range t.ids {
+			fmt.Fprintln(w, id)
+		}
+		return nil
+	case g.format == "json":
+		return printJSON(w, t.values)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(t.header, "\t"))
+	for _, r := range t.rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	return tw.Flush()
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// parseLabels reads k=v arguments; "k=" (or "k") removes label k in an update.
+func parseLabels(args []string) (map[string]string, []string) {
+	labels := map[string]string{}
+	var paths []string
+	for _, a := range args {
+		k, v, _ := strings.Cut(a, "=")
+		paths = append(paths, "labels."+k)
+		if v != "" {
+			labels[k] = v
+		}
+	}
+	return labels, paths
+}
+
+// formatLabels prints labels sorted, k=v comma-joined.
+func formatLabels(labels map[string]string) string {
+	if len(labels) == 0 {
+		return "-"
+	}
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + labels[k]
+	}
+	return strings.Join(parts, ",")
+}

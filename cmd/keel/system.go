@@ -1,0 +1,75 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keel-runtime/keel/version"
+)
+
+func versionCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the versions of keel and keeld",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := map[string]any{"client": map[string]string{"version": version.Version, "go": runtime.Version()}}
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			v, err := c.Version(cmd.Context())
+			if err != nil {
+				return err
+			}
+			out["server"] = map[string]string{"version": v.Version, "revision": v.Revision, "go": v.GoVersion}
+			if g.format == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Client:\n  Version: %s\n  Go:      %s\nServer:\n  Version: %s\n  Revision: %s\n  Go:      %s\n",
+				version.Version, runtime.Version(), v.Version, v.Revision, v.GoVersion)
+			return nil
+		},
+	}
+}
+
+func pluginsCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "plugins", Short: "Inspect keeld's plugins"}
+	cmd.AddCommand(&cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the plugins keeld runs",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			plugins, err := c.Plugins(cmd.Context())
+			if err != nil {
+				return err
+			}
+			t := table{header: []string{"KIND", "NAME", "VERSION", "PID", "STATE", "RESTARTS", "CAPABILITIES", "PATH"}, values: plugins}
+			for _, p := range plugins {
+				t.ids = append(t.ids, p.Kind+"."+p.Name)
+				t.rows = append(t.rows, []string{p.Kind, p.Name, p.Version, strconv.Itoa(p.Pid), p.State,
+					strconv.Itoa(p.Restarts), orDash(strings.Join(p.Capabilities, ",")), p.Path})
+			}
+			return g.print(cmd.OutOrStdout(), t)
+		},
+	})
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,75 @@
+// Command keeld is keel's daemon: it reads its HCL config (or the embedded
+// default), starts its plugins and serves the keel.v1 API on a unix socket.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/keel-runtime/keel/core/config"
+	"github.com/keel-runtime/keel/core/server"
+	"github.com/keel-runtime/keel/version"
+)
+
+func main() {
+	var configPath, logLevel string
+	cmd := &cobra.Command{
+		Use:   "keeld",
+		Short: "keel's container runtime daemon",
+		Long: "keeld serves keel's API on a unix socket and runs its plugins.\n" +
+			"Without --config it reads " + config.DefaultPath + " when present, else its embedded default.",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.LoadOrDefault(configPath)
+			if err != nil {
+				return err
+			}
+			if logLevel != "" {
+				cfg.LogLevel = logLevel
+			}
+			return run(cfg)
+		},
+	}
+	cmd.Flags().StringVarP(&configPath, "config", "c", "", "HCL config file")
+	cmd.Flags().StringVarP(&logLevel, "log-level", "l", "", "trace, debug, info, warn or error (overrides the config)")
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "keeld: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg *config.Config) error {
+	logger := hclog.New(&hclog.LoggerOptions{
+		Name:   "keeld",
+		Level:  hclog.LevelFromString(cfg.LogLevel),
+		Output: os.Stderr,
+	})
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	srv, err := server.New(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	srv.Stop(shutdown)
+	return err
+}

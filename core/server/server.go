@@ -1,0 +1,235 @@
+// Package server is keeld: it opens the metadata, starts the configured
+// plugins, and serves the keel.v1 API on its unix socket.
+//
+// The API is api/keelv1 (Version, Plugins, Namespaces) plus the plugin
+// services Content and Snapshotter of sdk/proto, served over keeld's
+// namespaced views of the plugins: the namespace and the snapshotter of a call
+// travel in gRPC metadata (keel-namespace, keel-snapshotter).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/keel-runtime/keel/api/keelv1"
+	"github.com/keel-runtime/keel/core/config"
+	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/pluginhost"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/content"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	"github.com/keel-runtime/keel/sdk/snapshot"
+)
+
+// Server is a running keeld.
+type Server struct {
+	cfg    *config.Config
+	logger hclog.Logger
+
+	db      *metadata.DB
+	plugins *pluginhost.Host
+	content content.Store
+	// snapshotters are the namespaced views of the snapshotter plugins, by name.
+	snapshotters map[string]snapshot.Snapshotter
+
+	grpc     *grpc.Server
+	health   *health.Server
+	listener net.Listener
+	metrics  *http.Server
+}
+
+// New opens keeld's metadata and starts its plugins. Serve then serves the API.
+func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Server, err error) {
+	s := &Server{cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}}
+	defer func() {
+		if err != nil {
+			s.Stop(context.Background())
+		}
+	}()
+	for _, dir := range []string{cfg.Root, cfg.State} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	s.db, err = metadata.Open(filepath.Join(cfg.Root, "meta.db"), metadata.Options{})
+	if err != nil {
+		return nil, err
+	}
+
+	s.plugins = pluginhost.New(logger)
+	var specs []pluginhost.Spec
+	for _, p := range cfg.Plugins {
+		specs = append(specs, pluginhost.Spec{
+			Kind: p.Kind, Name: p.Name, Path: p.Path, SHA256: p.SHA256, Config: p.Config,
+			Root: p.Root(cfg), State: p.State(cfg),
+		})
+	}
+	if err := s.plugins.Start(ctx, specs); err != nil {
+		return nil, err
+	}
+	for _, p := range cfg.PluginsOf(sdk.KindSnapshotter) {
+		conn, err := s.plugins.Conn(p.Kind, p.Name)
+		if err != nil {
+			return nil, err
+		}
+		s.snapshotters[p.Name] = metadata.NewSnapshotter(s.db, p.Name, snapshot.NewClient(conn))
+	}
+	if cs := cfg.PluginsOf(sdk.KindContent); len(cs) == 1 {
+		conn, err := s.plugins.Conn(cs[0].Kind, cs[0].Name)
+		if err != nil {
+			return nil, err
+		}
+		s.content = metadata.NewContentStore(s.db, content.NewClient(conn))
+	}
+	s.grpc = s.newGRPCServer()
+	return s, nil
+}
+
+func (s *Server) newGRPCServer() *grpc.Server {
+	metrics := newGRPCMetrics()
+	srv := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), s.logUnary),
+		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), s.logStream),
+		grpc.MaxRecvMsgSize(sdk.MaxMessageSize),
+		grpc.MaxSendMsgSize(sdk.MaxMessageSize),
+	)
+	keelv1.RegisterVersionServer(srv, versionService{})
+	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
+	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
+	if s.content != nil {
+		pluginv1.RegisterContentServer(srv, content.NewServer(func(context.Context) (content.Store, error) {
+			return s.content, nil
+		}))
+	}
+	pluginv1.RegisterSnapshotterServer(srv, snapshot.NewServer(s.snapshotter))
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(srv, s.health)
+	s.registerMetrics(metrics)
+	return srv
+}
+
+// snapshotter picks the snapshotter a call names, or the default.
+func (s *Server) snapshotter(ctx context.Context) (snapshot.Snapshotter, error) {
+	name, ok := namespaces.Snapshotter(ctx)
+	if !ok || name == "" {
+		name = s.cfg.DefaultSnapshotter
+	}
+	sn, ok := s.snapshotters[name]
+	if !ok {
+		return nil, fmt.Errorf("snapshotter %q is not configured: %w", name, errdefs.ErrNotFound)
+	}
+	return sn, nil
+}
+
+// Serve listens on the API socket (and the metrics address) and serves until
+// Stop.
+func (s *Server) Serve() error {
+	l, err := listenUnix(s.cfg.GRPC.Address, s.cfg.GRPC.UID, s.cfg.GRPC.GID)
+	if err != nil {
+		return err
+	}
+	s.listener = l
+	if s.metrics != nil {
+		ml, err := net.Listen("tcp", s.cfg.Metrics.Address)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("metrics: %w", err)
+		}
+		go func() {
+			if err := s.metrics.Serve(ml); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				s.logger.Error("metrics server failed", "error", err)
+			}
+		}()
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.logger.Info("serving", "address", s.cfg.GRPC.Address, "metrics", s.cfg.Metrics.Address)
+	return s.grpc.Serve(l)
+}
+
+// Stop ends the API gracefully (within ctx), then the plugins and the
+// metadata. It is safe after a partial New.
+func (s *Server) Stop(ctx context.Context) {
+	if s.health != nil {
+		s.health.Shutdown()
+	}
+	if s.grpc != nil {
+		done := make(chan struct{})
+		go func() { s.grpc.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.grpc.Stop()
+		}
+	}
+	if s.metrics != nil {
+		s.metrics.Close()
+	}
+	if s.plugins != nil {
+		if err := s.plugins.Stop(ctx); err != nil {
+			s.logger.Warn("stopping plugins", "error", err)
+		}
+	}
+	if s.db != nil {
+		s.db.Close()
+	}
+	if s.listener != nil {
+		os.Remove(s.cfg.GRPC.Address)
+	}
+}
+
+// listenUnix makes the API socket: owner uid:gid, mode 0660. A socket left by
+// a keeld that died is replaced; one that still answers is refused.
+func listenUnix(path string, uid, gid int) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
+		return nil, err
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("socket %s is served by another keeld: %w", path, errdefs.ErrAlreadyExists)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, err
+	}
+	if err := os.Chown(path, uid, gid); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (s *Server) registerMetrics(g *grpcMetrics) {
+	if s.cfg.Metrics.Address == "" {
+		return
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(g.requests, g.latency, pluginCollector{host: s.plugins})
+	mux := http.NewServeMux()
+	mux.Handle("/v1/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	s.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+}
