@@ -275,16 +275,13 @@ func TestStartFailureStopsAll(t *testing.T) {
 }
 
 func TestRestartAfterKill(t *testing.T) {
-	h := startHost(t, []pluginhost.Spec{spec(t, "mem", filepath.Join(bin, "memsnap"))},
-		pluginhost.WithBackoff(300*time.Millisecond, time.Second))
+	s := spec(t, "mem", filepath.Join(bin, "memsnap"))
+	h := startHost(t, []pluginhost.Spec{s}, pluginhost.WithBackoff(300*time.Millisecond, time.Second))
 	sn := snapshotter(t, h, "mem")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// Enough snapshots for the walk to send a first batch before it blocks.
-	for i := range 300 {
-		if _, err := sn.Prepare(ctx, fmt.Sprint("before-", i), ""); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := sn.Prepare(ctx, "before", ""); err != nil {
+		t.Fatal(err)
 	}
 	old := onlyStatus(t, h)
 
@@ -294,24 +291,17 @@ func TestRestartAfterKill(t *testing.T) {
 		unary <- err
 	}()
 	walk := make(chan error, 1)
-	walked := make(chan struct{}, 1)
 	go func() {
-		walk <- sn.Walk(ctx, func(context.Context, snapshot.Info) error {
-			select {
-			case walked <- struct{}{}:
-			default:
-			}
-			return nil
-		}, "block")
+		walk <- sn.Walk(ctx, func(context.Context, snapshot.Info) error { return nil }, "block")
 	}()
-	// The walk has its first item: the stream is open. Give the unary call a
-	// moment too, then kill the plugin under both.
-	select {
-	case <-walked:
-	case <-ctx.Done():
-		t.Fatal("walk never started")
-	}
-	time.Sleep(200 * time.Millisecond)
+	waitFor(t, "both calls to reach the plugin", 10*time.Second, func() bool {
+		for _, f := range []string{"stat-blocked", "walk-blocked"} {
+			if _, err := os.Stat(filepath.Join(s.Root, f)); err != nil {
+				return false
+			}
+		}
+		return true
+	})
 	if err := syscall.Kill(old.Pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +315,7 @@ func TestRestartAfterKill(t *testing.T) {
 	waitFor(t, "the host to see the exit", 5*time.Second, func() bool {
 		return onlyStatus(t, h).State != pluginhost.StateRunning
 	})
-	_, err := sn.Stat(ctx, "before-0")
+	_, err := sn.Stat(ctx, "before")
 	if st := onlyStatus(t, h); st.State == pluginhost.StateRestarting {
 		if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "snapshotter.mem: plugin is restarting") {
 			t.Errorf("call while restarting: %v, want unavailable naming the plugin", err)

@@ -1,11 +1,14 @@
 // Command memsnap is a test plugin: an in-memory snapshotter. Stat of the key
 // "block" and Walk with the filter "block" hang until the call is cancelled,
-// so that tests can kill the process under a call in flight.
+// so that tests can kill the process under a call in flight; they create the
+// files stat-blocked and walk-blocked in the root once they hang.
 package main
 
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -36,6 +39,7 @@ func newMem(_ context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
 
 func (s *mem) Stat(ctx context.Context, key string) (snapshot.Info, error) {
 	if key == "block" {
+		s.mark("stat-blocked")
 		<-ctx.Done()
 		return snapshot.Info{}, ctx.Err()
 	}
@@ -131,6 +135,7 @@ func (s *mem) Walk(ctx context.Context, fn snapshot.WalkFunc, filters ...string)
 		}
 	}
 	if len(filters) == 1 && filters[0] == "block" {
+		s.mark("walk-blocked")
 		<-ctx.Done()
 		return ctx.Err()
 	}
@@ -138,6 +143,12 @@ func (s *mem) Walk(ctx context.Context, fn snapshot.WalkFunc, filters ...string)
 }
 
 func (s *mem) Close() error { return nil }
+
+func (s *mem) mark(name string) {
+	if err := os.WriteFile(filepath.Join(s.env.Root, name), nil, 0o600); err != nil {
+		s.env.Logger.Error("mark failed", "error", err)
+	}
+}
 
 // Cleanup makes the plugin announce the cleanup capability.
 func (s *mem) Cleanup(context.Context) error { return nil }
