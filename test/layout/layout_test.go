@@ -1,0 +1,225 @@
+// Package layout enforces DESIGN.md's import arrows between keel's own
+// packages: a third party must be able to build a plugin with sdk/ alone,
+// and the daemon must never reach into a plugin.
+//
+// Only the non-test graph is held to the rules: _test.go files may import
+// more (core/metadata's tests run the conformance suite over the native
+// plugin's package, for instance).
+package layout
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// module is keel's module path; rules speak of paths relative to it.
+const module = "github.com/keel-runtime/keel"
+
+// rule is one arrow of DESIGN.md: for every package from covers, allowed
+// says whether it may import imp (both relative to the module, e.g.
+// "sdk/content").
+type rule struct {
+	name    string
+	from    func(pkg string) bool
+	allowed func(pkg, imp string) bool
+}
+
+// under reports whether pkg is dir or inside it.
+func under(pkg, dir string) bool {
+	return pkg == dir || strings.HasPrefix(pkg, dir+"/")
+}
+
+func underAny(pkg string, dirs ...string) bool {
+	return slices.ContainsFunc(dirs, func(d string) bool { return under(pkg, d) })
+}
+
+// pluginRoot is "plugins/<name>" for any package of that plugin.
+func pluginRoot(pkg string) string {
+	parts := strings.SplitN(pkg, "/", 3)
+	if len(parts) < 2 {
+		return pkg
+	}
+	return parts[0] + "/" + parts[1]
+}
+
+var rules = []rule{{
+	name: "plugins import sdk/ only (and their own packages)",
+	from: func(p string) bool { return under(p, "plugins") },
+	allowed: func(p, imp string) bool {
+		return under(imp, "sdk") || under(imp, pluginRoot(p))
+	},
+}, {
+	name:    "sdk imports nothing of keel outside sdk/",
+	from:    func(p string) bool { return under(p, "sdk") },
+	allowed: func(_, imp string) bool { return under(imp, "sdk") },
+}, {
+	name:    "core never imports plugins/, cmd/ or client/",
+	from:    func(p string) bool { return under(p, "core") },
+	allowed: func(_, imp string) bool { return !underAny(imp, "plugins", "cmd", "client") },
+}, {
+	name:    "nothing in core imports core/server (cmd/keeld wires it)",
+	from:    func(p string) bool { return under(p, "core") && !under(p, "core/server") },
+	allowed: func(_, imp string) bool { return !under(imp, "core/server") },
+}, {
+	name:    "client imports api/ and sdk/ only",
+	from:    func(p string) bool { return under(p, "client") },
+	allowed: func(_, imp string) bool { return underAny(imp, "api", "sdk", "client") },
+}, {
+	name:    "test/ is imported only by tests and cmd/keel (the conformance CLI)",
+	from:    func(p string) bool { return !underAny(p, "test", "cmd/keel") },
+	allowed: func(_, imp string) bool { return !under(imp, "test") },
+}, {
+	name: "test/conformance imports sdk/ only, so third parties can run it without core",
+	from: func(p string) bool { return under(p, "test/conformance") },
+	allowed: func(_, imp string) bool {
+		return underAny(imp, "sdk", "test/conformance")
+	},
+}}
+
+// edge is one import of a keel package by another, relative to the module.
+type edge struct{ from, to string }
+
+func (e edge) String() string { return e.from + " -> " + e.to }
+
+// violations lists, per rule name, the edges that break it.
+func violations(edges []edge) map[string][]edge {
+	out := map[string][]edge{}
+	for _, r := range rules {
+		for _, e := range edges {
+			if r.from(e.from) && !r.allowed(e.from, e.to) {
+				out[r.name] = append(out[r.name], e)
+			}
+		}
+	}
+	return out
+}
+
+// listed is what go list -json says of a package, the fields used here.
+type listed struct {
+	ImportPath string
+	Imports    []string
+	Error      *struct{ Err string }
+}
+
+// keelEdges lists the non-test imports between keel's packages.
+func keelEdges(t *testing.T) []edge {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go command: %v", err)
+	}
+	// -e: a package another helper is mid-way through editing still lists
+	// its imports.
+	cmd := exec.Command(goBin, "list", "-e", "-deps", "-json=ImportPath,Imports,Error", "./...")
+	cmd.Dir = filepath.Join("..", "..")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	var edges []edge
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var p listed
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("go list output: %v", err)
+		}
+		from, ok := rel(p.ImportPath)
+		if !ok {
+			continue
+		}
+		if p.Error != nil {
+			t.Logf("%s: %s (its imports are checked as listed)", from, p.Error.Err)
+		}
+		for _, imp := range p.Imports {
+			if to, ok := rel(imp); ok {
+				edges = append(edges, edge{from, to})
+			}
+		}
+	}
+	if len(edges) == 0 {
+		t.Fatal("go list found no imports between keel packages")
+	}
+	return edges
+}
+
+// rel is path relative to the module, when it is a keel package.
+func rel(path string) (string, bool) {
+	if path == module {
+		return ".", true
+	}
+	return strings.CutPrefix(path, module+"/")
+}
+
+// TestImportArrows holds the real import graph to the rules.
+func TestImportArrows(t *testing.T) {
+	edges := keelEdges(t)
+	bad := violations(edges)
+	for _, r := range rules {
+		if es := bad[r.name]; len(es) > 0 {
+			var b strings.Builder
+			for _, e := range es {
+				fmt.Fprintf(&b, "\n\t%s", e)
+			}
+			t.Errorf("rule %q broken by:%s", r.name, b.String())
+		}
+	}
+}
+
+// TestRules shows each rule catches what it is meant to and lets through
+// what DESIGN.md allows, on a made-up graph.
+func TestRules(t *testing.T) {
+	tests := []struct {
+		edge edge
+		rule string // "" when the edge is allowed
+	}{
+		{edge{"plugins/snapshotter-native", "plugins/snapshotter-native/native"}, ""},
+		{edge{"plugins/snapshotter-native/native", "sdk/snapshot/storage"}, ""},
+		{edge{"plugins/snapshotter-native/native", "core/metadata"}, rules[0].name},
+		{edge{"plugins/snapshotter-native/native", "plugins/content-local/local"}, rules[0].name},
+		{edge{"plugins/content-local/local", "api/keelv1"}, rules[0].name},
+		{edge{"sdk/content", "sdk/errdefs"}, ""},
+		{edge{"sdk/content", "api/keelv1"}, rules[1].name},
+		{edge{"sdk", "version"}, rules[1].name},
+		{edge{"core/server", "core/metadata"}, ""},
+		{edge{"core/server", "api/keelv1"}, ""},
+		{edge{"core/metadata", "plugins/snapshotter-native/native"}, rules[2].name},
+		{edge{"core/server", "client"}, rules[2].name},
+		{edge{"core/gc", "core/server"}, rules[3].name},
+		{edge{"client", "sdk/errdefs"}, ""},
+		{edge{"client", "api/keelv1"}, ""},
+		{edge{"client", "core/config"}, rules[4].name},
+		{edge{"cmd/keel", "test/conformance"}, ""},
+		{edge{"test/e2e", "test/conformance"}, ""},
+		{edge{"cmd/keeld", "test/conformance"}, rules[5].name},
+		{edge{"core/metadata", "test/conformance"}, rules[5].name},
+		{edge{"test/conformance", "sdk/snapshot"}, ""},
+		{edge{"test/conformance", "core/metadata"}, rules[6].name},
+	}
+	for _, tt := range tests {
+		t.Run(tt.edge.String(), func(t *testing.T) {
+			bad := violations([]edge{tt.edge})
+			var broken []string
+			for name := range bad {
+				broken = append(broken, name)
+			}
+			switch {
+			case tt.rule == "" && len(broken) > 0:
+				t.Errorf("allowed edge flagged by %q", broken)
+			case tt.rule != "" && !slices.Contains(broken, tt.rule):
+				t.Errorf("not flagged by %q (flagged by %q)", tt.rule, broken)
+			}
+		})
+	}
+}
