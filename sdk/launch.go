@@ -272,7 +272,7 @@ func (r *processRunner) prepare(env []string) error {
 	r.cmd = &exec.Cmd{
 		Path:       "/proc/self/fd/3",
 		Args:       []string{r.path},
-		Env:        env,
+		Env:        append(env, EnvLogLevel+"="+r.logger.GetLevel().String()),
 		ExtraFiles: []*os.File{r.exe},
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:   true,
