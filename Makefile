@@ -7,7 +7,7 @@ PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/keel-runtime/keel/version.Version=$(VERSION)
 
-.PHONY: all build test conformance bench proto tools clean vet
+.PHONY: all build test conformance bench proto tools clean vet demo
 
 all: build
 
@@ -50,3 +50,6 @@ proto: tools
 
 clean:
 	rm -rf $(BIN)
+
+demo:
+	scripts/demo.sh
