@@ -145,8 +145,14 @@ func newEnv(t testing.TB) *env {
 func (e *env) config(t testing.TB, body string) string {
 	t.Helper()
 	path := filepath.Join(e.dir, fmt.Sprintf("keeld-%d.hcl", e.n.Add(1)))
+	return writeConfig(t, path, e.root, e.state, e.socket, body)
+}
+
+// writeConfig writes a config file with the given directories and socket.
+func writeConfig(t testing.TB, path, root, state, socket, body string) string {
+	t.Helper()
 	text := fmt.Sprintf("root = %q\nstate = %q\nplugin_dir = %q\ngrpc {\n  address = %q\n}\n%s",
-		e.root, e.state, binDir, e.socket, body)
+		root, state, binDir, socket, body)
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
