@@ -100,6 +100,50 @@ type Definition struct {
 	// Register adds the kind's gRPC service. impl returns the configured
 	// implementation, or a FailedPrecondition error before Configure.
 	Register func(s *grpc.Server, impl func() (any, error))
+	// CapabilitiesOf, when set, adds capabilities found on the configured
+	// implementation (e.g. an optional interface it implements).
+	CapabilitiesOf func(impl io.Closer) []string
+}
+
+// CapabilitiesFor lists what a configured implementation can do: the
+// definition's own capabilities, what the implementation says (Capable) and
+// what CapabilitiesOf finds on it.
+func (d Definition) CapabilitiesFor(impl io.Closer) []string {
+	caps := append([]string(nil), d.Capabilities...)
+	if c, ok := impl.(Capable); ok {
+		caps = append(caps, c.Capabilities()...)
+	}
+	if d.CapabilitiesOf != nil {
+		caps = append(caps, d.CapabilitiesOf(impl)...)
+	}
+	return caps
+}
+
+// Define builds the Definition of a plugin whose implementation is an I:
+// factory makes it at Configure, register serves it on the kind's gRPC
+// service. The kind packages call it from their Plugin functions.
+func Define[I io.Closer](kind, name, version string,
+	factory func(context.Context, Env) (I, error),
+	register func(s *grpc.Server, impl func(context.Context) (I, error)),
+) Definition {
+	return Definition{
+		Kind:    kind,
+		Name:    name,
+		Version: version,
+		New: func(ctx context.Context, env Env) (io.Closer, error) {
+			return factory(ctx, env)
+		},
+		Register: func(s *grpc.Server, impl func() (any, error)) {
+			register(s, func(context.Context) (I, error) {
+				v, err := impl()
+				if err != nil {
+					var none I
+					return none, err
+				}
+				return v.(I), nil
+			})
+		},
+	}
 }
 
 // Capable is implemented by an implementation whose capabilities depend on

@@ -138,10 +138,7 @@ func (b *baseServer) Configure(ctx context.Context, req *pluginv1.ConfigureReque
 		lock.Close()
 		return nil, errdefs.ToGRPC(err)
 	}
-	caps := append([]string(nil), b.def.Capabilities...)
-	if c, ok := impl.(Capable); ok {
-		caps = append(caps, c.Capabilities()...)
-	}
+	caps := b.def.CapabilitiesFor(impl)
 	b.impl, b.caps, b.rootLock = impl, caps, lock
 	b.logger.Info("configured", "root", req.Root, "state", req.State)
 	return &pluginv1.ConfigureResponse{Capabilities: caps}, nil

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
 )
 
@@ -291,8 +292,8 @@ func (w *writer) recv() {
 		Offset:    resp.Offset,
 		Total:     resp.Total,
 		Expected:  w.status.Expected,
-		StartedAt: fromUnixNano(resp.StartedAt),
-		UpdatedAt: fromUnixNano(resp.UpdatedAt),
+		StartedAt: wire.Time(resp.StartedAt),
+		UpdatedAt: wire.Time(resp.UpdatedAt),
 	}
 	w.digest = digest.Digest(resp.Digest)
 }

@@ -2,7 +2,6 @@ package content
 
 import (
 	"context"
-	"io"
 
 	"google.golang.org/grpc"
 
@@ -17,21 +16,7 @@ type Factory func(ctx context.Context, env sdk.Env) (Store, error)
 //
 //	func main() { sdk.Serve(content.Plugin("local", version, local.New)) }
 func Plugin(name, version string, factory Factory) sdk.Definition {
-	return sdk.Definition{
-		Kind:    sdk.KindContent,
-		Name:    name,
-		Version: version,
-		New: func(ctx context.Context, env sdk.Env) (io.Closer, error) {
-			return factory(ctx, env)
-		},
-		Register: func(s *grpc.Server, impl func() (any, error)) {
-			pluginv1.RegisterContentServer(s, NewServer(func(context.Context) (Store, error) {
-				v, err := impl()
-				if err != nil {
-					return nil, err
-				}
-				return v.(Store), nil
-			}))
-		},
-	}
+	return sdk.Define(sdk.KindContent, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Store, error)) {
+		pluginv1.RegisterContentServer(s, NewServer(impl))
+	})
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
 )
 
@@ -258,7 +259,7 @@ func (s *Server) write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequ
 			}
 			resp.Offset, resp.Total = status.Offset, total
 			resp.Digest = w.Digest().String()
-			resp.StartedAt, resp.UpdatedAt = unixNano(status.StartedAt), unixNano(time.Now())
+			resp.StartedAt, resp.UpdatedAt = wire.UnixNano(status.StartedAt), wire.UnixNano(time.Now())
 		default:
 			return fmt.Errorf("write %q: unknown action %v: %w", ref, req.Action, errdefs.ErrInvalidArgument)
 		}
@@ -271,7 +272,7 @@ func (s *Server) write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequ
 			if total != 0 {
 				resp.Total = total
 			}
-			resp.StartedAt, resp.UpdatedAt = unixNano(status.StartedAt), unixNano(status.UpdatedAt)
+			resp.StartedAt, resp.UpdatedAt = wire.UnixNano(status.StartedAt), wire.UnixNano(status.UpdatedAt)
 			resp.Digest = w.Digest().String()
 		}
 		if err := stream.Send(resp); err != nil {
@@ -306,8 +307,8 @@ func InfoToProto(info Info) *pluginv1.ContentInfo {
 	return &pluginv1.ContentInfo{
 		Digest:    info.Digest.String(),
 		Size:      info.Size,
-		CreatedAt: unixNano(info.CreatedAt),
-		UpdatedAt: unixNano(info.UpdatedAt),
+		CreatedAt: wire.UnixNano(info.CreatedAt),
+		UpdatedAt: wire.UnixNano(info.UpdatedAt),
 		Labels:    info.Labels,
 	}
 }
@@ -320,8 +321,8 @@ func InfoFromProto(p *pluginv1.ContentInfo) Info {
 	return Info{
 		Digest:    digest.Digest(p.Digest),
 		Size:      p.Size,
-		CreatedAt: fromUnixNano(p.CreatedAt),
-		UpdatedAt: fromUnixNano(p.UpdatedAt),
+		CreatedAt: wire.Time(p.CreatedAt),
+		UpdatedAt: wire.Time(p.UpdatedAt),
 		Labels:    p.Labels,
 	}
 }
@@ -333,8 +334,8 @@ func StatusToProto(s Status) *pluginv1.IngestStatus {
 		Offset:    s.Offset,
 		Total:     s.Total,
 		Expected:  s.Expected.String(),
-		StartedAt: unixNano(s.StartedAt),
-		UpdatedAt: unixNano(s.UpdatedAt),
+		StartedAt: wire.UnixNano(s.StartedAt),
+		UpdatedAt: wire.UnixNano(s.UpdatedAt),
 	}
 }
 
@@ -348,21 +349,7 @@ func StatusFromProto(p *pluginv1.IngestStatus) Status {
 		Offset:    p.Offset,
 		Total:     p.Total,
 		Expected:  digest.Digest(p.Expected),
-		StartedAt: fromUnixNano(p.StartedAt),
-		UpdatedAt: fromUnixNano(p.UpdatedAt),
+		StartedAt: wire.Time(p.StartedAt),
+		UpdatedAt: wire.Time(p.UpdatedAt),
 	}
-}
-
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromUnixNano(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
 }

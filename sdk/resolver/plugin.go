@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"context"
-	"io"
 
 	"google.golang.org/grpc"
 
@@ -17,23 +16,9 @@ type Factory func(ctx context.Context, env sdk.Env) (Resolver, error)
 //
 //	func main() { sdk.Serve(resolver.Plugin("docker", version, docker.New)) }
 func Plugin(name, version string, factory Factory) sdk.Definition {
-	return sdk.Definition{
-		Kind:    sdk.KindResolver,
-		Name:    name,
-		Version: version,
-		New: func(ctx context.Context, env sdk.Env) (io.Closer, error) {
-			return factory(ctx, env)
-		},
-		Register: func(s *grpc.Server, impl func() (any, error)) {
-			pluginv1.RegisterResolverServer(s, NewServer(func(context.Context) (Resolver, error) {
-				v, err := impl()
-				if err != nil {
-					return nil, err
-				}
-				return v.(Resolver), nil
-			}))
-		},
-	}
+	return sdk.Define(sdk.KindResolver, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Resolver, error)) {
+		pluginv1.RegisterResolverServer(s, NewServer(impl))
+	})
 }
 
 // NewClient returns the Resolver served on conn. Its Close does not close

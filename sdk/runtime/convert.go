@@ -3,9 +3,9 @@ package runtime
 import (
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
 )
 
@@ -24,7 +24,7 @@ func StateToProto(s TaskState) *pluginv1.TaskState {
 		Stderr:     s.IO.Stderr,
 		Terminal:   s.IO.Terminal,
 		ExitStatus: s.ExitStatus,
-		ExitedAt:   unixNano(s.ExitedAt),
+		ExitedAt:   wire.UnixNano(s.ExitedAt),
 		Reason:     s.Reason,
 	}
 }
@@ -41,7 +41,7 @@ func StateFromProto(p *pluginv1.TaskState) TaskState {
 		Status:     Status(p.Status),
 		IO:         IO{Stdin: p.Stdin, Stdout: p.Stdout, Stderr: p.Stderr, Terminal: p.Terminal},
 		ExitStatus: p.ExitStatus,
-		ExitedAt:   fromUnixNano(p.ExitedAt),
+		ExitedAt:   wire.Time(p.ExitedAt),
 		Reason:     p.Reason,
 	}
 }
@@ -54,8 +54,8 @@ func EventToProto(e Event) *pluginv1.TaskEvent {
 		ExecId:     e.ExecID,
 		Pid:        e.Pid,
 		ExitStatus: e.ExitStatus,
-		ExitedAt:   unixNano(e.ExitedAt),
-		Timestamp:  unixNano(e.Timestamp),
+		ExitedAt:   wire.UnixNano(e.ExitedAt),
+		Timestamp:  wire.UnixNano(e.Timestamp),
 	}
 }
 
@@ -70,20 +70,20 @@ func EventFromProto(p *pluginv1.TaskEvent) Event {
 		ExecID:     p.ExecId,
 		Pid:        p.Pid,
 		ExitStatus: p.ExitStatus,
-		ExitedAt:   fromUnixNano(p.ExitedAt),
-		Timestamp:  fromUnixNano(p.Timestamp),
+		ExitedAt:   wire.Time(p.ExitedAt),
+		Timestamp:  wire.Time(p.Timestamp),
 	}
 }
 
 func exitToProto(e ExitStatus) *pluginv1.ExitStatus {
-	return &pluginv1.ExitStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: unixNano(e.ExitedAt)}
+	return &pluginv1.ExitStatus{Pid: e.Pid, ExitStatus: e.Status, ExitedAt: wire.UnixNano(e.ExitedAt)}
 }
 
 func exitFromProto(p *pluginv1.ExitStatus) ExitStatus {
 	if p == nil {
 		return ExitStatus{}
 	}
-	return ExitStatus{Pid: p.Pid, Status: p.ExitStatus, ExitedAt: fromUnixNano(p.ExitedAt)}
+	return ExitStatus{Pid: p.Pid, Status: p.ExitStatus, ExitedAt: wire.Time(p.ExitedAt)}
 }
 
 // marshalJSON encodes v, or nothing when v is nil.
@@ -108,18 +108,4 @@ func unmarshalJSON[P any](what string, b []byte) (*P, error) {
 		return nil, fmt.Errorf("%s: %v: %w", what, err, errdefs.ErrInvalidArgument)
 	}
 	return v, nil
-}
-
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromUnixNano(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
 }

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"io"
 
 	"google.golang.org/grpc"
 
@@ -17,23 +16,9 @@ type Factory func(ctx context.Context, env sdk.Env) (Runtime, error)
 //
 //	func main() { sdk.Serve(runtime.Plugin("runc", version, runc.New)) }
 func Plugin(name, version string, factory Factory) sdk.Definition {
-	return sdk.Definition{
-		Kind:    sdk.KindRuntime,
-		Name:    name,
-		Version: version,
-		New: func(ctx context.Context, env sdk.Env) (io.Closer, error) {
-			return factory(ctx, env)
-		},
-		Register: func(s *grpc.Server, impl func() (any, error)) {
-			pluginv1.RegisterRuntimeServer(s, NewServer(func(context.Context) (Runtime, error) {
-				v, err := impl()
-				if err != nil {
-					return nil, err
-				}
-				return v.(Runtime), nil
-			}))
-		},
-	}
+	return sdk.Define(sdk.KindRuntime, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Runtime, error)) {
+		pluginv1.RegisterRuntimeServer(s, NewServer(impl))
+	})
 }
 
 // NewClient returns the Runtime served on conn. Its Close does not close

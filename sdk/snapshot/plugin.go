@@ -15,37 +15,16 @@ type Factory func(ctx context.Context, env sdk.Env) (Snapshotter, error)
 
 // Plugin defines a snapshotter plugin for sdk.Serve.
 func Plugin(name, version string, factory Factory) sdk.Definition {
-	return sdk.Definition{
-		Kind:    sdk.KindSnapshotter,
-		Name:    name,
-		Version: version,
-		New: func(ctx context.Context, env sdk.Env) (io.Closer, error) {
-			s, err := factory(ctx, env)
-			if err != nil {
-				return nil, err
-			}
-			return capable{s}, nil
-		},
-		Register: func(s *grpc.Server, impl func() (any, error)) {
-			pluginv1.RegisterSnapshotterServer(s, NewServer(func(context.Context) (Snapshotter, error) {
-				v, err := impl()
-				if err != nil {
-					return nil, err
-				}
-				return v.(capable).Snapshotter, nil
-			}))
-		},
+	def := sdk.Define(sdk.KindSnapshotter, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Snapshotter, error)) {
+		pluginv1.RegisterSnapshotterServer(s, NewServer(impl))
+	})
+	def.CapabilitiesOf = func(impl io.Closer) []string {
+		if _, ok := impl.(Cleaner); ok {
+			return []string{CapabilityCleanup}
+		}
+		return nil
 	}
-}
-
-// capable announces the cleanup capability when the snapshotter has it.
-type capable struct{ Snapshotter }
-
-func (c capable) Capabilities() []string {
-	if _, ok := c.Snapshotter.(Cleaner); ok {
-		return []string{CapabilityCleanup}
-	}
-	return nil
+	return def
 }
 
 // NewClient returns the Snapshotter served on conn. It is how keeld and the

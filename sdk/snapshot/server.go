@@ -2,9 +2,9 @@ package snapshot
 
 import (
 	"context"
-	"time"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
 )
@@ -155,8 +155,8 @@ func InfoToProto(info Info) *pluginv1.SnapshotInfo {
 		Parent:    info.Parent,
 		Kind:      pluginv1.SnapshotKind(info.Kind),
 		Labels:    info.Labels,
-		CreatedAt: unixNano(info.Created),
-		UpdatedAt: unixNano(info.Updated),
+		CreatedAt: wire.UnixNano(info.Created),
+		UpdatedAt: wire.UnixNano(info.Updated),
 	}
 }
 
@@ -170,21 +170,7 @@ func InfoFromProto(p *pluginv1.SnapshotInfo) Info {
 		Parent:  p.Parent,
 		Kind:    Kind(p.Kind),
 		Labels:  p.Labels,
-		Created: fromUnixNano(p.CreatedAt),
-		Updated: fromUnixNano(p.UpdatedAt),
+		Created: wire.Time(p.CreatedAt),
+		Updated: wire.Time(p.UpdatedAt),
 	}
-}
-
-func unixNano(t time.Time) int64 {
-	if t.IsZero() {
-		return 0
-	}
-	return t.UnixNano()
-}
-
-func fromUnixNano(n int64) time.Time {
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n).UTC()
 }

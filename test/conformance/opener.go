@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
@@ -91,10 +90,7 @@ func InProcess[P any](def sdk.Definition, wrap Wrap[P], opts ...Option) Opener[P
 		if err != nil {
 			return zero, fmt.Errorf("%s: configure: %w", instance, err)
 		}
-		caps := slices.Clone(def.Capabilities)
-		if c, ok := impl.(sdk.Capable); ok {
-			caps = append(caps, c.Capabilities()...)
-		}
+		caps := def.CapabilitiesFor(impl)
 
 		srv := grpc.NewServer(grpc.MaxRecvMsgSize(sdk.MaxMessageSize), grpc.MaxSendMsgSize(sdk.MaxMessageSize))
 		def.Register(srv, func() (any, error) { return impl, nil })
