@@ -1,0 +1,482 @@
+package backend_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/continuity/fs"
+
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
+	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/snapshot/backend"
+	"github.com/keel-runtime/keel/sdk/snapshot/storage"
+	"github.com/keel-runtime/keel/test/conformance"
+)
+
+// dirs is a real copy backend keeping <root>/<id>. Its function fields,
+// when set, run first and may fail a call: failures a real disk does not
+// produce on demand.
+type dirs struct {
+	root string
+
+	create func(id string, parentIDs []string) error
+	commit func(id string) error
+	remove func(id string) error
+
+	mu       sync.Mutex
+	calls    []string
+	cleanups int
+	closed   bool
+}
+
+var (
+	_ backend.Backend  = (*dirs)(nil)
+	_ backend.Lister   = (*dirs)(nil)
+	_ snapshot.Cleaner = (*dirs)(nil)
+)
+
+func (d *dirs) dir(id string) string { return filepath.Join(d.root, id) }
+
+func (d *dirs) record(format string, args ...any) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.calls = append(d.calls, fmt.Sprintf(format, args...))
+}
+
+func (d *dirs) Create(ctx context.Context, id string, kind snapshot.Kind, parentIDs []string) error {
+	d.record("create %s %s %v", id, kind, parentIDs)
+	if d.create != nil {
+		if err := d.create(id, parentIDs); err != nil {
+			return err
+		}
+	}
+	if len(parentIDs) == 0 {
+		return os.MkdirAll(d.dir(id), 0o755)
+	}
+	return fs.CopyDir(d.dir(id), d.dir(parentIDs[0]))
+}
+
+func (d *dirs) Mounts(id string, kind snapshot.Kind, parentIDs []string) []mount.Mount {
+	mode := "rw"
+	if kind == snapshot.KindView {
+		mode = "ro"
+	}
+	return []mount.Mount{{Type: "bind", Source: d.dir(id), Options: []string{"rbind", mode}}}
+}
+
+func (d *dirs) Commit(ctx context.Context, id string) error {
+	d.record("commit %s", id)
+	if d.commit != nil {
+		if err := d.commit(id); err != nil {
+			return err
+		}
+	}
+	return backend.SyncFS(d.dir(id))
+}
+
+func (d *dirs) Remove(ctx context.Context, id string) error {
+	d.record("remove %s", id)
+	if d.remove != nil {
+		if err := d.remove(id); err != nil {
+			return err
+		}
+	}
+	return os.RemoveAll(d.dir(id))
+}
+
+func (d *dirs) Usage(ctx context.Context, id string) (snapshot.Usage, error) {
+	return backend.DirUsage(ctx, d.dir(id))
+}
+
+func (d *dirs) List(ctx context.Context) ([]string, error) { return backend.ListDir(d.root) }
+
+func (d *dirs) Cleanup(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cleanups++
+	return nil
+}
+
+func (d *dirs) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
+	return nil
+}
+
+func (d *dirs) Calls() []string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.calls)
+}
+
+// noList is a Backend that cannot list: no Cleanup.
+type noList struct{ d *dirs }
+
+func (n noList) Create(ctx context.Context, id string, k snapshot.Kind, p []string) error {
+	return n.d.Create(ctx, id, k, p)
+}
+func (n noList) Mounts(id string, k snapshot.Kind, p []string) []mount.Mount {
+	return n.d.Mounts(id, k, p)
+}
+func (n noList) Commit(ctx context.Context, id string) error { return n.d.Commit(ctx, id) }
+func (n noList) Remove(ctx context.Context, id string) error { return n.d.Remove(ctx, id) }
+func (n noList) Usage(ctx context.Context, id string) (snapshot.Usage, error) {
+	return n.d.Usage(ctx, id)
+}
+
+func TestConformance(t *testing.T) {
+	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(
+		func(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
+			return backend.Open(ctx, filepath.Join(env.Root, "metadata.db"), &dirs{root: filepath.Join(env.Root, "snapshots")})
+		}))
+}
+
+// open opens a snapshotter on root with d keeping its data in root/snapshots.
+func open(t *testing.T, root string, d *dirs) snapshot.Snapshotter {
+	t.Helper()
+	d.root = filepath.Join(root, "snapshots")
+	s, err := backend.Open(context.Background(), filepath.Join(root, "metadata.db"), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+// TestParentChain: the backend sees ids, parents nearest first, in Create
+// and Mounts alike, and a commit keeps the id.
+func TestParentChain(t *testing.T) {
+	ctx := context.Background()
+	d := &dirs{}
+	s := open(t, t.TempDir(), d)
+	parent := ""
+	for _, name := range []string{"l1", "l2", "l3"} {
+		if _, err := s.Prepare(ctx, name+"-a", parent); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Commit(ctx, name, name+"-a"); err != nil {
+			t.Fatal(err)
+		}
+		parent = name
+	}
+	ms, err := s.View(ctx, "v", "l3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"create 1 active []", "commit 1",
+		"create 2 active [1]", "commit 2",
+		"create 3 active [2 1]", "commit 3",
+		"create 4 view [3 2 1]",
+	}
+	if got := d.Calls(); !slices.Equal(got, want) {
+		t.Errorf("backend calls:\n got %q\nwant %q", got, want)
+	}
+	if len(ms) != 1 || ms[0].Source != d.dir("4") || !slices.Equal(ms[0].Options, []string{"rbind", "ro"}) {
+		t.Errorf("view mounts = %+v", ms)
+	}
+	if _, err := s.Mounts(ctx, "l3"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("mounts of a committed snapshot: %v, want FailedPrecondition", err)
+	}
+}
+
+// TestCreateFails: a failed Create leaves nothing, keeps its error class,
+// and the key can be used again.
+func TestCreateFails(t *testing.T) {
+	ctx := context.Background()
+	d := &dirs{}
+	s := open(t, t.TempDir(), d)
+	d.create = func(id string, _ []string) error {
+		os.MkdirAll(filepath.Join(d.dir(id), "half"), 0o755) // what a crash mid-copy leaves
+		return fmt.Errorf("disk full: %w", errdefs.ErrResourceExhausted)
+	}
+	_, err := s.Prepare(ctx, "a", "", snapshot.WithLabels(map[string]string{"x": "y"}))
+	if !errdefs.IsResourceExhausted(err) {
+		t.Fatalf("prepare: %v, want the backend's ResourceExhausted", err)
+	}
+	if _, err := s.Stat(ctx, "a"); !errdefs.IsNotFound(err) {
+		t.Errorf("stat after a failed prepare: %v", err)
+	}
+	if exists(d.dir("1")) {
+		t.Errorf("a failed create left its data")
+	}
+	d.create = nil
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatalf("prepare again: %v", err)
+	}
+	if info, err := s.Stat(ctx, "a"); err != nil || len(info.Labels) != 0 {
+		t.Errorf("stat = %+v, %v", info, err)
+	}
+}
+
+// TestPendingHidden: while Create runs, the snapshot is nowhere to be seen,
+// its key is taken, and Cleanup waits.
+func TestPendingHidden(t *testing.T) {
+	ctx := context.Background()
+	d := &dirs{}
+	s := open(t, t.TempDir(), d)
+	started, release := make(chan struct{}), make(chan struct{})
+	d.create = func(string, []string) error {
+		close(started)
+		<-release
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Prepare(ctx, "slow", "", snapshot.WithLabels(map[string]string{"k": "v"}))
+		done <- err
+	}()
+	<-started
+	if _, err := s.Stat(ctx, "slow"); !errdefs.IsNotFound(err) {
+		t.Errorf("stat of a pending snapshot: %v, want NotFound", err)
+	}
+	if _, err := s.Mounts(ctx, "slow"); !errdefs.IsNotFound(err) {
+		t.Errorf("mounts of a pending snapshot: %v, want NotFound", err)
+	}
+	if _, err := s.Update(ctx, snapshot.Info{Name: "slow"}); !errdefs.IsNotFound(err) {
+		t.Errorf("update of a pending snapshot: %v, want NotFound", err)
+	}
+	if err := s.Remove(ctx, "slow"); !errdefs.IsNotFound(err) {
+		t.Errorf("remove of a pending snapshot: %v, want NotFound", err)
+	}
+	if _, err := s.Prepare(ctx, "slow", ""); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("prepare of a pending key: %v, want AlreadyExists", err)
+	}
+	n := 0
+	s.Walk(ctx, func(context.Context, snapshot.Info) error { n++; return nil })
+	if n != 0 {
+		t.Errorf("walk saw %d snapshots, want none", n)
+	}
+	cleaned := make(chan error, 1)
+	go func() { cleaned <- s.(snapshot.Cleaner).Cleanup(ctx) }()
+	select {
+	case <-cleaned:
+		t.Errorf("cleanup ran while a create was in flight")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-cleaned; err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Stat(ctx, "slow")
+	if err != nil || fmt.Sprint(info.Labels) != "map[k:v]" {
+		t.Errorf("stat = %+v, %v; want labels k=v only", info, err)
+	}
+	if !exists(d.dir("1")) {
+		t.Errorf("cleanup took a live snapshot's data")
+	}
+}
+
+// TestCrashWhileCreating: a record left pending by a crash is undone when
+// the snapshotter opens: data and record gone, the key free.
+func TestCrashWhileCreating(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	store, err := storage.Open(filepath.Join(root, "metadata.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = store.Update(ctx, func(tx *storage.Tx) error {
+		sn, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: ""}))
+		if err != nil {
+			return err
+		}
+		return os.MkdirAll(filepath.Join(root, "snapshots", sn.ID, "partial"), 0o755)
+	})
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	d := &dirs{}
+	s := open(t, root, d)
+	if got := d.Calls(); !slices.Equal(got, []string{"remove 1"}) {
+		t.Errorf("backend calls at open: %q", got)
+	}
+	if exists(d.dir("1")) {
+		t.Errorf("the torn snapshot's data survived the open")
+	}
+	if _, err := s.Stat(ctx, "torn"); !errdefs.IsNotFound(err) {
+		t.Errorf("stat of the torn snapshot: %v", err)
+	}
+	if _, err := s.Prepare(ctx, "torn", ""); err != nil {
+		t.Errorf("prepare of the torn key: %v", err)
+	}
+}
+
+// TestCommitFails: the snapshot stays active and a retry works.
+func TestCommitFails(t *testing.T) {
+	ctx := context.Background()
+	d := &dirs{}
+	s := open(t, t.TempDir(), d)
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	d.commit = func(string) error { return fmt.Errorf("io: %w", errdefs.ErrUnavailable) }
+	if err := s.Commit(ctx, "c", "a"); !errdefs.IsUnavailable(err) {
+		t.Fatalf("commit: %v, want the backend's Unavailable", err)
+	}
+	if info, err := s.Stat(ctx, "a"); err != nil || info.Kind != snapshot.KindActive {
+		t.Fatalf("stat after a failed commit = %+v, %v", info, err)
+	}
+	d.commit = nil
+	if err := s.Commit(ctx, "c", "a"); err != nil {
+		t.Fatal(err)
+	}
+	// Refusals come before the backend is asked to sync anything.
+	before := len(d.Calls())
+	if _, err := s.Prepare(ctx, "b", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "c", "b"); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("commit onto an existing name: %v", err)
+	}
+	if got := d.Calls()[before:]; len(got) != 1 {
+		t.Errorf("backend calls for a refused commit: %q", got)
+	}
+}
+
+// TestRemoveFailsThenCleanup: the snapshot is gone even when its data
+// could not be removed; Cleanup takes the orphan, and only it.
+func TestRemoveFailsThenCleanup(t *testing.T) {
+	ctx := context.Background()
+	d := &dirs{}
+	s := open(t, t.TempDir(), d)
+	for _, k := range []string{"keep", "drop"} {
+		if _, err := s.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.remove = func(string) error { return errors.New("device busy") }
+	if err := s.Remove(ctx, "drop"); err == nil {
+		t.Fatal("remove hid the backend's failure")
+	}
+	if _, err := s.Stat(ctx, "drop"); !errdefs.IsNotFound(err) {
+		t.Errorf("stat after remove: %v", err)
+	}
+	d.remove = nil
+	if err := os.MkdirAll(d.dir("99"), 0o755); err != nil { // an orphan of some crash
+		t.Fatal(err)
+	}
+	if err := s.(snapshot.Cleaner).Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := backend.ListDir(d.root)
+	if !slices.Equal(ids, []string{"1"}) {
+		t.Errorf("after cleanup the backend holds %v, want [1]", ids)
+	}
+	if d.cleanups != 1 {
+		t.Errorf("the backend's own Cleanup ran %d times, want 1", d.cleanups)
+	}
+}
+
+// TestCleanerOnlyWhenListing: without List (or Cleanup) the snapshotter
+// is no Cleaner, so the plugin does not announce the capability.
+func TestCleanerOnlyWhenListing(t *testing.T) {
+	root := t.TempDir()
+	s, err := backend.Open(context.Background(), filepath.Join(root, "metadata.db"), noList{&dirs{root: root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, ok := s.(snapshot.Cleaner); ok {
+		t.Error("a backend without List made a Cleaner")
+	}
+}
+
+func TestReservedLabel(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir(), &dirs{})
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]string{backend.LabelPending: "x"}
+	cases := []struct {
+		name string
+		call func() error
+	}{
+		{"prepare", func() error { _, err := s.Prepare(ctx, "b", "", snapshot.WithLabels(bad)); return err }},
+		{"view", func() error { _, err := s.View(ctx, "b", "", snapshot.WithLabels(bad)); return err }},
+		{"commit", func() error { return s.Commit(ctx, "c", "a", snapshot.WithLabels(bad)) }},
+		{"update one", func() error {
+			_, err := s.Update(ctx, snapshot.Info{Name: "a", Labels: bad}, "labels."+backend.LabelPending)
+			return err
+		}},
+		{"update all", func() error { _, err := s.Update(ctx, snapshot.Info{Name: "a", Labels: bad}, "labels"); return err }},
+		{"update no path", func() error { _, err := s.Update(ctx, snapshot.Info{Name: "a", Labels: bad}); return err }},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.call(); !errdefs.IsInvalidArgument(err) {
+				t.Errorf("got %v, want InvalidArgument", err)
+			}
+		})
+	}
+	if info, err := s.Stat(ctx, "a"); err != nil || info.Kind != snapshot.KindActive || len(info.Labels) != 0 {
+		t.Errorf("stat after refused calls = %+v, %v", info, err)
+	}
+}
+
+func TestCloseClosesBackend(t *testing.T) {
+	d := &dirs{}
+	root := t.TempDir()
+	d.root = root
+	s, err := backend.Open(context.Background(), filepath.Join(root, "metadata.db"), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil || !d.closed {
+		t.Errorf("close = %v, backend closed %v", err, d.closed)
+	}
+}
+
+// TestOpenFailsClosesStore: a New that fails releases the metastore, so
+// the next open does not wait for its lock.
+func TestOpenFailsClosesStore(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	store, err := storage.Open(filepath.Join(root, "metadata.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Update(ctx, func(tx *storage.Tx) error {
+		_, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: ""}))
+		return err
+	})
+	d := &dirs{root: root, remove: func(string) error { return errors.New("stuck") }}
+	if _, err := backend.New(ctx, store, d); err == nil {
+		t.Fatal("new succeeded though the torn snapshot could not be undone")
+	}
+	d.remove = nil
+	start := time.Now()
+	s, err := backend.Open(ctx, filepath.Join(root, "metadata.db"), d)
+	if err != nil {
+		t.Fatalf("reopen: %v (after %s)", err, time.Since(start))
+	}
+	s.Close()
+}
+
+func TestListDirMissing(t *testing.T) {
+	ids, err := backend.ListDir(filepath.Join(t.TempDir(), "none"))
+	if err != nil || ids != nil {
+		t.Errorf("ListDir of a missing dir = %v, %v", ids, err)
+	}
+}
