@@ -1,0 +1,301 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keel-runtime/keel/client"
+)
+
+// namespace is where the benchmarks work.
+const namespace = "bench"
+
+// daemon is a keeld started for a benchmark, with its plugins.
+type daemon struct {
+	dir    string // holds root/, state/, the config, the socket and keeld.log
+	cmd    *exec.Cmd
+	done   chan struct{}
+	client *client.Client
+}
+
+// binDir is where keeld and the plugins are: $KEEL_BIN, else ../../bin.
+func binDir() (string, error) {
+	dir := os.Getenv("KEEL_BIN")
+	if dir == "" {
+		dir = filepath.Join("..", "..", "bin")
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "keeld")); err != nil {
+		return "", fmt.Errorf("keeld not built (run make build, or set KEEL_BIN): %w", err)
+	}
+	return dir, nil
+}
+
+// benchDir makes a directory for one daemon's data on a real disk:
+// $KEEL_BENCH_DIR or the system temp directory.
+func benchDir(prefix string) (string, error) {
+	dir, err := os.MkdirTemp(os.Getenv("KEEL_BENCH_DIR"), prefix)
+	if err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// fsType names the filesystem dir is on, for the report.
+func fsType(dir string) string {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return "unknown"
+	}
+	switch st.Type {
+	case unix.TMPFS_MAGIC:
+		return "tmpfs"
+	case unix.EXT4_SUPER_MAGIC:
+		return "ext4"
+	case unix.XFS_SUPER_MAGIC:
+		return "xfs"
+	case unix.BTRFS_SUPER_MAGIC:
+		return "btrfs"
+	case unix.OVERLAYFS_SUPER_MAGIC:
+		return "overlay"
+	}
+	return fmt.Sprintf("0x%x", st.Type)
+}
+
+// startDaemon starts keeld in a fresh directory with the native
+// snapshotter and the local content store, and connects a client in the
+// bench namespace. The caller stops it.
+func startDaemon(ctx context.Context) (_ *daemon, err error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := benchDir("keel-bench-")
+	if err != nil {
+		return nil, err
+	}
+	d := &daemon{dir: dir, done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			d.stop()
+		}
+	}()
+	cfg := fmt.Sprintf(`root = %q
+state = %q
+log_level = "warn"
+plugin_dir = %q
+grpc { address = %q }
+plugin "snapshotter" "native" { path = "keel-snapshotter-native" }
+plugin "content" "local" { path = "keel-content-local" }
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), bin, d.socket())
+	cfgPath := filepath.Join(dir, "config.hcl")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "keeld.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	d.cmd = exec.Command(filepath.Join(bin, "keeld"), "--config", cfgPath)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		return nil, err
+	}
+	go func() { d.cmd.Wait(); close(d.done) }()
+
+	if err := d.connect(ctx); err != nil {
+		return nil, fmt.Errorf("keeld: %w\n%s", err, d.logTail())
+	}
+	if _, err := d.client.Namespaces().Create(ctx, namespace, nil); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (d *daemon) socket() string { return filepath.Join(d.dir, "keel.sock") }
+
+// connect waits for the socket, connects, and waits for every plugin to run.
+func (d *daemon) connect(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(d.socket()); err == nil {
+			break
+		}
+		select {
+		case <-d.done:
+			return fmt.Errorf("exited: %v", d.cmd.ProcessState)
+		case <-ctx.Done():
+			return fmt.Errorf("no socket at %s: %w", d.socket(), ctx.Err())
+		case <-tick.C:
+		}
+	}
+	c, err := client.New(d.socket(), client.WithNamespace(namespace))
+	if err != nil {
+		return err
+	}
+	d.client = c
+	for {
+		ps, err := c.Plugins(ctx)
+		if err != nil {
+			return err
+		}
+		running := 0
+		for _, p := range ps {
+			if p.State == "running" {
+				running++
+			}
+		}
+		if len(ps) > 0 && running == len(ps) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("plugins not running: %+v: %w", ps, ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// stop ends keeld (its plugins end with it) and removes its directory.
+func (d *daemon) stop() {
+	if d.client != nil {
+		d.client.Close()
+	}
+	if d.cmd != nil && d.cmd.Process != nil {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(20 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.done
+		}
+	}
+	os.RemoveAll(d.dir)
+}
+
+// logTail is the end of keeld's log, for errors.
+func (d *daemon) logTail() string {
+	b, _ := os.ReadFile(filepath.Join(d.dir, "keeld.log"))
+	if len(b) > 4096 {
+		b = b[len(b)-4096:]
+	}
+	return string(b)
+}
+
+// proc is one process of the daemon: keeld or a plugin.
+type proc struct {
+	name string // "keeld" or "<kind>.<name>"
+	pid  int
+}
+
+// procs lists keeld and its plugins' processes.
+func (d *daemon) procs(ctx context.Context) ([]proc, error) {
+	out := []proc{{"keeld", d.cmd.Process.Pid}}
+	ps, err := d.client.Plugins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range ps {
+		out = append(out, proc{p.Kind + "." + p.Name, p.Pid})
+	}
+	return out, nil
+}
+
+// clockTick is the kernel's USER_HZ, which /proc/PID/stat counts in; it is
+// 100 on every Linux architecture Go supports.
+const clockTick = 100
+
+// cpuTime is the user+system CPU time pid has used ("self" for this
+// process).
+func cpuTime(pid string) (time.Duration, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; fields count from after its ')'.
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("/proc/%s/stat: short", pid)
+	}
+	var ticks int64
+	for _, f := range fields[11:13] { // utime, stime (fields 14 and 15)
+		n, err := strconv.ParseInt(f, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%s/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * time.Second / clockTick, nil
+}
+
+// cpuSample is the CPU time of this process and each daemon process.
+type cpuSample map[string]time.Duration
+
+func (d *daemon) cpu(ctx context.Context) (cpuSample, error) {
+	ps, err := d.procs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s := cpuSample{}
+	t, err := cpuTime("self")
+	if err != nil {
+		return nil, err
+	}
+	s["client"] = t
+	for _, p := range ps {
+		t, err := cpuTime(strconv.Itoa(p.pid))
+		if err != nil {
+			return nil, err
+		}
+		s[p.name] = t
+	}
+	return s, nil
+}
+
+// reportCPU reports the CPU seconds each process spent between two samples.
+func reportCPU(b *testing.B, before, after cpuSample, prefix string) {
+	for name, t := range after {
+		b.ReportMetric((t - before[name]).Seconds(), prefix+name+"-cpu-s")
+	}
+}
+
+// pss is pid's proportional set size in bytes, from smaps_rollup.
+func pss(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, err
+	}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		rest, ok := strings.CutPrefix(sc.Text(), "Pss:")
+		if !ok {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/smaps_rollup: %w", pid, err)
+		}
+		return kb << 10, nil
+	}
+	return 0, fmt.Errorf("/proc/%d/smaps_rollup: no Pss line", pid)
+}
