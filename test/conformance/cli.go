@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -111,25 +110,31 @@ func RunCLI(kind, pluginPath string, w io.Writer, format string, opts ...Option)
 	return rep.Failed > 0 || root.Failed(), err
 }
 
+// writeTable prints one aligned row per case, then, indented below a row
+// that did not pass, its messages (a failed case's include the plugin's
+// log). Messages stay out of the alignment, so one long line does not
+// widen every row.
 func writeTable(w io.Writer, rep Report) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "CASE\tRESULT\tTIME\n")
+	width := len("CASE")
 	for _, r := range rep.Cases {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.Name, strings.ToUpper(r.Status), r.Duration.Round(time.Millisecond))
+		width = max(width, len(r.Name))
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%-*s  %-6s  %s\n", width, "CASE", "RESULT", "TIME")
+	for _, r := range rep.Cases {
+		fmt.Fprintf(&b, "%-*s  %-6s  %s\n", width, r.Name, strings.ToUpper(r.Status), r.Duration.Round(time.Millisecond))
 		if r.Status == "pass" {
 			continue
 		}
 		for _, m := range r.Messages {
 			for _, line := range strings.Split(strings.TrimRight(m, "\n"), "\n") {
-				fmt.Fprintf(tw, "    %s\t\t\n", line)
+				fmt.Fprintf(&b, "    %s\n", strings.TrimRight(line, " \t"))
 			}
 		}
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	_, err := fmt.Fprintf(w, "%s %s: %d passed, %d failed, %d skipped\n",
+	fmt.Fprintf(&b, "%s %s: %d passed, %d failed, %d skipped\n",
 		rep.Kind, rep.Plugin, rep.Passed, rep.Failed, rep.Skipped)
+	_, err := io.WriteString(w, b.String())
 	return err
 }
 

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRunCLIShim(t *testing.T) {
@@ -65,5 +66,39 @@ func TestRunCLIShim(t *testing.T) {
 	}
 	if _, err := RunCLI("nope", bin, &out, "table"); err == nil {
 		t.Error("unknown kind accepted")
+	}
+}
+
+// TestWriteTable: case rows stay aligned and narrow whatever the messages
+// hold; messages of cases that did not pass follow their row, indented;
+// no line ends in spaces; JSON is not affected (it is the Report as is).
+func TestWriteTable(t *testing.T) {
+	long := `{"@level":"debug","@message":"` + strings.Repeat("x", 300) + `","@module":"snapshotter.copy"}`
+	rep := Report{
+		Kind: "snapshotter", Plugin: "/bin/p", Passed: 1, Failed: 1, Skipped: 1,
+		Cases: []Result{
+			{Name: "Lifecycle", Status: "pass", Duration: 1500 * time.Microsecond, Messages: []string{"chatty pass"}},
+			{Name: "RemoveParentWithChildren", Status: "fail", Duration: time.Second,
+				Messages: []string{"remove base: got <nil>, want a FailedPrecondition error", "plugin log:\n" + long + "\n\tindented  \n"}},
+			{Name: "Cleanup", Status: "skip", Messages: []string{`plugin lacks capability "cleanup"`}},
+		},
+	}
+	var out bytes.Buffer
+	if err := writeTable(&out, rep); err != nil {
+		t.Fatal(err)
+	}
+	want := "" +
+		"CASE                      RESULT  TIME\n" +
+		"Lifecycle                 PASS    2ms\n" +
+		"RemoveParentWithChildren  FAIL    1s\n" +
+		"    remove base: got <nil>, want a FailedPrecondition error\n" +
+		"    plugin log:\n" +
+		"    " + long + "\n" +
+		"    \tindented\n" +
+		"Cleanup                   SKIP    0s\n" +
+		"    plugin lacks capability \"cleanup\"\n" +
+		"snapshotter /bin/p: 1 passed, 1 failed, 1 skipped\n"
+	if out.String() != want {
+		t.Errorf("table:\n%s\nwant:\n%s", out.String(), want)
 	}
 }
