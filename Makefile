@@ -6,6 +6,9 @@ PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -X github.com/keel-runtime/keel/version.Version=$(VERSION) -X main.version=$(VERSION)
+# grpcnotrace leaves out gRPC's x/net/trace support, which keel does not use:
+# about 1 MB less resident code per process (make bench, BenchmarkIdleMemory).
+GOTAGS    ?= grpcnotrace
 
 .PHONY: all build test conformance bench proto tools clean vet demo
 
@@ -14,11 +17,11 @@ all: build
 build: $(addprefix $(BIN)/,$(BINARIES))
 
 $(BIN)/keeld: FORCE
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/keeld
+	$(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $@ ./cmd/keeld
 $(BIN)/keel: FORCE
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/keel
+	$(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $@ ./cmd/keel
 $(BIN)/keel-%: FORCE
-	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./plugins/$*
+	$(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $@ ./plugins/$*
 FORCE:
 
 test: build

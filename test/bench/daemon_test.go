@@ -279,23 +279,33 @@ func reportCPU(b *testing.B, before, after cpuSample, prefix string) {
 	}
 }
 
-// pss is pid's proportional set size in bytes, from smaps_rollup.
-func pss(pid int) (int64, error) {
+// memory is a process's proportional set size, split into anonymous
+// memory (heap, stacks) and file-backed pages (mostly the executable's code
+// and read-only data).
+type memory struct{ pss, anon, file int64 }
+
+// readMemory reads pid's smaps_rollup.
+func readMemory(pid int) (memory, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
-		return 0, err
+		return memory{}, err
 	}
+	var m memory
+	fields := map[string]*int64{"Pss:": &m.pss, "Pss_Anon:": &m.anon, "Pss_File:": &m.file}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
-		rest, ok := strings.CutPrefix(sc.Text(), "Pss:")
-		if !ok {
+		f := strings.Fields(sc.Text())
+		if len(f) != 3 || fields[f[0]] == nil {
 			continue
 		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		kb, err := strconv.ParseInt(f[1], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("/proc/%d/smaps_rollup: %w", pid, err)
+			return memory{}, fmt.Errorf("/proc/%d/smaps_rollup: %w", pid, err)
 		}
-		return kb << 10, nil
+		*fields[f[0]] = kb << 10
 	}
-	return 0, fmt.Errorf("/proc/%d/smaps_rollup: no Pss line", pid)
+	if m.pss == 0 {
+		return memory{}, fmt.Errorf("/proc/%d/smaps_rollup: no Pss line", pid)
+	}
+	return m, nil
 }
