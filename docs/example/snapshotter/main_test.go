@@ -1,7 +1,6 @@
 package main
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -9,21 +8,18 @@ import (
 	"github.com/keel-runtime/keel/test/conformance"
 )
 
-// The example is a whole plugin: it passes the snapshotter suite in process
-// (across gRPC) and as the built executable, launched as keeld launches it.
-
+// In process: New served over in-memory gRPC, as keeld would call it.
 func TestConformance(t *testing.T) {
 	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(New))
 }
 
+// The built executable, launched exactly as keeld launches it.
 func TestConformanceBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the plugin")
 	}
-	bin := filepath.Join(t.TempDir(), "example-snapshotter")
-	cmd := exec.Command("go", "build", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
+	bin := filepath.Join(t.TempDir(), "keel-snapshotter-copy")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter(bin))
