@@ -316,6 +316,15 @@ func (r *processRunner) Kill(context.Context) error {
 	if r.cmd.Process == nil {
 		return nil
 	}
+	select {
+	case <-r.done:
+	default:
+		// The plugin's whole process group: a child still holding the
+		// plugin's stdout keeps go-plugin waiting for EOF before it reaps
+		// the plugin (a shell script's sleep, say), and would be orphaned.
+		// Only before the reap, when the group id is surely still ours.
+		_ = syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+	}
 	if err := r.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return err
 	}
