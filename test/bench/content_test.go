@@ -244,22 +244,28 @@ type discard struct{}
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
 
 // dropCache drops the page cache of every regular file under dir (clean
-// pages only: committed blobs were fsynced), so the next read goes to disk.
+// pages only: they are synced first), so the next read goes to disk.
 func dropCache(dir string) error {
 	return filepath.WalkDir(dir, func(path string, e fs.DirEntry, err error) error {
 		if err != nil || !e.Type().IsRegular() {
 			return err
 		}
-		f, err := os.Open(path)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+		return dropFileCache(path)
 	})
+}
+
+// dropFileCache drops the page cache of one file (pages mapped by a running
+// process stay).
+func dropFileCache(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
 // BenchmarkRawSHA256 is the ceiling of the hashing part of an ingest:
@@ -365,4 +371,42 @@ func BenchmarkRawFileRead(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkRawSmallFsync is the floor of a metadata write on this disk: a
+// 4 KiB write and fsync, as each bbolt transaction of keeld and of the
+// plugins pays at least once (snapshot calls, ingest commits).
+func BenchmarkRawSmallFsync(b *testing.B) {
+	dir, err := benchDir("keel-bench-raw-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	f, err := os.Create(filepath.Join(dir, "small"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	const n = 200
+	data := make([]byte, 4<<10)
+	ds := make([]time.Duration, 0, n*b.N)
+	b.ResetTimer()
+	for range n * b.N {
+		start := time.Now()
+		if _, err := f.WriteAt(data, 0); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(start))
+	}
+	b.StopTimer()
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	b.ReportMetric(float64(sum.Nanoseconds())/float64(len(ds)), "ns/op")
+	b.ReportMetric(ms(percentile(ds, 50)), "fsync-p50-ms")
+	b.ReportMetric(ms(percentile(ds, 99)), "fsync-p99-ms")
 }
