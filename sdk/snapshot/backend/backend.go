@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"slices"
 	"sync"
 
@@ -271,6 +272,12 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshot.Usage, er
 	}
 	u, err := s.b.Usage(ctx, sn.ID)
 	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			// Removed since the lookup: say so with the right class.
+			if _, _, lerr := s.lookup(ctx, key); lerr != nil {
+				return snapshot.Usage{}, lerr
+			}
+		}
 		return snapshot.Usage{}, fmt.Errorf("usage of %q: %w", key, err)
 	}
 	return u, nil
