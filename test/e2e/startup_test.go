@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -103,7 +104,9 @@ plugin "snapshotter" "native" {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			e := newEnv(t)
-			script := "#!/bin/sh\necho junk output\necho more junk\nsleep 30\n"
+			// The child shell holds stdout and names the script in its
+			// command line, so a leftover is found below.
+			script := "#!/bin/sh\necho junk output\necho more junk\nsh -c 'sleep 30; :' \"$0\"\n"
 			if err := os.WriteFile(filepath.Join(e.dir, "junk.sh"), []byte(script), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -120,6 +123,13 @@ plugin "snapshotter" "native" {
 			if _, err := os.Stat(e.socket); err == nil {
 				t.Errorf("keeld left its socket %s behind", e.socket)
 			}
+			// Nothing keeld started outlives it.
+			eventually(t, 2*time.Second, "no process left from "+e.dir, func() error {
+				if pids := processesMentioning(e.dir); len(pids) > 0 {
+					return fmt.Errorf("pids %v", pids)
+				}
+				return nil
+			})
 		})
 	}
 }
@@ -240,4 +250,21 @@ func fileSHA256(t testing.TB, path string) string {
 	}
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// processesMentioning lists the live processes whose command line contains s.
+func processesMentioning(s string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err == nil && bytes.Contains(b, []byte(s)) && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
