@@ -67,7 +67,7 @@ func sharedDaemon(ctx context.Context) (*daemon, error) {
 	if shared.d != nil {
 		return shared.d, nil
 	}
-	d, err := startDaemon(ctx)
+	d, err := startDaemon(ctx, false)
 	if err != nil {
 		return nil, err
 	}

@@ -80,7 +80,12 @@ func fsType(dir string) string {
 // startDaemon starts keeld in a fresh directory with the native
 // snapshotter and the local content store, and connects a client in the
 // bench namespace. The caller stops it.
-func startDaemon(ctx context.Context) (_ *daemon, err error) {
+//
+// With privateBin, keeld and the plugins run from copies of the binaries
+// that no other process maps, with their page cache dropped: a process's
+// PSS splits the pages of an executable among every process mapping it, so
+// another keeld running the same files would halve the figures.
+func startDaemon(ctx context.Context, privateBin bool) (_ *daemon, err error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
@@ -95,6 +100,11 @@ func startDaemon(ctx context.Context) (_ *daemon, err error) {
 			d.stop()
 		}
 	}()
+	if privateBin {
+		if bin, err = copyBinaries(bin, filepath.Join(dir, "bin")); err != nil {
+			return nil, err
+		}
+	}
 	cfg := fmt.Sprintf(`root = %q
 state = %q
 log_level = "warn"
@@ -126,6 +136,24 @@ plugin "content" "local" { path = "keel-content-local" }
 		return nil, err
 	}
 	return d, nil
+}
+
+// copyBinaries copies keeld and the plugins from src into dst and drops
+// the copies' page cache, so they are read from disk as after a reboot.
+func copyBinaries(src, dst string) (string, error) {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return "", err
+	}
+	for _, name := range []string{"keeld", "keel-snapshotter-native", "keel-content-local"} {
+		b, err := os.ReadFile(filepath.Join(src, name))
+		if err != nil {
+			return "", err
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), b, 0o755); err != nil {
+			return "", err
+		}
+	}
+	return dst, dropCache(dst)
 }
 
 func (d *daemon) socket() string { return filepath.Join(d.dir, "keel.sock") }

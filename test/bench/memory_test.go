@@ -25,21 +25,13 @@ const settle = 3 * time.Second
 // 37 MB: BenchmarkIdleMemoryContainerd measures it on this machine when it
 // is installed.
 //
-// The executables' page cache is dropped first, so they are read from disk
-// as after a reboot. It matters: a binary the linker has just written sits
-// in the page cache in small pages and only what is touched gets mapped,
-// while one read back from disk comes in large folios that recent kernels
-// map whole, nearly doubling the file-backed part.
+// keeld and the plugins run from private copies of the binaries, read from
+// disk as after a reboot (startDaemon's privateBin): PSS shares an
+// executable's pages among all processes mapping it, so another keeld on
+// the same files would halve the file-backed part.
 func BenchmarkIdleMemory(b *testing.B) {
 	ctx := context.Background()
-	bin, err := binDir()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := dropCache(bin); err != nil {
-		b.Fatal(err)
-	}
-	d, err := startDaemon(ctx)
+	d, err := startDaemon(ctx, true)
 	if err != nil {
 		b.Fatal(err)
 	}

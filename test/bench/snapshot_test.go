@@ -27,7 +27,7 @@ const (
 // parent of 200 small files, which native copies on every Prepare.
 func BenchmarkSnapshotCycle(b *testing.B) {
 	ctx := context.Background()
-	d, err := startDaemon(ctx)
+	d, err := startDaemon(ctx, false)
 	if err != nil {
 		b.Fatal(err)
 	}
