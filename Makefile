@@ -5,7 +5,7 @@ BINARIES  := keeld keel $(PLUGINS)
 PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/keel-runtime/keel/version.Version=$(VERSION) -X main.version=$(VERSION)
+LDFLAGS   := -s -w -X github.com/keel-runtime/keel/version.Version=$(VERSION) -X main.version=$(VERSION)
 # grpcnotrace leaves out gRPC's x/net/trace support, which keel does not use:
 # about 1 MB less resident code per process (make bench, BenchmarkIdleMemory).
 GOTAGS    ?= grpcnotrace

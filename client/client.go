@@ -104,15 +104,12 @@ func New(address string, opts ...Opt) (*Client, error) {
 	}
 
 	c := &Client{namespace: o.namespace}
-	dialOpts := append([]grpc.DialOption{
+	dialOpts := append(sdk.DialOptions(),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(sdk.MaxMessageSize),
-			grpc.MaxCallSendMsgSize(sdk.MaxMessageSize),
-		),
 		grpc.WithChainUnaryInterceptor(c.unaryNamespace),
 		grpc.WithChainStreamInterceptor(c.streamNamespace),
-	}, o.dialOpts...)
+	)
+	dialOpts = append(dialOpts, o.dialOpts...)
 	conn, err := grpc.NewClient("unix://"+path, dialOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("keeld at %s: %w", path, err)

@@ -95,11 +95,9 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 		AutoMTLS:         true,
 		// go-plugin's own lines name the instance; the plugin's log lines
 		// are relayed by the runner (logStderr).
-		Logger:       cfg.Logger.Named(cfg.Instance),
-		StartTimeout: cfg.StartTimeout,
-		GRPCDialOptions: append([]grpc.DialOption{grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize))},
-			cfg.DialOptions...),
+		Logger:          cfg.Logger.Named(cfg.Instance),
+		StartTimeout:    cfg.StartTimeout,
+		GRPCDialOptions: append(DialOptions(), cfg.DialOptions...),
 	})
 	fail := func(err error) (*Process, error) {
 		client.Kill()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sync"
 	"time"
 
@@ -22,6 +23,12 @@ import (
 // plugin its log level.
 const EnvLogLevel = "KEEL_PLUGIN_LOG_LEVEL"
 
+// EnvCPUProfile, when set in a plugin's environment, names a file the
+// plugin writes a Go CPU profile to (with ".<kind>.<name>" appended) until
+// it exits: for finding where a
+// plugin spends its time.
+const EnvCPUProfile = "KEEL_PLUGIN_CPUPROFILE"
+
 // rootLockWait is how long Configure waits for another process of the same
 // plugin (an old instance that is still dying) to release the root.
 const rootLockWait = 10 * time.Second
@@ -37,6 +44,10 @@ func Serve(def Definition) {
 	})
 	base := &baseServer{def: def, logger: logger}
 	go exitWithParent(logger)
+	if path := os.Getenv(EnvCPUProfile); path != "" {
+		stop := startCPUProfile(path+"."+def.Kind+"."+def.Name, logger)
+		defer stop()
+	}
 
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
@@ -44,7 +55,7 @@ func Serve(def Definition) {
 			def.Kind: &grpcPlugin{register: base.register},
 		}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, grpc.MaxRecvMsgSize(MaxMessageSize), grpc.MaxSendMsgSize(MaxMessageSize))
+			opts = append(opts, ServerOptions()...)
 			return grpc.NewServer(opts...)
 		},
 		Logger: logger,
@@ -183,4 +194,16 @@ func lockRoot(ctx context.Context, root string) (*os.File, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+func startCPUProfile(path string, logger hclog.Logger) (stop func()) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		logger.Warn("cpu profile not started", "path", path, "error", err)
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }

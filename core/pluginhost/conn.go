@@ -27,7 +27,7 @@ func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts 
 	if err != nil {
 		return err
 	}
-	return c.in.callError(p, p.Conn().Invoke(ctx, method, args, reply, opts...))
+	return c.in.callError(ctx, p, p.Conn().Invoke(ctx, method, args, reply, opts...))
 }
 
 func (c *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -37,34 +37,37 @@ func (c *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method stri
 	}
 	s, err := p.Conn().NewStream(ctx, desc, method, opts...)
 	if err != nil {
-		return nil, c.in.callError(p, err)
+		return nil, c.in.callError(ctx, p, err)
 	}
-	return &stream{ClientStream: s, in: c.in, p: p}, nil
+	return &stream{ClientStream: s, in: c.in, p: p, ctx: ctx}, nil
 }
 
 // stream gives a stream's errors the plugin's name.
 type stream struct {
 	grpc.ClientStream
-	in *instance
-	p  *sdk.Process
+	in  *instance
+	p   *sdk.Process
+	ctx context.Context
 }
 
 func (s *stream) SendMsg(m any) error {
 	// io.EOF means the stream broke; RecvMsg tells why.
-	return s.in.callError(s.p, s.ClientStream.SendMsg(m))
+	return s.in.callError(s.ctx, s.p, s.ClientStream.SendMsg(m))
 }
 
 func (s *stream) RecvMsg(m any) error {
-	return s.in.callError(s.p, s.ClientStream.RecvMsg(m))
+	return s.in.callError(s.ctx, s.p, s.ClientStream.RecvMsg(m))
 }
 
 func (s *stream) CloseSend() error {
-	return s.in.callError(s.p, s.ClientStream.CloseSend())
+	return s.in.callError(s.ctx, s.p, s.ClientStream.CloseSend())
 }
 
 // callError prefixes a plugin's error with its name, keeping the code. A
-// call that failed because the process died fails with Unavailable saying so.
-func (in *instance) callError(p *sdk.Process, err error) error {
+// call that failed because the process died fails with Unavailable saying so:
+// the connection breaks (Unavailable) or, once go-plugin has noticed the
+// exit and closed it, the call is cancelled under a caller who did not.
+func (in *instance) callError(ctx context.Context, p *sdk.Process, err error) error {
 	if err == nil || errors.Is(err, io.EOF) {
 		return err
 	}
@@ -72,7 +75,8 @@ func (in *instance) callError(p *sdk.Process, err error) error {
 	if !ok {
 		return status.Error(codes.Unknown, in.id+": "+err.Error())
 	}
-	if st.Code() == codes.Unavailable && in.exited(p) {
+	died := st.Code() == codes.Unavailable || (st.Code() == codes.Canceled && ctx.Err() == nil)
+	if died && in.exited(p) {
 		return unavailable(in.id, "plugin exited during the call")
 	}
 	pb := st.Proto()

@@ -103,11 +103,10 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 
 func (s *Server) newGRPCServer() *grpc.Server {
 	metrics := newGRPCMetrics()
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), s.logUnary),
 		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), s.logStream),
-		grpc.MaxRecvMsgSize(sdk.MaxMessageSize),
-		grpc.MaxSendMsgSize(sdk.MaxMessageSize),
+	}, sdk.ServerOptions()...)...,
 	)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})

@@ -1,7 +1,8 @@
 // Package errdefs holds the error classes shared by keeld, its plugins and
 // its clients. They are containerd's classes (github.com/containerd/errdefs),
 // re-exported so plugin authors import only keel's sdk, and they survive a
-// gRPC hop: the server side converts with ToGRPC, the client side with
+// gRPC hop (as status codes; a small mapping of our own rather than
+// containerd's errgrpc, whose type registry costs every plugin memory): the server side converts with ToGRPC, the client side with
 // FromGRPC, and errdefs.IsNotFound(err) holds on the far side.
 //
 // Classify at the source by wrapping a class with %w:
@@ -12,9 +13,9 @@ package errdefs
 import (
 	"context"
 	"errors"
+	"strings"
 
 	cerrdefs "github.com/containerd/errdefs"
-	"github.com/containerd/errdefs/pkg/errgrpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -56,27 +57,79 @@ func IsDataLoss(err error) bool           { return cerrdefs.IsDataLoss(err) }
 func IsCanceled(err error) bool           { return errors.Is(err, context.Canceled) }
 func IsDeadlineExceeded(err error) bool   { return errors.Is(err, context.DeadlineExceeded) }
 
-// ToGRPC turns err into a gRPC status error carrying its class. Errors that
-// belong to no class become codes.Unknown.
+// classes maps each class to its gRPC code, in the order ToGRPC tests them.
+var classes = []struct {
+	class error
+	code  codes.Code
+}{
+	{ErrInvalidArgument, codes.InvalidArgument},
+	{ErrNotFound, codes.NotFound},
+	{ErrAlreadyExists, codes.AlreadyExists},
+	{ErrPermissionDenied, codes.PermissionDenied},
+	{ErrResourceExhausted, codes.ResourceExhausted},
+	{ErrFailedPrecondition, codes.FailedPrecondition},
+	{ErrConflict, codes.FailedPrecondition},
+	{ErrAborted, codes.Aborted},
+	{ErrOutOfRange, codes.OutOfRange},
+	{ErrNotImplemented, codes.Unimplemented},
+	{ErrInternal, codes.Internal},
+	{ErrUnavailable, codes.Unavailable},
+	{ErrDataLoss, codes.DataLoss},
+	{context.DeadlineExceeded, codes.DeadlineExceeded},
+	{context.Canceled, codes.Canceled},
+	{ErrUnknown, codes.Unknown},
+}
+
+// ToGRPC turns err into a gRPC status error carrying its class and its
+// message. Errors that belong to no class become codes.Unknown.
 func ToGRPC(err error) error {
 	if err == nil {
 		return nil
 	}
-	if _, ok := status.FromError(err); ok {
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
-	converted := errgrpc.ToGRPC(err)
-	if _, ok := status.FromError(converted); ok {
-		return converted
+	for _, c := range classes {
+		if errors.Is(err, c.class) {
+			return status.Error(c.code, err.Error())
+		}
 	}
 	return status.Error(codes.Unknown, err.Error())
 }
 
-// FromGRPC turns a gRPC status error back into an error of its class, keeping
-// the message.
+// FromGRPC turns a gRPC status error back into an error of its class, with
+// the same message. Other errors pass unchanged.
 func FromGRPC(err error) error {
 	if err == nil {
 		return nil
 	}
-	return errgrpc.ToNative(err)
+	st, ok := status.FromError(err)
+	if !ok {
+		return err
+	}
+	var class error = ErrUnknown
+	for _, c := range classes {
+		if c.code == st.Code() {
+			class = c.class
+			break
+		}
+	}
+	// The message usually ends with the class's own text already.
+	msg := strings.TrimSuffix(st.Message(), ": "+class.Error())
+	return &remoteError{msg: msg, class: class}
 }
+
+// remoteError is an error that crossed a gRPC hop: its message and class.
+type remoteError struct {
+	msg   string
+	class error
+}
+
+func (e *remoteError) Error() string {
+	if e.msg == "" || e.msg == e.class.Error() {
+		return e.class.Error()
+	}
+	return e.msg + ": " + e.class.Error()
+}
+
+func (e *remoteError) Unwrap() error { return e.class }

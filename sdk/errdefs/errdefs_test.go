@@ -49,3 +49,14 @@ func TestUnclassifiedBecomesUnknown(t *testing.T) {
 		t.Fatalf("want unknown, got %v", back)
 	}
 }
+
+func TestMessageKept(t *testing.T) {
+	orig := fmt.Errorf("snapshot %q: %w", "k", ErrNotFound)
+	once := FromGRPC(ToGRPC(orig))
+	twice := FromGRPC(ToGRPC(once))
+	for _, err := range []error{once, twice} {
+		if err.Error() != orig.Error() {
+			t.Fatalf("message changed over the hop: %q, want %q", err.Error(), orig.Error())
+		}
+	}
+}

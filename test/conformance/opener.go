@@ -92,15 +92,14 @@ func InProcess[P any](def sdk.Definition, wrap Wrap[P], opts ...Option) Opener[P
 		}
 		caps := def.CapabilitiesFor(impl)
 
-		srv := grpc.NewServer(grpc.MaxRecvMsgSize(sdk.MaxMessageSize), grpc.MaxSendMsgSize(sdk.MaxMessageSize))
+		srv := grpc.NewServer(sdk.ServerOptions()...)
 		def.Register(srv, func() (any, error) { return impl, nil })
 		lis := bufconn.Listen(1 << 20)
 		go srv.Serve(lis)
-		conn, err := grpc.NewClient("passthrough:///"+instance,
+		conn, err := grpc.NewClient("passthrough:///"+instance, append(sdk.DialOptions(),
 			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageSize), grpc.MaxCallSendMsgSize(sdk.MaxMessageSize)),
-		)
+		)...)
 		if err != nil {
 			srv.Stop()
 			impl.Close()

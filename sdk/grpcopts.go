@@ -1,0 +1,36 @@
+package sdk
+
+import "google.golang.org/grpc"
+
+// Flow control and buffers sized for ChunkSize messages: with gRPC's
+// defaults a 1 MiB chunk waits on window updates and passes through many
+// small reads and writes.
+const (
+	streamWindow = 8 << 20
+	connWindow   = 16 << 20
+	ioBuffer     = 256 << 10
+)
+
+// ServerOptions are the gRPC server options of every keel endpoint: keeld's
+// API and each plugin.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
+		grpc.ReadBufferSize(ioBuffer),
+		grpc.WriteBufferSize(ioBuffer),
+	}
+}
+
+// DialOptions are the matching client options.
+func DialOptions() []grpc.DialOption {
+	return []grpc.DialOption{
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageSize), grpc.MaxCallSendMsgSize(MaxMessageSize)),
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
+		grpc.WithReadBufferSize(ioBuffer),
+		grpc.WithWriteBufferSize(ioBuffer),
+	}
+}
