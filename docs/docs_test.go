@@ -112,12 +112,17 @@ func TestExampleIsSmallAndImportsSDK(t *testing.T) {
 	}
 }
 
-// TestHCLBlocksParse: every ```hcl block in docs/*.md is valid keeld config.
-// A block naming no content plugin gets one added, as keeld needs one.
+// TestHCLBlocksParse: every ```hcl block in docs/*.md, README.md and the
+// plugins' READMEs is valid keeld config. A block naming no content plugin
+// gets one added, as keeld needs one.
 func TestHCLBlocksParse(t *testing.T) {
-	mds, err := filepath.Glob("*.md")
-	if err != nil {
-		t.Fatal(err)
+	var mds []string
+	for _, pattern := range []string{"*.md", "../README.md", "../plugins/*/README.md"} {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mds = append(mds, m...)
 	}
 	n := 0
 	for _, md := range mds {
