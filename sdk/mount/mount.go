@@ -77,9 +77,16 @@ func parseOptions(options []string) (flags uintptr, data string) {
 }
 
 // Mount mounts m on target. A read-only bind mount is made in two steps, as
-// the kernel ignores MS_RDONLY on the first bind.
+// the kernel ignores MS_RDONLY on the first bind. Options too long for
+// mount(2) are set one by one through the new mount API (see Long options).
 func (m Mount) Mount(target string) error {
 	flags, data := parseOptions(m.Options)
+	if !fitsPage(data) && flags&(unix.MS_BIND|unix.MS_REMOUNT) == 0 {
+		if err := m.mountFS(target, flags); err != nil {
+			return fmt.Errorf("mount %s %s on %s (%d options): %w", m.Type, m.Source, target, len(m.Options), err)
+		}
+		return nil
+	}
 	typ := m.Type
 	if flags&unix.MS_BIND != 0 {
 		typ = ""
