@@ -84,6 +84,22 @@ type Lister interface {
 	List(ctx context.Context) ([]string, error)
 }
 
+// KindUsager is a Backend whose usage depends on the snapshot's kind, e.g.
+// to cache that of committed snapshots, whose data never changes. The
+// snapshotter calls UsageOf instead of Usage.
+type KindUsager interface {
+	UsageOf(ctx context.Context, id string, kind snapshot.Kind) (snapshot.Usage, error)
+}
+
+// Labeler is a Backend that labels its snapshots, e.g. with where their
+// data is, for tooling. Labels(id, kind) is merged into the snapshot's
+// labels when it becomes visible (after Create) and when it is committed
+// (a commit sets its labels anew); the caller's labels win on a clash. It
+// should only compute.
+type Labeler interface {
+	Labels(id string, kind snapshot.Kind) map[string]string
+}
+
 // A Backend may also be a snapshot.Cleaner, to remove what it holds outside
 // any id (staging areas, trash); the snapshotter's Cleanup calls it after
 // removing orphans, while no other Backend call that changes data runs.
@@ -270,7 +286,12 @@ func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshot.Usage, er
 	if err != nil {
 		return snapshot.Usage{}, err
 	}
-	u, err := s.b.Usage(ctx, sn.ID)
+	var u snapshot.Usage
+	if ku, ok := s.b.(KindUsager); ok {
+		u, err = ku.UsageOf(ctx, sn.ID, sn.Kind)
+	} else {
+		u, err = s.b.Usage(ctx, sn.ID)
+	}
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			// Removed since the lookup: say so with the right class.
@@ -337,7 +358,15 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshot.Kind, key, paren
 	// Past this point the snapshot exists for the caller: finish even if
 	// the caller has gone.
 	err = s.store.Batch(context.WithoutCancel(ctx), func(tx *storage.Tx) error {
-		_, err := tx.UpdateInfo(snapshot.Info{Name: key}, "labels."+LabelPending)
+		info := snapshot.Info{Name: key}
+		paths := []string{"labels." + LabelPending}
+		if extra := s.backendLabels(sn.ID, kind, l); len(extra) > 0 {
+			info.Labels = extra
+			for k := range extra {
+				paths = append(paths, "labels."+k)
+			}
+		}
+		_, err := tx.UpdateInfo(info, paths...)
 		return err
 	})
 	if err != nil {
@@ -381,9 +410,29 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 		if _, _, err := get(tx, key); err != nil {
 			return err
 		}
-		_, err := tx.Commit(key, name, snapshot.WithLabels(l))
+		all := s.backendLabels(sn.ID, snapshot.KindCommitted, l)
+		for k, v := range l {
+			all[k] = v
+		}
+		_, err := tx.Commit(key, name, snapshot.WithLabels(all))
 		return err
 	})
+}
+
+// backendLabels are the Labeler's labels for id that the caller's labels
+// do not set (none when b is no Labeler), in a map the caller may change.
+func (s *Snapshotter) backendLabels(id string, kind snapshot.Kind, caller map[string]string) map[string]string {
+	out := map[string]string{}
+	lb, ok := s.b.(Labeler)
+	if !ok {
+		return out
+	}
+	for k, v := range lb.Labels(id, kind) {
+		if _, set := caller[k]; !set && k != LabelPending {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // Remove deletes a snapshot with no children: the record, then the data.

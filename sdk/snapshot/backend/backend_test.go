@@ -480,3 +480,60 @@ func TestListDirMissing(t *testing.T) {
 		t.Errorf("ListDir of a missing dir = %v, %v", ids, err)
 	}
 }
+
+// labeled is a copy backend that labels its snapshots and reports a fixed
+// usage for committed ones.
+type labeled struct{ *dirs }
+
+var (
+	_ backend.Labeler    = labeled{}
+	_ backend.KindUsager = labeled{}
+)
+
+func (l labeled) Labels(id string, kind snapshot.Kind) map[string]string {
+	return map[string]string{"test/dir": l.dir(id), "test/kind": kind.String(), "mine": "backend"}
+}
+
+func (l labeled) UsageOf(ctx context.Context, id string, kind snapshot.Kind) (snapshot.Usage, error) {
+	if kind == snapshot.KindCommitted {
+		return snapshot.Usage{Inodes: 42}, nil
+	}
+	return l.Usage(ctx, id)
+}
+
+func TestLabelerKindUsager(t *testing.T) {
+	ctx := context.Background()
+	d := labeled{&dirs{root: t.TempDir()}}
+	sn, err := backend.Open(ctx, filepath.Join(t.TempDir(), "metadata.db"), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	if _, err := sn.Prepare(ctx, "a", "", snapshot.WithLabels(map[string]string{"mine": "caller"})); err != nil {
+		t.Fatal(err)
+	}
+	info, err := sn.Stat(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"test/dir": d.dir("1"), "test/kind": "active", "mine": "caller"}
+	if fmt.Sprint(info.Labels) != fmt.Sprint(want) {
+		t.Errorf("labels after prepare = %v, want %v", info.Labels, want)
+	}
+	if u, err := sn.Usage(ctx, "a"); err != nil || u.Inodes == 42 {
+		t.Errorf("usage of the active snapshot = %+v, %v: want the backend's Usage", u, err)
+	}
+	if err := sn.Commit(ctx, "c", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if info, err = sn.Stat(ctx, "c"); err != nil {
+		t.Fatal(err)
+	}
+	want = map[string]string{"test/dir": d.dir("1"), "test/kind": "committed", "mine": "backend"}
+	if fmt.Sprint(info.Labels) != fmt.Sprint(want) {
+		t.Errorf("labels after commit = %v, want %v", info.Labels, want)
+	}
+	if u, err := sn.Usage(ctx, "c"); err != nil || u.Inodes != 42 {
+		t.Errorf("usage of the committed snapshot = %+v, %v: want UsageOf's", u, err)
+	}
+}
