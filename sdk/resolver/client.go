@@ -29,6 +29,20 @@ func (c *client) Resolve(ctx context.Context, ref string) (string, ocispec.Descr
 	return resp.Name, descriptor.FromProto(resp.Descriptor_), nil
 }
 
+var _ Explainer = (*client)(nil)
+
+func (c *client) ResolveExplain(ctx context.Context, ref string) (string, ocispec.Descriptor, []Attempt, error) {
+	resp, err := c.c.Resolve(ctx, &pluginv1.ResolveRequest{Ref: ref, Explain: true})
+	if err != nil {
+		return "", ocispec.Descriptor{}, nil, errdefs.FromGRPC(err)
+	}
+	var attempts []Attempt
+	for _, a := range resp.Attempts {
+		attempts = append(attempts, Attempt{Host: a.Host, Role: a.Role, Used: a.Used, Reason: a.Reason})
+	}
+	return resp.Name, descriptor.FromProto(resp.Descriptor_), attempts, nil
+}
+
 func (c *client) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
 	// The stream lives on a child context that Close cancels, so a reader
 	// dropped half way never leaves the stream or its goroutines behind.

@@ -48,3 +48,33 @@ type Resolver interface {
 	// Close releases the resolver.
 	Close() error
 }
+
+// Attempt is one host a Resolve considered, for `keel image resolve
+// --explain`.
+type Attempt struct {
+	// Host is the host (and path prefix) asked.
+	Host string `json:"host"`
+	// Role is "mirror" or "upstream".
+	Role string `json:"role"`
+	// Used is true for the host that answered.
+	Used bool `json:"used"`
+	// Reason says why the host was tried or skipped, or how it failed.
+	Reason string `json:"reason"`
+}
+
+// Explainer is implemented by resolvers that can say which hosts a Resolve
+// tried and why. The sdk client implements it; a plugin that does not is
+// served with no attempts.
+type Explainer interface {
+	ResolveExplain(ctx context.Context, ref string) (name string, desc ocispec.Descriptor, attempts []Attempt, err error)
+}
+
+// Explain resolves ref with r, and lists the hosts tried when r is an
+// Explainer.
+func Explain(ctx context.Context, r Resolver, ref string) (string, ocispec.Descriptor, []Attempt, error) {
+	if e, ok := r.(Explainer); ok {
+		return e.ResolveExplain(ctx, ref)
+	}
+	name, desc, err := r.Resolve(ctx, ref)
+	return name, desc, nil, err
+}

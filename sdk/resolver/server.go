@@ -31,6 +31,17 @@ func (s *Server) Resolve(ctx context.Context, req *pluginv1.ResolveRequest) (*pl
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
+	if req.Explain {
+		name, desc, attempts, err := Explain(ctx, r, req.Ref)
+		if err != nil {
+			return nil, errdefs.ToGRPC(err)
+		}
+		resp := &pluginv1.ResolveResponse{Name: name, Descriptor_: descriptor.ToProto(desc)}
+		for _, a := range attempts {
+			resp.Attempts = append(resp.Attempts, &pluginv1.ResolveAttempt{Host: a.Host, Role: a.Role, Used: a.Used, Reason: a.Reason})
+		}
+		return resp, nil
+	}
 	name, desc, err := r.Resolve(ctx, req.Ref)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)

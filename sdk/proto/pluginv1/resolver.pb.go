@@ -22,8 +22,10 @@ const (
 )
 
 type ResolveRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ref   string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// explain asks for the hosts tried, in ResolveResponse.attempts.
+	Explain       bool `protobuf:"varint,2,opt,name=explain,proto3" json:"explain,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -65,10 +67,19 @@ func (x *ResolveRequest) GetRef() string {
 	return ""
 }
 
+func (x *ResolveRequest) GetExplain() bool {
+	if x != nil {
+		return x.Explain
+	}
+	return false
+}
+
 type ResolveResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Descriptor_   *Descriptor            `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Descriptor_ *Descriptor            `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	// attempts are the hosts the resolver considered, in order (explain only).
+	Attempts      []*ResolveAttempt `protobuf:"bytes,3,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -117,6 +128,86 @@ func (x *ResolveResponse) GetDescriptor_() *Descriptor {
 	return nil
 }
 
+func (x *ResolveResponse) GetAttempts() []*ResolveAttempt {
+	if x != nil {
+		return x.Attempts
+	}
+	return nil
+}
+
+// ResolveAttempt is one host a Resolve considered.
+type ResolveAttempt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host is the host (and path prefix) asked, e.g. "https://mirror:5000/v2/proxy".
+	Host string `protobuf:"bytes,1,opt,name=host,proto3" json:"host,omitempty"`
+	// role is "mirror" or "upstream".
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// used is true for the host that answered.
+	Used bool `protobuf:"varint,3,opt,name=used,proto3" json:"used,omitempty"`
+	// reason says why the host was tried or skipped, or how it failed.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResolveAttempt) Reset() {
+	*x = ResolveAttempt{}
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResolveAttempt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResolveAttempt) ProtoMessage() {}
+
+func (x *ResolveAttempt) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResolveAttempt.ProtoReflect.Descriptor instead.
+func (*ResolveAttempt) Descriptor() ([]byte, []int) {
+	return file_keel_plugin_v1_resolver_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ResolveAttempt) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *ResolveAttempt) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *ResolveAttempt) GetUsed() bool {
+	if x != nil {
+		return x.Used
+	}
+	return false
+}
+
+func (x *ResolveAttempt) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type FetchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
@@ -128,7 +219,7 @@ type FetchRequest struct {
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[2]
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -140,7 +231,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[2]
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -153,7 +244,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_resolver_proto_rawDescGZIP(), []int{2}
+	return file_keel_plugin_v1_resolver_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *FetchRequest) GetRef() string {
@@ -186,7 +277,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[3]
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -198,7 +289,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[3]
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -211,7 +302,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_resolver_proto_rawDescGZIP(), []int{3}
+	return file_keel_plugin_v1_resolver_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *FetchResponse) GetData() []byte {
@@ -233,7 +324,7 @@ type PushRequest struct {
 
 func (x *PushRequest) Reset() {
 	*x = PushRequest{}
-	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[4]
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -245,7 +336,7 @@ func (x *PushRequest) String() string {
 func (*PushRequest) ProtoMessage() {}
 
 func (x *PushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[4]
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -258,7 +349,7 @@ func (x *PushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
 func (*PushRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_resolver_proto_rawDescGZIP(), []int{4}
+	return file_keel_plugin_v1_resolver_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *PushRequest) GetRef() string {
@@ -292,7 +383,7 @@ type PushResponse struct {
 
 func (x *PushResponse) Reset() {
 	*x = PushResponse{}
-	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[5]
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +395,7 @@ func (x *PushResponse) String() string {
 func (*PushResponse) ProtoMessage() {}
 
 func (x *PushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[5]
+	mi := &file_keel_plugin_v1_resolver_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +408,7 @@ func (x *PushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PushResponse.ProtoReflect.Descriptor instead.
 func (*PushResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_resolver_proto_rawDescGZIP(), []int{5}
+	return file_keel_plugin_v1_resolver_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PushResponse) GetAlreadyExists() bool {
@@ -331,14 +422,21 @@ var File_keel_plugin_v1_resolver_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_resolver_proto_rawDesc = "" +
 	"\n" +
-	"\x1dkeel/plugin/v1/resolver.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\"\"\n" +
+	"\x1dkeel/plugin/v1/resolver.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\"<\n" +
 	"\x0eResolveRequest\x12\x10\n" +
-	"\x03ref\x18\x01 \x01(\tR\x03ref\"a\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x18\n" +
+	"\aexplain\x18\x02 \x01(\bR\aexplain\"\x9d\x01\n" +
 	"\x0fResolveResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12:\n" +
 	"\n" +
 	"descriptor\x18\x02 \x01(\v2\x1a.keel.plugin.v1.DescriptorR\n" +
-	"descriptor\"t\n" +
+	"descriptor\x12:\n" +
+	"\battempts\x18\x03 \x03(\v2\x1e.keel.plugin.v1.ResolveAttemptR\battempts\"d\n" +
+	"\x0eResolveAttempt\x12\x12\n" +
+	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
+	"\x04used\x18\x03 \x01(\bR\x04used\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"t\n" +
 	"\fFetchRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12:\n" +
 	"\n" +
@@ -372,31 +470,33 @@ func file_keel_plugin_v1_resolver_proto_rawDescGZIP() []byte {
 	return file_keel_plugin_v1_resolver_proto_rawDescData
 }
 
-var file_keel_plugin_v1_resolver_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_keel_plugin_v1_resolver_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_keel_plugin_v1_resolver_proto_goTypes = []any{
 	(*ResolveRequest)(nil),  // 0: keel.plugin.v1.ResolveRequest
 	(*ResolveResponse)(nil), // 1: keel.plugin.v1.ResolveResponse
-	(*FetchRequest)(nil),    // 2: keel.plugin.v1.FetchRequest
-	(*FetchResponse)(nil),   // 3: keel.plugin.v1.FetchResponse
-	(*PushRequest)(nil),     // 4: keel.plugin.v1.PushRequest
-	(*PushResponse)(nil),    // 5: keel.plugin.v1.PushResponse
-	(*Descriptor)(nil),      // 6: keel.plugin.v1.Descriptor
+	(*ResolveAttempt)(nil),  // 2: keel.plugin.v1.ResolveAttempt
+	(*FetchRequest)(nil),    // 3: keel.plugin.v1.FetchRequest
+	(*FetchResponse)(nil),   // 4: keel.plugin.v1.FetchResponse
+	(*PushRequest)(nil),     // 5: keel.plugin.v1.PushRequest
+	(*PushResponse)(nil),    // 6: keel.plugin.v1.PushResponse
+	(*Descriptor)(nil),      // 7: keel.plugin.v1.Descriptor
 }
 var file_keel_plugin_v1_resolver_proto_depIdxs = []int32{
-	6, // 0: keel.plugin.v1.ResolveResponse.descriptor:type_name -> keel.plugin.v1.Descriptor
-	6, // 1: keel.plugin.v1.FetchRequest.descriptor:type_name -> keel.plugin.v1.Descriptor
-	6, // 2: keel.plugin.v1.PushRequest.descriptor:type_name -> keel.plugin.v1.Descriptor
-	0, // 3: keel.plugin.v1.Resolver.Resolve:input_type -> keel.plugin.v1.ResolveRequest
-	2, // 4: keel.plugin.v1.Resolver.Fetch:input_type -> keel.plugin.v1.FetchRequest
-	4, // 5: keel.plugin.v1.Resolver.Push:input_type -> keel.plugin.v1.PushRequest
-	1, // 6: keel.plugin.v1.Resolver.Resolve:output_type -> keel.plugin.v1.ResolveResponse
-	3, // 7: keel.plugin.v1.Resolver.Fetch:output_type -> keel.plugin.v1.FetchResponse
-	5, // 8: keel.plugin.v1.Resolver.Push:output_type -> keel.plugin.v1.PushResponse
-	6, // [6:9] is the sub-list for method output_type
-	3, // [3:6] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	7, // 0: keel.plugin.v1.ResolveResponse.descriptor:type_name -> keel.plugin.v1.Descriptor
+	2, // 1: keel.plugin.v1.ResolveResponse.attempts:type_name -> keel.plugin.v1.ResolveAttempt
+	7, // 2: keel.plugin.v1.FetchRequest.descriptor:type_name -> keel.plugin.v1.Descriptor
+	7, // 3: keel.plugin.v1.PushRequest.descriptor:type_name -> keel.plugin.v1.Descriptor
+	0, // 4: keel.plugin.v1.Resolver.Resolve:input_type -> keel.plugin.v1.ResolveRequest
+	3, // 5: keel.plugin.v1.Resolver.Fetch:input_type -> keel.plugin.v1.FetchRequest
+	5, // 6: keel.plugin.v1.Resolver.Push:input_type -> keel.plugin.v1.PushRequest
+	1, // 7: keel.plugin.v1.Resolver.Resolve:output_type -> keel.plugin.v1.ResolveResponse
+	4, // 8: keel.plugin.v1.Resolver.Fetch:output_type -> keel.plugin.v1.FetchResponse
+	6, // 9: keel.plugin.v1.Resolver.Push:output_type -> keel.plugin.v1.PushResponse
+	7, // [7:10] is the sub-list for method output_type
+	4, // [4:7] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_keel_plugin_v1_resolver_proto_init() }
@@ -411,7 +511,7 @@ func file_keel_plugin_v1_resolver_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_plugin_v1_resolver_proto_rawDesc), len(file_keel_plugin_v1_resolver_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
