@@ -36,7 +36,9 @@
 //     the same way.
 //   - Commit calls Backend.Commit (make the data durable), then records the
 //     commit. Should the record fail, the snapshot stays active, so
-//     Backend.Commit must leave it usable as such.
+//     Backend.Commit must leave it usable as such. A CommitFinisher then
+//     drops what only the active snapshot needed (btrfs: the writable
+//     subvolume Commit took a read-only snapshot of).
 //   - Remove deletes the record first, then calls Backend.Remove; if that
 //     fails or a crash comes in between, the data is an orphan.
 //
@@ -89,6 +91,14 @@ type Lister interface {
 // snapshotter calls UsageOf instead of Usage.
 type KindUsager interface {
 	UsageOf(ctx context.Context, id string, kind snapshot.Kind) (snapshot.Usage, error)
+}
+
+// CommitFinisher is a Backend with work left once a commit is recorded,
+// such as deleting the writable data Backend.Commit had to keep. The
+// snapshot is committed whatever FinishCommit returns; what an error
+// leaves stays until the snapshot is removed (Remove must take it too).
+type CommitFinisher interface {
+	FinishCommit(ctx context.Context, id string) error
 }
 
 // Labeler is a Backend that labels its snapshots, e.g. with where their
@@ -406,7 +416,7 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 	if err := s.b.Commit(ctx, sn.ID); err != nil {
 		return fmt.Errorf("commit of %q: %w", key, err)
 	}
-	return s.store.Batch(ctx, func(tx *storage.Tx) error {
+	err = s.store.Batch(ctx, func(tx *storage.Tx) error {
 		if _, _, err := get(tx, key); err != nil {
 			return err
 		}
@@ -417,6 +427,15 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 		_, err := tx.Commit(key, name, snapshot.WithLabels(all))
 		return err
 	})
+	if err != nil {
+		return err
+	}
+	if f, ok := s.b.(CommitFinisher); ok {
+		if err := f.FinishCommit(context.WithoutCancel(ctx), sn.ID); err != nil {
+			return fmt.Errorf("commit of %q: committed as %q, its active data left until it is removed: %w", key, name, err)
+		}
+	}
+	return nil
 }
 
 // backendLabels are the Labeler's labels for id that the caller's labels

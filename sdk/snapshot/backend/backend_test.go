@@ -537,3 +537,62 @@ func TestLabelerKindUsager(t *testing.T) {
 		t.Errorf("usage of the committed snapshot = %+v, %v: want UsageOf's", u, err)
 	}
 }
+
+// finishing is a backend with work left after a commit is recorded.
+type finishing struct {
+	*dirs
+	fail error
+}
+
+var _ backend.CommitFinisher = finishing{}
+
+func (f finishing) FinishCommit(ctx context.Context, id string) error {
+	f.record("finish %s", id)
+	return f.fail
+}
+
+// TestCommitFinisher: FinishCommit runs after the record, and only for a
+// commit that was recorded; its error is returned, the commit stands.
+func TestCommitFinisher(t *testing.T) {
+	ctx := context.Background()
+	d := finishing{dirs: &dirs{root: t.TempDir()}}
+	sn, err := backend.Open(ctx, filepath.Join(t.TempDir(), "metadata.db"), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	for _, k := range []string{"a", "b"} {
+		if _, err := sn.Prepare(ctx, k, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sn.Commit(ctx, "c", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if calls := d.Calls(); calls[len(calls)-2] != "commit 1" || calls[len(calls)-1] != "finish 1" {
+		t.Errorf("calls = %q, want commit then finish of 1", calls)
+	}
+	// Refused by the metastore: no finish.
+	before := len(d.Calls())
+	if err := sn.Commit(ctx, "c", "b"); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("commit onto an existing name: %v", err)
+	}
+	if got := d.Calls()[before:]; slices.ContainsFunc(got, func(c string) bool { return c == "finish 2" }) {
+		t.Errorf("finish called for a refused commit: %q", got)
+	}
+	d.fail = fmt.Errorf("busy: %w", errdefs.ErrUnavailable)
+	sn2, err := backend.Open(ctx, filepath.Join(t.TempDir(), "metadata.db"), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn2.Close()
+	if _, err := sn2.Prepare(ctx, "x", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn2.Commit(ctx, "y", "x"); !errdefs.IsUnavailable(err) {
+		t.Fatalf("commit whose finish fails: %v, want the finisher's Unavailable", err)
+	}
+	if info, err := sn2.Stat(ctx, "y"); err != nil || info.Kind != snapshot.KindCommitted {
+		t.Errorf("stat after a failed finish = %+v, %v: want committed", info, err)
+	}
+}
