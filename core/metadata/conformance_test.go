@@ -149,6 +149,9 @@ func (n *nsStore) ListStatuses(ctx context.Context, filters ...string) ([]conten
 func (n *nsStore) Abort(ctx context.Context, ref string) error {
 	return n.s.Abort(withNS(ctx), ref)
 }
+func (n *nsStore) BlobPath(ctx context.Context, dgst digest.Digest) (string, error) {
+	return n.s.(content.BlobPather).BlobPath(withNS(ctx), dgst)
+}
 func (n *nsStore) Writer(ctx context.Context, opts ...content.WriterOpt) (content.Writer, error) {
 	w, err := n.s.Writer(withNS(ctx), opts...)
 	if err != nil {

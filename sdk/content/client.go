@@ -110,6 +110,16 @@ func (c *client) Abort(ctx context.Context, ref string) error {
 	return errdefs.FromGRPC(err)
 }
 
+// BlobPath asks the store for a committed blob's file; stores without the
+// capability answer NotImplemented.
+func (c *client) BlobPath(ctx context.Context, dgst digest.Digest) (string, error) {
+	resp, err := c.c.BlobPath(ctx, &pluginv1.ContentInfoRequest{Digest: dgst.String()})
+	if err != nil {
+		return "", errdefs.FromGRPC(err)
+	}
+	return resp.Path, nil
+}
+
 // Close does nothing: the connection belongs to whoever made it.
 func (c *client) Close() error { return nil }
 

@@ -151,6 +151,18 @@ type Store interface {
 	Close() error
 }
 
+// BlobPather is a store that can name the read-only file holding a committed
+// blob (capability "blob-path"), so that a host on the same machine reads
+// the file itself: layer bytes then cross no process boundary on their way
+// out of the store. The file must stay whole while the blob exists, and the
+// host must not write to it.
+type BlobPather interface {
+	BlobPath(ctx context.Context, dgst digest.Digest) (string, error)
+}
+
+// CapabilityBlobPath is announced by stores that implement BlobPather.
+const CapabilityBlobPath = "blob-path"
+
 // Opt changes the Info of a blob being committed.
 type Opt func(*Info) error
 

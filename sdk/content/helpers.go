@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -87,3 +88,28 @@ func WriteBlob(ctx context.Context, ing Ingester, ref string, r io.Reader, desc 
 	}
 	return nil
 }
+
+// OpenFile opens a blob's file as a ReaderAt; reads are preads. A missing
+// file is NotFound.
+func OpenFile(path string) (ReaderAt, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("blob file %s: %w", path, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return fileReaderAt{File: f, size: fi.Size()}, nil
+}
+
+type fileReaderAt struct {
+	*os.File
+	size int64
+}
+
+func (r fileReaderAt) Size() int64 { return r.size }

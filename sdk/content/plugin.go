@@ -2,6 +2,7 @@ package content
 
 import (
 	"context"
+	"io"
 
 	"google.golang.org/grpc"
 
@@ -16,7 +17,14 @@ type Factory func(ctx context.Context, env sdk.Env) (Store, error)
 //
 //	func main() { sdk.Serve(content.Plugin("local", version, local.New)) }
 func Plugin(name, version string, factory Factory) sdk.Definition {
-	return sdk.Define(sdk.KindContent, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Store, error)) {
+	def := sdk.Define(sdk.KindContent, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Store, error)) {
 		pluginv1.RegisterContentServer(s, NewServer(impl))
 	})
+	def.CapabilitiesOf = func(impl io.Closer) []string {
+		if _, ok := impl.(BlobPather); ok {
+			return []string{CapabilityBlobPath}
+		}
+		return nil
+	}
+	return def
 }

@@ -189,6 +189,26 @@ func (s *Server) Abort(ctx context.Context, req *pluginv1.IngestRefRequest) (*pl
 	return &pluginv1.Empty{}, errdefs.ToGRPC(st.Abort(ctx, req.Ref))
 }
 
+func (s *Server) BlobPath(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.BlobPathResponse, error) {
+	st, err := s.impl(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	bp, ok := st.(BlobPather)
+	if !ok {
+		return nil, errdefs.ToGRPC(fmt.Errorf("blob path: %w", errdefs.ErrNotImplemented))
+	}
+	dgst, err := digest.Parse(req.Digest)
+	if err != nil {
+		return nil, errdefs.ToGRPC(fmt.Errorf("digest %q: %v: %w", req.Digest, err, errdefs.ErrInvalidArgument))
+	}
+	path, err := bp.BlobPath(ctx, dgst)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	return &pluginv1.BlobPathResponse{Path: path}, nil
+}
+
 // Write holds one ingest for the life of the stream: the first message
 // names the ref, and each message gets one response.
 func (s *Server) Write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]) error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"slices"
 
 	digest "github.com/opencontainers/go-digest"
@@ -44,6 +45,12 @@ type stoppingStore struct {
 	stop func() error
 }
 
+// BlobPath reaches the plugin's BlobPath; the plugin answers NotImplemented
+// when it lacks the capability.
+func (s *stoppingStore) BlobPath(ctx context.Context, dgst digest.Digest) (string, error) {
+	return s.Store.(content.BlobPather).BlobPath(ctx, dgst)
+}
+
 func (s *stoppingStore) Close() error {
 	err := s.Store.Close()
 	if serr := s.stop(); err == nil {
@@ -79,6 +86,7 @@ func contentCases() []testCase[content.Store] {
 		{name: "WalkFilters", body: contentWalkFilters},
 		{name: "DeleteBlob", body: contentDeleteBlob},
 		{name: "CommitExisting", body: contentCommitExisting},
+		{name: "BlobPath", needs: []string{content.CapabilityBlobPath}, body: contentBlobPath},
 		{name: "LargeBlobStreamed", body: contentLargeBlob},
 		{name: "RestartKeepsBlobsAndIngests", body: contentRestart},
 	}
@@ -743,4 +751,31 @@ func contentRestart(ctx context.Context, t T, env *caseEnv[content.Store]) {
 		t.Fatalf("resume after restart: %v", err)
 	}
 	checkBlob(ctx, t, s, partial)
+}
+
+// contentBlobPath: a store that names its blob files names one holding
+// exactly the blob, and a missing blob is NotFound.
+func contentBlobPath(ctx context.Context, t T, env *caseEnv[content.Store]) {
+	bp, ok := env.P.(content.BlobPather)
+	if !ok {
+		t.Fatalf("store announces %q but does not implement BlobPath", content.CapabilityBlobPath)
+	}
+	b := newBlob(13, 3<<20)
+	commitBlob(ctx, t, env.P, "blob-path", b)
+	path, err := bp.BlobPath(ctx, b.desc.Digest)
+	if err != nil {
+		t.Fatalf("blob path: %v", err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("open %s: %v", path, err)
+	}
+	defer f.Close()
+	got, err := digest.FromReader(f)
+	if err != nil || got != b.desc.Digest {
+		t.Errorf("file %s holds %s (%v), want %s", path, got, err, b.desc.Digest)
+	}
+	if _, err := bp.BlobPath(ctx, newBlob(14, 10).desc.Digest); !errdefs.IsNotFound(err) {
+		t.Errorf("blob path of a missing blob: %v, want not found", err)
+	}
 }

@@ -312,31 +312,27 @@ func (s *Store) Delete(ctx context.Context, dgst digest.Digest) error {
 
 // ReaderAt opens a blob's file; reads are preads.
 func (s *Store) ReaderAt(ctx context.Context, desc ocispec.Descriptor) (content.ReaderAt, error) {
-	p, err := s.blobPath(desc.Digest)
+	p, err := s.BlobPath(ctx, desc.Digest)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	return content.OpenFile(p)
+}
+
+// BlobPath names a committed blob's file, which is never written again.
+func (s *Store) BlobPath(ctx context.Context, dgst digest.Digest) (string, error) {
+	p, err := s.blobPath(dgst)
 	if err != nil {
+		return "", err
+	}
+	if _, err := os.Stat(p); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("content %s: %w", desc.Digest, errdefs.ErrNotFound)
+			return "", fmt.Errorf("content %s: %w", dgst, errdefs.ErrNotFound)
 		}
-		return nil, err
+		return "", err
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return fileReaderAt{File: f, size: fi.Size()}, nil
+	return p, nil
 }
-
-type fileReaderAt struct {
-	*os.File
-	size int64
-}
-
-func (r fileReaderAt) Size() int64 { return r.size }
 
 // lock takes ref for a writer (or an abort); Unavailable when taken.
 func (s *Store) lock(ref string) error {

@@ -73,6 +73,50 @@ func (WriteAction) EnumDescriptor() ([]byte, []int) {
 	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{0}
 }
 
+type BlobPathResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Path          string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BlobPathResponse) Reset() {
+	*x = BlobPathResponse{}
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BlobPathResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BlobPathResponse) ProtoMessage() {}
+
+func (x *BlobPathResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BlobPathResponse.ProtoReflect.Descriptor instead.
+func (*BlobPathResponse) Descriptor() ([]byte, []int) {
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *BlobPathResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 type ContentInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Digest        string                 `protobuf:"bytes,1,opt,name=digest,proto3" json:"digest,omitempty"`
@@ -86,7 +130,7 @@ type ContentInfo struct {
 
 func (x *ContentInfo) Reset() {
 	*x = ContentInfo{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[0]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +142,7 @@ func (x *ContentInfo) String() string {
 func (*ContentInfo) ProtoMessage() {}
 
 func (x *ContentInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[0]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +155,7 @@ func (x *ContentInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContentInfo.ProtoReflect.Descriptor instead.
 func (*ContentInfo) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{0}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *ContentInfo) GetDigest() string {
@@ -158,7 +202,7 @@ type ContentInfoRequest struct {
 
 func (x *ContentInfoRequest) Reset() {
 	*x = ContentInfoRequest{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[1]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -170,7 +214,7 @@ func (x *ContentInfoRequest) String() string {
 func (*ContentInfoRequest) ProtoMessage() {}
 
 func (x *ContentInfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[1]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -183,7 +227,7 @@ func (x *ContentInfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContentInfoRequest.ProtoReflect.Descriptor instead.
 func (*ContentInfoRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{1}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ContentInfoRequest) GetDigest() string {
@@ -203,7 +247,7 @@ type UpdateContentRequest struct {
 
 func (x *UpdateContentRequest) Reset() {
 	*x = UpdateContentRequest{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[2]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -215,7 +259,7 @@ func (x *UpdateContentRequest) String() string {
 func (*UpdateContentRequest) ProtoMessage() {}
 
 func (x *UpdateContentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[2]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -228,7 +272,7 @@ func (x *UpdateContentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateContentRequest.ProtoReflect.Descriptor instead.
 func (*UpdateContentRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{2}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *UpdateContentRequest) GetInfo() *ContentInfo {
@@ -254,7 +298,7 @@ type ListContentRequest struct {
 
 func (x *ListContentRequest) Reset() {
 	*x = ListContentRequest{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[3]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -266,7 +310,7 @@ func (x *ListContentRequest) String() string {
 func (*ListContentRequest) ProtoMessage() {}
 
 func (x *ListContentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[3]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -279,7 +323,7 @@ func (x *ListContentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContentRequest.ProtoReflect.Descriptor instead.
 func (*ListContentRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{3}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListContentRequest) GetFilters() []string {
@@ -298,7 +342,7 @@ type ListContentResponse struct {
 
 func (x *ListContentResponse) Reset() {
 	*x = ListContentResponse{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[4]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -310,7 +354,7 @@ func (x *ListContentResponse) String() string {
 func (*ListContentResponse) ProtoMessage() {}
 
 func (x *ListContentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[4]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -323,7 +367,7 @@ func (x *ListContentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListContentResponse.ProtoReflect.Descriptor instead.
 func (*ListContentResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{4}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListContentResponse) GetInfos() []*ContentInfo {
@@ -344,7 +388,7 @@ type ReadContentRequest struct {
 
 func (x *ReadContentRequest) Reset() {
 	*x = ReadContentRequest{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[5]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +400,7 @@ func (x *ReadContentRequest) String() string {
 func (*ReadContentRequest) ProtoMessage() {}
 
 func (x *ReadContentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[5]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +413,7 @@ func (x *ReadContentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadContentRequest.ProtoReflect.Descriptor instead.
 func (*ReadContentRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{5}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ReadContentRequest) GetDigest() string {
@@ -403,7 +447,7 @@ type ReadContentResponse struct {
 
 func (x *ReadContentResponse) Reset() {
 	*x = ReadContentResponse{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[6]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -415,7 +459,7 @@ func (x *ReadContentResponse) String() string {
 func (*ReadContentResponse) ProtoMessage() {}
 
 func (x *ReadContentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[6]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -428,7 +472,7 @@ func (x *ReadContentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadContentResponse.ProtoReflect.Descriptor instead.
 func (*ReadContentResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{6}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReadContentResponse) GetOffset() int64 {
@@ -454,7 +498,7 @@ type IngestRefRequest struct {
 
 func (x *IngestRefRequest) Reset() {
 	*x = IngestRefRequest{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[7]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -466,7 +510,7 @@ func (x *IngestRefRequest) String() string {
 func (*IngestRefRequest) ProtoMessage() {}
 
 func (x *IngestRefRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[7]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -479,7 +523,7 @@ func (x *IngestRefRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestRefRequest.ProtoReflect.Descriptor instead.
 func (*IngestRefRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{7}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *IngestRefRequest) GetRef() string {
@@ -503,7 +547,7 @@ type IngestStatus struct {
 
 func (x *IngestStatus) Reset() {
 	*x = IngestStatus{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[8]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -515,7 +559,7 @@ func (x *IngestStatus) String() string {
 func (*IngestStatus) ProtoMessage() {}
 
 func (x *IngestStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[8]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -528,7 +572,7 @@ func (x *IngestStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IngestStatus.ProtoReflect.Descriptor instead.
 func (*IngestStatus) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{8}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *IngestStatus) GetRef() string {
@@ -582,7 +626,7 @@ type ListStatusesRequest struct {
 
 func (x *ListStatusesRequest) Reset() {
 	*x = ListStatusesRequest{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[9]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +638,7 @@ func (x *ListStatusesRequest) String() string {
 func (*ListStatusesRequest) ProtoMessage() {}
 
 func (x *ListStatusesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[9]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +651,7 @@ func (x *ListStatusesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStatusesRequest.ProtoReflect.Descriptor instead.
 func (*ListStatusesRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{9}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListStatusesRequest) GetFilters() []string {
@@ -626,7 +670,7 @@ type ListStatusesResponse struct {
 
 func (x *ListStatusesResponse) Reset() {
 	*x = ListStatusesResponse{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[10]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -638,7 +682,7 @@ func (x *ListStatusesResponse) String() string {
 func (*ListStatusesResponse) ProtoMessage() {}
 
 func (x *ListStatusesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[10]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -651,7 +695,7 @@ func (x *ListStatusesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListStatusesResponse.ProtoReflect.Descriptor instead.
 func (*ListStatusesResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{10}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListStatusesResponse) GetStatuses() []*IngestStatus {
@@ -680,7 +724,7 @@ type WriteContentRequest struct {
 
 func (x *WriteContentRequest) Reset() {
 	*x = WriteContentRequest{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[11]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +736,7 @@ func (x *WriteContentRequest) String() string {
 func (*WriteContentRequest) ProtoMessage() {}
 
 func (x *WriteContentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[11]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +749,7 @@ func (x *WriteContentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteContentRequest.ProtoReflect.Descriptor instead.
 func (*WriteContentRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{11}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WriteContentRequest) GetAction() WriteAction {
@@ -772,7 +816,7 @@ type WriteContentResponse struct {
 
 func (x *WriteContentResponse) Reset() {
 	*x = WriteContentResponse{}
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[12]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -784,7 +828,7 @@ func (x *WriteContentResponse) String() string {
 func (*WriteContentResponse) ProtoMessage() {}
 
 func (x *WriteContentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_content_proto_msgTypes[12]
+	mi := &file_keel_plugin_v1_content_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -797,7 +841,7 @@ func (x *WriteContentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteContentResponse.ProtoReflect.Descriptor instead.
 func (*WriteContentResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{12}
+	return file_keel_plugin_v1_content_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WriteContentResponse) GetAction() WriteAction {
@@ -846,7 +890,9 @@ var File_keel_plugin_v1_content_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_content_proto_rawDesc = "" +
 	"\n" +
-	"\x1ckeel/plugin/v1/content.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\"\xf3\x01\n" +
+	"\x1ckeel/plugin/v1/content.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\"&\n" +
+	"\x10BlobPathResponse\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"\xf3\x01\n" +
 	"\vContentInfo\x12\x16\n" +
 	"\x06digest\x18\x01 \x01(\tR\x06digest\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1d\n" +
@@ -914,7 +960,7 @@ const file_keel_plugin_v1_content_proto_rawDesc = "" +
 	"\x11WRITE_ACTION_STAT\x10\x00\x12\x16\n" +
 	"\x12WRITE_ACTION_WRITE\x10\x01\x12\x17\n" +
 	"\x13WRITE_ACTION_COMMIT\x10\x02\x12\x19\n" +
-	"\x15WRITE_ACTION_TRUNCATE\x10\x032\xcb\x05\n" +
+	"\x15WRITE_ACTION_TRUNCATE\x10\x032\x9d\x06\n" +
 	"\aContent\x12G\n" +
 	"\x04Info\x12\".keel.plugin.v1.ContentInfoRequest\x1a\x1b.keel.plugin.v1.ContentInfo\x12K\n" +
 	"\x06Update\x12$.keel.plugin.v1.UpdateContentRequest\x1a\x1b.keel.plugin.v1.ContentInfo\x12Q\n" +
@@ -924,7 +970,8 @@ const file_keel_plugin_v1_content_proto_rawDesc = "" +
 	"\x06Status\x12 .keel.plugin.v1.IngestRefRequest\x1a\x1c.keel.plugin.v1.IngestStatus\x12[\n" +
 	"\fListStatuses\x12#.keel.plugin.v1.ListStatusesRequest\x1a$.keel.plugin.v1.ListStatusesResponse0\x01\x12V\n" +
 	"\x05Write\x12#.keel.plugin.v1.WriteContentRequest\x1a$.keel.plugin.v1.WriteContentResponse(\x010\x01\x12@\n" +
-	"\x05Abort\x12 .keel.plugin.v1.IngestRefRequest\x1a\x15.keel.plugin.v1.EmptyB:Z8github.com/keel-runtime/keel/sdk/proto/pluginv1;pluginv1b\x06proto3"
+	"\x05Abort\x12 .keel.plugin.v1.IngestRefRequest\x1a\x15.keel.plugin.v1.Empty\x12P\n" +
+	"\bBlobPath\x12\".keel.plugin.v1.ContentInfoRequest\x1a .keel.plugin.v1.BlobPathResponseB:Z8github.com/keel-runtime/keel/sdk/proto/pluginv1;pluginv1b\x06proto3"
 
 var (
 	file_keel_plugin_v1_content_proto_rawDescOnce sync.Once
@@ -939,54 +986,57 @@ func file_keel_plugin_v1_content_proto_rawDescGZIP() []byte {
 }
 
 var file_keel_plugin_v1_content_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_keel_plugin_v1_content_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_keel_plugin_v1_content_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_keel_plugin_v1_content_proto_goTypes = []any{
 	(WriteAction)(0),             // 0: keel.plugin.v1.WriteAction
-	(*ContentInfo)(nil),          // 1: keel.plugin.v1.ContentInfo
-	(*ContentInfoRequest)(nil),   // 2: keel.plugin.v1.ContentInfoRequest
-	(*UpdateContentRequest)(nil), // 3: keel.plugin.v1.UpdateContentRequest
-	(*ListContentRequest)(nil),   // 4: keel.plugin.v1.ListContentRequest
-	(*ListContentResponse)(nil),  // 5: keel.plugin.v1.ListContentResponse
-	(*ReadContentRequest)(nil),   // 6: keel.plugin.v1.ReadContentRequest
-	(*ReadContentResponse)(nil),  // 7: keel.plugin.v1.ReadContentResponse
-	(*IngestRefRequest)(nil),     // 8: keel.plugin.v1.IngestRefRequest
-	(*IngestStatus)(nil),         // 9: keel.plugin.v1.IngestStatus
-	(*ListStatusesRequest)(nil),  // 10: keel.plugin.v1.ListStatusesRequest
-	(*ListStatusesResponse)(nil), // 11: keel.plugin.v1.ListStatusesResponse
-	(*WriteContentRequest)(nil),  // 12: keel.plugin.v1.WriteContentRequest
-	(*WriteContentResponse)(nil), // 13: keel.plugin.v1.WriteContentResponse
-	nil,                          // 14: keel.plugin.v1.ContentInfo.LabelsEntry
-	nil,                          // 15: keel.plugin.v1.WriteContentRequest.LabelsEntry
-	(*Empty)(nil),                // 16: keel.plugin.v1.Empty
+	(*BlobPathResponse)(nil),     // 1: keel.plugin.v1.BlobPathResponse
+	(*ContentInfo)(nil),          // 2: keel.plugin.v1.ContentInfo
+	(*ContentInfoRequest)(nil),   // 3: keel.plugin.v1.ContentInfoRequest
+	(*UpdateContentRequest)(nil), // 4: keel.plugin.v1.UpdateContentRequest
+	(*ListContentRequest)(nil),   // 5: keel.plugin.v1.ListContentRequest
+	(*ListContentResponse)(nil),  // 6: keel.plugin.v1.ListContentResponse
+	(*ReadContentRequest)(nil),   // 7: keel.plugin.v1.ReadContentRequest
+	(*ReadContentResponse)(nil),  // 8: keel.plugin.v1.ReadContentResponse
+	(*IngestRefRequest)(nil),     // 9: keel.plugin.v1.IngestRefRequest
+	(*IngestStatus)(nil),         // 10: keel.plugin.v1.IngestStatus
+	(*ListStatusesRequest)(nil),  // 11: keel.plugin.v1.ListStatusesRequest
+	(*ListStatusesResponse)(nil), // 12: keel.plugin.v1.ListStatusesResponse
+	(*WriteContentRequest)(nil),  // 13: keel.plugin.v1.WriteContentRequest
+	(*WriteContentResponse)(nil), // 14: keel.plugin.v1.WriteContentResponse
+	nil,                          // 15: keel.plugin.v1.ContentInfo.LabelsEntry
+	nil,                          // 16: keel.plugin.v1.WriteContentRequest.LabelsEntry
+	(*Empty)(nil),                // 17: keel.plugin.v1.Empty
 }
 var file_keel_plugin_v1_content_proto_depIdxs = []int32{
-	14, // 0: keel.plugin.v1.ContentInfo.labels:type_name -> keel.plugin.v1.ContentInfo.LabelsEntry
-	1,  // 1: keel.plugin.v1.UpdateContentRequest.info:type_name -> keel.plugin.v1.ContentInfo
-	1,  // 2: keel.plugin.v1.ListContentResponse.infos:type_name -> keel.plugin.v1.ContentInfo
-	9,  // 3: keel.plugin.v1.ListStatusesResponse.statuses:type_name -> keel.plugin.v1.IngestStatus
+	15, // 0: keel.plugin.v1.ContentInfo.labels:type_name -> keel.plugin.v1.ContentInfo.LabelsEntry
+	2,  // 1: keel.plugin.v1.UpdateContentRequest.info:type_name -> keel.plugin.v1.ContentInfo
+	2,  // 2: keel.plugin.v1.ListContentResponse.infos:type_name -> keel.plugin.v1.ContentInfo
+	10, // 3: keel.plugin.v1.ListStatusesResponse.statuses:type_name -> keel.plugin.v1.IngestStatus
 	0,  // 4: keel.plugin.v1.WriteContentRequest.action:type_name -> keel.plugin.v1.WriteAction
-	15, // 5: keel.plugin.v1.WriteContentRequest.labels:type_name -> keel.plugin.v1.WriteContentRequest.LabelsEntry
+	16, // 5: keel.plugin.v1.WriteContentRequest.labels:type_name -> keel.plugin.v1.WriteContentRequest.LabelsEntry
 	0,  // 6: keel.plugin.v1.WriteContentResponse.action:type_name -> keel.plugin.v1.WriteAction
-	2,  // 7: keel.plugin.v1.Content.Info:input_type -> keel.plugin.v1.ContentInfoRequest
-	3,  // 8: keel.plugin.v1.Content.Update:input_type -> keel.plugin.v1.UpdateContentRequest
-	4,  // 9: keel.plugin.v1.Content.List:input_type -> keel.plugin.v1.ListContentRequest
-	2,  // 10: keel.plugin.v1.Content.Delete:input_type -> keel.plugin.v1.ContentInfoRequest
-	6,  // 11: keel.plugin.v1.Content.Read:input_type -> keel.plugin.v1.ReadContentRequest
-	8,  // 12: keel.plugin.v1.Content.Status:input_type -> keel.plugin.v1.IngestRefRequest
-	10, // 13: keel.plugin.v1.Content.ListStatuses:input_type -> keel.plugin.v1.ListStatusesRequest
-	12, // 14: keel.plugin.v1.Content.Write:input_type -> keel.plugin.v1.WriteContentRequest
-	8,  // 15: keel.plugin.v1.Content.Abort:input_type -> keel.plugin.v1.IngestRefRequest
-	1,  // 16: keel.plugin.v1.Content.Info:output_type -> keel.plugin.v1.ContentInfo
-	1,  // 17: keel.plugin.v1.Content.Update:output_type -> keel.plugin.v1.ContentInfo
-	5,  // 18: keel.plugin.v1.Content.List:output_type -> keel.plugin.v1.ListContentResponse
-	16, // 19: keel.plugin.v1.Content.Delete:output_type -> keel.plugin.v1.Empty
-	7,  // 20: keel.plugin.v1.Content.Read:output_type -> keel.plugin.v1.ReadContentResponse
-	9,  // 21: keel.plugin.v1.Content.Status:output_type -> keel.plugin.v1.IngestStatus
-	11, // 22: keel.plugin.v1.Content.ListStatuses:output_type -> keel.plugin.v1.ListStatusesResponse
-	13, // 23: keel.plugin.v1.Content.Write:output_type -> keel.plugin.v1.WriteContentResponse
-	16, // 24: keel.plugin.v1.Content.Abort:output_type -> keel.plugin.v1.Empty
-	16, // [16:25] is the sub-list for method output_type
-	7,  // [7:16] is the sub-list for method input_type
+	3,  // 7: keel.plugin.v1.Content.Info:input_type -> keel.plugin.v1.ContentInfoRequest
+	4,  // 8: keel.plugin.v1.Content.Update:input_type -> keel.plugin.v1.UpdateContentRequest
+	5,  // 9: keel.plugin.v1.Content.List:input_type -> keel.plugin.v1.ListContentRequest
+	3,  // 10: keel.plugin.v1.Content.Delete:input_type -> keel.plugin.v1.ContentInfoRequest
+	7,  // 11: keel.plugin.v1.Content.Read:input_type -> keel.plugin.v1.ReadContentRequest
+	9,  // 12: keel.plugin.v1.Content.Status:input_type -> keel.plugin.v1.IngestRefRequest
+	11, // 13: keel.plugin.v1.Content.ListStatuses:input_type -> keel.plugin.v1.ListStatusesRequest
+	13, // 14: keel.plugin.v1.Content.Write:input_type -> keel.plugin.v1.WriteContentRequest
+	9,  // 15: keel.plugin.v1.Content.Abort:input_type -> keel.plugin.v1.IngestRefRequest
+	3,  // 16: keel.plugin.v1.Content.BlobPath:input_type -> keel.plugin.v1.ContentInfoRequest
+	2,  // 17: keel.plugin.v1.Content.Info:output_type -> keel.plugin.v1.ContentInfo
+	2,  // 18: keel.plugin.v1.Content.Update:output_type -> keel.plugin.v1.ContentInfo
+	6,  // 19: keel.plugin.v1.Content.List:output_type -> keel.plugin.v1.ListContentResponse
+	17, // 20: keel.plugin.v1.Content.Delete:output_type -> keel.plugin.v1.Empty
+	8,  // 21: keel.plugin.v1.Content.Read:output_type -> keel.plugin.v1.ReadContentResponse
+	10, // 22: keel.plugin.v1.Content.Status:output_type -> keel.plugin.v1.IngestStatus
+	12, // 23: keel.plugin.v1.Content.ListStatuses:output_type -> keel.plugin.v1.ListStatusesResponse
+	14, // 24: keel.plugin.v1.Content.Write:output_type -> keel.plugin.v1.WriteContentResponse
+	17, // 25: keel.plugin.v1.Content.Abort:output_type -> keel.plugin.v1.Empty
+	1,  // 26: keel.plugin.v1.Content.BlobPath:output_type -> keel.plugin.v1.BlobPathResponse
+	17, // [17:27] is the sub-list for method output_type
+	7,  // [7:17] is the sub-list for method input_type
 	7,  // [7:7] is the sub-list for extension type_name
 	7,  // [7:7] is the sub-list for extension extendee
 	0,  // [0:7] is the sub-list for field type_name
@@ -1004,7 +1054,7 @@ func file_keel_plugin_v1_content_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_plugin_v1_content_proto_rawDesc), len(file_keel_plugin_v1_content_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

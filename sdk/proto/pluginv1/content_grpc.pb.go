@@ -28,6 +28,7 @@ const (
 	Content_ListStatuses_FullMethodName = "/keel.plugin.v1.Content/ListStatuses"
 	Content_Write_FullMethodName        = "/keel.plugin.v1.Content/Write"
 	Content_Abort_FullMethodName        = "/keel.plugin.v1.Content/Abort"
+	Content_BlobPath_FullMethodName     = "/keel.plugin.v1.Content/BlobPath"
 )
 
 // ContentClient is the client API for Content service.
@@ -51,6 +52,10 @@ type ContentClient interface {
 	// the stream. Each request gets one response.
 	Write(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WriteContentRequest, WriteContentResponse], error)
 	Abort(ctx context.Context, in *IngestRefRequest, opts ...grpc.CallOption) (*Empty, error)
+	// BlobPath names the read-only file holding a committed blob, for a host
+	// on the same machine to read directly instead of through Read (optional:
+	// capability "blob-path"; Unimplemented otherwise).
+	BlobPath(ctx context.Context, in *ContentInfoRequest, opts ...grpc.CallOption) (*BlobPathResponse, error)
 }
 
 type contentClient struct {
@@ -181,6 +186,16 @@ func (c *contentClient) Abort(ctx context.Context, in *IngestRefRequest, opts ..
 	return out, nil
 }
 
+func (c *contentClient) BlobPath(ctx context.Context, in *ContentInfoRequest, opts ...grpc.CallOption) (*BlobPathResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BlobPathResponse)
+	err := c.cc.Invoke(ctx, Content_BlobPath_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ContentServer is the server API for Content service.
 // All implementations must embed UnimplementedContentServer
 // for forward compatibility.
@@ -202,6 +217,10 @@ type ContentServer interface {
 	// the stream. Each request gets one response.
 	Write(grpc.BidiStreamingServer[WriteContentRequest, WriteContentResponse]) error
 	Abort(context.Context, *IngestRefRequest) (*Empty, error)
+	// BlobPath names the read-only file holding a committed blob, for a host
+	// on the same machine to read directly instead of through Read (optional:
+	// capability "blob-path"; Unimplemented otherwise).
+	BlobPath(context.Context, *ContentInfoRequest) (*BlobPathResponse, error)
 	mustEmbedUnimplementedContentServer()
 }
 
@@ -238,6 +257,9 @@ func (UnimplementedContentServer) Write(grpc.BidiStreamingServer[WriteContentReq
 }
 func (UnimplementedContentServer) Abort(context.Context, *IngestRefRequest) (*Empty, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Abort not implemented")
+}
+func (UnimplementedContentServer) BlobPath(context.Context, *ContentInfoRequest) (*BlobPathResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method BlobPath not implemented")
 }
 func (UnimplementedContentServer) mustEmbedUnimplementedContentServer() {}
 func (UnimplementedContentServer) testEmbeddedByValue()                 {}
@@ -390,6 +412,24 @@ func _Content_Abort_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Content_BlobPath_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ContentInfoRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ContentServer).BlobPath(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Content_BlobPath_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ContentServer).BlobPath(ctx, req.(*ContentInfoRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Content_ServiceDesc is the grpc.ServiceDesc for Content service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -416,6 +456,10 @@ var Content_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Abort",
 			Handler:    _Content_Abort_Handler,
+		},
+		{
+			MethodName: "BlobPath",
+			Handler:    _Content_BlobPath_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
