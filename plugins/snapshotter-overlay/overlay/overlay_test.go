@@ -1,0 +1,316 @@
+package overlay_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/keel-runtime/keel/plugins/snapshotter-overlay/overlay"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
+	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/test/conformance"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv(conformance.EnvStrict) == "1" {
+		t.Fatal("needs root to mount overlays (" + conformance.EnvStrict + "=1)")
+	}
+	t.Skip("needs root to mount overlays")
+}
+
+func TestConformance(t *testing.T) {
+	requireRoot(t)
+	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(overlay.New))
+}
+
+// The other settings change how removal, labels and mounts are done: the
+// cases that exercise those run again with them.
+func TestConformanceConfigured(t *testing.T) {
+	requireRoot(t)
+	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(overlay.New),
+		conformance.WithConfig(json.RawMessage(`{"sync_remove": true, "upperdir_label": true, "mount_options": ["index=off", "volatile"]}`)),
+		conformance.WithRun(regexp.MustCompile(`^(Lifecycle|LayerChain|ViewIsReadOnly|Usage|Restart|Cleanup|Opaque.*|Rename.*|ChildChange.*)$`)))
+}
+
+// TestConformanceBinary runs the suite against the built executable,
+// launched as keeld launches it.
+func TestConformanceBinary(t *testing.T) {
+	requireRoot(t)
+	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter(binary(t)))
+}
+
+// binary returns $KEEL_BIN/keel-snapshotter-overlay, or builds it.
+func binary(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("KEEL_BIN"); dir != "" {
+		p := filepath.Join(dir, "keel-snapshotter-overlay")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "keel-snapshotter-overlay")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/keel-runtime/keel/plugins/snapshotter-overlay").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func open(t *testing.T, root, config string) snapshot.Snapshotter {
+	t.Helper()
+	s, err := overlay.New(context.Background(), sdk.Env{Root: root, Config: []byte(config)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// mountOn mounts ms on a fresh dir, unmounted at the end of the test.
+func mountOn(t *testing.T, ms []mount.Mount) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := mount.All(ms, dir); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mount.Unmount(dir) })
+	return dir
+}
+
+// commit makes the committed snapshot name on parent, running write in it.
+func commit(t *testing.T, s snapshot.Snapshotter, name, parent string, write func(dir string) error) {
+	t.Helper()
+	ctx := context.Background()
+	ms, err := s.Prepare(ctx, name+"-active", parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if write != nil {
+		dir := mountOn(t, ms)
+		if err := write(dir); err != nil {
+			t.Fatal(err)
+		}
+		if err := mount.Unmount(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Commit(ctx, name, name+"-active"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMountShapes(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	root := t.TempDir()
+	s := open(t, root, `{"mount_options": ["index=off", "volatile"]}`)
+	fs := func(id string) string { return filepath.Join(root, "snapshots", id, "fs") }
+
+	commit(t, s, "base", "", nil) // id 1
+	commit(t, s, "mid", "base", nil)
+	for _, c := range []struct {
+		kind   snapshot.Kind
+		key    string
+		parent string
+		want   string
+	}{
+		{snapshot.KindActive, "a0", "", fmt.Sprintf("[{bind %s  [rbind rw]}]", fs("3"))},
+		{snapshot.KindView, "v0", "", fmt.Sprintf("[{bind %s  [rbind ro]}]", fs("4"))},
+		{snapshot.KindView, "v1", "base", fmt.Sprintf("[{bind %s  [rbind ro]}]", fs("1"))},
+		{snapshot.KindView, "v2", "mid", fmt.Sprintf("[{overlay overlay  [lowerdir=%s:%s index=off]}]", fs("2"), fs("1"))},
+		{snapshot.KindActive, "a2", "mid", fmt.Sprintf("[{overlay overlay  [lowerdir=%s:%s upperdir=%s workdir=%s index=off volatile]}]",
+			fs("2"), fs("1"), fs("7"), filepath.Join(root, "snapshots", "7", "work"))},
+	} {
+		var ms []mount.Mount
+		var err error
+		if c.kind == snapshot.KindView {
+			ms, err = s.View(ctx, c.key, c.parent)
+		} else {
+			ms, err = s.Prepare(ctx, c.key, c.parent)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fmt.Sprint(ms); got != c.want {
+			t.Errorf("%s %s on %q:\n got %s\nwant %s", c.kind, c.key, c.parent, got, c.want)
+		}
+		mountOn(t, ms) // and the kernel takes it
+	}
+}
+
+// TestDeepChain: 128 committed layers, each adding a file, mount as one
+// overlay although their lowerdir option passes mount(2)'s page.
+func TestDeepChain(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	s := open(t, t.TempDir(), `{}`)
+	parent := ""
+	for i := range 128 {
+		name := fmt.Sprintf("l%03d", i)
+		commit(t, s, name, parent, func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644)
+		})
+		parent = name
+	}
+	ms, err := s.Prepare(ctx, "top", parent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(strings.Join(ms[0].Options, ",")) < os.Getpagesize() || !strings.HasPrefix(ms[0].Options[0], "lowerdir+=") {
+		t.Fatalf("options of 128 layers fit a page or use lowerdir=: %.200v", ms[0].Options)
+	}
+	dir := mountOn(t, ms)
+	for i := range 128 {
+		name := fmt.Sprintf("l%03d", i)
+		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != name {
+			t.Fatalf("file of layer %d: %q, %v", i, b, err)
+		}
+	}
+}
+
+// TestWhiteoutFormat: deletions and opaque dirs made through the mount are
+// in the kernel's format in the committed layer.
+func TestWhiteoutFormat(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	s := open(t, root, `{}`)
+	commit(t, s, "base", "", func(dir string) error {
+		if err := os.MkdirAll(filepath.Join(dir, "d"), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, "d", "old"), nil, 0o644); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dir, "f"), nil, 0o644)
+	})
+	commit(t, s, "child", "base", func(dir string) error {
+		if err := os.Remove(filepath.Join(dir, "f")); err != nil {
+			return err
+		}
+		if err := os.RemoveAll(filepath.Join(dir, "d")); err != nil {
+			return err
+		}
+		return os.Mkdir(filepath.Join(dir, "d"), 0o755)
+	})
+	layer := filepath.Join(root, "snapshots", "2", "fs")
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(layer, "f"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
+		t.Errorf("whiteout of f: mode %o rdev %d, %v; want a 0/0 character device", st.Mode, st.Rdev, err)
+	}
+	buf := make([]byte, 8)
+	n, err := unix.Lgetxattr(filepath.Join(layer, "d"), "trusted.overlay.opaque", buf)
+	if err != nil || string(buf[:n]) != "y" {
+		t.Errorf("opaque d: trusted.overlay.opaque = %q, %v; want y", buf[:n], err)
+	}
+}
+
+// TestRefusesOverlayRoot: a root on overlayfs cannot hold upper dirs, and
+// Configure says so.
+func TestRefusesOverlayRoot(t *testing.T) {
+	requireRoot(t)
+	base := t.TempDir()
+	for _, d := range []string{"l", "u", "w", "m"} {
+		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := mount.Overlay([]string{filepath.Join(base, "l")}, filepath.Join(base, "u"), filepath.Join(base, "w"))
+	if err := m.Mount(filepath.Join(base, "m")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mount.Unmount(filepath.Join(base, "m")) })
+	root := filepath.Join(base, "m", "root")
+	_, err := overlay.New(context.Background(), sdk.Env{Root: root})
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "(overlay) cannot host overlay upper dirs") {
+		t.Fatalf("New on an overlay root: got %v, want a FailedPrecondition naming overlay", err)
+	}
+	t.Logf("refusal: %v", err)
+}
+
+func TestConfig(t *testing.T) {
+	for _, c := range []struct{ config, want string }{
+		{`{"root": "relative"}`, "not absolute"},
+		{`{"sync": true}`, "unknown field"},
+		{`{"mount_options": "volatile"}`, "cannot unmarshal"},
+	} {
+		_, err := overlay.New(context.Background(), sdk.Env{Root: t.TempDir(), Config: []byte(c.config)})
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("config %s: got %v, want InvalidArgument with %q", c.config, err, c.want)
+		}
+	}
+	requireRoot(t)
+	// root moves everything there.
+	other := t.TempDir()
+	s := open(t, t.TempDir(), fmt.Sprintf(`{"root": %q}`, other))
+	if _, err := s.Prepare(context.Background(), "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"metadata.db", "snapshots/1/fs"} {
+		if _, err := os.Stat(filepath.Join(other, p)); err != nil {
+			t.Errorf("config root: %v", err)
+		}
+	}
+}
+
+func TestUpperdirLabel(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	root := t.TempDir()
+	s := open(t, root, `{"upperdir_label": true}`)
+	commit(t, s, "base", "", nil)
+	if _, err := s.Prepare(ctx, "a", "base", snapshot.WithLabels(map[string]string{"x": "y"})); err != nil {
+		t.Fatal(err)
+	}
+	for key, id := range map[string]string{"base": "1", "a": "2"} {
+		info, err := s.Stat(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := filepath.Join(root, "snapshots", id, "fs"); info.Labels[overlay.LabelUpperdir] != want {
+			t.Errorf("%s: label %q = %q, want %q", key, overlay.LabelUpperdir, info.Labels[overlay.LabelUpperdir], want)
+		}
+	}
+}
+
+// TestCleanupOrphans plants what crashes leave: a snapshot dir no record
+// owns and trash. Cleanup removes them and nothing else.
+func TestCleanupOrphans(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	root := t.TempDir()
+	s := open(t, root, `{}`)
+	if _, err := s.Prepare(ctx, "live", ""); err != nil {
+		t.Fatal(err)
+	}
+	orphans := []string{filepath.Join(root, "snapshots", "999", "fs"), filepath.Join(root, "trash", "7", "fs")}
+	for _, o := range orphans {
+		if err := os.MkdirAll(o, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.(snapshot.Cleaner).Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range orphans {
+		if _, err := os.Stat(filepath.Dir(o)); !os.IsNotExist(err) {
+			t.Errorf("orphan %s survived cleanup: %v", o, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(root, "snapshots", "1", "fs")); err != nil {
+		t.Errorf("live snapshot: %v", err)
+	}
+}
