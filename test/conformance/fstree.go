@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	cfs "github.com/containerd/continuity/fs"
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/mount"
@@ -282,4 +283,39 @@ func mountTemp(t T, ms []mount.Mount) (string, func()) {
 	}
 	t.Cleanup(unmount)
 	return target, unmount
+}
+
+func fsChmod(name string, perm uint32) fsOp {
+	return func(dir string) error { return unix.Chmod(filepath.Join(dir, name), perm) }
+}
+
+func fsAppend(name, data string) fsOp {
+	return func(dir string) error {
+		f, err := os.OpenFile(filepath.Join(dir, name), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return err
+		}
+		if _, err := f.WriteString(data); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	}
+}
+
+// fsRename renames oldname to name as mv(1) does: a rename the filesystem
+// refuses across layers (EXDEV, as overlayfs does for a lower dir without
+// redirect_dir) becomes a copy, then a removal.
+func fsRename(oldname, name string) fsOp {
+	return func(dir string) error {
+		src, dst := filepath.Join(dir, oldname), filepath.Join(dir, name)
+		err := os.Rename(src, dst)
+		if !errors.Is(err, unix.EXDEV) {
+			return err
+		}
+		if err := cfs.CopyDir(dst, src); err != nil {
+			return fmt.Errorf("copy %s after EXDEV: %w", oldname, err)
+		}
+		return os.RemoveAll(src)
+	}
 }

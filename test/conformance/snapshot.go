@@ -22,6 +22,7 @@ import (
 )
 
 var _ = addCLISuite(sdk.KindSnapshotter, func(t T, path string, opts ...Option) {
+	opts = cliRoot(t, path, sdk.KindSnapshotter, opts)
 	Snapshotter(t, BinarySnapshotter(path, opts...), opts...)
 })
 
@@ -91,6 +92,12 @@ func snapshotCases() []snapCase {
 		{name: "Restart", body: snapRestart},
 		{name: "Cleanup", needs: []string{snapshot.CapabilityCleanup}, body: snapCleanup},
 		{name: "Walk10000", body: snapWalk10000},
+		{name: "ChildChangeLeavesParent", body: snapChildChangeLeavesParent},
+		{name: "MetadataSurvivesCommit", body: snapMetadataSurvivesCommit},
+		{name: "RenameParentDir", body: snapRenameParentDir},
+		{name: "OpaqueDir", body: snapOpaqueDir},
+		{name: "WalkChainTree1000", body: snapWalkChainTree1000},
+		{name: "ConcurrentPrepareOneParent", body: snapConcurrentPrepareOneParent},
 	}
 }
 
