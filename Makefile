@@ -1,6 +1,6 @@
 GO        ?= go
 BIN       := bin
-PLUGINS   := keel-snapshotter-native keel-content-local
+PLUGINS   := keel-snapshotter-native keel-content-local keel-resolver-docker
 BINARIES  := keeld keel $(PLUGINS)
 PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
@@ -30,6 +30,7 @@ test: build
 conformance: build
 	$(BIN)/keel conformance --kind snapshotter $(BIN)/keel-snapshotter-native
 	$(BIN)/keel conformance --kind content $(BIN)/keel-content-local
+	$(BIN)/keel conformance --kind resolver $(BIN)/keel-resolver-docker
 
 bench: build
 	KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/

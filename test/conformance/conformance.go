@@ -96,6 +96,23 @@ type Options struct {
 	// Logger receives the plugin's log; by default the stock openers keep it
 	// and print it to the case's log when the case fails.
 	Logger hclog.Logger
+
+	// suiteConfig, set by a suite that starts its own servers (the resolver
+	// suite's registries), reaches the openers through the case's context.
+	suiteConfig json.RawMessage
+}
+
+type suiteConfigKey struct{}
+
+// SuiteConfig returns the plugin config a suite made for the case ctx
+// belongs to (the resolver suite's, naming the registries it started), or
+// def when there is none. The stock openers hand it to Configure in place
+// of Options.Config; an Opener of one's own should do the same.
+func SuiteConfig(ctx context.Context, def json.RawMessage) json.RawMessage {
+	if c, ok := ctx.Value(suiteConfigKey{}).(json.RawMessage); ok {
+		return c
+	}
+	return def
 }
 
 // Option changes Options.
@@ -213,6 +230,9 @@ func runCases[P any](t T, cases []testCase[P], open Opener[P], opts Options) {
 		}
 		t.Run(tc.name, func(t T) {
 			ctx := t.Context()
+			if opts.suiteConfig != nil {
+				ctx = context.WithValue(ctx, suiteConfigKey{}, opts.suiteConfig)
+			}
 			env := &caseEnv[P]{Root: caseRoot(t, opts.RootDir), open: open}
 			p, err := open(ctx, openT{T: t, env: env}, env.Root)
 			if err != nil {

@@ -51,7 +51,7 @@ func Binary[P any](path, kind string, wrap Wrap[P], opts ...Option) Opener[P] {
 			return nil
 		})
 		t.Cleanup(func() { stop() })
-		caps, err := proc.Configure(ctx, root, state, o.Config)
+		caps, err := proc.Configure(ctx, root, state, SuiteConfig(ctx, o.Config))
 		if err != nil {
 			stop()
 			return zero, err
@@ -85,7 +85,7 @@ func InProcess[P any](def sdk.Definition, wrap Wrap[P], opts ...Option) Opener[P
 			Root:     root,
 			State:    state,
 			Logger:   caseLogger(t, o.Logger).Named(instance),
-			Config:   o.Config,
+			Config:   SuiteConfig(ctx, o.Config),
 		})
 		if err != nil {
 			return zero, fmt.Errorf("%s: configure: %w", instance, err)

@@ -56,7 +56,7 @@ func (r *strictResolver) Close() error { return nil }
 func TestResolverSuite(t *testing.T) {
 	Resolver(Go(t), InProcessResolver(func(context.Context, sdk.Env) (resolver.Resolver, error) {
 		return &strictResolver{}, nil
-	}))
+	}), WithRun(regexp.MustCompile(`^ResolveInvalidReference$`)))
 }
 
 func TestResolverSuiteCatchesViolations(t *testing.T) {

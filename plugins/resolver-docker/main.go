@@ -1,0 +1,15 @@
+// Command keel-resolver-docker is keel's registry resolver plugin: image
+// references to descriptors, and blobs and manifests between OCI (and
+// Docker) registries and keeld.
+package main
+
+import (
+	"github.com/keel-runtime/keel/plugins/resolver-docker/docker"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/resolver"
+)
+
+// version is set by the build (-ldflags "-X main.version=...").
+var version = "dev"
+
+func main() { sdk.Serve(resolver.Plugin("docker", version, docker.New)) }
