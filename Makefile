@@ -1,6 +1,6 @@
 GO        ?= go
 BIN       := bin
-PLUGINS   := keel-snapshotter-native keel-content-local keel-resolver-docker
+PLUGINS   := keel-snapshotter-native keel-snapshotter-overlay keel-content-local keel-resolver-docker
 BINARIES  := keeld keel $(PLUGINS)
 PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
@@ -29,6 +29,7 @@ test: build
 
 conformance: build
 	$(BIN)/keel conformance --kind snapshotter $(BIN)/keel-snapshotter-native
+	$(BIN)/keel conformance --kind snapshotter $(BIN)/keel-snapshotter-overlay
 	$(BIN)/keel conformance --kind content $(BIN)/keel-content-local
 	$(BIN)/keel conformance --kind resolver $(BIN)/keel-resolver-docker
 
