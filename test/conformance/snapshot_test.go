@@ -50,3 +50,29 @@ func TestRunCLISnapshotter(t *testing.T) {
 		}
 	}
 }
+
+// overlayBinary returns $KEEL_BIN/keel-snapshotter-overlay, or builds it.
+func overlayBinary(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("KEEL_BIN"); dir != "" {
+		if p := filepath.Join(dir, "keel-snapshotter-overlay"); fileExists(p) {
+			return p
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "keel-snapshotter-overlay")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/keel-runtime/keel/plugins/snapshotter-overlay").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build keel-snapshotter-overlay: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestSnapshotterOverlayBinary(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv(conformance.EnvStrict) == "1" {
+			t.Fatal("overlay needs root (" + conformance.EnvStrict + "=1)")
+		}
+		t.Skip("overlay needs root")
+	}
+	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter(overlayBinary(t)))
+}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -44,30 +43,6 @@ func TestConformanceConfigured(t *testing.T) {
 	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(overlay.New),
 		conformance.WithConfig(json.RawMessage(`{"sync_remove": true, "upperdir_label": true, "mount_options": ["index=off", "volatile"]}`)),
 		conformance.WithRun(regexp.MustCompile(`^(Lifecycle|LayerChain|ViewIsReadOnly|Usage|Restart|Cleanup|Opaque.*|Rename.*|ChildChange.*)$`)))
-}
-
-// TestConformanceBinary runs the suite against the built executable,
-// launched as keeld launches it.
-func TestConformanceBinary(t *testing.T) {
-	requireRoot(t)
-	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter(binary(t)))
-}
-
-// binary returns $KEEL_BIN/keel-snapshotter-overlay, or builds it.
-func binary(t *testing.T) string {
-	t.Helper()
-	if dir := os.Getenv("KEEL_BIN"); dir != "" {
-		p := filepath.Join(dir, "keel-snapshotter-overlay")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	bin := filepath.Join(t.TempDir(), "keel-snapshotter-overlay")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/keel-runtime/keel/plugins/snapshotter-overlay").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 func open(t *testing.T, root, config string) snapshot.Snapshotter {
