@@ -10,3 +10,8 @@ const (
 
 // DefaultNamespace is used when a call names none.
 const DefaultNamespace = "default"
+
+// MetadataLease names the lease a call works under: what the call creates
+// (content, ingests, snapshots) is attached to it, so garbage collection
+// keeps it while the lease lives.
+const MetadataLease = "keel-lease"

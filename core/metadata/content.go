@@ -12,6 +12,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -31,7 +32,9 @@ import (
 // removes the blob from the backend once no namespace refers to it.
 // Closing the view closes backend.
 func NewContentStore(db *DB, backend content.Store) content.Store {
-	return &nsContent{db: db, backend: backend}
+	s := &nsContent{db: db, backend: backend}
+	db.register(func(r *backends) { r.content = s })
+	return s
 }
 
 type nsContent struct {
@@ -232,7 +235,6 @@ func blobReferenced(tx *bolt.Tx, dgst digest.Digest) bool {
 // release is the one place that decides whether a blob leaves the backend:
 // when no namespace refers to it. The caller holds the digest's lock, so no
 // commit records the digest between that decision and the backend delete.
-// (Garbage collection proper, with leases and gc.ref labels, comes later.)
 func (s *nsContent) release(ctx context.Context, dgst digest.Digest, referenced bool) error {
 	if referenced {
 		return nil
@@ -425,6 +427,13 @@ func (s *nsContent) Writer(ctx context.Context, opts ...content.WriterOpt) (cont
 	}
 	if wo.Desc.Digest != "" {
 		if _, err := s.Info(ctx, wo.Desc.Digest); err == nil {
+			// Held already: a lease in ctx still takes it, so the caller's
+			// work is not collected under it.
+			if err := s.db.update(func(tx *bolt.Tx) error {
+				return attachToLease(ctx, tx, ns, LeaseResource{ID: wo.Desc.Digest.String(), Type: ResourceContent})
+			}); err != nil {
+				return nil, err
+			}
 			return nil, fmt.Errorf("content %s: %w", wo.Desc.Digest, errdefs.ErrAlreadyExists)
 		} else if !errdefs.IsNotFound(err) {
 			return nil, err
@@ -457,13 +466,17 @@ func (s *nsContent) Writer(ctx context.Context, opts ...content.WriterOpt) (cont
 				return err
 			}
 		}
+		if err := attachToLease(ctx, tx, ns, LeaseResource{ID: wo.Ref, Type: ResourceIngests}); err != nil {
+			return err
+		}
 		in = readIngest(ib)
 		return nil
 	}); err != nil {
 		w.Close()
 		return nil, err
 	}
-	return &nsWriter{Writer: w, s: s, ns: ns, ref: wo.Ref, in: in}, nil
+	lease, _ := leases.FromContext(ctx)
+	return &nsWriter{Writer: w, s: s, ns: ns, ref: wo.Ref, in: in, lease: lease}, nil
 }
 
 type nsWriter struct {
@@ -472,6 +485,9 @@ type nsWriter struct {
 	ns  string
 	ref string
 	in  ingest
+	// lease is the lease the writer was opened under; Commit's own
+	// context may name another.
+	lease string
 }
 
 func (w *nsWriter) Status() (content.Status, error) {
@@ -504,8 +520,14 @@ func (w *nsWriter) Commit(ctx context.Context, size int64, expected digest.Diges
 	if err != nil {
 		return fmt.Errorf("content %s: after commit: %w", dgst, err)
 	}
+	if _, ok := leases.FromContext(ctx); !ok && w.lease != "" {
+		ctx = leases.WithLease(ctx, w.lease)
+	}
 	now := time.Now().UTC()
 	return w.s.db.update(func(tx *bolt.Tx) error {
+		if err := attachToLease(ctx, tx, w.ns, LeaseResource{ID: dgst.String(), Type: ResourceContent}); err != nil {
+			return err
+		}
 		if err := dropIngest(tx, w.ns, w.ref); err != nil {
 			return err
 		}

@@ -23,6 +23,14 @@ type DB struct {
 	recovered map[string]bool // snapshotters whose pending records are resolved
 
 	digestLocks digestLocks
+
+	// The plugin views (set by NewContentStore and NewSnapshotter) and the
+	// garbage collection hooks, see gc.go.
+	regMu      sync.Mutex
+	reg        backends
+	gcMu       sync.Mutex // one collection at a time
+	gcTrigger  func()
+	afterSweep func()
 }
 
 // Options tune Open.

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -31,7 +32,9 @@ import (
 // deletes the record first and then the backend snapshot; a backend failure
 // there only leaves an orphan for Cleanup.
 func NewSnapshotter(db *DB, name string, backend snapshot.Snapshotter) snapshot.Snapshotter {
-	return &nsSnapshotter{db: db, name: name, backend: backend}
+	s := &nsSnapshotter{db: db, name: name, backend: backend}
+	db.register(func(r *backends) { r.snapshotters[name] = s })
+	return s
 }
 
 type nsSnapshotter struct {
@@ -259,9 +262,9 @@ func (s *nsSnapshotter) View(ctx context.Context, key, parent string, opts ...sn
 }
 
 // reserve records r pending under ns, after checking that its key is free
-// and its parent committed, and pins the parent with a children entry. It
-// returns the parent's backend key.
-func (s *nsSnapshotter) reserve(tx *bolt.Tx, ns string, r *snapRecord) (string, error) {
+// and its parent committed, and pins the parent with a children entry; a
+// lease in ctx takes the key. It returns the parent's backend key.
+func (s *nsSnapshotter) reserve(ctx context.Context, tx *bolt.Tx, ns string, r *snapRecord) (string, error) {
 	b, err := createSnapshotsBucket(tx, ns, s.name)
 	if err != nil {
 		return "", err
@@ -282,6 +285,9 @@ func (s *nsSnapshotter) reserve(tx *bolt.Tx, ns string, r *snapRecord) (string, 
 			return "", err
 		}
 		parentID = p.id
+	}
+	if err := attachToLease(ctx, tx, ns, LeaseResource{ID: r.key, Type: ResourceSnapshot + "/" + s.name}); err != nil {
+		return "", err
 	}
 	if r.id, err = newBackendKey(tx); err != nil {
 		return "", err
@@ -345,7 +351,7 @@ func (s *nsSnapshotter) create(ctx context.Context, kind snapshot.Kind, key, par
 	r := snapRecord{key: key, kind: kind, parent: parent, labels: base.Labels, created: now, updated: now}
 	var parentID string
 	if err := s.db.update(func(tx *bolt.Tx) error {
-		parentID, err = s.reserve(tx, ns, &r)
+		parentID, err = s.reserve(ctx, tx, ns, &r)
 		return err
 	}); err != nil {
 		return nil, err
@@ -397,7 +403,7 @@ func (s *nsSnapshotter) Commit(ctx context.Context, name, key string, opts ...sn
 			return fmt.Errorf("snapshot %q: is %s, not active: %w", key, active.kind, errdefs.ErrFailedPrecondition)
 		}
 		activeID, r.parent = active.id, active.parent
-		_, err = s.reserve(tx, ns, &r)
+		_, err = s.reserve(ctx, tx, ns, &r)
 		return err
 	}); err != nil {
 		return err
@@ -526,41 +532,8 @@ func (s *nsSnapshotter) referencedIDs() (map[string]bool, error) {
 // crash or a failed backend Remove), children before parents, then lets the
 // backend clean up after itself when it can.
 func (s *nsSnapshotter) Cleanup(ctx context.Context) error {
-	if err := s.recover(ctx); err != nil {
-		return err
-	}
-	ids, err := s.referencedIDs()
-	if err != nil {
-		return err
-	}
-	orphans := map[string]string{} // backend key -> parent
-	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
-		if !ids[info.Name] {
-			orphans[info.Name] = info.Parent
-		}
-		return nil
-	}); err != nil {
+	if _, err := s.removeOrphans(ctx, false); err != nil {
 		return fmt.Errorf("cleanup: %w", err)
-	}
-	for len(orphans) > 0 {
-		parents := map[string]bool{}
-		for _, p := range orphans {
-			parents[p] = true
-		}
-		removed := 0
-		for id := range orphans {
-			if parents[id] {
-				continue
-			}
-			if err := s.backend.Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
-				return fmt.Errorf("cleanup: %w", err)
-			}
-			delete(orphans, id)
-			removed++
-		}
-		if removed == 0 {
-			break // a cycle cannot happen; do not spin if it does
-		}
 	}
 	if c, ok := s.backend.(snapshot.Cleaner); ok {
 		if err := c.Cleanup(ctx); err != nil && !errdefs.IsNotImplemented(err) {
@@ -568,6 +541,63 @@ func (s *nsSnapshotter) Cleanup(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// removeOrphans removes (or, dry, lists) the backend snapshots no record
+// refers to, children before parents, and returns their backend keys.
+//
+// The backend is listed before the records are read: a record is written
+// before its backend snapshot exists and removed before it goes, and a
+// backend key is never reused, so a snapshot listed and then found
+// unreferenced can never become referenced again.
+func (s *nsSnapshotter) removeOrphans(ctx context.Context, dry bool) ([]string, error) {
+	if err := s.recover(ctx); err != nil {
+		return nil, err
+	}
+	all := map[string]string{} // backend key -> parent
+	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
+		all[info.Name] = info.Parent
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	ids, err := s.referencedIDs()
+	if err != nil {
+		return nil, err
+	}
+	orphans := map[string]string{}
+	for id, parent := range all {
+		if !ids[id] {
+			orphans[id] = parent
+		}
+	}
+	var removed []string
+	for len(orphans) > 0 {
+		parents := map[string]bool{}
+		for _, p := range orphans {
+			parents[p] = true
+		}
+		var leaves []string
+		for id := range orphans {
+			if !parents[id] {
+				leaves = append(leaves, id)
+			}
+		}
+		if len(leaves) == 0 {
+			break // a cycle cannot happen; do not spin if it does
+		}
+		slices.Sort(leaves)
+		for _, id := range leaves {
+			if !dry {
+				if err := s.backend.Remove(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+					return removed, err
+				}
+			}
+			delete(orphans, id)
+			removed = append(removed, id)
+		}
+	}
+	return removed, nil
 }
 
 // recover resolves, once per DB and snapshotter, the pending records a crash

@@ -250,7 +250,7 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 
 	reserve := func(r snapRecord) snapRecord {
 		t.Helper()
-		if err := db.update(func(tx *bolt.Tx) error { _, err := s.reserve(tx, "ns", &r); return err }); err != nil {
+		if err := db.update(func(tx *bolt.Tx) error { _, err := s.reserve(t.Context(), tx, "ns", &r); return err }); err != nil {
 			t.Fatal(err)
 		}
 		return r

@@ -1,0 +1,202 @@
+// Package gc is keeld's garbage collection: what is a root, how references
+// are read from labels, the mark phase, and the scheduler that decides when
+// a collection runs. The sweep itself lives with the data it removes
+// (core/metadata's DB.GarbageCollect): metadata first, in one bbolt
+// transaction, then the plugins' deletes, outside any transaction.
+//
+// # Roots
+//
+// In every namespace: each image record, each container record, each lease
+// that has not expired, and any content blob or snapshot labelled
+// containerd.io/gc.root. Snapshots being created (a pending record) are
+// kept too.
+//
+// # References
+//
+// keel uses containerd's label names, so that tools and people that know
+// containerd find what they expect:
+//
+//	containerd.io/gc.ref.content            = <digest>
+//	containerd.io/gc.ref.content.<anything> = <digest>   (e.g. .m.0, .l.1, .config)
+//	containerd.io/gc.ref.snapshot.<snapshotter>          = <key>
+//	containerd.io/gc.ref.snapshot.<snapshotter>/<anything> = <key>
+//	containerd.io/gc.root                   = <anything> (a root)
+//
+// References are followed from the labels of images, containers, content
+// and snapshots, always within the namespace of the labelled object. An
+// image also refers to its target's digest; a lease to the resources
+// attached to it; a container to its snapshot; a snapshot to its parent (so
+// a parent is kept while a child is).
+//
+// Lease expiry is keel's own label, keel.io/gc.expire, an RFC 3339 time
+// (containerd's is containerd.io/gc.expire): an expired lease is no root,
+// and the collection deletes it.
+//
+// # What is removed
+//
+// Content and snapshot records no root reaches, and expired leases. A blob
+// leaves the content plugin only when no namespace refers to it any more;
+// snapshots leave their snapshotter children first. Backend objects that no
+// metadata refers to (a crash between the two phases, or older leftovers)
+// are orphans: a collection lists and removes them.
+package gc
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+)
+
+// Label names, containerd's for references and roots, keel's for expiry.
+const (
+	LabelRefContent        = "containerd.io/gc.ref.content"
+	LabelRefSnapshotPrefix = "containerd.io/gc.ref.snapshot."
+	LabelRoot              = "containerd.io/gc.root"
+	LabelExpire            = "keel.io/gc.expire"
+)
+
+// Kind is the kind of a node of the reference graph.
+type Kind string
+
+// Kinds of nodes.
+const (
+	KindContent   Kind = "content"
+	KindSnapshot  Kind = "snapshot"
+	KindImage     Kind = "image"
+	KindContainer Kind = "container"
+	KindLease     Kind = "lease"
+)
+
+// Node is an object of one namespace. Name is a digest for content,
+// "<snapshotter>/<key>" for a snapshot, an image name, a container or lease
+// id.
+type Node struct {
+	Kind      Kind
+	Namespace string
+	Name      string
+}
+
+func (n Node) String() string {
+	return fmt.Sprintf("%s %s (namespace %s)", n.Kind, n.Name, n.Namespace)
+}
+
+// Content is the node of a blob.
+func Content(ns string, dgst digest.Digest) Node {
+	return Node{Kind: KindContent, Namespace: ns, Name: dgst.String()}
+}
+
+// Snapshot is the node of a snapshot key of a snapshotter.
+func Snapshot(ns, snapshotter, key string) Node {
+	return Node{Kind: KindSnapshot, Namespace: ns, Name: snapshotter + "/" + key}
+}
+
+// SplitSnapshot returns the snapshotter and key of a snapshot node's name.
+func SplitSnapshot(name string) (snapshotter, key string) {
+	snapshotter, key, _ = strings.Cut(name, "/")
+	return snapshotter, key
+}
+
+// References returns the nodes the gc.ref labels of an object of namespace
+// ns point at. Malformed values (a bad digest, an empty key) are skipped:
+// a label cannot keep what it cannot name.
+func References(ns string, labels map[string]string) []Node {
+	var out []Node
+	for k, v := range labels {
+		switch {
+		case k == LabelRefContent || strings.HasPrefix(k, LabelRefContent+"."):
+			if d, err := digest.Parse(v); err == nil {
+				out = append(out, Content(ns, d))
+			}
+		case strings.HasPrefix(k, LabelRefSnapshotPrefix):
+			sn := k[len(LabelRefSnapshotPrefix):]
+			if i := strings.IndexByte(sn, '/'); i >= 0 {
+				sn = sn[:i]
+			}
+			if sn != "" && v != "" {
+				out = append(out, Snapshot(ns, sn, v))
+			}
+		}
+	}
+	return out
+}
+
+// IsRoot reports whether labels make their object a root.
+func IsRoot(labels map[string]string) bool {
+	_, ok := labels[LabelRoot]
+	return ok
+}
+
+// Expired reports whether labels carry an expiry (LabelExpire) at or before
+// now. An expiry that does not parse never expires: a typo must not lose
+// data.
+func Expired(labels map[string]string, now time.Time) bool {
+	v, ok := labels[LabelExpire]
+	if !ok {
+		return false
+	}
+	t, err := time.Parse(time.RFC3339Nano, v)
+	if err != nil {
+		return false
+	}
+	return !t.After(now)
+}
+
+// Mark walks the graph breadth first from roots along refs and returns
+// every reachable node with the root that first reached it (a root maps to
+// itself). refs may be called once per reachable node.
+func Mark(roots []Node, refs func(Node) []Node) map[Node]Node {
+	kept := make(map[Node]Node, len(roots))
+	var queue []Node
+	for _, r := range roots {
+		if _, ok := kept[r]; !ok {
+			kept[r] = r
+			queue = append(queue, r)
+		}
+	}
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		for _, m := range refs(n) {
+			if _, ok := kept[m]; !ok {
+				kept[m] = kept[n]
+				queue = append(queue, m)
+			}
+		}
+	}
+	return kept
+}
+
+// Object is one decision of a collection.
+type Object struct {
+	// Kind is "content", "snapshot", "lease".
+	Kind Kind `json:"kind"`
+	// Namespace is empty for an orphan.
+	Namespace string `json:"namespace,omitempty"`
+	// Name is a digest, "<snapshotter>/<key>" (an orphan's: the backend
+	// key), or a lease id.
+	Name string `json:"name"`
+	// Root is what keeps a kept object.
+	Root string `json:"root,omitempty"`
+	// Reason explains a removal.
+	Reason string `json:"reason,omitempty"`
+	Size   int64  `json:"size,omitempty"`
+}
+
+// Report is what a collection removed (or, dry, would remove) and, dry,
+// what it keeps and why.
+type Report struct {
+	Removed []Object `json:"removed"`
+	Kept    []Object `json:"kept,omitempty"`
+	// Errors are plugin deletes that failed; what they left is an orphan
+	// for the next collection.
+	Errors   []string      `json:"errors,omitempty"`
+	Duration time.Duration `json:"duration"`
+}
+
+// Options tune one collection.
+type Options struct {
+	// DryRun changes nothing and fills Report.Kept.
+	DryRun bool
+}
