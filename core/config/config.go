@@ -54,11 +54,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 
+	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
 )
 
 // DefaultPath is where keeld looks for its config file.
@@ -182,9 +185,11 @@ func (c *Config) PluginError(kind, name string, err error) error {
 var defaultHCL []byte
 
 // Default returns the config keeld runs with when no file is given: the
-// native snapshotter and the local content store beside the keeld
-// executable, and default directories. It is an embedded HCL file parsed
-// like any other (default.hcl in this package).
+// overlay and native snapshotters (overlay the default) and the local
+// content store beside the keeld executable, and default directories. It
+// is an embedded HCL file parsed like any other (default.hcl in this
+// package); LoadOrDefault then keeps one snapshotter with
+// PickDefaultSnapshotter.
 func Default() *Config {
 	c, err := Parse(defaultHCL, "default.hcl")
 	if err != nil {
@@ -204,15 +209,45 @@ func Load(path string) (*Config, error) {
 }
 
 // LoadOrDefault loads path; an empty path means DefaultPath when that file
-// exists and Default() when it does not. A path given explicitly must exist.
+// exists and Default(), its snapshotter picked by PickDefaultSnapshotter,
+// when it does not. A path given explicitly must exist.
 func LoadOrDefault(path string) (*Config, error) {
 	if path != "" {
 		return Load(path)
 	}
 	if _, err := os.Stat(DefaultPath); errors.Is(err, os.ErrNotExist) {
-		return Default(), nil
+		c := Default()
+		PickDefaultSnapshotter(c)
+		return c, nil
 	}
 	return Load(DefaultPath)
+}
+
+// checkOverlay reports whether a dir's filesystem can host overlay upper
+// dirs; tests replace it.
+var checkOverlay = mount.CheckOverlay
+
+// PickDefaultSnapshotter keeps one of the default config's snapshotters:
+// overlay when c's root (made if missing) can host overlay upper dirs, as
+// the overlay plugin would check at Configure, else native. It returns the
+// reason overlay was dropped, or nil. A config without both is left alone.
+func PickDefaultSnapshotter(c *Config) error {
+	if c.Plugin(sdk.KindSnapshotter, "overlay") == nil || c.Plugin(sdk.KindSnapshotter, "native") == nil {
+		return nil
+	}
+	keep, drop := "overlay", "native"
+	err := os.MkdirAll(c.Root, 0o711)
+	if err == nil {
+		err = checkOverlay(c.Root)
+	}
+	if err != nil {
+		keep, drop = drop, keep
+	}
+	c.Plugins = slices.DeleteFunc(c.Plugins, func(p Plugin) bool {
+		return p.Kind == sdk.KindSnapshotter && p.Name == drop
+	})
+	c.DefaultSnapshotter = keep
+	return err
 }
 
 // formatPos writes a range's start as file:line:col.

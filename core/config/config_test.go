@@ -13,6 +13,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
 )
 
 const examplePath = "../../config.hcl.example"
@@ -108,10 +109,11 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 
 func TestDefault(t *testing.T) {
 	c := Default()
-	if c.DefaultSnapshotter != "native" {
-		t.Errorf("default snapshotter %q, want native", c.DefaultSnapshotter)
+	if c.DefaultSnapshotter != "overlay" {
+		t.Errorf("default snapshotter %q, want overlay", c.DefaultSnapshotter)
 	}
 	for _, want := range []struct{ kind, name, file string }{
+		{sdk.KindSnapshotter, "overlay", "keel-snapshotter-overlay"},
 		{sdk.KindSnapshotter, "native", "keel-snapshotter-native"},
 		{sdk.KindContent, "local", "keel-content-local"},
 	} {
@@ -131,6 +133,46 @@ func TestDefault(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(golden), string(defaultHCL)+separator) {
 		t.Error("testdata/default.hcltest does not start with default.hcl: copy it over and run -update")
+	}
+}
+
+// TestPickDefaultSnapshotter: the default keeps overlay where the root
+// can host it and native elsewhere; other configs are left alone.
+func TestPickDefaultSnapshotter(t *testing.T) {
+	defer func(f func(string) error) { checkOverlay = f }(checkOverlay)
+	for _, c := range []struct {
+		name  string
+		check func(string) error
+		want  string
+	}{
+		{"overlay-ok", func(string) error { return nil }, "overlay"},
+		{"overlay-refused", func(string) error { return errors.New("root on overlay") }, "native"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			checkOverlay = c.check
+			cfg := Default()
+			cfg.Root = filepath.Join(t.TempDir(), "made")
+			err := PickDefaultSnapshotter(cfg)
+			if (err != nil) != (c.want == "native") {
+				t.Errorf("reason: %v", err)
+			}
+			snaps := cfg.PluginsOf(sdk.KindSnapshotter)
+			if cfg.DefaultSnapshotter != c.want || len(snaps) != 1 || snaps[0].Name != c.want {
+				t.Errorf("default %q, snapshotters %+v; want only %s", cfg.DefaultSnapshotter, snaps, c.want)
+			}
+			if _, err := os.Stat(cfg.Root); err != nil {
+				t.Errorf("root not made: %v", err)
+			}
+		})
+	}
+	// The real check, on this machine's temp dir.
+	if os.Geteuid() == 0 {
+		checkOverlay = mount.CheckOverlay
+		cfg := Default()
+		cfg.Root = t.TempDir()
+		if err := PickDefaultSnapshotter(cfg); err != nil || cfg.DefaultSnapshotter != "overlay" {
+			t.Errorf("temp dir on %s: picked %s: %v", mount.FSType(cfg.Root), cfg.DefaultSnapshotter, err)
+		}
 	}
 }
 

@@ -1,9 +1,17 @@
 # keeld's built-in config, used when no config file is given: default
-# directories, and the native snapshotter and local content store found
-# beside the keeld executable.
+# directories, the local content store and a snapshotter found beside the
+# keeld executable. Both snapshotters are listed; keeld keeps overlay when
+# its root can host overlay upper dirs and native otherwise (see
+# PickDefaultSnapshotter).
+plugin "snapshotter" "overlay" {
+  path = "keel-snapshotter-overlay"
+}
+
 plugin "snapshotter" "native" {
   path = "keel-snapshotter-native"
 }
+
+default_snapshotter = "overlay"
 
 plugin "content" "local" {
   path = "keel-content-local"
