@@ -90,6 +90,9 @@ type Config struct {
 	PluginDir string  `json:"plugin_dir"`
 	GRPC      GRPC    `json:"grpc"`
 	Metrics   Metrics `json:"metrics"`
+	// GC tunes garbage collection; nil when the file has no gc block
+	// (defaults apply, see GCInterval).
+	GC *GC `json:"gc,omitempty"`
 	// DefaultSnapshotter names the snapshotter used when a call names none;
 	// empty only when no snapshotter is configured.
 	DefaultSnapshotter string `json:"default_snapshotter"`

@@ -71,7 +71,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	var keys []string
-	for _, v := range []any{&fileSchema{}, &grpcSchema{}, &metricsSchema{}, &pluginSchema{}} {
+	for _, v := range []any{&fileSchema{}, &grpcSchema{}, &metricsSchema{}, &gcSchema{}, &pluginSchema{}} {
 		schema, _ := gohcl.ImpliedBodySchema(v)
 		for _, a := range schema.Attributes {
 			keys = append(keys, a.Name)

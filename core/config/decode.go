@@ -36,6 +36,7 @@ type fileSchema struct {
 
 	GRPC    *grpcSchema    `hcl:"grpc,block"`
 	Metrics *metricsSchema `hcl:"metrics,block"`
+	GC      *gcSchema      `hcl:"gc,block"`
 	Plugins []pluginSchema `hcl:"plugin,block"`
 }
 
@@ -196,6 +197,10 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 		if _, _, err := net.SplitHostPort(c.Metrics.Address); err != nil {
 			fail(m.AddressRange, "Invalid metrics address", "metrics address %q is not host:port: %v.", c.Metrics.Address, err)
 		}
+	}
+
+	if g := fs.GC; g != nil {
+		c.GC = decodeGC(g, fail)
 	}
 
 	seen := map[string]hcl.Range{}
