@@ -28,6 +28,7 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/resolver"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -210,6 +211,15 @@ func (c *Client) ContentStore() content.Store {
 
 // SnapshotService is the snapshotter name configured in keeld (keeld's
 // default snapshotter when name is empty), in the call's namespace.
+// ResolverService returns keeld's resolver plugin called name ("" for
+// keeld's only one).
+func (c *Client) ResolverService(name string) resolver.Resolver {
+	if name == "" {
+		return resolver.NewClient(c.conn)
+	}
+	return resolver.NewClient(metadataConn{cc: c.conn, key: keelv1.MetadataResolver, value: name})
+}
+
 func (c *Client) SnapshotService(name string) snapshot.Snapshotter {
 	if name == "" {
 		return snapshot.NewClient(c.conn)

@@ -6,6 +6,9 @@ package keelv1
 const (
 	MetadataNamespace   = "keel-namespace"
 	MetadataSnapshotter = "keel-snapshotter"
+	// MetadataResolver picks the resolver plugin of a Resolver call
+	// (keeld's only resolver when absent).
+	MetadataResolver = "keel-resolver"
 )
 
 // DefaultNamespace is used when a call names none.

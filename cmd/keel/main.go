@@ -67,6 +67,7 @@ func newRoot() *cobra.Command {
 		namespaceCommand(g),
 		contentCommand(g),
 		snapshotCommand(g),
+		imageCommand(g),
 		conformanceCommand(g),
 	)
 	return root

@@ -24,9 +24,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcmd "google.golang.org/grpc/metadata"
 
 	"github.com/keel-runtime/keel/api/keelv1"
 	"github.com/keel-runtime/keel/core/config"
+	"github.com/keel-runtime/keel/core/gc"
+	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/metadata"
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/core/pluginhost"
@@ -34,6 +37,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	"github.com/keel-runtime/keel/sdk/resolver"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -47,7 +51,11 @@ type Server struct {
 	content content.Store
 	// snapshotters are the namespaced views of the snapshotter plugins, by name.
 	snapshotters map[string]snapshot.Snapshotter
+	// resolvers are the resolver plugins, by name. Resolving touches no
+	// namespaced state, so they are served as they are.
+	resolvers map[string]resolver.Resolver
 
+	gc       *gc.Scheduler
 	grpc     *grpc.Server
 	health   *health.Server
 	listener net.Listener
@@ -56,7 +64,7 @@ type Server struct {
 
 // New opens keeld's metadata and starts its plugins. Serve then serves the API.
 func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}}
+	s := &Server{cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{}}
 	defer func() {
 		if err != nil {
 			s.Stop(context.Background())
@@ -90,6 +98,13 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 		}
 		s.snapshotters[p.Name] = metadata.NewSnapshotter(s.db, p.Name, snapshot.NewClient(conn))
 	}
+	for _, p := range cfg.PluginsOf(sdk.KindResolver) {
+		conn, err := s.plugins.Conn(p.Kind, p.Name)
+		if err != nil {
+			return nil, err
+		}
+		s.resolvers[p.Name] = resolver.NewClient(conn)
+	}
 	if cs := cfg.PluginsOf(sdk.KindContent); len(cs) == 1 {
 		conn, err := s.plugins.Conn(cs[0].Kind, cs[0].Name)
 		if err != nil {
@@ -97,6 +112,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 		}
 		s.content = metadata.NewContentStore(s.db, content.NewClient(conn))
 	}
+	s.startGC()
 	s.grpc = s.newGRPCServer()
 	return s, nil
 }
@@ -104,19 +120,21 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 func (s *Server) newGRPCServer() *grpc.Server {
 	metrics := newGRPCMetrics()
 	srv := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), s.logUnary),
-		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), s.logStream),
+		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), leases.UnaryServerInterceptor(), s.logUnary),
+		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), leases.StreamServerInterceptor(), s.logStream),
 	}, sdk.ServerOptions()...)...,
 	)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
+	s.registerImages(srv)
 	if s.content != nil {
 		pluginv1.RegisterContentServer(srv, content.NewServer(func(context.Context) (content.Store, error) {
 			return s.content, nil
 		}))
 	}
 	pluginv1.RegisterSnapshotterServer(srv, snapshot.NewServer(s.snapshotter))
+	pluginv1.RegisterResolverServer(srv, resolver.NewServer(s.resolver))
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(srv, s.health)
 	s.registerMetrics(metrics)
@@ -134,6 +152,44 @@ func (s *Server) snapshotter(ctx context.Context) (snapshot.Snapshotter, error) 
 		return nil, fmt.Errorf("snapshotter %q is not configured: %w", name, errdefs.ErrNotFound)
 	}
 	return sn, nil
+}
+
+// resolver picks the resolver a call names (keel-resolver metadata), or
+// the only one configured.
+func (s *Server) resolver(ctx context.Context) (resolver.Resolver, error) {
+	return s.Resolver(ResolverName(ctx))
+}
+
+// ResolverName is the resolver a call's metadata names, "" for none.
+func ResolverName(ctx context.Context) string {
+	if md, ok := grpcmd.FromIncomingContext(ctx); ok {
+		if v := md.Get(keelv1.MetadataResolver); len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+// Resolver returns the resolver plugin called name, or the only one when
+// name is "".
+func (s *Server) Resolver(name string) (resolver.Resolver, error) {
+	if name == "" {
+		switch len(s.resolvers) {
+		case 0:
+			return nil, fmt.Errorf("no resolver plugin is configured: %w", errdefs.ErrNotFound)
+		case 1:
+			for _, r := range s.resolvers {
+				return r, nil
+			}
+		default:
+			return nil, fmt.Errorf("%d resolver plugins are configured: name one (%s metadata): %w", len(s.resolvers), keelv1.MetadataResolver, errdefs.ErrInvalidArgument)
+		}
+	}
+	r, ok := s.resolvers[name]
+	if !ok {
+		return nil, fmt.Errorf("resolver %q is not configured: %w", name, errdefs.ErrNotFound)
+	}
+	return r, nil
 }
 
 // Serve listens on the API socket (and the metrics address) and serves until
@@ -178,6 +234,9 @@ func (s *Server) Stop(ctx context.Context) {
 	}
 	if s.metrics != nil {
 		s.metrics.Close()
+	}
+	if s.gc != nil {
+		s.gc.Stop()
 	}
 	if s.plugins != nil {
 		if err := s.plugins.Stop(ctx); err != nil {

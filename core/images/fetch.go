@@ -1,0 +1,75 @@
+// Package images holds keeld's image operations over its plugins. Fetch
+// moves one blob from a registry, through the resolver plugin, into the
+// content store; pull (the images issue) builds on it.
+package images
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/content"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/resolver"
+)
+
+// IngestRef is the content ingest a fetch of desc writes to: the same for
+// every fetch of one blob, so an interrupted one is resumed.
+func IngestRef(desc ocispec.Descriptor) string {
+	return "fetch-" + desc.Digest.String()
+}
+
+// Fetch copies desc, which belongs to ref, from r into cs: it resumes the
+// blob's ingest where a previous fetch stopped (asking the resolver from
+// that offset) and commits it, which checks size and digest. A blob that
+// is stored already is success, with nothing fetched.
+func Fetch(ctx context.Context, r resolver.Resolver, cs content.Ingester, ref string, desc ocispec.Descriptor, opts ...content.Opt) error {
+	w, err := cs.Writer(ctx, content.WithRef(IngestRef(desc)), content.WithDescriptor(desc))
+	if errdefs.IsAlreadyExists(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("fetch %s of %s: %w", desc.Digest, ref, err)
+	}
+	defer w.Close()
+	st, err := w.Status()
+	if err != nil {
+		return err
+	}
+	if st.Offset > desc.Size {
+		if err := w.Truncate(0); err != nil {
+			return err
+		}
+		st.Offset = 0
+	}
+	rc, err := r.Fetch(ctx, ref, desc, st.Offset)
+	if err != nil {
+		return fmt.Errorf("fetch %s of %s from %d: %w", desc.Digest, ref, st.Offset, err)
+	}
+	defer rc.Close()
+	// Whole chunks make whole messages on the way to the content plugin.
+	buf := make([]byte, sdk.ChunkSize)
+	for {
+		n, rerr := io.ReadFull(rc, buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return fmt.Errorf("fetch %s of %s: write: %w", desc.Digest, ref, err)
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			break
+		}
+		if rerr != nil {
+			// The ingest keeps what came: the next Fetch resumes there.
+			return fmt.Errorf("fetch %s of %s: %w", desc.Digest, ref, rerr)
+		}
+	}
+	if err := w.Commit(ctx, desc.Size, desc.Digest, opts...); err != nil && !errdefs.IsAlreadyExists(err) {
+		return fmt.Errorf("fetch %s of %s: %w", desc.Digest, ref, err)
+	}
+	return nil
+}
