@@ -1,6 +1,6 @@
 GO        ?= go
 BIN       := bin
-PLUGINS   := keel-snapshotter-native keel-snapshotter-overlay keel-content-local keel-resolver-docker
+PLUGINS   := keel-snapshotter-native keel-snapshotter-overlay keel-content-local keel-snapshotter-btrfs keel-resolver-docker
 BINARIES  := keeld keel $(PLUGINS)
 PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1

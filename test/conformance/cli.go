@@ -62,6 +62,13 @@ type Report struct {
 // start (unknown kind or format, no such file). Cases run one at a time,
 // each in its own goroutine, so a fatal check ends only its case.
 func RunCLI(kind, pluginPath string, w io.Writer, format string, opts ...Option) (failed bool, err error) {
+	return RunCLIContext(context.Background(), kind, pluginPath, w, format, opts...)
+}
+
+// RunCLIContext is RunCLI ended early by ctx (e.g. on Ctrl-C): the case
+// running fails, the rest are skipped, and every cleanup still runs, so
+// nothing the run mounted or started is left behind.
+func RunCLIContext(ctx context.Context, kind, pluginPath string, w io.Writer, format string, opts ...Option) (failed bool, err error) {
 	suite, ok := cliSuites[kind]
 	if !ok {
 		return false, fmt.Errorf("conformance: unknown plugin kind %q (known: %s): %w",
@@ -81,7 +88,7 @@ func RunCLI(kind, pluginPath string, w io.Writer, format string, opts ...Option)
 	}
 
 	rec := &recorder{}
-	root := newCLIT("", rec, context.Background())
+	root := newCLIT("", rec, ctx)
 	runGuarded(root, func() { suite(root, pluginPath, opts...) })
 	root.finish()
 
@@ -230,6 +237,10 @@ func (t *cliT) Run(name string, f func(T)) bool {
 		full = t.name + "/" + name
 	}
 	child := newCLIT(full, t.rec, t.ctx)
+	if err := t.ctx.Err(); err != nil {
+		t.rec.add(Result{Name: full, Status: "skip", Messages: []string{"not run: " + err.Error()}})
+		return true
+	}
 	start := time.Now()
 	runGuarded(child, func() { f(child) })
 	child.finish()

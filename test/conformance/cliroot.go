@@ -1,0 +1,69 @@
+package conformance
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+// cliRoot returns opts with where a CLI run makes the cases' roots. With
+// none given, the plugin is first configured on an ordinary temp dir: if
+// it refuses with FailedPrecondition, as the btrfs snapshotter does for a
+// root not on btrfs, the run gets a loopback btrfs, torn down when the run
+// ends (RunCLIContext runs every cleanup, also when interrupted). The
+// plugin's own refusal decides, not its name, so a renamed or third-party
+// plugin needing btrfs is served alike, and others pay one launch.
+func cliRoot(t T, path, kind string, opts []Option) []Option {
+	t.Helper()
+	o := buildOptions(opts)
+	if o.RootDir != "" {
+		return opts
+	}
+	refusal := probeConfigure(t.Context(), path, kind, o.Config)
+	if !errdefs.IsFailedPrecondition(refusal) {
+		return opts // it takes a temp dir, or fails in a way the cases will show
+	}
+	dir, err := os.MkdirTemp("", "keel-conformance-btrfs-")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	l, err := NewLoopbackBtrfs(dir, DefaultLoopbackSize, ScratchMountOptions)
+	if err != nil {
+		t.Fatalf("plugin refused a root in a temp dir (%v); making a loopback btrfs for it failed: %v", refusal, err)
+	}
+	t.Cleanup(func() {
+		if err := l.Close(); err != nil {
+			t.Errorf("tear down loopback btrfs: %v", err)
+		}
+	})
+	t.Logf("plugin refused a root in a temp dir (%v): its roots are on a loopback btrfs at %s (%s)", refusal, l.Dir, l.Device)
+	return append(opts, WithRootDir(l.Dir))
+}
+
+// probeConfigure launches the plugin at path and configures it on a
+// throwaway root, returning Configure's error.
+func probeConfigure(ctx context.Context, path, kind string, config json.RawMessage) error {
+	root, err := os.MkdirTemp("", "keel-conformance-probe-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(root)
+	proc, err := sdk.Launch(ctx, sdk.LaunchConfig{
+		Path:     path,
+		Kind:     kind,
+		Instance: kind + ".probe",
+		Logger:   hclog.NewNullLogger(),
+	})
+	if err != nil {
+		return err
+	}
+	defer proc.Kill()
+	_, err = proc.Configure(ctx, root, root+"/state", config)
+	return err
+}
