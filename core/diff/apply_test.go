@@ -176,10 +176,10 @@ func TestApplyReplaces(t *testing.T) {
 	)
 	second := layer(t,
 		dir("a/"), file("a/y", "y"), // file replaced by a dir
-		file("b", "now a file"),   // dir (not empty) replaced by a file
-		file("c", "not a link"),   // symlink out replaced by a file: the link's target untouched
+		file("b", "now a file"),                                // dir (not empty) replaced by a file
+		file("c", "not a link"),                                // symlink out replaced by a file: the link's target untouched
 		ent{name: "d/", typ: tar.TypeDir, mode: 0o700, uid: 3}, // dir kept, metadata set
-		dir("e/"),                  // symlink replaced by a dir
+		dir("e/"),                 // symlink replaced by a dir
 		file("deep/er/file", "p"), // parents made
 	)
 	for _, l := range [][]byte{first, second} {

@@ -26,7 +26,7 @@ func TestApplyRefusesEscapes(t *testing.T) {
 		ents  func(base string) []ent
 		entry string // named in the error
 	}{
-		{"dotdot", func(string) []ent { return []ent{file("../" + u, "x")} }, "../" + u},
+		{"dotdot", func(string) []ent { return []ent{file("../"+u, "x")} }, "../" + u},
 		{"dotdot deep", func(string) []ent { return []ent{dir("a/"), file("a/../../"+u, "x")} }, "a/../../" + u},
 		{"dotdot dir", func(string) []ent { return []ent{dir("../../" + u + "/")} }, "../../" + u + "/"},
 		{"dotdot device", func(string) []ent {
