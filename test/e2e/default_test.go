@@ -28,6 +28,11 @@ set -eu
 for d in /var/lib/keel /run/keel /etc/keel; do
   mount -t tmpfs -o mode=0755 keel-e2e "$d"
 done
+if [ "$ROOT_FS" = overlay ]; then
+  # keeld's root on an overlay, which cannot host overlay upper dirs.
+  mkdir -p /run/keel/ov/l /run/keel/ov/u /run/keel/ov/w
+  mount -t overlay keel-e2e -o lowerdir=/run/keel/ov/l,upperdir=/run/keel/ov/u,workdir=/run/keel/ov/w /var/lib/keel
+fi
 [ ! -e /etc/keel/config.hcl ]
 "$BIN/keeld" >"$LOG" 2>&1 &
 pid=$!
@@ -47,12 +52,23 @@ wait "$pid" || rc=$?
 [ "$rc" = 0 ] || { echo "keeld exited $rc after SIGTERM" >&2; exit 1; }
 `
 
-// TestDefaultConfig: with no config file keeld runs the native snapshotter
-// and the local content store found beside its executable, under the
-// default directories. It runs in a private mount namespace with tmpfs over
-// those directories, so the host's are neither used nor touched.
+// TestDefaultConfig: with no config file keeld runs the local content
+// store and the overlay snapshotter found beside its executable, under the
+// default directories; the native snapshotter instead when its root cannot
+// host overlay upper dirs (here: the root on an overlay). It runs in a
+// private mount namespace with tmpfs over those directories, so the host's
+// are neither used nor touched.
 func TestDefaultConfig(t *testing.T) {
 	t.Parallel()
+	for _, c := range []struct{ rootFS, snapshotter string }{
+		{"tmpfs", "overlay"},
+		{"overlay", "native"},
+	} {
+		t.Run("root-on-"+c.rootFS, func(t *testing.T) { testDefaultConfig(t, c.rootFS, c.snapshotter) })
+	}
+}
+
+func testDefaultConfig(t *testing.T, rootFS, snapshotter string) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
 		skipOrFail(t, "unshare(1) not found: %v", err)
@@ -77,11 +93,11 @@ func TestDefaultConfig(t *testing.T) {
 	}
 
 	e := newEnv(t)
-	log := filepath.Join(e.dir, "keeld-default.log")
+	log := filepath.Join(e.dir, "keeld-default-"+rootFS+".log")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, unshare, "--mount", "--propagation", "private", "sh", "-c", defaultScript)
-	cmd.Env = append(withoutEnv(os.Environ(), "KEEL_ADDRESS", "KEEL_NAMESPACE"), "BIN="+binDir, "LOG="+log)
+	cmd.Env = append(withoutEnv(os.Environ(), "KEEL_ADDRESS", "KEEL_NAMESPACE"), "BIN="+binDir, "LOG="+log, "ROOT_FS="+rootFS)
 	// On timeout the whole group goes: shell, keeld and its plugins.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -107,8 +123,8 @@ func TestDefaultConfig(t *testing.T) {
 		t.Fatalf("plugins ls --format json: %v\n%s", err, stdout.String())
 	}
 	want := map[string]string{
-		"snapshotter.native": filepath.Join(binDir, "keel-snapshotter-native"),
-		"content.local":      filepath.Join(binDir, "keel-content-local"),
+		"snapshotter." + snapshotter: filepath.Join(binDir, "keel-snapshotter-"+snapshotter),
+		"content.local":              filepath.Join(binDir, "keel-content-local"),
 	}
 	if len(plugins) != len(want) {
 		t.Errorf("plugins: %+v, want %v", plugins, want)
@@ -119,7 +135,7 @@ func TestDefaultConfig(t *testing.T) {
 			t.Errorf("plugin %+v, want running from %s", p, path)
 		}
 	}
-	for _, d := range []string{"snapshotter.native", "content.local"} {
+	for _, d := range []string{"snapshotter." + snapshotter, "content.local"} {
 		if !strings.Contains(stderr.String(), d) {
 			t.Errorf("no %s under /var/lib/keel/plugins or in plugins ls -q:\n%s", d, stderr.String())
 		}

@@ -29,10 +29,11 @@ var binDir string
 
 // binaries are what the tests run, by name, with the package that builds each.
 var binaries = map[string]string{
-	"keeld":                   "./cmd/keeld",
-	"keel":                    "./cmd/keel",
-	"keel-snapshotter-native": "./plugins/snapshotter-native",
-	"keel-content-local":      "./plugins/content-local",
+	"keeld":                    "./cmd/keeld",
+	"keel":                     "./cmd/keel",
+	"keel-snapshotter-native":  "./plugins/snapshotter-native",
+	"keel-snapshotter-overlay": "./plugins/snapshotter-overlay",
+	"keel-content-local":       "./plugins/content-local",
 }
 
 func TestMain(m *testing.M) {
