@@ -395,8 +395,10 @@ func (x *UpdateImageRequest) GetFieldPaths() []string {
 }
 
 type DeleteImageRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// sync runs garbage collection before the call returns.
+	Sync          bool `protobuf:"varint,2,opt,name=sync,proto3" json:"sync,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -436,6 +438,13 @@ func (x *DeleteImageRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *DeleteImageRequest) GetSync() bool {
+	if x != nil {
+		return x.Sync
+	}
+	return false
 }
 
 type DeleteImageResponse struct {
@@ -511,9 +520,10 @@ const file_keel_v1_images_proto_rawDesc = "" +
 	"\x12UpdateImageRequest\x12$\n" +
 	"\x05image\x18\x01 \x01(\v2\x0e.keel.v1.ImageR\x05image\x12\x1f\n" +
 	"\vfield_paths\x18\x02 \x03(\tR\n" +
-	"fieldPaths\"(\n" +
+	"fieldPaths\"<\n" +
 	"\x12DeleteImageRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x15\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04sync\x18\x02 \x01(\bR\x04sync\"\x15\n" +
 	"\x13DeleteImageResponse2\xad\x02\n" +
 	"\x06Images\x125\n" +
 	"\x06Create\x12\x1b.keel.v1.CreateImageRequest\x1a\x0e.keel.v1.Image\x12/\n" +

@@ -44,7 +44,8 @@ type ImagesClient interface {
 	// Update replaces the fields named by field_paths ("target", "labels",
 	// "labels.<key>"); none means target and labels.
 	Update(ctx context.Context, in *UpdateImageRequest, opts ...grpc.CallOption) (*Image, error)
-	// Delete removes the record and schedules garbage collection.
+	// Delete removes the record and schedules garbage collection (runs it,
+	// with sync).
 	Delete(ctx context.Context, in *DeleteImageRequest, opts ...grpc.CallOption) (*DeleteImageResponse, error)
 }
 
@@ -124,7 +125,8 @@ type ImagesServer interface {
 	// Update replaces the fields named by field_paths ("target", "labels",
 	// "labels.<key>"); none means target and labels.
 	Update(context.Context, *UpdateImageRequest) (*Image, error)
-	// Delete removes the record and schedules garbage collection.
+	// Delete removes the record and schedules garbage collection (runs it,
+	// with sync).
 	Delete(context.Context, *DeleteImageRequest) (*DeleteImageResponse, error)
 	mustEmbedUnimplementedImagesServer()
 }

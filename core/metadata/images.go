@@ -271,7 +271,7 @@ func (s *Images) Update(ctx context.Context, img Image, fieldpaths ...string) (I
 		fieldpaths = []string{"target", "labels"}
 	}
 	var (
-		out     Image
+		out      Image
 		retarget bool
 	)
 	err = s.db.update(func(tx *bolt.Tx) error {
