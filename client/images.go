@@ -1,0 +1,140 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/keel-runtime/keel/api/keelv1"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+// Image is an image record of keeld: a name pointing at a target (a
+// manifest or an index in the content store). It keeps its target and
+// everything reachable from it through gc.ref labels from garbage
+// collection.
+type Image struct {
+	Name      string
+	Target    ocispec.Descriptor
+	Labels    map[string]string
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// DeleteOpt tunes a delete.
+type DeleteOpt func(*deleteOptions)
+
+type deleteOptions struct{ sync bool }
+
+// WithSyncDelete makes a delete return after the garbage collection it
+// triggers has run, so what it freed is gone.
+func WithSyncDelete() DeleteOpt { return func(o *deleteOptions) { o.sync = true } }
+
+func applyDelete(opts []DeleteOpt) deleteOptions {
+	var o deleteOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return o
+}
+
+// CreateImage records img in the namespace. AlreadyExists when the name is
+// taken.
+func (c *Client) CreateImage(ctx context.Context, img Image) (Image, error) {
+	resp, err := keelv1.NewImagesClient(c.conn).Create(ctx, &keelv1.CreateImageRequest{Image: imageToProto(img)})
+	if err != nil {
+		return Image{}, errdefs.FromGRPC(err)
+	}
+	return imageFromProto(resp), nil
+}
+
+// GetImage returns the image called name. NotFound when absent.
+func (c *Client) GetImage(ctx context.Context, name string) (Image, error) {
+	resp, err := keelv1.NewImagesClient(c.conn).Get(ctx, &keelv1.GetImageRequest{Name: name})
+	if err != nil {
+		return Image{}, errdefs.FromGRPC(err)
+	}
+	return imageFromProto(resp), nil
+}
+
+// ListImages returns the images matching any of filters (containerd's
+// syntax over name, target.digest, target.mediatype, target.size,
+// labels.<key>), by name.
+func (c *Client) ListImages(ctx context.Context, filters ...string) ([]Image, error) {
+	resp, err := keelv1.NewImagesClient(c.conn).List(ctx, &keelv1.ListImagesRequest{Filters: filters})
+	if err != nil {
+		return nil, errdefs.FromGRPC(err)
+	}
+	out := make([]Image, len(resp.Images))
+	for i, p := range resp.Images {
+		out[i] = imageFromProto(p)
+	}
+	return out, nil
+}
+
+// UpdateImage changes the fields of img.Name that fieldpaths name
+// ("target", "labels", "labels.<key>", "annotations"; none means target
+// and labels). NotFound when absent.
+func (c *Client) UpdateImage(ctx context.Context, img Image, fieldpaths ...string) (Image, error) {
+	resp, err := keelv1.NewImagesClient(c.conn).Update(ctx, &keelv1.UpdateImageRequest{Image: imageToProto(img), FieldPaths: fieldpaths})
+	if err != nil {
+		return Image{}, errdefs.FromGRPC(err)
+	}
+	return imageFromProto(resp), nil
+}
+
+// DeleteImage removes the image record called name; keeld then collects
+// what nothing else refers to (before returning, WithSyncDelete). NotFound
+// when absent.
+func (c *Client) DeleteImage(ctx context.Context, name string, opts ...DeleteOpt) error {
+	o := applyDelete(opts)
+	_, err := keelv1.NewImagesClient(c.conn).Delete(ctx, &keelv1.DeleteImageRequest{Name: name, Sync: o.sync})
+	return errdefs.FromGRPC(err)
+}
+
+// TagImage records dst pointing at src's target, with src's labels.
+// AlreadyExists when dst exists.
+func (c *Client) TagImage(ctx context.Context, src, dst string) (Image, error) {
+	img, err := c.GetImage(ctx, src)
+	if err != nil {
+		return Image{}, err
+	}
+	if dst == "" {
+		return Image{}, fmt.Errorf("tag %s: target name is empty: %w", src, errdefs.ErrInvalidArgument)
+	}
+	img.Name = dst
+	return c.CreateImage(ctx, img)
+}
+
+func imageToProto(img Image) *keelv1.Image {
+	return &keelv1.Image{
+		Name:   img.Name,
+		Labels: img.Labels,
+		Target: &keelv1.Descriptor{
+			MediaType:   img.Target.MediaType,
+			Digest:      img.Target.Digest.String(),
+			Size:        img.Target.Size,
+			Annotations: img.Target.Annotations,
+		},
+	}
+}
+
+func imageFromProto(p *keelv1.Image) Image {
+	if p == nil {
+		return Image{}
+	}
+	img := Image{Name: p.Name, Labels: p.Labels}
+	if p.CreatedAt != nil {
+		img.CreatedAt = p.CreatedAt.AsTime()
+	}
+	if p.UpdatedAt != nil {
+		img.UpdatedAt = p.UpdatedAt.AsTime()
+	}
+	if t := p.Target; t != nil {
+		img.Target = ocispec.Descriptor{MediaType: t.MediaType, Digest: digest.Digest(t.Digest), Size: t.Size, Annotations: t.Annotations}
+	}
+	return img
+}
