@@ -42,7 +42,6 @@ func cliRoot(t T, path, kind string, opts []Option) []Option {
 			t.Errorf("tear down loopback btrfs: %v", err)
 		}
 	})
-	t.Logf("plugin refused a root in a temp dir (%v): its roots are on a loopback btrfs at %s (%s)", refusal, l.Dir, l.Device)
 	return append(opts, WithRootDir(l.Dir))
 }
 
