@@ -16,6 +16,7 @@ func imageCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "image", Aliases: []string{"images"}, Short: "Work with images and registries"}
 	cmd.PersistentFlags().String("resolver", "", "resolver plugin name (default: keeld's only one)")
 	cmd.AddCommand(imageResolveCommand(g))
+	cmd.AddCommand(imageRecordCommands(g)...)
 	return cmd
 }
 

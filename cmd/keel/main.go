@@ -68,6 +68,8 @@ func newRoot() *cobra.Command {
 		contentCommand(g),
 		snapshotCommand(g),
 		imageCommand(g),
+		leaseCommand(g),
+		gcCommand(g),
 		conformanceCommand(g),
 	)
 	return root
