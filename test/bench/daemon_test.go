@@ -28,6 +28,7 @@ type daemon struct {
 	cmd    *exec.Cmd
 	done   chan struct{}
 	client *client.Client
+	undo   func() // undoes the snapshotter's prepare, after keeld stops
 }
 
 // binDir is where keeld and the plugins are: $KEEL_BIN, else ../../bin.
@@ -85,7 +86,12 @@ func fsType(dir string) string {
 // that no other process maps, with their page cache dropped: a process's
 // PSS splits the pages of an executable among every process mapping it, so
 // another keeld running the same files would halve the figures.
-func startDaemon(ctx context.Context, privateBin bool) (_ *daemon, err error) {
+func startDaemon(ctx context.Context, privateBin bool) (*daemon, error) {
+	return startDaemonWith(ctx, privateBin, benchSnapshotter{name: "native"})
+}
+
+// startDaemonWith is startDaemon with sn as keeld's only snapshotter.
+func startDaemonWith(ctx context.Context, privateBin bool, sn benchSnapshotter) (_ *daemon, err error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
@@ -110,9 +116,25 @@ state = %q
 log_level = "warn"
 plugin_dir = %q
 grpc { address = %q }
-plugin "snapshotter" "native" { path = "keel-snapshotter-native" }
+plugin "snapshotter" %q {
+  path = "keel-snapshotter-%s"
+  config {
+%s
+  }
+}
 plugin "content" "local" { path = "keel-content-local" }
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), bin, d.socket())
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), bin, d.socket(), sn.name, sn.name, sn.config)
+	if sn.prepare != nil {
+		pluginRoot := filepath.Join(dir, "root", "plugins", "snapshotter."+sn.name)
+		if err := os.MkdirAll(pluginRoot, 0o700); err != nil {
+			return nil, err
+		}
+		undo, err := sn.prepare(pluginRoot)
+		if err != nil {
+			return nil, fmt.Errorf("prepare the %s root: %w", sn.name, err)
+		}
+		d.undo = undo
+	}
 	cfgPath := filepath.Join(dir, "config.hcl")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
@@ -216,6 +238,9 @@ func (d *daemon) stop() {
 			d.cmd.Process.Kill()
 			<-d.done
 		}
+	}
+	if d.undo != nil {
+		d.undo()
 	}
 	os.RemoveAll(d.dir)
 }
