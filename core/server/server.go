@@ -28,6 +28,8 @@ import (
 
 	"github.com/keel-runtime/keel/api/keelv1"
 	"github.com/keel-runtime/keel/core/config"
+	"github.com/keel-runtime/keel/core/gc"
+	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/metadata"
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/core/pluginhost"
@@ -53,6 +55,7 @@ type Server struct {
 	// namespaced state, so they are served as they are.
 	resolvers map[string]resolver.Resolver
 
+	gc       *gc.Scheduler
 	grpc     *grpc.Server
 	health   *health.Server
 	listener net.Listener
@@ -109,6 +112,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 		}
 		s.content = metadata.NewContentStore(s.db, content.NewClient(conn))
 	}
+	s.startGC()
 	s.grpc = s.newGRPCServer()
 	return s, nil
 }
@@ -116,13 +120,14 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 func (s *Server) newGRPCServer() *grpc.Server {
 	metrics := newGRPCMetrics()
 	srv := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), s.logUnary),
-		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), s.logStream),
+		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), leases.UnaryServerInterceptor(), s.logUnary),
+		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), leases.StreamServerInterceptor(), s.logStream),
 	}, sdk.ServerOptions()...)...,
 	)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
+	s.registerImages(srv)
 	if s.content != nil {
 		pluginv1.RegisterContentServer(srv, content.NewServer(func(context.Context) (content.Store, error) {
 			return s.content, nil
@@ -229,6 +234,9 @@ func (s *Server) Stop(ctx context.Context) {
 	}
 	if s.metrics != nil {
 		s.metrics.Close()
+	}
+	if s.gc != nil {
+		s.gc.Stop()
 	}
 	if s.plugins != nil {
 		if err := s.plugins.Stop(ctx); err != nil {
