@@ -23,8 +23,13 @@ func TestExampleParses(t *testing.T) {
 	if err != nil {
 		t.Fatalf("config.hcl.example:\n%v", err)
 	}
-	if c.DefaultSnapshotter != "native" || c.Plugin(sdk.KindContent, "local") == nil {
-		t.Errorf("example configures %+v, want the native snapshotter and the local content store", c.Plugins)
+	if c.DefaultSnapshotter != "overlay" || c.Plugin(sdk.KindContent, "local") == nil {
+		t.Errorf("example configures %+v, want the overlay snapshotter by default and the local content store", c.Plugins)
+	}
+	for _, name := range []string{"native", "overlay", "btrfs"} {
+		if c.Plugin(sdk.KindSnapshotter, name) == nil {
+			t.Errorf("example lacks the %s snapshotter", name)
+		}
 	}
 }
 
