@@ -1,0 +1,368 @@
+package metadata
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/keel-runtime/keel/core/gc"
+	"github.com/keel-runtime/keel/core/leases"
+	"github.com/keel-runtime/keel/plugins/content-local/local"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/content"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/snapshot"
+)
+
+// gcFixture is a DB with a content-local and a native backend.
+type gcFixture struct {
+	db        *DB
+	cs        content.Store
+	cback     content.Store
+	sn, sback snapshot.Snapshotter
+}
+
+func newGCFixture(t *testing.T) *gcFixture {
+	t.Helper()
+	db := newDB(t)
+	cback, err := local.New(t.Context(), sdk.Env{Root: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &gcFixture{db: db, cback: cback, cs: NewContentStore(db, cback), sback: openNative(t, t.TempDir())}
+	f.sn = NewSnapshotter(db, "native", f.sback)
+	t.Cleanup(func() { f.cs.Close(); f.sn.Close() })
+	return f
+}
+
+func (f *gcFixture) blob(t *testing.T, ctx context.Context, data string, labels map[string]string) ocispec.Descriptor {
+	t.Helper()
+	desc := ocispec.Descriptor{Digest: digest.FromString(data), Size: int64(len(data))}
+	if err := content.WriteBlob(ctx, f.cs, "ref-"+desc.Digest.Encoded()[:8], bytes.NewReader([]byte(data)), desc, content.WithLabels(labels)); err != nil {
+		t.Fatal(err)
+	}
+	return desc
+}
+
+func (f *gcFixture) committed(t *testing.T, ctx context.Context, name, parent string, labels map[string]string) {
+	t.Helper()
+	if _, err := f.sn.Prepare(ctx, name+"-active", parent); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sn.Commit(ctx, name, name+"-active", snapshot.WithLabels(labels)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *gcFixture) collect(t *testing.T, dry bool) gc.Report {
+	t.Helper()
+	rep, err := f.db.GarbageCollect(t.Context(), gc.Options{DryRun: dry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Errors) > 0 {
+		t.Fatalf("gc errors: %v", rep.Errors)
+	}
+	return rep
+}
+
+func names(objs []gc.Object) []string {
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.Namespace+":"+o.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sorted(s ...string) []string { slices.Sort(s); return s }
+
+func ref(i int) string { return gc.LabelRefContent + ".l." + string(rune('0'+i)) }
+
+// TestGarbageCollect: an image graph (manifest -> config, layer; config ->
+// snapshot chain) is kept, the rest swept from metadata and backends;
+// content another namespace holds stays in the backend.
+func TestGarbageCollect(t *testing.T) {
+	f := newGCFixture(t)
+	a, b := nsCtx(t, "a"), nsCtx(t, "b")
+
+	f.committed(t, a, "s0", "", nil)
+	f.committed(t, a, "s1", "s0", nil)
+	f.committed(t, a, "loose", "", nil)
+	layer := f.blob(t, a, "layer", nil)
+	cfg := f.blob(t, a, "config", map[string]string{gc.LabelRefSnapshotPrefix + "native": "s1"})
+	man := f.blob(t, a, "manifest", map[string]string{gc.LabelRefContent + ".config": cfg.Digest.String(), ref(0): layer.Digest.String()})
+	loose := f.blob(t, a, "loose", nil)
+	shared := f.blob(t, a, "shared", nil)
+	f.blob(t, b, "shared", map[string]string{gc.LabelRoot: "1"})
+	if _, err := f.db.Images().Create(a, Image{Name: "img", Target: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: man.Digest, Size: man.Size}}); err != nil {
+		t.Fatal(err)
+	}
+
+	dry := f.collect(t, true)
+	wantRemoved := sorted("a:"+loose.Digest.String(), "a:"+shared.Digest.String(), "a:native/loose")
+	if got := names(dry.Removed); !slices.Equal(got, wantRemoved) {
+		t.Errorf("dry run removes %v, want %v", got, wantRemoved)
+	}
+	for _, k := range dry.Kept {
+		want := "image img"
+		if k.Namespace == "b" {
+			want = "label " + gc.LabelRoot
+		}
+		if k.Root != want {
+			t.Errorf("%s:%s kept by %q, want %q", k.Namespace, k.Name, k.Root, want)
+		}
+	}
+	if len(dry.Kept) != 6 { // man, cfg, layer, s0, s1 in a; shared in b
+		t.Errorf("dry run keeps %v", names(dry.Kept))
+	}
+	if _, err := f.cs.Info(a, loose.Digest); err != nil {
+		t.Fatalf("dry run removed: %v", err)
+	}
+
+	rep := f.collect(t, false)
+	if got := names(rep.Removed); !slices.Equal(got, wantRemoved) {
+		t.Errorf("removed %v, want %v", got, wantRemoved)
+	}
+	if _, err := f.cback.Info(t.Context(), loose.Digest); !errdefs.IsNotFound(err) {
+		t.Errorf("loose blob in backend: %v", err)
+	}
+	if _, err := f.cback.Info(t.Context(), shared.Digest); err != nil {
+		t.Errorf("blob b holds left the backend: %v", err)
+	}
+	if _, err := f.cs.Info(a, shared.Digest); !errdefs.IsNotFound(err) {
+		t.Errorf("a still has the shared blob: %v", err)
+	}
+	if _, err := f.sn.Stat(a, "loose"); !errdefs.IsNotFound(err) {
+		t.Errorf("loose snapshot: %v", err)
+	}
+	n := 0
+	f.sback.Walk(t.Context(), func(context.Context, snapshot.Info) error { n++; return nil })
+	if n != 2 {
+		t.Errorf("backend holds %d snapshots, want s0 and s1", n)
+	}
+	for _, d := range []digest.Digest{man.Digest, cfg.Digest, layer.Digest} {
+		if _, err := f.cs.Info(a, d); err != nil {
+			t.Errorf("image content %s: %v", d, err)
+		}
+	}
+	if again := f.collect(t, false); len(again.Removed) != 0 {
+		t.Errorf("second run removed %v", names(again.Removed))
+	}
+
+	// The image goes: everything of a goes, children before parents.
+	if err := f.db.Images().Delete(a, "img"); err != nil {
+		t.Fatal(err)
+	}
+	if rep := f.collect(t, false); len(rep.Removed) != 5 {
+		t.Errorf("after image delete removed %v", names(rep.Removed))
+	}
+	n = 0
+	f.sback.Walk(t.Context(), func(context.Context, snapshot.Info) error { n++; return nil })
+	if n != 0 {
+		t.Errorf("backend still holds %d snapshots", n)
+	}
+}
+
+// TestGarbageCollectLeases: a lease keeps what was made under it (lease in
+// ctx) and what was added to it, until it expires or is deleted.
+func TestGarbageCollectLeases(t *testing.T) {
+	f := newGCFixture(t)
+	ctx := nsCtx(t, "ns")
+	ls := f.db.Leases()
+	if _, err := ls.Create(ctx, Lease{ID: "live"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ls.Create(ctx, Lease{ID: "old", Labels: map[string]string{gc.LabelExpire: time.Now().Add(-time.Second).Format(time.RFC3339)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ls.Create(ctx, Lease{ID: "live"}); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("second create = %v, want AlreadyExists", err)
+	}
+	live, old := leases.WithLease(ctx, "live"), leases.WithLease(ctx, "old")
+	held := f.blob(t, live, "held", nil)
+	f.committed(t, live, "snap", "", nil)
+	gone := f.blob(t, old, "gone", nil)
+	added := f.blob(t, ctx, "added", nil)
+	if err := ls.AddResource(ctx, "live", LeaseResource{ID: added.Digest.String(), Type: ResourceContent}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ls.AddResource(ctx, "nope", LeaseResource{ID: added.Digest.String(), Type: ResourceContent}); !errdefs.IsNotFound(err) {
+		t.Fatalf("add to a missing lease = %v, want NotFound", err)
+	}
+	if err := ls.AddResource(ctx, "live", LeaseResource{ID: "x", Type: "blobs"}); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("bad type = %v, want InvalidArgument", err)
+	}
+	// A lease that does not exist refuses the work.
+	if _, err := f.sn.Prepare(leases.WithLease(ctx, "nope"), "x", ""); !errdefs.IsNotFound(err) {
+		t.Fatalf("prepare under a missing lease = %v, want NotFound", err)
+	}
+
+	res, err := ls.ListResources(ctx, "live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range res {
+		got = append(got, r.Type+" "+r.ID)
+	}
+	slices.Sort(got)
+	want := []string{
+		"content " + added.Digest.String(), "content " + held.Digest.String(),
+		"ingests ref-" + held.Digest.Encoded()[:8],
+		"snapshots/native snap", "snapshots/native snap-active",
+	}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("resources %v, want %v", got, want)
+	}
+
+	rep := f.collect(t, false)
+	if got, want := names(rep.Removed), sorted("ns:"+gone.Digest.String(), "ns:old"); !slices.Equal(got, want) {
+		t.Errorf("removed %v, want %v", got, want)
+	}
+	if l, _ := ls.List(ctx); len(l) != 1 || l[0].ID != "live" {
+		t.Errorf("leases after gc: %v", l)
+	}
+	if l, _ := ls.List(ctx, "id==nope"); len(l) != 0 {
+		t.Errorf("filtered list: %v", l)
+	}
+
+	if err := ls.DeleteResource(ctx, "live", LeaseResource{ID: added.Digest.String(), Type: ResourceContent}); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(f.collect(t, false).Removed); !slices.Equal(got, []string{"ns:" + added.Digest.String()}) {
+		t.Errorf("after DeleteResource removed %v", got)
+	}
+	if err := ls.Delete(ctx, "live"); err != nil {
+		t.Fatal(err)
+	}
+	if got := names(f.collect(t, false).Removed); len(got) != 2 {
+		t.Errorf("after lease delete removed %v, want the blob and the snapshot", got)
+	}
+}
+
+// TestGarbageCollectOrphans: backend objects no metadata names (a crash
+// between the phases) are listed on a dry run and removed on a real one.
+func TestGarbageCollectOrphans(t *testing.T) {
+	f := newGCFixture(t)
+	ctx := t.Context()
+	data := []byte("orphan")
+	desc := ocispec.Descriptor{Digest: digest.FromBytes(data), Size: int64(len(data))}
+	if err := content.WriteBlob(ctx, f.cback, "x", bytes.NewReader(data), desc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.sback.Prepare(ctx, "p", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sback.Commit(ctx, "parent", "p"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.sback.Prepare(ctx, "child", "parent"); err != nil {
+		t.Fatal(err)
+	}
+	want := sorted(":"+desc.Digest.String(), ":native/child", ":native/parent")
+	if got := names(f.collect(t, true).Removed); !slices.Equal(got, want) {
+		t.Errorf("dry run orphans %v, want %v", got, want)
+	}
+	if got := names(f.collect(t, false).Removed); !slices.Equal(got, want) {
+		t.Errorf("removed orphans %v, want %v", got, want)
+	}
+	if _, err := f.cback.Info(ctx, desc.Digest); !errdefs.IsNotFound(err) {
+		t.Errorf("orphan blob: %v", err)
+	}
+	if _, err := f.sback.Stat(ctx, "parent"); !errdefs.IsNotFound(err) {
+		t.Errorf("orphan snapshot: %v", err)
+	}
+}
+
+func TestImages(t *testing.T) {
+	db := newDB(t)
+	ctx, other := nsCtx(t, "ns"), nsCtx(t, "other")
+	s := db.Images()
+	target := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("m"), Size: 1}
+	triggered := 0
+	db.SetGCTrigger(func() { triggered++ })
+
+	for _, bad := range []Image{
+		{Name: "", Target: target},
+		{Name: "x", Target: ocispec.Descriptor{MediaType: "m", Digest: "sha256:nope"}},
+		{Name: "x", Target: ocispec.Descriptor{Digest: target.Digest}},
+	} {
+		if _, err := s.Create(ctx, bad); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("create %+v = %v, want InvalidArgument", bad, err)
+		}
+	}
+	img, err := s.Create(ctx, Image{Name: "a:1", Target: target, Labels: map[string]string{"k": "v"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.CreatedAt.IsZero() || img.Target.Digest != target.Digest {
+		t.Errorf("created %+v", img)
+	}
+	if _, err := s.Create(ctx, Image{Name: "a:1", Target: target}); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("second create = %v, want AlreadyExists", err)
+	}
+	if _, err := s.Get(other, "a:1"); !errdefs.IsNotFound(err) {
+		t.Errorf("get from another namespace = %v, want NotFound", err)
+	}
+	if _, err := s.Create(ctx, Image{Name: "b:1", Target: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: digest.FromString("i"), Size: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		filter string
+		want   []string
+	}{
+		{"", []string{"a:1", "b:1"}},
+		{"name==a:1", []string{"a:1"}},
+		{"labels.k==v", []string{"a:1"}},
+		{"target.digest==" + target.Digest.String(), []string{"a:1"}},
+		{`target.mediatype~=/index/`, []string{"b:1"}},
+	} {
+		var fs []string
+		if c.filter != "" {
+			fs = []string{c.filter}
+		}
+		list, err := s.List(ctx, fs...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, i := range list {
+			got = append(got, i.Name)
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("list %q = %v, want %v", c.filter, got, c.want)
+		}
+	}
+
+	next := target
+	next.Digest = digest.FromString("m2")
+	up, err := s.Update(ctx, Image{Name: "a:1", Labels: map[string]string{"n": "1"}}, "labels.n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if up.Labels["k"] != "v" || up.Labels["n"] != "1" || up.Target.Digest != target.Digest || triggered != 0 {
+		t.Errorf("label update: %+v, triggered %d", up, triggered)
+	}
+	if up, err = s.Update(ctx, Image{Name: "a:1", Target: next}, "target"); err != nil || up.Target.Digest != next.Digest || triggered != 1 {
+		t.Errorf("target update: %+v %v, triggered %d", up, err, triggered)
+	}
+	if _, err := s.Update(ctx, Image{Name: "a:1"}, "name"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("update name = %v, want InvalidArgument", err)
+	}
+	if _, err := s.Update(ctx, Image{Name: "zz", Target: next}); !errdefs.IsNotFound(err) {
+		t.Errorf("update missing = %v, want NotFound", err)
+	}
+	if err := s.Delete(ctx, "a:1"); err != nil || triggered != 2 {
+		t.Errorf("delete: %v, triggered %d", err, triggered)
+	}
+	if err := s.Delete(ctx, "a:1"); !errdefs.IsNotFound(err) {
+		t.Errorf("second delete = %v, want NotFound", err)
+	}
+}
