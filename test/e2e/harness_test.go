@@ -33,6 +33,7 @@ var binaries = map[string]string{
 	"keel":                     "./cmd/keel",
 	"keel-snapshotter-native":  "./plugins/snapshotter-native",
 	"keel-snapshotter-overlay": "./plugins/snapshotter-overlay",
+	"keel-snapshotter-btrfs":   "./plugins/snapshotter-btrfs",
 	"keel-content-local":       "./plugins/content-local",
 }
 
