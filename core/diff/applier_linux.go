@@ -179,13 +179,13 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 	switch hdr.Typeflag {
 	case tar.TypeDir:
 		err = a.dir(hdr, name, pfd, base)
-	case tar.TypeReg, tar.TypeRegA:
-		err = a.file(hdr, name, pfd, base, tr)
+	case tar.TypeReg:
+		err = a.file(hdr, pfd, base, tr)
 	case tar.TypeSymlink:
 		err = a.create(hdr.Name, pfd, base, false, func() error { return unix.Symlinkat(hdr.Linkname, pfd, base) })
 		if err == nil {
 			a.res.Symlinks++
-			err = a.meta(hdr, name, pfd, base, false)
+			err = a.meta(hdr, pfd, base, false)
 		}
 	case tar.TypeLink:
 		err = a.hardlink(hdr, name, pfd, base)
@@ -203,7 +203,7 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 		err = a.create(hdr.Name, pfd, base, false, func() error { return unix.Mknodat(pfd, base, mode, dev) })
 		if err == nil {
 			a.res.Specials++
-			err = a.meta(hdr, name, pfd, base, true)
+			err = a.meta(hdr, pfd, base, true)
 		}
 	case tar.TypeXGlobalHeader:
 		return nil
@@ -266,7 +266,7 @@ func (a *applier) dir(hdr *tar.Header, name string, pfd int, base string) error 
 	return nil
 }
 
-func (a *applier) file(hdr *tar.Header, name string, pfd int, base string, tr *tar.Reader) error {
+func (a *applier) file(hdr *tar.Header, pfd int, base string, tr *tar.Reader) error {
 	perm := uint32(hdr.Mode) & 0o777
 	var fd int
 	err := a.create(hdr.Name, pfd, base, false, func() error {
@@ -425,7 +425,7 @@ func (a *applier) emptyExcept(fd int, dir string) error {
 
 // meta sets ownership, mode (chmod: not for symlinks), xattrs and times of
 // a node that is not a regular file or a dir.
-func (a *applier) meta(hdr *tar.Header, name string, pfd int, base string, chmod bool) error {
+func (a *applier) meta(hdr *tar.Header, pfd int, base string, chmod bool) error {
 	if err := unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return entryErr(hdr.Name, "chown", err)
 	}

@@ -123,11 +123,14 @@ func TestApplySymlinksInside(t *testing.T) {
 		dir("d/"), symlink("d/up", "../usr"), file("d/up/y", "y"),
 		symlink("v", filepath.Join(base, "victim")), file("v", "replaced"),
 		hardlink("h", "lib"), // links the symlink itself
+		// a file over a device or fifo replaces the node, never opens it
+		ent{name: "n", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3}, file("n", "not null"),
+		ent{name: "p", typ: tar.TypeFifo, mode: 0o666}, file("p", "not a fifo"),
 	)
 	if _, err := Apply(context.Background(), root, bytes.NewReader(blob)); err != nil {
 		t.Fatal(err)
 	}
-	for name, want := range map[string]string{"usr/lib/x": "x", "usr/y": "y", "v": "replaced"} {
+	for name, want := range map[string]string{"usr/lib/x": "x", "usr/y": "y", "v": "replaced", "n": "not null", "p": "not a fifo"} {
 		if b, err := os.ReadFile(filepath.Join(root, name)); err != nil || string(b) != want {
 			t.Errorf("%s = %q, %v; want %q", name, b, err, want)
 		}
