@@ -221,4 +221,3 @@ func overlayBench(b *testing.B, dir string) string {
 	}
 	return merged
 }
-
