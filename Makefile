@@ -30,6 +30,7 @@ test: build
 conformance: build
 	$(BIN)/keel conformance --kind snapshotter $(BIN)/keel-snapshotter-native
 	$(BIN)/keel conformance --kind snapshotter $(BIN)/keel-snapshotter-overlay
+	$(BIN)/keel conformance --kind snapshotter $(BIN)/keel-snapshotter-btrfs
 	$(BIN)/keel conformance --kind content $(BIN)/keel-content-local
 	$(BIN)/keel conformance --kind resolver $(BIN)/keel-resolver-docker
 
