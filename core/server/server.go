@@ -135,6 +135,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	}
 	pluginv1.RegisterSnapshotterServer(srv, snapshot.NewServer(s.snapshotter))
 	pluginv1.RegisterResolverServer(srv, resolver.NewServer(s.resolver))
+	keelv1.RegisterTransferServer(srv, transferService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(srv, s.health)
 	s.registerMetrics(metrics)
