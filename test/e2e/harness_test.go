@@ -35,6 +35,7 @@ var binaries = map[string]string{
 	"keel-snapshotter-overlay": "./plugins/snapshotter-overlay",
 	"keel-snapshotter-btrfs":   "./plugins/snapshotter-btrfs",
 	"keel-content-local":       "./plugins/content-local",
+	"keel-resolver-docker":     "./plugins/resolver-docker",
 }
 
 func TestMain(m *testing.M) {
