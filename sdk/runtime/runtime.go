@@ -80,6 +80,10 @@ const (
 	TopicDelete      = "/tasks/delete"
 )
 
+// CapabilityCheckpoint is announced by runtimes that can checkpoint a task
+// and restore one (CreateOpts.Checkpoint).
+const CapabilityCheckpoint = "checkpoint"
+
 // IO names the stdio of a process: paths the runtime opens (FIFOs, files),
 // empty for none. With Terminal, Stdout is the console and Stderr unused.
 type IO struct {

@@ -52,13 +52,15 @@ const eventsWait = 10 * time.Second
 
 // Runtime runs the runtime suite against the plugins open opens.
 //
-// The cases here are the ones that hold for any runtime without running a
-// container. The lifecycle cases (create, start, exec, kill, wait, delete,
-// pause, events per transition, a restart finding its tasks) come with the
-// runc runtime's issue, which builds a busybox bundle for them.
+// The first cases hold for any runtime without running a container; the
+// others run busybox containers (see BusyboxRootfs and RuntimeSpec) and
+// need root: create, start, wait and exit codes, signals, kill all, exec
+// with and without a terminal, stdin close, pause and resume, pids, a
+// memory limit update, stats, an OOM kill, two tasks at once, a restart of
+// the plugin mid-task, and the order of the events of each.
 func Runtime(t T, open Opener[keelruntime.Runtime], opts ...Option) {
 	t.Helper()
-	runCases(t, runtimeCases(), open, buildOptions(opts))
+	runCases(t, append(runtimeCases(), runtimeTaskCases()...), open, buildOptions(opts))
 }
 
 func runtimeCases() []testCase[keelruntime.Runtime] {

@@ -1,0 +1,699 @@
+// Package runc is keel's runtime plugin over runc (or crun): a router that
+// starts a shim per task (this binary again, in shim mode, see package
+// shim) and talks to each over its unix socket. Tasks outlive the plugin:
+// a restarted plugin finds its shims again from its state directory.
+//
+// # State directory
+//
+//	<state>/tasks/<id>/task.json      what the shim was started with
+//	<state>/tasks/<id>/bundle/        OCI bundle: config.json, rootfs/ (mounted by the shim)
+//	<state>/tasks/<id>/exit.json      the init process's exit, written durably by the shim
+//	<state>/tasks/<id>/shim.log       the shim's stderr
+//	<state>/s/<hash>.sock             the shim's socket (short, for sun_path)
+//	<state>/runc/                     the OCI runtime's --root
+package runc
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gorunc "github.com/containerd/go-runc"
+	"github.com/hashicorp/go-hclog"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
+)
+
+// Config is the plugin's `config {}` block.
+type Config struct {
+	// Runtime is the OCI runtime binary, a name looked up in PATH or a
+	// path: runc (default) or crun.
+	Runtime string `json:"runtime"`
+	// RuntimeRoot is the runtime's --root (default <state>/runc).
+	RuntimeRoot string `json:"runtime_root"`
+	// CgroupParent is where a spec without cgroupsPath puts its task
+	// (default /keel): <parent>/<id>.
+	CgroupParent string `json:"cgroup_parent"`
+}
+
+// Timeouts of the shim connections.
+const (
+	// dialTimeout bounds reconnecting to one shim: a dead socket fails at
+	// once (ECONNREFUSED); a hung one no longer than this.
+	dialTimeout = 500 * time.Millisecond
+	// startTimeout bounds a shim's start (runc create included).
+	startTimeout = 30 * time.Second
+	// pollTimeout is how long a shim holds an events call open.
+	pollTimeout = 30 * time.Second
+	// deleteWait bounds waiting for a deleted task's last events.
+	deleteWait = 5 * time.Second
+)
+
+// Exit status reported for a task whose shim died before recording one.
+const deadShimStatus = 255
+
+// Runtime is the runc runtime plugin.
+type Runtime struct {
+	cfg    Config
+	state  string
+	exe    string
+	logger hclog.Logger
+	broker *broker
+
+	ctx    context.Context // ends at Close: stops the event pollers
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	tasks map[string]*task
+}
+
+var (
+	_ keelruntime.Runtime = (*Runtime)(nil)
+	_ sdk.Capable         = (*Runtime)(nil)
+)
+
+// task is the plugin's handle on a task's shim.
+type task struct {
+	id     string
+	dir    string
+	cfg    shim.Config
+	client *shim.Client
+
+	// gone closes when the shim is known dead; dead* say what was found.
+	gone       chan struct{}
+	goneOnce   sync.Once
+	deadReason string
+	deadExit   keelruntime.ExitStatus
+	exitSeen   atomic.Bool // the init exit was forwarded
+
+	pollerDone chan struct{}
+}
+
+func (t *task) dead() bool {
+	select {
+	case <-t.gone:
+		return true
+	default:
+		return false
+	}
+}
+
+// New configures the plugin and reconnects to the shims of its state dir.
+func New(ctx context.Context, env sdk.Env) (keelruntime.Runtime, error) {
+	var cfg Config
+	if err := env.DecodeConfig(&cfg); err != nil {
+		return nil, err
+	}
+	if cfg.Runtime == "" {
+		cfg.Runtime = "runc"
+	}
+	bin, err := exec.LookPath(cfg.Runtime)
+	if err != nil {
+		return nil, fmt.Errorf("runtime %q: %v: %w", cfg.Runtime, err, errdefs.ErrFailedPrecondition)
+	}
+	cfg.Runtime = bin
+	if cfg.RuntimeRoot == "" {
+		cfg.RuntimeRoot = filepath.Join(env.State, "runc")
+	}
+	if cfg.CgroupParent == "" {
+		cfg.CgroupParent = "/keel"
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("find own executable: %w", err)
+	}
+	for _, d := range []string{"tasks", "s", cfg.RuntimeRoot} {
+		if err := os.MkdirAll(filepath.Join(env.State, d), 0o711); err != nil {
+			return nil, err
+		}
+	}
+	logger := env.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	r := &Runtime{
+		cfg: cfg, state: env.State, exe: exe, logger: logger,
+		broker: newBroker(), ctx: rctx, cancel: cancel, tasks: map[string]*task{},
+	}
+	if err := r.reconnect(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	return r, nil
+}
+
+// Capabilities: checkpoint when CRIU is installed.
+func (r *Runtime) Capabilities() []string {
+	if _, err := exec.LookPath("criu"); err == nil {
+		return []string{keelruntime.CapabilityCheckpoint}
+	}
+	return nil
+}
+
+// reconnect finds the shims of the state dir again, in parallel: a live
+// one is connected, a dead one's task reported exited with a reason.
+func (r *Runtime) reconnect(ctx context.Context) error {
+	entries, err := os.ReadDir(filepath.Join(r.state, "tasks"))
+	if err != nil {
+		return err
+	}
+	var g errgroup.Group
+	g.SetLimit(64)
+	for _, e := range entries {
+		dir := filepath.Join(r.state, "tasks", e.Name())
+		g.Go(func() error {
+			b, err := os.ReadFile(filepath.Join(dir, shim.ConfigFile))
+			var cfg shim.Config
+			if err == nil {
+				err = json.Unmarshal(b, &cfg)
+			}
+			if err != nil {
+				// A create that never got its shim going.
+				r.logger.Warn("removing incomplete task dir", "dir", dir, "error", err)
+				os.RemoveAll(dir)
+				return nil
+			}
+			t := &task{id: cfg.ID, dir: dir, cfg: cfg, gone: make(chan struct{}), pollerDone: make(chan struct{})}
+			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+			t.client, err = shim.Dial(dctx, cfg.Socket)
+			cancel()
+			r.mu.Lock()
+			r.tasks[t.id] = t
+			r.mu.Unlock()
+			if err != nil {
+				close(t.pollerDone)
+				r.shimDied(t, fmt.Sprintf("shim unreachable after plugin restart: %v", err))
+				return nil
+			}
+			r.startPoller(t)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// validID refuses ids that cannot name a directory.
+func validID(id string) error {
+	if id == "" || id == "." || id == ".." || strings.ContainsAny(id, "/\x00") || len(id) > 200 {
+		return fmt.Errorf("task id %q: %w", id, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Create writes the bundle and starts the task's shim, which mounts the
+// rootfs and creates the container.
+func (r *Runtime) Create(ctx context.Context, opts keelruntime.CreateOpts) (uint32, error) {
+	if err := validID(opts.ID); err != nil {
+		return 0, err
+	}
+	if opts.Spec == nil {
+		return 0, fmt.Errorf("task %q: no spec: %w", opts.ID, errdefs.ErrInvalidArgument)
+	}
+	r.mu.Lock()
+	if _, ok := r.tasks[opts.ID]; ok {
+		r.mu.Unlock()
+		return 0, fmt.Errorf("task %q: %w", opts.ID, errdefs.ErrAlreadyExists)
+	}
+	t := &task{id: opts.ID, dir: filepath.Join(r.state, "tasks", opts.ID), gone: make(chan struct{}), pollerDone: make(chan struct{})}
+	r.tasks[opts.ID] = t // reserved; removed again on failure
+	r.mu.Unlock()
+
+	pid, err := r.create(ctx, t, opts)
+	if err != nil {
+		r.mu.Lock()
+		delete(r.tasks, opts.ID)
+		r.mu.Unlock()
+		os.RemoveAll(t.dir)
+		return 0, err
+	}
+	r.startPoller(t)
+	return pid, nil
+}
+
+func (r *Runtime) create(ctx context.Context, t *task, opts keelruntime.CreateOpts) (uint32, error) {
+	os.RemoveAll(t.dir)
+	bundle := filepath.Join(t.dir, shim.BundleDir)
+	if err := os.MkdirAll(bundle, 0o711); err != nil {
+		return 0, err
+	}
+	spec := *opts.Spec
+	if len(opts.Rootfs) > 0 {
+		root := specs.Root{Path: "rootfs"}
+		if spec.Root != nil {
+			root.Readonly = spec.Root.Readonly
+		}
+		spec.Root = &root
+	} else if spec.Root == nil || !filepath.IsAbs(spec.Root.Path) {
+		return 0, fmt.Errorf("task %q: no rootfs mounts and no absolute root path: %w", opts.ID, errdefs.ErrInvalidArgument)
+	}
+	if spec.Linux == nil {
+		spec.Linux = &specs.Linux{}
+	} else {
+		l := *spec.Linux
+		spec.Linux = &l
+	}
+	if spec.Linux.CgroupsPath == "" {
+		spec.Linux.CgroupsPath = filepath.Join(r.cfg.CgroupParent, opts.ID)
+	}
+	b, err := json.Marshal(&spec)
+	if err != nil {
+		return 0, fmt.Errorf("spec: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), b, 0o600); err != nil {
+		return 0, err
+	}
+	sum := sha256.Sum256([]byte(opts.ID))
+	t.cfg = shim.Config{
+		ID:          opts.ID,
+		Bundle:      bundle,
+		Socket:      filepath.Join(r.state, "s", hex.EncodeToString(sum[:8])+".sock"),
+		Runtime:     r.cfg.Runtime,
+		RuntimeRoot: r.cfg.RuntimeRoot,
+		Rootfs:      opts.Rootfs,
+		IO:          opts.IO,
+		Checkpoint:  opts.Checkpoint,
+		CgroupPath:  spec.Linux.CgroupsPath,
+	}
+	if b, err = json.Marshal(&t.cfg); err != nil {
+		return 0, err
+	}
+	if err := os.WriteFile(filepath.Join(t.dir, shim.ConfigFile), b, 0o600); err != nil {
+		return 0, err
+	}
+	ready, err := r.startShim(ctx, t)
+	if err != nil {
+		return 0, err
+	}
+	if ready.Error != "" {
+		return 0, shim.ErrorFromCode(ready.Code, fmt.Sprintf("task %q: %s", opts.ID, ready.Error))
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	if t.client, err = shim.Dial(dctx, t.cfg.Socket); err != nil {
+		return 0, err
+	}
+	return ready.Pid, nil
+}
+
+// startShim runs this binary in shim mode for t, in a session of its own
+// so it outlives the plugin (and the plugin's process group, which keeld
+// kills), with none of the plugin's stdio: go-plugin sees the plugin's
+// exit by its stdout and stderr closing. It returns the shim's report.
+func (r *Runtime) startShim(ctx context.Context, t *task) (shim.Ready, error) {
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		return shim.Ready{}, err
+	}
+	defer rd.Close()
+	logf, err := os.OpenFile(filepath.Join(t.dir, "shim.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		wr.Close()
+		return shim.Ready{}, err
+	}
+	defer logf.Close()
+	cmd := &exec.Cmd{
+		Path:        r.exe,
+		Args:        []string{filepath.Base(r.exe), shim.Arg, t.dir},
+		Dir:         t.dir,
+		Env:         []string{"PATH=" + os.Getenv("PATH")},
+		Stderr:      logf,
+		ExtraFiles:  []*os.File{wr},
+		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
+	}
+	err = cmd.Start()
+	wr.Close()
+	if err != nil {
+		return shim.Ready{}, fmt.Errorf("start shim: %w", err)
+	}
+	// Reaped here while the plugin lives; by init (or keeld, a subreaper)
+	// after.
+	go cmd.Wait()
+
+	res := make(chan shim.Ready, 1)
+	go func() {
+		var ready shim.Ready
+		if err := json.NewDecoder(rd).Decode(&ready); err != nil {
+			ready = shim.Ready{Code: 2, Error: "shim exited before reporting: " + lastLine(filepath.Join(t.dir, "shim.log"))}
+		}
+		res <- ready
+	}()
+	timer := time.NewTimer(startTimeout)
+	defer timer.Stop()
+	select {
+	case ready := <-res:
+		return ready, nil
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		return shim.Ready{}, ctx.Err()
+	case <-timer.C:
+		cmd.Process.Kill()
+		return shim.Ready{}, fmt.Errorf("shim of task %q did not start in %s: %w", t.id, startTimeout, errdefs.ErrUnavailable)
+	}
+}
+
+func lastLine(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
+}
+
+// startPoller forwards t's events, in order, until its delete event, the
+// shim's death or Close.
+func (r *Runtime) startPoller(t *task) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		defer close(t.pollerDone)
+		var after uint64
+		for {
+			var reply shim.EventsReply
+			err := t.client.Call(r.ctx, "Events", shim.EventsRequest{After: after, Timeout: pollTimeout}, &reply)
+			if r.ctx.Err() != nil {
+				return
+			}
+			if err != nil {
+				r.shimDied(t, fmt.Sprintf("shim connection lost: %v", err))
+				return
+			}
+			for _, ev := range reply.Events {
+				after = ev.Seq
+				if ev.Event.Topic == keelruntime.TopicExit && ev.Event.ExecID == "" {
+					t.exitSeen.Store(true)
+				}
+				r.broker.publish(ev.Event)
+				if ev.Event.Topic == keelruntime.TopicDelete {
+					// Acknowledge, then let the shim go.
+					t.client.Call(r.ctx, "Events", shim.EventsRequest{After: after, Timeout: time.Millisecond}, &shim.EventsReply{})
+					t.client.Call(r.ctx, "Shutdown", shim.Empty{}, &shim.Empty{})
+					t.client.Close()
+					return
+				}
+			}
+		}
+	}()
+}
+
+// shimDied reports t's task exited after its shim went away: the exit the
+// shim recorded, or deadShimStatus; the container, if still there, is
+// killed and its rootfs unmounted, so nothing runs unwatched.
+func (r *Runtime) shimDied(t *task, reason string) {
+	t.goneOnce.Do(func() {
+		r.logger.Warn("task shim is gone", "task", t.id, "reason", reason)
+		if t.client != nil {
+			t.client.Close()
+		}
+		var exit keelruntime.ExitStatus
+		b, err := os.ReadFile(filepath.Join(t.dir, shim.ExitFile))
+		if err == nil && json.Unmarshal(b, &exit) == nil {
+			reason += "; the exit it recorded is kept"
+		} else {
+			exit = keelruntime.ExitStatus{Status: deadShimStatus, ExitedAt: time.Now()}
+			reason += "; container killed"
+		}
+		rt := &gorunc.Runc{Command: t.cfg.Runtime, Root: t.cfg.RuntimeRoot}
+		bg := context.Background()
+		rt.Kill(bg, t.id, int(unix.SIGKILL), &gorunc.KillOpts{All: true})
+		rt.Delete(bg, t.id, &gorunc.DeleteOpts{Force: true})
+		if len(t.cfg.Rootfs) > 0 {
+			unmountAll(filepath.Join(t.cfg.Bundle, "rootfs"))
+		}
+		t.deadReason = reason
+		t.deadExit = exit
+		if !t.exitSeen.Load() {
+			r.broker.publish(keelruntime.Event{Topic: keelruntime.TopicExit, ID: t.id, Pid: exit.Pid,
+				ExitStatus: exit.Status, ExitedAt: exit.ExitedAt, Timestamp: time.Now()})
+		}
+		close(t.gone)
+	})
+}
+
+func unmountAll(target string) {
+	for range 16 {
+		if unix.Unmount(target, unix.MNT_DETACH) != nil {
+			return
+		}
+	}
+}
+
+func (r *Runtime) get(id string) (*task, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.tasks[id]
+	if !ok || (t.client == nil && !t.dead()) {
+		return nil, fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
+	}
+	return t, nil
+}
+
+// call calls a shim method for a live task, answering for a dead one with
+// deadErr (nil: FailedPrecondition naming the reason).
+func (r *Runtime) call(ctx context.Context, id, method string, req, reply any) error {
+	t, err := r.get(id)
+	if err != nil {
+		return err
+	}
+	if t.dead() {
+		return fmt.Errorf("task %q: %s: %w", id, t.deadReason, errdefs.ErrFailedPrecondition)
+	}
+	if err := t.client.Call(ctx, method, req, reply); err != nil {
+		if errors.Is(err, shim.ErrConnection) {
+			return fmt.Errorf("task %q: %w", id, err)
+		}
+		return err
+	}
+	return nil
+}
+
+func (r *Runtime) Start(ctx context.Context, id, execID string) (uint32, error) {
+	var reply shim.PidReply
+	err := r.call(ctx, id, "Start", shim.ProcessRequest{ExecID: execID}, &reply)
+	return reply.Pid, err
+}
+
+// Delete removes a stopped process; for the init process it also ends the
+// shim once its delete event is forwarded, and removes the task's dir.
+func (r *Runtime) Delete(ctx context.Context, id, execID string) (keelruntime.ExitStatus, error) {
+	t, err := r.get(id)
+	if err != nil {
+		return keelruntime.ExitStatus{}, err
+	}
+	if t.dead() {
+		if execID != "" {
+			return keelruntime.ExitStatus{}, fmt.Errorf("exec %q in task %q: %w", execID, id, errdefs.ErrNotFound)
+		}
+		r.broker.publish(keelruntime.Event{Topic: keelruntime.TopicDelete, ID: id, Pid: t.deadExit.Pid,
+			ExitStatus: t.deadExit.Status, ExitedAt: t.deadExit.ExitedAt, Timestamp: time.Now()})
+		r.remove(t)
+		return t.deadExit, nil
+	}
+	var reply shim.ExitReply
+	if err := r.call(ctx, id, "Delete", shim.ProcessRequest{ExecID: execID}, &reply); err != nil {
+		return keelruntime.ExitStatus{}, err
+	}
+	if execID != "" {
+		return reply.Exit, nil
+	}
+	select {
+	case <-t.pollerDone:
+	case <-time.After(deleteWait):
+		r.logger.Warn("deleted task's events not drained", "task", id)
+	}
+	r.remove(t)
+	return reply.Exit, nil
+}
+
+func (r *Runtime) remove(t *task) {
+	r.mu.Lock()
+	delete(r.tasks, t.id)
+	r.mu.Unlock()
+	os.Remove(t.cfg.Socket)
+	os.RemoveAll(t.dir)
+}
+
+func (r *Runtime) Kill(ctx context.Context, id, execID string, sig syscall.Signal, all bool) error {
+	t, err := r.get(id)
+	if err != nil {
+		return err
+	}
+	if t.dead() {
+		if all {
+			return nil
+		}
+		return fmt.Errorf("task %q: already exited (%s): %w", id, t.deadReason, errdefs.ErrNotFound)
+	}
+	return r.call(ctx, id, "Kill", shim.KillRequest{ExecID: execID, Signal: int(sig), All: all}, &shim.Empty{})
+}
+
+func (r *Runtime) Exec(ctx context.Context, opts keelruntime.ExecOpts) error {
+	if opts.Spec == nil {
+		return fmt.Errorf("exec %q: no process spec: %w", opts.ExecID, errdefs.ErrInvalidArgument)
+	}
+	b, err := json.Marshal(opts.Spec)
+	if err != nil {
+		return fmt.Errorf("exec %q: %v: %w", opts.ExecID, err, errdefs.ErrInvalidArgument)
+	}
+	return r.call(ctx, opts.ID, "Exec", shim.ExecRequest{ExecID: opts.ExecID, Spec: b, IO: opts.IO}, &shim.Empty{})
+}
+
+func (r *Runtime) ResizePty(ctx context.Context, id, execID string, width, height uint32) error {
+	return r.call(ctx, id, "ResizePty", shim.ResizeRequest{ExecID: execID, Width: width, Height: height}, &shim.Empty{})
+}
+
+func (r *Runtime) CloseIO(ctx context.Context, id, execID string) error {
+	return r.call(ctx, id, "CloseIO", shim.ProcessRequest{ExecID: execID}, &shim.Empty{})
+}
+
+func (r *Runtime) Pause(ctx context.Context, id string) error {
+	return r.call(ctx, id, "Pause", shim.Empty{}, &shim.Empty{})
+}
+
+func (r *Runtime) Resume(ctx context.Context, id string) error {
+	return r.call(ctx, id, "Resume", shim.Empty{}, &shim.Empty{})
+}
+
+func (r *Runtime) Pids(ctx context.Context, id string) ([]keelruntime.ProcessInfo, error) {
+	var reply shim.PidsReply
+	err := r.call(ctx, id, "Pids", shim.Empty{}, &reply)
+	return reply.Processes, err
+}
+
+func (r *Runtime) Checkpoint(ctx context.Context, id string, opts keelruntime.CheckpointOpts) error {
+	if !filepath.IsAbs(opts.Path) {
+		return fmt.Errorf("checkpoint path %q: not absolute: %w", opts.Path, errdefs.ErrInvalidArgument)
+	}
+	return r.call(ctx, id, "Checkpoint", shim.CheckpointRequest{Path: opts.Path, Exit: opts.Exit}, &shim.Empty{})
+}
+
+func (r *Runtime) Update(ctx context.Context, id string, resources *specs.LinuxResources, _ map[string]string) error {
+	if resources == nil {
+		_, err := r.get(id)
+		return err
+	}
+	b, err := json.Marshal(resources)
+	if err != nil {
+		return fmt.Errorf("resources: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return r.call(ctx, id, "Update", shim.UpdateRequest{Resources: b}, &shim.Empty{})
+}
+
+func (r *Runtime) Stats(ctx context.Context, id string) (keelruntime.Stats, error) {
+	var reply shim.StatsReply
+	err := r.call(ctx, id, "Stats", shim.Empty{}, &reply)
+	return reply.Stats, err
+}
+
+// Wait waits for a process's exit. A shim that dies meanwhile ends the
+// wait with the exit its death left (see shimDied): never a hang.
+func (r *Runtime) Wait(ctx context.Context, id, execID string) (keelruntime.ExitStatus, error) {
+	t, err := r.get(id)
+	if err != nil {
+		return keelruntime.ExitStatus{}, err
+	}
+	if !t.dead() {
+		var reply shim.ExitReply
+		err := t.client.Call(ctx, "Wait", shim.ProcessRequest{ExecID: execID}, &reply)
+		if err == nil || !errors.Is(err, shim.ErrConnection) {
+			return reply.Exit, err
+		}
+		select {
+		case <-t.gone:
+		case <-ctx.Done():
+			return keelruntime.ExitStatus{}, ctx.Err()
+		}
+	}
+	return t.deadExit, nil
+}
+
+func (r *Runtime) State(ctx context.Context, id, execID string) (keelruntime.TaskState, error) {
+	t, err := r.get(id)
+	if err != nil {
+		return keelruntime.TaskState{}, err
+	}
+	return r.taskState(ctx, t, execID)
+}
+
+func (r *Runtime) taskState(ctx context.Context, t *task, execID string) (keelruntime.TaskState, error) {
+	if !t.dead() {
+		var reply shim.StateReply
+		err := t.client.Call(ctx, "State", shim.ProcessRequest{ExecID: execID}, &reply)
+		if err == nil || !errors.Is(err, shim.ErrConnection) {
+			return reply.State, err
+		}
+		r.shimDied(t, fmt.Sprintf("shim connection lost: %v", err))
+	}
+	if execID != "" {
+		return keelruntime.TaskState{}, fmt.Errorf("exec %q in task %q: %w", execID, t.id, errdefs.ErrNotFound)
+	}
+	return keelruntime.TaskState{
+		ID: t.id, Pid: t.deadExit.Pid, Status: keelruntime.StatusStopped, IO: t.cfg.IO,
+		ExitStatus: t.deadExit.Status, ExitedAt: t.deadExit.ExitedAt, Reason: t.deadReason,
+	}, nil
+}
+
+// List reports every task, dead shims' included, ordered by id.
+func (r *Runtime) List(ctx context.Context) ([]keelruntime.TaskState, error) {
+	r.mu.Lock()
+	var tasks []*task
+	for _, t := range r.tasks {
+		if t.client != nil || t.dead() {
+			tasks = append(tasks, t)
+		}
+	}
+	r.mu.Unlock()
+	states := make([]keelruntime.TaskState, len(tasks))
+	var g errgroup.Group
+	g.SetLimit(32)
+	for i, t := range tasks {
+		g.Go(func() error {
+			st, err := r.taskState(ctx, t, "")
+			if err != nil {
+				st = keelruntime.TaskState{ID: t.id, Status: keelruntime.StatusUnknown, Reason: err.Error()}
+			}
+			states[i] = st
+			return nil
+		})
+	}
+	g.Wait()
+	slices.SortFunc(states, func(a, b keelruntime.TaskState) int { return strings.Compare(a.ID, b.ID) })
+	return states, nil
+}
+
+func (r *Runtime) Events(ctx context.Context) (<-chan keelruntime.Event, <-chan error) {
+	return r.broker.subscribe(ctx)
+}
+
+// Close stops the event pollers and closes the shim connections; the
+// tasks and their shims keep running.
+func (r *Runtime) Close() error {
+	r.cancel()
+	r.mu.Lock()
+	for _, t := range r.tasks {
+		if t.client != nil {
+			t.client.Close()
+		}
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+	r.broker.close()
+	return nil
+}

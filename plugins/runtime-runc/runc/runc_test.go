@@ -1,0 +1,50 @@
+package runc_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/keel-runtime/keel/plugins/runtime-runc/runc"
+	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
+	"github.com/keel-runtime/keel/test/conformance"
+)
+
+// TestMain lets the test binary be the shim too: the in-process plugin
+// re-executes its own executable, this one, in shim mode.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
+		os.Exit(shim.Main(os.Args[2:]))
+	}
+	os.Exit(m.Run())
+}
+
+func TestConformance(t *testing.T) {
+	conformance.Runtime(conformance.Go(t), conformance.InProcessRuntime(runc.New))
+}
+
+// pluginBinary returns $KEEL_BIN/keel-runtime-runc, or builds it.
+func pluginBinary(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("KEEL_BIN"); dir != "" {
+		if p := filepath.Join(dir, "keel-runtime-runc"); fileExists(p) {
+			return p
+		}
+	}
+	bin := filepath.Join(t.TempDir(), "keel-runtime-runc")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/keel-runtime/keel/plugins/runtime-runc").CombinedOutput()
+	if err != nil {
+		t.Fatalf("build keel-runtime-runc: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func TestConformanceBinary(t *testing.T) {
+	conformance.Runtime(conformance.Go(t), conformance.BinaryRuntime(pluginBinary(t)))
+}
