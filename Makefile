@@ -1,6 +1,6 @@
 GO        ?= go
 BIN       := bin
-PLUGINS   := keel-snapshotter-native keel-snapshotter-overlay keel-content-local keel-snapshotter-btrfs keel-resolver-docker
+PLUGINS   := keel-snapshotter-native keel-snapshotter-overlay keel-content-local keel-snapshotter-btrfs keel-resolver-docker keel-runtime-runc
 BINARIES  := keeld keel $(PLUGINS)
 PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
@@ -33,6 +33,7 @@ conformance: build
 	$(BIN)/keel conformance --kind snapshotter $(BIN)/keel-snapshotter-btrfs
 	$(BIN)/keel conformance --kind content $(BIN)/keel-content-local
 	$(BIN)/keel conformance --kind resolver $(BIN)/keel-resolver-docker
+	$(BIN)/keel conformance --kind runtime $(BIN)/keel-runtime-runc
 
 bench: build
 	KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
