@@ -28,8 +28,26 @@ func IngestRef(desc ocispec.Descriptor) string {
 // that offset) and commits it, which checks size and digest. A blob that
 // is stored already is success, with nothing fetched.
 func Fetch(ctx context.Context, r resolver.Resolver, cs content.Ingester, ref string, desc ocispec.Descriptor, opts ...content.Opt) error {
+	return fetch(ctx, r, cs, ref, desc, fetchHooks{}, opts...)
+}
+
+// fetchHooks let a pull watch a fetch and tee its bytes.
+type fetchHooks struct {
+	// exists is called when the blob is stored already.
+	exists func()
+	// start is called with the offset the fetch starts from; a writer it
+	// returns receives every byte fetched after the store took it.
+	start func(offset int64) io.Writer
+	// wrote is called with the bytes stored so far, after each chunk.
+	wrote func(offset int64)
+}
+
+func fetch(ctx context.Context, r resolver.Resolver, cs content.Ingester, ref string, desc ocispec.Descriptor, hooks fetchHooks, opts ...content.Opt) error {
 	w, err := cs.Writer(ctx, content.WithRef(IngestRef(desc)), content.WithDescriptor(desc))
 	if errdefs.IsAlreadyExists(err) {
+		if hooks.exists != nil {
+			hooks.exists()
+		}
 		return nil
 	}
 	if err != nil {
@@ -46,6 +64,10 @@ func Fetch(ctx context.Context, r resolver.Resolver, cs content.Ingester, ref st
 		}
 		st.Offset = 0
 	}
+	var tee io.Writer
+	if hooks.start != nil {
+		tee = hooks.start(st.Offset)
+	}
 	rc, err := r.Fetch(ctx, ref, desc, st.Offset)
 	if err != nil {
 		return fmt.Errorf("fetch %s of %s from %d: %w", desc.Digest, ref, st.Offset, err)
@@ -53,11 +75,21 @@ func Fetch(ctx context.Context, r resolver.Resolver, cs content.Ingester, ref st
 	defer rc.Close()
 	// Whole chunks make whole messages on the way to the content plugin.
 	buf := make([]byte, sdk.ChunkSize)
+	offset := st.Offset
 	for {
 		n, rerr := io.ReadFull(rc, buf)
 		if n > 0 {
 			if _, err := w.Write(buf[:n]); err != nil {
 				return fmt.Errorf("fetch %s of %s: write: %w", desc.Digest, ref, err)
+			}
+			if tee != nil {
+				if _, err := tee.Write(buf[:n]); err != nil {
+					return fmt.Errorf("fetch %s of %s: apply: %w", desc.Digest, ref, err)
+				}
+			}
+			offset += int64(n)
+			if hooks.wrote != nil {
+				hooks.wrote(offset)
 			}
 		}
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
