@@ -72,6 +72,8 @@ const (
 	DefaultRoot     = "/var/lib/keel"
 	DefaultState    = "/run/keel"
 	DefaultLogLevel = "info"
+	// DefaultMaxConcurrentDownloads bounds the blobs a pull fetches at once.
+	DefaultMaxConcurrentDownloads = 3
 	// The API socket defaults to <state>/keel.sock.
 	DefaultSocketName = "keel.sock"
 )
@@ -93,6 +95,8 @@ type Config struct {
 	// GC tunes garbage collection; nil when the file has no gc block
 	// (defaults apply, see GCInterval).
 	GC *GC `json:"gc,omitempty"`
+	// MaxConcurrentDownloads bounds the blobs one pull fetches at once.
+	MaxConcurrentDownloads int `json:"max_concurrent_downloads"`
 	// DefaultSnapshotter names the snapshotter used when a call names none;
 	// empty only when no snapshotter is configured.
 	DefaultSnapshotter string `json:"default_snapshotter"`

@@ -31,6 +31,9 @@ type fileSchema struct {
 	PluginDir      *string   `hcl:"plugin_dir,optional"`
 	PluginDirRange hcl.Range `hcl:"plugin_dir,attr_value_range"`
 
+	MaxConcurrentDownloads      *int      `hcl:"max_concurrent_downloads,optional"`
+	MaxConcurrentDownloadsRange hcl.Range `hcl:"max_concurrent_downloads,attr_value_range"`
+
 	DefaultSnapshotter      *string   `hcl:"default_snapshotter,optional"`
 	DefaultSnapshotterRange hcl.Range `hcl:"default_snapshotter,attr_value_range"`
 
@@ -157,6 +160,14 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 		State:    absDir(fs.State, fs.StateRange, "state", DefaultState),
 		LogLevel: DefaultLogLevel,
 		Plugins:  []Plugin{},
+
+		MaxConcurrentDownloads: DefaultMaxConcurrentDownloads,
+	}
+	if n := fs.MaxConcurrentDownloads; n != nil {
+		c.MaxConcurrentDownloads = *n
+		if *n < 1 {
+			fail(fs.MaxConcurrentDownloadsRange, "Invalid max_concurrent_downloads", "max_concurrent_downloads must be at least 1, not %d.", *n)
+		}
 	}
 	if fs.LogLevel != nil {
 		c.LogLevel = *fs.LogLevel
