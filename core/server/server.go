@@ -128,6 +128,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
 	s.registerImages(srv)
+	s.registerExchange(srv)
 	if s.content != nil {
 		pluginv1.RegisterContentServer(srv, content.NewServer(func(context.Context) (content.Store, error) {
 			return s.content, nil
@@ -136,6 +137,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	pluginv1.RegisterSnapshotterServer(srv, snapshot.NewServer(s.snapshotter))
 	pluginv1.RegisterResolverServer(srv, resolver.NewServer(s.resolver))
 	keelv1.RegisterTransferServer(srv, transferService{s: s})
+	keelv1.RegisterPullServer(srv, pullService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(srv, s.health)
 	s.registerMetrics(metrics)
