@@ -91,7 +91,12 @@ func startDaemon(ctx context.Context, privateBin bool) (*daemon, error) {
 }
 
 // startDaemonWith is startDaemon with sn as keeld's only snapshotter.
-func startDaemonWith(ctx context.Context, privateBin bool, sn benchSnapshotter) (_ *daemon, err error) {
+func startDaemonWith(ctx context.Context, privateBin bool, sn benchSnapshotter) (*daemon, error) {
+	return startDaemonPlugins(ctx, privateBin, sn, "")
+}
+
+// startDaemonPlugins is startDaemonWith with more plugin blocks (HCL).
+func startDaemonPlugins(ctx context.Context, privateBin bool, sn benchSnapshotter, extra string) (_ *daemon, err error) {
 	bin, err := binDir()
 	if err != nil {
 		return nil, err
@@ -123,7 +128,7 @@ plugin "snapshotter" %q {
   }
 }
 plugin "content" "local" { path = "keel-content-local" }
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), bin, d.socket(), sn.name, sn.name, sn.config)
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), bin, d.socket(), sn.name, sn.name, sn.config, extra)
 	if sn.prepare != nil {
 		pluginRoot := filepath.Join(dir, "root", "plugins", "snapshotter."+sn.name)
 		if err := os.MkdirAll(pluginRoot, 0o700); err != nil {

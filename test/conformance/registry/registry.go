@@ -95,7 +95,11 @@ type Registry struct {
 	// TokenRequests counts the token server's answers (Token only).
 	tokenRequests int
 	mu            sync.Mutex
+	pid           int
 }
+
+// Pid is the registry process's (for benchmarks measuring its CPU).
+func (r *Registry) Pid() int { return r.pid }
 
 // Variants lists the four variants the issue asks for, by name.
 var Variants = map[string]Options{
@@ -191,6 +195,7 @@ func (r *Registry) run(t TB, bin, config, dir string) error {
 		resp, err := client.Get(r.URL() + "/v2/")
 		if err == nil {
 			resp.Body.Close()
+			r.pid = cmd.Process.Pid
 			t.Cleanup(stop)
 			return nil
 		}
