@@ -162,12 +162,34 @@ func New(ctx context.Context, env sdk.Env) (keelruntime.Runtime, error) {
 	return r, nil
 }
 
-// Capabilities: checkpoint when CRIU is installed.
+// Capabilities: checkpoint when CRIU works here (`criu check` passes; it
+// does not on kernels newer than the CRIU release knows, e.g. Debian 12's
+// CRIU 3.17 on 6.x kernels: "vdso: Unexpected rt vDSO area bounds").
+// Checkpoint is tried either way, and fails with CRIU's own errors.
 func (r *Runtime) Capabilities() []string {
-	if _, err := exec.LookPath("criu"); err == nil {
-		return []string{keelruntime.CapabilityCheckpoint}
+	if err := criuCheck(); err != nil {
+		r.logger.Info("checkpoint unavailable", "reason", err)
+		return nil
+	}
+	return []string{keelruntime.CapabilityCheckpoint}
+}
+
+// criuCheck runs `criu check` once per process.
+var criuCheck = sync.OnceValue(func() error {
+	path, err := exec.LookPath("criu")
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command(path, "check").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("criu check: %v: %s", err, lastOf(string(out)))
 	}
 	return nil
+})
+
+func lastOf(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
 }
 
 // reconnect finds the shims of the state dir again, in parallel: a live
@@ -257,6 +279,9 @@ func (r *Runtime) create(ctx context.Context, t *task, opts keelruntime.CreateOp
 		return 0, err
 	}
 	spec := *opts.Spec
+	if err := checkOOMScoreAdj(spec.Process); err != nil {
+		return 0, fmt.Errorf("task %q: %w", opts.ID, err)
+	}
 	if len(opts.Rootfs) > 0 {
 		root := specs.Root{Path: "rootfs"}
 		if spec.Root != nil {
@@ -369,6 +394,31 @@ func (r *Runtime) startShim(ctx context.Context, t *task) (shim.Ready, error) {
 		cmd.Process.Kill()
 		return shim.Ready{}, fmt.Errorf("shim of task %q did not start in %s: %w", t.id, startTimeout, errdefs.ErrUnavailable)
 	}
+}
+
+// checkOOMScoreAdj refuses, clearly, an oom_score_adj the container could
+// not get: lowering it below ours needs CAP_SYS_RESOURCE, which root lacks
+// in some sandboxes, and runc then fails with "can't get final child's PID
+// from pipe: EOF".
+func checkOOMScoreAdj(p *specs.Process) error {
+	if p == nil || p.OOMScoreAdj == nil {
+		return nil
+	}
+	b, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		return nil
+	}
+	var own int
+	if _, err := fmt.Sscan(string(b), &own); err != nil || *p.OOMScoreAdj >= own {
+		return nil
+	}
+	var hdr = unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err == nil && data[0].Effective&(1<<unix.CAP_SYS_RESOURCE) != 0 {
+		return nil
+	}
+	return fmt.Errorf("oom_score_adj %d is below the runtime's %d, which needs CAP_SYS_RESOURCE, and this host's root lacks it: %w",
+		*p.OOMScoreAdj, own, errdefs.ErrFailedPrecondition)
 }
 
 func lastLine(path string) string {

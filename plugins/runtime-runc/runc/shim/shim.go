@@ -729,19 +729,30 @@ func (s *Service) Checkpoint(req CheckpointRequest, _ *Empty) error {
 	if err != nil {
 		msg := s.runtimeError("checkpoint", err).Error()
 		if crlog, rerr := os.ReadFile(filepath.Join(work, "dump.log")); rerr == nil {
-			msg += "; criu: " + lastLines(string(crlog), 3)
+			msg += "; criu: " + criuErrors(string(crlog))
 		}
 		return wireError(fmt.Errorf("%s: %w", msg, errdefs.ErrUnknown))
 	}
 	return nil
 }
 
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
+// criuErrors picks the error lines of a CRIU log (its last lines
+// otherwise).
+func criuErrors(log string) string {
+	lines := strings.Split(strings.TrimSpace(log), "\n")
+	var errs []string
+	for _, l := range lines {
+		if strings.Contains(l, "Error (") {
+			errs = append(errs, strings.TrimSpace(l))
+		}
 	}
-	return strings.Join(lines, " | ")
+	if len(errs) == 0 {
+		errs = lines
+	}
+	if len(errs) > 3 {
+		errs = errs[len(errs)-3:]
+	}
+	return strings.Join(errs, " | ")
 }
 
 // Update changes the task's resources.
