@@ -17,6 +17,7 @@ func imageCommand(g *globals) *cobra.Command {
 	cmd.PersistentFlags().String("resolver", "", "resolver plugin name (default: keeld's only one)")
 	cmd.AddCommand(imageResolveCommand(g))
 	cmd.AddCommand(imageRecordCommands(g)...)
+	cmd.AddCommand(imagePullCommand(g))
 	return cmd
 }
 
