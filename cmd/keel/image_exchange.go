@@ -1,0 +1,253 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	digest "github.com/opencontainers/go-digest"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/keel-runtime/keel/client"
+)
+
+// imageExchangeCommands are push, export, import, mount and unmount.
+func imageExchangeCommands(g *globals) []*cobra.Command {
+	return []*cobra.Command{
+		imagePushCommand(g),
+		imageExportCommand(g),
+		imageImportCommand(g),
+		imageMountCommand(g),
+		imageUnmountCommand(g),
+	}
+}
+
+// pushReporter shows a push's progress: on a terminal, one bar of the bytes
+// of all blobs and a line per blob as it ends; otherwise a line per blob as
+// it starts and ends; nothing with -q.
+type pushReporter struct {
+	w      io.Writer
+	quiet  bool
+	bar    *progressbar.ProgressBar
+	mu     sync.Mutex
+	offset map[digest.Digest]int64
+	total  int64
+}
+
+func newPushReporter(w io.Writer, quiet bool) *pushReporter {
+	r := &pushReporter{w: w, quiet: quiet, offset: map[digest.Digest]int64{}}
+	if f, ok := w.(*os.File); ok && !quiet && term.IsTerminal(int(f.Fd())) {
+		r.bar = progressbar.NewOptions64(0,
+			progressbar.OptionSetWriter(w),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionSetDescription("pushing"),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+			progressbar.OptionFullWidth(),
+		)
+	}
+	return r
+}
+
+func pushDigest(d digest.Digest) string {
+	if e := d.Encoded(); len(e) > 12 {
+		return d.Algorithm().String() + ":" + e[:12]
+	}
+	return d.String()
+}
+
+func (r *pushReporter) report(p client.PushProgress) {
+	if r.quiet {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	prev, seen := r.offset[p.Desc.Digest]
+	if !seen {
+		r.total += p.Desc.Size
+		if r.bar != nil {
+			r.bar.ChangeMax64(r.total)
+		} else {
+			fmt.Fprintf(r.w, "pushing %s %s (%d bytes)\n", pushDigest(p.Desc.Digest), p.Desc.MediaType, p.Desc.Size)
+		}
+	}
+	r.offset[p.Desc.Digest] = p.Offset
+	if r.bar != nil {
+		r.bar.Add64(p.Offset - prev)
+	}
+	if p.Status == client.PushPushing {
+		return
+	}
+	line := fmt.Sprintf("%-7s %s %s", p.Status, pushDigest(p.Desc.Digest), p.Desc.MediaType)
+	if r.bar != nil {
+		r.bar.Clear()
+		fmt.Fprintln(r.w, line)
+		return
+	}
+	fmt.Fprintln(r.w, line)
+}
+
+func (r *pushReporter) finish() {
+	if r.bar != nil {
+		r.bar.Finish()
+	}
+}
+
+func imagePushCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "push REF [LOCAL]",
+		Short: "Push an image to its registry: only what the registry lacks",
+		Long: "Push the image record REF (or LOCAL) to REF's registry through keeld's resolver plugin:\n" +
+			"layers and configs first, manifests last, skipping what the registry holds already.",
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			resolverName, _ := cmd.Flags().GetString("resolver")
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			rep := newPushReporter(cmd.ErrOrStderr(), g.quiet)
+			opts := []client.PushOpt{client.WithPushResolver(resolverName), client.WithPushProgress(rep.report)}
+			if len(args) == 2 {
+				opts = append(opts, client.WithPushImage(args[1]))
+			}
+			err = c.Push(cmd.Context(), args[0], opts...)
+			rep.finish()
+			if err != nil {
+				return err
+			}
+			if !g.quiet {
+				fmt.Fprintf(cmd.OutOrStdout(), "pushed %s\n", args[0])
+			}
+			return nil
+		},
+	}
+}
+
+func imageExportCommand(g *globals) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "export FILE REF...",
+		Short: "Write images to an OCI image layout tar (FILE - for stdout)",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var opts []client.ExportOpt
+			if all {
+				opts = append(opts, client.WithExportAllPlatforms())
+			}
+			if args[0] == "-" {
+				return c.Export(cmd.Context(), cmd.OutOrStdout(), args[1:], opts...)
+			}
+			// A failed export leaves no partial file behind.
+			f, err := os.CreateTemp(filepath.Dir(args[0]), "."+filepath.Base(args[0])+".tmp-*")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(f.Name())
+			if err := c.Export(cmd.Context(), f, args[1:], opts...); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			if err := os.Chmod(f.Name(), 0o644); err != nil {
+				return err
+			}
+			return os.Rename(f.Name(), args[0])
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all-platforms", false, "fail unless every platform of an index is stored (default: export the index as stored)")
+	return cmd
+}
+
+func imageImportCommand(g *globals) *cobra.Command {
+	var all bool
+	var base string
+	cmd := &cobra.Command{
+		Use:   "import FILE",
+		Short: "Import images from an OCI image layout tar or a `docker save` tar (FILE - for stdin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var r io.Reader = cmd.InOrStdin()
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				r = f
+			}
+			opts := []client.ImportOpt{client.WithImportBaseName(base)}
+			if all {
+				opts = append(opts, client.WithImportAllPlatforms())
+			}
+			imgs, err := c.Import(cmd.Context(), r, opts...)
+			if err != nil {
+				return err
+			}
+			t := table{header: []string{"NAME", "DIGEST", "MEDIA TYPE"}, values: imgs}
+			for _, img := range imgs {
+				t.rows = append(t.rows, []string{img.Name, img.Target.Digest.String(), img.Target.MediaType})
+				t.ids = append(t.ids, img.Name)
+			}
+			return g.print(cmd.OutOrStdout(), t)
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all-platforms", false, "keep every platform of an index (default: keeld's platform only)")
+	cmd.Flags().StringVar(&base, "base-name", "", "name images the archive leaves unnamed NAME@<digest> (default import)")
+	return cmd
+}
+
+func imageMountCommand(g *globals) *cobra.Command {
+	var platform, snapshotter string
+	cmd := &cobra.Command{
+		Use:   "mount REF DIR",
+		Short: "Mount a read-only view of an unpacked image's root filesystem on DIR",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return c.MountImage(cmd.Context(), args[0], args[1],
+				client.WithMountPlatform(platform), client.WithMountSnapshotter(snapshotter))
+		},
+	}
+	cmd.Flags().StringVar(&platform, "platform", "", "manifest of an index to mount, os/arch[/variant] (default: keeld's)")
+	cmd.Flags().StringVar(&snapshotter, "snapshotter", "", "snapshotter the image is unpacked on (default: keeld's default)")
+	return cmd
+}
+
+func imageUnmountCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unmount DIR",
+		Short: "Unmount an image mounted by `keel image mount` and remove its view",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			return c.UnmountImage(cmd.Context(), args[0])
+		},
+	}
+}
