@@ -18,6 +18,7 @@ func imageCommand(g *globals) *cobra.Command {
 	cmd.AddCommand(imageResolveCommand(g))
 	cmd.AddCommand(imageRecordCommands(g)...)
 	cmd.AddCommand(imagePullCommand(g))
+	cmd.AddCommand(imageExchangeCommands(g)...)
 	return cmd
 }
 
