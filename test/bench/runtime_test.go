@@ -175,4 +175,3 @@ func medianDuration(ds []time.Duration) time.Duration {
 	slices.Sort(s)
 	return s[len(s)/2]
 }
-
