@@ -13,7 +13,9 @@
 //	    └── <namespace>/               exists while the namespace does
 //	        ├── labels/<key> = <value>
 //	        ├── images/                (reserved)
-//	        ├── containers/            (reserved)
+//	        ├── containers/<id>/       image, snapshotter, snapshotkey, spec,
+//	        │                          runtime, runtimeoptions, createdat,
+//	        │                          updatedat, labels/ (containers.go)
 //	        ├── leases/                (reserved)
 //	        ├── content/
 //	        │   ├── blob/<digest>/
