@@ -41,6 +41,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -57,6 +58,8 @@ const OpenTimeout = 2 * time.Second
 // Store is a snapshot metastore in one bbolt file.
 type Store struct {
 	db *bolt.DB
+	// writers counts Batch calls in flight: a lone one commits at once.
+	writers atomic.Int32
 }
 
 // Open opens (creating it when missing) the metastore at path.
@@ -121,12 +124,19 @@ func (s *Store) Update(ctx context.Context, fn func(*Tx) error) error {
 // Batch runs fn in a read-write transaction shared with other concurrent
 // Batch calls, so that many of them cost one disk sync. fn may run more
 // than once (when another call in the batch fails), so it must only touch
-// the metastore; do filesystem steps after Batch returns.
+// the metastore; do filesystem steps after Batch returns. A call with no
+// other in flight commits at once rather than wait for company that is not
+// coming: sequential callers pay no batching delay.
 func (s *Store) Batch(ctx context.Context, fn func(*Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return s.db.Batch(func(btx *bolt.Tx) error { return fn(newTx(btx)) })
+	run := func(btx *bolt.Tx) error { return fn(newTx(btx)) }
+	defer s.writers.Add(-1)
+	if s.writers.Add(1) == 1 {
+		return s.db.Update(run)
+	}
+	return s.db.Batch(run)
 }
 
 // Tx is one metastore transaction.
