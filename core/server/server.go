@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/keel-runtime/keel/api/keelv1"
 	"github.com/keel-runtime/keel/core/config"
+	"github.com/keel-runtime/keel/core/events"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/metadata"
@@ -38,6 +40,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
 	"github.com/keel-runtime/keel/sdk/resolver"
+	"github.com/keel-runtime/keel/sdk/runtime"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -54,6 +57,12 @@ type Server struct {
 	// resolvers are the resolver plugins, by name. Resolving touches no
 	// namespaced state, so they are served as they are.
 	resolvers map[string]resolver.Resolver
+	// runtimes are the runtime plugins, by name; events republishes their
+	// task events (tasks.go).
+	runtimes   map[string]runtime.Runtime
+	events     *events.Exchange
+	stopEvents context.CancelFunc
+	eventsWG   sync.WaitGroup
 
 	gc       *gc.Scheduler
 	grpc     *grpc.Server
@@ -112,6 +121,9 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 		}
 		s.content = metadata.NewContentStore(s.db, content.NewClient(conn))
 	}
+	if err := s.startRuntimes(); err != nil {
+		return nil, err
+	}
 	s.startGC()
 	s.grpc = s.newGRPCServer()
 	return s, nil
@@ -129,6 +141,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
 	s.registerImages(srv)
 	s.registerExchange(srv)
+	s.registerTasks(srv)
 	if s.content != nil {
 		pluginv1.RegisterContentServer(srv, content.NewServer(func(context.Context) (content.Store, error) {
 			return s.content, nil
@@ -241,6 +254,7 @@ func (s *Server) Stop(ctx context.Context) {
 	if s.gc != nil {
 		s.gc.Stop()
 	}
+	s.stopRuntimes()
 	if s.plugins != nil {
 		if err := s.plugins.Stop(ctx); err != nil {
 			s.logger.Warn("stopping plugins", "error", err)
