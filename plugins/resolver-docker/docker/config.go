@@ -214,6 +214,10 @@ func (r *Resolver) hostsFor(registry string) (hosts []*host, skipped []string, e
 	hc, ok := r.cfg.hosts[registry]
 	if !ok {
 		hc = r.cfg.def
+		// As Docker and containerd do, a registry on this machine that no
+		// host block describes is spoken to over plain HTTP: loopback
+		// traffic never leaves the host.
+		hc.PlainHTTP = hc.PlainHTTP || isLoopback(registry)
 	}
 	names := append([]string(nil), hc.Mirrors...)
 	var rest []string
@@ -262,6 +266,19 @@ func (r *Resolver) hostsFor(registry string) (hosts []*host, skipped []string, e
 	}
 	r.hostCache[registry] = hostSet{hosts: hosts, skipped: skipped}
 	return hosts, skipped, nil
+}
+
+// isLoopback tells whether registry ("host[:port]") names this machine.
+func isLoopback(registry string) bool {
+	host := registry
+	if h, _, err := net.SplitHostPort(registry); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 type hostSet struct {

@@ -300,3 +300,37 @@ func TestConfigRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestLoopbackIsPlainHTTP: a registry on this machine that no host block
+// names is reached over plain HTTP, as Docker and containerd do; others
+// keep HTTPS.
+func TestLoopbackIsPlainHTTP(t *testing.T) {
+	for _, tc := range []struct {
+		registry string
+		plain    bool
+	}{
+		{"localhost:5000", true},
+		{"127.0.0.1:5000", true},
+		{"127.0.0.2", true},
+		{"[::1]:5000", true},
+		{"registry.example:5000", false},
+		{"10.0.0.1:5000", false},
+	} {
+		if got := isLoopback(tc.registry); got != tc.plain {
+			t.Errorf("isLoopback(%q) = %v, want %v", tc.registry, got, tc.plain)
+		}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", ocispec.MediaTypeImageManifest)
+		w.Header().Set("Docker-Content-Digest", digest.FromString("{}").String())
+		w.Header().Set("Content-Length", "2")
+		if r.Method == http.MethodGet {
+			w.Write([]byte("{}"))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	r := newResolver(t, map[string]any{})
+	if _, _, err := r.Resolve(t.Context(), strings.TrimPrefix(srv.URL, "http://")+"/app:tag"); err != nil {
+		t.Errorf("resolve on an unlisted loopback registry: %v", err)
+	}
+}
