@@ -52,6 +52,9 @@ func (cs containersService) Create(ctx context.Context, req *keelv1.CreateContai
 	if _, ok := cs.s.runtimes[c.Runtime]; !ok {
 		return nil, errdefs.ToGRPC(fmt.Errorf("container %q: runtime %q is not configured: %w", c.ID, c.Runtime, errdefs.ErrNotFound))
 	}
+	if c.SnapshotKey != "" && c.Snapshotter == "" {
+		c.Snapshotter = cs.s.cfg.DefaultSnapshotter
+	}
 	if c.Snapshotter != "" {
 		if _, ok := cs.s.snapshotters[c.Snapshotter]; !ok {
 			return nil, errdefs.ToGRPC(fmt.Errorf("container %q: snapshotter %q is not configured: %w", c.ID, c.Snapshotter, errdefs.ErrNotFound))
