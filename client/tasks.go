@@ -37,6 +37,7 @@ type TaskInfo struct {
 	ExitStatus uint32
 	ExitedAt   time.Time
 	Terminal   bool
+	Stdout     string // the path the runtime was given
 	Reason     string // why the status is unknown, e.g. a shim that died
 }
 
@@ -222,6 +223,13 @@ func (t *Task) Exec(ctx context.Context, execID string, spec *specs.Process, ioC
 	return &Process{c: t.c, id: t.id, execID: execID, io: pio}, nil
 }
 
+// LoadProcess returns the task's exec'd process execID, without stdio of
+// the caller's.
+func (t *Task) LoadProcess(execID string) *Process {
+	pio, _ := cio.NullIO("")
+	return &Process{c: t.c, id: t.id, execID: execID, io: pio}
+}
+
 // Pause freezes every process of the task.
 func (t *Task) Pause(ctx context.Context) error {
 	_, err := t.c.tasks().Pause(ctx, t.req())
@@ -302,7 +310,7 @@ func (c *Client) Tasks(ctx context.Context) ([]TaskInfo, error) {
 func taskFromProto(t *keelv1.Task) TaskInfo {
 	return TaskInfo{
 		ID: t.Id, ExecID: t.ExecId, Runtime: t.Runtime, Pid: t.Pid, Status: t.Status,
-		ExitStatus: t.ExitStatus, ExitedAt: exitedAt(t.ExitedAt), Terminal: t.GetIo().GetTerminal(), Reason: t.Reason,
+		ExitStatus: t.ExitStatus, ExitedAt: exitedAt(t.ExitedAt), Terminal: t.GetIo().GetTerminal(), Stdout: t.GetIo().GetStdout(), Reason: t.Reason,
 	}
 }
 

@@ -35,6 +35,9 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := newRoot().ExecuteContext(ctx)
 	stop()
+	if code, ok := exitCode(err); ok {
+		os.Exit(code)
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "keel: %v\n", err)
 		os.Exit(1)
@@ -71,6 +74,9 @@ func newRoot() *cobra.Command {
 		leaseCommand(g),
 		gcCommand(g),
 		conformanceCommand(g),
+		containerCommand(g),
+		taskCommand(g),
+		runCommand(g),
 	)
 	return root
 }

@@ -1,0 +1,363 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/client/cio"
+	"github.com/keel-runtime/keel/client/oci"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+// exitCodeError makes keel exit with a container's exit code, silently.
+type exitCodeError struct{ code int }
+
+func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// runFlags are `keel run`'s and `keel container create`'s spec flags.
+type runFlags struct {
+	env         []string
+	mounts      []string
+	labels      []string
+	cwd         string
+	user        string
+	memory      string
+	cpus        float64
+	pids        int64
+	net         string
+	snapshotter string
+	runtime     string
+	tty         bool
+	readonly    bool
+	privileged  bool
+}
+
+func (f *runFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.env, "env", nil, "environment variable K=V (repeatable)")
+	fl.StringArrayVar(&f.mounts, "mount", nil, "mount type=bind,src=PATH,dst=PATH[,options=rbind:ro] (repeatable)")
+	fl.StringArrayVar(&f.labels, "label", nil, "container label KEY=VALUE (repeatable)")
+	fl.StringVar(&f.cwd, "cwd", "", "working directory (default: the image's)")
+	fl.StringVar(&f.user, "user", "", "uid[:gid] (default: the image's)")
+	fl.StringVar(&f.memory, "memory-limit", "", "memory limit in bytes, or with a k, m or g suffix")
+	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit, in CPUs (e.g. 0.5)")
+	fl.Int64Var(&f.pids, "pids-limit", 0, "most processes at once")
+	fl.StringVar(&f.net, "net", "none", "network: none (a namespace of its own, loopback only) or host")
+	fl.StringVar(&f.snapshotter, "snapshotter", "", "snapshotter of the rootfs (default: keeld's)")
+	fl.StringVar(&f.runtime, "runtime", "", "runtime plugin (default: keeld's only one)")
+	fl.BoolVarP(&f.tty, "tty", "t", false, "give the process a terminal")
+	fl.BoolVar(&f.readonly, "read-only", false, "mount the rootfs read-only")
+	fl.BoolVar(&f.privileged, "privileged", false, "every capability and device (the host's power)")
+}
+
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(strings.ToLower(s), "k"):
+		mult = 1 << 10
+	case strings.HasSuffix(strings.ToLower(s), "m"):
+		mult = 1 << 20
+	case strings.HasSuffix(strings.ToLower(s), "g"):
+		mult = 1 << 30
+	}
+	if mult > 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("size %q: want a positive number of bytes, with an optional k, m or g: %w", s, errdefs.ErrInvalidArgument)
+	}
+	return n * mult, nil
+}
+
+func parseMount(s string) (specs.Mount, error) {
+	m := specs.Mount{Type: "bind"}
+	for _, part := range strings.Split(s, ",") {
+		k, v, _ := strings.Cut(part, "=")
+		switch k {
+		case "type":
+			m.Type = v
+		case "src", "source":
+			m.Source = v
+		case "dst", "destination", "target":
+			m.Destination = v
+		case "options":
+			m.Options = strings.Split(v, ":")
+		default:
+			return m, fmt.Errorf("mount %q: unknown key %q: %w", s, k, errdefs.ErrInvalidArgument)
+		}
+	}
+	if m.Destination == "" {
+		return m, fmt.Errorf("mount %q: no dst: %w", s, errdefs.ErrInvalidArgument)
+	}
+	if m.Type == "bind" && len(m.Options) == 0 {
+		m.Options = []string{"rbind", "rw"}
+	}
+	return m, nil
+}
+
+// specOpts turns the flags into spec options, after the image's config.
+func (f *runFlags) specOpts(img *client.LocalImage, args []string) ([]oci.SpecOpt, error) {
+	opts := []oci.SpecOpt{oci.WithImageConfig(img)}
+	if len(args) > 0 {
+		opts = append(opts, oci.WithProcessArgs(args...))
+	}
+	if len(f.env) > 0 {
+		opts = append(opts, oci.WithEnv(f.env...))
+	}
+	if f.cwd != "" {
+		opts = append(opts, oci.WithCwd(f.cwd))
+	}
+	if f.user != "" {
+		opts = append(opts, oci.WithUser(f.user))
+	}
+	for _, s := range f.mounts {
+		m, err := parseMount(s)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, oci.WithMounts(m))
+	}
+	if f.memory != "" {
+		n, err := parseSize(f.memory)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, oci.WithMemoryLimit(n))
+	}
+	if f.cpus != 0 {
+		opts = append(opts, oci.WithCPUs(f.cpus))
+	}
+	if f.pids != 0 {
+		opts = append(opts, oci.WithPidsLimit(f.pids))
+	}
+	switch f.net {
+	case "none", "":
+	case "host":
+		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace))
+	default:
+		return nil, fmt.Errorf("--net %q: want none or host: %w", f.net, errdefs.ErrInvalidArgument)
+	}
+	if f.tty {
+		opts = append(opts, oci.WithTTY)
+	}
+	if f.readonly {
+		opts = append(opts, oci.WithReadonlyRootfs)
+	}
+	if f.privileged {
+		opts = append(opts, oci.WithPrivileged)
+	}
+	return opts, nil
+}
+
+// execOpts are the options an exec'd process takes from the flags.
+func (f *runFlags) execOpts() ([]oci.SpecOpt, error) {
+	var opts []oci.SpecOpt
+	if len(f.env) > 0 {
+		opts = append(opts, oci.WithEnv(f.env...))
+	}
+	if f.cwd != "" {
+		opts = append(opts, oci.WithCwd(f.cwd))
+	}
+	if f.user != "" {
+		opts = append(opts, oci.WithUser(f.user))
+	}
+	return opts, nil
+}
+
+// newContainer records container id from image ref with the flags' spec.
+func (f *runFlags) newContainer(ctx context.Context, c *client.Client, ref, id string, args []string) (*client.Container, error) {
+	img, err := c.GetImage(ctx, ref)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return nil, fmt.Errorf("image %q: not here (keel image pull it first): %w", ref, err)
+		}
+		return nil, err
+	}
+	opts, err := f.specOpts(c.LocalImage(img), args)
+	if err != nil {
+		return nil, err
+	}
+	labels, _ := parseLabels(f.labels)
+	return c.NewContainer(ctx, id,
+		client.WithImage(img),
+		client.WithSnapshotter(f.snapshotter),
+		client.WithNewSnapshot(id, img),
+		client.WithNewSpec(opts...),
+		client.WithRuntime(f.runtime, nil),
+		client.WithContainerLabels(labels),
+	)
+}
+
+func runCommand(g *globals) *cobra.Command {
+	var (
+		f      runFlags
+		rm     bool
+		detach bool
+		logf   string
+	)
+	cmd := &cobra.Command{
+		Use:   "run [flags] IMAGE ID [ARGS...]",
+		Short: "Create a container from an image and run its task; exit with its exit code",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if rm && detach {
+				return fmt.Errorf("--rm and --detach: pick one: %w", errdefs.ErrInvalidArgument)
+			}
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			// Signals are forwarded, not fatal: keel's own context must
+			// outlive a SIGINT or SIGTERM.
+			ctx := context.WithoutCancel(cmd.Context())
+			ctr, err := f.newContainer(ctx, c, args[0], args[1], args[2:])
+			if err != nil {
+				return err
+			}
+			code, err := runTask(ctx, ctr, taskIOFlags{tty: f.tty, detach: detach, log: logf}, cmd)
+			if rm {
+				if derr := ctr.Delete(ctx, client.WithForce); derr != nil && err == nil {
+					err = derr
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitCodeError{code: code}
+			}
+			return nil
+		},
+	}
+	f.register(cmd)
+	cmd.Flags().BoolVar(&rm, "rm", false, "remove the container (and its task) once it exits")
+	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and return; no stdio unless --log")
+	cmd.Flags().StringVar(&logf, "log", "", "append the task's stdout and stderr to FILE (the runtime writes it)")
+	return cmd
+}
+
+type taskIOFlags struct {
+	tty    bool
+	detach bool
+	log    string
+}
+
+// creator picks the task's stdio.
+func (o taskIOFlags) creator() cio.Creator {
+	switch {
+	case o.log != "":
+		return cio.LogFile(o.log)
+	case o.detach:
+		return cio.NullIO
+	case o.tty:
+		return cio.NewCreator(cio.WithStdio, cio.WithTerminal)
+	}
+	return cio.NewCreator(cio.WithStdio)
+}
+
+// runTask creates and starts ctr's task and, unless detached, waits for it
+// (forwarding signals, resizing the terminal) and deletes it.
+func runTask(ctx context.Context, ctr *client.Container, o taskIOFlags, cmd *cobra.Command) (int, error) {
+	task, err := ctr.NewTask(ctx, o.creator())
+	if err != nil {
+		return 0, err
+	}
+	return runProcess(ctx, &task.Process, o, cmd, true)
+}
+
+// runProcess starts p and, unless detached, follows it to its exit.
+func runProcess(ctx context.Context, p *client.Process, o taskIOFlags, cmd *cobra.Command, deleteAfter bool) (int, error) {
+	statusC, err := p.Wait(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var restore func()
+	if o.tty && !o.detach && term.IsTerminal(int(os.Stdin.Fd())) {
+		st, err := term.MakeRaw(int(os.Stdin.Fd()))
+		if err != nil {
+			return 0, fmt.Errorf("terminal raw mode: %w", err)
+		}
+		restore = func() { term.Restore(int(os.Stdin.Fd()), st) }
+		defer restore()
+	}
+	if err := p.Start(ctx); err != nil {
+		p.Delete(ctx)
+		return 0, err
+	}
+	if o.detach {
+		fmt.Fprintln(cmd.OutOrStdout(), p.ID())
+		return 0, nil
+	}
+	stop := forwardSignals(ctx, p, o.tty)
+	defer stop()
+	status := <-statusC
+	if status.Err != nil {
+		return 0, fmt.Errorf("wait for %s: %w", p.ID(), status.Err)
+	}
+	if deleteAfter || p.ExecID() != "" {
+		if _, err := p.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
+			return int(status.Code), err
+		}
+	}
+	return int(status.Code), nil
+}
+
+// forwardSignals passes keel's signals on to p, and terminal size changes
+// with a tty.
+func forwardSignals(ctx context.Context, p *client.Process, tty bool) (stop func()) {
+	sigc := make(chan os.Signal, 16)
+	signal.Notify(sigc, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH)
+	resize := func() {
+		if w, h, err := term.GetSize(int(os.Stdin.Fd())); err == nil {
+			p.Resize(ctx, uint32(w), uint32(h))
+		}
+	}
+	if tty {
+		resize()
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-done:
+				return
+			case s := <-sigc:
+				if s == syscall.SIGWINCH {
+					if tty {
+						resize()
+					}
+					continue
+				}
+				if err := p.Kill(ctx, s.(syscall.Signal)); err != nil && !errdefs.IsNotFound(err) {
+					fmt.Fprintf(os.Stderr, "keel: forward %s: %v\n", s, err)
+				}
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(sigc)
+		close(done)
+	}
+}
+
+// exitCode is the code main exits with for err.
+func exitCode(err error) (int, bool) {
+	var ee exitCodeError
+	if errors.As(err, &ee) {
+		return ee.code, true
+	}
+	return 0, false
+}

@@ -1,0 +1,395 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+func parseSignal(s string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		return syscall.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("signal %q: unknown: %w", s, errdefs.ErrInvalidArgument)
+}
+
+// taskJSON is a task as `--format json` prints it.
+type taskJSON struct {
+	ID         string     `json:"id"`
+	Runtime    string     `json:"runtime"`
+	Pid        uint32     `json:"pid"`
+	Status     string     `json:"status"`
+	ExitStatus *uint32    `json:"exit_status,omitempty"`
+	ExitedAt   *time.Time `json:"exited_at,omitempty"`
+	Reason     string     `json:"reason,omitempty"`
+}
+
+func taskCommand(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "task", Aliases: []string{"tasks", "t"}, Short: "Manage tasks (a container's running processes)"}
+	// withTask connects and loads the container's task.
+	withTask := func(fn func(cmd *cobra.Command, c *client.Client, t *client.Task, args []string) error) func(*cobra.Command, []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ct, err := c.LoadContainer(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			t, err := ct.Task(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return fn(cmd, c, t, args[1:])
+		}
+	}
+
+	ls := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the namespace's tasks on every runtime",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			list, err := c.Tasks(cmd.Context())
+			if err != nil {
+				return err
+			}
+			t := table{header: []string{"TASK", "PID", "STATUS", "RUNTIME"}}
+			values := []taskJSON{}
+			for _, ti := range list {
+				status := ti.Status
+				v := taskJSON{ID: ti.ID, Runtime: ti.Runtime, Pid: ti.Pid, Status: ti.Status, Reason: ti.Reason}
+				if ti.Status == "stopped" || ti.Status == "unknown" {
+					code, at := ti.ExitStatus, ti.ExitedAt
+					v.ExitStatus = &code
+					if !at.IsZero() {
+						v.ExitedAt = &at
+					}
+					status = fmt.Sprintf("%s (exit %d)", status, code)
+				}
+				if ti.Reason != "" {
+					status += ": " + ti.Reason
+				}
+				t.rows = append(t.rows, []string{ti.ID, strconv.Itoa(int(ti.Pid)), status, ti.Runtime})
+				t.ids = append(t.ids, ti.ID)
+				values = append(values, v)
+			}
+			t.values = values
+			return g.print(cmd.OutOrStdout(), t)
+		},
+	}
+
+	var startIO taskIOFlags
+	start := &cobra.Command{
+		Use:   "start [-d] [-t] [--log FILE] ID",
+		Short: "Create and start a container's task; wait for it unless -d, and exit with its code",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx := contextWithoutCancel(cmd)
+			ct, err := c.LoadContainer(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if s := ct.Info().Spec; s != nil && s.Process != nil {
+				startIO.tty = startIO.tty || s.Process.Terminal
+			}
+			code, err := runTask(ctx, ct, startIO, cmd)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitCodeError{code: code}
+			}
+			return nil
+		},
+	}
+	start.Flags().BoolVarP(&startIO.detach, "detach", "d", false, "return once started")
+	start.Flags().BoolVarP(&startIO.tty, "tty", "t", false, "a terminal (default: as the spec says)")
+	start.Flags().StringVar(&startIO.log, "log", "", "append stdout and stderr to FILE")
+
+	attach := &cobra.Command{
+		Use:   "attach ID",
+		Short: "Follow a task started with --log: print its log until it exits, then exit with its code",
+		Long: "Follow a task: the stdio of a task belongs to whoever created it, so attach can follow only a task\n" +
+			"whose output goes to a log file (run -d --log FILE); it prints the file as it grows until the task exits.",
+		Args: cobra.ExactArgs(1),
+		RunE: withTask(func(cmd *cobra.Command, c *client.Client, t *client.Task, _ []string) error {
+			st, err := t.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			// The runtime reports the stdio paths; a regular file is a log.
+			logPath := st.Stdout
+			if fi, err := os.Stat(logPath); logPath == "" || err != nil || !fi.Mode().IsRegular() {
+				return fmt.Errorf("task %q: its output is not a log file (start it with --log FILE to attach): %w", t.ID(), errdefs.ErrFailedPrecondition)
+			}
+			statusC, _ := t.Wait(cmd.Context())
+			f, err := os.Open(logPath)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			for {
+				io.Copy(cmd.OutOrStdout(), f)
+				select {
+				case s := <-statusC:
+					io.Copy(cmd.OutOrStdout(), f)
+					if s.Err != nil {
+						return s.Err
+					}
+					if s.Code != 0 {
+						return exitCodeError{code: int(s.Code)}
+					}
+					return nil
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+		}),
+	}
+
+	var (
+		sig    string
+		all    bool
+		execID string
+	)
+	kill := &cobra.Command{
+		Use:   "kill [-s SIGNAL] [--all] [--exec-id ID] ID",
+		Short: "Signal a task (SIGTERM by default)",
+		Args:  cobra.ExactArgs(1),
+		RunE: withTask(func(cmd *cobra.Command, c *client.Client, t *client.Task, _ []string) error {
+			s, err := parseSignal(sig)
+			if err != nil {
+				return err
+			}
+			var opts []client.KillOpt
+			if all {
+				opts = append(opts, client.WithKillAll)
+			}
+			if execID != "" {
+				return t.LoadProcess(execID).Kill(cmd.Context(), s, opts...)
+			}
+			return t.Kill(cmd.Context(), s, opts...)
+		}),
+	}
+	kill.Flags().StringVarP(&sig, "signal", "s", "SIGTERM", "signal, by name or number")
+	kill.Flags().BoolVarP(&all, "all", "a", false, "signal every process of the task")
+	kill.Flags().StringVar(&execID, "exec-id", "", "signal this exec'd process")
+
+	ps := &cobra.Command{
+		Use:   "ps ID",
+		Short: "List a task's processes",
+		Args:  cobra.ExactArgs(1),
+		RunE: withTask(func(cmd *cobra.Command, _ *client.Client, t *client.Task, _ []string) error {
+			pids, err := t.Pids(cmd.Context())
+			if err != nil {
+				return err
+			}
+			tb := table{header: []string{"PID", "EXEC ID"}, values: pids}
+			for _, p := range pids {
+				tb.rows = append(tb.rows, []string{strconv.Itoa(int(p.Pid)), p.ExecID})
+				tb.ids = append(tb.ids, strconv.Itoa(int(p.Pid)))
+			}
+			return g.print(cmd.OutOrStdout(), tb)
+		}),
+	}
+
+	var (
+		execIO  taskIOFlags
+		execEnv []string
+		execCwd string
+		execUsr string
+	)
+	execCmd := &cobra.Command{
+		Use:   "exec [-t] [-d] [--exec-id ID] [--env K=V] [--cwd DIR] [--user UID[:GID]] ID ARGS...",
+		Short: "Run a process in a running task; exit with its code",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := contextWithoutCancel(cmd)
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ct, err := c.LoadContainer(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			t, err := ct.Task(ctx)
+			if err != nil {
+				return err
+			}
+			spec := ct.Info().Spec
+			if spec == nil || spec.Process == nil {
+				return fmt.Errorf("container %q has no process spec: %w", ct.ID(), errdefs.ErrFailedPrecondition)
+			}
+			p := *spec.Process
+			p.Args = args[1:]
+			p.Terminal = execIO.tty
+			if len(execEnv) > 0 || execCwd != "" || execUsr != "" {
+				f := runFlags{env: execEnv, cwd: execCwd, user: execUsr}
+				s := *spec
+				s.Process = &p
+				opts, err := f.execOpts()
+				if err != nil {
+					return err
+				}
+				for _, o := range opts {
+					if err := o(ctx, &s); err != nil {
+						return err
+					}
+				}
+			}
+			id := execID
+			if id == "" {
+				id = fmt.Sprintf("exec-%d", time.Now().UnixNano())
+			}
+			proc, err := t.Exec(ctx, id, &p, execIO.creator())
+			if err != nil {
+				return err
+			}
+			code, err := runProcess(ctx, proc, execIO, cmd, !execIO.detach)
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitCodeError{code: code}
+			}
+			return nil
+		},
+	}
+	execCmd.Flags().BoolVarP(&execIO.tty, "tty", "t", false, "give the process a terminal")
+	execCmd.Flags().BoolVarP(&execIO.detach, "detach", "d", false, "return once started (no stdio unless --log)")
+	execCmd.Flags().StringVar(&execIO.log, "log", "", "append stdout and stderr to FILE")
+	execCmd.Flags().StringVar(&execID, "exec-id", "", "the process's exec id (default: generated)")
+	execCmd.Flags().StringArrayVar(&execEnv, "env", nil, "environment variable K=V (repeatable)")
+	execCmd.Flags().StringVar(&execCwd, "cwd", "", "working directory")
+	execCmd.Flags().StringVar(&execUsr, "user", "", "uid[:gid]")
+
+	simple := func(use, short string, fn func(cmd *cobra.Command, t *client.Task) error) *cobra.Command {
+		return &cobra.Command{
+			Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
+			RunE: withTask(func(cmd *cobra.Command, _ *client.Client, t *client.Task, _ []string) error { return fn(cmd, t) }),
+		}
+	}
+	pause := simple("pause", "Freeze every process of a task", func(cmd *cobra.Command, t *client.Task) error { return t.Pause(cmd.Context()) })
+	resume := simple("resume", "Thaw a paused task", func(cmd *cobra.Command, t *client.Task) error { return t.Resume(cmd.Context()) })
+	metrics := simple("metrics", "Print a task's cgroup metrics as JSON", func(cmd *cobra.Command, t *client.Task) error {
+		m, err := t.Metrics(cmd.Context())
+		if err != nil {
+			return err
+		}
+		var msg proto.Message
+		switch {
+		case strings.HasSuffix(m.TypeURL, "v1.Metrics"):
+			msg = &cgroupsv1.Metrics{}
+		case strings.HasSuffix(m.TypeURL, "v2.Metrics"):
+			msg = &cgroupsv2.Metrics{}
+		default:
+			return fmt.Errorf("metrics of type %q: unknown: %w", m.TypeURL, errdefs.ErrNotImplemented)
+		}
+		if err := proto.Unmarshal(m.Data, msg); err != nil {
+			return fmt.Errorf("metrics %s: %w", m.TypeURL, err)
+		}
+		b, err := protojson.MarshalOptions{Multiline: true}.Marshal(msg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
+		return nil
+	})
+
+	var rmForce bool
+	rm := &cobra.Command{
+		Use:     "rm [--force] ID",
+		Aliases: []string{"delete", "remove"},
+		Short:   "Delete a stopped task and print its exit status (--force kills a running one first)",
+		Args:    cobra.ExactArgs(1),
+		RunE: withTask(func(cmd *cobra.Command, _ *client.Client, t *client.Task, _ []string) error {
+			ctx := cmd.Context()
+			if rmForce {
+				st, err := t.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if st.Status != "stopped" {
+					statusC, _ := t.Wait(ctx)
+					if st.Status == "paused" {
+						t.Resume(ctx)
+					}
+					if err := t.Kill(ctx, syscall.SIGKILL, client.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+						return err
+					}
+					<-statusC
+				}
+			}
+			e, err := t.Delete(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d\n", e.Code)
+			return nil
+		}),
+	}
+	rm.Flags().BoolVarP(&rmForce, "force", "f", false, "kill a running task first")
+
+	var (
+		ckptPath string
+		ckptExit bool
+	)
+	checkpoint := &cobra.Command{
+		Use:   "checkpoint --path DIR [--exit] ID",
+		Short: "Checkpoint a task with CRIU into DIR (where the runtime announces the checkpoint capability)",
+		Args:  cobra.ExactArgs(1),
+		RunE: withTask(func(cmd *cobra.Command, _ *client.Client, t *client.Task, _ []string) error {
+			if ckptPath == "" {
+				return fmt.Errorf("--path: required: %w", errdefs.ErrInvalidArgument)
+			}
+			return t.Checkpoint(cmd.Context(), ckptPath, ckptExit)
+		}),
+	}
+	checkpoint.Flags().StringVar(&ckptPath, "path", "", "directory the checkpoint image is written to")
+	checkpoint.Flags().BoolVar(&ckptExit, "exit", false, "stop the task once checkpointed")
+
+	cmd.AddCommand(ls, start, attach, kill, ps, execCmd, pause, resume, metrics, rm, checkpoint)
+	return cmd
+}
+
+// contextWithoutCancel is the command's context, not ended by SIGINT or
+// SIGTERM: those are forwarded to the task instead.
+func contextWithoutCancel(cmd *cobra.Command) context.Context {
+	return context.WithoutCancel(cmd.Context())
+}
