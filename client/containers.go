@@ -7,6 +7,7 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/keel-runtime/keel/api/keelv1"
 	"github.com/keel-runtime/keel/client/oci"
@@ -126,7 +127,19 @@ func WithContainerLabels(labels map[string]string) NewContainerOpt {
 
 // NewContainer records a container. A snapshot WithNewSnapshot prepared is
 // removed again if the record cannot be made.
+//
+// The whole creation runs under a short lease (unless ctx carries one), so
+// a collection between the snapshot's Prepare and the record cannot take
+// the snapshot.
 func (c *Client) NewContainer(ctx context.Context, id string, opts ...NewContainerOpt) (*Container, error) {
+	if _, ok := leaseOf(ctx); !ok {
+		l, err := c.CreateLease(ctx, WithLeaseExpiration(time.Hour), WithLeaseLabels(map[string]string{"io.keel/container": id}))
+		if err != nil {
+			return nil, err
+		}
+		defer c.DeleteLease(context.WithoutCancel(ctx), l.ID)
+		ctx = WithLease(ctx, l.ID)
+	}
 	info := ContainerInfo{ID: id}
 	for _, o := range opts {
 		if err := o(ctx, c, &info); err != nil {
@@ -256,4 +269,13 @@ func containerFromProto(p *keelv1.Container) (ContainerInfo, error) {
 		}
 	}
 	return info, nil
+}
+
+// leaseOf is the lease ctx's calls are scoped to, if any.
+func leaseOf(ctx context.Context) (string, bool) {
+	md, _ := metadata.FromOutgoingContext(ctx)
+	if v := md.Get(keelv1.MetadataLease); len(v) > 0 && v[0] != "" {
+		return v[0], true
+	}
+	return "", false
 }

@@ -111,10 +111,12 @@ type fifos struct {
 	dir  string
 	cfg  Config
 	hold []*os.File // keel's write ends of the output FIFOs
-	wg   sync.WaitGroup
-	once sync.Once
-	mu   sync.Mutex
-	open []*os.File
+	// started is closed by Started (or Cancel).
+	started chan struct{}
+	wg      sync.WaitGroup
+	once    sync.Once
+	mu      sync.Mutex
+	open    []*os.File
 }
 
 func newFIFOs(id string, s Streams) (_ *fifos, err error) {
@@ -122,7 +124,7 @@ func newFIFOs(id string, s Streams) (_ *fifos, err error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fifos{dir: dir, cfg: Config{Terminal: s.Terminal}}
+	f := &fifos{dir: dir, cfg: Config{Terminal: s.Terminal}, started: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			f.Close()
@@ -147,6 +149,9 @@ func newFIFOs(id string, s Streams) (_ *fifos, err error) {
 		f.track(w)
 		go func() {
 			io.Copy(w, s.Stdin)
+			// Closed before the runtime opened its end, the FIFO would
+			// drop what was written: wait for the start.
+			<-f.started
 			w.Close()
 		}()
 	}
@@ -200,6 +205,7 @@ func (f *fifos) Started() {
 		for _, h := range f.hold {
 			h.Close()
 		}
+		close(f.started)
 	})
 }
 

@@ -54,6 +54,8 @@ func containerCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	// Flags after IMAGE/ID belong to the process.
+	create.Flags().SetInterspersed(false)
 	f.register(create)
 
 	ls := &cobra.Command{

@@ -242,6 +242,8 @@ func runCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	// Flags after IMAGE/ID belong to the process.
+	cmd.Flags().SetInterspersed(false)
 	f.register(cmd)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the container (and its task) once it exits")
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and return; no stdio unless --log")

@@ -291,6 +291,8 @@ func taskCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	// Flags after IMAGE/ID belong to the process.
+	execCmd.Flags().SetInterspersed(false)
 	execCmd.Flags().BoolVarP(&execIO.tty, "tty", "t", false, "give the process a terminal")
 	execCmd.Flags().BoolVarP(&execIO.detach, "detach", "d", false, "return once started (no stdio unless --log)")
 	execCmd.Flags().StringVar(&execIO.log, "log", "", "append stdout and stderr to FILE")

@@ -36,6 +36,7 @@ var binaries = map[string]string{
 	"keel-snapshotter-btrfs":   "./plugins/snapshotter-btrfs",
 	"keel-content-local":       "./plugins/content-local",
 	"keel-resolver-docker":     "./plugins/resolver-docker",
+	"keel-runtime-runc":        "./plugins/runtime-runc",
 }
 
 func TestMain(m *testing.M) {

@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/test/conformance/registry"
+)
+
+// runtimePlugin is a runc runtime block with a cgroup parent of the test's
+// own, so parallel keelds never share task cgroups.
+func runtimePlugin(e *env) string {
+	return fmt.Sprintf(`
+plugin "runtime" "runc" {
+  path = "keel-runtime-runc"
+  config {
+    cgroup_parent = "/keel-e2e-%s"
+  }
+}
+`, filepath.Base(e.dir))
+}
+
+// runKeeld is a keeld with native, overlay, content, a resolver reaching
+// reg over plain HTTP and the runc runtime; it has pulled busybox from reg
+// onto native and overlay as ref (returned).
+type runKeeld struct {
+	*keeld
+	ref string
+}
+
+func startRunKeeld(t *testing.T, extra string) *runKeeld {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "needs root to run containers")
+	}
+	for _, bin := range []string{"runc", registry.BusyboxPath} {
+		if _, err := exec.LookPath(bin); err != nil {
+			skipOrFail(t, "%s: %v (apt-get install runc busybox-static)", bin, err)
+		}
+	}
+	reg := startRegistry(t)
+	img, err := registry.BuildImage(registry.ImageOptions{Arch: runtime.GOARCH})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.PushImage(t.Context(), "e2e/busybox", "v1", img); err != nil {
+		t.Fatal(err)
+	}
+	block, err := resolverPlugin([]byte(plainHTTP(reg.Host)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	k := e.startWith(t, e.config(t, pullPlugins+block+runtimePlugin(e)+extra))
+	ref := reg.Host + "/e2e/busybox:v1"
+	k.ok("image", "pull", "-q", ref)
+	k.ok("image", "pull", "-q", "--snapshotter", "overlay", ref)
+	rk := &runKeeld{keeld: k, ref: ref}
+	t.Cleanup(func() { rk.cleanup() })
+	return rk
+}
+
+// cleanup removes every container left, killing its task, so no shim or
+// container outlives the test.
+func (k *runKeeld) cleanup() {
+	select {
+	case <-k.done:
+		return // keeld is gone; the test that killed it cleans up
+	default:
+	}
+	r := k.keel("container", "ls", "-q")
+	for _, id := range strings.Fields(r.stdout) {
+		if r := k.keel("container", "rm", "--force", id); r.code != 0 {
+			k.t.Errorf("cleanup: %v", r)
+		}
+	}
+}
+
+// TestRun: keel run --rm prints the container's output and exits with its
+// code; the container is gone after.
+func TestRun(t *testing.T) {
+	t.Parallel()
+	k := startRunKeeld(t, "")
+	r := k.keel("run", "--rm", "--env", "WHO=keel", k.ref, "hello", "sh", "-c", "echo hi $WHO; echo err >&2; exit 3")
+	if r.code != 3 || r.stdout != "hi keel\n" || r.stderr != "err\n" {
+		t.Fatalf("want exit 3, 'hi keel', 'err'; %v", r)
+	}
+	if out := k.ok("container", "ls", "-q"); out != "" {
+		t.Errorf("containers left after --rm: %q", out)
+	}
+	r = k.keelIn(strings.NewReader("from stdin\n"), "run", "--rm", k.ref, "cat", "sh", "-c", "read l; echo got $l")
+	if r.code != 0 || r.stdout != "got from stdin\n" {
+		t.Fatalf("stdin: %v", r)
+	}
+	// The image's Cmd (/bin/sh) runs when no args are given; stdin EOF ends it.
+	if r := k.keelIn(strings.NewReader("exit 7\n"), "run", "--rm", k.ref, "imgcmd"); r.code != 7 {
+		t.Fatalf("image cmd: %v", r)
+	}
+}
+
+// TestRunDetached: run -d, then task ls, exec, ps, pause/resume, kill, rm,
+// and container rm refused while running, allowed with --force.
+func TestRunDetached(t *testing.T) {
+	t.Parallel()
+	k := startRunKeeld(t, "")
+	log := filepath.Join(k.env.dir, "web.log")
+	if out := k.ok("run", "-d", "--log", log, "--label", "app=web", k.ref, "web", "sh", "-c", "echo up; exec /bin/busybox sleep 1000"); strings.TrimSpace(out) != "web" {
+		t.Fatalf("run -d printed %q", out)
+	}
+	var tasks []struct {
+		ID     string `json:"id"`
+		Status string `json:"status"`
+		Pid    uint32 `json:"pid"`
+	}
+	k.okJSON(&tasks, "task", "ls")
+	if len(tasks) != 1 || tasks[0].ID != "web" || tasks[0].Status != "running" || tasks[0].Pid == 0 {
+		t.Fatalf("task ls: %+v", tasks)
+	}
+	if r := k.keel("task", "exec", "web", "sh", "-c", "echo in $(hostname); exit 4"); r.code != 4 || r.stdout != "in keel\n" {
+		t.Fatalf("exec: %v", r)
+	}
+	if out := k.ok("task", "ps", "-q", "web"); len(strings.Fields(out)) != 1 {
+		t.Errorf("ps: %q", out)
+	}
+	k.ok("task", "pause", "web")
+	k.okJSON(&tasks, "task", "ls")
+	if tasks[0].Status != "paused" {
+		t.Errorf("after pause: %+v", tasks)
+	}
+	k.ok("task", "resume", "web")
+	k.ok("task", "metrics", "web")
+	r := k.keel("container", "rm", "web")
+	if msg := oneLineError(t, r); !strings.Contains(msg, "running task") {
+		t.Errorf("rm of a running container: %q", msg)
+	}
+	k.ok("task", "kill", "-s", "KILL", "web")
+	waitFor(t, func() bool {
+		k.okJSON(&tasks, "task", "ls")
+		return tasks[0].Status == "stopped"
+	})
+	if out := k.ok("task", "rm", "web"); strings.TrimSpace(out) != "137" {
+		t.Errorf("task rm printed %q, want 137", out)
+	}
+	if b, _ := os.ReadFile(log); string(b) != "up\n" {
+		t.Errorf("log %q", b)
+	}
+	k.ok("run", "-d", k.ref, "web2", "/bin/busybox", "sleep", "1000")
+	k.ok("container", "rm", "--force", "web", "web2")
+	k.okJSON(&tasks, "task", "ls")
+	if len(tasks) != 0 {
+		t.Errorf("tasks after rm --force: %+v", tasks)
+	}
+}
+
+// TestRunSnapshotters: a container whose rootfs is on native, overlay and
+// btrfs (a loopback btrfs).
+func TestRunSnapshotters(t *testing.T) {
+	t.Parallel()
+	k := startRunKeeld(t, "")
+	for _, sn := range []string{"native", "overlay"} {
+		r := k.keel("run", "--rm", "--snapshotter", sn, k.ref, "on-"+sn, "sh", "-c", "echo $0 > /f && cat /f", sn)
+		if r.code != 0 || r.stdout != sn+"\n" {
+			t.Errorf("%s: %v", sn, r)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+var _ = client.ExitStatus{}
