@@ -1,0 +1,203 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/client/oci"
+)
+
+type taskRow struct {
+	ID         string  `json:"id"`
+	Pid        uint32  `json:"pid"`
+	Status     string  `json:"status"`
+	ExitStatus *uint32 `json:"exit_status"`
+	Reason     string  `json:"reason"`
+}
+
+func (k *runKeeld) tasks() map[string]taskRow {
+	k.t.Helper()
+	var rows []taskRow
+	k.okJSON(&rows, "task", "ls")
+	out := map[string]taskRow{}
+	for _, r := range rows {
+		out[r.ID] = r
+	}
+	return out
+}
+
+// restart starts a keeld again on k's config, after k was killed.
+func (k *runKeeld) restart(t *testing.T) *runKeeld {
+	t.Helper()
+	path := k.cmd.Args[len(k.cmd.Args)-1]
+	nk := &runKeeld{keeld: k.env.startWith(t, path), ref: k.ref}
+	t.Cleanup(func() { nk.cleanup() })
+	return nk
+}
+
+// TestRestartSurvival: SIGKILL of keeld, of the runtime plugin and of a
+// shim, with tasks running.
+func TestRestartSurvival(t *testing.T) {
+	k := startRunKeeld(t, "")
+	k.ok("run", "-d", k.ref, "long", "/bin/busybox", "sleep", "1000")
+	k.ok("run", "-d", k.ref, "short", "sh", "-c", "/bin/busybox sleep 1; exit 5")
+	before := k.tasks()
+
+	// (a) keeld dies; the tasks do not; a new keeld finds them, and the
+	// exit of the one that ended meanwhile.
+	k.kill()
+	time.Sleep(1500 * time.Millisecond)
+	k = k.restart(t)
+	after := k.tasks()
+	if r := after["long"]; r.Status != "running" || r.Pid != before["long"].Pid {
+		t.Errorf("long after keeld restart: %+v (was %+v)", r, before["long"])
+	}
+	if r := after["short"]; r.Status != "stopped" || r.ExitStatus == nil || *r.ExitStatus != 5 {
+		t.Errorf("short after keeld restart: %+v", r)
+	}
+	if err := syscall.Kill(int(before["long"].Pid), 0); err != nil {
+		t.Errorf("long's process: %v", err)
+	}
+
+	// (b) the runtime plugin dies; keeld restarts it, it finds its shims.
+	plug := k.plugins()["runtime.runc"]
+	if err := syscall.Kill(plug.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		p := k.plugins()["runtime.runc"]
+		return p.Restarts >= 1 && p.State == "running"
+	})
+	if r := k.tasks()["long"]; r.Status != "running" || r.Pid != before["long"].Pid {
+		t.Errorf("long after plugin restart: %+v", r)
+	}
+	if r := k.keel("task", "exec", "long", "sh", "-c", "exit 9"); r.code != 9 {
+		t.Errorf("exec after plugin restart: %v", r)
+	}
+
+	// (c) the shim dies: the task is reported ended with a reason, and a
+	// wait returns.
+	shim := ppid(t, int(before["long"].Pid))
+	c := k.client(t, "default")
+	ct, err := c.LoadContainer(t.Context(), "long")
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ct.Task(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	statusC, _ := task.Wait(ctx)
+	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st := <-statusC
+	if st.Err != nil {
+		t.Fatalf("wait after the shim died: %v", st.Err)
+	}
+	r := k.tasks()["long"]
+	if r.Status == "running" || r.Reason == "" {
+		t.Errorf("long after its shim died: %+v", r)
+	}
+	t.Logf("shim killed: wait gave %d; task ls: %+v", st.Code, r)
+}
+
+// ppid is pid's parent.
+func ppid(t *testing.T, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	n, err := strconv.Atoi(fields[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestRestartHundredTasks measures keeld's start to a complete task ls
+// with 100 tasks running (target: under 2 s).
+func TestRestartHundredTasks(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 100 containers")
+	}
+	k := startRunKeeld(t, "")
+	c := k.client(t, "default")
+	img, err := c.GetImage(t.Context(), k.ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			id := fmt.Sprintf("t%03d", i)
+			ct, err := c.NewContainer(t.Context(), id, client.WithImage(img), client.WithNewSnapshot(id, img),
+				client.WithNewSpec(oci.WithImageConfig(c.LocalImage(img)), oci.WithProcessArgs("/bin/busybox", "sleep", "1000")))
+			if err != nil {
+				errs <- err
+				return
+			}
+			task, err := ct.NewTask(t.Context(), nil)
+			if err == nil {
+				err = task.Start(t.Context())
+			}
+			if err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	k.kill()
+	path := k.cmd.Args[len(k.cmd.Args)-1]
+	start := time.Now()
+	nk := &runKeeld{keeld: k.env.spawn(t, path), ref: k.ref}
+	t.Cleanup(func() { nk.cleanup() })
+	var list []client.TaskInfo
+	for {
+		if nk.ping() == nil {
+			nc, err := client.New(k.env.socket)
+			if err == nil {
+				list, err = nc.Tasks(t.Context())
+				nc.Close()
+				if err == nil && len(list) == n {
+					break
+				}
+			}
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("task ls incomplete 30s after keeld start: %d tasks", len(list))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(start)
+	for _, ti := range list {
+		if ti.Status != "running" {
+			t.Errorf("%s: %s", ti.ID, ti.Status)
+		}
+	}
+	t.Logf("keeld start to a complete task ls of %d running tasks: %v", n, took)
+	if took > 2*time.Second {
+		t.Errorf("keeld start to a complete task ls took %v, target 2s", took)
+	}
+}
