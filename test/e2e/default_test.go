@@ -125,6 +125,7 @@ func testDefaultConfig(t *testing.T, rootFS, snapshotter string) {
 	want := map[string]string{
 		"snapshotter." + snapshotter: filepath.Join(binDir, "keel-snapshotter-"+snapshotter),
 		"content.local":              filepath.Join(binDir, "keel-content-local"),
+		"runtime.runc":               filepath.Join(binDir, "keel-runtime-runc"),
 	}
 	if len(plugins) != len(want) {
 		t.Errorf("plugins: %+v, want %v", plugins, want)
