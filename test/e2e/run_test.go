@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/test/conformance"
 	"github.com/keel-runtime/keel/test/conformance/registry"
 )
 
@@ -37,6 +38,13 @@ type runKeeld struct {
 
 func startRunKeeld(t *testing.T, extra string) *runKeeld {
 	t.Helper()
+	return startRunKeeldOn(t, "", extra)
+}
+
+// startRunKeeldOn is startRunKeeld with keeld's root at root ("" for the
+// env's own) and extra config.
+func startRunKeeldOn(t *testing.T, root, extra string) *runKeeld {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		skipOrFail(t, "needs root to run containers")
 	}
@@ -58,10 +66,16 @@ func startRunKeeld(t *testing.T, extra string) *runKeeld {
 		t.Fatal(err)
 	}
 	e := newEnv(t)
+	if root != "" {
+		e.root = root
+	}
 	k := e.startWith(t, e.config(t, pullPlugins+block+runtimePlugin(e)+extra))
 	ref := reg.Host + "/e2e/busybox:v1"
 	k.ok("image", "pull", "-q", ref)
 	k.ok("image", "pull", "-q", "--snapshotter", "overlay", ref)
+	if strings.Contains(extra, `"btrfs"`) {
+		k.ok("image", "pull", "-q", "--snapshotter", "btrfs", ref)
+	}
 	rk := &runKeeld{keeld: k, ref: ref}
 	t.Cleanup(func() { rk.cleanup() })
 	return rk
@@ -169,6 +183,22 @@ func TestRunSnapshotters(t *testing.T) {
 		if r.code != 0 || r.stdout != sn+"\n" {
 			t.Errorf("%s: %v", sn, r)
 		}
+	}
+}
+
+// TestRunBtrfs: a container whose rootfs is a btrfs subvolume, keeld's
+// root on a loopback btrfs.
+func TestRunBtrfs(t *testing.T) {
+	t.Parallel()
+	dir := conformance.LoopbackBtrfs(t)
+	k := startRunKeeldOn(t, dir, `
+plugin "snapshotter" "btrfs" {
+  path = "keel-snapshotter-btrfs"
+}
+`)
+	r := k.keel("run", "--rm", "--snapshotter", "btrfs", k.ref, "on-btrfs", "sh", "-c", "echo btrfs > /f && cat /f")
+	if r.code != 0 || r.stdout != "btrfs\n" {
+		t.Errorf("btrfs: %v", r)
 	}
 }
 
