@@ -139,4 +139,3 @@ plugin "runtime" "runc" {
 	b.Logf("runc run %.1f ms; keel run --rm %.1f ms (+%.1f ms); %d concurrent keel run --rm: %.1f containers/s",
 		rawMs, keelMs, keelMs-rawMs, n, float64(n)/took.Seconds())
 }
-
