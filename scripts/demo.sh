@@ -1,36 +1,79 @@
 #!/usr/bin/env bash
-# Builds keel, starts keeld with its default config (no config file: the
-# native snapshotter and the local content store, data under /var/lib/keel,
-# socket /run/keel/keel.sock) and shows it working. keeld keeps running.
+# Sets keel up on this machine and shows it working: installs what it needs,
+# builds keel, starts keeld with its default config (no config file: data
+# under /var/lib/keel, socket /run/keel/keel.sock), starts a registry on
+# loopback, puts a small busybox image in it, then pulls the image and runs a
+# container from it. keeld and the registry keep running afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-[ "$(id -u)" = 0 ] || { echo "demo: run as root (keeld mounts and owns /var/lib/keel)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "demo: run as root (keeld mounts, and runs containers)" >&2; exit 1; }
+
+packages=(make runc docker-registry busybox-static)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
 make build
 keel=bin/keel
 sock=/run/keel/keel.sock
+demo=/run/keel/demo
+registry=127.0.0.1:5000
+image=$registry/demo/busybox:latest
+mkdir -p "$demo"
 
 if ! $keel --address "$sock" version >/dev/null 2>&1; then
-  mkdir -p /run/keel
-  nohup bin/keeld >/run/keel/keeld.log 2>&1 &
-  echo "keeld started (pid $!), logging to /run/keel/keeld.log"
-  for _ in $(seq 50); do
+  nohup bin/keeld >"$demo/keeld.log" 2>&1 &
+  echo "keeld started (pid $!), logging to $demo/keeld.log"
+  for _ in $(seq 100); do
     $keel --address "$sock" version >/dev/null 2>&1 && break
     sleep 0.1
   done
 fi
 
+# A registry on loopback (no internet here): Debian's docker-registry.
+if ! curl -fsS "http://$registry/v2/" >/dev/null 2>&1; then
+  cat >"$demo/registry.yml" <<YML
+version: 0.1
+storage: { filesystem: { rootdirectory: $demo/registry } }
+http: { addr: $registry }
+YML
+  nohup docker-registry serve "$demo/registry.yml" >"$demo/registry.log" 2>&1 &
+  echo "docker-registry started (pid $!) on $registry"
+  for _ in $(seq 100); do
+    curl -fsS "http://$registry/v2/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+fi
+
+# A busybox image as `docker save` writes it, pushed to the registry.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/rootfs/bin" "$work/image"
+cp /bin/busybox "$work/rootfs/bin/busybox"
+for cmd in sh echo cat ls uname id; do ln -s busybox "$work/rootfs/bin/$cmd"; done
+tar -C "$work/rootfs" --numeric-owner --owner=0 --group=0 -cf "$work/image/layer.tar" .
+diffid=sha256:$(sha256sum "$work/image/layer.tar" | cut -d' ' -f1)
+cat >"$work/image/config.json" <<JSON
+{"architecture":"$(go env GOARCH)","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["sh"]},"rootfs":{"type":"layers","diff_ids":["$diffid"]}}
+JSON
+echo "[{\"Config\":\"config.json\",\"RepoTags\":[\"$image\"],\"Layers\":[\"layer.tar\"]}]" >"$work/image/manifest.json"
+tar -C "$work/image" -cf "$work/busybox.tar" .
+
 set -x
 $keel version
 $keel plugins ls
-printf 'hello from keel\n' | $keel content ingest demo-hello
-$keel content ls
-$keel content get sha256:"$(printf 'hello from keel\n' | sha256sum | cut -d' ' -f1)"
-$keel snapshot rm demo-child demo-base demo-active 2>/dev/null || true
-$keel snapshot prepare demo-active
-$keel snapshot commit demo-base demo-active
-$keel snapshot prepare demo-child demo-base --target /mnt
-$keel snapshot tree
+$keel image import "$work/busybox.tar"
+$keel image push "$image"
+$keel image rm --sync "$image"   # and collect its content, so the pull fetches it
+$keel image pull "$image"
+$keel image ls
+$keel run --rm "$image" demo-hello echo hello from a keel container
 { set +x; } 2>/dev/null
 echo
-echo "keeld is running; stop it with: pkill -TERM -x keeld"
+echo "keeld and the registry are running; stop them with: pkill -TERM -x keeld; pkill -TERM -x docker-registry"

@@ -29,6 +29,7 @@ type globals struct {
 	namespace string
 	format    string
 	quiet     bool
+	lease     string
 }
 
 func main() {
@@ -52,6 +53,9 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if g.lease != "" {
+				cmd.SetContext(client.WithLease(cmd.Context(), g.lease))
+			}
 			switch g.format {
 			case "table", "json":
 				return nil
@@ -63,6 +67,7 @@ func newRoot() *cobra.Command {
 	f.StringVar(&g.address, "address", envOr("KEEL_ADDRESS", defaultAddress), "keeld's socket (env KEEL_ADDRESS)")
 	f.StringVarP(&g.namespace, "namespace", "n", envOr("KEEL_NAMESPACE", keelv1.DefaultNamespace), "namespace (env KEEL_NAMESPACE)")
 	f.StringVar(&g.format, "format", "table", "output format: table or json")
+	f.StringVar(&g.lease, "lease", os.Getenv("KEEL_LEASE"), "hold what the command makes in this lease (env KEEL_LEASE)")
 	f.BoolVarP(&g.quiet, "quiet", "q", false, "print only ids")
 	root.AddCommand(
 		versionCommand(g),

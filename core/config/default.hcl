@@ -20,3 +20,7 @@ plugin "content" "local" {
 plugin "runtime" "runc" {
   path = "keel-runtime-runc"
 }
+
+plugin "resolver" "docker" {
+  path = "keel-resolver-docker"
+}

@@ -126,6 +126,7 @@ func testDefaultConfig(t *testing.T, rootFS, snapshotter string) {
 		"snapshotter." + snapshotter: filepath.Join(binDir, "keel-snapshotter-"+snapshotter),
 		"content.local":              filepath.Join(binDir, "keel-content-local"),
 		"runtime.runc":               filepath.Join(binDir, "keel-runtime-runc"),
+		"resolver.docker":            filepath.Join(binDir, "keel-resolver-docker"),
 	}
 	if len(plugins) != len(want) {
 		t.Errorf("plugins: %+v, want %v", plugins, want)
