@@ -11,6 +11,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // Snapshot cycles per b.N: enough samples for a p99 at -benchtime 1x.
@@ -45,7 +46,8 @@ var benchSnapshotters = []benchSnapshotter{
 // BenchmarkSnapshotCycle measures Prepare+Commit+Remove through keeld on
 // each snapshotter: ops/s of whole cycles and the p50/p99 of each call.
 // "empty" prepares on no parent; "parent-200-files" on a committed parent
-// of 200 small files, which native copies on every Prepare.
+// of 200 small files, which native copies on every Prepare;
+// "busybox-parent" on an unpacked busybox image (see busyboxParent).
 func BenchmarkSnapshotCycle(b *testing.B) {
 	for _, s := range benchSnapshotters {
 		b.Run(s.name, func(b *testing.B) {
@@ -67,6 +69,15 @@ func BenchmarkSnapshotCycle(b *testing.B) {
 					b.Fatal(err)
 				}
 				snapshotCycles(ctx, b, sn, "parent", cyclesFilled*b.N)
+			})
+			b.Run("busybox-parent", func(b *testing.B) {
+				if os.Geteuid() != 0 {
+					b.Skip("filling the parent snapshot mounts it: needs root")
+				}
+				if err := busyboxParent(ctx, sn, "busybox", d.dir); err != nil {
+					b.Fatal(err)
+				}
+				snapshotCycles(ctx, b, sn, "busybox", cyclesFilled*b.N)
 			})
 		})
 	}
@@ -257,6 +268,51 @@ func filledParent(ctx context.Context, sn snapshot.Snapshotter, name, scratch st
 		return err
 	}
 	return nil
+}
+
+// busyboxApplets is how many entries /bin of busyboxParent holds: about
+// what upstream's busybox image has (Debian's busybox lists fewer applets,
+// the rest are topped up with more links).
+const busyboxApplets = 400
+
+// busyboxParent commits a snapshot named name holding what an unpacked
+// busybox image does: a 2 MB static busybox, a symlink per applet in /bin
+// and the usual empty dirs, written through its mounts.
+func busyboxParent(ctx context.Context, sn snapshot.Snapshotter, name, scratch string) (err error) {
+	key := name + "-active"
+	ms, err := sn.Prepare(ctx, key, "")
+	if err != nil {
+		return err
+	}
+	target, err := os.MkdirTemp(scratch, "mnt-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(target)
+	if err := mount.All(ms, target); err != nil {
+		return err
+	}
+	defer func() {
+		if uerr := mount.Unmount(target); err == nil {
+			err = uerr
+		}
+	}()
+	if _, err := conformance.BusyboxRootfs(target); err != nil {
+		return err
+	}
+	links, err := os.ReadDir(filepath.Join(target, "bin"))
+	if err != nil {
+		return err
+	}
+	for i := len(links); i < busyboxApplets; i++ {
+		if err := os.Symlink("busybox", filepath.Join(target, "bin", fmt.Sprintf("applet-%03d", i))); err != nil {
+			return err
+		}
+	}
+	if err := mount.Unmount(target); err != nil {
+		return err
+	}
+	return sn.Commit(ctx, name, key)
 }
 
 // percentile is the p-th percentile of ds (nearest rank); ds is sorted.

@@ -8,7 +8,8 @@
 //	metadata.db        sdk/snapshot/storage metastore
 //	snapshots/<id>/    the tree of the snapshot with that id
 //	tmp/               copies being made and trees being removed; anything
-//	                   here after a crash is removed by Cleanup
+//	                   here after a crash is removed by Cleanup; flagged
+//	                   top-dir where the filesystem has it (see markTopDir)
 package native
 
 import (
@@ -64,6 +65,9 @@ func New(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
 		if err := os.MkdirAll(filepath.Join(env.Root, dir), 0o700); err != nil {
 			return nil, err
 		}
+	}
+	if err := markTopDir(filepath.Join(env.Root, "tmp")); err != nil {
+		logger.Debug("copies are made without the top-dir flag", "error", err)
 	}
 	store, err := storage.Open(filepath.Join(env.Root, "metadata.db"))
 	if err != nil {

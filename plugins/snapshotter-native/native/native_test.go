@@ -2,9 +2,12 @@ package native_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/sdk"
@@ -101,4 +104,41 @@ func TestConfigRejectsUnknownKeys(t *testing.T) {
 	if !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("got %v, want InvalidArgument", err)
 	}
+}
+
+// BenchmarkPrepareBusybox measures Prepare (the copy of the parent) on a
+// committed busybox rootfs, in process: the copy without keeld's share.
+func BenchmarkPrepareBusybox(b *testing.B) {
+	ctx := context.Background()
+	s, err := native.New(ctx, sdk.Env{Root: b.TempDir(), Config: []byte(`{}`)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ms, err := s.Prepare(ctx, "busybox-a", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conformance.BusyboxRootfs(ms[0].Source); err != nil {
+		b.Skip(err)
+	}
+	if err := s.Commit(ctx, "busybox", "busybox-a"); err != nil {
+		b.Fatal(err)
+	}
+	var prepare []time.Duration
+	for i := 0; b.Loop(); i++ {
+		key := fmt.Sprintf("active-%d", i)
+		t0 := time.Now()
+		if _, err := s.Prepare(ctx, key, "busybox"); err != nil {
+			b.Fatal(err)
+		}
+		prepare = append(prepare, time.Since(t0))
+		b.StopTimer()
+		if err := s.Remove(ctx, key); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+	slices.Sort(prepare)
+	b.ReportMetric(float64(prepare[len(prepare)/2])/float64(time.Millisecond), "prepare-p50-ms")
 }
