@@ -13,11 +13,16 @@ import (
 )
 
 // logUnary logs each call's failure once, at the edge, at Debug: the error
-// also goes back to the caller, who decides whether it matters.
+// also goes back to the caller, who decides whether it matters. At Trace it
+// logs every call with its duration.
 func (s *Server) logUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	start := time.Now()
 	resp, err := handler(ctx, req)
 	if err != nil {
 		s.logCall(ctx, info.FullMethod, err)
+	}
+	if s.logger.IsTrace() {
+		s.logger.Trace("call", "method", info.FullMethod, "took", time.Since(start))
 	}
 	return resp, err
 }

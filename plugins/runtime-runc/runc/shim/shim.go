@@ -99,6 +99,9 @@ func Main(args []string) int {
 		fmt.Fprintln(os.Stderr, "usage: shim TASK-DIR")
 		return 2
 	}
+	// GOMAXPROCS is the plugin's setting for the shim alone (read at
+	// startup); runc, which inherits the environment, keeps its default.
+	os.Unsetenv("GOMAXPROCS")
 	ready := os.NewFile(readyFD, "ready")
 	s, err := start(args[0])
 	if err != nil {
