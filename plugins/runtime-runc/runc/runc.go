@@ -104,6 +104,11 @@ type task struct {
 	deadReason string
 	deadExit   keelruntime.ExitStatus
 	exitSeen   atomic.Bool // the init exit was forwarded
+	// startSeen is set when the init start event was forwarded, started
+	// holds the init pid once Start succeeded: a shim that dies between the
+	// two still owes its start event, which shimDied then sends.
+	startSeen atomic.Bool
+	started   atomic.Uint32
 
 	pollerDone chan struct{}
 }
@@ -453,8 +458,13 @@ func (r *Runtime) startPoller(t *task) {
 			}
 			for _, ev := range reply.Events {
 				after = ev.Seq
-				if ev.Event.Topic == keelruntime.TopicExit && ev.Event.ExecID == "" {
-					t.exitSeen.Store(true)
+				if ev.Event.ExecID == "" {
+					switch ev.Event.Topic {
+					case keelruntime.TopicStart:
+						t.startSeen.Store(true)
+					case keelruntime.TopicExit:
+						t.exitSeen.Store(true)
+					}
 				}
 				r.broker.publish(ev.Event)
 				if ev.Event.Topic == keelruntime.TopicDelete {
@@ -495,6 +505,9 @@ func (r *Runtime) shimDied(t *task, reason string) {
 		}
 		t.deadReason = reason
 		t.deadExit = exit
+		if pid := t.started.Load(); pid != 0 && !t.startSeen.Load() {
+			r.broker.publish(keelruntime.Event{Topic: keelruntime.TopicStart, ID: t.id, Pid: pid, Timestamp: time.Now()})
+		}
 		if !t.exitSeen.Load() {
 			r.broker.publish(keelruntime.Event{Topic: keelruntime.TopicExit, ID: t.id, Pid: exit.Pid,
 				ExitStatus: exit.Status, ExitedAt: exit.ExitedAt, Timestamp: time.Now()})
@@ -543,6 +556,11 @@ func (r *Runtime) call(ctx context.Context, id, method string, req, reply any) e
 func (r *Runtime) Start(ctx context.Context, id, execID string) (uint32, error) {
 	var reply shim.PidReply
 	err := r.call(ctx, id, "Start", shim.ProcessRequest{ExecID: execID}, &reply)
+	if err == nil && execID == "" {
+		if t, gerr := r.get(id); gerr == nil {
+			t.started.Store(reply.Pid)
+		}
+	}
 	return reply.Pid, err
 }
 
