@@ -52,6 +52,10 @@ type Config struct {
 	// CgroupParent is where a spec without cgroupsPath puts its task
 	// (default /keel): <parent>/<id>.
 	CgroupParent string `json:"cgroup_parent"`
+	// OCIVersion, when set, replaces the spec's ociVersion in config.json:
+	// crun 1.8 refuses the 1.3.0 that runtime-spec writes ("unknown version
+	// specified") but runs the same spec labelled 1.1.0.
+	OCIVersion string `json:"oci_version"`
 }
 
 // Timeouts of the shim connections.
@@ -304,6 +308,9 @@ func (r *Runtime) create(ctx context.Context, t *task, opts keelruntime.CreateOp
 	}
 	if spec.Linux.CgroupsPath == "" {
 		spec.Linux.CgroupsPath = filepath.Join(r.cfg.CgroupParent, opts.ID)
+	}
+	if r.cfg.OCIVersion != "" {
+		spec.Version = r.cfg.OCIVersion
 	}
 	b, err := json.Marshal(&spec)
 	if err != nil {
