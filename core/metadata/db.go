@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
@@ -61,7 +62,7 @@ func open(path string, opts Options, ms []migration) (*DB, error) {
 	}
 	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("metadata %s: locked by another process (is another keeld running on this root?): %w", path, errdefs.ErrUnavailable)
 		}
 		return nil, fmt.Errorf("metadata %s: %w", path, err)

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
@@ -69,7 +70,7 @@ func Open(path string) (*Store, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("snapshot metastore %s is locked by another process: %w", path, errdefs.ErrUnavailable)
 		}
 		return nil, fmt.Errorf("snapshot metastore %s: %w", path, err)
@@ -324,7 +325,7 @@ func (t *Tx) UpdateInfo(info snapshot.Info, fieldpaths ...string) (snapshot.Info
 			return snapshot.Info{}, fmt.Errorf("update of %q: cannot update field %q: %w", info.Name, p, errdefs.ErrInvalidArgument)
 		}
 	}
-	if err := b.DeleteBucket(bucketLabels); err != nil && !errors.Is(err, bolt.ErrBucketNotFound) {
+	if err := b.DeleteBucket(bucketLabels); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 		return snapshot.Info{}, err
 	}
 	if err := putLabels(b, labels); err != nil {
