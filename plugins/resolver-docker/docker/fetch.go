@@ -308,11 +308,27 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 		results[i] = make(chan result, 1)
 	}
 	slots := make(chan struct{}, f.r.cfg.parallel)
-	bufs := sync.Pool{New: func() any { return make([]byte, part) }}
+	// Parts in flight are bounded by slots, so a small free list recycles
+	// their buffers.
+	free := make(chan []byte, f.r.cfg.parallel+1)
+	getBuf := func() []byte {
+		select {
+		case b := <-free:
+			return b
+		default:
+			return make([]byte, part)
+		}
+	}
+	putBuf := func(b []byte) {
+		select {
+		case free <- b:
+		default:
+		}
+	}
 
 	// The first part is read here, so that a registry ignoring ranges is
 	// found before anything is handed over.
-	first := bufs.Get().([]byte)
+	first := getBuf()
 	end := min(offset+part, f.desc.Size)
 	if err := f.readRange(ctx, offset, end, first, true); err != nil {
 		cancel()
@@ -331,7 +347,7 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 			go func(i int) {
 				start := offset + int64(i)*part
 				end := min(start+part, f.desc.Size)
-				buf := bufs.Get().([]byte)
+				buf := getBuf()
 				err := f.readRange(ctx, start, end, buf, false)
 				results[i] <- result{buf: buf[:end-start], err: err}
 			}(i)
@@ -341,7 +357,7 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 	var held []byte
 	return &verifier{f: f, next: func() ([]byte, error) {
 		if held != nil {
-			bufs.Put(held[:cap(held)])
+			putBuf(held[:cap(held)])
 			held = nil
 			<-slots
 		}
