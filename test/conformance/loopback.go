@@ -176,20 +176,38 @@ func attachLoop(image string) (*os.File, error) {
 // reference drops, which an unmount may not have done yet.
 func detachLoop(device, image string) error {
 	backing := filepath.Join("/sys/block", filepath.Base(device), "loop", "backing_file")
-	for range 50 {
+	// detached tells whether the device no longer holds image (or was
+	// already reused for another one).
+	detached := func() bool {
 		b, err := os.ReadFile(backing)
-		if err != nil || strings.TrimSpace(string(b)) != image {
-			return nil // detached (or reused for another image already)
+		return err != nil || strings.TrimSpace(string(b)) != image
+	}
+	waitDetached := func(d time.Duration) bool {
+		for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+			if detached() {
+				return true
+			}
+			if time.Now().After(deadline) {
+				return false
+			}
 		}
-		time.Sleep(10 * time.Millisecond)
+	}
+	// A loaded machine may take a while to drop the last reference (a
+	// plugin still exiting, a lazy unmount).
+	if waitDetached(3 * time.Second) {
+		return nil
 	}
 	dev, err := os.OpenFile(device, os.O_RDWR, 0)
 	if err != nil {
 		return fmt.Errorf("detach %s: %w", device, err)
 	}
-	defer dev.Close()
-	if err := unix.IoctlSetInt(int(dev.Fd()), unix.LOOP_CLR_FD, 0); err != nil && !errors.Is(err, unix.ENXIO) {
+	err = unix.IoctlSetInt(int(dev.Fd()), unix.LOOP_CLR_FD, 0)
+	dev.Close() // the kernel finishes the detach at this last close
+	if err != nil && !errors.Is(err, unix.ENXIO) {
 		return fmt.Errorf("detach %s: %w", device, err)
+	}
+	if !waitDetached(5 * time.Second) {
+		return fmt.Errorf("detach %s: still attached to %s: %w", device, image, unix.EBUSY)
 	}
 	return nil
 }
