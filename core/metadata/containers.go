@@ -223,11 +223,7 @@ func (a containerAdaptor) Field(path []string) (string, bool) {
 	case "snapshotkey", "snapshot_key":
 		return a.SnapshotKey, true
 	case "labels":
-		if len(path) < 2 {
-			return "", len(a.Labels) > 0
-		}
-		v, ok := a.Labels[strings.Join(path[1:], ".")]
-		return v, ok
+		return labelField(a.Labels, path)
 	}
 	return "", false
 }
@@ -235,29 +231,8 @@ func (a containerAdaptor) Field(path []string) (string, bool) {
 // List returns the containers of the call's namespace that match any of fs,
 // by id.
 func (s *Containers) List(ctx context.Context, fs ...string) ([]Container, error) {
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return nil, err
-	}
-	filter, err := filters.Parse(fs...)
-	if err != nil {
-		return nil, err
-	}
-	var out []Container
-	err = s.db.view(func(tx *bolt.Tx) error {
-		b := containersBucket(tx, ns)
-		if b == nil {
-			return nil
-		}
-		return b.ForEachBucket(func(k []byte) error {
-			c, _ := readContainer(b, string(k))
-			if filters.Match(filter, containerAdaptor(c)) {
-				out = append(out, c)
-			}
-			return nil
-		})
-	})
-	return out, err
+	return listRecords(ctx, s.db, containersBucket, readContainer,
+		func(r Container) filters.Adaptor { return containerAdaptor(r) }, fs...)
 }
 
 // Update changes the fields of c.ID that fieldpaths name: "labels",

@@ -218,11 +218,7 @@ func (a imageAdaptor) Field(path []string) (string, bool) {
 			return strconv.FormatInt(a.Target.Size, 10), true
 		}
 	case "labels":
-		if len(path) < 2 {
-			return "", len(a.Labels) > 0
-		}
-		v, ok := a.Labels[strings.Join(path[1:], ".")]
-		return v, ok
+		return labelField(a.Labels, path)
 	}
 	return "", false
 }
@@ -230,29 +226,8 @@ func (a imageAdaptor) Field(path []string) (string, bool) {
 // List returns the images of the call's namespace that match any of fs
 // (containerd's filter syntax), by name.
 func (s *Images) List(ctx context.Context, fs ...string) ([]Image, error) {
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return nil, err
-	}
-	filter, err := filters.Parse(fs...)
-	if err != nil {
-		return nil, err
-	}
-	var out []Image
-	err = s.db.view(func(tx *bolt.Tx) error {
-		b := imagesBucket(tx, ns)
-		if b == nil {
-			return nil
-		}
-		return b.ForEachBucket(func(k []byte) error {
-			img, _ := readImage(b, string(k))
-			if filters.Match(filter, imageAdaptor(img)) {
-				out = append(out, img)
-			}
-			return nil
-		})
-	})
-	return out, err
+	return listRecords(ctx, s.db, imagesBucket, readImage,
+		func(r Image) filters.Adaptor { return imageAdaptor(r) }, fs...)
 }
 
 // Update changes the fields of img.Name that fieldpaths name: "target",

@@ -120,11 +120,7 @@ func (a leaseAdaptor) Field(path []string) (string, bool) {
 	case "id":
 		return a.ID, true
 	case "labels":
-		if len(path) < 2 {
-			return "", len(a.Labels) > 0
-		}
-		v, ok := a.Labels[strings.Join(path[1:], ".")]
-		return v, ok
+		return labelField(a.Labels, path)
 	}
 	return "", false
 }
@@ -132,29 +128,8 @@ func (a leaseAdaptor) Field(path []string) (string, bool) {
 // List returns the leases of the call's namespace matching any of fs (id,
 // labels.<key>), by id.
 func (s *Leases) List(ctx context.Context, fs ...string) ([]Lease, error) {
-	ns, err := namespaces.NamespaceRequired(ctx)
-	if err != nil {
-		return nil, err
-	}
-	filter, err := filters.Parse(fs...)
-	if err != nil {
-		return nil, err
-	}
-	var out []Lease
-	err = s.db.view(func(tx *bolt.Tx) error {
-		b := leasesBucket(tx, ns)
-		if b == nil {
-			return nil
-		}
-		return b.ForEachBucket(func(k []byte) error {
-			l, _ := readLease(b, string(k))
-			if filters.Match(filter, leaseAdaptor(l)) {
-				out = append(out, l)
-			}
-			return nil
-		})
-	})
-	return out, err
+	return listRecords(ctx, s.db, leasesBucket, readLease,
+		func(r Lease) filters.Adaptor { return leaseAdaptor(r) }, fs...)
 }
 
 // Delete removes a lease (its resources are then kept only by other roots)

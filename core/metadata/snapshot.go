@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -459,11 +458,7 @@ func (a snapAdaptor) Field(path []string) (string, bool) {
 	case "parent":
 		return a.Parent, a.Parent != ""
 	case "labels":
-		if len(path) < 2 {
-			return "", len(a.Labels) > 0
-		}
-		v, ok := a.Labels[strings.Join(path[1:], ".")]
-		return v, ok
+		return labelField(a.Labels, path)
 	}
 	return "", false
 }
