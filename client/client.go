@@ -14,10 +14,14 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
@@ -101,11 +105,13 @@ func New(address string, opts ...Opt) (*Client, error) {
 	if _, err := os.Stat(path); err != nil && o.timeout > 0 {
 		// A missing socket is keeld not running: say so now, not after
 		// the timeout.
-		return nil, fmt.Errorf("keeld at %s: %v: %w", path, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("keeld at %s: %v: %w", path, dialCause(err), errdefs.ErrUnavailable)
 	}
 
 	c := &Client{namespace: o.namespace}
+	dial := &dialer{path: path}
 	dialOpts := append(sdk.DialOptions(),
+		grpc.WithContextDialer(dial.dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithChainUnaryInterceptor(c.unaryNamespace),
 		grpc.WithChainStreamInterceptor(c.streamNamespace),
@@ -117,7 +123,7 @@ func New(address string, opts ...Opt) (*Client, error) {
 	}
 	c.conn = conn
 	if o.timeout > 0 {
-		if err := waitReady(conn, o.timeout); err != nil {
+		if err := waitReady(conn, dial, o.timeout); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("keeld at %s: %v: %w", path, err, errdefs.ErrUnavailable)
 		}
@@ -125,20 +131,80 @@ func New(address string, opts ...Opt) (*Client, error) {
 	return c, nil
 }
 
-// waitReady waits for conn to connect.
-func waitReady(conn *grpc.ClientConn, timeout time.Duration) error {
+// dialer dials keeld's socket and keeps the last error, so that waitReady
+// can tell a socket nobody will answer on from a keeld that is slow.
+type dialer struct {
+	path string
+	mu   sync.Mutex
+	err  error
+}
+
+func (d *dialer) dial(ctx context.Context, _ string) (net.Conn, error) {
+	var nd net.Dialer
+	conn, err := nd.DialContext(ctx, "unix", d.path)
+	d.mu.Lock()
+	d.err = err
+	d.mu.Unlock()
+	return conn, err
+}
+
+// lastError is the last dial's error, nil after a successful dial.
+func (d *dialer) lastError() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
+}
+
+// permanent tells whether a dial error will not go away by waiting: the
+// socket is gone, stale (nobody listens: refused), not a stream socket, or
+// not ours to open.
+func permanent(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.ENOENT, syscall.ECONNREFUSED, syscall.EACCES, syscall.EPERM, syscall.EPROTOTYPE, syscall.ENOTSOCK} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitReady waits for conn to connect, at most timeout; a dial error that
+// waiting cannot cure (see permanent) ends it at once, naming the cause.
+func waitReady(conn *grpc.ClientConn, d *dialer, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	conn.Connect()
 	for {
 		s := conn.GetState()
-		if s == connectivity.Ready {
+		switch s {
+		case connectivity.Ready:
 			return nil
+		case connectivity.TransientFailure:
+			if err := d.lastError(); permanent(err) {
+				return dialCause(err)
+			}
 		}
 		if !conn.WaitForStateChange(ctx, s) {
-			return fmt.Errorf("not connected after %s (%s)", timeout, s)
+			if err := d.lastError(); err != nil {
+				return fmt.Errorf("not connected after %s: %w", timeout, dialCause(err))
+			}
+			return fmt.Errorf("not connected after %s: keeld accepted the connection but did not answer (%s)", timeout, s)
 		}
 	}
+}
+
+// dialCause names what a dial error means for the user.
+func dialCause(err error) error {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return fmt.Errorf("connection refused (a stale socket: is keeld running?)")
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("permission denied (keeld's socket is not open to this user)")
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("no such file (is keeld running?)")
+	case errors.Is(err, syscall.EPROTOTYPE), errors.Is(err, syscall.ENOTSOCK):
+		return fmt.Errorf("not a stream socket (%v)", err)
+	}
+	return err
 }
 
 // Close closes the connection.
