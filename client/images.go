@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/distribution/reference"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -51,7 +52,11 @@ func (c *Client) CreateImage(ctx context.Context, img Image) (Image, error) {
 	return imageFromProto(resp), nil
 }
 
-// GetImage returns the image called name. NotFound when absent.
+// GetImage returns the image name refers to, taken as pull takes it: the
+// record of that exact name, else of its normalized form ("busybox" is
+// docker.io/library/busybox:latest), else for repo@digest the record of
+// repo whose target is that digest. NotFound when none. DeleteImage,
+// Push, Export and MountImage find images the same way.
 func (c *Client) GetImage(ctx context.Context, name string) (Image, error) {
 	resp, err := keelv1.NewImagesClient(c.conn).Get(ctx, &keelv1.GetImageRequest{Name: name})
 	if err != nil {
@@ -86,17 +91,18 @@ func (c *Client) UpdateImage(ctx context.Context, img Image, fieldpaths ...strin
 	return imageFromProto(resp), nil
 }
 
-// DeleteImage removes the image record called name; keeld then collects
-// what nothing else refers to (before returning, WithSyncDelete). NotFound
-// when absent.
+// DeleteImage removes the image record name refers to (as GetImage finds
+// it); keeld then collects what nothing else refers to (before returning,
+// WithSyncDelete). NotFound when absent.
 func (c *Client) DeleteImage(ctx context.Context, name string, opts ...DeleteOpt) error {
 	o := applyDelete(opts)
 	_, err := keelv1.NewImagesClient(c.conn).Delete(ctx, &keelv1.DeleteImageRequest{Name: name, Sync: o.sync})
 	return errdefs.FromGRPC(err)
 }
 
-// TagImage records dst pointing at src's target, with src's labels.
-// AlreadyExists when dst exists.
+// TagImage records dst pointing at src's target, with src's labels. Both
+// names are taken as pull takes them: "busybox" is
+// docker.io/library/busybox:latest. AlreadyExists when dst exists.
 func (c *Client) TagImage(ctx context.Context, src, dst string) (Image, error) {
 	img, err := c.GetImage(ctx, src)
 	if err != nil {
@@ -104,6 +110,10 @@ func (c *Client) TagImage(ctx context.Context, src, dst string) (Image, error) {
 	}
 	if dst == "" {
 		return Image{}, fmt.Errorf("tag %s: target name is empty: %w", src, errdefs.ErrInvalidArgument)
+	}
+	// dst is named as pull would name it, so that the name typed finds it.
+	if named, err := reference.ParseNormalizedNamed(dst); err == nil {
+		dst = reference.TagNameOnly(named).String()
 	}
 	img.Name = dst
 	return c.CreateImage(ctx, img)

@@ -49,7 +49,7 @@ func (e exchangeService) Push(req *keelv1.PushRequest, stream grpc.ServerStreami
 	if name == "" {
 		name = req.Ref
 	}
-	img, err := e.s.db.Images().Get(ctx, name)
+	img, err := images.Lookup(ctx, e.s.db.Images(), name)
 	if err != nil {
 		return errdefs.ToGRPC(err)
 	}
@@ -89,7 +89,7 @@ func (e exchangeService) Export(req *keelv1.ExportRequest, stream grpc.ServerStr
 	}
 	var imgs []images.Named
 	for _, n := range req.Names {
-		img, err := e.s.db.Images().Get(ctx, n)
+		img, err := images.Lookup(ctx, e.s.db.Images(), n)
 		if err != nil {
 			return errdefs.ToGRPC(err)
 		}
@@ -188,7 +188,7 @@ func (m imageMountsService) Mount(ctx context.Context, req *keelv1.MountImageReq
 		}
 		platform = platforms.Only(p)
 	}
-	img, err := m.s.db.Images().Get(ctx, req.Name)
+	img, err := images.Lookup(ctx, m.s.db.Images(), req.Name)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/keel-runtime/keel/api/keelv1"
 	"github.com/keel-runtime/keel/core/gc"
+	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/metadata"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
@@ -86,7 +87,7 @@ func (i imagesService) Create(ctx context.Context, req *keelv1.CreateImageReques
 }
 
 func (i imagesService) Get(ctx context.Context, req *keelv1.GetImageRequest) (*keelv1.Image, error) {
-	img, err := i.store.Get(ctx, req.Name)
+	img, err := images.Lookup(ctx, i.store, req.Name)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -106,7 +107,11 @@ func (i imagesService) List(ctx context.Context, req *keelv1.ListImagesRequest) 
 }
 
 func (i imagesService) Update(ctx context.Context, req *keelv1.UpdateImageRequest) (*keelv1.Image, error) {
-	img, err := i.store.Update(ctx, imageFromProto(req.Image), req.FieldPaths...)
+	upd := imageFromProto(req.Image)
+	if found, err := images.Lookup(ctx, i.store, upd.Name); err == nil {
+		upd.Name = found.Name
+	}
+	img, err := i.store.Update(ctx, upd, req.FieldPaths...)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
@@ -114,7 +119,11 @@ func (i imagesService) Update(ctx context.Context, req *keelv1.UpdateImageReques
 }
 
 func (i imagesService) Delete(ctx context.Context, req *keelv1.DeleteImageRequest) (*keelv1.DeleteImageResponse, error) {
-	if err := i.store.Delete(ctx, req.Name); err != nil {
+	img, err := images.Lookup(ctx, i.store, req.Name)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	if err := i.store.Delete(ctx, img.Name); err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
 	if req.Sync {
