@@ -57,14 +57,23 @@ func WithSnapshotter(name string) NewContainerOpt {
 }
 
 // WithNewSnapshot prepares an active snapshot key on the image's unpacked
-// rootfs (pull it with WithPullUnpack first) as the container's rootfs.
+// rootfs as the container's rootfs, unpacking the image first when it is
+// not unpacked on the snapshotter (imported, or pulled elsewhere).
 func WithNewSnapshot(key string, img Image) NewContainerOpt {
 	return func(ctx context.Context, c *Client, info *ContainerInfo) error {
 		chain, err := c.LocalImage(img).ChainID(ctx)
 		if err != nil {
 			return err
 		}
-		if _, err := c.SnapshotService(info.Snapshotter).Prepare(ctx, key, chain.String(), snapshot.WithLabels(map[string]string{"io.keel/container": info.ID})); err != nil {
+		sn := c.SnapshotService(info.Snapshotter)
+		if _, err := sn.Stat(ctx, chain.String()); errdefs.IsNotFound(err) {
+			if _, err := c.UnpackImage(ctx, img.Name, info.Snapshotter, ""); err != nil {
+				return fmt.Errorf("container %q: %w", info.ID, err)
+			}
+		} else if err != nil {
+			return fmt.Errorf("container %q: rootfs of image %s: %w", info.ID, img.Name, err)
+		}
+		if _, err := sn.Prepare(ctx, key, chain.String(), snapshot.WithLabels(map[string]string{"io.keel/container": info.ID})); err != nil {
 			return fmt.Errorf("container %q: rootfs snapshot %q on %s: %w", info.ID, key, chain, err)
 		}
 		info.SnapshotKey = key

@@ -10,6 +10,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/keel-runtime/keel/api/keelv1"
 	"github.com/keel-runtime/keel/sdk"
@@ -131,28 +132,46 @@ func (c *Client) Export(ctx context.Context, w io.Writer, names []string, opts .
 }
 
 // ImportOpt tunes an Import.
-type ImportOpt func(*keelv1.ImportOptions)
+type ImportOpt func(*importOptions)
+
+type importOptions struct {
+	keelv1.ImportOptions
+	snapshotter string
+}
 
 // WithImportAllPlatforms keeps every platform of an imported index; without
 // it only keeld's platform is kept, the rest left to garbage collection.
 func WithImportAllPlatforms() ImportOpt {
-	return func(o *keelv1.ImportOptions) { o.AllPlatforms = true }
+	return func(o *importOptions) { o.AllPlatforms = true }
 }
 
 // WithImportBaseName names images the archive leaves unnamed
 // name@<digest> ("import" by default).
 func WithImportBaseName(name string) ImportOpt {
-	return func(o *keelv1.ImportOptions) { o.BaseName = name }
+	return func(o *importOptions) { o.BaseName = name }
+}
+
+// WithImportUnpack unpacks each imported image (its manifest for keeld's
+// platform; an image with none is only stored) onto the snapshotter named
+// ("" for keeld's default), as a pull with WithPullUnpack does.
+func WithImportUnpack(snapshotter string) ImportOpt {
+	return func(o *importOptions) {
+		o.Unpack = true
+		o.snapshotter = snapshotter
+	}
 }
 
 // Import streams an image archive — an OCI image layout tar or a `docker
 // save` tar — from r to keeld, which stores its blobs (digests checked)
-// and records its images, and returns them. An archive keeld refuses
-// leaves no image record behind.
+// and records its images (and unpacks them, WithImportUnpack), and returns
+// them. An archive keeld refuses leaves no image record behind.
 func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]Image, error) {
-	o := &keelv1.ImportOptions{}
+	o := &importOptions{}
 	for _, opt := range opts {
 		opt(o)
+	}
+	if o.snapshotter != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataSnapshotter, o.snapshotter)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -160,7 +179,7 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]
 	if err != nil {
 		return nil, errdefs.FromGRPC(err)
 	}
-	if err := stream.Send(&keelv1.ImportRequest{Msg: &keelv1.ImportRequest_Options{Options: o}}); err != nil && !errors.Is(err, io.EOF) {
+	if err := stream.Send(&keelv1.ImportRequest{Msg: &keelv1.ImportRequest_Options{Options: &o.ImportOptions}}); err != nil && !errors.Is(err, io.EOF) {
 		return nil, errdefs.FromGRPC(err)
 	}
 	buf := make([]byte, sdk.ChunkSize)

@@ -8,6 +8,7 @@ import (
 	"github.com/distribution/reference"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/keel-runtime/keel/api/keelv1"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -147,4 +148,39 @@ func imageFromProto(p *keelv1.Image) Image {
 		img.Target = ocispec.Descriptor{MediaType: t.MediaType, Digest: digest.Digest(t.Digest), Size: t.Size, Annotations: t.Annotations}
 	}
 	return img
+}
+
+// Unpacked is what UnpackImage did.
+type Unpacked struct {
+	Image       Image
+	Snapshotter string
+	// Manifest is the manifest unpacked, ChainID its top snapshot.
+	Manifest ocispec.Descriptor
+	ChainID  digest.Digest
+	// Applied layers were unpacked by the call; Skipped ones were there.
+	Applied, Skipped int
+}
+
+// UnpackImage unpacks the stored image name (found as GetImage finds it;
+// for an index, the manifest for keeld's platform, or platform
+// "os/arch[/variant]" when not empty) onto snapshotter ("" for keeld's
+// default), skipping the layers unpacked there already: what an imported
+// or pulled-without-unpack image needs before a container runs from it.
+// NotFound when the image or a blob of it is not stored.
+func (c *Client) UnpackImage(ctx context.Context, name, snapshotter, platform string) (Unpacked, error) {
+	if snapshotter != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataSnapshotter, snapshotter)
+	}
+	resp, err := keelv1.NewImagesClient(c.conn).Unpack(ctx, &keelv1.UnpackImageRequest{Name: name, Platform: platform})
+	if err != nil {
+		return Unpacked{}, errdefs.FromGRPC(err)
+	}
+	u := Unpacked{
+		Image: imageFromProto(resp.Image), Snapshotter: resp.Snapshotter, ChainID: digest.Digest(resp.ChainId),
+		Applied: int(resp.LayersUnpacked), Skipped: int(resp.LayersSkipped),
+	}
+	if m := resp.Manifest; m != nil {
+		u.Manifest = ocispec.Descriptor{MediaType: m.MediaType, Digest: digest.Digest(m.Digest), Size: m.Size, Annotations: m.Annotations}
+	}
+	return u, nil
 }

@@ -483,6 +483,145 @@ func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
 	return file_keel_v1_images_proto_rawDescGZIP(), []int{8}
 }
 
+type UnpackImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// platform is os/arch[/variant]; empty is keeld's.
+	Platform      string `protobuf:"bytes,2,opt,name=platform,proto3" json:"platform,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnpackImageRequest) Reset() {
+	*x = UnpackImageRequest{}
+	mi := &file_keel_v1_images_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpackImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpackImageRequest) ProtoMessage() {}
+
+func (x *UnpackImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_images_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpackImageRequest.ProtoReflect.Descriptor instead.
+func (*UnpackImageRequest) Descriptor() ([]byte, []int) {
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *UnpackImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *UnpackImageRequest) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+type UnpackImageResponse struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Image       *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	Snapshotter string                 `protobuf:"bytes,2,opt,name=snapshotter,proto3" json:"snapshotter,omitempty"`
+	// manifest is the manifest unpacked, chain_id its top snapshot.
+	Manifest *Descriptor `protobuf:"bytes,3,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	ChainId  string      `protobuf:"bytes,4,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
+	// layers_unpacked were applied by this call; layers_skipped were there.
+	LayersUnpacked int32 `protobuf:"varint,5,opt,name=layers_unpacked,json=layersUnpacked,proto3" json:"layers_unpacked,omitempty"`
+	LayersSkipped  int32 `protobuf:"varint,6,opt,name=layers_skipped,json=layersSkipped,proto3" json:"layers_skipped,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *UnpackImageResponse) Reset() {
+	*x = UnpackImageResponse{}
+	mi := &file_keel_v1_images_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnpackImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnpackImageResponse) ProtoMessage() {}
+
+func (x *UnpackImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_images_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnpackImageResponse.ProtoReflect.Descriptor instead.
+func (*UnpackImageResponse) Descriptor() ([]byte, []int) {
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *UnpackImageResponse) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *UnpackImageResponse) GetSnapshotter() string {
+	if x != nil {
+		return x.Snapshotter
+	}
+	return ""
+}
+
+func (x *UnpackImageResponse) GetManifest() *Descriptor {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+func (x *UnpackImageResponse) GetChainId() string {
+	if x != nil {
+		return x.ChainId
+	}
+	return ""
+}
+
+func (x *UnpackImageResponse) GetLayersUnpacked() int32 {
+	if x != nil {
+		return x.LayersUnpacked
+	}
+	return 0
+}
+
+func (x *UnpackImageResponse) GetLayersSkipped() int32 {
+	if x != nil {
+		return x.LayersSkipped
+	}
+	return 0
+}
+
 var File_keel_v1_images_proto protoreflect.FileDescriptor
 
 const file_keel_v1_images_proto_rawDesc = "" +
@@ -524,13 +663,24 @@ const file_keel_v1_images_proto_rawDesc = "" +
 	"\x12DeleteImageRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04sync\x18\x02 \x01(\bR\x04sync\"\x15\n" +
-	"\x13DeleteImageResponse2\xad\x02\n" +
+	"\x13DeleteImageResponse\"D\n" +
+	"\x12UnpackImageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bplatform\x18\x02 \x01(\tR\bplatform\"\xf9\x01\n" +
+	"\x13UnpackImageResponse\x12$\n" +
+	"\x05image\x18\x01 \x01(\v2\x0e.keel.v1.ImageR\x05image\x12 \n" +
+	"\vsnapshotter\x18\x02 \x01(\tR\vsnapshotter\x12/\n" +
+	"\bmanifest\x18\x03 \x01(\v2\x13.keel.v1.DescriptorR\bmanifest\x12\x19\n" +
+	"\bchain_id\x18\x04 \x01(\tR\achainId\x12'\n" +
+	"\x0flayers_unpacked\x18\x05 \x01(\x05R\x0elayersUnpacked\x12%\n" +
+	"\x0elayers_skipped\x18\x06 \x01(\x05R\rlayersSkipped2\xf2\x02\n" +
 	"\x06Images\x125\n" +
 	"\x06Create\x12\x1b.keel.v1.CreateImageRequest\x1a\x0e.keel.v1.Image\x12/\n" +
 	"\x03Get\x12\x18.keel.v1.GetImageRequest\x1a\x0e.keel.v1.Image\x12?\n" +
 	"\x04List\x12\x1a.keel.v1.ListImagesRequest\x1a\x1b.keel.v1.ListImagesResponse\x125\n" +
 	"\x06Update\x12\x1b.keel.v1.UpdateImageRequest\x1a\x0e.keel.v1.Image\x12C\n" +
-	"\x06Delete\x12\x1b.keel.v1.DeleteImageRequest\x1a\x1c.keel.v1.DeleteImageResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\x06Delete\x12\x1b.keel.v1.DeleteImageRequest\x1a\x1c.keel.v1.DeleteImageResponse\x12C\n" +
+	"\x06Unpack\x12\x1b.keel.v1.UnpackImageRequest\x1a\x1c.keel.v1.UnpackImageResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_images_proto_rawDescOnce sync.Once
@@ -544,7 +694,7 @@ func file_keel_v1_images_proto_rawDescGZIP() []byte {
 	return file_keel_v1_images_proto_rawDescData
 }
 
-var file_keel_v1_images_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_keel_v1_images_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_keel_v1_images_proto_goTypes = []any{
 	(*Descriptor)(nil),            // 0: keel.v1.Descriptor
 	(*Image)(nil),                 // 1: keel.v1.Image
@@ -555,34 +705,40 @@ var file_keel_v1_images_proto_goTypes = []any{
 	(*UpdateImageRequest)(nil),    // 6: keel.v1.UpdateImageRequest
 	(*DeleteImageRequest)(nil),    // 7: keel.v1.DeleteImageRequest
 	(*DeleteImageResponse)(nil),   // 8: keel.v1.DeleteImageResponse
-	nil,                           // 9: keel.v1.Descriptor.AnnotationsEntry
-	nil,                           // 10: keel.v1.Image.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*UnpackImageRequest)(nil),    // 9: keel.v1.UnpackImageRequest
+	(*UnpackImageResponse)(nil),   // 10: keel.v1.UnpackImageResponse
+	nil,                           // 11: keel.v1.Descriptor.AnnotationsEntry
+	nil,                           // 12: keel.v1.Image.LabelsEntry
+	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
 }
 var file_keel_v1_images_proto_depIdxs = []int32{
-	9,  // 0: keel.v1.Descriptor.annotations:type_name -> keel.v1.Descriptor.AnnotationsEntry
+	11, // 0: keel.v1.Descriptor.annotations:type_name -> keel.v1.Descriptor.AnnotationsEntry
 	0,  // 1: keel.v1.Image.target:type_name -> keel.v1.Descriptor
-	10, // 2: keel.v1.Image.labels:type_name -> keel.v1.Image.LabelsEntry
-	11, // 3: keel.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	11, // 4: keel.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	12, // 2: keel.v1.Image.labels:type_name -> keel.v1.Image.LabelsEntry
+	13, // 3: keel.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	13, // 4: keel.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
 	1,  // 5: keel.v1.CreateImageRequest.image:type_name -> keel.v1.Image
 	1,  // 6: keel.v1.ListImagesResponse.images:type_name -> keel.v1.Image
 	1,  // 7: keel.v1.UpdateImageRequest.image:type_name -> keel.v1.Image
-	2,  // 8: keel.v1.Images.Create:input_type -> keel.v1.CreateImageRequest
-	3,  // 9: keel.v1.Images.Get:input_type -> keel.v1.GetImageRequest
-	4,  // 10: keel.v1.Images.List:input_type -> keel.v1.ListImagesRequest
-	6,  // 11: keel.v1.Images.Update:input_type -> keel.v1.UpdateImageRequest
-	7,  // 12: keel.v1.Images.Delete:input_type -> keel.v1.DeleteImageRequest
-	1,  // 13: keel.v1.Images.Create:output_type -> keel.v1.Image
-	1,  // 14: keel.v1.Images.Get:output_type -> keel.v1.Image
-	5,  // 15: keel.v1.Images.List:output_type -> keel.v1.ListImagesResponse
-	1,  // 16: keel.v1.Images.Update:output_type -> keel.v1.Image
-	8,  // 17: keel.v1.Images.Delete:output_type -> keel.v1.DeleteImageResponse
-	13, // [13:18] is the sub-list for method output_type
-	8,  // [8:13] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 8: keel.v1.UnpackImageResponse.image:type_name -> keel.v1.Image
+	0,  // 9: keel.v1.UnpackImageResponse.manifest:type_name -> keel.v1.Descriptor
+	2,  // 10: keel.v1.Images.Create:input_type -> keel.v1.CreateImageRequest
+	3,  // 11: keel.v1.Images.Get:input_type -> keel.v1.GetImageRequest
+	4,  // 12: keel.v1.Images.List:input_type -> keel.v1.ListImagesRequest
+	6,  // 13: keel.v1.Images.Update:input_type -> keel.v1.UpdateImageRequest
+	7,  // 14: keel.v1.Images.Delete:input_type -> keel.v1.DeleteImageRequest
+	9,  // 15: keel.v1.Images.Unpack:input_type -> keel.v1.UnpackImageRequest
+	1,  // 16: keel.v1.Images.Create:output_type -> keel.v1.Image
+	1,  // 17: keel.v1.Images.Get:output_type -> keel.v1.Image
+	5,  // 18: keel.v1.Images.List:output_type -> keel.v1.ListImagesResponse
+	1,  // 19: keel.v1.Images.Update:output_type -> keel.v1.Image
+	8,  // 20: keel.v1.Images.Delete:output_type -> keel.v1.DeleteImageResponse
+	10, // 21: keel.v1.Images.Unpack:output_type -> keel.v1.UnpackImageResponse
+	16, // [16:22] is the sub-list for method output_type
+	10, // [10:16] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_keel_v1_images_proto_init() }
@@ -596,7 +752,7 @@ func file_keel_v1_images_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_v1_images_proto_rawDesc), len(file_keel_v1_images_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

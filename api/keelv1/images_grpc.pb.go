@@ -24,6 +24,7 @@ const (
 	Images_List_FullMethodName   = "/keel.v1.Images/List"
 	Images_Update_FullMethodName = "/keel.v1.Images/Update"
 	Images_Delete_FullMethodName = "/keel.v1.Images/Delete"
+	Images_Unpack_FullMethodName = "/keel.v1.Images/Unpack"
 )
 
 // ImagesClient is the client API for Images service.
@@ -47,6 +48,12 @@ type ImagesClient interface {
 	// Delete removes the record and schedules garbage collection (runs it,
 	// with sync).
 	Delete(ctx context.Context, in *DeleteImageRequest, opts ...grpc.CallOption) (*DeleteImageResponse, error)
+	// Unpack applies the layers of the stored image name (found as Get finds
+	// it; for an index, the manifest of platform, keeld's by default) onto
+	// the call's snapshotter (keel-snapshotter metadata, else the default),
+	// skipping the layers unpacked there already. NotFound when the image,
+	// a manifest for the platform or a blob of it is not stored.
+	Unpack(ctx context.Context, in *UnpackImageRequest, opts ...grpc.CallOption) (*UnpackImageResponse, error)
 }
 
 type imagesClient struct {
@@ -107,6 +114,16 @@ func (c *imagesClient) Delete(ctx context.Context, in *DeleteImageRequest, opts 
 	return out, nil
 }
 
+func (c *imagesClient) Unpack(ctx context.Context, in *UnpackImageRequest, opts ...grpc.CallOption) (*UnpackImageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnpackImageResponse)
+	err := c.cc.Invoke(ctx, Images_Unpack_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ImagesServer is the server API for Images service.
 // All implementations must embed UnimplementedImagesServer
 // for forward compatibility.
@@ -128,6 +145,12 @@ type ImagesServer interface {
 	// Delete removes the record and schedules garbage collection (runs it,
 	// with sync).
 	Delete(context.Context, *DeleteImageRequest) (*DeleteImageResponse, error)
+	// Unpack applies the layers of the stored image name (found as Get finds
+	// it; for an index, the manifest of platform, keeld's by default) onto
+	// the call's snapshotter (keel-snapshotter metadata, else the default),
+	// skipping the layers unpacked there already. NotFound when the image,
+	// a manifest for the platform or a blob of it is not stored.
+	Unpack(context.Context, *UnpackImageRequest) (*UnpackImageResponse, error)
 	mustEmbedUnimplementedImagesServer()
 }
 
@@ -152,6 +175,9 @@ func (UnimplementedImagesServer) Update(context.Context, *UpdateImageRequest) (*
 }
 func (UnimplementedImagesServer) Delete(context.Context, *DeleteImageRequest) (*DeleteImageResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Delete not implemented")
+}
+func (UnimplementedImagesServer) Unpack(context.Context, *UnpackImageRequest) (*UnpackImageResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Unpack not implemented")
 }
 func (UnimplementedImagesServer) mustEmbedUnimplementedImagesServer() {}
 func (UnimplementedImagesServer) testEmbeddedByValue()                {}
@@ -264,6 +290,24 @@ func _Images_Delete_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Images_Unpack_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnpackImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImagesServer).Unpack(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Images_Unpack_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImagesServer).Unpack(ctx, req.(*UnpackImageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Images_ServiceDesc is the grpc.ServiceDesc for Images service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -290,6 +334,10 @@ var Images_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Delete",
 			Handler:    _Images_Delete_Handler,
+		},
+		{
+			MethodName: "Unpack",
+			Handler:    _Images_Unpack_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

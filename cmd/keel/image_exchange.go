@@ -16,12 +16,13 @@ import (
 	"github.com/keel-runtime/keel/client"
 )
 
-// imageExchangeCommands are push, export, import, mount and unmount.
+// imageExchangeCommands are push, export, import, unpack, mount and unmount.
 func imageExchangeCommands(g *globals) []*cobra.Command {
 	return []*cobra.Command{
 		imagePushCommand(g),
 		imageExportCommand(g),
 		imageImportCommand(g),
+		imageUnpackCommand(g),
 		imageMountCommand(g),
 		imageUnmountCommand(g),
 	}
@@ -173,11 +174,11 @@ func imageExportCommand(g *globals) *cobra.Command {
 }
 
 func imageImportCommand(g *globals) *cobra.Command {
-	var all bool
-	var base string
+	var all, noUnpack bool
+	var base, snapshotter string
 	cmd := &cobra.Command{
 		Use:   "import FILE",
-		Short: "Import images from an OCI image layout tar or a `docker save` tar (FILE - for stdin)",
+		Short: "Import images from an OCI image layout tar or a `docker save` tar (FILE - for stdin) and unpack them",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.connect()
@@ -198,6 +199,9 @@ func imageImportCommand(g *globals) *cobra.Command {
 			if all {
 				opts = append(opts, client.WithImportAllPlatforms())
 			}
+			if !noUnpack {
+				opts = append(opts, client.WithImportUnpack(snapshotter))
+			}
 			imgs, err := c.Import(cmd.Context(), r, opts...)
 			if err != nil {
 				return err
@@ -212,6 +216,42 @@ func imageImportCommand(g *globals) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&all, "all-platforms", false, "keep every platform of an index (default: keeld's platform only)")
 	cmd.Flags().StringVar(&base, "base-name", "", "name images the archive leaves unnamed NAME@<digest> (default import)")
+	cmd.Flags().BoolVar(&noUnpack, "no-unpack", false, "store the images only (keel image unpack, or keel run, unpacks them later)")
+	cmd.Flags().StringVar(&snapshotter, "snapshotter", "", "snapshotter to unpack into (default: keeld's default_snapshotter)")
+	return cmd
+}
+
+func imageUnpackCommand(g *globals) *cobra.Command {
+	var platform, snapshotter string
+	cmd := &cobra.Command{
+		Use:   "unpack REF",
+		Short: "Unpack a stored image's layers into a snapshotter (what is there already is kept)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := g.connect()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			u, err := c.UnpackImage(cmd.Context(), args[0], snapshotter, platform)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			switch {
+			case g.format == "json":
+				return printJSON(out, u)
+			case g.quiet:
+				_, err = fmt.Fprintln(out, u.ChainID)
+			default:
+				_, err = fmt.Fprintf(out, "unpacked %s on %s: %d layers applied, %d there already, snapshot %s\n",
+					u.Image.Name, u.Snapshotter, u.Applied, u.Skipped, u.ChainID)
+			}
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&platform, "platform", "", "manifest of an index to unpack, os/arch[/variant] (default: keeld's)")
+	cmd.Flags().StringVar(&snapshotter, "snapshotter", "", "snapshotter to unpack into (default: keeld's default_snapshotter)")
 	return cmd
 }
 

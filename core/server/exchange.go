@@ -141,10 +141,6 @@ func (e exchangeService) Import(stream grpc.ClientStreamingServer[keelv1.ImportR
 	if err := e.needContent(); err != nil {
 		return errdefs.ToGRPC(err)
 	}
-	if opts.Unpack {
-		// The pull's unpacker is not exported for reuse yet.
-		return errdefs.ToGRPC(fmt.Errorf("import: unpack on import: %w", errdefs.ErrNotImplemented))
-	}
 	list, err := images.Import(ctx, e.s.content, e.s.db.Images(), &importReader{stream: stream}, images.ImportOptions{
 		AllPlatforms: opts.AllPlatforms,
 		BaseName:     opts.BaseName,
@@ -152,6 +148,15 @@ func (e exchangeService) Import(stream grpc.ClientStreamingServer[keelv1.ImportR
 	})
 	if err != nil {
 		return errdefs.ToGRPC(err)
+	}
+	if opts.Unpack {
+		for _, img := range list {
+			// An image with no manifest for keeld's platform is stored but
+			// cannot run here: nothing to unpack.
+			if _, err := e.s.unpackImage(ctx, img, ""); err != nil && !errdefs.IsNotFound(err) {
+				return errdefs.ToGRPC(err)
+			}
+		}
 	}
 	resp := &keelv1.ImportResponse{}
 	for _, img := range list {

@@ -39,7 +39,7 @@ func (s *Server) startGC() {
 
 // registerImages serves Images, Leases and GC.
 func (s *Server) registerImages(srv *grpc.Server) {
-	keelv1.RegisterImagesServer(srv, imagesService{store: s.db.Images(), gc: s.gc})
+	keelv1.RegisterImagesServer(srv, imagesService{store: s.db.Images(), gc: s.gc, s: s})
 	keelv1.RegisterLeasesServer(srv, leasesService{store: s.db.Leases(), gc: s.gc})
 	keelv1.RegisterGCServer(srv, gcService{gc: s.gc})
 }
@@ -48,6 +48,7 @@ type imagesService struct {
 	keelv1.UnimplementedImagesServer
 	store *metadata.Images
 	gc    *gc.Scheduler
+	s     *Server
 }
 
 func descriptorToProto(d ocispec.Descriptor) *keelv1.Descriptor {

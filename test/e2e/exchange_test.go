@@ -134,7 +134,7 @@ func TestImageExchange(t *testing.T) {
 	if _, err := c.ContentStore().Info(ctx, img.Manifest.Desc.Digest); !errdefs.IsNotFound(err) {
 		t.Fatalf("manifest after rm: %v, want NotFound", err)
 	}
-	out := k.ok("image", "import", first)
+	out := k.ok("image", "import", "--no-unpack", first)
 	if !strings.Contains(out, src) || !strings.Contains(out, img.Manifest.Desc.Digest.String()) {
 		t.Errorf("import printed:\n%s", out)
 	}
@@ -153,10 +153,19 @@ func TestImageExchange(t *testing.T) {
 	if err := c.Export(ctx, &stdout, []string{src}); err != nil || !bytes.Equal(stdout.Bytes(), a) {
 		t.Errorf("client Export: %v, identical %v", err, bytes.Equal(stdout.Bytes(), a))
 	}
-	// Not unpacked any more (rm freed the snapshots): mount refuses.
+	// Not unpacked any more (rm freed the snapshots, import --no-unpack
+	// made none): mount refuses until keel image unpack.
 	if line := oneLineError(t, k.keel("image", "mount", src, dir)); !strings.Contains(line, "not unpacked on snapshotter native") {
 		t.Errorf("mount before unpack: %s", line)
 	}
+	if out := k.ok("image", "unpack", src); !strings.Contains(out, "2 layers applied, 0 there already") {
+		t.Errorf("unpack printed %q", out)
+	}
+	if out := k.ok("image", "unpack", src); !strings.Contains(out, "0 layers applied, 2 there already") {
+		t.Errorf("unpack again printed %q", out)
+	}
+	k.ok("image", "mount", src, dir)
+	k.ok("image", "unmount", dir)
 
 	// Push → rm → pull back: identical.
 	if err := c.DeleteImage(ctx, src, client.WithSyncDelete()); err != nil {
