@@ -90,9 +90,20 @@ func WithSnapshot(key string) NewContainerOpt {
 }
 
 // WithNewSpec generates the container's spec from sdk/runtime's safe
-// default and opts.
+// default and opts. Given after WithNewSnapshot (or WithSnapshot), the
+// options that read the image's files (user and group names) read the
+// container's snapshot, mounted read-only meanwhile.
 func WithNewSpec(opts ...oci.SpecOpt) NewContainerOpt {
-	return func(ctx context.Context, _ *Client, info *ContainerInfo) error {
+	return func(ctx context.Context, c *Client, info *ContainerInfo) (err error) {
+		if info.SnapshotKey != "" {
+			rootfs := &snapshotRootFS{c: c, snapshotter: info.Snapshotter, key: info.SnapshotKey}
+			defer func() {
+				if cerr := rootfs.close(); cerr != nil && err == nil {
+					err = cerr
+				}
+			}()
+			ctx = oci.WithRootFS(ctx, rootfs.open)
+		}
 		s, err := oci.GenerateSpec(ctx, opts...)
 		if err != nil {
 			return err

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strconv"
 	"strings"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -42,8 +41,8 @@ type Image interface {
 	Config(ctx context.Context) (ocispec.Image, error)
 }
 
-// WithImageConfig takes env, entrypoint + cmd, working dir and user from
-// the image's config.
+// WithImageConfig takes env, entrypoint + cmd, working dir and user (with
+// its groups, see WithUserGroups) from the image's config.
 func WithImageConfig(img Image) SpecOpt {
 	return func(ctx context.Context, s *Spec) error {
 		cfg, err := img.Config(ctx)
@@ -59,9 +58,10 @@ func WithImageConfig(img Image) SpecOpt {
 			s.Process.Cwd = c.WorkingDir
 		}
 		if c.User != "" {
-			return WithUser(c.User)(ctx, s)
+			return WithUserGroups(c.User)(ctx, s)
 		}
-		return nil
+		// root's supplementary groups, as containerd gives them.
+		return WithAdditionalGIDs("root")(ctx, s)
 	}
 }
 
@@ -98,37 +98,6 @@ func mergeEnv(base, add []string) []string {
 		}
 	}
 	return out
-}
-
-// WithUser runs the process as "uid[:gid]" (numbers; "root" is 0). Names
-// other than root would need the image's /etc/passwd, which the spec
-// cannot read: InvalidArgument.
-func WithUser(user string) SpecOpt {
-	return func(_ context.Context, s *Spec) error {
-		u, g, hasGroup := strings.Cut(user, ":")
-		id := func(v string) (uint32, error) {
-			if v == "root" {
-				return 0, nil
-			}
-			n, err := strconv.ParseUint(v, 10, 32)
-			if err != nil {
-				return 0, fmt.Errorf("user %q: %q is not a number (names other than root are not resolved): %w", user, v, errdefs.ErrInvalidArgument)
-			}
-			return uint32(n), nil
-		}
-		uid, err := id(u)
-		if err != nil {
-			return err
-		}
-		gid := uid
-		if hasGroup {
-			if gid, err = id(g); err != nil {
-				return err
-			}
-		}
-		s.Process.User = specs.User{UID: uid, GID: gid}
-		return nil
-	}
 }
 
 // WithCwd sets the working directory.

@@ -49,7 +49,7 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringArrayVar(&f.mounts, "mount", nil, "mount type=bind,src=PATH,dst=PATH[,options=rbind:ro] (repeatable)")
 	fl.StringArrayVar(&f.labels, "label", nil, "container label KEY=VALUE (repeatable)")
 	fl.StringVar(&f.cwd, "cwd", "", "working directory (default: the image's)")
-	fl.StringVar(&f.user, "user", "", "uid[:gid] (default: the image's)")
+	fl.StringVar(&f.user, "user", "", "uid, name, uid:gid or name:group; names from the image's /etc/passwd and /etc/group (default: the image's)")
 	fl.StringVar(&f.memory, "memory-limit", "", "memory limit in bytes, or with a k, m or g suffix")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit, in CPUs (e.g. 0.5)")
 	fl.Int64Var(&f.pids, "pids-limit", 0, "most processes at once")
@@ -120,7 +120,7 @@ func (f *runFlags) specOpts(img *client.LocalImage, args []string) ([]oci.SpecOp
 		opts = append(opts, oci.WithCwd(f.cwd))
 	}
 	if f.user != "" {
-		opts = append(opts, oci.WithUser(f.user))
+		opts = append(opts, oci.WithUserGroups(f.user))
 	}
 	for _, s := range f.mounts {
 		m, err := parseMount(s)
@@ -171,7 +171,7 @@ func (f *runFlags) execOpts() ([]oci.SpecOpt, error) {
 		opts = append(opts, oci.WithCwd(f.cwd))
 	}
 	if f.user != "" {
-		opts = append(opts, oci.WithUser(f.user))
+		opts = append(opts, oci.WithUserGroups(f.user))
 	}
 	return opts, nil
 }

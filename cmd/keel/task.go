@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/client/oci"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
@@ -234,7 +235,7 @@ func taskCommand(g *globals) *cobra.Command {
 		execUsr string
 	)
 	execCmd := &cobra.Command{
-		Use:   "exec [-t] [-d] [--exec-id ID] [--env K=V] [--cwd DIR] [--user UID[:GID]] ID ARGS...",
+		Use:   "exec [-t] [-d] [--exec-id ID] [--env K=V] [--cwd DIR] [--user USER[:GROUP]] ID ARGS...",
 		Short: "Run a process in a running task; exit with its code",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -267,8 +268,10 @@ func taskCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				// The task's own root: what its processes see as /.
+				octx := oci.WithRootFS(ctx, oci.RootFSPath(fmt.Sprintf("/proc/%d/root", t.Pid())))
 				for _, o := range opts {
-					if err := o(ctx, &s); err != nil {
+					if err := o(octx, &s); err != nil {
 						return err
 					}
 				}
@@ -299,7 +302,7 @@ func taskCommand(g *globals) *cobra.Command {
 	execCmd.Flags().StringVar(&execID, "exec-id", "", "the process's exec id (default: generated)")
 	execCmd.Flags().StringArrayVar(&execEnv, "env", nil, "environment variable K=V (repeatable)")
 	execCmd.Flags().StringVar(&execCwd, "cwd", "", "working directory")
-	execCmd.Flags().StringVar(&execUsr, "user", "", "uid[:gid]")
+	execCmd.Flags().StringVar(&execUsr, "user", "", "uid, name, uid:gid or name:group (names from the container's /etc/passwd and /etc/group)")
 
 	simple := func(use, short string, fn func(cmd *cobra.Command, t *client.Task) error) *cobra.Command {
 		return &cobra.Command{
