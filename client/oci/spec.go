@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"slices"
 	"strings"
 
@@ -191,12 +192,16 @@ func WithPidsLimit(n int64) SpecOpt {
 
 // WithHostNamespace shares the host's namespace of type ns (e.g.
 // specs.NetworkNamespace) instead of a new one. With the host's network,
-// the host's resolv.conf and hosts are not copied in: bind them with
-// WithMounts if needed.
+// the hostname is the host's (as containerd and nerdctl set it), and
+// keeld bind-mounts copies of the host's /etc/resolv.conf and /etc/hosts
+// and an /etc/hostname into the container at task create.
 func WithHostNamespace(ns specs.LinuxNamespaceType) SpecOpt {
 	return func(_ context.Context, s *Spec) error {
 		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == ns })
 		if ns == specs.NetworkNamespace {
+			if name, err := os.Hostname(); err == nil {
+				s.Hostname = name
+			}
 			// The host's /sys belongs to the host's network namespace.
 			for i, m := range s.Mounts {
 				if m.Destination == "/sys" {

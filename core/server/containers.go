@@ -111,6 +111,9 @@ func (cs containersService) Delete(ctx context.Context, req *keelv1.DeleteContai
 	if err := cs.s.db.Containers().Delete(ctx, req.Id); err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
+	if err := cs.s.removeContainerState(ctx, req.Id); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
 	return &keelv1.DeleteContainerResponse{}, nil
 }
 

@@ -174,6 +174,9 @@ func (ts tasksService) Create(ctx context.Context, req *keelv1.CreateTaskRequest
 	if err := json.Unmarshal(c.Spec, &spec); err != nil {
 		return nil, errdefs.ToGRPC(fmt.Errorf("container %q: spec: %v: %w", c.ID, err, errdefs.ErrInvalidArgument))
 	}
+	if err := ts.s.addHostNetFiles(ctx, c.ID, &spec); err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
 	var rootfs []mount.Mount
 	if c.SnapshotKey != "" {
 		sn, ok := ts.s.snapshotters[c.Snapshotter]

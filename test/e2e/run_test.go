@@ -34,6 +34,7 @@ plugin "runtime" "runc" {
 type runKeeld struct {
 	*keeld
 	ref string
+	reg *registry.Registry
 }
 
 func startRunKeeld(t *testing.T, extra string) *runKeeld {
@@ -76,7 +77,7 @@ func startRunKeeldOn(t *testing.T, root, extra string) *runKeeld {
 	if strings.Contains(extra, `"btrfs"`) {
 		k.ok("image", "pull", "-q", "--snapshotter", "btrfs", ref)
 	}
-	rk := &runKeeld{keeld: k, ref: ref}
+	rk := &runKeeld{keeld: k, ref: ref, reg: reg}
 	t.Cleanup(func() { rk.cleanup() })
 	return rk
 }

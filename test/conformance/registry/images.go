@@ -7,9 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"path"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
@@ -67,6 +71,11 @@ type ImageOptions struct {
 	// Extra, when set, is added as a file /extra in a second layer (to make
 	// images that differ).
 	Extra []byte
+	// Files, when set, are added in one more layer: path → content (mode
+	// 0644, parent directories 0755), e.g. etc/passwd and etc/group.
+	Files map[string]string
+	// User is the config's User (e.g. "app", "app:staff", "1000:1000").
+	User string
 }
 
 // BuildImage builds an image holding busybox-static (BusyboxPath) and its
@@ -80,6 +89,9 @@ func BuildImage(opts ImageOptions) (*Image, error) {
 	layers := [][]tarFile{files}
 	if opts.Extra != nil {
 		layers = append(layers, []tarFile{{name: "extra", data: opts.Extra, mode: 0o644}})
+	}
+	if len(opts.Files) > 0 {
+		layers = append(layers, filesLayer(opts.Files))
 	}
 	arch := opts.Arch
 	if arch == "" {
@@ -101,7 +113,7 @@ func BuildImage(opts ImageOptions) (*Image, error) {
 	}
 	config := ocispec.Image{
 		Platform: ocispec.Platform{Architecture: arch, OS: "linux"},
-		Config:   ocispec.ImageConfig{Cmd: []string{"/bin/sh"}},
+		Config:   ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, User: opts.User},
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
 	}
 	cb, err := json.Marshal(config)
@@ -141,6 +153,23 @@ func BuildIndex(docker bool, images ...*Image) (Blob, error) {
 		return Blob{}, err
 	}
 	return newBlob(mt, b), nil
+}
+
+// filesLayer is the tar entries of files, each after its parent dirs.
+func filesLayer(files map[string]string) []tarFile {
+	names := slices.Sorted(maps.Keys(files))
+	var out []tarFile
+	dirs := map[string]bool{}
+	for _, name := range names {
+		for d := path.Dir(name); d != "." && d != "/" && !dirs[d]; d = path.Dir(d) {
+			dirs[d] = true
+			out = append(out, tarFile{name: d + "/", dir: true})
+		}
+		out = append(out, tarFile{name: name, data: []byte(files[name]), mode: 0o644})
+	}
+	// Parents before children: a dir's name sorts before its entries'.
+	slices.SortStableFunc(out, func(a, b tarFile) int { return strings.Compare(a.name, b.name) })
+	return out
 }
 
 type tarFile struct {
