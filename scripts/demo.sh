@@ -51,12 +51,14 @@ YML
   done
 fi
 
+# readme-test: begin (test/e2e/readme_test.go runs from here to "end",
+# literally, after the assignments of keel, registry and image above)
 # A busybox image as `docker save` writes it, pushed to the registry.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/rootfs/bin" "$work/image"
 cp /bin/busybox "$work/rootfs/bin/busybox"
-for cmd in sh echo cat ls uname id; do ln -s busybox "$work/rootfs/bin/$cmd"; done
+for cmd in sh echo cat ls uname id sleep ps; do ln -s busybox "$work/rootfs/bin/$cmd"; done
 tar -C "$work/rootfs" --numeric-owner --owner=0 --group=0 -cf "$work/image/layer.tar" .
 diffid=sha256:$(sha256sum "$work/image/layer.tar" | cut -d' ' -f1)
 cat >"$work/image/config.json" <<JSON
@@ -75,5 +77,6 @@ $keel image pull "$image"
 $keel image ls
 $keel run --rm "$image" demo-hello echo hello from a keel container
 { set +x; } 2>/dev/null
+# readme-test: end
 echo
 echo "keeld and the registry are running; stop them with: pkill -TERM -x keeld; pkill -TERM -x docker-registry"
