@@ -61,10 +61,12 @@ func TestRunImageUser(t *testing.T) {
 	k := startRunKeeld(t, "")
 	tests := []struct {
 		image, user string // config User, --user
+		snapshotter string // "" for keeld's default
 		uid, gid    string
 		groups      []string
 	}{
 		{image: "app", uid: "1000", gid: "1000", groups: []string{"1000", "29", "50"}},
+		{image: "app", snapshotter: "overlay", uid: "1000", gid: "1000", groups: []string{"1000", "29", "50"}},
 		{image: "app:staff", uid: "1000", gid: "50", groups: []string{"29", "50"}},
 		{image: "1001:svcgrp", uid: "1001", gid: "1002", groups: []string{"1002", "50"}},
 		{image: "1000", uid: "1000", gid: "1000", groups: []string{"1000", "29", "50"}},
@@ -82,17 +84,20 @@ func TestRunImageUser(t *testing.T) {
 			refs[tt.image] = ref
 		}
 		args := []string{"run", "--rm"}
+		if tt.snapshotter != "" {
+			args = append(args, "--snapshotter", tt.snapshotter)
+		}
 		if tt.user != "" {
 			args = append(args, "--user", tt.user)
 		}
 		r := k.keel(append(args, ref, "user"+string(rune('a'+i)), "sh", "-c", idScript)...)
 		if r.code != 0 {
-			t.Errorf("User %q --user %q: %v", tt.image, tt.user, r)
+			t.Errorf("User %q --user %q on %q: %v", tt.image, tt.user, tt.snapshotter, r)
 			continue
 		}
 		uid, gid, groups := ids(t, r.stdout)
 		if uid != tt.uid || gid != tt.gid || !slices.Equal(groups, tt.groups) {
-			t.Errorf("User %q --user %q: %s:%s %v, want %s:%s %v", tt.image, tt.user, uid, gid, groups, tt.uid, tt.gid, tt.groups)
+			t.Errorf("User %q --user %q on %q: %s:%s %v, want %s:%s %v", tt.image, tt.user, tt.snapshotter, uid, gid, groups, tt.uid, tt.gid, tt.groups)
 		}
 	}
 
