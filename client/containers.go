@@ -28,6 +28,10 @@ type ContainerInfo struct {
 	Labels         map[string]string
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
+
+	// prepared is the snapshot WithNewSnapshot made, which NewContainer
+	// removes again if the container is not recorded.
+	prepared string
 }
 
 // Container is a container record in keeld, with its task.
@@ -76,7 +80,7 @@ func WithNewSnapshot(key string, img Image) NewContainerOpt {
 		if _, err := sn.Prepare(ctx, key, chain.String(), snapshot.WithLabels(map[string]string{"io.keel/container": info.ID})); err != nil {
 			return fmt.Errorf("container %q: rootfs snapshot %q on %s: %w", info.ID, key, chain, err)
 		}
-		info.SnapshotKey = key
+		info.SnapshotKey, info.prepared = key, key
 		return nil
 	}
 }
@@ -146,7 +150,7 @@ func WithContainerLabels(labels map[string]string) NewContainerOpt {
 }
 
 // NewContainer records a container. A snapshot WithNewSnapshot prepared is
-// removed again if the record cannot be made.
+// removed again if an option fails or the record cannot be made.
 //
 // The whole creation runs under a short lease (unless ctx carries one), so
 // a collection between the snapshot's Prepare and the record cannot take
@@ -161,6 +165,12 @@ func (c *Client) NewContainer(ctx context.Context, id string, opts ...NewContain
 		ctx = WithLease(ctx, l.ID)
 	}
 	info := ContainerInfo{ID: id}
+	recorded := false
+	defer func() {
+		if info.prepared != "" && !recorded {
+			c.SnapshotService(info.Snapshotter).Remove(context.WithoutCancel(ctx), info.prepared)
+		}
+	}()
 	for _, o := range opts {
 		if err := o(ctx, c, &info); err != nil {
 			return nil, err
@@ -179,11 +189,9 @@ func (c *Client) NewContainer(ctx context.Context, id string, opts ...NewContain
 	}
 	resp, err := keelv1.NewContainersClient(c.conn).Create(ctx, &keelv1.CreateContainerRequest{Container: p})
 	if err != nil {
-		if info.SnapshotKey != "" && !errdefs.IsAlreadyExists(errdefs.FromGRPC(err)) {
-			c.SnapshotService(info.Snapshotter).Remove(context.WithoutCancel(ctx), info.SnapshotKey)
-		}
 		return nil, errdefs.FromGRPC(err)
 	}
+	recorded = true
 	out, err := containerFromProto(resp)
 	if err != nil {
 		return nil, err

@@ -112,6 +112,9 @@ func TestRunImageUser(t *testing.T) {
 	if out := k.ok("container", "ls", "-q"); out != "" {
 		t.Errorf("containers left by failed runs: %q", out)
 	}
+	if out := k.ok("snapshot", "ls", "-q"); strings.Contains(out, "bad") {
+		t.Errorf("rootfs snapshot left by a failed run:\n%s", out)
+	}
 
 	// exec --user resolves in the running container.
 	k.ok("run", "-d", refs["app"], "long", "/bin/busybox", "sleep", "600")
