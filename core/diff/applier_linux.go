@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"path"
 	"strconv"
@@ -224,7 +225,7 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 		err = a.create(hdr.Name, pd, base, false, func() error { return unix.Symlinkat(hdr.Linkname, pfd, base) })
 		if err == nil {
 			a.res.Symlinks++
-			err = a.meta(hdr, pfd, base, false)
+			err = a.meta(hdr, pfd, base, unix.S_IFLNK)
 		}
 	case tar.TypeLink:
 		err = a.hardlink(hdr, name, pd, base)
@@ -242,7 +243,7 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 		err = a.create(hdr.Name, pd, base, false, func() error { return unix.Mknodat(pfd, base, mode, dev) })
 		if err == nil {
 			a.res.Specials++
-			err = a.meta(hdr, pfd, base, true)
+			err = a.meta(hdr, pfd, base, mode&unix.S_IFMT)
 		}
 	case tar.TypeXGlobalHeader:
 		return nil
@@ -318,7 +319,7 @@ func (a *applier) dir(hdr *tar.Header, name string, pd *dirRef, base string) err
 	if err := unix.Fchmodat(pfd, base, unixMode(hdr), 0); err != nil {
 		return entryErr(hdr.Name, "chmod", err)
 	}
-	if err := a.xattrsAt(hdr, pfd, base); err != nil {
+	if err := a.xattrsAt(hdr, pfd, base, unix.S_IFDIR); err != nil {
 		return err
 	}
 	a.dirTimes = append(a.dirTimes, dirTime{name, accessTime(hdr), hdr.ModTime})
@@ -374,6 +375,14 @@ func (a *applier) hardlink(hdr *tar.Header, name string, pd *dirRef, base string
 	if target == name {
 		return nil
 	}
+	// The link's header sets the inode's metadata (see below): after the
+	// target's, when this layer wrote the target and a worker may still be
+	// finishing it.
+	if _, ok := a.unpacked[target]; ok && a.pool != nil {
+		if err := a.pool.flush(); err != nil {
+			return err
+		}
+	}
 	tparent, tbase := path.Split(target)
 	tpd, err := a.parent(hdr.Name, strings.TrimSuffix(tparent, "/"), false)
 	if err != nil {
@@ -394,7 +403,14 @@ func (a *applier) hardlink(hdr *tar.Header, name string, pd *dirRef, base string
 		return err
 	}
 	a.res.Hardlinks++
-	return nil
+	// containerd and Docker set the entry's owner, mode, xattrs and times on
+	// the linked inode (tar writers copy them from it, so this changes
+	// nothing in a layer they wrote).
+	var st unix.Stat_t
+	if err := unix.Fstatat(pd.fd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return entryErr(hdr.Name, "stat hardlink", err)
+	}
+	return a.meta(hdr, pd.fd, base, st.Mode&unix.S_IFMT)
 }
 
 // whiteout applies a whiteout entry in dir parent.
@@ -491,18 +507,19 @@ func (a *applier) emptyExcept(fd int, dir string) error {
 	return nil
 }
 
-// meta sets ownership, mode (chmod: not for symlinks), xattrs and times of
-// a node that is not a regular file or a dir.
-func (a *applier) meta(hdr *tar.Header, pfd int, base string, chmod bool) error {
+// meta sets ownership, mode (not of a symlink), xattrs and times of base in
+// pfd, a node of type typ (S_IFMT bits) made by a symlink, device, fifo or
+// hardlink entry.
+func (a *applier) meta(hdr *tar.Header, pfd int, base string, typ uint32) error {
 	if err := unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return entryErr(hdr.Name, "chown", err)
 	}
-	if chmod {
+	if typ != unix.S_IFLNK {
 		if err := unix.Fchmodat(pfd, base, unixMode(hdr), 0); err != nil {
 			return entryErr(hdr.Name, "chmod", err)
 		}
 	}
-	if err := a.xattrsAt(hdr, pfd, base); err != nil {
+	if err := a.xattrsAt(hdr, pfd, base, typ); err != nil {
 		return err
 	}
 	if err := unix.UtimesNanoAt(pfd, base, timespecs(accessTime(hdr), hdr.ModTime), unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -513,21 +530,42 @@ func (a *applier) meta(hdr *tar.Header, pfd int, base string, chmod bool) error 
 
 // xattrsAt sets the entry's xattrs on base in pfd without following it:
 // through /proc/self/fd, as no *at call sets an xattr on a name.
-func (a *applier) xattrsAt(hdr *tar.Header, pfd int, base string) error {
+//
+// The kernel allows user.* xattrs on regular files and dirs only: on a node
+// of another type (typ), one is skipped, as containerd does.
+func (a *applier) xattrsAt(hdr *tar.Header, pfd int, base string, typ uint32) error {
 	var p string
-	for k, v := range hdr.PAXRecords {
-		key, ok := strings.CutPrefix(k, "SCHILY.xattr.")
-		if !ok {
-			continue
-		}
+	for key, v := range xattrs(hdr) {
 		if p == "" {
 			p = "/proc/self/fd/" + strconv.Itoa(pfd) + "/" + base
 		}
-		if err := unix.Lsetxattr(p, key, []byte(v), 0); err != nil && err != unix.ENOTSUP {
+		err := unix.Lsetxattr(p, key, []byte(v), 0)
+		if err == unix.EPERM && strings.HasPrefix(key, "user.") && typ != unix.S_IFREG && typ != unix.S_IFDIR {
+			continue
+		}
+		if err != nil && err != unix.ENOTSUP {
 			return entryErr(hdr.Name, "set xattr "+key, err)
 		}
 	}
 	return nil
+}
+
+// xattrs yields the entry's xattrs that keel sets: all but trusted.*, the
+// administrator's namespace, where overlayfs keeps its own markers (a
+// layer could forge an opaque dir or a redirect); containerd leaves them
+// out too.
+func xattrs(hdr *tar.Header) iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		for k, v := range hdr.PAXRecords {
+			key, ok := strings.CutPrefix(k, "SCHILY.xattr.")
+			if !ok || strings.HasPrefix(key, "trusted.") {
+				continue
+			}
+			if !yield(key, v) {
+				return
+			}
+		}
+	}
 }
 
 // needChmod reports whether a node made with the entry's permission bits
@@ -607,7 +645,9 @@ func (a *applier) mkdirAll(dir string) error {
 			}
 		}
 		err = unix.Mkdirat(pfd, parts[i], 0o755)
-		if err == nil && a.umask&0o755 != 0 {
+		if err == nil {
+			// the umask may have taken bits, and a setgid parent gives a
+			// new dir its setgid bit
 			err = unix.Fchmodat(pfd, parts[i], 0o755, 0)
 		}
 		if pfd != a.root.fd {
@@ -842,11 +882,9 @@ func (j *job) finish() error {
 			return entryErr(j.entry, "chmod", err)
 		}
 	}
-	for k, v := range hdr.PAXRecords {
-		if key, ok := strings.CutPrefix(k, "SCHILY.xattr."); ok {
-			if err := unix.Fsetxattr(j.fd, key, []byte(v), 0); err != nil && err != unix.ENOTSUP {
-				return entryErr(j.entry, "set xattr "+key, err)
-			}
+	for key, v := range xattrs(hdr) {
+		if err := unix.Fsetxattr(j.fd, key, []byte(v), 0); err != nil && err != unix.ENOTSUP {
+			return entryErr(j.entry, "set xattr "+key, err)
 		}
 	}
 	if err := futimens(j.fd, timespecs(accessTime(hdr), hdr.ModTime)); err != nil {
@@ -886,6 +924,7 @@ func (w fdWriter) Write(p []byte) (int, error) {
 type pool struct {
 	jobs chan *job
 	wg   sync.WaitGroup
+	busy sync.WaitGroup // jobs submitted and not finished
 	once sync.Once
 
 	mu  sync.Mutex
@@ -909,6 +948,7 @@ func newPool(workers int) *pool {
 					p.fail(err)
 				}
 				p.release(j.buf)
+				p.busy.Done()
 			}
 		})
 	}
@@ -934,8 +974,16 @@ func (p *pool) submit(j *job) error {
 		unix.Close(j.fd)
 		return err
 	}
+	p.busy.Add(1)
 	p.jobs <- j
 	return nil
+}
+
+// flush waits until every job submitted is finished and returns the first
+// error.
+func (p *pool) flush() error {
+	p.busy.Wait()
+	return p.failed()
 }
 
 func (p *pool) fail(err error) {
