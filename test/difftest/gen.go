@@ -385,8 +385,14 @@ func (g *gen) op(first bool) {
 		if !ok || p == t || below(t, p) {
 			return
 		}
+		// Tar writers copy the inode's metadata into a hardlink's header,
+		// which the appliers set on it: as is, or changed.
+		e := g.model[t].Entry
+		if g.chance(2) {
+			e = g.meta(tar.TypeReg)
+		}
 		g.removeModel(p)
-		g.emit(Entry{Name: p, Type: tar.TypeLink, Link: t, ModTime: time.Unix(0, 0)}, "node")
+		g.emit(Entry{Name: p, Type: tar.TypeLink, Link: t, Mode: e.Mode, UID: e.UID, GID: e.GID, ModTime: e.ModTime, Xattrs: e.Xattrs}, "node")
 		g.model[p] = g.model[t]
 	case first:
 		return
@@ -426,15 +432,14 @@ func (g *gen) op(first bool) {
 			return
 		}
 		from := g.pick(cands)
-		to, ok := g.place()
-		if !ok || to == from {
-			return
-		}
 		e := g.model[from].Entry
 		g.emit(Entry{Name: path.Join(path.Dir(from), ".wh."+path.Base(from)), Type: tar.TypeReg, Mode: 0o644, ModTime: time.Unix(0, 0)}, "")
 		g.emitted[from] = "gone"
 		g.removeModel(from)
-		g.write(to, e)
+		// placed after the whiteout, which lists from's parents
+		if to, ok := g.place(); ok {
+			g.write(to, e)
+		}
 	default: // change a node's mode, owner, xattrs (and a file's contents)
 		cands := g.paths(func(p string, n *node) bool { return p != "" && n.Type != tar.TypeLink && g.free(p) })
 		if len(cands) == 0 {
