@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -284,11 +285,94 @@ func generatedSeeds() int {
 func TestGenerated(t *testing.T) {
 	needRoot(t)
 	for seed := range uint64(generatedSeeds()) {
-		s := Generate(rand.New(rand.NewPCG(seed, 0x6b65656c)))
+		s := Generate(rand.New(rand.NewPCG(seed, 0x6b65656c)), GenOptions{})
 		if o := applyBoth(t, s); o.refErr != nil || o.keelErr != nil || len(o.diffs) > 0 {
 			t.Errorf("seed %d: the appliers differ:\n%s\non:\n%s", seed, o, s)
 		}
 	}
+}
+
+// TestGeneratedOverlay applies generated stacks with keel through overlay
+// mounts, as on keel's overlay snapshotter (see ApplyKeelOverlay), and
+// compares the view with containerd's plain dir.
+func TestGeneratedOverlay(t *testing.T) {
+	needRoot(t)
+	for seed := range uint64(generatedSeeds() / 4) {
+		s := Generate(rand.New(rand.NewPCG(seed, 0x6b65656c)), GenOptions{SameLayerHardlinks: true})
+		if diffs := applyOverlay(t, s); len(diffs) > 0 {
+			t.Errorf("seed %d: keel on overlay differs:\n%s\non:\n%s", seed, outcome{diffs: diffs}, s)
+		}
+	}
+}
+
+// TestKnownOverlayDifferences pins how keel on overlayfs differs from
+// containerd's applier on a plain dir: overlayfs (index=off, as keel's and
+// containerd's overlay snapshotters mount it) copies up only the name a
+// layer links to, so a lower file's other names keep the old inode and
+// metadata. Builders' layers never link to a lower layer's file (the
+// target is copied up into the layer with the link); containerd's own
+// overlay applier refuses such a layer (the target is not in the upper
+// dir).
+func TestKnownOverlayDifferences(t *testing.T) {
+	needRoot(t)
+	s := Stack{
+		{f("a", "a"), with(hl("b", "a"), func(e *Entry) { e.Mode = 0o644 })},
+		{with(hl("c", "a"), func(e *Entry) { e.Mode = 0o600; e.UID = 7 })},
+	}
+	got := applyOverlay(t, s)
+	want := []Difference{
+		{Path: "a", Field: "hardlinks", A: "a,b,c", B: "a,c"},
+		{Path: "b", Field: "mode", A: "0600", B: "0644"},
+		{Path: "b", Field: "owner", A: "7:0", B: "0:0"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("differences:\n%s\nwant:\n%v", outcome{diffs: got}, want)
+	}
+}
+
+// applyOverlay applies the stack with containerd's applier onto a plain dir
+// and with keel's through overlay mounts, and compares the two.
+func applyOverlay(t *testing.T, s Stack) []Difference {
+	t.Helper()
+	tars, err := s.Tars()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	ref, work := filepath.Join(tmp, "containerd"), filepath.Join(tmp, "keel")
+	for _, d := range []string{ref, work} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	since := time.Now().Add(-time.Second)
+	if err := ApplyReference(context.Background(), ref, readers(tars)...); err != nil {
+		t.Fatalf("%v\non:\n%s", err, s)
+	}
+	view, unmount, err := ApplyKeelOverlay(context.Background(), work, readers(tars)...)
+	if err != nil {
+		var errno unix.Errno
+		if errors.As(err, &errno) && (errno == unix.ENODEV || errno == unix.EPERM) && os.Getenv("KEEL_TEST_STRICT") != "1" {
+			t.Skipf("no overlay mount here: %v", err)
+		}
+		t.Fatalf("%v\non:\n%s", err, s)
+	}
+	diffs, err := Compare(ref, view, Options{Since: since})
+	if uerr := unmount(); uerr != nil {
+		t.Errorf("unmount: %v", uerr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return diffs
+}
+
+func readers(tars [][]byte) []io.Reader {
+	var rs []io.Reader
+	for _, b := range tars {
+		rs = append(rs, bytes.NewReader(b))
+	}
+	return rs
 }
 
 // FuzzApplyDifferential generates a stack from the fuzzer's bytes (each
@@ -306,7 +390,7 @@ func FuzzApplyDifferential(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		src := Bytes(b)
-		checkSame(t, Generate(&src))
+		checkSame(t, Generate(&src, GenOptions{}))
 	})
 }
 

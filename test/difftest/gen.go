@@ -135,12 +135,13 @@ func (s Stack) Tars() ([][]byte, error) {
 // every changed entry's parent dirs, as a builder's diff does; some leave
 // them implicit. No entry lies below a symlink (keel refuses those that
 // lead out, see core/diff), and no layer names a path twice.
-func Generate(src Source) Stack {
-	g := &gen{src: src, model: map[string]*node{"": {Entry: Entry{Type: tar.TypeDir}}}}
+func Generate(src Source, opts GenOptions) Stack {
+	g := &gen{src: src, opts: opts, model: map[string]*node{"": {Entry: Entry{Type: tar.TypeDir}}}}
 	layers := 1 + src.IntN(5)
 	var s Stack
 	for i := range layers {
 		g.emitted = map[string]string{}
+		g.files = map[string]bool{}
 		g.ents = nil
 		g.parents = i == 0 || src.IntN(4) != 0
 		ops := 1 + src.IntN(24)
@@ -155,12 +156,24 @@ func Generate(src Source) Stack {
 	return s
 }
 
+// GenOptions tunes Generate.
+type GenOptions struct {
+	// SameLayerHardlinks links only to files of the hardlink's own layer,
+	// as builders' layers do (they copy the target up with the link). On
+	// overlayfs a link to a lower layer's file copies up that one name, so
+	// the file's other names keep the old inode (see
+	// TestKnownOverlayDifferences).
+	SameLayerHardlinks bool
+}
+
 // node is the model's view of a path: the entry that made it.
 type node struct{ Entry }
 
 type gen struct {
 	src   Source
+	opts  GenOptions
 	model map[string]*node // the tree after the entries so far; "" is the root
+	files map[string]bool  // regular files this layer wrote
 	// emitted says what this layer did to a path: "dir" (a dir entry),
 	// "node" (any other entry), "gone" (a whiteout)
 	emitted map[string]string
@@ -344,6 +357,7 @@ func (g *gen) write(p string, e Entry) {
 		g.removeModel(p)
 	}
 	g.emit(e, kind)
+	g.files[p] = e.Type == tar.TypeReg
 	n := e
 	n.Xattrs = maps.Clone(e.Xattrs)
 	g.model[p] = &node{Entry: n}
@@ -376,7 +390,9 @@ func (g *gen) op(first bool) {
 			g.write(p, e)
 		}
 	case k == 9: // a hardlink, to a file of this layer or a lower one
-		targets := g.paths(func(_ string, n *node) bool { return n.Type == tar.TypeReg })
+		targets := g.paths(func(p string, n *node) bool {
+			return n.Type == tar.TypeReg && (g.files[p] || !g.opts.SameLayerHardlinks)
+		})
 		if len(targets) == 0 {
 			return
 		}
