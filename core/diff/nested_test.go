@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -128,10 +129,15 @@ func TestApplyNested(t *testing.T) {
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
+			fds := openFDs(t)
 			for i, l := range tc.layers {
 				if _, err := Apply(context.Background(), root, bytes.NewReader(layer(t, l...))); err != nil {
 					t.Fatalf("layer %d: %v", i, err)
 				}
+			}
+			// every reference to a dir is released, once
+			if n := openFDs(t); n != fds {
+				t.Errorf("%d descriptors open after the layers, %d before", n, fds)
 			}
 			if tc.want == nil {
 				if b, err := readFile(root, "m/d000/h"); err != nil || b != "t" {
@@ -144,4 +150,14 @@ func TestApplyNested(t *testing.T) {
 			}
 		})
 	}
+}
+
+// openFDs counts the process's open descriptors.
+func openFDs(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
