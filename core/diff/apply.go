@@ -33,6 +33,19 @@
 // the whole layer with InvalidArgument naming it; the caller drops the
 // snapshot, so nothing is undone here.
 //
+// # Compared with containerd
+//
+// test/difftest applies generated layer stacks with this package and with
+// containerd's applier (pkg/archive) and compares the trees; they agree,
+// but for what follows. Like containerd, keel sets no trusted.* xattr from
+// a layer (the administrator's namespace, where overlayfs keeps its
+// markers), skips user.* xattrs on nodes other than files and dirs (the
+// kernel refuses them), sets a hardlink entry's owner, mode, xattrs and
+// times on the linked inode, and makes the parents of a whiteout. Unlike
+// containerd, an opaque dir keeps the dirs leading to what the layer wrote
+// in it even when the layer has no entry for them (containerd removes
+// them, with what the layer put there), and:
+//
 // containerd resolves symlinks in parent paths as if the root were `/`
 // (chroot-like), so `l -> /` followed by `l/etc/x` writes root/etc/x there.
 // keel refuses such a layer instead: image builders never emit entries below

@@ -41,7 +41,9 @@ func kindsLayer(t testing.TB) []byte {
 		ent{name: "bin/big", typ: tar.TypeReg, mode: 0o600, body: string(bytes.Repeat([]byte("0123456789abcdef"), 64<<10))},
 		ent{name: "tmp/", typ: tar.TypeDir, mode: 0o1777, mtime: mt},
 		ent{name: "lib", typ: tar.TypeSymlink, link: "usr/lib", uid: 7, gid: 8, mtime: mt},
-		ent{name: "bin/sudo", typ: tar.TypeLink, link: "bin/su"},
+		// a hardlink's header sets the inode's metadata (as containerd does);
+		// tar writers copy it from the inode
+		ent{name: "bin/sudo", typ: tar.TypeLink, link: "bin/su", mode: 0o4755, mtime: mt},
 		ent{name: "dev/null", typ: tar.TypeChar, mode: 0o666, major: 1, minor: 3, mtime: mt},
 		ent{name: "dev/loop0", typ: tar.TypeBlock, mode: 0o660, major: 7, minor: 0, gid: 6},
 		ent{name: "run/fifo", typ: tar.TypeFifo, mode: 0o620},

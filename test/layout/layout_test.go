@@ -223,3 +223,26 @@ func TestRules(t *testing.T) {
 		})
 	}
 }
+
+// TestNoContainerdInBinaries holds containerd itself (the reference that
+// test/difftest diffs keel's layer applier against) to the tests: no
+// binary keel builds may link it.
+func TestNoContainerdInBinaries(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go command: %v", err)
+	}
+	cmd := exec.Command(goBin, "list", "-e", "-deps", "-f", "{{.ImportPath}}", "./cmd/...", "./plugins/...")
+	cmd.Dir = filepath.Join("..", "..")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	for p := range strings.SplitSeq(string(out), "\n") {
+		if strings.HasPrefix(p, "github.com/containerd/containerd/") {
+			t.Errorf("a binary links %s", p)
+		}
+	}
+}
