@@ -442,27 +442,6 @@ func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
 	return nil
 }
 
-// snapAdaptor exposes a snapshot's fields to filters: kind, name, parent,
-// labels.<key>.
-type snapAdaptor snapshot.Info
-
-func (a snapAdaptor) Field(path []string) (string, bool) {
-	if len(path) == 0 {
-		return "", false
-	}
-	switch path[0] {
-	case "kind":
-		return snapshot.Kind(a.Kind).String(), true
-	case "name":
-		return a.Name, true
-	case "parent":
-		return a.Parent, a.Parent != ""
-	case "labels":
-		return labelField(a.Labels, path)
-	}
-	return "", false
-}
-
 func (s *nsSnapshotter) Walk(ctx context.Context, fn snapshot.WalkFunc, fs ...string) error {
 	ns, err := s.begin(ctx)
 	if err != nil {
@@ -480,7 +459,7 @@ func (s *nsSnapshotter) Walk(ctx context.Context, fn snapshot.WalkFunc, fs ...st
 		}
 		return b.ForEachBucket(func(k []byte) error {
 			r, _ := readSnap(b, string(k))
-			if info := r.info(); !r.pending && filters.Match(filter, snapAdaptor(info)) {
+			if info := r.info(); !r.pending && filters.Match(filter, snapshot.AdaptInfo(info)) {
 				infos = append(infos, info)
 			}
 			return nil

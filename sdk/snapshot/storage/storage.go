@@ -346,7 +346,7 @@ func (t *Tx) Walk(fn func(snapshot.Info) error, filterExprs ...string) error {
 	}
 	return t.snap.ForEachBucket(func(k []byte) error {
 		info := readInfo(string(k), t.snap.Bucket(k))
-		if !filters.Match(f, infoAdaptor(info)) {
+		if !filters.Match(f, snapshot.AdaptInfo(info)) {
 			return nil
 		}
 		return fn(info)
@@ -464,28 +464,4 @@ func readKind(b *bolt.Bucket) byte {
 
 func uvarint(v uint64) []byte {
 	return binary.AppendUvarint(nil, v)
-}
-
-// infoAdaptor exposes an Info to filters: name, parent, kind, labels.<key>.
-func infoAdaptor(info snapshot.Info) filters.Adaptor {
-	return filters.AdaptorFunc(func(path []string) (string, bool) {
-		if len(path) == 0 {
-			return "", false
-		}
-		switch path[0] {
-		case "name":
-			return info.Name, len(path) == 1
-		case "parent":
-			return info.Parent, len(path) == 1 && info.Parent != ""
-		case "kind":
-			return info.Kind.String(), len(path) == 1
-		case "labels":
-			if len(path) == 1 {
-				return "", len(info.Labels) > 0
-			}
-			v, ok := info.Labels[strings.Join(path[1:], ".")]
-			return v, ok
-		}
-		return "", false
-	})
 }
