@@ -12,6 +12,7 @@ import (
 
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/labels"
 	"github.com/keel-runtime/keel/sdk/filters"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
@@ -346,6 +347,7 @@ func (s *nsSnapshotter) create(ctx context.Context, kind snapshot.Kind, key, par
 	if err := validateLabels(base.Labels); err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
+	base.Labels = labels.Clean(base.Labels)
 	now := time.Now().UTC()
 	r := snapRecord{key: key, kind: kind, parent: parent, labels: base.Labels, created: now, updated: now}
 	var parentID string
@@ -390,6 +392,7 @@ func (s *nsSnapshotter) Commit(ctx context.Context, name, key string, opts ...sn
 	if err := validateLabels(base.Labels); err != nil {
 		return fmt.Errorf("snapshot %q: %w", name, err)
 	}
+	base.Labels = labels.Clean(base.Labels)
 	now := time.Now().UTC()
 	r := snapRecord{key: name, kind: snapshot.KindCommitted, labels: base.Labels, created: now, updated: now, commitFrom: key}
 	var activeID string
@@ -430,8 +433,10 @@ func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
 		if r, err = lookup(b, key); err != nil {
 			return err
 		}
-		if cb := b.Bucket([]byte(key)).Bucket(bucketChildren); cb != nil && !empty(cb) {
-			return fmt.Errorf("snapshot %q: has children: %w", key, errdefs.ErrFailedPrecondition)
+		if cb := b.Bucket([]byte(key)).Bucket(bucketChildren); cb != nil {
+			if child, _ := cb.Cursor().First(); child != nil {
+				return fmt.Errorf("remove %q: snapshot has children (%q): %w", key, child, errdefs.ErrFailedPrecondition)
+			}
 		}
 		return deleteSnap(b, r)
 	}); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
+	"github.com/keel-runtime/keel/sdk/labels"
 )
 
 // Files of an ingest directory.
@@ -330,7 +331,7 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest,
 	}
 	now := time.Now().UTC()
 	err = w.s.db.Update(func(tx *bolt.Tx) error {
-		return putRecord(blobsBucket(tx), dgst, record{Created: now, Updated: now, Labels: base.Labels})
+		return putRecord(blobsBucket(tx), dgst, record{Created: now, Updated: now, Labels: labels.Clean(base.Labels)})
 	})
 	w.finish()
 	return err

@@ -295,7 +295,7 @@ func TestCrashWhileCreating(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = store.Update(ctx, func(tx *storage.Tx) error {
-		sn, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: ""}))
+		sn, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: "true"}))
 		if err != nil {
 			return err
 		}
@@ -458,7 +458,7 @@ func TestOpenFailsClosesStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	store.Update(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: ""}))
+		_, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: "true"}))
 		return err
 	})
 	d := &dirs{root: root, remove: func(string) error { return errors.New("stuck") }}
