@@ -12,8 +12,8 @@ import (
 
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/labels"
 	"github.com/keel-runtime/keel/sdk/filters"
+	"github.com/keel-runtime/keel/sdk/labels"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )

@@ -274,4 +274,3 @@ func AdaptStatus(st Status) filters.Adaptor {
 		return "", false
 	})
 }
-

@@ -46,8 +46,8 @@ import (
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/labels"
 	"github.com/keel-runtime/keel/sdk/filters"
+	"github.com/keel-runtime/keel/sdk/labels"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
