@@ -520,6 +520,10 @@ func TestLabelerKindUsager(t *testing.T) {
 	if fmt.Sprint(info.Labels) != fmt.Sprint(want) {
 		t.Errorf("labels after prepare = %v, want %v", info.Labels, want)
 	}
+	// The backend's labels and the cleared pending mark are not updates.
+	if !info.Updated.Equal(info.Created) {
+		t.Errorf("after prepare: created %v, updated %v; want equal", info.Created, info.Updated)
+	}
 	if u, err := sn.Usage(ctx, "a"); err != nil || u.Inodes == 42 {
 		t.Errorf("usage of the active snapshot = %+v, %v: want the backend's Usage", u, err)
 	}
