@@ -2,6 +2,7 @@ package filters_test
 
 import (
 	"io"
+	"math/rand/v2"
 	"os/exec"
 	"strings"
 	"testing"
@@ -199,6 +200,66 @@ func TestFilterDifferential(t *testing.T) {
 	for _, exprs := range differentialCases {
 		differential(t, exprs)
 	}
+}
+
+// tokens are the pieces TestFilterDifferentialGenerated strings filters
+// from: every kind of token containerd's scanner knows, and its edges.
+var tokens = []string{
+	"name", "parent", "kind", "labels", "x", "a", "b", "io", "_", "0",
+	".", ",", " ", "\t", "\n", "\u00a0",
+	"==", "!=", "~=", "=", "!", "~", "===",
+	`"`, "/", "|", "'", "\\", `\"`, `\/`, `\|`, `\x41`, `\101`, `\u00e9`, `\q`,
+	"base", "child", "1", "", "^", "$", ".*", "(", "[", "é", "\u200b", "\x01",
+	`"a.b"`, `"io.keel/gc.root"`, `/^c/`, `|^v|`, `""`,
+}
+
+// TestFilterDifferentialGenerated compares the packages on many strings
+// stitched together from tokens: random strings seldom parse, these often do.
+func TestFilterDifferentialGenerated(t *testing.T) {
+	log.L.Logger.SetOutput(io.Discard)
+	r := rand.New(rand.NewPCG(9, 9))
+	n := 20000
+	if testing.Short() {
+		n = 2000
+	}
+	pick := func(xs []string) string { return xs[r.IntN(len(xs))] }
+	fields := []string{"name", "parent", "kind", "labels.x", "labels.a.b", `labels."a.b"`, `labels."io.keel/gc.root"`, `labels.""`, "labels", `"name"`, "nope", "labels. x"}
+	ops := []string{"==", "!=", "~=", " == ", "== ", " ~="}
+	values := []string{"base", "child", `""`, `"base"`, "^c", "/^c/", "|^(v|b)|", `"\x62ase"`, `"\u00e9"`, "a.b", "1", "(", "dotted", `/a\/b/`, "ünï", `"a b,c"`}
+	parsed := 0
+	for i := range n {
+		var b strings.Builder
+		if i%2 == 0 {
+			// Well-formed selectors, sometimes with a token inserted.
+			for j := range 1 + r.IntN(3) {
+				if j > 0 {
+					b.WriteString(pick([]string{",", ", ", " ,"}))
+				}
+				b.WriteString(pick(fields))
+				if r.IntN(4) > 0 {
+					b.WriteString(pick(ops) + pick(values))
+				}
+			}
+			if r.IntN(5) == 0 {
+				str := b.String()
+				at := r.IntN(len(str) + 1)
+				b.Reset()
+				b.WriteString(str[:at] + pick(tokens) + str[at:])
+			}
+		} else {
+			for range 1 + r.IntN(9) {
+				b.WriteString(pick(tokens))
+			}
+		}
+		exprs := []string{b.String()}
+		if r.IntN(4) == 0 {
+			exprs = append(exprs, tokens[r.IntN(len(tokens))])
+		}
+		if differential(t, exprs) {
+			parsed++
+		}
+	}
+	t.Logf("%d of %d generated filters parsed", parsed, n)
 }
 
 func FuzzFilterDifferential(f *testing.F) {
