@@ -8,6 +8,7 @@ package metadata_test
 import (
 	"context"
 	"path/filepath"
+	"regexp"
 	"testing"
 
 	digest "github.com/opencontainers/go-digest"
@@ -17,6 +18,7 @@ import (
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
+	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
@@ -65,6 +67,28 @@ func TestContentConformance(t *testing.T) {
 		}
 		return &nsStore{s: metadata.NewContentStore(db, b), db: db}, nil
 	})
+}
+
+// TestContentConformanceTwoHops runs the content suite the way a client
+// reaches content through keeld: over gRPC to keeld's namespaced store,
+// which reaches content-local over gRPC, both streams pipelined.
+func TestContentConformanceTwoHops(t *testing.T) {
+	backend := conformance.InProcessContent(local.New)
+	conformance.Content(conformance.Go(t), func(ctx context.Context, ct conformance.T, root string) (content.Store, error) {
+		front := conformance.InProcessContent(func(ctx context.Context, _ sdk.Env) (content.Store, error) {
+			b, err := backend(ctx, ct, filepath.Join(root, "local"))
+			if err != nil {
+				return nil, err
+			}
+			db, err := openDB(root)
+			if err != nil {
+				b.Close()
+				return nil, err
+			}
+			return &nsStore{s: metadata.NewContentStore(db, b), db: db}, nil
+		})
+		return front(ctx, ct, filepath.Join(root, "keeld"))
+	}, conformance.WithRun(regexp.MustCompile(`^(WriteReadBack|ResumeIngest|WriterStatusAfterWrite|ReopenedIngestKeepsUpdatedAt|TruncateIngest|UpdateLabels|EmptyLabelNotStored|ListStatusesFilters|WalkFilters)$`)))
 }
 
 // nsSnapshotter puts every call in suiteNamespace and closes the DB with

@@ -204,7 +204,8 @@ func (s *Containers) Get(ctx context.Context, id string) (Container, error) {
 }
 
 // containerAdaptor exposes a container's fields to filters: id, image,
-// runtime, snapshotter, snapshotkey, labels.<key>.
+// runtime (or runtime.name), snapshotter, snapshotkey, labels.<key>; id,
+// image and runtime are absent when empty, as in containerd.
 type containerAdaptor Container
 
 func (a containerAdaptor) Field(path []string) (string, bool) {
@@ -213,17 +214,21 @@ func (a containerAdaptor) Field(path []string) (string, bool) {
 	}
 	switch path[0] {
 	case "id":
-		return a.ID, true
+		return a.ID, a.ID != ""
 	case "image":
-		return a.Image, true
+		return a.Image, a.Image != ""
 	case "runtime":
-		return a.Runtime, true
+		// containerd's is runtime.name; plain runtime is keel's.
+		if len(path) == 2 && path[1] != "name" || len(path) > 2 {
+			return "", false
+		}
+		return a.Runtime, a.Runtime != ""
 	case "snapshotter":
 		return a.Snapshotter, true
 	case "snapshotkey", "snapshot_key":
 		return a.SnapshotKey, true
 	case "labels":
-		return labelField(a.Labels, path)
+		return filters.MapField(a.Labels, path[1:])
 	}
 	return "", false
 }

@@ -49,6 +49,14 @@ func TestContainers(t *testing.T) {
 		{[]string{"labels.tier==front"}, []string{"web"}},
 		{[]string{"image==busybox:1", "id==db"}, []string{"db", "web"}},
 		{[]string{"runtime==runc"}, []string{"web"}},
+		// containerd's adaptor: runtime.name, and empty fields are absent.
+		{[]string{"runtime.name==runc"}, []string{"web"}},
+		{[]string{"image"}, []string{"web"}},
+		{[]string{`image==""`}, nil},
+		{[]string{`image!=""`}, []string{"web"}},
+		{[]string{"image!=busybox:1"}, []string{"db"}},
+		{[]string{`labels.x!=""`}, nil},
+		{[]string{"labels.tier~=^(front|back)$,id~=^w"}, []string{"web"}},
 	} {
 		list, err := s.List(ctx, tc.filters...)
 		if err != nil {

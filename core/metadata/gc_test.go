@@ -298,7 +298,9 @@ func TestImages(t *testing.T) {
 			t.Errorf("create %+v = %v, want InvalidArgument", bad, err)
 		}
 	}
-	img, err := s.Create(ctx, Image{Name: "a:1", Target: target, Labels: map[string]string{"k": "v"}})
+	annotated := target
+	annotated.Annotations = map[string]string{"org.opencontainers.image.ref.name": "1"}
+	img, err := s.Create(ctx, Image{Name: "a:1", Target: annotated, Labels: map[string]string{"k": "v", "gone": ""}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,6 +325,12 @@ func TestImages(t *testing.T) {
 		{"labels.k==v", []string{"a:1"}},
 		{"target.digest==" + target.Digest.String(), []string{"a:1"}},
 		{`target.mediatype~=/index/`, []string{"b:1"}},
+		{`annotations."org.opencontainers.image.ref.name"==1`, []string{"a:1"}},
+		{"annotations.org.opencontainers.image.ref.name", []string{"a:1"}},
+		{"target", nil},
+		{`labels.k!=""`, []string{"a:1"}},
+		{"labels.gone", nil}, // an empty value is not stored
+		{"labels.k!=v", []string{"b:1"}},
 	} {
 		var fs []string
 		if c.filter != "" {

@@ -195,7 +195,9 @@ func (s *Images) Get(ctx context.Context, name string) (Image, error) {
 }
 
 // imageAdaptor exposes an image's fields to filters: name,
-// target.mediatype, target.digest, target.size, labels.<key>.
+// target.mediatype, target.digest, target.size, annotations.<key> (the
+// target's), labels.<key>; name and target.* are absent when empty, as in
+// containerd.
 type imageAdaptor Image
 
 func (a imageAdaptor) Field(path []string) (string, bool) {
@@ -204,21 +206,23 @@ func (a imageAdaptor) Field(path []string) (string, bool) {
 	}
 	switch path[0] {
 	case "name":
-		return a.Name, true
+		return a.Name, a.Name != ""
 	case "target":
 		if len(path) < 2 {
-			return "", true
+			return "", false
 		}
 		switch path[1] {
 		case "mediatype", "media_type", "mediaType":
-			return a.Target.MediaType, true
+			return a.Target.MediaType, a.Target.MediaType != ""
 		case "digest":
-			return a.Target.Digest.String(), true
+			return a.Target.Digest.String(), a.Target.Digest != ""
 		case "size":
 			return strconv.FormatInt(a.Target.Size, 10), true
 		}
+	case "annotations":
+		return filters.MapField(a.Target.Annotations, path[1:])
 	case "labels":
-		return labelField(a.Labels, path)
+		return filters.MapField(a.Labels, path[1:])
 	}
 	return "", false
 }

@@ -2,13 +2,12 @@ package metadata
 
 import (
 	"fmt"
-	"maps"
-	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/labels"
 )
 
 // maxLabelSize bounds a label's key plus value, as containerd does.
@@ -26,36 +25,10 @@ func validateLabels(labels map[string]string) error {
 	return nil
 }
 
-// updateLabels applies fieldpaths to current: none or "labels" replaces all
-// labels with update, "labels.<k>" sets (or, when update lacks it, removes)
-// one label. Any other path is InvalidArgument.
+// updateLabels applies fieldpaths to current by sdk/labels' rule (an empty
+// value deletes).
 func updateLabels(current, update map[string]string, fieldpaths []string) (map[string]string, error) {
-	if len(fieldpaths) == 0 {
-		return maps.Clone(update), nil
-	}
-	out := maps.Clone(current)
-	if out == nil {
-		out = map[string]string{}
-	}
-	for _, p := range fieldpaths {
-		switch {
-		case p == "labels":
-			out = maps.Clone(update)
-			if out == nil {
-				out = map[string]string{}
-			}
-		case strings.HasPrefix(p, "labels.") && len(p) > len("labels."):
-			k := p[len("labels."):]
-			if v, ok := update[k]; ok && v != "" {
-				out[k] = v
-			} else {
-				delete(out, k)
-			}
-		default:
-			return nil, fmt.Errorf("field path %q: only labels can be updated: %w", p, errdefs.ErrInvalidArgument)
-		}
-	}
-	return out, nil
+	return labels.Update(current, update, fieldpaths...)
 }
 
 // readLabels reads the labels sub-bucket of b.
@@ -75,8 +48,9 @@ func readLabels(b *bolt.Bucket) map[string]string {
 	return out
 }
 
-// writeLabels replaces the labels sub-bucket of b.
-func writeLabels(b *bolt.Bucket, labels map[string]string) error {
+// writeLabels replaces the labels sub-bucket of b; empty values are not
+// stored.
+func writeLabels(b *bolt.Bucket, m map[string]string) error {
 	if b.Bucket(bucketLabels) != nil {
 		if err := b.DeleteBucket(bucketLabels); err != nil {
 			return err
@@ -86,7 +60,7 @@ func writeLabels(b *bolt.Bucket, labels map[string]string) error {
 	if err != nil {
 		return err
 	}
-	for k, v := range labels {
+	for k, v := range labels.Clean(m) {
 		if err := lb.Put([]byte(k), []byte(v)); err != nil {
 			return err
 		}

@@ -118,9 +118,9 @@ func (a leaseAdaptor) Field(path []string) (string, bool) {
 	}
 	switch path[0] {
 	case "id":
-		return a.ID, true
+		return a.ID, a.ID != ""
 	case "labels":
-		return labelField(a.Labels, path)
+		return filters.MapField(a.Labels, path[1:])
 	}
 	return "", false
 }

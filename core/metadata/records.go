@@ -2,7 +2,6 @@ package metadata
 
 import (
 	"context"
-	"strings"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -43,14 +42,4 @@ func listRecords[T any](ctx context.Context, db *DB,
 		})
 	})
 	return out, err
-}
-
-// labelField is the filter field labels[.<key>] of a record's labels: bare
-// "labels" is present when there are any.
-func labelField(labels map[string]string, path []string) (string, bool) {
-	if len(path) < 2 {
-		return "", len(labels) > 0
-	}
-	v, ok := labels[strings.Join(path[1:], ".")]
-	return v, ok
 }

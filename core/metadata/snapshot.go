@@ -13,6 +13,7 @@ import (
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
+	"github.com/keel-runtime/keel/sdk/labels"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
@@ -346,6 +347,7 @@ func (s *nsSnapshotter) create(ctx context.Context, kind snapshot.Kind, key, par
 	if err := validateLabels(base.Labels); err != nil {
 		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
+	base.Labels = labels.Clean(base.Labels)
 	now := time.Now().UTC()
 	r := snapRecord{key: key, kind: kind, parent: parent, labels: base.Labels, created: now, updated: now}
 	var parentID string
@@ -390,6 +392,7 @@ func (s *nsSnapshotter) Commit(ctx context.Context, name, key string, opts ...sn
 	if err := validateLabels(base.Labels); err != nil {
 		return fmt.Errorf("snapshot %q: %w", name, err)
 	}
+	base.Labels = labels.Clean(base.Labels)
 	now := time.Now().UTC()
 	r := snapRecord{key: name, kind: snapshot.KindCommitted, labels: base.Labels, created: now, updated: now, commitFrom: key}
 	var activeID string
@@ -430,8 +433,10 @@ func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
 		if r, err = lookup(b, key); err != nil {
 			return err
 		}
-		if cb := b.Bucket([]byte(key)).Bucket(bucketChildren); cb != nil && !empty(cb) {
-			return fmt.Errorf("snapshot %q: has children: %w", key, errdefs.ErrFailedPrecondition)
+		if cb := b.Bucket([]byte(key)).Bucket(bucketChildren); cb != nil {
+			if child, _ := cb.Cursor().First(); child != nil {
+				return fmt.Errorf("remove %q: snapshot has children (%q): %w", key, child, errdefs.ErrFailedPrecondition)
+			}
 		}
 		return deleteSnap(b, r)
 	}); err != nil {
@@ -440,27 +445,6 @@ func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
 	// The name is gone; a backend failure leaves an orphan for Cleanup.
 	_ = s.backend.Remove(ctx, r.id)
 	return nil
-}
-
-// snapAdaptor exposes a snapshot's fields to filters: kind, name, parent,
-// labels.<key>.
-type snapAdaptor snapshot.Info
-
-func (a snapAdaptor) Field(path []string) (string, bool) {
-	if len(path) == 0 {
-		return "", false
-	}
-	switch path[0] {
-	case "kind":
-		return snapshot.Kind(a.Kind).String(), true
-	case "name":
-		return a.Name, true
-	case "parent":
-		return a.Parent, a.Parent != ""
-	case "labels":
-		return labelField(a.Labels, path)
-	}
-	return "", false
 }
 
 func (s *nsSnapshotter) Walk(ctx context.Context, fn snapshot.WalkFunc, fs ...string) error {
@@ -480,7 +464,7 @@ func (s *nsSnapshotter) Walk(ctx context.Context, fn snapshot.WalkFunc, fs ...st
 		}
 		return b.ForEachBucket(func(k []byte) error {
 			r, _ := readSnap(b, string(k))
-			if info := r.info(); !r.pending && filters.Match(filter, snapAdaptor(info)) {
+			if info := r.info(); !r.pending && filters.Match(filter, snapshot.AdaptInfo(info)) {
 				infos = append(infos, info)
 			}
 			return nil

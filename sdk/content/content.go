@@ -238,7 +238,8 @@ func ApplyWriterOpts(opts ...WriterOpt) (WriterOpts, error) {
 	return wo, nil
 }
 
-// AdaptInfo exposes an Info to Walk filters: digest, size, labels.<key>.
+// AdaptInfo exposes an Info to Walk filters: digest, size (keel's; not in
+// containerd), labels.<key> (labels.a.b is the label "a.b").
 func AdaptInfo(info Info) filters.Adaptor {
 	return filters.AdaptorFunc(func(path []string) (string, bool) {
 		switch {
@@ -246,9 +247,8 @@ func AdaptInfo(info Info) filters.Adaptor {
 			return info.Digest.String(), true
 		case len(path) == 1 && path[0] == "size":
 			return strconv.FormatInt(info.Size, 10), true
-		case len(path) >= 2 && path[0] == "labels":
-			v, ok := info.Labels[joinPath(path[1:])]
-			return v, ok
+		case len(path) >= 1 && path[0] == "labels":
+			return filters.MapField(info.Labels, path[1:])
 		}
 		return "", false
 	})
@@ -273,14 +273,4 @@ func AdaptStatus(st Status) filters.Adaptor {
 		}
 		return "", false
 	})
-}
-
-// joinPath rejoins a label key split on dots by an unquoted path
-// (labels.a.b is the label "a.b").
-func joinPath(p []string) string {
-	s := p[0]
-	for _, x := range p[1:] {
-		s += "." + x
-	}
-	return s
 }

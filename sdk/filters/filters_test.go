@@ -6,28 +6,23 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
-// obj is a flat map of dotted field paths, enough to drive every condition.
-type obj map[string]string
+// obj exposes top-level fields and labels the way keel's adaptors do.
+type obj struct {
+	fields map[string]string
+	labels map[string]string
+}
 
 func (o obj) Field(path []string) (string, bool) {
-	key := ""
-	for i, p := range path {
-		if i > 0 {
-			key += "\x00"
-		}
-		key += p
+	if len(path) > 0 && path[0] == "labels" {
+		return MapField(o.labels, path[1:])
 	}
-	v, ok := o[key]
+	v, ok := o.fields[path[0]]
 	return v, ok
 }
 
 var blob = obj{
-	"digest":                   "sha256:abcd",
-	"size":                     "42",
-	"labels\x00io.keel/x":      "v",
-	"labels\x00plain":          "a b,c",
-	"labels\x00empty":          "",
-	"labels\x00with.dots\x00x": "deep",
+	fields: map[string]string{"digest": "sha256:abcd", "size": "42", "parent": ""},
+	labels: map[string]string{"io.keel/x": "v", "plain": "a b,c", "empty": "", "with.dots.x": "deep"},
 }
 
 func TestMatch(t *testing.T) {
@@ -38,12 +33,19 @@ func TestMatch(t *testing.T) {
 	}{
 		{"NoExprs", nil, true},
 		{"EmptyExpr", []string{""}, true},
-		{"BlankExpr", []string{"  "}, true},
+		{"EmptyExprOrsEverything", []string{"", "size==2"}, true},
 		{"Equal", []string{"size==42"}, true},
 		{"EqualMiss", []string{"size==43"}, false},
+		{"EqualEmptyPresent", []string{`parent==""`}, true},
+		{"EqualEmptyAbsent", []string{`nope==""`}, false},
 		{"NotEqual", []string{"size!=43"}, true},
 		{"NotEqualSame", []string{"size!=42"}, false},
 		{"NotEqualAbsent", []string{"nope!=1"}, true},
+		{"NotEmptyAbsent", []string{`nope!=""`}, false},
+		{"NotEmptyEmpty", []string{`parent!=""`}, false},
+		{"NotEmptyLabelUnset", []string{`labels.nope!=""`}, false},
+		{"NotEmptyLabelEmpty", []string{`labels.empty!=""`}, false},
+		{"NotEmptyLabelSet", []string{`labels.plain!=""`}, true},
 		{"Present", []string{"digest"}, true},
 		{"PresentEmptyValue", []string{"labels.empty"}, true},
 		{"Absent", []string{"labels.nope"}, false},
@@ -51,18 +53,21 @@ func TestMatch(t *testing.T) {
 		{"QuotedValue", []string{`labels.plain=="a b,c"`}, true},
 		{"QuotedEscapes", []string{`labels."io.keel/x"=="\x76"`}, true},
 		{"BareValueWithPunctuation", []string{"digest==sha256:abcd"}, true},
+		{"BareValueWithQuote", []string{`digest==sha256:"abcd`}, false},
 		{"Regexp", []string{"digest~=^sha256:ab"}, true},
 		{"RegexpMiss", []string{"digest~=^sha512:"}, false},
 		{"RegexpSlashes", []string{`digest~=/^sha256:a\/?b/`}, true},
+		{"RegexpPipes", []string{`digest~=|^sha256:(x\|a)|`}, true},
 		{"RegexpQuoted", []string{`digest~="c.$"`}, true},
-		{"RegexpAbsent", []string{"nope~=.*"}, false},
+		{"RegexpAbsentIsEmpty", []string{"nope~=^$"}, true},
+		{"RegexpBadMatchesNothing", []string{"digest~=(["}, false},
 		{"AndAll", []string{"size==42,digest~=abcd,labels.plain"}, true},
 		{"AndOneFails", []string{"size==42,digest==x"}, false},
 		{"OrOneHolds", []string{"size==1", "labels.empty"}, true},
 		{"OrNoneHolds", []string{"size==1", "size==2"}, false},
-		{"OrSkipsEmpty", []string{"", "size==2"}, false},
-		{"Spaces", []string{" size == 42 , digest "}, true},
-		{"DeepPath", []string{`labels."with.dots".x==deep`}, true},
+		{"SpacesBeforeTokens", []string{" size == 42, digest"}, true},
+		{"DottedLabel", []string{`labels.with.dots.x==deep`}, true},
+		{"DottedLabelQuoted", []string{`labels."with.dots".x==deep`}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := Parse(tc.exprs...)
@@ -81,16 +86,29 @@ func TestParseErrors(t *testing.T) {
 		{"NoField", "==x"},
 		{"NoValue", "size=="},
 		{"BadOperator", "size=x"},
+		{"LongOperator", "size===x"},
 		{"SingleEquals", "size = 1"},
 		{"TrailingComma", "size==1,"},
 		{"LeadingComma", ",size"},
 		{"EmptySegment", "labels..x"},
 		{"TrailingDot", "labels."},
+		{"DashInField", "labels.io-x"},
+		{"SingleQuotedField", "'size'==1"},
+		{"SlashQuotedField", "/size/==1"},
+		{"SlashQuotedEqualValue", "size==/1/"},
+		{"ValueStartsWithDot", "size==.1"},
 		{"UnterminatedQuote", `labels."x==1`},
 		{"UnterminatedValue", `size=="1`},
+		{"NewlineInQuote", "size==\"1\n\""},
+		{"BadEscape", `size=="\q"`},
+		{"OctalOutOfRange", `size=="\400"`},
 		{"UnterminatedRegexp", `digest~=/abc`},
-		{"BadRegexp", "digest~=(["},
+		{"Blank", " "},
+		{"TrailingSpace", "size==1 "},
+		{"SpaceBeforeComma", "size ,digest"},
 		{"Garbage", "size==1 x"},
+		{"NotUTF8", "size==\xff"},
+		{"NUL", "size==\x00"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("size", tc.expr)

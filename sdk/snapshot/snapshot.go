@@ -23,6 +23,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/keel-runtime/keel/sdk/filters"
 	"github.com/keel-runtime/keel/sdk/mount"
 )
 
@@ -139,3 +140,28 @@ type Cleaner interface {
 
 // CapabilityCleanup is announced by snapshotters that implement Cleaner.
 const CapabilityCleanup = "cleanup"
+
+// AdaptInfo exposes an Info to Walk filters as containerd does: name,
+// parent and kind are always present (a root's parent is the value ""),
+// labels.<key> is present when the label is set.
+func AdaptInfo(info Info) filters.Adaptor {
+	return filters.AdaptorFunc(func(path []string) (string, bool) {
+		if len(path) == 0 {
+			return "", false
+		}
+		switch path[0] {
+		case "name":
+			return info.Name, true
+		case "parent":
+			return info.Parent, true
+		case "kind":
+			if info.Kind == KindUnknown {
+				return "", false
+			}
+			return info.Kind.String(), true
+		case "labels":
+			return filters.MapField(info.Labels, path[1:])
+		}
+		return "", false
+	})
+}

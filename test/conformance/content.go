@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -77,6 +78,9 @@ func contentCases() []testCase[content.Store] {
 		{name: "CommitWrongDigest", body: contentCommitWrongDigest},
 		{name: "CommitWrongSize", body: contentCommitWrongSize},
 		{name: "ResumeIngest", body: contentResumeIngest},
+		{name: "WriterStatusAfterWrite", body: contentWriterStatusAfterWrite},
+		{name: "ReopenedIngestKeepsUpdatedAt", body: contentReopenKeepsUpdatedAt},
+		{name: "EmptyLabelNotStored", body: contentEmptyLabelNotStored},
 		{name: "WriteBlobResumes", body: contentWriteBlobResumes},
 		{name: "TruncateIngest", body: contentTruncateIngest},
 		{name: "ConcurrentWriterLocked", body: contentConcurrentWriterLocked},
@@ -363,6 +367,116 @@ func contentResumeIngest(ctx context.Context, t T, env *caseEnv[content.Store]) 
 	checkBlob(ctx, t, s, b)
 }
 
+// contentWriterStatusAfterWrite: a writer's Status reflects every Write
+// that returned before it, offset and time, however the writes travel.
+func contentWriterStatusAfterWrite(ctx context.Context, t T, env *caseEnv[content.Store]) {
+	s := env.P
+	b := newBlob(40, 3*sdk.ChunkSize+77)
+	w, err := s.Writer(ctx, content.WithRef("status-after-write"), content.WithDescriptor(b.desc))
+	if err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	defer w.Close()
+	var last time.Time
+	for _, end := range []int{1, 100, sdk.ChunkSize + 3, len(b.data) - 1, len(b.data)} {
+		st, err := w.Status()
+		if err != nil {
+			t.Fatalf("status: %v", err)
+		}
+		start := int(st.Offset)
+		before := time.Now()
+		if _, err := w.Write(b.data[start:end]); err != nil {
+			t.Fatalf("write to %d: %v", end, err)
+		}
+		st, err = w.Status()
+		if err != nil {
+			t.Fatalf("status after write to %d: %v", end, err)
+		}
+		if st.Offset != int64(end) {
+			t.Errorf("status after write to %d: offset %d", end, st.Offset)
+		}
+		if st.UpdatedAt.Before(before) || st.UpdatedAt.Before(last) {
+			t.Errorf("status after write to %d: updated %v, before the write (%v) or the last one (%v)", end, st.UpdatedAt, before, last)
+		}
+		last = st.UpdatedAt
+	}
+	if err := w.Commit(ctx, b.desc.Size, b.desc.Digest); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+}
+
+// contentReopenKeepsUpdatedAt: an ingest reports, to Status, ListStatuses
+// and a new writer, the UpdatedAt its last writer reported.
+func contentReopenKeepsUpdatedAt(ctx context.Context, t T, env *caseEnv[content.Store]) {
+	s := env.P
+	b := newBlob(41, 2*sdk.ChunkSize+5)
+	const ref = "reopen-updated"
+	w, err := s.Writer(ctx, content.WithRef(ref), content.WithDescriptor(b.desc))
+	if err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	if _, err := w.Write(b.data[:sdk.ChunkSize+1]); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	want, err := w.Status()
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	check := func(how string, st content.Status) {
+		t.Helper()
+		if !st.UpdatedAt.Equal(want.UpdatedAt) || !st.StartedAt.Equal(want.StartedAt) || st.Offset != want.Offset {
+			t.Errorf("%s: started %v updated %v offset %d; the writer reported started %v updated %v offset %d",
+				how, st.StartedAt, st.UpdatedAt, st.Offset, want.StartedAt, want.UpdatedAt, want.Offset)
+		}
+	}
+	st, err := s.Status(ctx, ref)
+	if err != nil {
+		t.Fatalf("store status: %v", err)
+	}
+	check("Status", st)
+	sts, err := s.ListStatuses(ctx, "ref=="+ref)
+	if err != nil || len(sts) != 1 {
+		t.Fatalf("list statuses: %v, %v", sts, err)
+	}
+	check("ListStatuses", sts[0])
+	for i := range 2 {
+		w, err = s.Writer(ctx, content.WithRef(ref), content.WithDescriptor(b.desc))
+		if err != nil {
+			t.Fatalf("writer again: %v", err)
+		}
+		st, err = w.Status()
+		if err != nil {
+			t.Fatalf("reopened status: %v", err)
+		}
+		check(fmt.Sprintf("reopened writer %d", i+1), st)
+		// A writer that writes nothing reports the same time on.
+		if err := w.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+	}
+	if err := s.Abort(ctx, ref); err != nil {
+		t.Fatalf("abort: %v", err)
+	}
+}
+
+// contentEmptyLabelNotStored: a label given the empty value at commit is
+// not stored (containerd's rule: an empty value deletes).
+func contentEmptyLabelNotStored(ctx context.Context, t T, env *caseEnv[content.Store]) {
+	s := env.P
+	b := newBlob(42, 64)
+	commitBlob(ctx, t, s, "empty-label", b, content.WithLabels(map[string]string{"a": "1", "gone": ""}))
+	info, err := s.Info(ctx, b.desc.Digest)
+	if err != nil {
+		t.Fatalf("info: %v", err)
+	}
+	if want := map[string]string{"a": "1"}; !mapsEqual(info.Labels, want) {
+		t.Errorf("labels %v, want %v", info.Labels, want)
+	}
+}
+
 // onlyReader hides every method but Read, so WriteBlob must discard.
 type onlyReader struct{ io.Reader }
 
@@ -528,6 +642,10 @@ func contentUpdateLabels(ctx context.Context, t T, env *caseEnv[content.Store]) 
 		{"AddDotted", map[string]string{"io.keel/gc.root": "y"}, []string{"labels.io.keel/gc.root"}, map[string]string{"a": "x", "io.keel/gc.root": "y"}},
 		{"ReplaceAll", map[string]string{"c": "3"}, []string{"labels"}, map[string]string{"c": "3"}},
 		{"NoPathsReplaceAll", map[string]string{"d": "4"}, nil, map[string]string{"d": "4"}},
+		{"EmptyValueDeletes", map[string]string{"d": ""}, []string{"labels.d"}, nil},
+		{"EmptyValueUnsetStaysUnset", map[string]string{"e": "", "f": "6"}, []string{"labels.e", "labels.f"}, map[string]string{"f": "6"}},
+		{"ReplaceAllDropsEmpty", map[string]string{"g": "7", "h": ""}, []string{"labels"}, map[string]string{"g": "7"}},
+		{"NoPathsDropsEmpty", map[string]string{"i": "", "j": "9"}, nil, map[string]string{"j": "9"}},
 	} {
 		got, err := s.Update(ctx, content.Info{Digest: b.desc.Digest, Labels: tc.labels}, tc.paths...)
 		if err != nil {

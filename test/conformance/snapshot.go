@@ -80,6 +80,8 @@ func snapshotCases() []snapCase {
 		{name: "LayerChain", body: snapLayerChain},
 		{name: "ViewIsReadOnly", body: snapViewIsReadOnly},
 		{name: "StatUpdate", body: snapStatUpdate},
+		{name: "EmptyLabelValueDeletes", body: snapEmptyLabelValueDeletes},
+		{name: "NewSnapshotCreatedEqualsUpdated", body: snapCreatedEqualsUpdated},
 		{name: "Walk", body: snapWalk},
 		{name: "Usage", body: snapUsage},
 		{name: "PrepareReusedKey", body: snapPrepareReusedKey},
@@ -378,6 +380,82 @@ func snapStatUpdate(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
+// snapEmptyLabelValueDeletes: containerd's rule, an empty value deletes a
+// label and is never stored, at creation as at update.
+func snapEmptyLabelValueDeletes(ctx context.Context, t T, e *snapEnv) {
+	sn := e.P
+	if _, err := sn.Prepare(ctx, "a", "", snapshot.WithLabels(map[string]string{"x": "1", "y": "2", "e": ""})); err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	commitEmpty(ctx, t, sn, "c", "", snapshot.WithLabels(map[string]string{"k": "v", "e": ""}))
+	for key, want := range map[string]map[string]string{"a": {"x": "1", "y": "2"}, "c": {"k": "v"}} {
+		if info, err := sn.Stat(ctx, key); err != nil || !labelsEqual(info.Labels, want) {
+			t.Errorf("%s: labels at creation = %v, %v; want %v", key, info.Labels, err, want)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		labels map[string]string
+		paths  []string
+		want   map[string]string
+	}{
+		{"OneEmptyDeletes", map[string]string{"x": ""}, []string{"labels.x"}, map[string]string{"y": "2"}},
+		{"OneEmptyUnsetStaysUnset", map[string]string{"z": ""}, []string{"labels.z"}, map[string]string{"y": "2"}},
+		{"AllDropsEmpty", map[string]string{"m": "1", "n": ""}, []string{"labels"}, map[string]string{"m": "1"}},
+		{"NoPathsDropsEmpty", map[string]string{"n": "", "o": "3"}, nil, map[string]string{"o": "3"}},
+		{"LastEmptyLeavesNone", map[string]string{"o": ""}, []string{"labels.o"}, nil},
+	} {
+		got, err := sn.Update(ctx, snapshot.Info{Name: "a", Labels: tc.labels}, tc.paths...)
+		if err != nil {
+			t.Fatalf("%s: update: %v", tc.name, err)
+		}
+		if !labelsEqual(got.Labels, tc.want) {
+			t.Errorf("%s: update returned %v, want %v", tc.name, got.Labels, tc.want)
+		}
+		if info, err := sn.Stat(ctx, "a"); err != nil || !labelsEqual(info.Labels, tc.want) {
+			t.Errorf("%s: stat = %v, %v; want %v", tc.name, info.Labels, err, tc.want)
+		}
+	}
+}
+
+func labelsEqual(a, b map[string]string) bool {
+	return len(a) == len(b) && fmt.Sprint(a) == fmt.Sprint(b)
+}
+
+// snapCreatedEqualsUpdated: a snapshot nobody updated has Updated equal
+// to Created, exactly, whatever the snapshotter did to make it.
+func snapCreatedEqualsUpdated(ctx context.Context, t T, e *snapEnv) {
+	sn := e.P
+	commitEmpty(ctx, t, sn, "base", "", snapshot.WithLabels(map[string]string{"l": "1"}))
+	if _, err := sn.Prepare(ctx, "active", "base", snapshot.WithLabels(map[string]string{"l": "1"})); err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	if _, err := sn.View(ctx, "view", "base"); err != nil {
+		t.Fatalf("view: %v", err)
+	}
+	if _, err := sn.Prepare(ctx, "root", ""); err != nil {
+		t.Fatalf("prepare: %v", err)
+	}
+	for _, key := range []string{"base", "active", "view", "root"} {
+		info, err := sn.Stat(ctx, key)
+		if err != nil {
+			t.Fatalf("stat %s: %v", key, err)
+		}
+		if info.Created.IsZero() || !info.Updated.Equal(info.Created) {
+			t.Errorf("%s: created %v, updated %v; want equal", key, info.Created, info.Updated)
+		}
+	}
+	err := sn.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
+		if !info.Updated.Equal(info.Created) {
+			t.Errorf("walk %s: created %v, updated %v; want equal", info.Name, info.Created, info.Updated)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walk: %v", err)
+	}
+}
+
 func snapWalk(ctx context.Context, t T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "", snapshot.WithLabels(map[string]string{"tier": "base", "io.keel/gc.root": "yes"}))
@@ -401,6 +479,20 @@ func snapWalk(ctx context.Context, t T, e *snapEnv) {
 		{[]string{"labels.tier==top"}, []string{"work"}},
 		{[]string{`labels."io.keel/gc.root"`}, []string{"base"}},
 		{[]string{"kind==committed,labels.tier!=base"}, []string{"mid"}},
+		// containerd's semantics: a root's parent is the value "", an
+		// unset label's value is "" for != and ~=, and "" ors everything.
+		{[]string{"parent"}, []string{"base", "look", "mid", "work"}},
+		{[]string{`parent!=""`}, []string{"look", "mid", "work"}},
+		{[]string{`parent==""`}, []string{"base"}},
+		{[]string{`labels.tier!=""`}, []string{"base", "mid", "work"}},
+		{[]string{`labels.nope!=""`}, nil},
+		{[]string{"labels.tier!=top"}, []string{"base", "look", "mid"}},
+		{[]string{"labels.tier~=^$"}, []string{"look"}},
+		{[]string{"labels.tier~=/^(base|mid)$/"}, []string{"base", "mid"}},
+		{[]string{"labels.io.keel"}, nil},
+		{[]string{"name~=(["}, nil},
+		{[]string{"name==work", ""}, []string{"base", "look", "mid", "work"}},
+		{[]string{"name==work, kind==active"}, []string{"work"}},
 	}
 	for _, c := range cases {
 		var got []string
@@ -413,10 +505,13 @@ func snapWalk(ctx context.Context, t T, e *snapEnv) {
 			t.Errorf("walk %q = %v, %v; want %v", c.filters, got, err, c.want)
 		}
 	}
-	err := sn.Walk(ctx, func(context.Context, snapshot.Info) error { return nil }, "name==")
-	if !errdefs.IsInvalidArgument(err) {
-		t.Errorf("walk with a bad filter: got %v, want InvalidArgument", err)
+	for _, bad := range []string{"name==", " ", "name==work ", "name ,kind", "labels.io-x", "labels.io.keel/gc.root", "name==/work/", "labels..x"} {
+		err := sn.Walk(ctx, func(context.Context, snapshot.Info) error { return nil }, bad)
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("walk with the bad filter %q: got %v, want InvalidArgument", bad, err)
+		}
 	}
+	var err error
 	// Stopping early returns fn's error.
 	stop := errors.New("stop")
 	n := 0
@@ -528,8 +623,14 @@ func snapRemoveParentWithChildren(ctx context.Context, t T, e *snapEnv) {
 	if _, err := sn.View(ctx, "v", "mid"); err != nil {
 		t.Fatalf("%v", err)
 	}
-	wantErr(t, "remove base", sn.Remove(ctx, "base"), errdefs.IsFailedPrecondition, "FailedPrecondition")
-	wantErr(t, "remove mid", sn.Remove(ctx, "mid"), errdefs.IsFailedPrecondition, "FailedPrecondition")
+	for _, k := range []string{"base", "mid"} {
+		err := sn.Remove(ctx, k)
+		wantErr(t, "remove "+k, err, errdefs.IsFailedPrecondition, "FailedPrecondition")
+		// The message says what failed.
+		if want := fmt.Sprintf("remove %q: snapshot has children", k); err != nil && !strings.Contains(err.Error(), want) {
+			t.Errorf("remove %s: error %q does not say %q", k, err, want)
+		}
+	}
 	// Children first, then it works.
 	for _, k := range []string{"v", "mid", "base"} {
 		if err := sn.Remove(ctx, k); err != nil {

@@ -153,7 +153,7 @@ func TestSnapshots(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"snapshot", "rm", "base"}, "failed precondition"}, // has children
+		{[]string{"snapshot", "rm", "base"}, `remove "base": snapshot has children`},
 		{[]string{"snapshot", "info", "nosuch"}, "not found"},
 		{[]string{"snapshot", "prepare", "base"}, "already exists"},
 		{[]string{"snapshot", "commit", "x", "base"}, "failed precondition"}, // not active

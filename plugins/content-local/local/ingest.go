@@ -20,6 +20,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
+	"github.com/keel-runtime/keel/sdk/labels"
 )
 
 // Files of an ingest directory.
@@ -29,6 +30,7 @@ const (
 	fileTotal     = "total"
 	fileExpected  = "expected"
 	fileStartedAt = "startedat"
+	fileUpdatedAt = "updatedat" // what the last writer reported, kept at Close
 )
 
 // Writer opens or resumes the ingest ref. A digest already stored is
@@ -67,7 +69,8 @@ func (s *Store) openIngest(ref string, total int64, expected digest.Digest) (*wr
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, err
 		}
-		st = content.Status{Ref: ref, StartedAt: time.Now().UTC()}
+		now := time.Now().UTC()
+		st = content.Status{Ref: ref, StartedAt: now, UpdatedAt: now}
 		if err := writeFile(dir, fileStartedAt, st.StartedAt.Format(time.RFC3339Nano)); err != nil {
 			return nil, err
 		}
@@ -135,6 +138,13 @@ func (s *Store) readStatus(dir string) (content.Status, error) {
 		st.UpdatedAt = st.StartedAt
 	default:
 		return content.Status{}, err
+	}
+	if err == nil {
+		// The time the last writer reported, unless a writer that never
+		// closed changed the data since.
+		if t, ok := readUpdatedAt(dir, fi); ok {
+			st.UpdatedAt = t
+		}
 	}
 	return st, nil
 }
@@ -330,7 +340,7 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest,
 	}
 	now := time.Now().UTC()
 	err = w.s.db.Update(func(tx *bolt.Tx) error {
-		return putRecord(blobsBucket(tx), dgst, record{Created: now, Updated: now, Labels: base.Labels})
+		return putRecord(blobsBucket(tx), dgst, record{Created: now, Updated: now, Labels: labels.Clean(base.Labels)})
 	})
 	w.finish()
 	return err
@@ -355,18 +365,53 @@ func (w *writer) rehashWith(alg digest.Algorithm) error {
 	return nil
 }
 
-// Close releases the ref; the data stays for a later writer.
+// Close releases the ref; the data stays for a later writer, which reports
+// the UpdatedAt this one did.
 func (w *writer) Close() error {
 	var err error
 	if w.f != nil {
 		err = w.f.Close()
 		w.f = nil
+		err = errors.Join(err, w.keepUpdatedAt())
 	}
 	if !w.closed {
 		w.closed = true
 		w.s.unlock(w.ref)
 	}
 	return err
+}
+
+// keepUpdatedAt records the UpdatedAt the writer reports, with the data
+// file's size and time it goes with.
+func (w *writer) keepUpdatedAt() error {
+	fi, err := os.Stat(filepath.Join(w.dir, fileData))
+	if err != nil {
+		return err
+	}
+	st, _ := w.Status()
+	return writeFile(w.dir, fileUpdatedAt, fmt.Sprintf("%s %d %d",
+		st.UpdatedAt.UTC().Format(time.RFC3339Nano), fi.Size(), fi.ModTime().UnixNano()))
+}
+
+// readUpdatedAt reads what keepUpdatedAt recorded, if the data file is as
+// it was then.
+func readUpdatedAt(dir string, data fs.FileInfo) (time.Time, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, fileUpdatedAt))
+	if err != nil {
+		return time.Time{}, false
+	}
+	var (
+		ts          string
+		size, mtime int64
+	)
+	if _, err := fmt.Sscanf(string(b), "%s %d %d", &ts, &size, &mtime); err != nil {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	if err != nil || size != data.Size() || mtime != data.ModTime().UnixNano() {
+		return time.Time{}, false
+	}
+	return t, true
 }
 
 func syncDir(dir string) error {

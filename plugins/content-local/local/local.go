@@ -44,6 +44,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
+	"github.com/keel-runtime/keel/sdk/labels"
 )
 
 // Bucket names.
@@ -190,8 +191,9 @@ func (s *Store) Info(ctx context.Context, dgst digest.Digest) (content.Info, err
 	return info(dgst, fi, r, ok), err
 }
 
-// Update changes labels by field path: "labels" replaces all of them,
-// "labels.<key>" sets or removes one; no paths means "labels".
+// Update changes labels by field path, by sdk/labels' rule: "labels"
+// replaces all of them, "labels.<key>" sets one or, given an empty value,
+// removes it; no paths means "labels".
 func (s *Store) Update(ctx context.Context, in content.Info, fieldpaths ...string) (content.Info, error) {
 	fi, err := s.stat(in.Digest)
 	if err != nil {
@@ -204,35 +206,11 @@ func (s *Store) Update(ctx context.Context, in content.Info, fieldpaths ...strin
 		if !ok {
 			r = record{Created: fi.ModTime().UTC()}
 		}
-		labels := map[string]string{}
-		for k, v := range r.Labels {
-			labels[k] = v
+		next, err := labels.Update(r.Labels, in.Labels, fieldpaths...)
+		if err != nil {
+			return fmt.Errorf("update %s: %w", in.Digest, err)
 		}
-		if len(fieldpaths) == 0 {
-			fieldpaths = []string{"labels"}
-		}
-		for _, path := range fieldpaths {
-			switch {
-			case path == "labels":
-				labels = map[string]string{}
-				for k, v := range in.Labels {
-					labels[k] = v
-				}
-			case len(path) > len("labels.") && path[:len("labels.")] == "labels.":
-				key := path[len("labels."):]
-				if v, ok := in.Labels[key]; ok {
-					labels[key] = v
-				} else {
-					delete(labels, key)
-				}
-			default:
-				return fmt.Errorf("update %s: field path %q: %w", in.Digest, path, errdefs.ErrInvalidArgument)
-			}
-		}
-		if len(labels) == 0 {
-			labels = nil
-		}
-		r.Labels, r.Updated = labels, time.Now().UTC()
+		r.Labels, r.Updated = next, time.Now().UTC()
 		out = info(in.Digest, fi, r, true)
 		return putRecord(b, in.Digest, r)
 	})

@@ -343,7 +343,7 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshot.Kind, key, paren
 	if err != nil {
 		return nil, err
 	}
-	pending := map[string]string{LabelPending: ""}
+	pending := map[string]string{LabelPending: "true"}
 	for k, v := range l {
 		pending[k] = v
 	}
@@ -376,7 +376,8 @@ func (s *Snapshotter) create(ctx context.Context, kind snapshot.Kind, key, paren
 				paths = append(paths, "labels."+k)
 			}
 		}
-		_, err := tx.UpdateInfo(info, paths...)
+		// Not an update the caller made: Updated stays equal to Created.
+		_, err := tx.Relabel(info, paths...)
 		return err
 	})
 	if err != nil {

@@ -295,7 +295,7 @@ func TestCrashWhileCreating(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = store.Update(ctx, func(tx *storage.Tx) error {
-		sn, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: ""}))
+		sn, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: "true"}))
 		if err != nil {
 			return err
 		}
@@ -458,7 +458,7 @@ func TestOpenFailsClosesStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	store.Update(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: ""}))
+		_, err := tx.Create(snapshot.KindActive, "torn", "", snapshot.WithLabels(map[string]string{backend.LabelPending: "true"}))
 		return err
 	})
 	d := &dirs{root: root, remove: func(string) error { return errors.New("stuck") }}
@@ -519,6 +519,10 @@ func TestLabelerKindUsager(t *testing.T) {
 	want := map[string]string{"test/dir": d.dir("1"), "test/kind": "active", "mine": "caller"}
 	if fmt.Sprint(info.Labels) != fmt.Sprint(want) {
 		t.Errorf("labels after prepare = %v, want %v", info.Labels, want)
+	}
+	// The backend's labels and the cleared pending mark are not updates.
+	if !info.Updated.Equal(info.Created) {
+		t.Errorf("after prepare: created %v, updated %v; want equal", info.Created, info.Updated)
 	}
 	if u, err := sn.Usage(ctx, "a"); err != nil || u.Inodes == 42 {
 		t.Errorf("usage of the active snapshot = %+v, %v: want the backend's Usage", u, err)

@@ -36,11 +36,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +47,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
+	"github.com/keel-runtime/keel/sdk/labels"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -294,45 +293,41 @@ func (t *Tx) Remove(key string) (string, snapshot.Kind, error) {
 	return id, kind, nil
 }
 
-// UpdateInfo changes the labels of the snapshot info.Name. fieldpaths are
-// "labels" (all of them) or "labels.<key>" (one, deleted when absent from
-// info); none means all labels. It returns the updated info.
+// UpdateInfo changes the labels of the snapshot info.Name by sdk/labels'
+// rule: fieldpaths are "labels" (all of them) or "labels.<key>" (one; an
+// empty or absent value deletes it); none means all labels. It stamps
+// Updated and returns the updated info.
 func (t *Tx) UpdateInfo(info snapshot.Info, fieldpaths ...string) (snapshot.Info, error) {
+	return t.updateLabels(info, fieldpaths, true)
+}
+
+// Relabel is UpdateInfo without stamping Updated: for labels a snapshotter
+// changes itself while it makes the snapshot (backend's pending mark), so
+// that a new snapshot's Info has Created == Updated.
+func (t *Tx) Relabel(info snapshot.Info, fieldpaths ...string) (snapshot.Info, error) {
+	return t.updateLabels(info, fieldpaths, false)
+}
+
+func (t *Tx) updateLabels(info snapshot.Info, fieldpaths []string, stamp bool) (snapshot.Info, error) {
 	b, err := t.bucket(info.Name)
 	if err != nil {
 		return snapshot.Info{}, err
 	}
 	cur := readInfo(info.Name, b)
-	labels := cur.Labels
-	if len(fieldpaths) == 0 {
-		fieldpaths = []string{"labels"}
-	}
-	for _, p := range fieldpaths {
-		switch {
-		case p == "labels":
-			labels = maps.Clone(info.Labels)
-		case strings.HasPrefix(p, "labels."):
-			k := strings.TrimPrefix(p, "labels.")
-			if labels == nil {
-				labels = map[string]string{}
-			}
-			if v, ok := info.Labels[k]; ok {
-				labels[k] = v
-			} else {
-				delete(labels, k)
-			}
-		default:
-			return snapshot.Info{}, fmt.Errorf("update of %q: cannot update field %q: %w", info.Name, p, errdefs.ErrInvalidArgument)
-		}
+	next, err := labels.Update(cur.Labels, info.Labels, fieldpaths...)
+	if err != nil {
+		return snapshot.Info{}, fmt.Errorf("update of %q: %w", info.Name, err)
 	}
 	if err := b.DeleteBucket(bucketLabels); err != nil && !errors.Is(err, bolterrors.ErrBucketNotFound) {
 		return snapshot.Info{}, err
 	}
-	if err := putLabels(b, labels); err != nil {
+	if err := putLabels(b, next); err != nil {
 		return snapshot.Info{}, err
 	}
-	if err := putTime(b, keyUpdated, t.now); err != nil {
-		return snapshot.Info{}, err
+	if stamp {
+		if err := putTime(b, keyUpdated, t.now); err != nil {
+			return snapshot.Info{}, err
+		}
 	}
 	return readInfo(info.Name, b), nil
 }
@@ -346,7 +341,7 @@ func (t *Tx) Walk(fn func(snapshot.Info) error, filterExprs ...string) error {
 	}
 	return t.snap.ForEachBucket(func(k []byte) error {
 		info := readInfo(string(k), t.snap.Bucket(k))
-		if !filters.Match(f, infoAdaptor(info)) {
+		if !filters.Match(f, snapshot.AdaptInfo(info)) {
 			return nil
 		}
 		return fn(info)
@@ -408,15 +403,17 @@ func (t *Tx) put(info snapshot.Info, id uint64) error {
 	return putLabels(b, info.Labels)
 }
 
-func putLabels(b *bolt.Bucket, labels map[string]string) error {
-	if len(labels) == 0 {
+// putLabels stores m's labels; empty values are not stored.
+func putLabels(b *bolt.Bucket, m map[string]string) error {
+	m = labels.Clean(m)
+	if len(m) == 0 {
 		return nil
 	}
 	lb, err := b.CreateBucketIfNotExists(bucketLabels)
 	if err != nil {
 		return err
 	}
-	for k, v := range labels {
+	for k, v := range m {
 		if err := lb.Put([]byte(k), []byte(v)); err != nil {
 			return err
 		}
@@ -464,28 +461,4 @@ func readKind(b *bolt.Bucket) byte {
 
 func uvarint(v uint64) []byte {
 	return binary.AppendUvarint(nil, v)
-}
-
-// infoAdaptor exposes an Info to filters: name, parent, kind, labels.<key>.
-func infoAdaptor(info snapshot.Info) filters.Adaptor {
-	return filters.AdaptorFunc(func(path []string) (string, bool) {
-		if len(path) == 0 {
-			return "", false
-		}
-		switch path[0] {
-		case "name":
-			return info.Name, len(path) == 1
-		case "parent":
-			return info.Parent, len(path) == 1 && info.Parent != ""
-		case "kind":
-			return info.Kind.String(), len(path) == 1
-		case "labels":
-			if len(path) == 1 {
-				return "", len(info.Labels) > 0
-			}
-			v, ok := info.Labels[strings.Join(path[1:], ".")]
-			return v, ok
-		}
-		return "", false
-	})
 }
