@@ -3,7 +3,6 @@ package filters_test
 import (
 	"io"
 	"math/rand/v2"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -281,22 +280,4 @@ func FuzzFilterDifferential(f *testing.F) {
 		}
 		differential(t, exprs)
 	})
-}
-
-// TestBinariesDoNotLinkContainerd: containerd is a test-only dependency;
-// no command or plugin may import it.
-func TestBinariesDoNotLinkContainerd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs go list over every command and plugin")
-	}
-	out, err := exec.Command("go", "list", "-deps",
-		"github.com/keel-runtime/keel/cmd/...", "github.com/keel-runtime/keel/plugins/...").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, out)
-	}
-	for _, pkg := range strings.Fields(string(out)) {
-		if strings.HasPrefix(pkg, "github.com/containerd/containerd/") {
-			t.Errorf("a binary imports %s", pkg)
-		}
-	}
 }
