@@ -389,8 +389,7 @@ func (r *Runtime) reach(t *task) bool {
 	for {
 		alive, aerr := t.proc.Alive()
 		if !alive {
-			_, reason := t.conn()
-			r.shimDied(t, fmt.Sprintf("%s is gone (%s)", t.proc, reason))
+			r.shimDied(t, t.proc.String()+" exited")
 			return false
 		}
 		if aerr != nil {
