@@ -259,8 +259,10 @@ func TestRestartShimStopped(t *testing.T) {
 	k = k.restart(t)
 	t.Cleanup(resume)
 	unknown("after a keeld restart")
-	if r := k.keel("container", "rm", "frozen"); r.code == 0 {
-		t.Errorf("rm of the container of an unknown task succeeded: %v", r)
+	for _, args := range [][]string{{"container", "rm", "frozen"}, {"container", "rm", "--force", "frozen"}} {
+		if r := k.keel(args...); r.code == 0 {
+			t.Errorf("%v with its task unknown succeeded: %v", args, r)
+		}
 	}
 	time.Sleep(3 * time.Second) // long past every bound on a call
 	unknown("3s after a keeld restart")
