@@ -185,18 +185,21 @@ func (in *instance) supervise(p *sdk.Process) {
 }
 
 // watch returns when p has exited (false) or stop was asked (true). It
-// pings p, one ping at a time, each given as long as it takes: a ping
-// unanswered for healthTimeout makes the plugin unresponsive, an answer
-// running again. Only a process that could run and answered nothing for
+// pings p, one ping at a time, each given as long as it takes: a plugin
+// that answered no ping for healthTimeout is unresponsive, an answer makes
+// it running again. Only a process that could run and answered nothing for
 // hangTimeout is killed (see the package doc).
 func (in *instance) watch(p *sdk.Process) (quit bool) {
 	o := in.h.opts
 	tick := time.NewTicker(o.healthInterval)
 	defer tick.Stop()
-	lastAnswer := time.Now()
 	var (
-		ping      chan error // the ping in flight, if any
-		pingStart time.Time
+		ping    chan error // the ping in flight, if any
+		pingErr error      // how the last ping failed
+		// waiting is when the plugin was first asked since its last
+		// answer (zero: it answered), or the last time its process was
+		// seen held, whichever is later.
+		waiting time.Time
 	)
 	for {
 		select {
@@ -205,40 +208,51 @@ func (in *instance) watch(p *sdk.Process) (quit bool) {
 		case <-p.Done():
 			in.logger.Info("plugin exited", "pid", p.Pid())
 			return false
-		case err := <-ping:
+		case pingErr = <-ping:
 			ping = nil
-			if err == nil {
-				lastAnswer = time.Now()
+			if pingErr == nil {
+				waiting = time.Time{}
 				in.answered(p)
-			} else {
-				// Its exit, if that is why, comes through Done.
-				in.notAnswering(p, fmt.Sprintf("%s: health check: %v", in.id, err))
 			}
+			// A failed ping (its exit, if that is why, comes through
+			// Done) is asked again at the next tick.
 			continue
 		case <-tick.C:
 		}
 		if ping == nil {
-			ping, pingStart = make(chan error, 1), time.Now()
+			ping = make(chan error, 1)
 			go func(ch chan<- error) {
 				ctx, cancel := context.WithTimeout(in.quitCtx, o.hangTimeout)
 				defer cancel()
 				ch <- p.Ping(ctx)
 			}(ping)
-		} else if waited := time.Since(pingStart); waited >= o.healthTimeout {
-			in.notAnswering(p, fmt.Sprintf("%s: health check: no answer for %s", in.id, waited.Round(time.Millisecond)))
+			if waiting.IsZero() {
+				waiting = time.Now()
+			}
 		}
-		silent := time.Since(lastAnswer)
-		if silent < o.hangTimeout {
+		silent := time.Since(waiting)
+		if silent < o.healthTimeout {
 			continue
 		}
+		why := fmt.Sprintf("%s: health check: no answer for %s", in.id, silent.Round(time.Millisecond))
+		if pingErr != nil {
+			why += fmt.Sprintf(" (%v)", pingErr)
+		}
+		// Silence counts only while the process could answer: one held
+		// (stopped, frozen…) is waited for, and given the whole hang
+		// timeout again once it runs.
 		if held := processHeld(p.Pid()); held != "" {
-			in.notAnswering(p, fmt.Sprintf("%s: health check: no answer for %s; the process is %s: waiting for it",
-				in.id, silent.Round(time.Second), held))
+			waiting = time.Now()
+			in.notAnswering(p, why+"; the process is "+held+": waiting for it")
+			continue
+		}
+		in.notAnswering(p, why)
+		if silent < o.hangTimeout {
 			continue
 		}
 		in.logger.Error("plugin hung: it can run but answered no ping, killing it", "pid", p.Pid(), "silent", silent)
 		in.mu.Lock()
-		in.lastErr = fmt.Sprintf("%s: health check: hung, no answer for %s: killed", in.id, silent.Round(time.Second))
+		in.lastErr = fmt.Sprintf("%s: health check: hung, no answer for %s: killed", in.id, silent.Round(time.Millisecond))
 		in.proc, in.state = nil, StateRestarting // no new calls to the hung process
 		in.mu.Unlock()
 		// SIGKILL at once: a graceful stop would wait for a plugin that does
