@@ -483,7 +483,9 @@ func (r *Runtime) Create(ctx context.Context, opts keelruntime.CreateOpts) (uint
 }
 
 func (r *Runtime) create(ctx context.Context, t *task, opts keelruntime.CreateOpts) (uint32, error) {
-	os.RemoveAll(t.dir)
+	if removeTaskDir(t.dir); fileExists(t.dir) {
+		return 0, fmt.Errorf("task %q: a stale task dir %s is in the way (its rootfs still mounted): %w", opts.ID, t.dir, errdefs.ErrFailedPrecondition)
+	}
 	bundle := filepath.Join(t.dir, shim.BundleDir)
 	if err := os.MkdirAll(bundle, 0o711); err != nil {
 		return 0, err
@@ -669,6 +671,11 @@ func readPid(path string) (uint32, error) {
 // removeTaskDir removes a task's directory once nothing is mounted on its
 // rootfs any more: removing through a mounted rootfs would delete the
 // container's files.
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
 func removeTaskDir(dir string) {
 	if err := shim.UnmountAll(filepath.Join(dir, shim.BundleDir, "rootfs")); err != nil {
 		return
