@@ -90,12 +90,15 @@ const (
 	// startTimeout bounds a shim's start (runc create included): a create
 	// not done by then fails, and what it made is undone.
 	startTimeout = 30 * time.Second
-	// pollTimeout is how long a shim holds an events call open; one not
-	// back pollGrace later reports the task unknown.
-	pollTimeout = 30 * time.Second
-	pollGrace   = 10 * time.Second
 	// deleteWait bounds waiting for a deleted task's last events.
 	deleteWait = 5 * time.Second
+)
+
+// pollTimeout is how long a shim holds an events call open; one not back
+// pollGrace later reports the task unknown. Variables for tests.
+var (
+	pollTimeout = 30 * time.Second
+	pollGrace   = 10 * time.Second
 )
 
 // Exit status reported for a task whose shim died before recording one.
