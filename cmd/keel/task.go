@@ -89,7 +89,8 @@ func taskCommand(g *globals) *cobra.Command {
 			for _, ti := range list {
 				status := ti.Status
 				v := taskJSON{ID: ti.ID, Runtime: ti.Runtime, Pid: ti.Pid, Status: ti.Status, Reason: ti.Reason}
-				if ti.Status == "stopped" || ti.Status == "unknown" {
+				// An unknown task has an exit only when its end was seen.
+				if ti.Status == "stopped" || !ti.ExitedAt.IsZero() {
 					code, at := ti.ExitStatus, ti.ExitedAt
 					v.ExitStatus = &code
 					if !at.IsZero() {

@@ -33,9 +33,11 @@ type ImageStore interface {
 	Update(ctx context.Context, img metadata.Image, fieldpaths ...string) (metadata.Image, error)
 }
 
-// LeaseStore makes the lease an import runs under (*metadata.Leases).
+// LeaseStore makes the lease an import runs under (*metadata.Leases), and
+// holds it while the import runs.
 type LeaseStore interface {
 	Create(ctx context.Context, l metadata.Lease) (metadata.Lease, error)
+	Hold(ctx context.Context, id string) (release func(), err error)
 	Delete(ctx context.Context, id string) error
 }
 
@@ -56,7 +58,9 @@ type ImportOptions struct {
 	Leases LeaseStore
 }
 
-// importLeaseExpiry bounds how long a dead import's lease holds content.
+// importLeaseExpiry bounds how long the lease of an import that died (with
+// keeld) holds its content; a running import holds its lease however long
+// it takes.
 const importLeaseExpiry = time.Hour
 
 // Import reads an image archive from r — an OCI image layout tar, or a
@@ -82,6 +86,11 @@ func Import(ctx context.Context, cs content.Store, is ImageStore, r io.Reader, o
 			return nil, fmt.Errorf("import: lease: %w", err)
 		}
 		ctx = leases.WithLease(ctx, l.ID)
+		release, err := opts.Leases.Hold(ctx, l.ID)
+		if err != nil {
+			return nil, fmt.Errorf("import: lease: %w", err)
+		}
+		defer release()
 		defer func() {
 			// Deleting the lease schedules a collection: what the records
 			// do not reach goes.

@@ -32,6 +32,9 @@ type DB struct {
 	gcMu       sync.Mutex // one collection at a time
 	gcTrigger  func()
 	afterSweep func()
+
+	heldMu sync.Mutex
+	held   map[leaseKey]int // see Leases.Hold
 }
 
 // Options tune Open.

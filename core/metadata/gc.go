@@ -67,7 +67,8 @@ func (db *DB) SetAfterSweepHook(fn func()) {
 var _ gc.Collector = (*DB)(nil)
 
 // GarbageCollect marks from the roots of every namespace (images,
-// containers, unexpired leases, objects labelled containerd.io/gc.root,
+// containers, unexpired leases and the leases held (see Leases.Hold),
+// objects labelled containerd.io/gc.root,
 // snapshots being created) along gc.ref labels, lease resources and
 // snapshot parents (see core/gc), then:
 //
@@ -88,7 +89,8 @@ func (db *DB) GarbageCollect(ctx context.Context, opts gc.Options) (gc.Report, e
 	start := time.Now()
 	var rep gc.Report
 	swept := map[string]bool{} // content digests and "<snapshotter>/<backend key>"
-	fn := func(tx *bolt.Tx) error { return markSweep(tx, time.Now(), opts.DryRun, &rep, swept) }
+	held := db.heldLeases()
+	fn := func(tx *bolt.Tx) error { return markSweep(tx, time.Now(), held, opts.DryRun, &rep, swept) }
 	var err error
 	if opts.DryRun {
 		err = db.view(fn)
@@ -132,7 +134,7 @@ type graph struct {
 	why     map[gc.Node]string
 }
 
-func readGraph(tx *bolt.Tx, now time.Time) *graph {
+func readGraph(tx *bolt.Tx, now time.Time, held map[leaseKey]bool) *graph {
 	g := &graph{
 		refs:   map[gc.Node][]gc.Node{},
 		blobs:  map[gc.Node]int64{},
@@ -179,7 +181,7 @@ func readGraph(tx *bolt.Tx, now time.Time) *graph {
 			b.ForEachBucket(func(k []byte) error {
 				l, _ := readLease(b, string(k))
 				n := gc.Node{Kind: gc.KindLease, Namespace: ns, Name: l.ID}
-				if gc.Expired(l.Labels, now) {
+				if gc.Expired(l.Labels, now) && !held[leaseKey{ns, l.ID}] {
 					g.expired = append(g.expired, n)
 					return nil
 				}
@@ -259,8 +261,8 @@ func (g *graph) references(n gc.Node) []gc.Node {
 // markSweep marks, then (unless dry) removes the unreached records within
 // tx, reporting each decision; swept collects the backend objects phase 2
 // may delete.
-func markSweep(tx *bolt.Tx, now time.Time, dry bool, rep *gc.Report, swept map[string]bool) error {
-	g := readGraph(tx, now)
+func markSweep(tx *bolt.Tx, now time.Time, held map[leaseKey]bool, dry bool, rep *gc.Report, swept map[string]bool) error {
+	g := readGraph(tx, now, held)
 	kept := gc.Mark(g.roots, g.references)
 
 	for _, n := range g.expired {

@@ -247,6 +247,35 @@ func TestGarbageCollectLeases(t *testing.T) {
 	}
 }
 
+// TestGarbageCollectHeldLease: a lease past its expiry that an operation
+// of this process still holds (a slow pull) keeps its content; released,
+// it goes with what only it held.
+func TestGarbageCollectHeldLease(t *testing.T) {
+	f := newGCFixture(t)
+	ctx := nsCtx(t, "ns")
+	ls := f.db.Leases()
+	if _, err := ls.Create(ctx, Lease{ID: "slow", Labels: map[string]string{gc.LabelExpire: time.Now().Add(-time.Second).Format(time.RFC3339)}}); err != nil {
+		t.Fatal(err)
+	}
+	release, err := ls.Hold(ctx, "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The same id held in another namespace does not count.
+	if _, err := ls.Create(nsCtx(t, "other"), Lease{ID: "slow", Labels: map[string]string{gc.LabelExpire: time.Now().Add(-time.Second).Format(time.RFC3339)}}); err != nil {
+		t.Fatal(err)
+	}
+	blob := f.blob(t, leases.WithLease(ctx, "slow"), "in flight", nil)
+	if got := names(f.collect(t, false).Removed); !slices.Equal(got, []string{"other:slow"}) {
+		t.Errorf("removed while held: %v, want only the other namespace's lease", got)
+	}
+	release()
+	release() // a second release is harmless
+	if got, want := names(f.collect(t, false).Removed), sorted("ns:"+blob.Digest.String(), "ns:slow"); !slices.Equal(got, want) {
+		t.Errorf("removed once released: %v, want %v", got, want)
+	}
+}
+
 // TestGarbageCollectOrphans: backend objects no metadata names (a crash
 // between the phases) are listed on a dry run and removed on a real one.
 func TestGarbageCollectOrphans(t *testing.T) {

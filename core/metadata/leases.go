@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -150,6 +151,49 @@ func (s *Leases) Delete(ctx context.Context, id string) error {
 	}
 	s.db.triggerGC()
 	return nil
+}
+
+type leaseKey struct{ ns, id string }
+
+// Hold keeps lease id of the call's namespace from expiring while an
+// operation of this process uses it, until release is called: the
+// collector keeps a held lease, past its expiry or not. An expiry is for
+// the leases whose owner died (with keeld); an owner that is only slow,
+// a pull or an import taking longer than its lease's expiry, keeps what it
+// wrote.
+func (s *Leases) Hold(ctx context.Context, id string) (release func(), err error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	k := leaseKey{ns, id}
+	s.db.heldMu.Lock()
+	if s.db.held == nil {
+		s.db.held = map[leaseKey]int{}
+	}
+	s.db.held[k]++
+	s.db.heldMu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.db.heldMu.Lock()
+			defer s.db.heldMu.Unlock()
+			if s.db.held[k]--; s.db.held[k] <= 0 {
+				delete(s.db.held, k)
+			}
+		})
+	}, nil
+}
+
+// heldLeases returns the leases held now.
+func (db *DB) heldLeases() map[leaseKey]bool {
+	db.heldMu.Lock()
+	defer db.heldMu.Unlock()
+	held := make(map[leaseKey]bool, len(db.held))
+	for k := range db.held {
+		held[k] = true
+	}
+	return held
 }
 
 // resourcePath is the bucket path, under a lease, and key of r.

@@ -5,9 +5,16 @@
 // with sdk.Launch: its sha256 checked on the open file, the handshake and
 // protocol version negotiated, its kind checked through Info and its config
 // handed over with Configure. A supervisor per instance then watches the
-// process and pings it; a process that exits or stops answering is killed
-// and started again with exponential backoff, and configured with the same
-// config.
+// process and pings it; a process that exits is started again with
+// exponential backoff, and configured with the same config.
+//
+// A plugin is never restarted because it was slow. One whose ping goes
+// unanswered for the health timeout is reported unresponsive (calls still
+// reach it: it may yet answer). It is killed and restarted only when, for
+// the whole hang timeout (2 minutes by default), it answered no ping while
+// its process could run: a process stopped by a signal or a tracer, or in
+// uninterruptible sleep (swapping, blocked on a disk), is held, not hung,
+// and is waited for however long it takes.
 //
 // Conn returns a grpc.ClientConnInterface that stays valid across restarts:
 // every call goes to the process that runs at the time. While the plugin is
@@ -51,11 +58,14 @@ func (s Spec) ID() string { return s.Kind + "." + s.Name }
 
 // States of a plugin instance.
 const (
-	StateStarting   = "starting"
-	StateRunning    = "running"
-	StateRestarting = "restarting" // down, a restart is pending
-	StateFailed     = "failed"     // the last restart failed; retried with backoff
-	StateStopped    = "stopped"
+	StateStarting = "starting"
+	StateRunning  = "running"
+	// StateUnresponsive: the process runs but does not answer pings; calls
+	// still go to it.
+	StateUnresponsive = "unresponsive"
+	StateRestarting   = "restarting" // down, a restart is pending
+	StateFailed       = "failed"     // the last restart failed; retried with backoff
+	StateStopped      = "stopped"
 )
 
 // Status is what the host knows of one plugin instance.
@@ -78,7 +88,7 @@ type options struct {
 	stableAfter            time.Duration
 	healthInterval         time.Duration
 	healthTimeout          time.Duration
-	healthFailures         int
+	hangTimeout            time.Duration
 	startTimeout           time.Duration
 }
 
@@ -89,9 +99,17 @@ func WithBackoff(min, max time.Duration) Option {
 }
 
 // WithHealthCheck sets how often a plugin is pinged and how long a ping may
-// take. A plugin that misses two pings in a row is killed and restarted.
+// go unanswered before the plugin is reported unresponsive (defaults: 10s,
+// 5s). A slow answer restarts nothing; see WithHangTimeout.
 func WithHealthCheck(interval, timeout time.Duration) Option {
 	return func(o *options) { o.healthInterval, o.healthTimeout = interval, timeout }
+}
+
+// WithHangTimeout sets how long a plugin whose process can run may answer
+// no ping before it is killed and restarted (default 2 minutes). A process
+// stopped or in uninterruptible sleep is never killed for not answering.
+func WithHangTimeout(d time.Duration) Option {
+	return func(o *options) { o.hangTimeout = d }
 }
 
 // WithStartTimeout bounds a plugin's handshake, Info and Configure.
@@ -122,7 +140,7 @@ func New(logger hclog.Logger, opts ...Option) *Host {
 		stableAfter:    time.Minute,
 		healthInterval: 10 * time.Second,
 		healthTimeout:  5 * time.Second,
-		healthFailures: 2,
+		hangTimeout:    2 * time.Minute,
 		startTimeout:   30 * time.Second,
 	}
 	for _, opt := range opts {

@@ -338,27 +338,80 @@ func TestRestartAfterKill(t *testing.T) {
 	}
 }
 
-// A plugin that stops answering (SIGSTOP) is killed and restarted.
-func TestRestartHungPlugin(t *testing.T) {
+// A plugin held by SIGSTOP is reported unresponsive, never killed, however
+// long past the hang timeout; once continued it is running again, the same
+// process.
+func TestStoppedPluginIsNotRestarted(t *testing.T) {
 	h := startHost(t, []pluginhost.Spec{spec(t, "mem", filepath.Join(bin, "memsnap"))},
 		pluginhost.WithBackoff(10*time.Millisecond, time.Second),
-		pluginhost.WithHealthCheck(100*time.Millisecond, 200*time.Millisecond))
+		pluginhost.WithHealthCheck(50*time.Millisecond, 100*time.Millisecond),
+		pluginhost.WithHangTimeout(300*time.Millisecond))
 	old := onlyStatus(t, h)
 	if err := syscall.Kill(old.Pid, syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = syscall.Kill(old.Pid, syscall.SIGKILL) })
-	waitFor(t, "the hung plugin to be replaced", 15*time.Second, func() bool {
-		st := onlyStatus(t, h)
-		return st.State == pluginhost.StateRunning && st.Pid != old.Pid
+	t.Cleanup(func() { _ = syscall.Kill(old.Pid, syscall.SIGCONT) })
+	waitFor(t, "the stopped plugin to be reported unresponsive", 10*time.Second, func() bool {
+		return onlyStatus(t, h).State == pluginhost.StateUnresponsive
 	})
-	if st := onlyStatus(t, h); st.Restarts != 1 || !strings.Contains(st.LastError, "health check") {
-		t.Errorf("status = %+v", st)
+	time.Sleep(2 * time.Second) // several hang timeouts
+	st := onlyStatus(t, h)
+	if st.State != pluginhost.StateUnresponsive || st.Pid != old.Pid || st.Restarts != 0 ||
+		!strings.Contains(st.LastError, "stopped by a signal") {
+		t.Errorf("status of a plugin stopped past its hang timeout = %+v; want unresponsive, pid %d, no restart, the reason", st, old.Pid)
 	}
-	waitFor(t, "the hung plugin to die", 5*time.Second, func() bool { return !alive(old.Pid) })
+	if !alive(old.Pid) {
+		t.Fatal("the stopped plugin was killed")
+	}
+	if err := syscall.Kill(old.Pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the continued plugin to answer", 10*time.Second, func() bool {
+		return onlyStatus(t, h).State == pluginhost.StateRunning
+	})
+	if st := onlyStatus(t, h); st.Pid != old.Pid || st.Restarts != 0 {
+		t.Errorf("status after SIGCONT = %+v; want the same process, no restart", st)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := snapshotter(t, h, "mem").Prepare(ctx, "x", ""); err != nil {
+		t.Errorf("prepare after SIGCONT: %v", err)
+	}
+}
+
+// A plugin whose process runs but answers nothing (its connections cut)
+// is killed and restarted once the hang timeout has passed, not before.
+func TestWedgedPluginIsRestarted(t *testing.T) {
+	const hang = 2 * time.Second
+	h := startHost(t, []pluginhost.Spec{spec(t, "mem", filepath.Join(bin, "memsnap"))},
+		pluginhost.WithBackoff(10*time.Millisecond, time.Second),
+		pluginhost.WithHealthCheck(50*time.Millisecond, 100*time.Millisecond),
+		pluginhost.WithHangTimeout(hang))
+	old := onlyStatus(t, h)
+	t.Cleanup(func() { _ = syscall.Kill(old.Pid, syscall.SIGKILL) })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	sn := snapshotter(t, h, "mem")
+	wedged := time.Now()
+	// Its reply may be cut off too.
+	if _, err := sn.Stat(ctx, "wedge"); err != nil && !errdefs.IsUnavailable(err) {
+		t.Fatal(err)
+	}
+	waitFor(t, "the wedged plugin to be reported unresponsive", 10*time.Second, func() bool {
+		return onlyStatus(t, h).State == pluginhost.StateUnresponsive
+	})
+	waitFor(t, "the wedged plugin to be replaced", 20*time.Second, func() bool {
+		st := onlyStatus(t, h)
+		return st.State == pluginhost.StateRunning && st.Pid != old.Pid
+	})
+	if took := time.Since(wedged); took < hang {
+		t.Errorf("wedged plugin replaced after %s, before its hang timeout %s", took, hang)
+	}
+	if st := onlyStatus(t, h); st.Restarts != 1 || !strings.Contains(st.LastError, "hung") {
+		t.Errorf("status = %+v", st)
+	}
+	waitFor(t, "the wedged plugin to die", 5*time.Second, func() bool { return !alive(old.Pid) })
+	if _, err := sn.Prepare(ctx, "x", ""); err != nil {
 		t.Errorf("prepare after restart: %v", err)
 	}
 }

@@ -3,11 +3,15 @@ package pluginhost
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk"
@@ -180,13 +184,23 @@ func (in *instance) supervise(p *sdk.Process) {
 	}
 }
 
-// watch returns when p has exited (false) or stop was asked (true). A
-// process that misses healthFailures pings in a row is killed.
+// watch returns when p has exited (false) or stop was asked (true). It
+// pings p, one ping at a time, each given as long as it takes: a plugin
+// that answered no ping for healthTimeout is unresponsive, an answer makes
+// it running again. Only a process that could run and answered nothing for
+// hangTimeout is killed (see the package doc).
 func (in *instance) watch(p *sdk.Process) (quit bool) {
 	o := in.h.opts
 	tick := time.NewTicker(o.healthInterval)
 	defer tick.Stop()
-	misses := 0
+	var (
+		ping    chan error // the ping in flight, if any
+		pingErr error      // how the last ping failed
+		// waiting is when the plugin was first asked since its last
+		// answer (zero: it answered), or the last time its process was
+		// seen held, whichever is later.
+		waiting time.Time
+	)
 	for {
 		select {
 		case <-in.quit:
@@ -194,31 +208,51 @@ func (in *instance) watch(p *sdk.Process) (quit bool) {
 		case <-p.Done():
 			in.logger.Info("plugin exited", "pid", p.Pid())
 			return false
+		case pingErr = <-ping:
+			ping = nil
+			if pingErr == nil {
+				waiting = time.Time{}
+				in.answered(p)
+			}
+			// A failed ping (its exit, if that is why, comes through
+			// Done) is asked again at the next tick.
+			continue
 		case <-tick.C:
 		}
-		ctx, cancel := context.WithTimeout(in.quitCtx, o.healthTimeout)
-		err := p.Ping(ctx)
-		cancel()
-		if err == nil {
-			misses = 0
+		if ping == nil {
+			ping = make(chan error, 1)
+			go func(ch chan<- error) {
+				ctx, cancel := context.WithTimeout(in.quitCtx, o.hangTimeout)
+				defer cancel()
+				ch <- p.Ping(ctx)
+			}(ping)
+			if waiting.IsZero() {
+				waiting = time.Now()
+			}
+		}
+		silent := time.Since(waiting)
+		if silent < o.healthTimeout {
 			continue
 		}
-		select {
-		case <-p.Done():
-			continue // reported above
-		case <-in.quit:
-			return true
-		default:
+		why := fmt.Sprintf("%s: health check: no answer for %s", in.id, silent.Round(time.Millisecond))
+		if pingErr != nil {
+			why += fmt.Sprintf(" (%v)", pingErr)
 		}
-		misses++
-		in.mu.Lock()
-		in.lastErr = fmt.Sprintf("%s: health check: %v", in.id, err)
-		in.mu.Unlock()
-		if misses < o.healthFailures {
+		// Silence counts only while the process could answer: one held
+		// (stopped, frozen…) is waited for, and given the whole hang
+		// timeout again once it runs.
+		if held := processHeld(p.Pid()); held != "" {
+			waiting = time.Now()
+			in.notAnswering(p, why+"; the process is "+held+": waiting for it")
 			continue
 		}
-		in.logger.Error("plugin stopped answering, killing it", "pid", p.Pid(), "error", err)
+		in.notAnswering(p, why)
+		if silent < o.hangTimeout {
+			continue
+		}
+		in.logger.Error("plugin hung: it can run but answered no ping, killing it", "pid", p.Pid(), "silent", silent)
 		in.mu.Lock()
+		in.lastErr = fmt.Sprintf("%s: health check: hung, no answer for %s: killed", in.id, silent.Round(time.Millisecond))
 		in.proc, in.state = nil, StateRestarting // no new calls to the hung process
 		in.mu.Unlock()
 		// SIGKILL at once: a graceful stop would wait for a plugin that does
@@ -227,6 +261,64 @@ func (in *instance) watch(p *sdk.Process) (quit bool) {
 		_ = unix.Kill(p.Pid(), unix.SIGKILL)
 		<-p.Done()
 		return false
+	}
+}
+
+// processHeld says why process pid cannot run now ("" when it can): it is
+// stopped by a signal or a tracer, or in uninterruptible sleep. Such a
+// process is not hung, and killing it would not help.
+func processHeld(pid int) string {
+	proc, err := procfs.NewProc(pid)
+	if err != nil {
+		return ""
+	}
+	st, err := proc.Stat()
+	if err != nil {
+		return ""
+	}
+	switch st.State {
+	case "T":
+		return "stopped by a signal"
+	case "t":
+		return "stopped by a tracer"
+	case "D":
+		return "in uninterruptible sleep"
+	}
+	// A cgroup v2 freezer holds its tasks in an ordinary sleep.
+	cgroups, _ := proc.Cgroups()
+	for _, cg := range cgroups {
+		if cg.HierarchyID != 0 {
+			continue
+		}
+		b, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup", cg.Path, "cgroup.events"))
+		if slices.Contains(strings.Split(string(b), "\n"), "frozen 1") {
+			return "frozen (cgroup freezer)"
+		}
+	}
+	return ""
+}
+
+// notAnswering records why p does not answer; in.mu is not held.
+func (in *instance) notAnswering(p *sdk.Process, msg string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.proc != p {
+		return
+	}
+	in.lastErr = msg
+	if in.state == StateRunning {
+		in.state = StateUnresponsive
+		in.logger.Warn("plugin does not answer", "pid", p.Pid(), "error", msg)
+	}
+}
+
+// answered records that p answered a ping.
+func (in *instance) answered(p *sdk.Process) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.proc == p && in.state == StateUnresponsive {
+		in.state = StateRunning
+		in.logger.Info("plugin answers again", "pid", p.Pid())
 	}
 }
 

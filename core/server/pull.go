@@ -19,7 +19,8 @@ import (
 )
 
 // pullLeaseExpiry bounds how long what a pull keeld died in holds its
-// content and snapshots: the lease outlives a crash, then expires.
+// content and snapshots: the lease outlives a crash, then expires. A
+// running pull holds its lease (Leases.Hold) however long it takes.
 const pullLeaseExpiry = 24 * time.Hour
 
 // progressInterval spaces a blob's byte counts on the stream.
@@ -87,6 +88,14 @@ func (p pullService) pull(ctx context.Context, req *keelv1.PullRequest, stream k
 			}
 		}()
 	}
+	// The caller's lease too is not collected under the pull, expired or
+	// not: a slow pull is not an abandoned one.
+	lid, _ := leases.FromContext(ctx)
+	release, err := s.db.Leases().Hold(ctx, lid)
+	if err != nil {
+		return err
+	}
+	defer release()
 
 	// Byte counts are spaced out; state changes always go.
 	last := map[digest.Digest]time.Time{}

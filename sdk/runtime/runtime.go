@@ -25,7 +25,14 @@
 // the process's status does not allow (Start twice, Delete of a running
 // task, Pause of a stopped one) FailedPrecondition; a malformed spec or
 // option InvalidArgument; a feature the runtime lacks (say Checkpoint)
-// NotImplemented.
+// NotImplemented; a task the runtime cannot reach now, though it may still
+// run (its shim does not answer), Unavailable naming why.
+//
+// # Unknown tasks
+//
+// A runtime reports a task StatusUnknown, with a Reason, when it cannot tell
+// its state: it must not take a task that does not answer for an ended one,
+// nor kill it for being slow. It reports the task again as it is once it can.
 package runtime
 
 import (
@@ -147,7 +154,8 @@ type TaskState struct {
 	IO         IO
 	ExitStatus uint32
 	ExitedAt   time.Time
-	// Reason explains StatusUnknown, e.g. a shim that died.
+	// Reason explains StatusUnknown (e.g. a shim that does not answer) or
+	// an exit the runtime did not see (e.g. a shim that died).
 	Reason string
 }
 

@@ -199,3 +199,98 @@ func TestRestartHundredTasks(t *testing.T) {
 	// Reported, not asserted: timing belongs to benchmarks (target < 2 s).
 	t.Logf("keeld start to a complete task ls of %d running tasks: %v", n, took)
 }
+
+// TestRestartShimStopped: a shim that does not answer (SIGSTOP) across a
+// restart of the runtime plugin, then of keeld, is not taken for dead: its
+// task is listed unknown with the reason, calls on it fail naming it, and
+// the container lives on. After SIGCONT the task runs again, and is killed
+// and waited as any other.
+func TestRestartShimStopped(t *testing.T) {
+	k := startRunKeeld(t, "")
+	k.ok("run", "-d", k.ref, "frozen", "/bin/busybox", "sleep", "1000")
+	before := k.tasks()["frozen"]
+	if before.Status != "running" {
+		t.Fatalf("frozen: %+v", before)
+	}
+	shim := ppid(t, int(before.Pid))
+	if err := syscall.Kill(shim, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			syscall.Kill(shim, syscall.SIGCONT)
+		}
+	}
+	t.Cleanup(resume) // before keeld's cleanup, which removes the container
+	wantReason := fmt.Sprintf("shim pid %d not answering", shim)
+	unknown := func(when string) {
+		t.Helper()
+		r := k.tasks()["frozen"]
+		if r.Status != "unknown" || !strings.Contains(r.Reason, wantReason) || r.Pid != before.Pid {
+			t.Errorf("frozen %s: %+v; want unknown, pid %d, a reason with %q", when, r, before.Pid, wantReason)
+		}
+		if !alive(int(before.Pid)) || !alive(shim) {
+			t.Fatalf("frozen %s: container %d or shim %d ended", when, before.Pid, shim)
+		}
+	}
+
+	// The runtime plugin restarts with the shim stopped.
+	plug := k.plugins()["runtime.runc"]
+	if err := syscall.Kill(plug.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		p := k.plugins()["runtime.runc"]
+		return p.Restarts >= 1 && p.State == "running"
+	})
+	unknown("after a plugin restart")
+	if out := k.ok("task", "ls"); !strings.Contains(out, "unknown: "+wantReason) {
+		t.Errorf("task ls does not say why frozen is unknown:\n%s", out)
+	}
+	r := k.keel("task", "kill", "-s", "KILL", "frozen")
+	if r.code == 0 || !strings.Contains(r.stderr, wantReason) {
+		t.Errorf("kill of the unknown task: %v; want a failure naming the reason", r)
+	}
+
+	// keeld restarts (its plugins with it) with the shim still stopped.
+	k.kill()
+	k = k.restart(t)
+	t.Cleanup(resume)
+	unknown("after a keeld restart")
+	for _, args := range [][]string{{"container", "rm", "frozen"}, {"container", "rm", "--force", "frozen"}} {
+		if r := k.keel(args...); r.code == 0 {
+			t.Errorf("%v with its task unknown succeeded: %v", args, r)
+		}
+	}
+	time.Sleep(3 * time.Second) // long past every bound on a call
+	unknown("3s after a keeld restart")
+
+	resume()
+	eventually(t, 20*time.Second, "frozen running again after SIGCONT", func() error {
+		if r := k.tasks()["frozen"]; r.Status != "running" || r.Pid != before.Pid {
+			return fmt.Errorf("%+v", r)
+		}
+		return nil
+	})
+	c := k.client(t, "default")
+	ct, err := c.LoadContainer(t.Context(), "frozen")
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ct.Task(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	statusC, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.ok("task", "kill", "-s", "KILL", "frozen")
+	if st := <-statusC; st.Err != nil || st.Code != 137 {
+		t.Errorf("wait after SIGCONT and kill: %+v, want 137", st)
+	}
+}

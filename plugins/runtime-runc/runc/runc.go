@@ -3,9 +3,21 @@
 // shim) and talks to each over its unix socket. Tasks outlive the plugin:
 // a restarted plugin finds its shims again from its state directory.
 //
+// # A shim is dead only when its process is gone
+//
+// The plugin decides that a shim died by its process alone (pid and start
+// time, see shim.Process), never because a call to it was slow: the price
+// of a wrong guess is the user's container, which shimDied kills. A shim
+// whose process lives but does not answer (stopped, swapping, starved of
+// CPU) makes its task "unknown", with the reason, while the plugin keeps
+// trying to reach it with a bounded backoff and no deadline; calls on the
+// task fail with Unavailable meanwhile, and nothing is killed. Once the
+// shim answers, the task is what the shim says.
+//
 // # State directory
 //
 //	<state>/tasks/<id>/task.json      what the shim was started with
+//	<state>/tasks/<id>/shim.json      the shim process: pid and start time
 //	<state>/tasks/<id>/bundle/        OCI bundle: config.json, rootfs/ (mounted by the shim)
 //	<state>/tasks/<id>/exit.json      the init process's exit, written durably by the shim
 //	<state>/tasks/<id>/shim.log       the shim's stderr
@@ -24,6 +36,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -58,17 +71,34 @@ type Config struct {
 	OCIVersion string `json:"oci_version"`
 }
 
-// Timeouts of the shim connections.
+// Bounds of the shim connections. None of them makes a shim dead (only
+// its process's end does): past one, the task is reported unknown and the
+// shim tried again.
 const (
-	// dialTimeout bounds reconnecting to one shim: a dead socket fails at
-	// once (ECONNREFUSED); a hung one no longer than this.
-	dialTimeout = 500 * time.Millisecond
-	// startTimeout bounds a shim's start (runc create included).
+	// probeTimeout bounds one attempt to reach a shim (connect, then a
+	// State call answered); the plugin's start waits this long at most for
+	// its shims, in parallel.
+	probeTimeout = 2 * time.Second
+	// retryMin and retryMax bound the backoff between the checks of a
+	// shim that does not answer: its process, then a new connection when
+	// the last one broke. There is no overall limit while it lives.
+	retryMin = 50 * time.Millisecond
+	retryMax = 2 * time.Second
+	// stateTimeout bounds a State or List answer: a shim slower than this
+	// is reported unknown in that answer.
+	stateTimeout = 5 * time.Second
+	// startTimeout bounds a shim's start (runc create included): a create
+	// not done by then fails, and what it made is undone.
 	startTimeout = 30 * time.Second
-	// pollTimeout is how long a shim holds an events call open.
-	pollTimeout = 30 * time.Second
 	// deleteWait bounds waiting for a deleted task's last events.
 	deleteWait = 5 * time.Second
+)
+
+// pollTimeout is how long a shim holds an events call open; one not back
+// pollGrace later reports the task unknown. Variables for tests.
+var (
+	pollTimeout = 30 * time.Second
+	pollGrace   = 10 * time.Second
 )
 
 // Exit status reported for a task whose shim died before recording one.
@@ -97,10 +127,23 @@ var (
 
 // task is the plugin's handle on a task's shim.
 type task struct {
-	id     string
-	dir    string
-	cfg    shim.Config
-	client *shim.Client
+	id   string
+	dir  string
+	cfg  shim.Config
+	proc shim.Process
+	// listed is set once the task is created (or found again): until
+	// then calls answer NotFound.
+	listed atomic.Bool
+	// pid is the init process's pid as last known, reported while the
+	// shim does not answer.
+	pid atomic.Uint32
+
+	mu     sync.Mutex
+	client *shim.Client // nil while there is no connection
+	// unknown says why the shim does not answer, "" while it does;
+	// answered is closed while it does.
+	unknown  string
+	answered chan struct{}
 
 	// gone closes when the shim is known dead; dead* say what was found.
 	gone       chan struct{}
@@ -117,12 +160,70 @@ type task struct {
 	pollerDone chan struct{}
 }
 
+func newTask(id, dir string) *task {
+	return &task{id: id, dir: dir, gone: make(chan struct{}), pollerDone: make(chan struct{}), answered: make(chan struct{})}
+}
+
 func (t *task) dead() bool {
 	select {
 	case <-t.gone:
 		return true
 	default:
 		return false
+	}
+}
+
+// conn returns the shim's connection and, when it does not answer, why.
+func (t *task) conn() (*shim.Client, string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.client, t.unknown
+}
+
+// waitAnswer returns a channel closed while the shim answers.
+func (t *task) waitAnswer() <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.answered
+}
+
+// answering records that the shim answered on c.
+func (t *task) answering(c *shim.Client) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.client, t.unknown = c, ""
+	select {
+	case <-t.answered:
+	default:
+		close(t.answered)
+	}
+}
+
+// notAnswering records why the shim does not answer; a broken connection c
+// is dropped, so the next attempt makes a new one.
+func (t *task) notAnswering(c *shim.Client, reason string, broken bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if broken && c != nil && t.client == c {
+		t.client = nil
+		c.Close()
+	}
+	t.unknown = reason
+	select {
+	case <-t.answered:
+		t.answered = make(chan struct{})
+	default:
+	}
+}
+
+// callFailed records a call on c that failed for want of an answer: a
+// broken connection or, with timedOut, no reply in time.
+func (t *task) callFailed(c *shim.Client, method string, err error, timedOut bool) {
+	switch {
+	case errors.Is(err, shim.ErrConnection):
+		t.notAnswering(c, fmt.Sprintf("%s not answering: %v", t.proc, err), true)
+	case timedOut:
+		t.notAnswering(c, fmt.Sprintf("%s not answering: no reply to %s", t.proc, strings.ToLower(method)), false)
 	}
 }
 
@@ -202,7 +303,9 @@ func lastOf(s string) string {
 }
 
 // reconnect finds the shims of the state dir again, in parallel: a live
-// one is connected, a dead one's task reported exited with a reason.
+// one is connected (or, when it does not answer in time, reported unknown
+// and tried again in the background), a dead one's task reported exited
+// with a reason.
 func (r *Runtime) reconnect(ctx context.Context) error {
 	entries, err := os.ReadDir(filepath.Join(r.state, "tasks"))
 	if err != nil {
@@ -219,28 +322,127 @@ func (r *Runtime) reconnect(ctx context.Context) error {
 				err = json.Unmarshal(b, &cfg)
 			}
 			if err != nil {
-				// A create that never got its shim going.
+				// A create that never got its shim going (task.json is
+				// written before the shim starts).
 				r.logger.Warn("removing incomplete task dir", "dir", dir, "error", err)
-				os.RemoveAll(dir)
+				removeTaskDir(dir)
 				return nil
 			}
-			t := &task{id: cfg.ID, dir: dir, cfg: cfg, gone: make(chan struct{}), pollerDone: make(chan struct{})}
-			dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-			t.client, err = shim.Dial(dctx, cfg.Socket)
-			cancel()
+			t := newTask(cfg.ID, dir)
+			t.cfg = cfg
+			if pid, err := readPid(filepath.Join(dir, shim.InitPid)); err == nil {
+				t.pid.Store(pid)
+			}
+			t.proc, err = shim.LoadProcess(dir)
+			if err != nil {
+				r.logger.Warn("shim process record unreadable", "task", t.id, "error", err)
+			}
 			r.mu.Lock()
 			r.tasks[t.id] = t
 			r.mu.Unlock()
-			if err != nil {
+			t.listed.Store(true)
+			if alive, _ := t.proc.Alive(); !alive {
 				close(t.pollerDone)
-				r.shimDied(t, fmt.Sprintf("shim unreachable after plugin restart: %v", err))
+				r.shimDied(t, fmt.Sprintf("shim exited while the plugin was down (%s gone)", t.proc))
 				return nil
 			}
+			r.probe(ctx, t)
 			r.startPoller(t)
 			return nil
 		})
 	}
 	return g.Wait()
+}
+
+// probe tries once to reach t's shim: a connection and a State call
+// answered within probeTimeout. It records the outcome.
+func (r *Runtime) probe(ctx context.Context, t *task) {
+	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	c, _ := t.conn()
+	if c == nil {
+		var err error
+		if c, err = shim.Dial(ctx, t.cfg.Socket); err != nil {
+			t.notAnswering(nil, fmt.Sprintf("%s not answering: %v", t.proc, err), false)
+			return
+		}
+		t.mu.Lock()
+		t.client = c
+		t.mu.Unlock()
+	}
+	if err := c.Call(ctx, "State", shim.ProcessRequest{}, &shim.StateReply{}); err != nil &&
+		(errors.Is(err, shim.ErrConnection) || ctx.Err() != nil) {
+		t.callFailed(c, "state", err, ctx.Err() != nil)
+		return
+	}
+	t.answering(c)
+}
+
+// reach waits until t's shim answers (true) or its process is gone
+// (false, once shimDied reported it), checking its process and trying
+// again with a bounded backoff, without an overall limit: a shim that is
+// merely slow is never given up. It returns false at Close too.
+func (r *Runtime) reach(t *task) bool {
+	wait := retryMin
+	var (
+		probe      chan error // the State call in flight on probed, if any
+		probed     *shim.Client
+		probeStart time.Time
+	)
+	for {
+		alive, aerr := t.proc.Alive()
+		if !alive {
+			r.shimDied(t, t.proc.String()+" exited")
+			return false
+		}
+		if aerr != nil {
+			r.logger.Warn("cannot look at the shim process; taken for alive", "task", t.id, "error", aerr)
+		}
+		c, _ := t.conn()
+		if c == nil {
+			dctx, cancel := context.WithTimeout(r.ctx, probeTimeout)
+			nc, err := shim.Dial(dctx, t.cfg.Socket)
+			cancel()
+			if err != nil {
+				t.notAnswering(nil, fmt.Sprintf("%s not answering: %v", t.proc, err), false)
+			} else {
+				t.mu.Lock()
+				t.client = nc
+				t.mu.Unlock()
+				c = nc
+			}
+		}
+		if c != nil && c != probed {
+			// One State call at a time: it stays in flight until the shim
+			// answers it or the connection breaks.
+			probe, probed, probeStart = make(chan error, 1), c, time.Now()
+			go func() { probe <- c.Call(r.ctx, "State", shim.ProcessRequest{}, &shim.StateReply{}) }()
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case err := <-probe:
+			timer.Stop()
+			if r.ctx.Err() != nil {
+				return false
+			}
+			if !errors.Is(err, shim.ErrConnection) {
+				r.logger.Info("shim answers again", "task", t.id, "pid", t.proc.Pid)
+				t.answering(probed)
+				return true
+			}
+			t.callFailed(probed, "state", err, false)
+			probe, probed = nil, nil
+		case <-timer.C:
+			if probe != nil {
+				t.notAnswering(nil, fmt.Sprintf("%s not answering: no reply to state for %s", t.proc,
+					time.Since(probeStart).Round(time.Second)), false)
+			}
+		case <-r.ctx.Done():
+			timer.Stop()
+			return false
+		}
+		wait = min(wait*2, retryMax)
+	}
 }
 
 // validID refuses ids that cannot name a directory.
@@ -265,7 +467,7 @@ func (r *Runtime) Create(ctx context.Context, opts keelruntime.CreateOpts) (uint
 		r.mu.Unlock()
 		return 0, fmt.Errorf("task %q: %w", opts.ID, errdefs.ErrAlreadyExists)
 	}
-	t := &task{id: opts.ID, dir: filepath.Join(r.state, "tasks", opts.ID), gone: make(chan struct{}), pollerDone: make(chan struct{})}
+	t := newTask(opts.ID, filepath.Join(r.state, "tasks", opts.ID))
 	r.tasks[opts.ID] = t // reserved; removed again on failure
 	r.mu.Unlock()
 
@@ -274,15 +476,19 @@ func (r *Runtime) Create(ctx context.Context, opts keelruntime.CreateOpts) (uint
 		r.mu.Lock()
 		delete(r.tasks, opts.ID)
 		r.mu.Unlock()
-		os.RemoveAll(t.dir)
+		removeTaskDir(t.dir)
 		return 0, err
 	}
+	t.pid.Store(pid)
+	t.listed.Store(true)
 	r.startPoller(t)
 	return pid, nil
 }
 
 func (r *Runtime) create(ctx context.Context, t *task, opts keelruntime.CreateOpts) (uint32, error) {
-	os.RemoveAll(t.dir)
+	if removeTaskDir(t.dir); fileExists(t.dir) {
+		return 0, fmt.Errorf("task %q: a stale task dir %s is in the way (its rootfs still mounted): %w", opts.ID, t.dir, errdefs.ErrFailedPrecondition)
+	}
 	bundle := filepath.Join(t.dir, shim.BundleDir)
 	if err := os.MkdirAll(bundle, 0o711); err != nil {
 		return 0, err
@@ -346,11 +552,12 @@ func (r *Runtime) create(ctx context.Context, t *task, opts keelruntime.CreateOp
 		return 0, shim.ErrorFromCode(ready.Code, fmt.Sprintf("task %q: %s", opts.ID, ready.Error))
 	}
 	shimReady := time.Since(start)
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	defer cancel()
-	if t.client, err = shim.Dial(dctx, t.cfg.Socket); err != nil {
-		return 0, err
+	// The task exists from here on: a shim that does not answer now makes
+	// it unknown, not failed (the poller keeps trying).
+	if t.proc, err = shim.LoadProcess(t.dir); err != nil {
+		r.logger.Warn("shim process record unreadable", "task", t.id, "error", err)
 	}
+	r.probe(ctx, t)
 	r.logger.Debug("task created", "task", opts.ID, "shim_ready", shimReady, "took", time.Since(start))
 	return ready.Pid, nil
 }
@@ -390,7 +597,23 @@ func (r *Runtime) startShim(ctx context.Context, t *task) (shim.Ready, error) {
 	}
 	// Reaped here while the plugin lives; by init (or keeld, a subreaper)
 	// after.
-	go cmd.Wait()
+	exited := make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(exited)
+	}()
+	// abandon ends a shim whose create is given up (its caller left, or it
+	// took longer than startTimeout), and what it may have made: the
+	// container and the rootfs mount. The create fails: nothing of it was
+	// handed out yet.
+	abandon := func() {
+		// The shim leads its session's process group, with the runtime it
+		// runs.
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-exited
+		rt := &gorunc.Runc{Command: r.cfg.Runtime, Root: r.cfg.RuntimeRoot}
+		rt.Delete(context.Background(), t.id, &gorunc.DeleteOpts{Force: true})
+	}
 
 	res := make(chan shim.Ready, 1)
 	go func() {
@@ -406,10 +629,10 @@ func (r *Runtime) startShim(ctx context.Context, t *task) (shim.Ready, error) {
 	case ready := <-res:
 		return ready, nil
 	case <-ctx.Done():
-		cmd.Process.Kill()
+		abandon()
 		return shim.Ready{}, ctx.Err()
 	case <-timer.C:
-		cmd.Process.Kill()
+		abandon()
 		return shim.Ready{}, fmt.Errorf("shim of task %q did not start in %s: %w", t.id, startTimeout, errdefs.ErrUnavailable)
 	}
 }
@@ -439,6 +662,30 @@ func checkOOMScoreAdj(p *specs.Process) error {
 		*p.OOMScoreAdj, own, errdefs.ErrFailedPrecondition)
 }
 
+func readPid(path string) (uint32, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	return uint32(n), err
+}
+
+// removeTaskDir removes a task's directory once nothing is mounted on its
+// rootfs any more: removing through a mounted rootfs would delete the
+// container's files.
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}
+
+func removeTaskDir(dir string) {
+	if err := shim.UnmountAll(filepath.Join(dir, shim.BundleDir, "rootfs")); err != nil {
+		return
+	}
+	os.RemoveAll(dir)
+}
+
 func lastLine(path string) string {
 	b, _ := os.ReadFile(path)
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
@@ -446,7 +693,8 @@ func lastLine(path string) string {
 }
 
 // startPoller forwards t's events, in order, until its delete event, the
-// shim's death or Close.
+// shim's death or Close. While the shim does not answer, it tries to
+// reach it (see reach).
 func (r *Runtime) startPoller(t *task) {
 	r.wg.Add(1)
 	go func() {
@@ -454,14 +702,29 @@ func (r *Runtime) startPoller(t *task) {
 		defer close(t.pollerDone)
 		var after uint64
 		for {
+			c, unknown := t.conn()
+			if unknown != "" || c == nil {
+				if !r.reach(t) {
+					return
+				}
+				continue
+			}
 			var reply shim.EventsReply
-			err := t.client.Call(r.ctx, "Events", shim.EventsRequest{After: after, Timeout: pollTimeout}, &reply)
+			ctx, cancel := context.WithTimeout(r.ctx, pollTimeout+pollGrace)
+			err := c.Call(ctx, "Events", shim.EventsRequest{After: after, Timeout: pollTimeout}, &reply)
+			timedOut := ctx.Err() != nil
+			cancel()
 			if r.ctx.Err() != nil {
 				return
 			}
 			if err != nil {
-				r.shimDied(t, fmt.Sprintf("shim connection lost: %v", err))
-				return
+				if !errors.Is(err, shim.ErrConnection) && !timedOut {
+					// An answer all the same.
+					r.logger.Warn("events call failed", "task", t.id, "error", err)
+					time.Sleep(retryMin)
+				}
+				t.callFailed(c, "events", err, timedOut)
+				continue
 			}
 			for _, ev := range reply.Events {
 				after = ev.Seq
@@ -476,9 +739,9 @@ func (r *Runtime) startPoller(t *task) {
 				r.broker.publish(ev.Event)
 				if ev.Event.Topic == keelruntime.TopicDelete {
 					// Acknowledge, then let the shim go.
-					t.client.Call(r.ctx, "Events", shim.EventsRequest{After: after, Timeout: time.Millisecond}, &shim.EventsReply{})
-					t.client.Call(r.ctx, "Shutdown", shim.Empty{}, &shim.Empty{})
-					t.client.Close()
+					c.Call(r.ctx, "Events", shim.EventsRequest{After: after, Timeout: time.Millisecond}, &shim.EventsReply{})
+					c.Call(r.ctx, "Shutdown", shim.Empty{}, &shim.Empty{})
+					c.Close()
 					return
 				}
 			}
@@ -486,14 +749,15 @@ func (r *Runtime) startPoller(t *task) {
 	}()
 }
 
-// shimDied reports t's task exited after its shim went away: the exit the
-// shim recorded, or deadShimStatus; the container, if still there, is
-// killed and its rootfs unmounted, so nothing runs unwatched.
+// shimDied reports t's task exited after its shim went away, once its
+// process is known gone (never on a slow answer): the exit the shim
+// recorded, or deadShimStatus; the container, if still there, is killed
+// and its rootfs unmounted, so nothing runs unwatched.
 func (r *Runtime) shimDied(t *task, reason string) {
 	t.goneOnce.Do(func() {
 		r.logger.Warn("task shim is gone", "task", t.id, "reason", reason)
-		if t.client != nil {
-			t.client.Close()
+		if c, _ := t.conn(); c != nil {
+			c.Close()
 		}
 		var exit keelruntime.ExitStatus
 		b, err := os.ReadFile(filepath.Join(t.dir, shim.ExitFile))
@@ -508,7 +772,7 @@ func (r *Runtime) shimDied(t *task, reason string) {
 		rt.Kill(bg, t.id, int(unix.SIGKILL), &gorunc.KillOpts{All: true})
 		rt.Delete(bg, t.id, &gorunc.DeleteOpts{Force: true})
 		if len(t.cfg.Rootfs) > 0 {
-			unmountAll(filepath.Join(t.cfg.Bundle, "rootfs"))
+			shim.UnmountAll(filepath.Join(t.cfg.Bundle, "rootfs"))
 		}
 		t.deadReason = reason
 		t.deadExit = exit
@@ -523,41 +787,48 @@ func (r *Runtime) shimDied(t *task, reason string) {
 	})
 }
 
-func unmountAll(target string) {
-	for range 16 {
-		if unix.Unmount(target, unix.MNT_DETACH) != nil {
-			return
-		}
-	}
-}
-
 func (r *Runtime) get(id string) (*task, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	t, ok := r.tasks[id]
-	if !ok || (t.client == nil && !t.dead()) {
+	if !ok || !t.listed.Load() {
 		return nil, fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
 	}
 	return t, nil
 }
 
-// call calls a shim method for a live task, answering for a dead one with
-// deadErr (nil: FailedPrecondition naming the reason).
+// call calls a shim method for a live task: FailedPrecondition naming the
+// reason for a dead one, Unavailable naming it for one whose shim does not
+// answer.
 func (r *Runtime) call(ctx context.Context, id, method string, req, reply any) error {
 	t, err := r.get(id)
 	if err != nil {
 		return err
 	}
-	if t.dead() {
-		return fmt.Errorf("task %q: %s: %w", id, t.deadReason, errdefs.ErrFailedPrecondition)
+	c, err := t.answeringConn()
+	if err != nil {
+		return err
 	}
-	if err := t.client.Call(ctx, method, req, reply); err != nil {
+	if err := c.Call(ctx, method, req, reply); err != nil {
 		if errors.Is(err, shim.ErrConnection) {
+			t.callFailed(c, method, err, false)
 			return fmt.Errorf("task %q: %w", id, err)
 		}
 		return err
 	}
 	return nil
+}
+
+// answeringConn returns the connection to t's shim while it answers.
+func (t *task) answeringConn() (*shim.Client, error) {
+	if t.dead() {
+		return nil, fmt.Errorf("task %q: %s: %w", t.id, t.deadReason, errdefs.ErrFailedPrecondition)
+	}
+	c, unknown := t.conn()
+	if unknown != "" || c == nil {
+		return nil, fmt.Errorf("task %q: %s: %w", t.id, unknown, errdefs.ErrUnavailable)
+	}
+	return c, nil
 }
 
 func (r *Runtime) Start(ctx context.Context, id, execID string) (uint32, error) {
@@ -566,6 +837,7 @@ func (r *Runtime) Start(ctx context.Context, id, execID string) (uint32, error) 
 	if err == nil && execID == "" {
 		if t, gerr := r.get(id); gerr == nil {
 			t.started.Store(reply.Pid)
+			t.pid.Store(reply.Pid)
 		}
 	}
 	return reply.Pid, err
@@ -611,7 +883,7 @@ func (r *Runtime) remove(t *task) {
 	delete(r.tasks, t.id)
 	r.mu.Unlock()
 	os.Remove(t.cfg.Socket)
-	os.RemoveAll(t.dir)
+	removeTaskDir(t.dir)
 }
 
 func (r *Runtime) Kill(ctx context.Context, id, execID string, sig syscall.Signal, all bool) error {
@@ -687,22 +959,29 @@ func (r *Runtime) Stats(ctx context.Context, id string) (keelruntime.Stats, erro
 }
 
 // Wait waits for a process's exit. A shim that dies meanwhile ends the
-// wait with the exit its death left (see shimDied): never a hang.
+// wait with the exit its death left (see shimDied): never a hang; one that
+// does not answer is waited for.
 func (r *Runtime) Wait(ctx context.Context, id, execID string) (keelruntime.ExitStatus, error) {
 	t, err := r.get(id)
 	if err != nil {
 		return keelruntime.ExitStatus{}, err
 	}
-	if !t.dead() {
-		var reply shim.ExitReply
-		err := t.client.Call(ctx, "Wait", shim.ProcessRequest{ExecID: execID}, &reply)
-		if err == nil || !errors.Is(err, shim.ErrConnection) {
-			return reply.Exit, err
+	for !t.dead() {
+		if c, unknown := t.conn(); unknown == "" && c != nil {
+			var reply shim.ExitReply
+			err := c.Call(ctx, "Wait", shim.ProcessRequest{ExecID: execID}, &reply)
+			if err == nil || !errors.Is(err, shim.ErrConnection) {
+				return reply.Exit, err
+			}
+			t.callFailed(c, "wait", err, false)
 		}
 		select {
 		case <-t.gone:
+		case <-t.waitAnswer():
 		case <-ctx.Done():
 			return keelruntime.ExitStatus{}, ctx.Err()
+		case <-r.ctx.Done():
+			return keelruntime.ExitStatus{}, fmt.Errorf("task %q: runtime closed: %w", id, errdefs.ErrUnavailable)
 		}
 	}
 	return t.deadExit, nil
@@ -716,22 +995,41 @@ func (r *Runtime) State(ctx context.Context, id, execID string) (keelruntime.Tas
 	return r.taskState(ctx, t, execID)
 }
 
+// taskState asks t's shim, within stateTimeout; a shim that does not
+// answer makes the state unknown, with the reason.
 func (r *Runtime) taskState(ctx context.Context, t *task, execID string) (keelruntime.TaskState, error) {
-	if !t.dead() {
+	c, unknown := t.conn()
+	if !t.dead() && unknown == "" && c != nil {
 		var reply shim.StateReply
-		err := t.client.Call(ctx, "State", shim.ProcessRequest{ExecID: execID}, &reply)
-		if err == nil || !errors.Is(err, shim.ErrConnection) {
+		sctx, cancel := context.WithTimeout(ctx, stateTimeout)
+		err := c.Call(sctx, "State", shim.ProcessRequest{ExecID: execID}, &reply)
+		timedOut := sctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil || !(errors.Is(err, shim.ErrConnection) || timedOut) {
 			return reply.State, err
 		}
-		r.shimDied(t, fmt.Sprintf("shim connection lost: %v", err))
+		if timedOut {
+			// Said for this answer only: the poller decides for the task.
+			unknown = fmt.Sprintf("%s not answering: no reply to state in %s", t.proc, stateTimeout)
+		} else {
+			t.callFailed(c, "state", err, false)
+			_, unknown = t.conn()
+		}
 	}
-	if execID != "" {
-		return keelruntime.TaskState{}, fmt.Errorf("exec %q in task %q: %w", execID, t.id, errdefs.ErrNotFound)
+	if t.dead() {
+		if execID != "" {
+			return keelruntime.TaskState{}, fmt.Errorf("exec %q in task %q: %w", execID, t.id, errdefs.ErrNotFound)
+		}
+		return keelruntime.TaskState{
+			ID: t.id, Pid: t.deadExit.Pid, Status: keelruntime.StatusStopped, IO: t.cfg.IO,
+			ExitStatus: t.deadExit.Status, ExitedAt: t.deadExit.ExitedAt, Reason: t.deadReason,
+		}, nil
 	}
-	return keelruntime.TaskState{
-		ID: t.id, Pid: t.deadExit.Pid, Status: keelruntime.StatusStopped, IO: t.cfg.IO,
-		ExitStatus: t.deadExit.Status, ExitedAt: t.deadExit.ExitedAt, Reason: t.deadReason,
-	}, nil
+	st := keelruntime.TaskState{ID: t.id, ExecID: execID, Status: keelruntime.StatusUnknown, Reason: unknown}
+	if execID == "" {
+		st.Pid, st.IO = t.pid.Load(), t.cfg.IO
+	}
+	return st, nil
 }
 
 // List reports every task, dead shims' included, ordered by id.
@@ -739,7 +1037,7 @@ func (r *Runtime) List(ctx context.Context) ([]keelruntime.TaskState, error) {
 	r.mu.Lock()
 	var tasks []*task
 	for _, t := range r.tasks {
-		if t.client != nil || t.dead() {
+		if t.listed.Load() {
 			tasks = append(tasks, t)
 		}
 	}
@@ -772,8 +1070,8 @@ func (r *Runtime) Close() error {
 	r.cancel()
 	r.mu.Lock()
 	for _, t := range r.tasks {
-		if t.client != nil {
-			t.client.Close()
+		if c, _ := t.conn(); c != nil {
+			c.Close()
 		}
 	}
 	r.mu.Unlock()

@@ -2,6 +2,7 @@ package runc_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -32,12 +33,157 @@ func openDirect(t *testing.T) (keelruntime.Runtime, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
+	return reopenDirect(t, state), state
+}
+
+// reopenDirect builds the runtime on state, as a restarted plugin would.
+func reopenDirect(t *testing.T, state string) keelruntime.Runtime {
+	t.Helper()
 	rt, err := runc.New(context.Background(), sdk.Env{Root: t.TempDir(), State: state, Config: []byte(`{}`), Logger: hclog.NewNullLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close() })
-	return rt, state
+	return rt
+}
+
+func shimPid(t *testing.T, state, id string) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(state, "tasks", id, shim.PidFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(string(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// running tells whether pid is a process that has not ended (a zombie has).
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	return err == nil && !strings.Contains(string(b), ") Z")
+}
+
+// TestShimStoppedAcrossRestart: a shim that does not answer (SIGSTOP)
+// when the plugin restarts is not taken for dead. Its task is unknown,
+// with the reason; calls fail Unavailable; nothing is killed. After
+// SIGCONT the task is running again and is killed and waited normally.
+func TestShimStoppedAcrossRestart(t *testing.T) {
+	rt, state := openDirect(t)
+	ctx := context.Background()
+	if err := createTask(t, rt, "sleepy", &keelruntime.CreateOpts{Spec: conformance.RuntimeSpec("sleep", "600")}); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := rt.Start(ctx, "sleepy", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := shimPid(t, state, "sleepy")
+	rt.Close()
+	if err := syscall.Kill(sp, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	cont := func() {
+		if stopped {
+			stopped = false
+			syscall.Kill(sp, syscall.SIGCONT)
+		}
+	}
+	defer cont()
+
+	rt = reopenDirect(t, state)
+	removeAtEnd(t, rt, "sleepy")
+	t.Cleanup(cont)
+	st, err := rt.State(ctx, "sleepy", "")
+	wantReason := fmt.Sprintf("shim pid %d not answering", sp)
+	if err != nil || st.Status != keelruntime.StatusUnknown || !strings.Contains(st.Reason, wantReason) || st.Pid != pid {
+		t.Errorf("state with the shim stopped: %+v, %v; want unknown, pid %d, a reason with %q", st, err, pid, wantReason)
+	}
+	list, err := rt.List(ctx)
+	if err != nil || len(list) != 1 || list[0].Status != keelruntime.StatusUnknown || list[0].Reason == "" {
+		t.Errorf("list with the shim stopped: %+v, %v; want the task unknown with a reason", list, err)
+	}
+	if err := rt.Kill(ctx, "sleepy", "", syscall.SIGKILL, true); !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), wantReason) {
+		t.Errorf("kill with the shim stopped: %v, want Unavailable naming the reason", err)
+	}
+	if _, err := rt.Delete(ctx, "sleepy", ""); !errdefs.IsUnavailable(err) {
+		t.Errorf("delete with the shim stopped: %v, want Unavailable", err)
+	}
+	// Long past every bound of a call: still not dead.
+	time.Sleep(3 * time.Second)
+	if st, _ := rt.State(ctx, "sleepy", ""); st.Status != keelruntime.StatusUnknown {
+		t.Errorf("state 3s later with the shim stopped: %+v, want unknown", st)
+	}
+	if !running(int(pid)) || !running(sp) {
+		t.Fatalf("container %d or shim %d ended while the shim was stopped", pid, sp)
+	}
+
+	cont()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err = rt.State(ctx, "sleepy", "")
+		if err == nil && st.Status == keelruntime.StatusRunning {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state 20s after SIGCONT: %+v, %v; want running", st, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.Pid != pid {
+		t.Errorf("pid after SIGCONT: %d, want %d", st.Pid, pid)
+	}
+	if err := rt.Kill(ctx, "sleepy", "", syscall.SIGKILL, false); err != nil {
+		t.Fatalf("kill after SIGCONT: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if exit, err := rt.Wait(wctx, "sleepy", ""); err != nil || exit.Status != 137 {
+		t.Errorf("wait after SIGCONT and kill: %+v, %v; want 137", exit, err)
+	}
+	if _, err := rt.Delete(ctx, "sleepy", ""); err != nil {
+		t.Errorf("delete: %v", err)
+	}
+}
+
+// TestShimDeadAtRestart: a shim killed while the plugin is down is found
+// dead at its restart: the task is stopped with a reason, the container
+// killed.
+func TestShimDeadAtRestart(t *testing.T) {
+	rt, state := openDirect(t)
+	ctx := context.Background()
+	if err := createTask(t, rt, "orphan", &keelruntime.CreateOpts{Spec: conformance.RuntimeSpec("sleep", "600")}); err != nil {
+		t.Fatal(err)
+	}
+	pid, err := rt.Start(ctx, "orphan", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := shimPid(t, state, "orphan")
+	rt.Close()
+	if err := syscall.Kill(sp, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for running(sp) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	rt = reopenDirect(t, state)
+	removeAtEnd(t, rt, "orphan")
+	st, err := rt.State(ctx, "orphan", "")
+	if err != nil || st.Status != keelruntime.StatusStopped || !strings.Contains(st.Reason, "shim") {
+		t.Errorf("state after the shim died with the plugin down: %+v, %v; want stopped with a reason", st, err)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for running(int(pid)) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if running(int(pid)) {
+		t.Errorf("container init %d still runs after its shim died", pid)
+	}
 }
 
 func createTask(t *testing.T, rt keelruntime.Runtime, id string, spec *keelruntime.CreateOpts) error {
@@ -49,16 +195,21 @@ func createTask(t *testing.T, rt keelruntime.Runtime, id string, spec *keelrunti
 	spec.ID, spec.Rootfs = id, mounts
 	_, err = rt.Create(context.Background(), *spec)
 	if err == nil {
-		t.Cleanup(func() {
-			ctx := context.Background()
-			rt.Kill(ctx, id, "", syscall.SIGKILL, true)
-			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			rt.Wait(wctx, id, "")
-			cancel()
-			rt.Delete(ctx, id, "")
-		})
+		removeAtEnd(t, rt, id)
 	}
 	return err
+}
+
+// removeAtEnd kills and deletes task id through rt when the test ends.
+func removeAtEnd(t *testing.T, rt keelruntime.Runtime, id string) {
+	t.Cleanup(func() {
+		ctx := context.Background()
+		rt.Kill(ctx, id, "", syscall.SIGKILL, true)
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		rt.Wait(wctx, id, "")
+		cancel()
+		rt.Delete(ctx, id, "")
+	})
 }
 
 // TestShimKilled: a task whose shim dies is reported exited with a reason,
@@ -79,12 +230,7 @@ func TestShimKilled(t *testing.T) {
 		st, _ := rt.Wait(ctx, "victim", "")
 		waited <- st
 	}()
-	b, err := os.ReadFile(filepath.Join(state, "tasks", "victim", shim.PidFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	shimPid, _ := strconv.Atoi(string(b))
-	if err := syscall.Kill(shimPid, syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(shimPid(t, state, "victim"), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	select {

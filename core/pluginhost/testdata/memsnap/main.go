@@ -1,7 +1,10 @@
 // Command memsnap is a test plugin: an in-memory snapshotter. Stat of the key
 // "block" and Walk with the filter "block" hang until the call is cancelled,
 // so that tests can kill the process under a call in flight; they create the
-// files stat-blocked and walk-blocked in the root once they hang.
+// files stat-blocked and walk-blocked in the root once they hang. Stat of
+// "wedge" makes the process stop answering while it still runs: from then
+// on it shuts down every connected socket it has (the listener stays, so the
+// process lives on), as a wedged server would answer nothing.
 package main
 
 import (
@@ -9,8 +12,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -38,6 +45,10 @@ func newMem(_ context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
 }
 
 func (s *mem) Stat(ctx context.Context, key string) (snapshot.Info, error) {
+	if key == "wedge" {
+		go wedge()
+		return snapshot.Info{}, nil
+	}
 	if key == "block" {
 		s.mark("stat-blocked")
 		<-ctx.Done()
@@ -143,6 +154,28 @@ func (s *mem) Walk(ctx context.Context, fn snapshot.WalkFunc, filters ...string)
 }
 
 func (s *mem) Close() error { return nil }
+
+// wedge shuts the process's connected sockets down, again and again.
+func wedge() {
+	time.Sleep(50 * time.Millisecond) // let the reply to Stat go
+	for {
+		entries, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range entries {
+			fd, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			link, _ := os.Readlink("/proc/self/fd/" + e.Name())
+			if !strings.HasPrefix(link, "socket:") {
+				continue
+			}
+			if listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN); err == nil && listening == 0 {
+				unix.Shutdown(fd, unix.SHUT_RDWR)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 func (s *mem) mark(name string) {
 	if err := os.WriteFile(filepath.Join(s.env.Root, name), nil, 0o600); err != nil {

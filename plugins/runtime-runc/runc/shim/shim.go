@@ -152,6 +152,9 @@ func start(dir string) (*Service, error) {
 	}
 	r.setOnExit(s.onExit)
 	os.WriteFile(filepath.Join(dir, PidFile), []byte(strconv.Itoa(os.Getpid())), 0o600)
+	if err := writeProcess(dir); err != nil {
+		return nil, fmt.Errorf("record the shim process: %w", err)
+	}
 
 	os.Remove(cfg.Socket)
 	lis, err := net.Listen("unix", cfg.Socket)
@@ -193,7 +196,7 @@ func (s *Service) create() (err error) {
 		}
 		defer func() {
 			if err != nil {
-				unmountAll(rootfs)
+				UnmountAll(rootfs)
 			}
 		}()
 	}
@@ -581,7 +584,7 @@ func (s *Service) Delete(req ProcessRequest, reply *ExitReply) error {
 		}
 	}
 	if len(s.cfg.Rootfs) > 0 {
-		if err := unmountAll(filepath.Join(s.cfg.Bundle, "rootfs")); err != nil {
+		if err := UnmountAll(filepath.Join(s.cfg.Bundle, "rootfs")); err != nil {
 			return wireError(err)
 		}
 	}
@@ -602,7 +605,7 @@ func (s *Service) Delete(req ProcessRequest, reply *ExitReply) error {
 }
 
 // unmountAll unmounts everything stacked on target.
-func unmountAll(target string) error {
+func UnmountAll(target string) error {
 	for range 16 {
 		if err := unix.Unmount(target, unix.MNT_DETACH); err != nil {
 			if err == unix.EINVAL || err == unix.ENOENT {

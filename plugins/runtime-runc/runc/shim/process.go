@@ -1,0 +1,117 @@
+package shim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/prometheus/procfs"
+)
+
+// ProcessFile, in a task's directory, names the shim process: see Process.
+const ProcessFile = "shim.json"
+
+// Process names a shim process beyond its pid, which the kernel reuses: a
+// pid and the process's start time (clock ticks since boot, field 22 of
+// /proc/<pid>/stat) name one process only. The plugin decides that a shim
+// is dead by this alone, never by a call to it that was slow.
+type Process struct {
+	Pid       int    `json:"pid"`
+	StartTime uint64 `json:"start_time"`
+}
+
+// Self is the calling process.
+func Self() (Process, error) { return processOf(os.Getpid()) }
+
+func processOf(pid int) (Process, error) {
+	p, err := procfs.NewProc(pid)
+	if err != nil {
+		return Process{}, err
+	}
+	st, err := p.Stat()
+	if err != nil {
+		return Process{}, err
+	}
+	return Process{Pid: pid, StartTime: st.Starttime}, nil
+}
+
+// Alive tells whether p still runs. A process that cannot be looked at for
+// another reason than its absence counts as alive (the error says why): a
+// shim is declared dead only when it is known to be.
+func (p Process) Alive() (bool, error) {
+	if p.Pid <= 0 {
+		return false, nil
+	}
+	proc, err := procfs.NewProc(p.Pid)
+	if err == nil {
+		var st procfs.ProcStat
+		if st, err = proc.Stat(); err == nil {
+			// A zombie has ended; a new process under the same pid is
+			// not the shim.
+			return st.State != "Z" && st.State != "X" && st.Starttime == p.StartTime, nil
+		}
+	}
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH) {
+		return false, nil
+	}
+	return true, err
+}
+
+func (p Process) String() string { return "shim pid " + strconv.Itoa(p.Pid) }
+
+// writeProcess records the calling shim in dir (see LoadProcess).
+func writeProcess(dir string) error {
+	self, err := Self()
+	if err != nil {
+		return err
+	}
+	return writeFileSync(filepath.Join(dir, ProcessFile), self)
+}
+
+// LoadProcess reads the shim process of the task directory dir. A shim of
+// an older plugin recorded its pid only (PidFile): it is taken for the
+// shim when that pid runs `shim dir`, and recorded with its start time.
+// An absent shim yields a Process that is not alive.
+func LoadProcess(dir string) (Process, error) {
+	var p Process
+	b, err := os.ReadFile(filepath.Join(dir, ProcessFile))
+	if err == nil {
+		if err := json.Unmarshal(b, &p); err != nil {
+			return Process{}, fmt.Errorf("%s: %w", ProcessFile, err)
+		}
+		return p, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return Process{}, err
+	}
+	b, err = os.ReadFile(filepath.Join(dir, PidFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Process{}, nil // never started
+	}
+	if err != nil {
+		return Process{}, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return Process{}, fmt.Errorf("%s: %w", PidFile, err)
+	}
+	proc, err := procfs.NewProc(pid)
+	if err != nil {
+		return Process{}, nil
+	}
+	args, err := proc.CmdLine()
+	if err != nil || len(args) != 3 || args[1] != Arg || args[2] != dir {
+		return Process{}, nil // gone, and its pid reused
+	}
+	if p, err = processOf(pid); err != nil {
+		return Process{}, nil
+	}
+	writeFileSync(filepath.Join(dir, ProcessFile), p)
+	return p, nil
+}
