@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/test/load"
 )
 
 // binDir holds keeld, keel and the plugins.
@@ -64,7 +65,7 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	return load.Main(m)
 }
 
 // build compiles the binaries into dir with one go build.
