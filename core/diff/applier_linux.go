@@ -45,17 +45,45 @@ func (e *tarError) Unwrap() error { return e.err }
 // applier applies one layer's entries onto root.
 type applier struct {
 	rootPath string
-	root     int            // O_PATH descriptor of the root
-	dirs     map[string]int // parent dir -> O_PATH descriptor (cache)
+	root     *dirRef            // the root, held until close
+	dirs     map[string]*dirRef // parent dir -> descriptor (cache, see open)
 	umask    uint32
 	res      *Result
 
 	unpacked map[string]struct{} // names this layer wrote, for opaque dirs
+	below    map[string]struct{} // dirs with a name this layer wrote below them
 	dirTimes []dirTime           // set last, once dirs' contents are in
 
 	pool *pool // nil: write files inline
 }
 
+// dirRef is an O_PATH descriptor of a directory, shared by the cache and
+// the entries using it. Whoever gets one from parent holds a reference and
+// releases it when done; the descriptor is closed only when the last holder
+// lets go. So dropping or pruning the cache (a removal, an eviction) never
+// closes a descriptor an entry is still using, and its number cannot be
+// reused under it.
+type dirRef struct {
+	fd   int
+	refs int // the applier's goroutine alone takes and releases them
+	// path is the dir's path below the root when it was reached without a
+	// symlink (real), as the cache's keys are.
+	path string
+	real bool
+}
+
+func (d *dirRef) hold() *dirRef {
+	d.refs++
+	return d
+}
+
+func (d *dirRef) release() {
+	if d.refs--; d.refs == 0 {
+		unix.Close(d.fd)
+	}
+}
+
+// dirTime is a dir's times, set once its contents are in.
 type dirTime struct {
 	name         string
 	atime, mtime time.Time
@@ -68,11 +96,12 @@ func newApplier(root string, workers int, res *Result) (*applier, error) {
 	}
 	a := &applier{
 		rootPath: root,
-		root:     fd,
-		dirs:     map[string]int{},
+		root:     &dirRef{fd: fd, refs: 1, real: true},
+		dirs:     map[string]*dirRef{},
 		umask:    processUmask(),
 		res:      res,
 		unpacked: map[string]struct{}{},
+		below:    map[string]struct{}{},
 	}
 	if workers > 0 {
 		a.pool = newPool(workers)
@@ -109,20 +138,28 @@ func (a *applier) run(ctx context.Context, r io.Reader) error {
 			return err
 		}
 	}
-	// Dirs' times last: making their entries changed them.
-	for i := len(a.dirTimes) - 1; i >= 0; i-- {
-		d := a.dirTimes[i]
-		parent, base := path.Split(d.name)
-		pfd, err := a.parent(d.name, parent, false)
-		if err != nil {
-			if errors.Is(err, errdefs.ErrNotFound) {
-				continue // removed by a later entry
-			}
+	// Dirs' times last, in the tar's order (the last entry of a dir wins,
+	// as for its mode): making their entries changed them.
+	for _, d := range a.dirTimes {
+		if err := a.dirTime(d); err != nil {
 			return err
 		}
-		if err := unix.UtimesNanoAt(pfd, base, timespecs(d.atime, d.mtime), unix.AT_SYMLINK_NOFOLLOW); err != nil && err != unix.ENOENT {
-			return entryErr(d.name, "set times", err)
+	}
+	return nil
+}
+
+func (a *applier) dirTime(d dirTime) error {
+	parent, base := path.Split(d.name)
+	pd, err := a.parent(d.name, strings.TrimSuffix(parent, "/"), false)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return nil // removed by a later entry
 		}
+		return err
+	}
+	defer pd.release()
+	if err := unix.UtimesNanoAt(pd.fd, base, timespecs(d.atime, d.mtime), unix.AT_SYMLINK_NOFOLLOW); err != nil && err != unix.ENOENT {
+		return entryErr(d.name, "set times", err)
 	}
 	return nil
 }
@@ -134,7 +171,7 @@ func (a *applier) close() error {
 		err = a.pool.wait()
 	}
 	a.dropDirs()
-	unix.Close(a.root)
+	a.root.release()
 	return err
 }
 
@@ -172,23 +209,25 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 		return a.whiteout(hdr.Name, parent, base)
 	}
 
-	pfd, err := a.parent(hdr.Name, parent, true)
+	pd, err := a.parent(hdr.Name, parent, true)
 	if err != nil {
 		return err
 	}
+	defer pd.release()
+	pfd := pd.fd
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		err = a.dir(hdr, name, pfd, base)
+		err = a.dir(hdr, name, pd, base)
 	case tar.TypeReg:
-		err = a.file(hdr, pfd, base, tr)
+		err = a.file(hdr, pd, base, tr)
 	case tar.TypeSymlink:
-		err = a.create(hdr.Name, pfd, base, false, func() error { return unix.Symlinkat(hdr.Linkname, pfd, base) })
+		err = a.create(hdr.Name, pd, base, false, func() error { return unix.Symlinkat(hdr.Linkname, pfd, base) })
 		if err == nil {
 			a.res.Symlinks++
 			err = a.meta(hdr, pfd, base, false)
 		}
 	case tar.TypeLink:
-		err = a.hardlink(hdr, name, pfd, base)
+		err = a.hardlink(hdr, name, pd, base)
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		mode := uint32(hdr.Mode) & 0o7777
 		switch hdr.Typeflag {
@@ -200,7 +239,7 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 			mode |= unix.S_IFIFO
 		}
 		dev := int(unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor)))
-		err = a.create(hdr.Name, pfd, base, false, func() error { return unix.Mknodat(pfd, base, mode, dev) })
+		err = a.create(hdr.Name, pd, base, false, func() error { return unix.Mknodat(pfd, base, mode, dev) })
 		if err == nil {
 			a.res.Specials++
 			err = a.meta(hdr, pfd, base, true)
@@ -213,13 +252,32 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 	if err != nil {
 		return err
 	}
-	a.unpacked[name] = struct{}{}
+	a.wrote(name)
 	return nil
+}
+
+// wrote records that this layer wrote name, for an opaque dir above it: the
+// name stays, and so do the dirs on the way to it, even those the layer
+// has no entry of (containerd removes those, and what this layer put below
+// them, with them).
+func (a *applier) wrote(name string) {
+	a.unpacked[name] = struct{}{}
+	for dir := name; ; {
+		i := strings.LastIndexByte(dir, '/')
+		if i < 0 {
+			return
+		}
+		dir = dir[:i]
+		if _, ok := a.below[dir]; ok {
+			return
+		}
+		a.below[dir] = struct{}{}
+	}
 }
 
 // create makes a node with mk; when the name is taken, it removes what is
 // there (unless both are dirs: keep reports that) and tries once more.
-func (a *applier) create(entry string, pfd int, base string, isDir bool, mk func() error) error {
+func (a *applier) create(entry string, pd *dirRef, base string, isDir bool, mk func() error) error {
 	err := mk()
 	if err != unix.EEXIST {
 		if err != nil {
@@ -228,13 +286,13 @@ func (a *applier) create(entry string, pfd int, base string, isDir bool, mk func
 		return nil
 	}
 	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(pd.fd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return entryErr(entry, "stat existing", err)
 	}
 	if isDir && st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return errKeep
 	}
-	if err := a.removeAll(pfd, base, st.Mode&unix.S_IFMT); err != nil {
+	if err := a.removeAll(pd, base, st.Mode&unix.S_IFMT); err != nil {
 		return entryErr(entry, "replace existing", err)
 	}
 	if err := mk(); err != nil {
@@ -246,8 +304,9 @@ func (a *applier) create(entry string, pfd int, base string, isDir bool, mk func
 // errKeep says an existing directory is kept for a dir entry.
 var errKeep = errors.New("keep existing directory")
 
-func (a *applier) dir(hdr *tar.Header, name string, pfd int, base string) error {
-	err := a.create(hdr.Name, pfd, base, true, func() error { return unix.Mkdirat(pfd, base, 0o700) })
+func (a *applier) dir(hdr *tar.Header, name string, pd *dirRef, base string) error {
+	pfd := pd.fd
+	err := a.create(hdr.Name, pd, base, true, func() error { return unix.Mkdirat(pfd, base, 0o700) })
 	kept := err == errKeep
 	if err != nil && !kept {
 		return err
@@ -266,12 +325,12 @@ func (a *applier) dir(hdr *tar.Header, name string, pfd int, base string) error 
 	return nil
 }
 
-func (a *applier) file(hdr *tar.Header, pfd int, base string, tr *tar.Reader) error {
+func (a *applier) file(hdr *tar.Header, pd *dirRef, base string, tr *tar.Reader) error {
 	perm := uint32(hdr.Mode) & 0o777
 	var fd int
-	err := a.create(hdr.Name, pfd, base, false, func() error {
+	err := a.create(hdr.Name, pd, base, false, func() error {
 		var err error
-		fd, err = unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
+		fd, err = unix.Openat(pd.fd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, perm)
 		return err
 	})
 	if err != nil {
@@ -304,7 +363,7 @@ func (a *applier) file(hdr *tar.Header, pfd int, base string, tr *tar.Reader) er
 	return j.finish()
 }
 
-func (a *applier) hardlink(hdr *tar.Header, name string, pfd int, base string) error {
+func (a *applier) hardlink(hdr *tar.Header, name string, pd *dirRef, base string) error {
 	target, err := cleanName(hdr.Linkname)
 	if err != nil {
 		return fmt.Errorf("layer entry %q: hardlink target %q traverses out with \"..\": %w", hdr.Name, hdr.Linkname, errdefs.ErrInvalidArgument)
@@ -316,16 +375,17 @@ func (a *applier) hardlink(hdr *tar.Header, name string, pfd int, base string) e
 		return nil
 	}
 	tparent, tbase := path.Split(target)
-	tpfd, err := a.parent(hdr.Name, strings.TrimSuffix(tparent, "/"), false)
+	tpd, err := a.parent(hdr.Name, strings.TrimSuffix(tparent, "/"), false)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
 			return fmt.Errorf("layer entry %q: hardlink target %q not in the root: %w", hdr.Name, hdr.Linkname, errdefs.ErrInvalidArgument)
 		}
 		return err
 	}
-	err = a.create(hdr.Name, pfd, base, false, func() error {
+	defer tpd.release()
+	err = a.create(hdr.Name, pd, base, false, func() error {
 		// flags 0: link the target itself, never what a symlink points at.
-		return unix.Linkat(tpfd, tbase, pfd, base, 0)
+		return unix.Linkat(tpd.fd, tbase, pd.fd, base, 0)
 	})
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -350,21 +410,21 @@ func (a *applier) whiteout(entry, parent, base string) error {
 	if target == "" || target == "." || target == ".." {
 		return fmt.Errorf("layer entry %q: whiteout of %q: %w", entry, target, errdefs.ErrInvalidArgument)
 	}
-	pfd, err := a.parent(entry, parent, false)
+	// The parents are made, as for any entry (containerd and Docker do so
+	// too, and on overlay they show as dirs).
+	pd, err := a.parent(entry, parent, true)
 	if err != nil {
-		if errors.Is(err, errdefs.ErrNotFound) {
-			return nil // nothing below to hide
-		}
 		return err
 	}
+	defer pd.release()
 	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, target, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+	if err := unix.Fstatat(pd.fd, target, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if err == unix.ENOENT {
 			return nil
 		}
 		return entryErr(entry, "stat whiteout target", err)
 	}
-	if err := a.removeAll(pfd, target, st.Mode&unix.S_IFMT); err != nil {
+	if err := a.removeAll(pd, target, st.Mode&unix.S_IFMT); err != nil {
 		return entryErr(entry, "whiteout", err)
 	}
 	return nil
@@ -373,11 +433,15 @@ func (a *applier) whiteout(entry, parent, base string) error {
 // opaque empties dir of everything this layer did not write, through the
 // mount (see the package doc).
 func (a *applier) opaque(entry, dir string) error {
-	pfd, err := a.parent(entry, dir, true)
+	pd, err := a.parent(entry, dir, true)
 	if err != nil {
 		return err
 	}
-	fd, err := unix.Openat(pfd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	defer pd.release()
+	if !pd.real {
+		a.dropDirs() // emptyExcept's names are not the cache's keys
+	}
+	fd, err := unix.Openat(pd.fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return entryErr(entry, "open opaque dir", err)
 	}
@@ -385,7 +449,6 @@ func (a *applier) opaque(entry, dir string) error {
 	if err := a.emptyExcept(fd, dir); err != nil {
 		return entryErr(entry, "opaque dir", err)
 	}
-	a.dropDirs()
 	return nil
 }
 
@@ -401,7 +464,12 @@ func (a *applier) emptyExcept(fd int, dir string) error {
 		if dir != "" {
 			name = dir + "/" + e.name
 		}
-		if _, ok := a.unpacked[name]; !ok {
+		_, wrote := a.unpacked[name]
+		_, below := a.below[name]
+		if !wrote && !below {
+			if e.typ == unix.DT_DIR {
+				a.forget(name)
+			}
 			if err := removeAllAt(fd, e.name, e.typ); err != nil {
 				return err
 			}
@@ -468,90 +536,123 @@ func (a *applier) needChmod(hdr *tar.Header) bool {
 	return hdr.Mode&0o7000 != 0 || uint32(hdr.Mode)&a.umask != 0
 }
 
-// parent returns a descriptor of the directory dir (relative to the root),
-// resolved beneath the root, made with its missing parents when mkdir is
-// set (NotFound otherwise). entry names the tar entry in errors.
-func (a *applier) parent(entry, dir string, mkdir bool) (int, error) {
+// parent returns a held reference to the directory dir (relative to the
+// root; the caller releases it), resolved beneath the root, made with its
+// missing parents when mkdir is set (NotFound otherwise). entry names the
+// tar entry in errors.
+func (a *applier) parent(entry, dir string, mkdir bool) (*dirRef, error) {
 	if dir == "" {
-		return a.root, nil
+		return a.root.hold(), nil
 	}
-	if fd, ok := a.dirs[dir]; ok {
-		return fd, nil
+	if d, ok := a.dirs[dir]; ok {
+		return d.hold(), nil
 	}
-	fd, err := openBeneath(a.root, dir)
+	d, err := a.open(dir)
 	if err == unix.ENOENT && mkdir {
-		fd, err = a.mkdirAll(dir)
+		if err = a.mkdirAll(dir); err == nil {
+			d, err = a.open(dir)
+		}
 	}
 	if err != nil {
 		if err == unix.ENOENT {
-			return -1, fmt.Errorf("layer entry %q: parent %q: %w", entry, dir, errdefs.ErrNotFound)
+			return nil, fmt.Errorf("layer entry %q: parent %q: %w", entry, dir, errdefs.ErrNotFound)
 		}
-		return -1, resolveErr(entry, dir, err)
+		return nil, resolveErr(entry, dir, err)
+	}
+	return d, nil
+}
+
+// open opens dir beneath the root and returns it held for the caller. The
+// cache keeps only dirs reached without a symlink, so its keys are the
+// dirs' real paths and a removal stales exactly the keys at and below the
+// removed dir (forget); a dir reached through a symlink is opened anew for
+// each entry.
+func (a *applier) open(dir string) (*dirRef, error) {
+	fd, err := openBeneath(a.root.fd, dir, unix.RESOLVE_NO_SYMLINKS)
+	if err == unix.ELOOP {
+		if fd, err = openBeneath(a.root.fd, dir, 0); err != nil {
+			return nil, err
+		}
+		return &dirRef{fd: fd, refs: 1}, nil // not cached: see removeAll
+	}
+	if err != nil {
+		return nil, err
 	}
 	if len(a.dirs) >= maxCachedDirs {
 		a.dropDirs()
 	}
-	a.dirs[dir] = fd
-	return fd, nil
+	d := &dirRef{fd: fd, refs: 1, path: dir, real: true}
+	a.dirs[dir] = d
+	return d.hold(), nil
 }
 
 // mkdirAll makes dir and its missing parents (mode 0755, root-owned, as
 // containerd does), resolving each beneath the root.
-func (a *applier) mkdirAll(dir string) (int, error) {
+func (a *applier) mkdirAll(dir string) error {
 	parts := strings.Split(dir, "/")
 	for i := range parts {
 		prefix := strings.Join(parts[:i+1], "/")
-		fd, err := openBeneath(a.root, prefix)
+		fd, err := openBeneath(a.root.fd, prefix, 0)
 		if err == nil {
-			if i == len(parts)-1 {
-				return fd, nil
-			}
 			unix.Close(fd)
 			continue
 		}
 		if err != unix.ENOENT {
-			return -1, err
+			return err
 		}
-		pfd := a.root
+		pfd := a.root.fd
 		if i > 0 {
-			if pfd, err = openBeneath(a.root, strings.Join(parts[:i], "/")); err != nil {
-				return -1, err
+			if pfd, err = openBeneath(a.root.fd, strings.Join(parts[:i], "/"), 0); err != nil {
+				return err
 			}
 		}
 		err = unix.Mkdirat(pfd, parts[i], 0o755)
 		if err == nil && a.umask&0o755 != 0 {
 			err = unix.Fchmodat(pfd, parts[i], 0o755, 0)
 		}
-		if pfd != a.root {
+		if pfd != a.root.fd {
 			unix.Close(pfd)
 		}
 		if err != nil && err != unix.EEXIST {
-			return -1, err
+			return err
 		}
 	}
-	return openBeneath(a.root, dir)
+	return nil
 }
 
-// dropDirs closes the cached parent descriptors: a removal may have made
-// them stale.
+// dropDirs lets go of the cache's references (entries holding one keep it).
 func (a *applier) dropDirs() {
-	for _, fd := range a.dirs {
-		unix.Close(fd)
+	for _, d := range a.dirs {
+		d.release()
 	}
 	clear(a.dirs)
 }
 
-// removeAll removes base in pfd (of type typ, S_IFMT bits) and what is
-// below it, never following a symlink.
-func (a *applier) removeAll(pfd int, base string, typ uint32) error {
-	if typ == unix.S_IFDIR || typ == unix.S_IFLNK {
-		a.dropDirs() // it may be a cached parent, or on the way to one
+// forget drops the cached dirs at and below name, which is being removed.
+func (a *applier) forget(name string) {
+	for dir, d := range a.dirs {
+		if dir == name || (strings.HasPrefix(dir, name) && dir[len(name)] == '/') {
+			d.release()
+			delete(a.dirs, dir)
+		}
 	}
+}
+
+// removeAll removes base in pd (of type typ, S_IFMT bits) and what is below
+// it, never following a symlink. Only a dir can be cached or on the way to
+// a cached one: the cache forgets those below its real path (all, when pd
+// was reached through a symlink).
+func (a *applier) removeAll(pd *dirRef, base string, typ uint32) error {
 	dt := uint8(unix.DT_REG)
 	if typ == unix.S_IFDIR {
 		dt = unix.DT_DIR
+		if pd.real {
+			a.forget(path.Join(pd.path, base))
+		} else {
+			a.dropDirs()
+		}
 	}
-	return removeAllAt(pfd, base, dt)
+	return removeAllAt(pd.fd, base, dt)
 }
 
 // removeAllAt removes name in dirfd and, for a dir, its contents first.
@@ -628,11 +729,11 @@ func readDir(fd int) ([]dirEnt, error) {
 }
 
 // openBeneath opens dir (relative to root) as an O_PATH directory, never
-// resolving a symlink or ".." out of root.
-func openBeneath(root int, dir string) (int, error) {
+// resolving a symlink or ".." out of root; resolve adds RESOLVE_ flags.
+func openBeneath(root int, dir string, resolve uint64) (int, error) {
 	how := unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS | resolve,
 	}
 	for {
 		fd, err := unix.Openat2(root, dir, &how)

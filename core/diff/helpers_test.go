@@ -145,3 +145,40 @@ func tree(t testing.TB, dir string) string {
 	})
 	return sb.String()
 }
+
+// shortTree lists everything below root, one line each: the path, then
+// d (dir), f and the contents (file), l and the target (symlink) or the
+// mode.
+func shortTree(t testing.TB, root string) string {
+	t.Helper()
+	var lines []string
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			lines = append(lines, p+" error "+err.Error())
+			return nil
+		}
+		if p == root {
+			return nil
+		}
+		name := strings.TrimPrefix(p, root)
+		switch fi, _ := d.Info(); {
+		case d.IsDir():
+			lines = append(lines, name+" d")
+		case fi.Mode()&fs.ModeSymlink != 0:
+			l, _ := os.Readlink(p)
+			lines = append(lines, name+" l "+l)
+		case fi.Mode().IsRegular():
+			b, _ := os.ReadFile(p)
+			lines = append(lines, name+" f "+string(b))
+		default:
+			lines = append(lines, name+" "+fi.Mode().String())
+		}
+		return nil
+	})
+	return strings.Join(lines, "\n")
+}
+
+func readFile(root, name string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(root, name))
+	return string(b), err
+}
