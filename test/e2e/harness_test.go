@@ -356,9 +356,25 @@ func (k *keeld) okJSON(v any, args ...string) {
 	}
 }
 
+// okWithin is ok for a command that may take longer than a short one's
+// 30 s (a pull of a large image on a loaded machine).
+func (k *keeld) okWithin(timeout time.Duration, args ...string) string {
+	k.t.Helper()
+	r := runKeelWithin(k.t, k.env.socket, nil, timeout, args...)
+	if r.code != 0 {
+		k.t.Fatalf("%v", r)
+	}
+	return r.stdout
+}
+
 func runKeel(t testing.TB, socket string, stdin io.Reader, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return runKeelWithin(t, socket, stdin, 30*time.Second, args...)
+}
+
+func runKeelWithin(t testing.TB, socket string, stdin io.Reader, timeout time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	full := append([]string{"--address", socket}, args...)
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "keel"), full...)

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/mount"
@@ -76,7 +77,7 @@ func TestRealImage(t *testing.T) {
 	}{{"native", k}, {"overlay", k}, {"btrfs", kb}} {
 		t.Run(tc.sn, func(t *testing.T) {
 			k := tc.k.with(t)
-			k.ok("image", "pull", "-q", "--snapshotter", tc.sn, ref)
+			k.okWithin(10*time.Minute, "image", "pull", "-q", "--snapshotter", tc.sn, ref)
 			r := k.keel("run", "--rm", "--snapshotter", tc.sn, ref, "debian-"+tc.sn, "sh", "-c", realImageCheck)
 			if r.code != 0 || r.stdout != "/usr/bin/"+realimage.Installed+"\nawk runs\n" {
 				t.Errorf("command in the image: %v", r)

@@ -171,7 +171,14 @@ func Get(t TB) *Image {
 // Ensure returns the image cached under dir, building it if absent; built
 // tells whether it did.
 func Ensure(ctx context.Context, dir string) (img *Image, built bool, err error) {
-	final := filepath.Join(dir, Key())
+	return ensure(dir, Key(), func(scratch string) error { return build(ctx, scratch) })
+}
+
+// ensure loads the entry key under dir, or makes it with build into a
+// scratch dir (cleared of a killed build's leftovers first) renamed into
+// place, all under the entry's lock.
+func ensure(dir, key string, build func(scratch string) error) (img *Image, built bool, err error) {
+	final := filepath.Join(dir, key)
 	if img, err := load(final); err == nil {
 		return img, false, nil
 	}
@@ -192,8 +199,12 @@ func Ensure(ctx context.Context, dir string) (img *Image, built bool, err error)
 		return img, false, nil
 	}
 	scratch := final + ".build"
-	if err := build(ctx, scratch); err != nil {
+	if err := clearStale(scratch); err != nil {
 		return nil, false, err
+	}
+	if err := build(scratch); err != nil {
+		// The error carries the log's tail; the rest is ~300 MB of trees.
+		return nil, false, errors.Join(err, clearStale(scratch))
 	}
 	if err := os.RemoveAll(final); err != nil { // a corrupt entry load refused
 		return nil, false, err
@@ -228,12 +239,8 @@ func load(dir string) (*Image, error) {
 	return img, nil
 }
 
-// build makes the image in scratch, first clearing what a killed build
-// may have left there.
+// build makes the image in scratch.
 func build(ctx context.Context, scratch string) (err error) {
-	if err := clearStale(scratch); err != nil {
-		return err
-	}
 	dirs := map[string]string{}
 	for _, name := range []string{"rootfs", "upper", "work", "merged"} {
 		dirs[name] = filepath.Join(scratch, name)

@@ -8,7 +8,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -180,4 +183,62 @@ func TestImage(t *testing.T) {
 		t.Errorf("reference etc/alternatives/awk: %+v", e)
 	}
 	t.Logf("%d entries; layers %+v", len(ref), img.Layers)
+}
+
+// TestEnsureOnce: builders racing for one entry build it once, one at a
+// time; a failed build leaves no entry; a killed build's scratch dir does
+// not leak into the next.
+func TestEnsureOnce(t *testing.T) {
+	dir := t.TempDir()
+	var running, most, builds atomic.Int32
+	fake := func(scratch string) error {
+		if n := running.Add(1); n > most.Load() {
+			most.Store(n)
+		}
+		defer running.Add(-1)
+		builds.Add(1)
+		if _, err := os.Stat(filepath.Join(scratch, "leftover")); err == nil {
+			return errors.New("a killed build's leftovers are still there")
+		}
+		time.Sleep(50 * time.Millisecond)
+		if err := os.MkdirAll(scratch, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(scratch, "m.json"), []byte("[]"), 0o644); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(scratch, imageFile), []byte(`{"manifest":"m.json"}`), 0o644)
+	}
+
+	if _, _, err := ensure(dir, "failing", func(string) error { return errors.New("no network") }); err == nil {
+		t.Fatal("a failed build succeeded")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "failing")); err == nil {
+		t.Error("a failed build left an entry")
+	}
+
+	// A build killed midway left its scratch dir.
+	if err := os.MkdirAll(filepath.Join(dir, "k.build"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "k.build", "leftover"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			img, _, err := ensure(dir, "k", fake)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if img.Manifest != filepath.Join(dir, "k", "m.json") {
+				t.Errorf("manifest %q", img.Manifest)
+			}
+		})
+	}
+	wg.Wait()
+	if builds.Load() != 1 || most.Load() != 1 {
+		t.Errorf("%d builds, %d at once; want 1 build", builds.Load(), most.Load())
+	}
 }
