@@ -5,6 +5,8 @@
 // then fail, as they would on a loaded node.
 //
 //	func TestMain(m *testing.M) { os.Exit(load.Main(m)) }
+//
+// or, for some tests of a package only, load.During(t) in each.
 package load
 
 import (
@@ -38,6 +40,46 @@ func Main(m interface{ Run() int }) int {
 	}
 	defer stop()
 	return m.Run()
+}
+
+var (
+	duringMu   sync.Mutex
+	duringN    int
+	duringStop func()
+)
+
+// TB is what During needs of a test.
+type TB interface {
+	Helper()
+	Cleanup(func())
+	Fatalf(format string, args ...any)
+}
+
+// During puts t under load when On, for packages where only some tests
+// should be (Main loads them all): the load starts with the first such
+// test running and stops when the last one ends.
+func During(t TB) {
+	t.Helper()
+	if !On() {
+		return
+	}
+	duringMu.Lock()
+	defer duringMu.Unlock()
+	if duringN == 0 {
+		stop, err := Start()
+		if err != nil {
+			t.Fatalf("load: %v", err)
+		}
+		duringStop = stop
+	}
+	duringN++
+	t.Cleanup(func() {
+		duringMu.Lock()
+		defer duringMu.Unlock()
+		if duringN--; duringN == 0 {
+			duringStop()
+		}
+	})
 }
 
 // spin is the busy loop each spinner runs. It ends by itself when its

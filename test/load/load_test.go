@@ -47,3 +47,26 @@ func TestStartStop(t *testing.T) {
 		t.Errorf("%d spinners left after stop", got)
 	}
 }
+
+// TestDuring: tests sharing During share one load, which ends with the
+// last of them.
+func TestDuring(t *testing.T) {
+	t.Setenv(Env, "1")
+	before := len(children(t))
+	t.Run("outer", func(t *testing.T) {
+		During(t)
+		n := len(children(t)) - before
+		t.Run("inner", func(t *testing.T) {
+			During(t)
+			if got := len(children(t)) - before; got != n {
+				t.Errorf("%d spinners with two tests under load, %d with one", got, n)
+			}
+		})
+		if got := len(children(t)) - before; got != n {
+			t.Errorf("%d spinners after the inner test, want %d", got, n)
+		}
+	})
+	if got := len(children(t)) - before; got != 0 {
+		t.Errorf("%d spinners left after the last test", got)
+	}
+}
