@@ -419,6 +419,11 @@ func oneLineError(t testing.TB, r result) string {
 	return lines[0]
 }
 
+// settle bounds the wait for what should follow promptly (a plugin
+// restarted, a process gone): generous, because on a loaded machine
+// promptly can mean many seconds, and a passing test never waits it out.
+const settle = 60 * time.Second
+
 // eventually polls cond every 50ms until it returns nil or timeout passes.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {
 	t.Helper()

@@ -55,7 +55,7 @@ func TestRestartSurvival(t *testing.T) {
 	// exit of the one that ended meanwhile.
 	k.kill()
 	// Restart only once short has exited: its exit must be found, not seen.
-	eventually(t, 30*time.Second, "short's process gone", func() error {
+	eventually(t, settle, "short's process gone", func() error {
 		if alive(int(before["short"].Pid)) {
 			return fmt.Errorf("pid %d still runs", before["short"].Pid)
 		}
