@@ -22,6 +22,7 @@ import (
 	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/test/load"
 )
 
 // bin holds the test plugins and the test host, built by TestMain.
@@ -44,7 +45,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		bin = dir
-		return m.Run()
+		return load.Main(m)
 	}())
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
+	"github.com/keel-runtime/keel/test/load"
 )
 
 // The runtime suite runs here against small in-test plugins, across gRPC:
@@ -39,6 +40,7 @@ func (memRuntime) Events(ctx context.Context) (<-chan keelruntime.Event, <-chan 
 }
 
 func TestRuntimeSuite(t *testing.T) {
+	load.During(t)
 	// memRuntime runs no container: only the cases that need none.
 	Runtime(Go(t), InProcessRuntime(func(context.Context, sdk.Env) (keelruntime.Runtime, error) {
 		return memRuntime{}, nil
@@ -46,6 +48,7 @@ func TestRuntimeSuite(t *testing.T) {
 }
 
 func TestRuntimeSuiteCatchesViolations(t *testing.T) {
+	load.During(t)
 	got := runFailing(t, func(ct T) {
 		Runtime(ct, InProcessRuntime(func(context.Context, sdk.Env) (keelruntime.Runtime, error) {
 			return keelruntime.NotImplemented{}, nil

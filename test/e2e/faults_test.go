@@ -156,7 +156,7 @@ func TestContentKilledMidIngest(t *testing.T) {
 func (k *keeld) waitRestarted(id string, oldPid int) client.Plugin {
 	k.t.Helper()
 	var p client.Plugin
-	eventually(k.t, 15*time.Second, id+" restarted", func() error {
+	eventually(k.t, settle, id+" restarted", func() error {
 		p = k.plugins()[id]
 		if p.State != "running" || p.Pid == 0 || p.Pid == oldPid {
 			return fmt.Errorf("%+v", p)
@@ -169,7 +169,7 @@ func (k *keeld) waitRestarted(id string, oldPid int) client.Plugin {
 // waitOffset waits until the ingest ref has bytes in the plugin.
 func waitOffset(t *testing.T, cs content.Store, ref string) {
 	t.Helper()
-	eventually(t, 15*time.Second, "ingest "+ref+" under way", func() error {
+	eventually(t, settle, "ingest "+ref+" under way", func() error {
 		st, err := cs.Status(context.Background(), ref)
 		if err != nil {
 			return err

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/test/load"
 )
 
 // binDir holds keeld, keel and the plugins.
@@ -64,7 +65,7 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
-	return m.Run()
+	return load.Main(m)
 }
 
 // build compiles the binaries into dir with one go build.
@@ -355,9 +356,25 @@ func (k *keeld) okJSON(v any, args ...string) {
 	}
 }
 
+// okWithin is ok for a command that may take longer than a short one's
+// 30 s (a pull of a large image on a loaded machine).
+func (k *keeld) okWithin(timeout time.Duration, args ...string) string {
+	k.t.Helper()
+	r := runKeelWithin(k.t, k.env.socket, nil, timeout, args...)
+	if r.code != 0 {
+		k.t.Fatalf("%v", r)
+	}
+	return r.stdout
+}
+
 func runKeel(t testing.TB, socket string, stdin io.Reader, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return runKeelWithin(t, socket, stdin, 30*time.Second, args...)
+}
+
+func runKeelWithin(t testing.TB, socket string, stdin io.Reader, timeout time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	full := append([]string{"--address", socket}, args...)
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "keel"), full...)
@@ -401,6 +418,11 @@ func oneLineError(t testing.TB, r result) string {
 	}
 	return lines[0]
 }
+
+// settle bounds the wait for what should follow promptly (a plugin
+// restarted, a process gone): generous, because on a loaded machine
+// promptly can mean many seconds, and a passing test never waits it out.
+const settle = 60 * time.Second
 
 // eventually polls cond every 50ms until it returns nil or timeout passes.
 func eventually(t testing.TB, timeout time.Duration, what string, cond func() error) {

@@ -54,7 +54,13 @@ func TestRestartSurvival(t *testing.T) {
 	// (a) keeld dies; the tasks do not; a new keeld finds them, and the
 	// exit of the one that ended meanwhile.
 	k.kill()
-	time.Sleep(1500 * time.Millisecond)
+	// Restart only once short has exited: its exit must be found, not seen.
+	eventually(t, settle, "short's process gone", func() error {
+		if alive(int(before["short"].Pid)) {
+			return fmt.Errorf("pid %d still runs", before["short"].Pid)
+		}
+		return nil
+	})
 	k = k.restart(t)
 	after := k.tasks()
 	if r := after["long"]; r.Status != "running" || r.Pid != before["long"].Pid {

@@ -205,10 +205,10 @@ plugin "snapshotter" "btrfs" {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(settle)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 10s")
+			t.Fatalf("condition not met within %s", settle)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

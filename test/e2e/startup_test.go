@@ -124,7 +124,7 @@ plugin "snapshotter" "native" {
 				t.Errorf("keeld left its socket %s behind", e.socket)
 			}
 			// Nothing keeld started outlives it.
-			eventually(t, 2*time.Second, "no process left from "+e.dir, func() error {
+			eventually(t, settle, "no process left from "+e.dir, func() error {
 				if pids := processesMentioning(e.dir); len(pids) > 0 {
 					return fmt.Errorf("pids %v", pids)
 				}
@@ -212,7 +212,7 @@ func TestKeeldKilled(t *testing.T) {
 		pids = append(pids, p.Pid)
 	}
 	k.kill()
-	eventually(t, 5*time.Second, "plugins gone with keeld", func() error {
+	eventually(t, settle, "plugins gone with keeld", func() error {
 		for _, pid := range pids {
 			if alive(pid) {
 				return fmt.Errorf("plugin pid %d still runs", pid)

@@ -9,6 +9,7 @@ import (
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc"
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
 	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/test/load"
 )
 
 // TestMain lets the test binary be the shim too: the in-process plugin
@@ -17,7 +18,7 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
 		os.Exit(shim.Main(os.Args[2:]))
 	}
-	os.Exit(m.Run())
+	os.Exit(load.Main(m))
 }
 
 func TestConformance(t *testing.T) {

@@ -93,27 +93,44 @@ func BuildImage(opts ImageOptions) (*Image, error) {
 	if len(opts.Files) > 0 {
 		layers = append(layers, filesLayer(opts.Files))
 	}
+	var built []Layer
+	for _, files := range layers {
+		raw, err := makeTar(files)
+		if err != nil {
+			return nil, err
+		}
+		data, mt, err := compress(raw, opts)
+		if err != nil {
+			return nil, err
+		}
+		built = append(built, Layer{Blob: newBlob(mt, data), DiffID: digest.FromBytes(raw)})
+	}
+	return BuildImageFrom(built, ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, User: opts.User}, opts)
+}
+
+// Layer is a compressed layer blob and the digest of its uncompressed tar.
+type Layer struct {
+	Blob   Blob
+	DiffID digest.Digest
+}
+
+// BuildImageFrom builds an image of prebuilt layers (bottom first) with the
+// runtime config cfg. Of opts only Docker and Arch count: the layers keep
+// their own media types.
+func BuildImageFrom(layers []Layer, cfg ocispec.ImageConfig, opts ImageOptions) (*Image, error) {
 	arch := opts.Arch
 	if arch == "" {
 		arch = "amd64"
 	}
 	img := &Image{}
 	var diffIDs []digest.Digest
-	for _, files := range layers {
-		raw, err := makeTar(files)
-		if err != nil {
-			return nil, err
-		}
-		diffIDs = append(diffIDs, digest.FromBytes(raw))
-		data, mt, err := compress(raw, opts)
-		if err != nil {
-			return nil, err
-		}
-		img.Layers = append(img.Layers, newBlob(mt, data))
+	for _, l := range layers {
+		img.Layers = append(img.Layers, l.Blob)
+		diffIDs = append(diffIDs, l.DiffID)
 	}
 	config := ocispec.Image{
 		Platform: ocispec.Platform{Architecture: arch, OS: "linux"},
-		Config:   ocispec.ImageConfig{Cmd: []string{"/bin/sh"}, User: opts.User},
+		Config:   cfg,
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: diffIDs},
 	}
 	cb, err := json.Marshal(config)
