@@ -11,12 +11,14 @@ package load
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -108,7 +110,8 @@ func Start() (stop func(), err error) {
 		}
 		cmds = append(cmds, c)
 	}
-	dir, err := os.MkdirTemp("", "keel-load-")
+	removeOrphans()
+	dir, err := os.MkdirTemp("", fmt.Sprintf("keel-load-%d-", os.Getpid()))
 	if err != nil {
 		kill()
 		return nil, err
@@ -123,6 +126,22 @@ func Start() (stop func(), err error) {
 		kill()
 		os.RemoveAll(dir)
 	}), nil
+}
+
+// removeOrphans removes the writer directories of test binaries that died
+// without stopping their load (a panic, a timeout): each is named after
+// its process.
+func removeOrphans() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "keel-load-*-*"))
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(strings.Split(filepath.Base(d), "-")[2])
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			os.RemoveAll(d)
+		}
+	}
 }
 
 // fsyncLoop writes 64 KiB blocks to a file, fsyncing each, and starts the

@@ -30,8 +30,14 @@ func children(t *testing.T) []int {
 	return out
 }
 
-// TestStartStop: Start runs a spinner per CPU and stop leaves none.
+// TestStartStop: Start runs a spinner per CPU and stop leaves none; it
+// removes the directory a dead test binary left.
 func TestStartStop(t *testing.T) {
+	orphan, err := os.MkdirTemp("", "keel-load-999999999-") // above pid_max
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(orphan)
 	before := len(children(t))
 	stop, err := Start()
 	if err != nil {
@@ -40,6 +46,9 @@ func TestStartStop(t *testing.T) {
 	defer stop()
 	if got := len(children(t)) - before; got < 1 {
 		t.Fatalf("%d spinners running", got)
+	}
+	if _, err := os.Stat(orphan); err == nil {
+		t.Errorf("%s left", orphan)
 	}
 	time.Sleep(200 * time.Millisecond)
 	stop()
