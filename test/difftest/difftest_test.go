@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keel-runtime/keel/test/fstree"
 )
 
 // needRoot skips a test that needs root, or fails it under KEEL_TEST_STRICT=1.
@@ -34,7 +36,7 @@ func needRoot(t testing.TB) {
 // outcome is what applying a stack with both appliers gave.
 type outcome struct {
 	refErr, keelErr error
-	diffs           []Difference // containerd's tree is a, keel's b
+	diffs           []fstree.Difference // containerd's tree is a, keel's b
 }
 
 func (o outcome) String() string {
@@ -77,7 +79,7 @@ func applyBoth(t testing.TB, s Stack) outcome {
 	o.refErr = ApplyReference(context.Background(), ref, readers()...)
 	o.keelErr = ApplyKeel(context.Background(), keel, readers()...)
 	if o.refErr == nil && o.keelErr == nil {
-		if o.diffs, err = Compare(ref, keel, Options{Since: since}); err != nil {
+		if o.diffs, err = fstree.CompareDirs(ref, keel, fstree.Options{Since: since}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -214,8 +216,8 @@ func TestHandWritten(t *testing.T) {
 var knownDifferences = []struct {
 	name, why string
 	stack     Stack
-	keelErr   string       // keel refuses the stack with this in its error
-	diffs     []Difference // or the trees differ so (containerd a, keel b)
+	keelErr   string              // keel refuses the stack with this in its error
+	diffs     []fstree.Difference // or the trees differ so (containerd a, keel b)
 }{{
 	name: "entry below an absolute symlink",
 	why: "containerd resolves a parent's symlinks as if the root were / (l -> /usr " +
@@ -235,7 +237,7 @@ var knownDifferences = []struct {
 		{f("o/keep/old", "old"), f("o/gone", "g")},
 		{f("o/keep/mine", "mine"), wh("o/.wh..wh..opq")},
 	},
-	diffs: []Difference{
+	diffs: []fstree.Difference{
 		{Path: "o/keep", Field: "entry", A: "absent", B: "dir"},
 		{Path: "o/keep/mine", Field: "entry", A: "absent", B: "file"},
 	},
@@ -320,7 +322,7 @@ func TestKnownOverlayDifferences(t *testing.T) {
 		{with(hl("c", "a"), func(e *Entry) { e.Mode = 0o600; e.UID = 7 })},
 	}
 	got := applyOverlay(t, s)
-	want := []Difference{
+	want := []fstree.Difference{
 		{Path: "a", Field: "hardlinks", A: "a,b,c", B: "a,c"},
 		{Path: "b", Field: "mode", A: "0600", B: "0644"},
 		{Path: "b", Field: "owner", A: "7:0", B: "0:0"},
@@ -332,7 +334,7 @@ func TestKnownOverlayDifferences(t *testing.T) {
 
 // applyOverlay applies the stack with containerd's applier onto a plain dir
 // and with keel's through overlay mounts, and compares the two.
-func applyOverlay(t *testing.T, s Stack) []Difference {
+func applyOverlay(t *testing.T, s Stack) []fstree.Difference {
 	t.Helper()
 	tars, err := s.Tars()
 	if err != nil {
@@ -357,7 +359,7 @@ func applyOverlay(t *testing.T, s Stack) []Difference {
 		}
 		t.Fatalf("%v\non:\n%s", err, s)
 	}
-	diffs, err := Compare(ref, view, Options{Since: since})
+	diffs, err := fstree.CompareDirs(ref, view, fstree.Options{Since: since})
 	if uerr := unmount(); uerr != nil {
 		t.Errorf("unmount: %v", uerr)
 	}
@@ -392,99 +394,4 @@ func FuzzApplyDifferential(f *testing.F) {
 		src := Bytes(b)
 		checkSame(t, Generate(&src, GenOptions{}))
 	})
-}
-
-// TestCompare checks Compare reports each kind of difference, on trees
-// made by hand.
-func TestCompare(t *testing.T) {
-	needRoot(t)
-	mk := func(t *testing.T, setup func(dir string) error) string {
-		dir := t.TempDir()
-		if err := setup(dir); err != nil {
-			t.Fatal(err)
-		}
-		return dir
-	}
-	base := func(dir string) error {
-		for _, e := range []error{
-			os.WriteFile(filepath.Join(dir, "f"), []byte("f"), 0o644),
-			os.WriteFile(filepath.Join(dir, "g"), []byte("f"), 0o644),
-			os.Mkdir(filepath.Join(dir, "d"), 0o755),
-			os.Symlink("f", filepath.Join(dir, "l")),
-			os.Chtimes(filepath.Join(dir, "f"), mt, mt),
-			os.Chtimes(filepath.Join(dir, "g"), mt, mt),
-			unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dir, "l"), []unix.Timespec{unix.NsecToTimespec(mt.UnixNano()), unix.NsecToTimespec(mt.UnixNano())}, unix.AT_SYMLINK_NOFOLLOW),
-		} {
-			if e != nil {
-				return e
-			}
-		}
-		return nil
-	}
-	for _, tc := range []struct {
-		name   string
-		change func(dir string) error
-		want   []string
-	}{
-		{"same", func(string) error { return nil }, nil},
-		{"extra entry", func(dir string) error { return os.WriteFile(filepath.Join(dir, "d/x"), nil, 0o644) }, []string{"d/x: entry: a=absent b=file"}},
-		{"type", func(dir string) error {
-			os.Remove(filepath.Join(dir, "l"))
-			return os.Mkdir(filepath.Join(dir, "l"), 0o755)
-		}, []string{"l: type: a=symlink b=dir"}},
-		{"mode", func(dir string) error { return os.Chmod(filepath.Join(dir, "d"), 0o755|os.ModeSticky) }, []string{"d: mode: a=0755 b=1755"}},
-		{"owner", func(dir string) error { return os.Lchown(filepath.Join(dir, "f"), 1, 2) }, []string{"f: owner: a=0:0 b=1:2"}},
-		{"content", func(dir string) error {
-			if err := os.WriteFile(filepath.Join(dir, "f"), []byte("F"), 0o644); err != nil {
-				return err
-			}
-			return os.Chtimes(filepath.Join(dir, "f"), mt, mt)
-		}, []string{"f: content: a=sha256:252f10c83610ebca b=sha256:f67ab10ad4e4c531"}},
-		{"link", func(dir string) error {
-			os.Remove(filepath.Join(dir, "l"))
-			return os.Symlink("g", filepath.Join(dir, "l"))
-		}, []string{"l: link: a=f b=g", "l: mtime: a=2021-02-03T04:05:06.000007Z b=*"}},
-		{"mtime", func(dir string) error {
-			return os.Chtimes(filepath.Join(dir, "g"), mt, mt.Add(time.Second))
-		}, []string{"g: mtime: a=2021-02-03T04:05:06.000007Z b=2021-02-03T04:05:07.000007Z"}},
-		{"xattr", func(dir string) error {
-			return unix.Lsetxattr(filepath.Join(dir, "d"), "user.k", []byte("v"), 0)
-		}, []string{`d: xattr user.k: a=absent b="v"`}},
-		{"overlay's xattrs left out", func(dir string) error {
-			return unix.Lsetxattr(filepath.Join(dir, "d"), "trusted.overlay.opaque", []byte("y"), 0)
-		}, nil},
-		{"hardlinks", func(dir string) error {
-			os.Remove(filepath.Join(dir, "g"))
-			return os.Link(filepath.Join(dir, "f"), filepath.Join(dir, "g"))
-		}, []string{"f: hardlinks: a=f b=f,g"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a := mk(t, base)
-			b := mk(t, func(dir string) error {
-				if err := base(dir); err != nil {
-					return err
-				}
-				return tc.change(dir)
-			})
-			diffs, err := Compare(a, b, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []string
-			for _, d := range diffs {
-				got = append(got, d.String())
-			}
-			if len(got) != len(tc.want) {
-				t.Fatalf("differences:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
-			}
-			for i := range got {
-				if w, ok := strings.CutSuffix(tc.want[i], "*"); ok && strings.HasPrefix(got[i], w) {
-					continue // a time the test does not set
-				}
-				if got[i] != tc.want[i] {
-					t.Errorf("difference %d: %s, want %s", i, got[i], tc.want[i])
-				}
-			}
-		})
-	}
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-runtime/keel/test/fstree"
 	"github.com/keel-runtime/keel/test/realimage"
 )
 
@@ -52,7 +53,7 @@ func TestRealImage(t *testing.T) {
 		return err
 	})
 	for _, c := range []struct{ name, dir string }{{"keel", plain}, {"keel on overlay", view}} {
-		diffs, err := Compare(ref, c.dir, Options{Since: start})
+		diffs, err := fstree.CompareDirs(ref, c.dir, fstree.Options{Since: start})
 		if err != nil {
 			t.Fatalf("%s: %v", c.name, err)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/test/fstree"
 	"github.com/keel-runtime/keel/test/realimage"
 )
 
@@ -83,7 +84,7 @@ func TestRealImage(t *testing.T) {
 				t.Errorf("command in the image: %v", r)
 			}
 			got := unpackedTree(t, k, k.client(t, "default"), tc.sn, chain.String())
-			diffs := realimage.Compare(want, got)
+			diffs := fstree.Compare(want, got, fstree.Options{})
 			for i, d := range diffs {
 				if i == 30 {
 					t.Errorf("… and %d more", len(diffs)-i)
@@ -97,7 +98,7 @@ func TestRealImage(t *testing.T) {
 }
 
 // unpackedTree lists the tree of a read-only view of the snapshot parent.
-func unpackedTree(t *testing.T, k *keeld, c *client.Client, sn, parent string) []realimage.Entry {
+func unpackedTree(t *testing.T, k *keeld, c *client.Client, sn, parent string) []fstree.Entry {
 	t.Helper()
 	s := c.SnapshotService(sn)
 	key := "tree-" + sn
@@ -111,7 +112,7 @@ func unpackedTree(t *testing.T, k *keeld, c *client.Client, sn, parent string) [
 		t.Fatal(err)
 	}
 	defer unmount(t, dir)
-	entries, err := realimage.Walk(dir)
+	entries, err := fstree.Scan(dir)
 	if err != nil {
 		t.Fatal(err)
 	}

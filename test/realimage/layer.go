@@ -9,12 +9,15 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/klauspost/compress/gzip"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/keel-runtime/keel/test/fstree"
 )
 
 // Layer is one built layer: a gzip-compressed tar in the cache.
@@ -151,7 +154,7 @@ func writeTree(tw *tar.Writer, root string, upper bool) error {
 			return copyFile(tw, path, hdr.Size)
 		}
 		if upper && hdr.Typeflag == tar.TypeDir {
-			v, err := getXattr(path, opaqueXattr)
+			v, err := fstree.Xattr(path, opaqueXattr)
 			if err == nil && string(v) == "y" {
 				// The directory hides everything below it in lower layers.
 				return tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: filepath.Join(rel, whiteoutOpaque),
@@ -184,11 +187,14 @@ func header(path, rel string, fi fs.FileInfo, st *syscall.Stat_t) (*tar.Header, 
 	hdr.Uname, hdr.Gname = "", ""
 	hdr.AccessTime, hdr.ChangeTime = time.Time{}, time.Time{}
 	hdr.Format = tar.FormatPAX
-	xattrs, err := readXattrs(path)
+	xattrs, err := fstree.Xattrs(path)
 	if err != nil {
 		return nil, err
 	}
 	for k, v := range xattrs {
+		if strings.HasPrefix(k, "trusted.overlay.") {
+			continue
+		}
 		if hdr.PAXRecords == nil {
 			hdr.PAXRecords = map[string]string{}
 		}

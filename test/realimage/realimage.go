@@ -42,6 +42,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/test/conformance/registry"
+	"github.com/keel-runtime/keel/test/fstree"
 )
 
 // The recipe. Changing any of it changes the cache key.
@@ -107,7 +108,29 @@ type Image struct {
 const imageFile = "image.json"
 
 // Reference reads the listing of the merged tree.
-func (i *Image) Reference() ([]Entry, error) { return ReadManifest(i.Manifest) }
+func (i *Image) Reference() ([]fstree.Entry, error) { return ReadManifest(i.Manifest) }
+
+// writeManifest stores a tree listing as JSON at path.
+func writeManifest(path string, entries []fstree.Entry) error {
+	b, err := json.Marshal(entries)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// ReadManifest reads a tree listing written by the build.
+func ReadManifest(path string) ([]fstree.Entry, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var entries []fstree.Entry
+	if err := json.Unmarshal(b, &entries); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return entries, nil
+}
 
 // RegistryImage reads the layers into an image for the registry fixture,
 // with platform linux/arch.
@@ -326,12 +349,12 @@ func build(ctx context.Context, scratch string) (err error) {
 
 // mergedTree lists the tree the two layers make, from a read-only overlay
 // of the upper dir over layer 1: the chroot the install ran in.
-func mergedTree(dirs map[string]string) ([]Entry, error) {
+func mergedTree(dirs map[string]string) ([]fstree.Entry, error) {
 	opts := "lowerdir=" + dirs["upper"] + ":" + dirs["rootfs"]
 	if err := unix.Mount("overlay", dirs["merged"], "overlay", unix.MS_RDONLY, opts); err != nil {
 		return nil, fmt.Errorf("mount overlay %s: %w", opts, err)
 	}
-	entries, err := Walk(dirs["merged"])
+	entries, err := fstree.Scan(dirs["merged"])
 	if uerr := unix.Unmount(dirs["merged"], 0); uerr != nil {
 		return nil, errors.Join(err, fmt.Errorf("unmount %s: %w", dirs["merged"], uerr))
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keel-runtime/keel/test/fstree"
 )
 
 func skipOrFail(t *testing.T, format string, args ...any) {
@@ -113,47 +115,6 @@ func TestUpperToLayer(t *testing.T) {
 	}
 }
 
-// TestWalkCompare: Compare reports a changed mode, a changed content, a
-// missing and an extra entry, and nothing for equal trees.
-func TestWalkCompare(t *testing.T) {
-	dir := t.TempDir()
-	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	for _, root := range []string{a, b} {
-		if err := os.MkdirAll(filepath.Join(root, "d"), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(root, "d/f"), []byte("x"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Symlink("d/f", filepath.Join(root, "l")); err != nil {
-			t.Fatal(err)
-		}
-	}
-	wa, err := Walk(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wb, err := Walk(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if d := Compare(wa, wb); d != nil {
-		t.Fatalf("equal trees differ: %q", d)
-	}
-	os.Chmod(filepath.Join(b, "d"), 0o700)
-	os.WriteFile(filepath.Join(b, "d/f"), []byte("y"), 0o644)
-	os.Remove(filepath.Join(b, "l"))
-	os.WriteFile(filepath.Join(b, "new"), nil, 0o644)
-	if wb, err = Walk(b); err != nil {
-		t.Fatal(err)
-	}
-	d := Compare(wa, wb)
-	if len(d) != 4 || !strings.HasPrefix(d[0], "d: mode 0700") || !strings.HasPrefix(d[1], "d/f: sha256") ||
-		!strings.HasPrefix(d[2], "l: missing") || !strings.HasPrefix(d[3], "new: extra") {
-		t.Errorf("differences: %q", d)
-	}
-}
-
 // TestImage builds (or takes from the cache) the real image and checks
 // its second layer has what makes it a test: a whiteout of a directory
 // below a non-root parent, an opaque directory, a removed binary.
@@ -172,7 +133,7 @@ func TestImage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	paths := map[string]Entry{}
+	paths := map[string]fstree.Entry{}
 	for _, e := range ref {
 		paths[e.Path] = e
 	}
