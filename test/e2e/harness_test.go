@@ -451,3 +451,19 @@ func alive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X')
 }
+
+// leased returns a context whose snapshots and blobs a lease holds until
+// release, so that a collection keeld runs meanwhile (after a container or
+// image delete) cannot take what the test still uses.
+func leased(t *testing.T, c *client.Client) (ctx context.Context, release func()) {
+	t.Helper()
+	l, err := c.CreateLease(t.Context())
+	if err != nil {
+		t.Fatalf("create a lease: %v", err)
+	}
+	return client.WithLease(t.Context(), l.ID), func() {
+		if err := c.DeleteLease(context.Background(), l.ID); err != nil {
+			t.Errorf("delete lease %s: %v", l.ID, err)
+		}
+	}
+}

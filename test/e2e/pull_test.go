@@ -79,7 +79,8 @@ func plainHTTP(hosts ...string) string {
 // each of files exists in it.
 func checkRootfs(t *testing.T, k *keeld, c *client.Client, sn string, chain digest.Digest, files ...string) {
 	t.Helper()
-	ctx := t.Context()
+	ctx, release := leased(t, c)
+	defer release()
 	s := c.SnapshotService(sn)
 	key := "check-" + chain.Encoded()[:12]
 	mounts, err := s.View(ctx, key, chain.String())

@@ -102,7 +102,9 @@ func unpackedTree(t *testing.T, k *keeld, c *client.Client, sn, parent string) [
 	t.Helper()
 	s := c.SnapshotService(sn)
 	key := "tree-" + sn
-	mounts, err := s.View(t.Context(), key, parent)
+	ctx, release := leased(t, c)
+	defer release()
+	mounts, err := s.View(ctx, key, parent)
 	if err != nil {
 		t.Fatalf("view of %s in %s: %v", parent, sn, err)
 	}
