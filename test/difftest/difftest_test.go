@@ -19,18 +19,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/test/fstree"
+	"github.com/keel-runtime/keel/test/testenv"
 )
 
 // needRoot skips a test that needs root, or fails it under KEEL_TEST_STRICT=1.
 func needRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("KEEL_TEST_STRICT") == "1" {
-		t.Fatal("needs root (KEEL_TEST_STRICT=1)")
-	}
-	t.Skip("needs root to set ownership and make devices")
+	testenv.RequireRoot(t, "set ownership and make devices")
 }
 
 // outcome is what applying a stack with both appliers gave.
@@ -354,8 +349,8 @@ func applyOverlay(t *testing.T, s Stack) []fstree.Difference {
 	view, unmount, err := ApplyKeelOverlay(context.Background(), work, readers(tars)...)
 	if err != nil {
 		var errno unix.Errno
-		if errors.As(err, &errno) && (errno == unix.ENODEV || errno == unix.EPERM) && os.Getenv("KEEL_TEST_STRICT") != "1" {
-			t.Skipf("no overlay mount here: %v", err)
+		if errors.As(err, &errno) && (errno == unix.ENODEV || errno == unix.EPERM) {
+			testenv.SkipOrFail(t, "no overlay mount here: %v", err)
 		}
 		t.Fatalf("%v\non:\n%s", err, s)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keel-runtime/keel/test/testenv"
 )
 
 var mt = time.Date(2021, 2, 3, 4, 5, 6, 7000, time.UTC)
@@ -17,11 +19,7 @@ var mt = time.Date(2021, 2, 3, 4, 5, 6, 7000, time.UTC)
 // TestCompare checks CompareDirs reports each kind of difference, on
 // trees made by hand.
 func TestCompare(t *testing.T) {
-	// Setting owners and trusted.* xattrs needs root; under
-	// KEEL_TEST_STRICT=1 the test runs anyway, and fails.
-	if os.Geteuid() != 0 && os.Getenv("KEEL_TEST_STRICT") != "1" {
-		t.Skip("needs root to set owners and trusted.* xattrs")
-	}
+	testenv.RequireRoot(t, "set owners and trusted.* xattrs")
 	mk := func(t *testing.T, setup func(dir string) error) string {
 		dir := t.TempDir()
 		if err := setup(dir); err != nil {

@@ -43,6 +43,7 @@ import (
 
 	"github.com/keel-runtime/keel/test/conformance/registry"
 	"github.com/keel-runtime/keel/test/fstree"
+	"github.com/keel-runtime/keel/test/testenv"
 )
 
 // The recipe. Changing any of it changes the cache key.
@@ -165,16 +166,10 @@ var getMu sync.Mutex
 // debootstrap it skips the test, or fails it under KEEL_TEST_STRICT=1.
 func Get(t TB) *Image {
 	t.Helper()
-	skip := t.Skipf
-	if os.Getenv("KEEL_TEST_STRICT") == "1" {
-		skip = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		skip("building a Debian image needs root (debootstrap, chroot, overlay mounts)")
-	}
+	testenv.RequireRoot(t, "build a Debian image (debootstrap, chroot, overlay mounts)")
 	for _, bin := range []string{"debootstrap", "chroot"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			skip("building a Debian image needs %s (apt-get install debootstrap): %v", bin, err)
+			testenv.SkipOrFail(t, "building a Debian image needs %s (apt-get install debootstrap): %v", bin, err)
 		}
 	}
 	getMu.Lock()
