@@ -56,16 +56,7 @@ func TestSnapshotterConformance(t *testing.T) {
 func TestContentConformance(t *testing.T) {
 	backend := conformance.InProcessContent(local.New)
 	conformance.Content(conformance.Go(t), func(ctx context.Context, ct conformance.T, root string) (content.Store, error) {
-		b, err := backend(ctx, ct, filepath.Join(root, "local"))
-		if err != nil {
-			return nil, err
-		}
-		db, err := openDB(root)
-		if err != nil {
-			b.Close()
-			return nil, err
-		}
-		return &nsStore{s: metadata.NewContentStore(db, b), db: db}, nil
+		return keeldStore(ctx, ct, backend, root)
 	})
 }
 
@@ -76,16 +67,7 @@ func TestContentConformanceTwoHops(t *testing.T) {
 	backend := conformance.InProcessContent(local.New)
 	conformance.Content(conformance.Go(t), func(ctx context.Context, ct conformance.T, root string) (content.Store, error) {
 		front := conformance.InProcessContent(func(ctx context.Context, _ sdk.Env) (content.Store, error) {
-			b, err := backend(ctx, ct, filepath.Join(root, "local"))
-			if err != nil {
-				return nil, err
-			}
-			db, err := openDB(root)
-			if err != nil {
-				b.Close()
-				return nil, err
-			}
-			return &nsStore{s: metadata.NewContentStore(db, b), db: db}, nil
+			return keeldStore(ctx, ct, backend, root)
 		})
 		return front(ctx, ct, filepath.Join(root, "keeld"))
 	}, conformance.WithRun(regexp.MustCompile(`^(WriteReadBack|ResumeIngest|WriterStatusAfterWrite|ReopenedIngestKeepsUpdatedAt|TruncateIngest|UpdateLabels|EmptyLabelNotStored|ListStatusesFilters|WalkFilters)$`)))
@@ -195,4 +177,19 @@ type nsWriter struct{ content.Writer }
 
 func (w nsWriter) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...content.Opt) error {
 	return w.Writer.Commit(withNS(ctx), size, expected, opts...)
+}
+
+// keeldStore is keeld's namespaced content store over a content-local
+// opened by backend under root, as keeld serves content.
+func keeldStore(ctx context.Context, ct conformance.T, backend conformance.Opener[content.Store], root string) (content.Store, error) {
+	b, err := backend(ctx, ct, filepath.Join(root, "local"))
+	if err != nil {
+		return nil, err
+	}
+	db, err := openDB(root)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	return &nsStore{s: metadata.NewContentStore(db, b), db: db}, nil
 }

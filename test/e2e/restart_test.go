@@ -92,18 +92,7 @@ func TestRestartSurvival(t *testing.T) {
 	// (c) the shim dies: the task is reported ended with a reason, and a
 	// wait returns.
 	shim := ppid(t, int(before["long"].Pid))
-	c := k.client(t, "default")
-	ct, err := c.LoadContainer(t.Context(), "long")
-	if err != nil {
-		t.Fatal(err)
-	}
-	task, err := ct.Task(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
-	defer cancel()
-	statusC, _ := task.Wait(ctx)
+	statusC := waitTask(t, k.keeld, "long", 15*time.Second)
 	if err := syscall.Kill(shim, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -280,8 +269,18 @@ func TestRestartShimStopped(t *testing.T) {
 		}
 		return nil
 	})
-	c := k.client(t, "default")
-	ct, err := c.LoadContainer(t.Context(), "frozen")
+	statusC := waitTask(t, k.keeld, "frozen", 20*time.Second)
+	k.ok("task", "kill", "-s", "KILL", "frozen")
+	if st := <-statusC; st.Err != nil || st.Code != 137 {
+		t.Errorf("wait after SIGCONT and kill: %+v, want 137", st)
+	}
+}
+
+// waitTask starts a wait (bounded by timeout) on the task of container id
+// through the Go client, so that a test can then make the task end.
+func waitTask(t *testing.T, k *keeld, id string, timeout time.Duration) <-chan client.ExitStatus {
+	t.Helper()
+	ct, err := k.client(t, "default").LoadContainer(t.Context(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,14 +288,11 @@ func TestRestartShimStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	t.Cleanup(cancel)
 	statusC, err := task.Wait(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.ok("task", "kill", "-s", "KILL", "frozen")
-	if st := <-statusC; st.Err != nil || st.Code != 137 {
-		t.Errorf("wait after SIGCONT and kill: %+v, want 137", st)
-	}
+	return statusC
 }
