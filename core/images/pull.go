@@ -127,17 +127,6 @@ func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
 	return identity.ChainIDs(append([]digest.Digest(nil), diffIDs...))
 }
 
-// ParsePlatform parses "os/arch[/variant]" into a matcher that takes the
-// usual fallbacks (platforms.Only): arm64 matches arm64/v8, arm/v7 takes
-// arm/v6 when there is no v7.
-func ParsePlatform(s string) (platforms.MatchComparer, error) {
-	p, err := platforms.Parse(s)
-	if err != nil {
-		return nil, fmt.Errorf("platform %q: %v: %w", s, err, errdefs.ErrInvalidArgument)
-	}
-	return platforms.Only(p), nil
-}
-
 // pull is one Pull in flight.
 type pull struct {
 	p    *Puller

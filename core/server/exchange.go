@@ -187,11 +187,10 @@ func (m imageMountsService) Mount(ctx context.Context, req *keelv1.MountImageReq
 	}
 	platform := platforms.Default()
 	if req.Platform != "" {
-		p, err := platforms.Parse(req.Platform)
-		if err != nil {
-			return nil, errdefs.ToGRPC(fmt.Errorf("platform %q: %v: %w", req.Platform, err, errdefs.ErrInvalidArgument))
+		var err error
+		if platform, err = images.ParsePlatform(req.Platform); err != nil {
+			return nil, errdefs.ToGRPC(err)
 		}
-		platform = platforms.Only(p)
 	}
 	img, err := images.Lookup(ctx, m.s.db.Images(), req.Name)
 	if err != nil {
