@@ -89,6 +89,24 @@ type applyConfig struct {
 	compression Compression
 	expected    digest.Digest
 	workers     int
+	maxSize     int64
+}
+
+// ErrTooLarge is what Apply fails with when a layer's uncompressed stream
+// goes over WithMaxSize: FailedPrecondition.
+var ErrTooLarge = fmt.Errorf("layer too large: %w", errdefs.ErrFailedPrecondition)
+
+// WithMaxSize bounds the layer's uncompressed bytes: past n, Apply stops
+// (nothing past n is written) and fails with ErrTooLarge. The caller drops
+// the snapshot, with what was written.
+func WithMaxSize(n int64) ApplyOpt {
+	return func(c *applyConfig) error {
+		if n < 0 {
+			return fmt.Errorf("max size %d: %w", n, errdefs.ErrInvalidArgument)
+		}
+		c.maxSize = n
+		return nil
+	}
 }
 
 // ApplyOpt sets an option of Apply.
@@ -154,7 +172,8 @@ func WithWorkers(n int) ApplyOpt {
 // Errors: InvalidArgument for an entry refused (its name in the message) or
 // a bad option; DataLoss for a corrupt or truncated compressed stream or tar;
 // FailedPrecondition when the diff id is not the expected one;
-// NotImplemented for a compression keel does not read (bzip2, xz). An error
+// NotImplemented for a compression keel does not read (bzip2, xz);
+// ErrTooLarge (FailedPrecondition) past WithMaxSize. An error
 // reading r is returned as it is, wrapped.
 func Apply(ctx context.Context, root string, r io.Reader, opts ...ApplyOpt) (Result, error) {
 	cfg := applyConfig{workers: min(runtime.GOMAXPROCS(0), 8)}
@@ -179,7 +198,7 @@ func Apply(ctx context.Context, root string, r io.Reader, opts ...ApplyOpt) (Res
 	if err != nil {
 		return Result{}, cr.classify(err, comp)
 	}
-	s := newStream(ctx, dec)
+	s := newStream(ctx, dec, cfg.maxSize)
 	defer s.stop()
 
 	res := Result{Compression: comp}
@@ -244,7 +263,7 @@ func (c *countingReader) classify(err error, comp Compression) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	if errors.Is(err, errdefs.ErrNotImplemented) || errors.Is(err, errdefs.ErrInvalidArgument) || errors.Is(err, errdefs.ErrDataLoss) {
+	if errors.Is(err, errdefs.ErrNotImplemented) || errors.Is(err, errdefs.ErrInvalidArgument) || errors.Is(err, errdefs.ErrDataLoss) || errors.Is(err, ErrTooLarge) {
 		return err
 	}
 	return fmt.Errorf("layer %s stream: %v: %w", comp, err, errdefs.ErrDataLoss)

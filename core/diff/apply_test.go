@@ -263,3 +263,36 @@ func TestApplyErrors(t *testing.T) {
 type failReader struct{ err error }
 
 func (f *failReader) Read([]byte) (int, error) { return 0, f.err }
+
+// TestApplyMaxSize: a gzip bomb stops at the limit, with nothing past it
+// written; a layer within it applies.
+func TestApplyMaxSize(t *testing.T) {
+	needRoot(t)
+	bomb := gzipped(t, layer(t, file("zeros", string(make([]byte, 8<<20)))))
+	for _, tc := range []struct {
+		name string
+		max  int64
+		ok   bool
+	}{
+		{"over", 1 << 20, false},
+		{"within", 9 << 20, true},
+		{"unbounded", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			_, err := Apply(context.Background(), root, bytes.NewReader(bomb), WithMaxSize(tc.max))
+			if tc.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrTooLarge) || !errdefs.IsFailedPrecondition(err) {
+				t.Fatalf("err = %v, want ErrTooLarge", err)
+			}
+			if fi, err := os.Stat(filepath.Join(root, "zeros")); err == nil && fi.Size() > tc.max {
+				t.Errorf("wrote %d bytes past a limit of %d", fi.Size(), tc.max)
+			}
+		})
+	}
+}

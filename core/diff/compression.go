@@ -125,6 +125,9 @@ type stream struct {
 	done chan struct{}
 	once sync.Once
 
+	// max, when > 0, bounds the uncompressed bytes (ErrTooLarge past it).
+	max int64
+
 	// Set by the goroutine before it closes full.
 	h    hash.Hash
 	n    int64
@@ -135,8 +138,9 @@ type stream struct {
 	ended bool   // Read saw full closed, so fail is set
 }
 
-func newStream(ctx context.Context, dec io.ReadCloser) *stream {
+func newStream(ctx context.Context, dec io.ReadCloser, maxSize int64) *stream {
 	s := &stream{
+		max:  maxSize,
 		full: make(chan []byte, blocksAhead),
 		free: make(chan []byte, blocksAhead+1),
 		quit: make(chan struct{}),
@@ -171,6 +175,11 @@ func (s *stream) fill(ctx context.Context, dec io.ReadCloser) {
 			var m int
 			m, err = dec.Read(b[n:])
 			n += m
+		}
+		if s.max > 0 && s.n+int64(n) > s.max {
+			// Nothing past the limit reaches the applier.
+			s.fail = fmt.Errorf("more than %d bytes uncompressed: %w", s.max, ErrTooLarge)
+			return
 		}
 		if n > 0 {
 			s.h.Write(b[:n])

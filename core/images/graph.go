@@ -25,8 +25,9 @@ const (
 	MediaTypeDockerLayerZstd    = "application/vnd.docker.image.rootfs.diff.tar.zstd"
 )
 
-// maxManifestSize bounds a manifest, index or config read into memory.
-const maxManifestSize = 8 << 20
+// maxManifestSize bounds a manifest, index or config read into memory;
+// Limits.MaxManifestSize is the bound configured, checked before a fetch.
+const maxManifestSize = HardMaxManifestSize
 
 // IsManifest tells whether mt is a single-image manifest (OCI or Docker).
 func IsManifest(mt string) bool {

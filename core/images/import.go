@@ -56,6 +56,9 @@ type ImportOptions struct {
 	// (expiring after an hour, should keeld die) and deletes it at the end,
 	// so what a failed import wrote is garbage collected.
 	Leases LeaseStore
+	// Limits bound the archive (its entries, the size of its files) and
+	// the images in it, as a pull's (zero fields take their defaults).
+	Limits Limits
 }
 
 // importLeaseExpiry bounds how long the lease of an import that died (with
@@ -78,6 +81,7 @@ func Import(ctx context.Context, cs content.Store, is ImageStore, r io.Reader, o
 	if opts.BaseName == "" {
 		opts.BaseName = "import"
 	}
+	opts.Limits = opts.Limits.withDefaults()
 	if _, ok := leases.FromContext(ctx); !ok && opts.Leases != nil {
 		l, err := opts.Leases.Create(ctx, metadata.Lease{Labels: map[string]string{
 			gc.LabelExpire: time.Now().Add(importLeaseExpiry).UTC().Format(time.RFC3339),
@@ -99,7 +103,7 @@ func Import(ctx context.Context, cs content.Store, is ImageStore, r io.Reader, o
 			}
 		}()
 	}
-	a, err := readArchive(ctx, cs, r)
+	a, err := readArchive(ctx, cs, r, opts.Limits)
 	if err != nil {
 		return nil, fmt.Errorf("import: %w", err)
 	}
@@ -175,6 +179,16 @@ func labelGraph(ctx context.Context, cs content.Store, desc ocispec.Descriptor, 
 	if err != nil {
 		return err
 	}
+	switch {
+	case IsManifest(desc.MediaType):
+		if err := opts.Limits.checkManifest(desc, ocispec.Manifest{Config: children[0], Layers: children[1:]}); err != nil {
+			return err
+		}
+	case IsIndex(desc.MediaType):
+		if err := opts.Limits.checkIndex(desc, ocispec.Index{Manifests: children}); err != nil {
+			return err
+		}
+	}
 	if IsIndex(desc.MediaType) && !opts.AllPlatforms {
 		children = slices.DeleteFunc(children, func(c ocispec.Descriptor) bool {
 			return c.Platform != nil && !opts.Platform.Match(*c.Platform)
@@ -232,8 +246,10 @@ func cleanPath(name string) string {
 
 // readArchive stores every regular file of the tar r in cs (blobs/<alg>/<hex>
 // under that digest, checked; the others under the digest of their
-// content) and parses the layout's and docker's JSON files.
-func readArchive(ctx context.Context, cs content.Ingester, r io.Reader) (*archive, error) {
+// content) and parses the layout's and docker's JSON files. It refuses an
+// archive of more entries than limits allow, a file larger than a layer
+// may be and a JSON file larger than a manifest, before reading them.
+func readArchive(ctx context.Context, cs content.Ingester, r io.Reader, limits Limits) (*archive, error) {
 	var rnd [6]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return nil, err
@@ -253,6 +269,9 @@ func readArchive(ctx context.Context, cs content.Ingester, r io.Reader) (*archiv
 		if err != nil {
 			return nil, fmt.Errorf("read archive: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
+		if n >= limits.MaxArchiveEntries {
+			return nil, &LimitError{What: fmt.Sprintf("archive: more than %d entries", limits.MaxArchiveEntries), Key: "max_archive_entries", Limit: int64(limits.MaxArchiveEntries)}
+		}
 		name := cleanPath(hdr.Name)
 		switch hdr.Typeflag {
 		case tar.TypeSymlink:
@@ -268,16 +287,19 @@ func readArchive(ctx context.Context, cs content.Ingester, r io.Reader) (*archiv
 		switch name {
 		case ocispec.ImageLayoutFile:
 			a.layout = new(ocispec.ImageLayout)
-			err = readJSON(tr, hdr, a.layout)
+			err = readJSON(tr, hdr, a.layout, limits)
 		case ocispec.ImageIndexFile:
 			a.index = new(ocispec.Index)
-			err = readJSON(tr, hdr, a.index)
+			err = readJSON(tr, hdr, a.index, limits)
 		case dockerManifestFile:
-			err = readJSON(tr, hdr, &a.docker)
+			err = readJSON(tr, hdr, &a.docker, limits)
 			if err == nil && a.docker == nil {
 				a.docker = []dockerManifest{}
 			}
 		default:
+			if hdr.Size > limits.MaxLayerSize {
+				return nil, &LimitError{What: fmt.Sprintf("archive file %s: %d bytes", hdr.Name, hdr.Size), Key: "max_layer_size", Limit: limits.MaxLayerSize}
+			}
 			var desc ocispec.Descriptor
 			desc, err = storeFile(ctx, cs, tr, hdr, name, prefix+fmt.Sprint(n), buf)
 			a.files[name] = desc
@@ -290,9 +312,9 @@ func readArchive(ctx context.Context, cs content.Ingester, r io.Reader) (*archiv
 }
 
 // readJSON decodes the tar file hdr names, of manifest size at most.
-func readJSON(r io.Reader, hdr *tar.Header, v any) error {
-	if hdr.Size > maxManifestSize {
-		return fmt.Errorf("archive file %s: %d bytes is too large: %w", hdr.Name, hdr.Size, errdefs.ErrInvalidArgument)
+func readJSON(r io.Reader, hdr *tar.Header, v any, limits Limits) error {
+	if hdr.Size > limits.MaxManifestSize {
+		return &LimitError{What: fmt.Sprintf("archive file %s: %d bytes", hdr.Name, hdr.Size), Key: "max_manifest_size", Limit: limits.MaxManifestSize}
 	}
 	data, err := io.ReadAll(io.LimitReader(r, hdr.Size))
 	if err != nil {

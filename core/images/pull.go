@@ -45,7 +45,10 @@ type Puller struct {
 	// MaxConcurrentDownloads bounds the blobs fetched at once (default
 	// DefaultMaxConcurrentDownloads).
 	MaxConcurrentDownloads int
-	Logger                 hclog.Logger
+	// Limits bound what an image may make the pull do (zero fields take
+	// their defaults).
+	Limits Limits
+	Logger hclog.Logger
 }
 
 // PullOptions choose what a pull fetches and unpacks.
@@ -129,9 +132,10 @@ func ChainIDs(diffIDs []digest.Digest) []digest.Digest {
 
 // pull is one Pull in flight.
 type pull struct {
-	p    *Puller
-	ref  string // the canonical name, for the resolver
-	opts PullOptions
+	p      *Puller
+	ref    string // the canonical name, for the resolver
+	opts   PullOptions
+	limits Limits
 
 	progressMu sync.Mutex
 	sem        chan struct{}
@@ -187,7 +191,7 @@ func (p *Puller) Pull(ctx context.Context, ref string, opts PullOptions) (PullRe
 	if n <= 0 {
 		n = DefaultMaxConcurrentDownloads
 	}
-	pl := &pull{p: p, ref: name, opts: opts, sem: make(chan struct{}, n), downloads: map[digest.Digest]*download{}}
+	pl := &pull{p: p, ref: name, opts: opts, limits: p.Limits.withDefaults(), sem: make(chan struct{}, n), downloads: map[digest.Digest]*download{}}
 	res := PullResult{Name: name, Target: target}
 
 	manifests, unpack, err := pl.manifests(ctx, target)
@@ -209,6 +213,9 @@ func (p *Puller) Pull(ctx context.Context, ref string, opts PullOptions) (PullRe
 		}
 		if err := checkManifest(md, m); err != nil {
 			return PullResult{}, err
+		}
+		if err := pl.limits.checkManifest(md, m); err != nil {
+			return PullResult{}, fmt.Errorf("pull %s: %w", name, err)
 		}
 		var cfg ocispec.Image
 		if err := pl.readJSON(ctx, m.Config, "config", &cfg); err != nil {
@@ -269,6 +276,9 @@ func (p *Puller) Pull(ctx context.Context, ref string, opts PullOptions) (PullRe
 		})
 	}
 	if err := g.Wait(); err != nil {
+		if IsLimit(err) {
+			pl.abortIngests(ctx)
+		}
 		return PullResult{}, err
 	}
 
@@ -324,6 +334,9 @@ func (pl *pull) manifests(ctx context.Context, target ocispec.Descriptor) ([]oci
 	var idx ocispec.Index
 	if err := pl.readJSON(ctx, target, "index", &idx); err != nil {
 		return nil, 0, err
+	}
+	if err := pl.limits.checkIndex(target, idx); err != nil {
+		return nil, 0, fmt.Errorf("pull %s: %w", pl.ref, err)
 	}
 	out, best, err := SelectManifests(idx, pl.opts.Platform, pl.opts.AllPlatforms)
 	if err != nil {
@@ -381,8 +394,8 @@ func (pl *pull) readJSON(ctx context.Context, desc ocispec.Descriptor, role stri
 
 // readBlob fetches a small blob into the store and reads it back.
 func (pl *pull) readBlob(ctx context.Context, desc ocispec.Descriptor, role string) ([]byte, error) {
-	if desc.Size > maxManifestSize || desc.Size < 0 {
-		return nil, fmt.Errorf("%s %s: size %d out of bounds: %w", role, desc.Digest, desc.Size, errdefs.ErrInvalidArgument)
+	if err := pl.limits.checkBlobSize(desc, role, "max_manifest_size", pl.limits.MaxManifestSize); err != nil {
+		return nil, err
 	}
 	d := pl.download(desc, role)
 	if d == nil {
@@ -490,6 +503,23 @@ func (pl *pull) fetch(ctx context.Context, d *download) (err error) {
 	return nil
 }
 
+// abortIngests drops what the pull's downloads left partial: an image
+// refused for a limit is refused again, so its bytes are not kept to be
+// resumed.
+func (pl *pull) abortIngests(ctx context.Context) {
+	pl.mu.Lock()
+	refs := make([]string, 0, len(pl.downloads))
+	for _, d := range pl.downloads {
+		refs = append(refs, IngestRef(d.desc))
+	}
+	pl.mu.Unlock()
+	for _, ref := range refs {
+		if err := pl.p.Content.Abort(context.WithoutCancel(ctx), ref); err != nil && !errdefs.IsNotFound(err) && pl.p.Logger != nil {
+			pl.p.Logger.Warn("dropping a refused image's ingest", "ref", ref, "error", err)
+		}
+	}
+}
+
 // label sets labels on a stored blob.
 func (pl *pull) label(ctx context.Context, dgst digest.Digest, labels map[string]string) error {
 	info := content.Info{Digest: dgst, Labels: labels}
@@ -508,6 +538,7 @@ func (pl *pull) label(ctx context.Context, dgst digest.Digest, labels map[string
 func (pl *pull) unpack(ctx context.Context, layers []ocispec.Descriptor, diffIDs []digest.Digest) (digest.Digest, error) {
 	chains := ChainIDs(diffIDs)
 	sn := pl.p.Snapshotter
+	var used int64 // uncompressed bytes applied
 	for i, l := range layers {
 		chain := chains[i].String()
 		lp := LayerProgress{Index: i, Desc: l, DiffID: diffIDs[i], ChainID: chains[i]}
@@ -522,9 +553,12 @@ func (pl *pull) unpack(ctx context.Context, layers []ocispec.Descriptor, diffIDs
 		if i > 0 {
 			parent = chains[i-1].String()
 		}
-		if err := pl.applyLayer(ctx, l, diffIDs[i], chain, parent); err != nil {
+		budget, key := pl.limits.unpackBudget(l, used)
+		size, err := pl.applyLayer(ctx, l, diffIDs[i], chain, parent, budget, key)
+		if err != nil {
 			return "", fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
 		}
+		used += size
 		pl.progress(Progress{Layer: &lp})
 	}
 	return chains[len(chains)-1], nil
@@ -534,8 +568,10 @@ func (pl *pull) unpack(ctx context.Context, layers []ocispec.Descriptor, diffIDs
 // mount — from the download as it arrives when the download has not
 // started yet, else from the content store once stored — checks the diff
 // id, and commits the snapshot as chain once the blob itself is
-// committed (its digest checked). On failure the snapshot is removed.
-func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID digest.Digest, chain, parent string) (err error) {
+// committed (its digest checked). It returns the layer's uncompressed
+// size, which may not exceed budget (a LimitError naming key). On failure
+// the snapshot is removed.
+func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID digest.Digest, chain, parent string, budget int64, limitKey string) (size int64, err error) {
 	pl.mu.Lock()
 	d := pl.downloads[l.Digest]
 	pl.mu.Unlock()
@@ -557,7 +593,7 @@ func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID dig
 	key := "extract-" + hex.EncodeToString(rnd[:]) + " " + chain
 	mounts, err := sn.Prepare(ctx, key, parent)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer func() {
 		if err != nil {
@@ -567,15 +603,15 @@ func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID dig
 		}
 	}()
 	if err := os.MkdirAll(pl.p.MountDir, 0o700); err != nil {
-		return err
+		return 0, err
 	}
 	dir, err := os.MkdirTemp(pl.p.MountDir, "layer-")
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer os.Remove(dir)
 	if err := mount.All(mounts, dir); err != nil {
-		return err
+		return 0, err
 	}
 	defer func() {
 		// Unmounted already on success; a second unmount is a no-op.
@@ -588,7 +624,7 @@ func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID dig
 	select {
 	case <-d.decided:
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	if d.teeing {
 		src = pr
@@ -596,50 +632,52 @@ func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID dig
 		select {
 		case <-d.done:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
 		if d.err != nil {
-			return d.err
+			return 0, d.err
 		}
 		ra, err := pl.p.Content.ReaderAt(ctx, l)
 		if err != nil {
-			return err
+			return 0, err
 		}
 		defer ra.Close()
 		src = io.NewSectionReader(ra, 0, ra.Size())
 	}
 	// The compression is detected from the stream: media types in the
 	// wild are not always what the bytes are, and the diff id is checked.
-	if _, err := diff.Apply(ctx, dir, src, diff.WithExpectedDiffID(diffID)); err != nil {
+	res, err := diff.Apply(ctx, dir, src, diff.WithExpectedDiffID(diffID), diff.WithMaxSize(budget))
+	if err != nil {
+		err = asUnpackLimit(err, l, budget, limitKey, pl.limits)
 		if pr != nil {
 			pr.CloseWithError(err)
 		}
-		return err
+		return 0, err
 	}
 	if pr != nil {
 		// What follows the compressed stream (a gzip trailer, padding)
 		// still belongs to the blob.
 		if _, err := io.Copy(io.Discard, pr); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	select {
 	case <-d.done:
 	case <-ctx.Done():
-		return ctx.Err()
+		return 0, ctx.Err()
 	}
 	if d.err != nil {
-		return d.err
+		return 0, d.err
 	}
 	if err := mount.Unmount(dir); err != nil {
-		return err
+		return 0, err
 	}
 	if err := sn.Commit(ctx, chain, key); err != nil {
 		if errdefs.IsAlreadyExists(err) {
 			// Another pull committed the same chain meanwhile.
-			return sn.Remove(ctx, key)
+			return res.Size, sn.Remove(ctx, key)
 		}
-		return err
+		return 0, err
 	}
-	return nil
+	return res.Size, nil
 }

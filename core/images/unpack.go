@@ -32,6 +32,10 @@ func (p *Puller) Unpack(ctx context.Context, target ocispec.Descriptor, opts Pul
 	if err != nil {
 		return PullResult{}, err
 	}
+	limits := p.Limits.withDefaults()
+	if err := limits.checkManifest(md, m); err != nil {
+		return PullResult{}, err
+	}
 	data, err := ReadBlob(ctx, p.Content, m.Config)
 	if err != nil {
 		return PullResult{}, fmt.Errorf("config %s: %w", m.Config.Digest, err)
@@ -45,7 +49,7 @@ func (p *Puller) Unpack(ctx context.Context, target ocispec.Descriptor, opts Pul
 	}
 	// The layers are "downloaded" already: the unpacker reads each from the
 	// content store.
-	pl := &pull{p: p, opts: opts, downloads: map[digest.Digest]*download{}}
+	pl := &pull{p: p, opts: opts, limits: limits, downloads: map[digest.Digest]*download{}}
 	for _, l := range m.Layers {
 		if d := pl.download(l, "layer"); d != nil {
 			d.finish(nil)
