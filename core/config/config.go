@@ -95,6 +95,9 @@ type Config struct {
 	// GC tunes garbage collection; nil when the file has no gc block
 	// (defaults apply, see GCInterval).
 	GC *GC `json:"gc,omitempty"`
+	// Limits bound the work one image may cause; nil when the file has
+	// no limits block (defaults apply).
+	Limits *Limits `json:"limits,omitempty"`
 	// MaxConcurrentDownloads bounds the blobs one pull fetches at once.
 	MaxConcurrentDownloads int `json:"max_concurrent_downloads"`
 	// DefaultSnapshotter names the snapshotter used when a call names none;

@@ -76,7 +76,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	var keys []string
-	for _, v := range []any{&fileSchema{}, &grpcSchema{}, &metricsSchema{}, &gcSchema{}, &pluginSchema{}} {
+	for _, v := range []any{&fileSchema{}, &grpcSchema{}, &metricsSchema{}, &gcSchema{}, &limitsSchema{}, &pluginSchema{}} {
 		schema, _ := gohcl.ImpliedBodySchema(v)
 		for _, a := range schema.Attributes {
 			keys = append(keys, a.Name)

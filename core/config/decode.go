@@ -40,6 +40,7 @@ type fileSchema struct {
 	GRPC    *grpcSchema    `hcl:"grpc,block"`
 	Metrics *metricsSchema `hcl:"metrics,block"`
 	GC      *gcSchema      `hcl:"gc,block"`
+	Limits  *limitsSchema  `hcl:"limits,block"`
 	Plugins []pluginSchema `hcl:"plugin,block"`
 }
 
@@ -165,8 +166,8 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 	}
 	if n := fs.MaxConcurrentDownloads; n != nil {
 		c.MaxConcurrentDownloads = *n
-		if *n < 1 {
-			fail(fs.MaxConcurrentDownloadsRange, "Invalid max_concurrent_downloads", "max_concurrent_downloads must be at least 1, not %d.", *n)
+		if *n < 1 || *n > MaxConcurrentDownloadsCeiling {
+			fail(fs.MaxConcurrentDownloadsRange, "Invalid max_concurrent_downloads", "max_concurrent_downloads must be from 1 to %d, not %d.", MaxConcurrentDownloadsCeiling, *n)
 		}
 	}
 	if fs.LogLevel != nil {
@@ -212,6 +213,9 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 
 	if g := fs.GC; g != nil {
 		c.GC = decodeGC(g, fail)
+	}
+	if l := fs.Limits; l != nil {
+		c.Limits = decodeLimits(l, fail)
 	}
 
 	seen := map[string]hcl.Range{}

@@ -10,11 +10,21 @@ import (
 	"github.com/keel-runtime/keel/sdk/labels"
 )
 
-// maxLabelSize bounds a label's key plus value, as containerd does.
-const maxLabelSize = 4096
+// maxLabelSize bounds a label's key plus value, as containerd does;
+// maxLabelsSize the labels of one object together, so that updates adding
+// labels one by one cannot grow a record without end.
+const (
+	maxLabelSize  = 4096
+	maxLabelsSize = 1 << 20
+)
 
 func validateLabels(labels map[string]string) error {
+	total := 0
 	for k, v := range labels {
+		total += len(k) + len(v)
+		if total > maxLabelsSize {
+			return fmt.Errorf("labels: more than %d bytes together: %w", maxLabelsSize, errdefs.ErrInvalidArgument)
+		}
 		if k == "" {
 			return fmt.Errorf("label key is empty: %w", errdefs.ErrInvalidArgument)
 		}

@@ -1,6 +1,7 @@
 package metadata
 
 import (
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -25,6 +26,7 @@ func TestNamespaces(t *testing.T) {
 		{"bad name", Namespace{Name: "a/b"}, errdefs.IsInvalidArgument},
 		{"empty label key", Namespace{Name: "ns3", Labels: map[string]string{"": "x"}}, errdefs.IsInvalidArgument},
 		{"huge label", Namespace{Name: "ns3", Labels: map[string]string{"k": strings.Repeat("x", maxLabelSize)}}, errdefs.IsInvalidArgument},
+		{"labels too large together", Namespace{Name: "ns3", Labels: manyLabels(maxLabelsSize/maxLabelSize + 1)}, errdefs.IsInvalidArgument},
 	} {
 		t.Run(tc.desc, func(t *testing.T) {
 			got, err := s.Create(ctx, tc.ns)
@@ -128,4 +130,13 @@ func TestNamespaceDeleteRefusedWhileHolding(t *testing.T) {
 			}
 		})
 	}
+}
+
+// manyLabels makes n labels of nearly maxLabelSize bytes each.
+func manyLabels(n int) map[string]string {
+	m := map[string]string{}
+	for i := range n {
+		m[fmt.Sprintf("k%05d", i)] = strings.Repeat("x", maxLabelSize-16)
+	}
+	return m
 }

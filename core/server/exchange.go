@@ -145,6 +145,7 @@ func (e exchangeService) Import(stream grpc.ClientStreamingServer[keelv1.ImportR
 		AllPlatforms: opts.AllPlatforms,
 		BaseName:     opts.BaseName,
 		Leases:       e.s.db.Leases(),
+		Limits:       imageLimits(e.s.cfg),
 	})
 	if err != nil {
 		return errdefs.ToGRPC(err)

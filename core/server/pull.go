@@ -59,6 +59,7 @@ func (p pullService) pull(ctx context.Context, req *keelv1.PullRequest, stream k
 		Content:                s.content,
 		MountDir:               filepath.Join(s.cfg.State, "pull"),
 		MaxConcurrentDownloads: s.cfg.MaxConcurrentDownloads,
+		Limits:                 imageLimits(s.cfg),
 		Logger:                 s.logger.Named("pull"),
 	}
 	if req.Unpack {

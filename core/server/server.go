@@ -134,7 +134,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), leases.UnaryServerInterceptor(), s.logUnary),
 		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), leases.StreamServerInterceptor(), s.logStream),
-	}, sdk.ServerOptions()...)...,
+	}, append(sdk.ServerOptions(), grpc.MaxRecvMsgSize(maxRequestSize))...)...,
 	)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})

@@ -78,6 +78,7 @@ func (s *Server) unpackImage(ctx context.Context, img metadata.Image, platform s
 		Snapshotter:     sn,
 		SnapshotterName: out.snapshotter,
 		MountDir:        filepath.Join(s.cfg.State, "pull"),
+		Limits:          imageLimits(s.cfg),
 		Logger:          s.logger.Named("unpack"),
 	}
 	if out.res, err = puller.Unpack(ctx, img.Target, opts); err != nil {
