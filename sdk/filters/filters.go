@@ -130,14 +130,28 @@ func (fs anyOf) Match(a Adaptor) bool {
 	return false
 }
 
+// Bounds on what Parse takes, so that a request cannot size its work:
+// real filters are a few selectors long.
+const (
+	MaxExprs      = 64
+	MaxExprLength = 4096
+)
+
 // Parse parses exprs into a Filter that matches when any of them matches.
-// A syntax error is InvalidArgument naming the expression.
+// A syntax error, more than MaxExprs expressions or one longer than
+// MaxExprLength is InvalidArgument naming the expression.
 func Parse(exprs ...string) (Filter, error) {
 	var (
 		out anyOf
 		all = len(exprs) == 0
 	)
+	if len(exprs) > MaxExprs {
+		return nil, fmt.Errorf("%d filters, more than %d: %w", len(exprs), MaxExprs, errdefs.ErrInvalidArgument)
+	}
 	for _, expr := range exprs {
+		if len(expr) > MaxExprLength {
+			return nil, fmt.Errorf("filter %q...: longer than %d bytes: %w", expr[:64], MaxExprLength, errdefs.ErrInvalidArgument)
+		}
 		if expr == "" {
 			all = true
 			continue

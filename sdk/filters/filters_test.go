@@ -1,6 +1,7 @@
 package filters
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -109,6 +110,7 @@ func TestParseErrors(t *testing.T) {
 		{"Garbage", "size==1 x"},
 		{"NotUTF8", "size==\xff"},
 		{"NUL", "size==\x00"},
+		{"TooLong", "size==" + strings.Repeat("1", MaxExprLength)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Parse("size", tc.expr)
@@ -119,6 +121,19 @@ func TestParseErrors(t *testing.T) {
 				t.Errorf("error %q does not name the expression", err)
 			}
 		})
+	}
+}
+
+func TestParseTooMany(t *testing.T) {
+	exprs := make([]string, MaxExprs+1)
+	for i := range exprs {
+		exprs[i] = "size==1"
+	}
+	if _, err := Parse(exprs...); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("%d filters: %v, want invalid argument", len(exprs), err)
+	}
+	if _, err := Parse(exprs[:MaxExprs]...); err != nil {
+		t.Fatal(err)
 	}
 }
 
