@@ -92,9 +92,12 @@ type PullLayer struct {
 // the image record, written once everything is stored.
 //
 // Errors: NotFound for an unknown reference or no manifest for the
-// platform; InvalidArgument for a malformed reference or a refused layer
-// (an entry escaping the root); FailedPrecondition for content whose
-// digest, size or diff id is not what the image says.
+// platform; InvalidArgument for a malformed reference or platform, a
+// layer of an unknown media type or a refused layer (an entry escaping the
+// root); NotImplemented for a foreign layer; FailedPrecondition for
+// content whose digest, size or diff id is not what the image says, and
+// for an image over one of keeld's limits (the error names the key of its
+// config's limits block).
 func (c *Client) Pull(ctx context.Context, ref string, opts ...PullOpt) (Image, error) {
 	var o pullOptions
 	for _, opt := range opts {

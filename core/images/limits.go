@@ -226,17 +226,16 @@ func (l Limits) unpackBudget(layer ocispec.Descriptor, used int64) (int64, strin
 	return budget, key
 }
 
-// unpackLimitError names the limit a layer went over while applied.
+// unpackLimitError names the limit a layer went over while applied (the
+// caller names the layer).
 func unpackLimitError(layer ocispec.Descriptor, budget int64, key string, l Limits) error {
-	what := fmt.Sprintf("layer %s: more than %d bytes uncompressed", layer.Digest, budget)
-	limit := budget
 	switch key {
 	case "max_image_unpacked_size":
-		what, limit = fmt.Sprintf("layer %s: the image's layers expand to more than %d bytes", layer.Digest, l.MaxImageUnpackedSize), l.MaxImageUnpackedSize
+		return &LimitError{What: "the image's layers expand to more bytes", Key: key, Limit: l.MaxImageUnpackedSize}
 	case "max_unpack_ratio":
-		what, limit = fmt.Sprintf("layer %s: %d bytes expand to more than %d (%d times)", layer.Digest, layer.Size, budget, l.MaxUnpackRatio), l.MaxUnpackRatio
+		return &LimitError{What: fmt.Sprintf("%d compressed bytes expand to more than %d", layer.Size, budget), Key: key, Limit: l.MaxUnpackRatio}
 	}
-	return &LimitError{What: what, Key: key, Limit: limit}
+	return &LimitError{What: "more bytes uncompressed", Key: key, Limit: budget}
 }
 
 // asUnpackLimit turns diff's size error into the LimitError naming the key.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/hashicorp/go-hclog"
@@ -173,9 +174,13 @@ type download struct {
 // image record and holds a lease over the call.
 //
 // Errors: NotFound when the reference or a platform's manifest is absent;
-// InvalidArgument for a malformed manifest or a refused layer entry;
-// FailedPrecondition for a digest, size or diff id that does not match.
-// A failed pull leaves no committed snapshot for the layer it failed on.
+// InvalidArgument for a malformed manifest, a layer of an unknown media
+// type or a refused layer entry; NotImplemented for a foreign layer;
+// FailedPrecondition for a digest, size or diff id that does not match,
+// and for an image over p.Limits (a *LimitError naming the config key:
+// counts and declared sizes are checked before any layer is fetched).
+// A failed pull leaves no committed snapshot for the layer it failed on;
+// one refused for a limit leaves no ingest either.
 func (p *Puller) Pull(ctx context.Context, ref string, opts PullOptions) (PullResult, error) {
 	if opts.Platform == nil {
 		opts.Platform = platforms.Default()
@@ -513,12 +518,25 @@ func (pl *pull) abortIngests(ctx context.Context) {
 		refs = append(refs, IngestRef(d.desc))
 	}
 	pl.mu.Unlock()
+	ctx = context.WithoutCancel(ctx)
 	for _, ref := range refs {
-		if err := pl.p.Content.Abort(context.WithoutCancel(ctx), ref); err != nil && !errdefs.IsNotFound(err) && pl.p.Logger != nil {
+		// A writer cancelled mid-chunk lets go of its ingest when the
+		// content plugin sees the cancel, a moment after ours returned.
+		var err error
+		for deadline := time.Now().Add(abortWait); ; time.Sleep(20 * time.Millisecond) {
+			err = pl.p.Content.Abort(ctx, ref)
+			if !errdefs.IsUnavailable(err) || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil && !errdefs.IsNotFound(err) && pl.p.Logger != nil {
 			pl.p.Logger.Warn("dropping a refused image's ingest", "ref", ref, "error", err)
 		}
 	}
 }
+
+// abortWait bounds how long abortIngests waits for a writer to let go.
+const abortWait = 10 * time.Second
 
 // label sets labels on a stored blob.
 func (pl *pull) label(ctx context.Context, dgst digest.Digest, labels map[string]string) error {

@@ -31,6 +31,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -345,6 +346,29 @@ func Gzip(b []byte) []byte {
 	zw.Write(b)
 	zw.Close()
 	return buf.Bytes()
+}
+
+// GzipBomb is a gzip layer holding one file of size zero bytes, made as a
+// stream (the tar is never held whole): a few hundred KiB per 100 MiB.
+func GzipBomb(name string, size int64) Layer {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestCompression)
+	d := digest.Canonical.Digester()
+	tw := tar.NewWriter(io.MultiWriter(zw, d.Hash()))
+	if err := tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: size, ModTime: time.Unix(0, 0)}); err != nil {
+		panic(err)
+	}
+	zeros := make([]byte, 1<<20)
+	for n := size; n > 0; n -= int64(len(zeros)) {
+		if _, err := tw.Write(zeros[:min(n, int64(len(zeros)))]); err != nil {
+			panic(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		panic(err)
+	}
+	zw.Close()
+	return Layer{Blob: NewBlob(ocispec.MediaTypeImageLayerGzip, buf.Bytes()), DiffID: d.Digest()}
 }
 
 // Layer is a layer blob and the diff id of its uncompressed tar.
