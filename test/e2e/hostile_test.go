@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -12,6 +15,7 @@ import (
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
+	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/keel-runtime/keel/client"
@@ -256,5 +260,112 @@ func TestPullPlatformBounded(t *testing.T) {
 	}
 	if left := storeState(t, t.Context(), cl); len(left) != 0 {
 		t.Errorf("left after refused pulls: %v", left)
+	}
+}
+
+// ociArchive is an OCI layout tar of img (its manifest named name), its
+// blobs included unless skip says otherwise.
+func ociArchive(t *testing.T, img regstub.Built, name string, skip func(regstub.Blob) bool) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(path string, data []byte) {
+		if err := tw.WriteHeader(&tar.Header{Name: path, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(data))}); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write(data)
+	}
+	add("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`))
+	for _, b := range append(img.Blobs(), img.Manifest) {
+		if skip == nil || !skip(b) {
+			add("blobs/sha256/"+b.Desc.Digest.Encoded(), b.Data)
+		}
+	}
+	md := img.Manifest.Desc
+	md.Annotations = map[string]string{ocispec.AnnotationRefName: name}
+	idx, _ := json.Marshal(ocispec.Index{Versioned: specs.Versioned{SchemaVersion: 2}, MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{md}})
+	add("index.json", idx)
+	tw.Close()
+	return buf.Bytes()
+}
+
+// TestImportHostile: archives keel image import must refuse as a pull
+// refuses the same image (the limits are one set), plus an archive of too
+// many entries and a file header declaring 1e15 bytes; each quickly, and
+// the namespace is empty again after a collection.
+func TestImportHostile(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		skipOrFail(t, "needs root to mount snapshots")
+	}
+	e := newEnv(t)
+	k := e.startWith(t, e.config(t, pullPlugins+`
+limits {
+  max_archive_entries = 1000
+}
+`))
+	small := func(name string) regstub.Layer {
+		return regstub.NewLayer(regstub.Gzip(regstub.Tar(regstub.File(name, []byte(name)))))
+	}
+	var many []regstub.Layer
+	for i := range 200 {
+		many = append(many, small(fmt.Sprintf("f%d", i)))
+	}
+	var entries bytes.Buffer
+	tw := tar.NewWriter(&entries)
+	for i := range 2000 {
+		tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("d%d/", i), Typeflag: tar.TypeDir, Mode: 0o755})
+	}
+	tw.Close()
+	var huge bytes.Buffer
+	tw = tar.NewWriter(&huge)
+	tw.WriteHeader(&tar.Header{Name: "blobs/sha256/" + digest.FromString("x").Encoded(), Typeflag: tar.TypeReg, Mode: 0o644, Size: 1e15})
+	unknown := regstub.Image{Layers: []regstub.Layer{small("u")}, EditManifest: func(m *ocispec.Manifest) { m.Layers[0].MediaType = "application/x-not-a-layer" }}.Build()
+	cases := []struct {
+		name    string
+		archive []byte
+		is      func(error) bool
+		want    string
+	}{
+		// The layers are not in the archive: the count is refused first.
+		{"ManyLayers", ociArchive(t, regstub.Image{Layers: many}.Build(), "x/many:1", func(b regstub.Blob) bool { return b.Desc.MediaType == ocispec.MediaTypeImageLayerGzip }),
+			errdefs.IsFailedPrecondition, "max_layers"},
+		{"UnknownMediaType", ociArchive(t, unknown, "x/unknown:1", nil), errdefs.IsInvalidArgument, "application/x-not-a-layer"},
+		{"ManyEntries", entries.Bytes(), errdefs.IsFailedPrecondition, "max_archive_entries"},
+		{"HugeFile", huge.Bytes(), errdefs.IsFailedPrecondition, "max_layer_size"},
+		{"GzipBombUnpacked", ociArchive(t, regstub.Image{Layers: []regstub.Layer{regstub.GzipBomb("zeros", 256<<20)}}.Build(), "x/bomb:1", nil),
+			errdefs.IsFailedPrecondition, "max_unpack_ratio"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ns := strings.ToLower(c.name)
+			cl := k.with(t).client(t, ns)
+			ctx := t.Context()
+			start := time.Now()
+			_, err := cl.Import(ctx, bytes.NewReader(c.archive), client.WithImportUnpack("native"))
+			took := time.Since(start)
+			t.Logf("%s: refused in %s: %v", c.name, took.Round(time.Millisecond), err)
+			if err == nil || !c.is(err) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("import: %v; want another class, naming %q", err, c.want)
+			}
+			if took > refusedWithin {
+				t.Errorf("refusing took %s", took)
+			}
+			for _, s := range storeState(t, ctx, cl) {
+				if strings.HasPrefix(s, "ingest ") || strings.Contains(s, "(active)") {
+					t.Errorf("left after the refusal: %s", s)
+				}
+			}
+			if _, err := cl.GarbageCollect(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The bomb's image is recorded before its unpack is refused:
+			// the record keeps its blobs, nothing else may stay.
+			for _, s := range storeState(t, ctx, cl) {
+				if c.name != "GzipBombUnpacked" || strings.HasPrefix(s, "snapshot ") {
+					t.Errorf("left after gc: %s", s)
+				}
+			}
+		})
 	}
 }
