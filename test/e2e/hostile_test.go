@@ -72,6 +72,11 @@ func storeState(t *testing.T, ctx context.Context, c *client.Client) []string {
 	return out
 }
 
+// tinyLayer is a gzip layer of one file holding its name.
+func tinyLayer(name string) regstub.Layer {
+	return regstub.NewLayer(regstub.Gzip(regstub.Tar(regstub.File(name, []byte(name)))))
+}
+
 // randomLayer is a gzip layer of one file of n random bytes (gzip cannot
 // shrink it: its uncompressed size is what it says).
 func randomLayer(t *testing.T, name string, n int) regstub.Layer {
@@ -89,18 +94,15 @@ func randomLayer(t *testing.T, name string, n int) regstub.Layer {
 func TestHostileImages(t *testing.T) {
 	t.Parallel()
 	stub := regstub.Start(t)
-	small := func(name string) regstub.Layer {
-		return regstub.NewLayer(regstub.Gzip(regstub.Tar(regstub.File(name, []byte(name)))))
-	}
 
 	// 2000 layers, each a real blob: none may be fetched.
 	var many []regstub.Layer
 	for i := range 2000 {
-		many = append(many, small(fmt.Sprintf("f%d", i)))
+		many = append(many, tinyLayer(fmt.Sprintf("f%d", i)))
 	}
-	huge := small("huge")
-	unknown := small("unknown")
-	foreign := small("foreign")
+	huge := tinyLayer("huge")
+	unknown := tinyLayer("unknown")
+	foreign := tinyLayer("foreign")
 	bomb := regstub.GzipBomb("zeros", 512<<20)
 	big := randomLayer(t, "big", 5<<20)
 	half1, half2 := randomLayer(t, "half1", 7<<19), randomLayer(t, "half2", 7<<19)
@@ -225,9 +227,7 @@ func vmHWM(t *testing.T, pid int) int64 {
 func TestPullPlatformBounded(t *testing.T) {
 	t.Parallel()
 	stub := regstub.Start(t)
-	img := regstub.Image{Layers: []regstub.Layer{
-		regstub.NewLayer(regstub.Gzip(regstub.Tar(regstub.File("f", []byte("x"))))),
-	}}.Build()
+	img := regstub.Image{Layers: []regstub.Layer{tinyLayer("f")}}.Build()
 	ref := stub.Push("plat/img", "v1", img)
 	k := hostileKeeld(t, stub, "")
 	cl := k.client(t, "platform")
@@ -304,12 +304,9 @@ limits {
   max_archive_entries = 1000
 }
 `))
-	small := func(name string) regstub.Layer {
-		return regstub.NewLayer(regstub.Gzip(regstub.Tar(regstub.File(name, []byte(name)))))
-	}
 	var many []regstub.Layer
 	for i := range 200 {
-		many = append(many, small(fmt.Sprintf("f%d", i)))
+		many = append(many, tinyLayer(fmt.Sprintf("f%d", i)))
 	}
 	var entries bytes.Buffer
 	tw := tar.NewWriter(&entries)
@@ -320,7 +317,7 @@ limits {
 	var huge bytes.Buffer
 	tw = tar.NewWriter(&huge)
 	tw.WriteHeader(&tar.Header{Name: "blobs/sha256/" + digest.FromString("x").Encoded(), Typeflag: tar.TypeReg, Mode: 0o644, Size: 1e15})
-	unknown := regstub.Image{Layers: []regstub.Layer{small("u")}, EditManifest: func(m *ocispec.Manifest) { m.Layers[0].MediaType = "application/x-not-a-layer" }}.Build()
+	unknown := regstub.Image{Layers: []regstub.Layer{tinyLayer("u")}, EditManifest: func(m *ocispec.Manifest) { m.Layers[0].MediaType = "application/x-not-a-layer" }}.Build()
 	cases := []struct {
 		name    string
 		archive []byte
