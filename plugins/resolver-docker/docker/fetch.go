@@ -303,10 +303,14 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 		buf []byte
 		err error
 	}
-	results := make([]chan result, n)
+	// A part starts only when a slot frees, which is once the part
+	// `parallel` before it was handed over: a ring of that many results
+	// serves every part, whatever size the descriptor claims.
+	results := make([]chan result, f.r.cfg.parallel)
 	for i := range results {
 		results[i] = make(chan result, 1)
 	}
+	slot := func(i int) chan result { return results[i%len(results)] }
 	slots := make(chan struct{}, f.r.cfg.parallel)
 	// Parts in flight are bounded by slots, so a small free list recycles
 	// their buffers.
@@ -334,7 +338,7 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 		cancel()
 		return nil, err
 	}
-	results[0] <- result{buf: first[:end-offset]}
+	slot(0) <- result{buf: first[:end-offset]}
 	slots <- struct{}{}
 
 	go func() {
@@ -349,7 +353,7 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 				end := min(start+part, f.desc.Size)
 				buf := getBuf()
 				err := f.readRange(ctx, start, end, buf, false)
-				results[i] <- result{buf: buf[:end-start], err: err}
+				slot(i) <- result{buf: buf[:end-start], err: err}
 			}(i)
 		}
 	}()
@@ -365,7 +369,7 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 			return nil, io.EOF
 		}
 		select {
-		case res := <-results[i]:
+		case res := <-slot(i):
 			if res.err != nil {
 				return nil, res.err
 			}
