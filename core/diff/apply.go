@@ -60,6 +60,7 @@ import (
 	"io"
 	"runtime"
 
+	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -262,6 +263,9 @@ func (c *countingReader) classify(err error, comp Compression) error {
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
+	}
+	if errors.Is(err, zstd.ErrWindowSizeExceeded) {
+		return fmt.Errorf("zstd window over %d bytes: %w", maxZstdWindow, ErrTooLarge)
 	}
 	if errors.Is(err, errdefs.ErrNotImplemented) || errors.Is(err, errdefs.ErrInvalidArgument) || errors.Is(err, errdefs.ErrDataLoss) || errors.Is(err, ErrTooLarge) {
 		return err

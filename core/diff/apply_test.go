@@ -296,3 +296,21 @@ func TestApplyMaxSize(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyZstdWindow: a zstd frame asking for a window over 128 MiB is
+// refused before the decoder allocates it.
+func TestApplyZstdWindow(t *testing.T) {
+	needRoot(t)
+	// A frame by hand: no content size, window descriptor 2^29 (512 MiB),
+	// one raw last block holding the tar.
+	tarball := layer(t, file("a", "aaaa"))
+	var buf bytes.Buffer
+	buf.Write([]byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, (29 - 10) << 3})
+	h := uint32(len(tarball))<<3 | 1
+	buf.Write([]byte{byte(h), byte(h >> 8), byte(h >> 16)})
+	buf.Write(tarball)
+	_, err := Apply(context.Background(), t.TempDir(), &buf)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("err = %v, want ErrTooLarge", err)
+	}
+}

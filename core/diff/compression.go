@@ -89,6 +89,11 @@ func compressionOf(mediaType string) (Compression, error) {
 	return Auto, fmt.Errorf("layer media type %q: %w", mediaType, errdefs.ErrInvalidArgument)
 }
 
+// maxZstdWindow bounds the window a zstd layer may ask the decoder to
+// hold: 128 MiB is what `zstd --long=27` writes, the most builders use; a
+// frame asking more is refused (ErrTooLarge) rather than allocated.
+const maxZstdWindow = 128 << 20
+
 // newDecompressor returns the uncompressed stream of br.
 func newDecompressor(comp Compression, br *bufio.Reader) (io.ReadCloser, error) {
 	switch comp {
@@ -101,7 +106,7 @@ func newDecompressor(comp Compression, br *bufio.Reader) (io.ReadCloser, error) 
 		}
 		return zr, nil
 	case Zstd:
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxMemory(1<<30))
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(2), zstd.WithDecoderMaxWindow(maxZstdWindow))
 		if err != nil {
 			return nil, err
 		}
