@@ -10,6 +10,10 @@ import (
 // hold more (the plugins' own endpoints keep sdk.MaxMessageSize).
 const maxRequestSize = 16 << 20
 
+// maxRefLength bounds an image reference: a name is at most 255 bytes,
+// a tag 128, a digest under 100, a host a few dozen.
+const maxRefLength = 1024
+
 // imageLimits are the config's limits block for core/images (zero fields
 // take images' defaults).
 func imageLimits(c *config.Config) images.Limits {

@@ -41,6 +41,9 @@ func (p pullService) pull(ctx context.Context, req *keelv1.PullRequest, stream k
 	if req.Ref == "" {
 		return fmt.Errorf("pull needs a reference: %w", errdefs.ErrInvalidArgument)
 	}
+	if len(req.Ref) > maxRefLength {
+		return fmt.Errorf("reference %.64q...: longer than %d bytes: %w", req.Ref, maxRefLength, errdefs.ErrInvalidArgument)
+	}
 	if s.content == nil {
 		return fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable)
 	}

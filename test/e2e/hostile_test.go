@@ -221,7 +221,8 @@ func vmHWM(t *testing.T, pid int) int64 {
 }
 
 // TestPullPlatformBounded: platform strings that would size a matcher's
-// work (a variant of millions, a string of megabytes) are refused as
+// work (a variant of millions, a string of megabytes), and a reference of
+// a megabyte, are refused as
 // InvalidArgument before anything is resolved, and keeld's peak memory
 // barely moves (issue 10, item 5: linux/arm/v3000000 took it to 1 GB).
 func TestPullPlatformBounded(t *testing.T) {
@@ -248,6 +249,10 @@ func TestPullPlatformBounded(t *testing.T) {
 		if took := time.Since(start); took > refusedWithin {
 			t.Errorf("platform %.40q: refused after %s", p, took)
 		}
+	}
+	// A reference of a MiB is refused as plainly.
+	if _, err := cl.Pull(t.Context(), stub.Host+"/"+strings.Repeat("a", 1<<20)+":v1"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("a reference of 1 MiB: %v, want InvalidArgument", err)
 	}
 	after := vmHWM(t, k.cmd.Process.Pid)
 	t.Logf("keeld VmHWM %d MiB before, %d MiB after", before>>20, after>>20)
