@@ -278,6 +278,11 @@ func listenUnix(path string, uid, gid int) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("socket %s is served by another keeld: %w", path, errdefs.ErrAlreadyExists)
 	}
+	// Only a socket is replaced: a file that happens to be at the
+	// configured path is the operator's, not keeld's.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket == 0 {
+		return nil, fmt.Errorf("socket %s: a %s is there, not a socket: %w", path, fileKind(fi.Mode()), errdefs.ErrFailedPrecondition)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
@@ -294,6 +299,21 @@ func listenUnix(path string, uid, gid int) (net.Listener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// fileKind names a file's type for an error.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeSymlink != 0:
+		return "symlink"
+	case m&os.ModeDevice != 0:
+		return "device"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	}
+	return "regular file"
 }
 
 func (s *Server) registerMetrics(g *grpcMetrics) {
