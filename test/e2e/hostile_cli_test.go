@@ -6,9 +6,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -137,4 +140,85 @@ func hasIndex(b []byte) bool {
 			return true
 		}
 	}
+}
+
+// TestRefusedAtOnce: input that can never work is refused at once with a
+// message about what is wrong, not after retries or a timeout, and not in
+// terms of something made from it: an invalid reference (foo_bar.com has
+// '_', so the grammar reads it as a path with no registry), an empty or
+// invalid container id, a socket this user may not open. Each deadline is
+// what the same CLI takes for `keel version` plus a margin, so that it
+// holds on a loaded machine.
+func TestRefusedAtOnce(t *testing.T) {
+	t.Parallel()
+	block, err := resolverPlugin(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t)
+	k := e.startWith(t, e.config(t, defaultPlugins+block))
+	img, err := registry.BuildImage(registry.ImageOptions{Extra: []byte("refused\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ref = "example.com/refused:v1"
+	k.ok("image", "import", "--no-unpack", writeTemp(t, e.dir, "save.tar", dockerSave(t, img, ref)))
+
+	start := time.Now()
+	k.ok("version")
+	limit := time.Since(start) + time.Second
+
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"image", "pull", "foo_bar.com/x"}, "invalid reference"},
+		{[]string{"image", "pull", "example.com/UPPER"}, "invalid reference"},
+		{[]string{"image", "resolve", "foo_bar.com/x"}, "invalid reference"},
+		{[]string{"run", ref, ""}, "container id is empty"},
+		{[]string{"container", "create", ref, "a--b"}, `container id "a--b"`},
+	} {
+		start := time.Now()
+		line := oneLineError(t, k.keel(tt.args...))
+		if took := time.Since(start); took > limit {
+			t.Errorf("keel %q took %s to fail (keel version: %s)", tt.args, took, limit-time.Second)
+		}
+		if !strings.Contains(line, tt.want) || strings.Contains(line, "snapshot") {
+			t.Errorf("keel %q: %s, want %q", tt.args, line, tt.want)
+		}
+	}
+
+	t.Run("PermissionDenied", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			skipOrFail(t, "needs root to run the CLI as another user")
+		}
+		// The socket is keeld's 0660 root:root; the way to it is open, so
+		// only the socket's mode refuses uid 65534. The CLI is copied where
+		// that user may run it.
+		if err := os.Chmod(e.dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		bin, err := os.ReadFile(filepath.Join(binDir, "keel"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		keel := writeTemp(t, e.dir, "keel-nobody", bin)
+		if err := os.Chmod(keel, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(keel, "--address", e.socket, "version")
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		took := time.Since(start)
+		if err == nil {
+			t.Fatalf("uid 65534 reached keeld: %s", out)
+		}
+		if !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), e.socket) {
+			t.Errorf("uid 65534: %s, want permission denied naming %s", out, e.socket)
+		}
+		if took > limit+time.Second {
+			t.Errorf("uid 65534 waited %s to be refused", took)
+		}
+	})
 }
