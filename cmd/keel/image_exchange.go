@@ -140,7 +140,7 @@ func imageExportCommand(g *globals) *cobra.Command {
 			"A regular FILE is written to a temporary file renamed over it at the end, so a failed export\n" +
 			"leaves an existing FILE as it was. A symlink is followed (its target is written); a device or\n" +
 			"FIFO is written through, never replaced; a directory is refused.",
-		Args:  cobra.MinimumNArgs(2),
+		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.connect()
 			if err != nil {

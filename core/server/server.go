@@ -98,7 +98,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 		})
 	}
 	if err := s.plugins.Start(ctx, specs); err != nil {
-		return nil, err
+		return nil, locatePluginErrors(cfg, err)
 	}
 	for _, p := range cfg.PluginsOf(sdk.KindSnapshotter) {
 		conn, err := s.plugins.Conn(p.Kind, p.Name)
@@ -299,6 +299,22 @@ func listenUnix(path string, uid, gid int) (net.Listener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// locatePluginErrors points each plugin's start refusal (joined in err) at
+// the place in the config file it is about.
+func locatePluginErrors(cfg *config.Config, err error) error {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for i, e := range errs {
+		var se *pluginhost.StartError
+		if errors.As(e, &se) {
+			errs[i] = cfg.PluginError(se.Kind, se.Name, e)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // fileKind names a file's type for an error.
