@@ -3,16 +3,18 @@
 //
 //   - "-" is standard output.
 //   - A symlink is followed: the target is written, the link stays.
-//   - A device, FIFO or other non-regular file is written through, opened
-//     write-only as it is (neither truncated nor replaced): /dev/null stays
-//     /dev/null.
+//   - A device or FIFO is written through, opened write-only as it is
+//     (neither truncated nor replaced): /dev/null stays /dev/null.
 //   - A regular file, or a path that does not exist yet, is written to a
 //     temporary file next to it that Commit renames over it, so a failed
 //     write leaves an existing file as it was and no partial file behind.
-//     (An existing file is replaced: its hard links keep the old contents.)
-//   - A directory is refused.
+//     An existing file's mode (and owner, where allowed) is kept; its hard
+//     links keep the old contents.
+//   - A directory or socket is refused.
 //
-// Only the path named (or what its symlinks lead to) is ever replaced.
+// Only the path named (or what its symlinks lead to) is ever replaced. (A
+// task's --log FILE is opened by the runtime plugin, for appending, without
+// O_TRUNC: the same rule, with nothing to replace.)
 package outfile
 
 import (
@@ -22,6 +24,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
@@ -81,7 +84,20 @@ func Create(path string, stdout io.Writer) (*File, error) {
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("output file %s: %w", path, err)
 	}
+	// The replacement keeps the file's owner where this user may give it
+	// (root writing into someone's file).
+	if st, ok := statOf(fi); ok && (int(st.Uid) != os.Geteuid() || int(st.Gid) != os.Getegid()) {
+		_ = f.Chown(int(st.Uid), int(st.Gid))
+	}
 	return &File{w: f, f: f, target: target}, nil
+}
+
+func statOf(fi fs.FileInfo) (*syscall.Stat_t, bool) {
+	if fi == nil {
+		return nil, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return st, ok
 }
 
 // resolve follows path's symlinks to the file they lead to; fi is nil when

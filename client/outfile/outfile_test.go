@@ -241,7 +241,7 @@ func isLink(t *testing.T, link, want string) {
 	}
 }
 
-func TestCommitKeepsMode(t *testing.T) {
+func TestCommitKeepsModeAndOwner(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "out")
 	writeFile(t, p, "old")
 	if err := os.Chmod(p, 0o640); err != nil {
@@ -258,4 +258,30 @@ func TestCommitKeepsMode(t *testing.T) {
 	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o640 {
 		t.Fatalf("mode after commit: %v, %v", fi.Mode(), err)
 	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	// Root replacing another user's file leaves it theirs.
+	if err := os.Chown(p, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	out, err = Create(p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := statOf(mustStat(t, p)); !ok || st.Uid != 65534 || st.Gid != 65534 {
+		t.Fatalf("owner after commit: %+v", st)
+	}
+}
+
+func mustStat(t *testing.T, p string) fs.FileInfo {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
 }
