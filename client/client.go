@@ -87,7 +87,8 @@ func WithDialOptions(opts ...grpc.DialOption) Opt {
 
 // New connects to keeld's API socket at address, a unix socket path
 // ("unix://" prefix optional). Unavailable when keeld does not answer
-// within the timeout.
+// within the timeout, at once when nobody can (no socket, a stale one);
+// PermissionDenied at once when this user may not open the socket.
 func New(address string, opts ...Opt) (*Client, error) {
 	o := options{namespace: keelv1.DefaultNamespace, timeout: DefaultTimeout}
 	for _, opt := range opts {
@@ -105,7 +106,7 @@ func New(address string, opts ...Opt) (*Client, error) {
 	if _, err := os.Stat(path); err != nil && o.timeout > 0 {
 		// A missing socket is keeld not running: say so now, not after
 		// the timeout.
-		return nil, fmt.Errorf("keeld at %s: %v: %w", path, dialCause(err), errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("keeld at %s: %w", path, dialCause(err))
 	}
 
 	c := &Client{namespace: o.namespace}
@@ -125,7 +126,7 @@ func New(address string, opts ...Opt) (*Client, error) {
 	if o.timeout > 0 {
 		if err := waitReady(conn, dial, o.timeout); err != nil {
 			conn.Close()
-			return nil, fmt.Errorf("keeld at %s: %v: %w", path, err, errdefs.ErrUnavailable)
+			return nil, fmt.Errorf("keeld at %s: %w", path, err)
 		}
 	}
 	return c, nil
@@ -187,24 +188,26 @@ func waitReady(conn *grpc.ClientConn, d *dialer, timeout time.Duration) error {
 			if err := d.lastError(); err != nil {
 				return fmt.Errorf("not connected after %s: %w", timeout, dialCause(err))
 			}
-			return fmt.Errorf("not connected after %s: keeld accepted the connection but did not answer (%s)", timeout, s)
+			return fmt.Errorf("not connected after %s: keeld accepted the connection but did not answer (%s): %w", timeout, s, errdefs.ErrUnavailable)
 		}
 	}
 }
 
-// dialCause names what a dial error means for the user.
+// dialCause names what a dial error means for the user, classed:
+// PermissionDenied for a socket this user may not open, else Unavailable.
 func dialCause(err error) error {
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return fmt.Errorf("connection refused (a stale socket: is keeld running?)")
+		return fmt.Errorf("connection refused (a stale socket: is keeld running?): %w", errdefs.ErrUnavailable)
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("permission denied (keeld's socket is not open to this user)")
+		// errdefs.ErrPermissionDenied reads "permission denied".
+		return fmt.Errorf("%w (uid %d may not open it: keeld's socket is open to keeld's grpc uid and gid only)", errdefs.ErrPermissionDenied, os.Getuid())
 	case errors.Is(err, syscall.ENOENT):
-		return fmt.Errorf("no such file (is keeld running?)")
+		return fmt.Errorf("no such file (is keeld running?): %w", errdefs.ErrUnavailable)
 	case errors.Is(err, syscall.EPROTOTYPE), errors.Is(err, syscall.ENOTSOCK):
-		return fmt.Errorf("not a stream socket (%v)", err)
+		return fmt.Errorf("not a stream socket (%v): %w", err, errdefs.ErrUnavailable)
 	}
-	return err
+	return fmt.Errorf("%v: %w", err, errdefs.ErrUnavailable)
 }
 
 // Close closes the connection.

@@ -12,6 +12,7 @@ import (
 	"github.com/keel-runtime/keel/api/keelv1"
 	"github.com/keel-runtime/keel/client/oci"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/runtime"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -156,6 +157,10 @@ func WithContainerLabels(labels map[string]string) NewContainerOpt {
 // a collection between the snapshot's Prepare and the record cannot take
 // the snapshot.
 func (c *Client) NewContainer(ctx context.Context, id string, opts ...NewContainerOpt) (*Container, error) {
+	// Before a lease or snapshot is made under it.
+	if err := runtime.ValidateContainerID(id); err != nil {
+		return nil, err
+	}
 	if _, ok := leaseOf(ctx); !ok {
 		l, err := c.CreateLease(ctx, WithLeaseExpiration(time.Hour), WithLeaseLabels(map[string]string{"io.keel/container": id}))
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/keel-runtime/keel/api/keelv1"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
 // Image is an image record of keeld: a name pointing at a target (a
@@ -113,7 +114,7 @@ func (c *Client) TagImage(ctx context.Context, src, dst string) (Image, error) {
 		return Image{}, fmt.Errorf("tag %s: target name is empty: %w", src, errdefs.ErrInvalidArgument)
 	}
 	// dst is named as pull would name it, so that the name typed finds it.
-	if named, err := reference.ParseNormalizedNamed(dst); err == nil {
+	if named, err := resolver.ParseReference(dst); err == nil {
 		dst = reference.TagNameOnly(named).String()
 	}
 	img.Name = dst

@@ -64,7 +64,8 @@ type Process struct {
 }
 
 // Launch starts the plugin, completes the handshake and checks the kind it
-// reports. The returned process is not configured yet.
+// reports. The returned process is not configured yet. A refusal that is
+// about the host's settings for the plugin is a *LaunchError.
 func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -75,9 +76,9 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 10 * time.Second
 	}
-	exe, err := openExecutable(cfg.Path, cfg.SHA256)
+	exe, err := openExecutable(cfg.Instance, cfg.Path, cfg.SHA256)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", cfg.Instance, err)
+		return nil, err
 	}
 	// exe stays open until the process has started: the child executes this
 	// very file through /proc, whatever happens to the path meanwhile.
@@ -105,11 +106,11 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	}
 	rpc, err := client.Client()
 	if err != nil {
-		return fail(handshakeError(cfg, err))
+		return fail(&LaunchError{Setting: "path", Err: handshakeError(cfg, err)})
 	}
 	raw, err := rpc.Dispense(cfg.Kind)
 	if err != nil {
-		return fail(fmt.Errorf("%s: %s: %v: %w", cfg.Instance, cfg.Path, err, errdefs.ErrFailedPrecondition))
+		return fail(&LaunchError{Setting: "kind", Err: fmt.Errorf("%s: %s does not serve the %q kind: %v: %w", cfg.Instance, cfg.Path, cfg.Kind, err, errdefs.ErrFailedPrecondition)})
 	}
 	p := &Process{cfg: cfg, client: client, run: run, conn: raw.(*grpc.ClientConn)}
 	p.base = pluginv1.NewBaseClient(p.conn)
@@ -119,11 +120,23 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	}
 	p.info = Info{Kind: info.Kind, Name: info.Name, Version: info.Version, Capabilities: info.Capabilities}
 	if info.Kind != cfg.Kind {
-		return fail(fmt.Errorf("%s: %s is a %q plugin, the config declares it %q: %w",
-			cfg.Instance, cfg.Path, info.Kind, cfg.Kind, errdefs.ErrFailedPrecondition))
+		return fail(&LaunchError{Setting: "kind", Err: fmt.Errorf("%s: %s is a %q plugin, the config declares it %q: %w",
+			cfg.Instance, cfg.Path, info.Kind, cfg.Kind, errdefs.ErrFailedPrecondition)})
 	}
 	return p, nil
 }
+
+// LaunchError is a plugin launch refused because of one of the host's
+// settings for it: Setting is "path" (missing, not executable, not a keel
+// plugin, another protocol), "sha256" (the executable's digest differs) or
+// "kind" (the plugin serves another kind), so a host can point at it.
+type LaunchError struct {
+	Setting string
+	Err     error
+}
+
+func (e *LaunchError) Error() string { return e.Err.Error() }
+func (e *LaunchError) Unwrap() error { return e.Err }
 
 // handshakeError explains a failed go-plugin handshake in one line.
 func handshakeError(cfg LaunchConfig, err error) error {
@@ -156,15 +169,18 @@ func firstLine(s string) string {
 }
 
 // openExecutable opens the plugin file and, when want is set, checks its
-// sha256 from the open file.
-func openExecutable(path, want string) (*os.File, error) {
+// sha256 from the open file. Its refusals are LaunchErrors of instance.
+func openExecutable(instance, path, want string) (*os.File, error) {
+	refuse := func(setting string, err error) (*os.File, error) {
+		return nil, &LaunchError{Setting: setting, Err: fmt.Errorf("%s: %w", instance, err)}
+	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("plugin executable: %w", notFoundOr(err))
+		return refuse("path", fmt.Errorf("plugin executable: %w", notFoundOr(err)))
 	}
 	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
 		f.Close()
-		return nil, fmt.Errorf("plugin executable %s is not an executable file: %w", path, errdefs.ErrFailedPrecondition)
+		return refuse("path", fmt.Errorf("plugin executable %s is not an executable file: %w", path, errdefs.ErrFailedPrecondition))
 	}
 	if want == "" {
 		return f, nil
@@ -172,13 +188,13 @@ func openExecutable(path, want string) (*os.File, error) {
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		f.Close()
-		return nil, err
+		return refuse("path", err)
 	}
 	got := hex.EncodeToString(h.Sum(nil))
 	if !strings.EqualFold(got, strings.TrimPrefix(want, "sha256:")) {
 		f.Close()
-		return nil, fmt.Errorf("plugin executable %s: sha256 mismatch: config wants %s, file has %s: %w",
-			path, strings.TrimPrefix(want, "sha256:"), got, errdefs.ErrFailedPrecondition)
+		return refuse("sha256", fmt.Errorf("plugin executable %s: sha256 mismatch: config wants %s, file has %s: %w",
+			path, strings.TrimPrefix(want, "sha256:"), got, errdefs.ErrFailedPrecondition))
 	}
 	return f, nil
 }

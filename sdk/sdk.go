@@ -22,8 +22,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
-
-	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // Plugin kinds.
@@ -72,7 +70,8 @@ type Env struct {
 }
 
 // DecodeConfig decodes the config block into v, refusing unknown keys with
-// an InvalidArgument error that names them.
+// an InvalidArgument error that names them. An error about one key (unknown,
+// or of the wrong type) is a ConfigKeyError, so keeld points at its line.
 func (e Env) DecodeConfig(v any) error {
 	raw := e.Config
 	if len(bytes.TrimSpace(raw)) == 0 {
@@ -81,7 +80,7 @@ func (e Env) DecodeConfig(v any) error {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)
+		return decodeConfigError(err)
 	}
 	return nil
 }

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/client/outfile"
 )
 
 // imageExchangeCommands are push, export, import, unpack, mount and unmount.
@@ -136,7 +136,11 @@ func imageExportCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "export FILE REF...",
 		Short: "Write images to an OCI image layout tar (FILE - for stdout)",
-		Args:  cobra.MinimumNArgs(2),
+		Long: "Write the images REF... to FILE as an OCI image layout tar; - is stdout.\n" +
+			"A regular FILE is written to a temporary file renamed over it at the end, so a failed export\n" +
+			"leaves an existing FILE as it was. A symlink is followed (its target is written); a device or\n" +
+			"FIFO is written through, never replaced; a directory is refused.",
+		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.connect()
 			if err != nil {
@@ -147,26 +151,15 @@ func imageExportCommand(g *globals) *cobra.Command {
 			if all {
 				opts = append(opts, client.WithExportAllPlatforms())
 			}
-			if args[0] == "-" {
-				return c.Export(cmd.Context(), cmd.OutOrStdout(), args[1:], opts...)
-			}
-			// A failed export leaves no partial file behind.
-			f, err := os.CreateTemp(filepath.Dir(args[0]), "."+filepath.Base(args[0])+".tmp-*")
+			out, err := outfile.Create(args[0], cmd.OutOrStdout())
 			if err != nil {
 				return err
 			}
-			defer os.Remove(f.Name())
-			if err := c.Export(cmd.Context(), f, args[1:], opts...); err != nil {
-				f.Close()
+			if err := c.Export(cmd.Context(), out, args[1:], opts...); err != nil {
+				out.Abort()
 				return err
 			}
-			if err := f.Close(); err != nil {
-				return err
-			}
-			if err := os.Chmod(f.Name(), 0o644); err != nil {
-				return err
-			}
-			return os.Rename(f.Name(), args[0])
+			return out.Commit()
 		},
 	}
 	cmd.Flags().BoolVar(&all, "all-platforms", false, "fail unless every platform of an index is stored (default: export the index as stored)")

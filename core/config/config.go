@@ -133,6 +133,13 @@ type Plugin struct {
 	// (the header's when it has none): where errors about it point.
 	Range       hcl.Range `json:"-"`
 	ConfigRange hcl.Range `json:"-"`
+	// KindRange, PathRange and SHA256Range are where those settings are
+	// (the header's when unset); configKeys where each key of the config
+	// block is, by its dotted JSON path.
+	KindRange   hcl.Range            `json:"-"`
+	PathRange   hcl.Range            `json:"-"`
+	SHA256Range hcl.Range            `json:"-"`
+	configKeys  map[string]hcl.Range `json:"-"`
 }
 
 // Instance is "<kind>.<name>", the plugin's name in logs, errors and
@@ -180,15 +187,91 @@ func (c *Config) PluginRange(kind, name string) hcl.Range {
 	return hcl.Range{}
 }
 
-// PluginError prefixes err, which a plugin returned for its config, with the
-// position of the plugin's config block, so the operator sees where to look.
-// err's class is kept.
+// PluginError prefixes err, which starting the plugin kind.name or its
+// Configure returned, with the position in the file it is about, so the
+// operator sees where to look: the setting err names when it names one
+// (a SettingError: path, sha256, kind, or a key of the config block),
+// else the plugin's config block. err's class is kept.
 func (c *Config) PluginError(kind, name string, err error) error {
 	p := c.Plugin(kind, name)
 	if p == nil {
 		return fmt.Errorf("%s.%s: %w", kind, name, err)
 	}
-	return fmt.Errorf("%s: %s: %w", formatPos(p.ConfigRange), p.Instance(), err)
+	r := p.ConfigRange
+	var se SettingError
+	if errors.As(err, &se) {
+		r = p.settingRange(se.PluginSetting())
+	}
+	if strings.HasPrefix(err.Error(), p.Instance()+": ") {
+		return fmt.Errorf("%s: %w", formatPos(r), err)
+	}
+	return fmt.Errorf("%s: %s: %w", formatPos(r), p.Instance(), err)
+}
+
+// SettingError is an error about one setting of a plugin block: "path",
+// "sha256", "kind", or "config" with the dotted path of the key inside the
+// config block when known ("" for the block as a whole).
+type SettingError interface {
+	error
+	PluginSetting() (setting, key string)
+}
+
+// pathMatches tells whether key names path: the same first and last
+// names, and its other names in path in the same order, except names path
+// lacks altogether (encoding/json puts an embedded struct's type name in a
+// path: "host.Endpoint.plain_http").
+func pathMatches(path, key string) bool {
+	names, want := strings.Split(path, "."), strings.Split(key, ".")
+	if names[len(names)-1] != want[len(want)-1] {
+		return false
+	}
+	if !slices.Contains(names, want[0]) {
+		return false
+	}
+	i := 0
+	for _, w := range want {
+		if !slices.Contains(names, w) {
+			continue
+		}
+		for i < len(names) && names[i] != w {
+			i++
+		}
+		if i == len(names) {
+			return false
+		}
+		i++
+	}
+	return true
+}
+
+// settingRange is where a setting of p is written.
+func (p *Plugin) settingRange(setting, key string) hcl.Range {
+	switch setting {
+	case "path":
+		return p.PathRange
+	case "sha256":
+		return p.SHA256Range
+	case "kind":
+		return p.KindRange
+	case "config":
+		if r, ok := p.configKeys[key]; ok && key != "" {
+			return r
+		}
+		// encoding/json names an unknown key without its path, and a key
+		// under a map without the map's keys ("host.plain_http" for
+		// host "docker.io" { plain_http = … }): the one key of the block
+		// that key names (pathMatches) is the one.
+		var found []hcl.Range
+		for path, r := range p.configKeys {
+			if key != "" && pathMatches(path, key) {
+				found = append(found, r)
+			}
+		}
+		if len(found) == 1 {
+			return found[0]
+		}
+	}
+	return p.ConfigRange
 }
 
 //go:embed default.hcl

@@ -221,7 +221,8 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 	seen := map[string]hcl.Range{}
 	for i := range fs.Plugins {
 		ps := &fs.Plugins[i]
-		p := Plugin{Kind: ps.Kind, Name: ps.Name, Range: ps.DefRange, ConfigRange: ps.DefRange, Config: []byte("{}")}
+		p := Plugin{Kind: ps.Kind, Name: ps.Name, Range: ps.DefRange, ConfigRange: ps.DefRange, Config: []byte("{}"),
+			KindRange: ps.KindRange, PathRange: orRange(ps.PathRange, ps.DefRange), SHA256Range: orRange(ps.SHA256Range, ps.DefRange)}
 		if !slices.Contains(sdk.Kinds, p.Kind) {
 			fail(ps.KindRange, "Unknown plugin kind", "plugin kind %q is none of %s.", p.Kind, strings.Join(sdk.Kinds, ", "))
 		}
@@ -257,10 +258,10 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 
 		if cb := ps.Config; cb != nil {
 			p.ConfigRange = cb.DefRange
-			raw, more := blockJSON(cb.Body)
+			raw, keys, more := blockJSON(cb.Body)
 			diags = append(diags, more...)
 			if raw != nil {
-				p.Config = raw
+				p.Config, p.configKeys = raw, keys
 			}
 		}
 		c.Plugins = append(c.Plugins, p)
@@ -300,6 +301,14 @@ func names(ps []*Plugin) string {
 		out[i] = fmt.Sprintf("%q", p.Name)
 	}
 	return strings.Join(out, ", ")
+}
+
+// orRange is r, or def for a setting left out.
+func orRange(r, def hcl.Range) hcl.Range {
+	if r == (hcl.Range{}) {
+		return def
+	}
+	return r
 }
 
 // startOf is the first position of a file, where problems of the file as a

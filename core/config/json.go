@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -12,36 +13,40 @@ import (
 
 // blockJSON turns a free-form config block into a JSON object, following
 // the mapping in the package doc. It returns nil with diagnostics when the
-// block cannot be mapped.
-func blockJSON(body hcl.Body) (json.RawMessage, hcl.Diagnostics) {
+// block cannot be mapped. keys is where each key is written, by its dotted
+// path in the JSON ("tls.verify"; an array's items share their path).
+func blockJSON(body hcl.Body) (raw json.RawMessage, keys map[string]hcl.Range, diags hcl.Diagnostics) {
 	sb, ok := body.(*hclsyntax.Body)
 	if !ok {
 		// Parse only produces native syntax; a JSON-syntax body would need
 		// a schema to tell blocks from attributes.
-		return nil, hcl.Diagnostics{{
+		return nil, nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
 			Summary:  "Unsupported config block",
 			Detail:   "a config block must be written in HCL native syntax.",
 			Subject:  body.MissingItemRange().Ptr(),
 		}}
 	}
-	obj, diags := bodyObject(sb)
+	keys = map[string]hcl.Range{}
+	obj, diags := bodyObject(sb, "", keys)
 	if diags.HasErrors() {
-		return nil, diags
+		return nil, nil, diags
 	}
 	raw, err := json.Marshal(obj)
 	if err != nil {
 		// Every leaf is JSON cty produced; this is a bug.
 		panic(fmt.Sprintf("config: marshal config block: %v", err))
 	}
-	return raw, diags
+	return raw, keys, diags
 }
 
 // object is a JSON object being built; its values are json.RawMessage,
 // object or []any.
 type object map[string]any
 
-func bodyObject(body *hclsyntax.Body) (object, hcl.Diagnostics) {
+// bodyObject maps body, whose keys are under prefix ("" or "a.b."),
+// recording where each key is in keys.
+func bodyObject(body *hclsyntax.Body, prefix string, keys map[string]hcl.Range) (object, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	obj := object{}
 	// Where each key of obj was defined, to name both sides of a clash.
@@ -70,6 +75,7 @@ func bodyObject(body *hclsyntax.Body) (object, hcl.Diagnostics) {
 		}
 		obj[a.Name] = json.RawMessage(raw)
 		defined[a.Name] = a.NameRange
+		keys[prefix+a.Name] = a.NameRange
 	}
 
 	// Blocks of one type, in file order.
@@ -93,7 +99,8 @@ func bodyObject(body *hclsyntax.Body) (object, hcl.Diagnostics) {
 			})
 			continue
 		}
-		v, more := blocksValue(typ, blocks)
+		keys[prefix+typ] = first.TypeRange
+		v, more := blocksValue(typ, blocks, prefix+typ+".", keys)
 		diags = append(diags, more...)
 		if !more.HasErrors() {
 			obj[typ] = v
@@ -104,7 +111,7 @@ func bodyObject(body *hclsyntax.Body) (object, hcl.Diagnostics) {
 
 // blocksValue maps every block of one type: labels nest as keys, a single
 // unlabelled block is an object, repeated unlabelled blocks an array.
-func blocksValue(typ string, blocks []*hclsyntax.Block) (any, hcl.Diagnostics) {
+func blocksValue(typ string, blocks []*hclsyntax.Block, prefix string, keys map[string]hcl.Range) (any, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	first := blocks[0]
 	n := len(first.Labels)
@@ -125,9 +132,16 @@ func blocksValue(typ string, blocks []*hclsyntax.Block) (any, hcl.Diagnostics) {
 	if n == 0 {
 		var items []any
 		for _, b := range blocks {
-			o, more := bodyObject(b.Body)
+			// Items of an array share their keys' paths: the first is kept.
+			itemKeys := map[string]hcl.Range{}
+			o, more := bodyObject(b.Body, prefix, itemKeys)
 			diags = append(diags, more...)
 			items = append(items, o)
+			for k, r := range itemKeys {
+				if _, ok := keys[k]; !ok {
+					keys[k] = r
+				}
+			}
 		}
 		if len(items) == 1 {
 			return items[0], diags
@@ -138,7 +152,12 @@ func blocksValue(typ string, blocks []*hclsyntax.Block) (any, hcl.Diagnostics) {
 	root := object{}
 	defined := map[string]hcl.Range{} // full label path → block
 	for _, b := range blocks {
-		o, more := bodyObject(b.Body)
+		for i := range b.Labels {
+			if _, ok := keys[prefix+strings.Join(b.Labels[:i+1], ".")]; !ok {
+				keys[prefix+strings.Join(b.Labels[:i+1], ".")] = b.LabelRanges[i]
+			}
+		}
+		o, more := bodyObject(b.Body, prefix+strings.Join(b.Labels, ".")+".", keys)
 		diags = append(diags, more...)
 		path := fmt.Sprintf("%q", b.Labels)
 		if prev, ok := defined[path]; ok {

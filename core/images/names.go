@@ -8,6 +8,7 @@ import (
 
 	"github.com/keel-runtime/keel/core/metadata"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
 // ImageReader finds image records (*metadata.Images).
@@ -22,7 +23,7 @@ type ImageReader interface {
 // A name that is not a reference (an import's "import@sha256:…" base name,
 // say) is returned as it is.
 func NormalizeName(name string) string {
-	named, err := reference.ParseNormalizedNamed(name)
+	named, err := resolver.ParseReference(name)
 	if err != nil {
 		return name
 	}
@@ -38,7 +39,7 @@ func Lookup(ctx context.Context, images ImageReader, name string) (metadata.Imag
 	if !errdefs.IsNotFound(err) {
 		return img, err
 	}
-	named, perr := reference.ParseNormalizedNamed(name)
+	named, perr := resolver.ParseReference(name)
 	if perr != nil {
 		return metadata.Image{}, err
 	}
@@ -56,7 +57,7 @@ func Lookup(ctx context.Context, images ImageReader, name string) (metadata.Imag
 			return metadata.Image{}, lerr
 		}
 		for _, img := range list {
-			if n, err := reference.ParseNormalizedNamed(img.Name); err == nil && n.Name() == repo {
+			if n, err := resolver.ParseReference(img.Name); err == nil && n.Name() == repo {
 				return img, nil
 			}
 		}

@@ -60,7 +60,15 @@ func TestLookup(t *testing.T) {
 			t.Errorf("Lookup(%q) = %q, %v; want NotFound", typed, img.Name, err)
 		}
 	}
-	if n := NormalizeName("busybox"); n != "docker.io/library/busybox:latest" {
-		t.Errorf("NormalizeName(busybox) = %q", n)
+	for in, want := range map[string]string{
+		"busybox":              "docker.io/library/busybox:latest",
+		"localhost:5000/x":     "localhost:5000/x:latest",
+		"import@sha256:abc":    "import@sha256:abc", // not a reference: as it is
+		"foo_bar.com/x":        "foo_bar.com/x",     // no registry host: not a reference
+		"example.com/UPPER:v1": "example.com/UPPER:v1",
+	} {
+		if n := NormalizeName(in); n != want {
+			t.Errorf("NormalizeName(%q) = %q, want %q", in, n, want)
+		}
 	}
 }

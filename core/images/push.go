@@ -89,9 +89,9 @@ func planPush(ctx context.Context, p content.Provider, target ocispec.Descriptor
 // layers first and concurrently, then child manifests by digest, target
 // under ref last. Content missing from p is FailedPrecondition.
 func Push(ctx context.Context, r resolver.Resolver, p content.Provider, ref string, target ocispec.Descriptor, opts PushOptions) error {
-	named, err := reference.ParseNormalizedNamed(ref)
+	named, err := resolver.ParseReference(ref)
 	if err != nil {
-		return fmt.Errorf("push: reference %q: %v: %w", ref, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("push: %w", err)
 	}
 	if d, ok := named.(reference.Digested); ok && d.Digest() != target.Digest {
 		return fmt.Errorf("push %s: the image is %s: %w", ref, target.Digest, errdefs.ErrInvalidArgument)

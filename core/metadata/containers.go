@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
+	"github.com/keel-runtime/keel/sdk/runtime"
 )
 
 // Container is a container record: what a task is made from. It is a
@@ -51,25 +51,8 @@ var (
 	keyRuntimeOptions = []byte("runtimeoptions")
 )
 
-// idRe is containerd's identifier rule, as for namespaces: alphanumeric
-// words joined by single '.', '_' or '-'. It keeps "--" free to join a
-// namespace and an id into a runtime task id.
-var idRe = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
-
-// ValidateContainerID reports whether id can name a container
-// (InvalidArgument otherwise).
-func ValidateContainerID(id string) error {
-	if id == "" {
-		return fmt.Errorf("container id is empty: %w", errdefs.ErrInvalidArgument)
-	}
-	if len(id) > 76 || !idRe.MatchString(id) {
-		return fmt.Errorf("container id %q: must be at most 76 characters, alphanumeric words joined by '.', '_' or '-': %w", id, errdefs.ErrInvalidArgument)
-	}
-	return nil
-}
-
 func validateContainer(c Container) error {
-	if err := ValidateContainerID(c.ID); err != nil {
+	if err := runtime.ValidateContainerID(c.ID); err != nil {
 		return err
 	}
 	if (c.Snapshotter == "") != (c.SnapshotKey == "") {

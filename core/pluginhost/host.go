@@ -56,6 +56,23 @@ type Spec struct {
 // ID is the instance's name in logs and errors: "<kind>.<name>".
 func (s Spec) ID() string { return s.Kind + "." + s.Name }
 
+// StartError is an instance's start refused because of one of its
+// settings: Setting is "path", "sha256" or "kind" (see sdk.LaunchError),
+// or "config" when the plugin's Configure refused its config block as
+// InvalidArgument, with Key the dotted path of the key it named
+// (sdk.ConfigKeyError), if any. keeld points it at the config file.
+type StartError struct {
+	Kind, Name   string
+	Setting, Key string
+	Err          error
+}
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// PluginSetting returns Setting and Key (config.SettingError).
+func (e *StartError) PluginSetting() (setting, key string) { return e.Setting, e.Key }
+
 // States of a plugin instance.
 const (
 	StateStarting = "starting"

@@ -206,25 +206,33 @@ func TestStartFailures(t *testing.T) {
 		sha    string
 		class  func(error) bool
 		expect []string
+		// setting is what of the spec the StartError names.
+		setting string
 	}{
 		{"BadChecksum", memsnap, wrongDigest, errdefs.IsFailedPrecondition,
-			[]string{memsnap, "sha256 mismatch", wrongDigest, realDigest}},
+			[]string{memsnap, "sha256 mismatch", wrongDigest, realDigest}, "sha256"},
 		{"NotAPlugin", trueBin, "", errdefs.IsFailedPrecondition,
-			[]string{trueBin, "is not a keel plugin"}},
+			[]string{trueBin, "is not a keel plugin"}, "path"},
 		{"PrintsJunk", junk, "", errdefs.IsFailedPrecondition,
-			[]string{junk, "is not a keel plugin", "hello there"}},
+			[]string{junk, "is not a keel plugin", "hello there"}, "path"},
 		{"WrongKind", filepath.Join(bin, "wrongkind"), "", errdefs.IsFailedPrecondition,
-			[]string{`is a "content" plugin, the config declares it "snapshotter"`}},
+			[]string{`is a "content" plugin, the config declares it "snapshotter"`}, "kind"},
 		{"ProtocolVersion2", filepath.Join(bin, "v2only"), "", errdefs.IsFailedPrecondition,
-			[]string{"speaks another plugin protocol than keeld (1)"}},
+			[]string{"speaks another plugin protocol than keeld (1)"}, "path"},
 		{"Missing", filepath.Join(dir, "nothing-here"), "", errdefs.IsNotFound,
-			[]string{filepath.Join(dir, "nothing-here")}},
+			[]string{filepath.Join(dir, "nothing-here")}, "path"},
+		// memsnap takes no config: Configure refuses the key.
+		{"UnknownConfigKey", memsnap, "", errdefs.IsInvalidArgument,
+			[]string{`config key "bogus": unknown key`}, "config"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := pluginhost.New(testLogger(t))
 			t.Cleanup(func() { _ = h.Stop(context.Background()) })
 			s := spec(t, "x", tc.path)
 			s.SHA256 = tc.sha
+			if tc.setting == "config" {
+				s.Config = []byte(`{"bogus": 1}`)
+			}
 			began := time.Now()
 			err := h.Start(context.Background(), []pluginhost.Spec{s})
 			took := time.Since(began)
@@ -243,6 +251,11 @@ func TestStartFailures(t *testing.T) {
 				if !strings.Contains(msg, want) {
 					t.Errorf("error lacks %q: %q", want, msg)
 				}
+			}
+			var se *pluginhost.StartError
+			if !errors.As(err, &se) || se.Kind != "snapshotter" || se.Name != "x" || se.Setting != tc.setting ||
+				(tc.setting == "config" && se.Key != "bogus") {
+				t.Errorf("StartError %+v, want setting %q of snapshotter.x", se, tc.setting)
 			}
 			if took > 5*time.Second {
 				t.Errorf("failing took %s", took)

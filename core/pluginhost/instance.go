@@ -2,6 +2,7 @@ package pluginhost
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // instance is one configured plugin and its supervisor.
@@ -67,10 +69,18 @@ func (in *instance) launch(ctx context.Context) (*sdk.Process, error) {
 		StartTimeout: in.h.opts.startTimeout,
 	})
 	if err != nil {
+		var le *sdk.LaunchError
+		if errors.As(err, &le) {
+			return nil, &StartError{Kind: in.spec.Kind, Name: in.spec.Name, Setting: le.Setting, Err: err}
+		}
 		return nil, err
 	}
 	if _, err := p.Configure(ctx, in.spec.Root, in.spec.State, in.spec.Config); err != nil {
 		p.Kill()
+		if errdefs.IsInvalidArgument(err) {
+			key, _ := sdk.ConfigKeyOf(err)
+			return nil, &StartError{Kind: in.spec.Kind, Name: in.spec.Name, Setting: "config", Key: key, Err: err}
+		}
 		return nil, err
 	}
 	return p, nil

@@ -16,6 +16,7 @@ import (
 	"github.com/keel-runtime/keel/core/metadata"
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
 // pullLeaseExpiry bounds how long what a pull keeld died in holds its
@@ -43,6 +44,10 @@ func (p pullService) pull(ctx context.Context, req *keelv1.PullRequest, stream k
 	}
 	if len(req.Ref) > maxRefLength {
 		return fmt.Errorf("reference %.64q...: longer than %d bytes: %w", req.Ref, maxRefLength, errdefs.ErrInvalidArgument)
+	}
+	// Refused here, before any plugin or registry is asked.
+	if _, err := resolver.ParseReference(req.Ref); err != nil {
+		return err
 	}
 	if s.content == nil {
 		return fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable)

@@ -98,7 +98,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 		})
 	}
 	if err := s.plugins.Start(ctx, specs); err != nil {
-		return nil, err
+		return nil, locatePluginErrors(cfg, err)
 	}
 	for _, p := range cfg.PluginsOf(sdk.KindSnapshotter) {
 		conn, err := s.plugins.Conn(p.Kind, p.Name)
@@ -278,6 +278,11 @@ func listenUnix(path string, uid, gid int) (net.Listener, error) {
 		c.Close()
 		return nil, fmt.Errorf("socket %s is served by another keeld: %w", path, errdefs.ErrAlreadyExists)
 	}
+	// Only a socket is replaced: a file that happens to be at the
+	// configured path is the operator's, not keeld's.
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket == 0 {
+		return nil, fmt.Errorf("socket %s: a %s is there, not a socket: %w", path, fileKind(fi.Mode()), errdefs.ErrFailedPrecondition)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
@@ -294,6 +299,37 @@ func listenUnix(path string, uid, gid int) (net.Listener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// locatePluginErrors points each plugin's start refusal (joined in err) at
+// the place in the config file it is about.
+func locatePluginErrors(cfg *config.Config, err error) error {
+	errs := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		errs = j.Unwrap()
+	}
+	for i, e := range errs {
+		var se *pluginhost.StartError
+		if errors.As(e, &se) {
+			errs[i] = cfg.PluginError(se.Kind, se.Name, e)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// fileKind names a file's type for an error.
+func fileKind(m os.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "directory"
+	case m&os.ModeSymlink != 0:
+		return "symlink"
+	case m&os.ModeDevice != 0:
+		return "device"
+	case m&os.ModeNamedPipe != 0:
+		return "FIFO"
+	}
+	return "regular file"
 }
 
 func (s *Server) registerMetrics(g *grpcMetrics) {

@@ -49,7 +49,7 @@ plugin "snapshotter" "native" {
   path   = "keel-snapshotter-native"
   sha256 = "` + zeros + `"
 }` + content,
-			want: []string{"snapshotter.native", regexp.QuoteMeta(native), zeros, sum, "sha256"},
+			want: []string{`^keeld: /\S+/keeld-\d+\.hcl:10:12: snapshotter\.native: `, regexp.QuoteMeta(native), zeros, sum, "sha256"},
 		},
 		{
 			name: "bin true",
@@ -57,7 +57,7 @@ plugin "snapshotter" "native" {
 plugin "snapshotter" "native" {
   path = "/bin/true"
 }` + content,
-			want: []string{"snapshotter.native", "/bin/true", "not a keel plugin"},
+			want: []string{`^keeld: /\S+/keeld-\d+\.hcl:9:10: snapshotter\.native: `, "/bin/true", "not a keel plugin"},
 		},
 		{
 			name: "script printing junk",
@@ -73,7 +73,7 @@ plugin "snapshotter" "native" {
 plugin "snapshotter" "native" {
   path = "keel-content-local"
 }` + content,
-			want: []string{"snapshotter.native", "keel-content-local", `"content" plugin`, "snapshotter"},
+			want: []string{`^keeld: /\S+/keeld-\d+\.hcl:8:8: snapshotter\.native: `, "keel-content-local", `"content" plugin`, "snapshotter"},
 		},
 		{
 			name: "hcl syntax error",
@@ -89,7 +89,57 @@ plugin "snapshotter" "native" {
 plugin "snapshotter" "native" {
   path = "keel-snapshotter-nosuch"
 }` + content,
-			want: []string{"snapshotter.native", regexp.QuoteMeta(filepath.Join(binDir, "keel-snapshotter-nosuch")), "no such file"},
+			want: []string{`^keeld: /\S+/keeld-\d+\.hcl:9:10: snapshotter\.native: `, regexp.QuoteMeta(filepath.Join(binDir, "keel-snapshotter-nosuch")), "no such file"},
+		},
+		{
+			name: "protocol mismatch",
+			body: `
+plugin "snapshotter" "native" {
+  path = "{dir}/v2only"
+}` + content,
+			want: []string{`^keeld: /\S+/keeld-\d+\.hcl:9:10: snapshotter\.native: `, "another plugin protocol"},
+		},
+		{
+			name: "unknown config key",
+			body: `
+plugin "snapshotter" "native" {
+  path = "keel-snapshotter-native"
+  config {
+    bogus = 1
+  }
+}` + content,
+			want: []string{`^keeld: /\S+/keeld-\d+\.hcl:11:5: snapshotter\.native: `, `config key "bogus": unknown key`},
+		},
+		{
+			name: "config value of the wrong type",
+			body: `
+plugin "resolver" "docker" {
+  path = "keel-resolver-docker"
+  config {
+    timeout = "30s"
+    host "127.0.0.1:5000" {
+      plain_http = "yes"
+    }
+  }
+}
+plugin "snapshotter" "native" {
+  path = "keel-snapshotter-native"
+}` + content,
+			want: []string{`^keeld: /\S+/keeld-\d+\.hcl:13:7: resolver\.docker: `, `plain_http`, "bool"},
+		},
+		{
+			name: "config value refused by the plugin",
+			body: `
+plugin "resolver" "docker" {
+  path = "keel-resolver-docker"
+  config {
+    timeout = "soon"
+  }
+}
+plugin "snapshotter" "native" {
+  path = "keel-snapshotter-native"
+}` + content,
+			want: []string{`^keeld: /\S+/keeld-\d+\.hcl:11:5: resolver\.docker: `, `config key "timeout": "soon" is not a positive duration`},
 		},
 		{
 			name: "missing content plugin",
@@ -109,6 +159,9 @@ plugin "snapshotter" "native" {
 			script := "#!/bin/sh\necho junk output\necho more junk\nsh -c 'sleep 30; :' \"$0\"\n"
 			if err := os.WriteFile(filepath.Join(e.dir, "junk.sh"), []byte(script), 0o755); err != nil {
 				t.Fatal(err)
+			}
+			if strings.Contains(tc.body, "{dir}/v2only") {
+				buildV2Only(t, e.dir)
 			}
 			path := e.config(t, strings.ReplaceAll(tc.body, "{dir}", e.dir))
 			line, stderr := refuse(t, path)
@@ -131,6 +184,20 @@ plugin "snapshotter" "native" {
 				return nil
 			})
 		})
+	}
+}
+
+// buildV2Only builds into dir a plugin that speaks only protocol 2.
+func buildV2Only(t *testing.T, dir string) {
+	t.Helper()
+	root, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}").Output()
+	if err != nil {
+		t.Fatalf("find the module root: %v", err)
+	}
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "v2only"), "./core/pluginhost/testdata/v2only")
+	cmd.Dir = strings.TrimSpace(string(root))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build v2only: %v\n%s", err, out)
 	}
 }
 

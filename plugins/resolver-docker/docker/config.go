@@ -3,7 +3,6 @@ package docker
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
@@ -95,12 +95,8 @@ type settings struct {
 
 func parseConfig(raw []byte) (*settings, error) {
 	var c Config
-	if len(raw) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(raw)))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&c); err != nil {
-			return nil, fmt.Errorf("config: %v: %w", err, errdefs.ErrInvalidArgument)
-		}
+	if err := (sdk.Env{Config: raw}).DecodeConfig(&c); err != nil {
+		return nil, err
 	}
 	s := &settings{
 		timeout: 30 * time.Second, stall: 30 * time.Second, retries: 3, maxConns: 16,
@@ -117,7 +113,7 @@ func parseConfig(raw []byte) (*settings, error) {
 		}
 		v, err := time.ParseDuration(d.v)
 		if err != nil || v <= 0 {
-			return nil, fmt.Errorf("config: %s %q is not a positive duration: %w", d.name, d.v, errdefs.ErrInvalidArgument)
+			return nil, sdk.ConfigKeyError(d.name, fmt.Errorf("%q is not a positive duration", d.v))
 		}
 		*d.to = v
 	}
@@ -154,7 +150,7 @@ func parseConfig(raw []byte) (*settings, error) {
 		}
 		for m := range h.Mirror {
 			if _, err := parseMirror(m); err != nil {
-				return nil, fmt.Errorf("config: host %q: %w", name, err)
+				return nil, sdk.ConfigKeyError("host."+name, err)
 			}
 		}
 		s.hosts[name] = h

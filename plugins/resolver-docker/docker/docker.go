@@ -133,9 +133,9 @@ func (r ref) String() string { return r.named.String() }
 
 // parseRef normalises s: "busybox" is docker.io/library/busybox:latest.
 func parseRef(s string) (ref, error) {
-	named, err := reference.ParseNormalizedNamed(s)
+	named, err := resolver.ParseReference(s)
 	if err != nil {
-		return ref{}, fmt.Errorf("reference %q: %v: %w", s, err, errdefs.ErrInvalidArgument)
+		return ref{}, err
 	}
 	named = reference.TagNameOnly(named)
 	out := ref{named: named, registry: reference.Domain(named), repo: reference.Path(named)}
@@ -144,9 +144,6 @@ func parseRef(s string) (ref, error) {
 	}
 	if d, ok := named.(reference.Digested); ok {
 		out.digest = d.Digest()
-		if err := out.digest.Validate(); err != nil {
-			return ref{}, fmt.Errorf("reference %q: %v: %w", s, err, errdefs.ErrInvalidArgument)
-		}
 	}
 	return out, nil
 }

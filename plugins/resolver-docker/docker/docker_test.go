@@ -49,7 +49,7 @@ func TestParseRef(t *testing.T) {
 			t.Errorf("parseRef(%q) = %s %s %s %s, want %s %s %s %s", tt.in, rf, rf.registry, rf.repo, rf.object(), tt.name, tt.registry, tt.repo, tt.object)
 		}
 	}
-	for _, bad := range []string{"", "UPPER", "a:b:c", "app@sha256:zz", "-x"} {
+	for _, bad := range []string{"", "UPPER", "a:b:c", "app@sha256:zz", "-x", "foo_bar.com/x"} {
 		if _, err := parseRef(bad); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
 			t.Errorf("parseRef(%q): %v, want InvalidArgument quoting it", bad, err)
 		}

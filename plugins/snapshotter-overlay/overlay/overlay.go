@@ -40,7 +40,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 	"github.com/keel-runtime/keel/sdk/snapshot/backend"
@@ -101,7 +100,7 @@ func New(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
 	root := env.Root
 	if cfg.Root != "" {
 		if !filepath.IsAbs(cfg.Root) {
-			return nil, fmt.Errorf("config: root %q is not absolute: %w", cfg.Root, errdefs.ErrInvalidArgument)
+			return nil, sdk.ConfigKeyError("root", fmt.Errorf("%q is not absolute", cfg.Root))
 		}
 		root = cfg.Root
 	}

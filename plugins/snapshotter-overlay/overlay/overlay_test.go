@@ -219,8 +219,8 @@ func TestRefusesOverlayRoot(t *testing.T) {
 func TestConfig(t *testing.T) {
 	for _, c := range []struct{ config, want string }{
 		{`{"root": "relative"}`, "not absolute"},
-		{`{"sync": true}`, "unknown field"},
-		{`{"mount_options": "volatile"}`, "cannot unmarshal"},
+		{`{"sync": true}`, `config key "sync": unknown key`},
+		{`{"mount_options": "volatile"}`, `config key "mount_options": want []string, got string`},
 	} {
 		_, err := overlay.New(context.Background(), sdk.Env{Root: t.TempDir(), Config: []byte(c.config)})
 		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), c.want) {
