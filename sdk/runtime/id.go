@@ -2,11 +2,16 @@ package runtime
 
 import (
 	"fmt"
-
-	"github.com/containerd/containerd/v2/pkg/identifiers"
+	"regexp"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
+
+// The identifier rule of containerd (pkg/identifiers), written out so the
+// SDK does not pull containerd's module into a plugin author's go.mod.
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$`)
+
+const maxIDLength = 76
 
 // ValidateContainerID reports whether id can name a container:
 // containerd's identifier rule (at most 76 characters, alphanumeric words
@@ -19,7 +24,7 @@ func ValidateContainerID(id string) error {
 	if id == "" {
 		return fmt.Errorf("container id is empty: %w", errdefs.ErrInvalidArgument)
 	}
-	if identifiers.Validate(id) != nil {
+	if len(id) > maxIDLength || !idPattern.MatchString(id) {
 		return fmt.Errorf("container id %q: must be at most 76 characters, alphanumeric words joined by '.', '_' or '-': %w", id, errdefs.ErrInvalidArgument)
 	}
 	return nil
