@@ -97,7 +97,8 @@ type Checker struct {
 	DB *metadata.DB
 	// Runtimes are the runtime plugins, by name.
 	Runtimes map[string]runtime.Runtime
-	// State is keeld's state dir; API its socket.
+	// Root and State are keeld's dirs; API its socket.
+	Root  string
 	State string
 	API   string
 	// Offline says that no keeld runs (Run's caller holds the metadata

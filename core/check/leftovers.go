@@ -6,8 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 
+	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/sweep"
 )
 
@@ -32,30 +32,23 @@ func SocketDir(state string) string {
 	return filepath.Join(state, "sockets", strconv.Itoa(os.Getpid()))
 }
 
-// Leftovers are the patterns of keeld's temporary paths under state, for
-// sweep: the per-process dirs above (and whatever an older keeld left in
-// their parents).
-func Leftovers(state string) []string {
-	state = escape(filepath.Clean(state))
-	return []string{state + "/pull/*", state + "/sockets/*"}
-}
-
-// escape quotes the characters filepath.Match gives a meaning.
-func escape(path string) string {
-	var b strings.Builder
-	for _, r := range path {
-		if strings.ContainsRune(`*?[\`, r) {
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
+// Leftovers are the patterns of keeld's temporary paths under root and
+// state, for sweep: the per-process dirs above (and whatever an older keeld
+// left in their parents), and the scratch dirs of the overlay check that
+// picks the default snapshotter.
+func Leftovers(root, state string) []string {
+	state = sweep.Escape(filepath.Clean(state))
+	return []string{
+		state + "/pull/*",
+		state + "/sockets/*",
+		sweep.Escape(filepath.Clean(root)) + "/" + mount.OverlayCheckPrefix + "*",
 	}
-	return b.String()
 }
 
 // Sweep removes what a killed keeld left under state, before this one
 // makes its own dirs: keeld's start calls it.
-func Sweep(state string) ([]sweep.Leftover, error) {
-	return sweep.Sweep(Leftovers(state), nil)
+func Sweep(root, state string) ([]sweep.Leftover, error) {
+	return sweep.Sweep(Leftovers(root, state), nil)
 }
 
 // RemoveOwnDirs removes this process's dirs (PullDir, SocketDir) once
@@ -72,11 +65,11 @@ func ownDirs(state string) func(string) bool {
 }
 
 func (c *Checker) leftovers(context.Context) ([]Problem, error) {
-	patterns := Leftovers(c.State)
+	patterns := Leftovers(c.Root, c.State)
 	if c.Offline {
 		if c.API != "" {
 			// No keeld serves it: a socket there is stale.
-			patterns = append(patterns, escape(filepath.Clean(c.API)))
+			patterns = append(patterns, sweep.Escape(filepath.Clean(c.API)))
 		}
 	}
 	// This process's own dirs (keeld's, or those of `keeld check`) are in use.

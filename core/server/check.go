@@ -23,7 +23,7 @@ func (c checkService) Check(ctx context.Context, req *keelv1.CheckRequest) (*kee
 }
 
 func (s *Server) checker(offline bool) *check.Checker {
-	return &check.Checker{DB: s.db, Runtimes: s.runtimes, State: s.cfg.State, API: s.cfg.GRPC.Address,
+	return &check.Checker{DB: s.db, Runtimes: s.runtimes, Root: s.cfg.Root, State: s.cfg.State, API: s.cfg.GRPC.Address,
 		Offline: offline, Logger: s.logger.Named("check")}
 }
 

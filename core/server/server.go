@@ -86,7 +86,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 	// What a killed keeld left (mounts, plugin sockets, temp dirs) goes
 	// before anything of this one is made; the metadata lock, held now,
 	// says that no other keeld uses them.
-	removed, err := check.Sweep(cfg.State)
+	removed, err := check.Sweep(cfg.Root, cfg.State)
 	for _, l := range removed {
 		logger.Info("removed what a killed keeld left", "kind", l.Kind, "path", l.Path)
 	}

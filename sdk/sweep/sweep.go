@@ -120,6 +120,19 @@ func matched(patterns []string, path string) string {
 	return ""
 }
 
+// Escape quotes the characters of path that filepath.Match gives a
+// meaning, so that a dir can prefix a pattern.
+func Escape(path string) string {
+	var b strings.Builder
+	for _, r := range path {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
 // Remove removes l. A mount is detached lazily (MNT_DETACH: a process that
 // still uses it keeps it until done), every mount stacked on the path in
 // turn. A directory or file is removed only once no mount is left at or
