@@ -80,6 +80,12 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 10 * time.Second
 	}
+	// go-plugin names the socket <SocketDir>/plugin-dir<n>/plugin<n>, each
+	// n up to 10 digits; a unix socket path has 107 bytes at most.
+	if n := len(cfg.SocketDir) + len("/plugin-dir/plugin") + 20; cfg.SocketDir != "" && n > 107 {
+		return nil, fmt.Errorf("%s: socket dir %s is too long for the plugin's unix socket (%d of 107 bytes): choose a shorter state dir: %w",
+			cfg.Instance, cfg.SocketDir, n, errdefs.ErrInvalidArgument)
+	}
 	exe, err := openExecutable(cfg.Path, cfg.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", cfg.Instance, err)
