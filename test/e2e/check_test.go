@@ -49,20 +49,15 @@ func keeldCheck(t *testing.T, path string, args ...string) (client.CheckReport, 
 	defer cancel()
 	full := append([]string{"check", "--config", path, "--format", "json"}, args...)
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "keeld"), full...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{args: full, stdout: stdout.String(), stderr: stderr.String()}
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-	case errors.As(err, &exit) && exit.ExitCode() >= 0:
-		r.code = exit.ExitCode()
-	default:
-		t.Fatalf("keeld check: %v (stderr: %s)", err, stderr.String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, _ := cmd.Output()
+	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() < 0 {
+		t.Fatalf("keeld check did not run to its end: %v (stderr: %s)", cmd.ProcessState, stderr.String())
 	}
+	r := result{args: full, stdout: string(stdout), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
 	var rep client.CheckReport
-	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+	if err := json.Unmarshal(stdout, &rep); err != nil {
 		t.Fatalf("%v\n%v", err, r)
 	}
 	return rep, r
