@@ -208,6 +208,24 @@ func TestCheckSnapshots(t *testing.T) {
 			t.Errorf("record after repair: %v", err)
 		}
 	})
+	t.Run("RemovedUnderContainer", func(t *testing.T) {
+		f := newFixture(t)
+		ctx := ctxNS(t)
+		if _, err := f.snaps.Prepare(ctx, "c1-rootfs", ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.db.Containers().Create(ctx, metadata.Container{ID: "c1", Snapshotter: "native", SnapshotKey: "c1-rootfs", Spec: []byte("{}")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.backend.Remove(t.Context(), f.backendKey(t, "c1-rootfs")); err != nil {
+			t.Fatal(err)
+		}
+		f.expect(t, problem{KindSnapshot, "default/native/c1-rootfs", "missing in the plugin", false})
+		// And the record stays even when asked directly.
+		if err := f.db.DropSnapshotRecord("default", "native", "c1-rootfs"); !errdefs.IsFailedPrecondition(err) {
+			t.Errorf("drop of a record a container uses: %v", err)
+		}
+	})
 	t.Run("RemovedWithChild", func(t *testing.T) {
 		f := newFixture(t)
 		ctx := ctxNS(t)

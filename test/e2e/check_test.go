@@ -42,12 +42,24 @@ func (k *keeld) checkClean() {
 	}
 }
 
-// keeldCheck runs `keeld check --config path` (offline) with args.
+// keeldCheck runs `keeld check --config path --format json` (offline)
+// with args, and decodes its report.
 func keeldCheck(t *testing.T, path string, args ...string) (client.CheckReport, result) {
+	t.Helper()
+	r := runKeeldCheck(t, path, append([]string{"--format", "json"}, args...)...)
+	var rep client.CheckReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("%v\n%v", err, r)
+	}
+	return rep, r
+}
+
+// runKeeldCheck runs `keeld check --config path` with args.
+func runKeeldCheck(t *testing.T, path string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	full := append([]string{"check", "--config", path, "--format", "json"}, args...)
+	full := append([]string{"check", "--config", path}, args...)
 	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "keeld"), full...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -55,12 +67,7 @@ func keeldCheck(t *testing.T, path string, args ...string) (client.CheckReport, 
 	if cmd.ProcessState == nil || cmd.ProcessState.ExitCode() < 0 {
 		t.Fatalf("keeld check did not run to its end: %v (stderr: %s)", cmd.ProcessState, stderr.String())
 	}
-	r := result{args: full, stdout: string(stdout), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
-	var rep client.CheckReport
-	if err := json.Unmarshal(stdout, &rep); err != nil {
-		t.Fatalf("%v\n%v", err, r)
-	}
-	return rep, r
+	return result{args: full, stdout: string(stdout), stderr: stderr.String(), code: cmd.ProcessState.ExitCode()}
 }
 
 // layerMounts lists the mounts under state/pull (keeld's layer mounts).
@@ -201,8 +208,17 @@ func TestPluginSocketsUnderState(t *testing.T) {
 			t.Errorf("%s: its environment has no %s...", id, want)
 		}
 	}
+	// The offline check is refused while keeld runs...
+	path := k.cmd.Args[len(k.cmd.Args)-1]
+	if r := runKeeldCheck(t, path); r.code != 2 || !strings.Contains(r.stderr, "use keel check") {
+		t.Errorf("keeld check while keeld runs: %v", r)
+	}
 	stale := filepath.Join(e.state, "sockets", strconv.Itoa(k.cmd.Process.Pid))
 	k.kill()
+	// ... and keel check without keeld names it.
+	if r := k.keel("check"); r.code != 2 || !strings.Contains(r.stderr, "keeld check --config") {
+		t.Errorf("keel check without keeld: %v", r)
+	}
 	// Other tests on this machine may add to /tmp meanwhile: only new
 	// entries that hold a socket of this keeld's plugins would be ours, and
 	// the temp dir of this test is ours alone.
