@@ -40,7 +40,7 @@ left, 2 the check could not run (in full).`,
 			c, err := g.connect()
 			if err != nil {
 				if errdefs.IsUnavailable(err) || errdefs.IsNotFound(err) {
-					return fail(fmt.Errorf("%w\nkeeld does not answer at %s: to check while it is stopped, run keeld check --config FILE [--repair]", err, g.address))
+					return fail(fmt.Errorf("%w; to check while keeld is stopped, run keeld check --config FILE [--repair]", err))
 				}
 				return fail(err)
 			}
