@@ -43,6 +43,11 @@ type LaunchConfig struct {
 	StartTimeout time.Duration
 	// DialOptions are added to the connection's gRPC options.
 	DialOptions []grpc.DialOption
+	// SocketDir is the directory (it must exist) in which go-plugin makes
+	// the plugin's socket dir ("plugin-dir*"), removed when the plugin is
+	// killed. Empty means the system's temp dir: a host that can be killed
+	// sets it to a dir of its own that it sweeps at start.
+	SocketDir string
 }
 
 // Info is what a plugin says of itself.
@@ -76,6 +81,12 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	if cfg.StartTimeout == 0 {
 		cfg.StartTimeout = 10 * time.Second
 	}
+	// go-plugin names the socket <SocketDir>/plugin-dir<n>/plugin<n>, each
+	// n up to 10 digits; a unix socket path has 107 bytes at most.
+	if n := len(cfg.SocketDir) + len("/plugin-dir/plugin") + 20; cfg.SocketDir != "" && n > 107 {
+		return nil, fmt.Errorf("%s: socket dir %s is too long for the plugin's unix socket (%d of 107 bytes): choose a shorter state dir: %w",
+			cfg.Instance, cfg.SocketDir, n, errdefs.ErrInvalidArgument)
+	}
 	exe, err := openExecutable(cfg.Instance, cfg.Path, cfg.SHA256)
 	if err != nil {
 		return nil, err
@@ -99,6 +110,8 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 		Logger:          cfg.Logger.Named(cfg.Instance),
 		StartTimeout:    cfg.StartTimeout,
 		GRPCDialOptions: append(DialOptions(), cfg.DialOptions...),
+		// The plugin is told the dir in PLUGIN_UNIX_SOCKET_DIR.
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: cfg.SocketDir},
 	})
 	fail := func(err error) (*Process, error) {
 		client.Kill()

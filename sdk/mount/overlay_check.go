@@ -10,7 +10,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/sweep"
 )
+
+// OverlayCheckPrefix names CheckOverlay's scratch dirs: one a killed
+// process left is found by it (SweepOverlayChecks).
+const OverlayCheckPrefix = ".overlay-check-"
+
+// SweepOverlayChecks removes the scratch dirs (and their mounts) that
+// CheckOverlay calls in dir killed before they were done left there.
+func SweepOverlayChecks(dir string) ([]sweep.Leftover, error) {
+	return sweep.Sweep([]string{filepath.Join(sweep.Escape(filepath.Clean(dir)), OverlayCheckPrefix+"*")}, nil)
+}
 
 // CheckOverlay reports whether the filesystem holding dir can host overlay
 // upper and work dirs: it lists entry types (d_type), and an overlay with
@@ -20,7 +31,7 @@ import (
 // privilege to mount. A filesystem that cannot is a FailedPrecondition
 // error naming it (overlay itself, for one, is refused as an upper).
 func CheckOverlay(dir string) (err error) {
-	scratch, err := os.MkdirTemp(dir, ".overlay-check-")
+	scratch, err := os.MkdirTemp(dir, OverlayCheckPrefix)
 	if err != nil {
 		return fmt.Errorf("overlay check in %s: %w", dir, err)
 	}

@@ -22,6 +22,7 @@
 //	<state>/tasks/<id>/exit.json      the init process's exit, written durably by the shim
 //	<state>/tasks/<id>/shim.log       the shim's stderr
 //	<state>/s/<hash>.sock             the shim's socket (short, for sun_path)
+//	<state>/s/<hash>.tmp/             the shim's TMPDIR (runc's console socket)
 //	<state>/runc/                     the OCI runtime's --root
 package runc
 
@@ -53,6 +54,7 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
+	"github.com/keel-runtime/keel/sdk/sweep"
 )
 
 // Config is the plugin's `config {}` block.
@@ -251,8 +253,8 @@ func New(ctx context.Context, env sdk.Env) (keelruntime.Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	for _, d := range []string{"tasks", "s", cfg.RuntimeRoot} {
-		if err := os.MkdirAll(filepath.Join(env.State, d), 0o711); err != nil {
+	for _, d := range []string{filepath.Join(env.State, "tasks"), filepath.Join(env.State, "s"), cfg.RuntimeRoot} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, err
 		}
 	}
@@ -269,7 +271,32 @@ func New(ctx context.Context, env sdk.Env) (keelruntime.Runtime, error) {
 		cancel()
 		return nil, err
 	}
+	r.sweep()
 	return r, nil
+}
+
+// shimTmp is the TMPDIR of the shim whose socket is socket: what it makes
+// there (runc's console socket) stays in the state dir, and goes with the
+// task.
+func shimTmp(socket string) string { return strings.TrimSuffix(socket, ".sock") + ".tmp" }
+
+// sweep removes, once the tasks are found again, the sockets and temp dirs
+// under <state>/s that no task owns: those of a plugin or shim killed
+// before its task was recorded or after it was removed.
+func (r *Runtime) sweep() {
+	own := map[string]bool{}
+	r.mu.Lock()
+	for _, t := range r.tasks {
+		own[t.cfg.Socket], own[shimTmp(t.cfg.Socket)] = true, true
+	}
+	r.mu.Unlock()
+	removed, err := sweep.Sweep([]string{filepath.Join(r.state, "s", "*")}, func(p string) bool { return own[p] })
+	for _, l := range removed {
+		r.logger.Info("removed what a killed plugin or shim left", "kind", l.Kind, "path", l.Path)
+	}
+	if err != nil {
+		r.logger.Warn("sweeping what a killed plugin or shim left", "error", err)
+	}
 }
 
 // Capabilities: checkpoint when CRIU works here (`criu check` passes; it
@@ -476,6 +503,9 @@ func (r *Runtime) Create(ctx context.Context, opts keelruntime.CreateOpts) (uint
 		r.mu.Lock()
 		delete(r.tasks, opts.ID)
 		r.mu.Unlock()
+		if t.cfg.Socket != "" {
+			os.RemoveAll(shimTmp(t.cfg.Socket))
+		}
 		removeTaskDir(t.dir)
 		return 0, err
 	}
@@ -578,6 +608,10 @@ func (r *Runtime) startShim(ctx context.Context, t *task) (shim.Ready, error) {
 		return shim.Ready{}, err
 	}
 	defer logf.Close()
+	if err := os.MkdirAll(shimTmp(t.cfg.Socket), 0o700); err != nil {
+		wr.Close()
+		return shim.Ready{}, err
+	}
 	cmd := &exec.Cmd{
 		Path: r.exe,
 		Args: []string{filepath.Base(r.exe), shim.Arg, t.dir},
@@ -585,7 +619,7 @@ func (r *Runtime) startShim(ctx context.Context, t *task) (shim.Ready, error) {
 		// One P: the shim mostly waits, and each P costs resident memory
 		// (about 0.3 MB PSS per shim); the shim drops the variable again
 		// so runc runs with the machine's.
-		Env:         []string{"PATH=" + os.Getenv("PATH"), "GOMAXPROCS=1"},
+		Env:         []string{"PATH=" + os.Getenv("PATH"), "GOMAXPROCS=1", "TMPDIR=" + shimTmp(t.cfg.Socket)},
 		Stderr:      logf,
 		ExtraFiles:  []*os.File{wr},
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
@@ -883,6 +917,7 @@ func (r *Runtime) remove(t *task) {
 	delete(r.tasks, t.id)
 	r.mu.Unlock()
 	os.Remove(t.cfg.Socket)
+	os.RemoveAll(shimTmp(t.cfg.Socket))
 	removeTaskDir(t.dir)
 }
 

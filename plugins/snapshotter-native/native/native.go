@@ -8,7 +8,7 @@
 //	metadata.db        sdk/snapshot/storage metastore
 //	snapshots/<id>/    the tree of the snapshot with that id
 //	tmp/               copies being made and trees being removed; anything
-//	                   here after a crash is removed by Cleanup; flagged
+//	                   here after a crash is removed at start and by Cleanup; flagged
 //	                   top-dir where the filesystem has it (see markTopDir)
 package native
 
@@ -28,6 +28,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 	"github.com/keel-runtime/keel/sdk/snapshot/storage"
+	"github.com/keel-runtime/keel/sdk/sweep"
 )
 
 // Config is the plugin's config block. It has no keys yet.
@@ -65,6 +66,12 @@ func New(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
 		if err := os.MkdirAll(filepath.Join(env.Root, dir), 0o700); err != nil {
 			return nil, err
 		}
+	}
+	// Copies a killed plugin was making: nothing uses them before New returns.
+	if removed, err := sweep.Sweep([]string{filepath.Join(sweep.Escape(filepath.Clean(env.Root)), "tmp", "*")}, nil); err != nil {
+		logger.Warn("removing what a killed plugin left in tmp/", "error", err)
+	} else if len(removed) > 0 {
+		logger.Info("removed what a killed plugin left in tmp/", "removed", len(removed))
 	}
 	if err := markTopDir(filepath.Join(env.Root, "tmp")); err != nil {
 		logger.Debug("copies are made without the top-dir flag", "error", err)

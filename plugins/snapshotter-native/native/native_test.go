@@ -142,3 +142,18 @@ func BenchmarkPrepareBusybox(b *testing.B) {
 	slices.Sort(prepare)
 	b.ReportMetric(float64(prepare[len(prepare)/2])/float64(time.Millisecond), "prepare-p50-ms")
 }
+
+// TestStartSweepsTmp: what a killed plugin was copying in tmp/ is gone
+// once the plugin starts again.
+func TestStartSweepsTmp(t *testing.T) {
+	root := t.TempDir()
+	open(t, root).Close()
+	left := filepath.Join(root, "tmp", "new-123", "etc")
+	if err := os.MkdirAll(left, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	open(t, root).Close()
+	if entries, err := os.ReadDir(filepath.Join(root, "tmp")); err != nil || len(entries) != 0 {
+		t.Errorf("tmp/ after a start: %v, %v", entries, err)
+	}
+}

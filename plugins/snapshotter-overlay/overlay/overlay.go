@@ -113,6 +113,12 @@ func New(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
 			return nil, err
 		}
 	}
+	// A check a killed plugin was doing left its scratch dir, maybe mounted.
+	if removed, err := mount.SweepOverlayChecks(filepath.Join(root, "snapshots")); err != nil {
+		logger.Warn("removing what a killed overlay check left", "error", err)
+	} else if len(removed) > 0 {
+		logger.Info("removed what a killed overlay check left", "removed", len(removed))
+	}
 	if err := mount.CheckOverlay(filepath.Join(root, "snapshots")); err != nil {
 		if !errors.Is(err, unix.EPERM) {
 			return nil, fmt.Errorf("root %s: %w", root, err)

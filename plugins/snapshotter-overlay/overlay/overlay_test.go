@@ -289,3 +289,22 @@ func TestCleanupOrphans(t *testing.T) {
 		t.Errorf("live snapshot: %v", err)
 	}
 }
+
+// TestStartSweepsOverlayCheck: the overlay check a killed plugin was doing
+// (its scratch dir, its overlay mounted) is gone once the plugin starts.
+func TestStartSweepsOverlayCheck(t *testing.T) {
+	requireRoot(t)
+	root := t.TempDir()
+	merged := filepath.Join(root, "snapshots", mount.OverlayCheckPrefix+"123", "merged")
+	if err := os.MkdirAll(merged, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("none", merged, "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Unmount(merged, unix.MNT_DETACH) })
+	open(t, root, `{}`)
+	if _, err := os.Stat(filepath.Dir(merged)); !os.IsNotExist(err) {
+		t.Errorf("the killed check's scratch dir after a start: %v", err)
+	}
+}
