@@ -107,6 +107,7 @@ func fetchInto(ctx context.Context, r resolver.Resolver, w content.Writer, ref s
 	// Whole chunks make whole messages on the way to the content plugin.
 	buf := make([]byte, sdk.ChunkSize)
 	offset := st.Offset
+	var teeErr error
 	for {
 		n, rerr := io.ReadFull(rc, buf)
 		if n > 0 {
@@ -115,7 +116,13 @@ func fetchInto(ctx context.Context, r resolver.Resolver, w content.Writer, ref s
 			}
 			if tee != nil {
 				if _, err := tee.Write(buf[:n]); err != nil {
-					return fmt.Errorf("fetch %s of %s: apply: %w", desc.Digest, ref, err)
+					teeErr = fmt.Errorf("fetch %s of %s: apply: %w", desc.Digest, ref, err)
+					if !errdefs.IsDataLoss(err) {
+						return teeErr
+					}
+					// Bytes that do not decode: fetch the rest, so that
+					// bytes not matching their digest are named as such.
+					tee = nil
 				}
 			}
 			offset += int64(n)
@@ -134,5 +141,5 @@ func fetchInto(ctx context.Context, r resolver.Resolver, w content.Writer, ref s
 	if err := w.Commit(ctx, desc.Size, desc.Digest, opts...); err != nil && !errdefs.IsAlreadyExists(err) {
 		return fmt.Errorf("fetch %s of %s: %w", desc.Digest, ref, err)
 	}
-	return nil
+	return teeErr
 }

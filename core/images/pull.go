@@ -625,6 +625,17 @@ func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID dig
 	if _, err := diff.Apply(ctx, dir, src, diff.WithExpectedDiffID(diffID)); err != nil {
 		if pr != nil {
 			pr.CloseWithError(err)
+			if errdefs.IsDataLoss(err) {
+				// Bytes that do not decode may not be the blob's at all:
+				// the download goes on to its commit, which tells.
+				select {
+				case <-d.done:
+					if errdefs.IsFailedPrecondition(d.err) {
+						return d.err
+					}
+				case <-ctx.Done():
+				}
+			}
 		}
 		return err
 	}
