@@ -421,14 +421,46 @@ func (s *nsSnapshotter) collectBackend(ctx context.Context, dry bool, swept map[
 	return nil
 }
 
-// collectIngests applies gc.CollectIngest to every ingest of the backend:
-// those of a namespace and orphans (a backend ingest whose record a crash
-// lost). Records whose backend ingest is gone are dropped. An ingest is
-// removed under the writers' lock, so no writer of this process opens it
-// meanwhile; one held by a writer elsewhere is Unavailable and stays.
-func (s *nsContent) collectIngests(ctx context.Context, now time.Time, opts gc.Options, leased map[string][]string, rep *gc.Report) error {
-	type rec struct{ ns, ref string }
-	recs := map[string]rec{} // by backend ref
+// Ingests lists every partial ingest of the content store with what a
+// collection knows of it (see gc.Ingest), in the order of the backend's
+// refs: gc.CollectIngest tells whether a collection removes each and why.
+// Writing is what this process's writers hold (none when keeld is not
+// running). Without a content store the list is empty.
+func (db *DB) Ingests(ctx context.Context) ([]gc.Ingest, error) {
+	cs, _ := db.registered()
+	if cs == nil {
+		return nil, nil
+	}
+	held := db.heldLeases()
+	var leased map[string][]string
+	if err := db.view(func(tx *bolt.Tx) error {
+		leased = readGraph(tx, time.Now(), held).ingests
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	list, _, err := cs.ingests(ctx, leased)
+	out := make([]gc.Ingest, len(list))
+	for i, in := range list {
+		out[i] = in.Ingest
+	}
+	return out, err
+}
+
+// ingestState is an ingest as a collection sees it, with its backend ref.
+type ingestState struct {
+	gc.Ingest
+	bref string
+}
+
+// ingestRecord names a namespace's ingest.
+type ingestRecord struct{ ns, ref string }
+
+// ingests joins the backend's ingests with the namespaces' records and
+// the live leases of each backend ref; it also returns the records whose
+// backend ingest is gone, by backend ref.
+func (s *nsContent) ingests(ctx context.Context, leased map[string][]string) ([]ingestState, map[string]ingestRecord, error) {
+	recs := map[string]ingestRecord{} // by backend ref
 	if err := s.db.view(func(tx *bolt.Tx) error {
 		v1 := tx.Bucket(bucketV1)
 		if v1 == nil {
@@ -440,27 +472,44 @@ func (s *nsContent) collectIngests(ctx context.Context, now time.Time, opts gc.O
 				return nil
 			}
 			return b.ForEachBucket(func(k []byte) error {
-				recs[readIngest(b.Bucket(k)).bref] = rec{string(nsk), string(k)}
+				recs[readIngest(b.Bucket(k)).bref] = ingestRecord{string(nsk), string(k)}
 				return nil
 			})
 		})
 	}); err != nil {
-		return err
+		return nil, nil, err
 	}
 	sts, err := s.backend.ListStatuses(ctx)
 	if err != nil {
-		return fmt.Errorf("content: listing the backend's ingests: %w", err)
+		return nil, nil, fmt.Errorf("content: listing the backend's ingests: %w", err)
 	}
 	slices.SortFunc(sts, func(a, b content.Status) int { return strings.Compare(a.Ref, b.Ref) })
+	out := make([]ingestState, 0, len(sts))
 	for _, st := range sts {
+		// An orphan (no record) is named by its backend ref.
 		r, ok := recs[st.Ref]
 		delete(recs, st.Ref)
-		in := gc.Ingest{Namespace: r.ns, Ref: r.ref, Size: st.Offset, UpdatedAt: st.UpdatedAt,
-			Writing: s.db.isWriting(st.Ref), Leases: leased[st.Ref]}
 		if !ok {
-			in.Ref = st.Ref
+			r.ref = st.Ref
 		}
-		remove, why := gc.CollectIngest(in, now, opts)
+		out = append(out, ingestState{bref: st.Ref, Ingest: gc.Ingest{Namespace: r.ns, Ref: r.ref, Size: st.Offset,
+			UpdatedAt: st.UpdatedAt, Writing: s.db.isWriting(st.Ref), Leases: leased[st.Ref]}})
+	}
+	return out, recs, nil
+}
+
+// collectIngests applies gc.CollectIngest to every ingest of the backend:
+// those of a namespace and orphans (a backend ingest whose record a crash
+// lost). Records whose backend ingest is gone are dropped. An ingest is
+// removed under the writers' lock, so no writer of this process opens it
+// meanwhile; one held by a writer elsewhere is Unavailable and stays.
+func (s *nsContent) collectIngests(ctx context.Context, now time.Time, opts gc.Options, leased map[string][]string, rep *gc.Report) error {
+	list, stale, err := s.ingests(ctx, leased)
+	if err != nil {
+		return err
+	}
+	for _, in := range list {
+		remove, why := gc.CollectIngest(in.Ingest, now, opts)
 		obj := gc.Object{Kind: gc.KindIngest, Namespace: in.Namespace, Name: in.Ref, Size: in.Size}
 		if !remove {
 			if opts.DryRun {
@@ -469,12 +518,12 @@ func (s *nsContent) collectIngests(ctx context.Context, now time.Time, opts gc.O
 			}
 			continue
 		}
-		if !ok {
+		if in.Namespace == "" {
 			why = "orphan: no namespace refers to it; " + why
 		}
 		obj.Reason = why
 		if !opts.DryRun {
-			removed, err := s.removeIngest(ctx, st.Ref, r.ns, r.ref)
+			removed, err := s.removeIngest(ctx, in.bref, in.Namespace, in.Ref)
 			if err != nil {
 				rep.Errors = append(rep.Errors, fmt.Sprintf("ingest %s: %v", in.Ref, err))
 				continue
@@ -487,7 +536,7 @@ func (s *nsContent) collectIngests(ctx context.Context, now time.Time, opts gc.O
 	}
 	// Records left are of ingests the backend no longer has (a crash, a
 	// backend reset): nothing to keep.
-	for bref, r := range recs {
+	for bref, r := range stale {
 		if opts.DryRun {
 			continue
 		}

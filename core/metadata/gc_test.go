@@ -524,6 +524,17 @@ func TestGarbageCollectIngests(t *testing.T) {
 	if sts, _ := f.cback.ListStatuses(t.Context()); len(sts) != 7 {
 		t.Errorf("a dry run removed ingests: %d left", len(sts))
 	}
+	// DB.Ingests and gc.CollectIngest decide as the collection did.
+	list, err := f.db.Ingests(t.Context())
+	if err != nil || len(list) != 7 {
+		t.Fatalf("Ingests: %d, %v; want 7", len(list), err)
+	}
+	for _, in := range list {
+		remove, _ := gc.CollectIngest(in, time.Now(), gc.Options{IngestMaxAge: day})
+		if _, gone := removed[in.Namespace+":"+in.Ref]; gone != remove {
+			t.Errorf("CollectIngest(%+v) = %v, the collection removed it: %v", in, remove, gone)
+		}
+	}
 
 	// At once: all but the held ones, orphan included; bytes freed.
 	rep := collect(gc.Options{Ingests: true, IngestMaxAge: day})
