@@ -28,31 +28,16 @@ import (
 // once is taken from it), nothing is left half done, and the image runs.
 func TestConcurrentPulls(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to unpack and run")
-	}
-	for _, bin := range []string{"runc", registry.BusyboxPath} {
-		if _, err := exec.LookPath(bin); err != nil {
-			skipOrFail(t, "%s: %v (apt-get install runc busybox-static)", bin, err)
-		}
-	}
-	reg := startRegistry(t)
+	rk := newRunKeeld(t, "", "")
+	k, e := rk.keeld, rk.env
 	img, err := registry.BuildImage(registry.ImageOptions{Arch: runtime.GOARCH, Extra: []byte("extra\n")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := reg.PushImage(t.Context(), "e2e/concurrent", "v1", img); err != nil {
+	if err := rk.reg.PushImage(t.Context(), "e2e/concurrent", "v1", img); err != nil {
 		t.Fatal(err)
 	}
-	block, err := resolverPlugin([]byte(plainHTTP(reg.Host)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t)
-	k := e.startWith(t, e.config(t, pullPlugins+block+runtimePlugin(e)))
-	ref := reg.Host + "/e2e/concurrent:v1"
-	rk := &runKeeld{keeld: k, ref: ref, reg: reg}
-	t.Cleanup(rk.cleanup)
+	ref := rk.reg.Host + "/e2e/concurrent:v1"
 
 	const n = 10
 	results := make([]result, n)
@@ -209,10 +194,7 @@ func findObject(objs []client.GCObject, kind, name string) (client.GCObject, boo
 // bytes, and the pull then succeeds from the start.
 func TestGCIngests(t *testing.T) {
 	t.Parallel()
-	reg := startRegistry(t)
-	big, bigDiff := layerOf(t, tarEntry{name: "big", typ: tar.TypeReg, data: randomBytes(t, 24<<20)})
-	pushLayers(t, reg, "e2e/gcingest", []registry.Blob{big}, []digest.Digest{bigDiff})
-	proxy, proxyHost := newStallProxy(t, reg.URL(), 10<<20)
+	big, _, proxy, proxyHost := stalledBigLayer(t, "e2e/gcingest")
 	k := startPullKeeld(t, plainHTTP(proxyHost))
 	ref := proxyHost + "/e2e/gcingest:v1"
 	iref := ingestRef(big.Desc)
