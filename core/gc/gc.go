@@ -234,14 +234,15 @@ type Ingest struct {
 }
 
 // CollectIngest is the rule for partial ingests: whether a collection
-// with opts at now removes in, and why (what keeps it, or why it goes).
+// with opts at now removes in, and why (what keeps it, as in "kept by
+// lease l1", or why it goes).
 // An ingest being written or attached to a live lease is kept. Any other
 // goes with opts.Ingests, or once untouched for opts.IngestMaxAge (when
 // not 0); until then it is kept for a pull to resume.
 func CollectIngest(in Ingest, now time.Time, opts Options) (remove bool, why string) {
 	switch {
 	case in.Writing:
-		return false, "being written"
+		return false, "a running writer"
 	case len(in.Leases) > 0:
 		return false, "lease " + strings.Join(in.Leases, ", lease ")
 	case opts.Ingests:
@@ -251,8 +252,9 @@ func CollectIngest(in Ingest, now time.Time, opts Options) (remove bool, why str
 	if opts.IngestMaxAge > 0 && idle >= opts.IngestMaxAge {
 		return true, fmt.Sprintf("partial ingest untouched for %s (ingest_max_age %s)", idle.Round(time.Second), opts.IngestMaxAge)
 	}
+	// Kept for a pull to resume.
 	if opts.IngestMaxAge > 0 {
-		return false, fmt.Sprintf("written %s ago, kept %s for a pull to resume (ingest_max_age)", idle.Round(time.Second), opts.IngestMaxAge)
+		return false, fmt.Sprintf("ingest_max_age %s (written %s ago)", opts.IngestMaxAge, idle.Round(time.Second))
 	}
-	return false, "kept for a pull to resume (ingest_max_age 0: only keel gc --ingests removes it)"
+	return false, "ingest_max_age 0 (only keel gc --ingests removes it)"
 }

@@ -110,13 +110,13 @@ func TestCollectIngest(t *testing.T) {
 		remove bool
 		why    string // in the reason
 	}{
-		{"young kept", idle(time.Hour), Options{IngestMaxAge: day}, false, "kept 24h0m0s"},
+		{"young kept", idle(time.Hour), Options{IngestMaxAge: day}, false, "ingest_max_age 24h0m0s (written 1h0m0s ago)"},
 		{"old goes", idle(25 * time.Hour), Options{IngestMaxAge: day}, true, "untouched for 25h0m0s"},
 		{"exactly the age goes", idle(day), Options{IngestMaxAge: day}, true, "ingest_max_age 24h0m0s"},
 		{"no max age keeps", idle(1000 * day), Options{}, false, "only keel gc --ingests"},
 		{"--ingests takes a young one", idle(time.Second), Options{Ingests: true, IngestMaxAge: day}, true, "--ingests"},
 		{"--ingests without max age", idle(0), Options{Ingests: true}, true, "--ingests"},
-		{"being written is held", with(idle(1000*day), func(in *Ingest) { in.Writing = true }), Options{Ingests: true, IngestMaxAge: day}, false, "being written"},
+		{"being written is held", with(idle(1000*day), func(in *Ingest) { in.Writing = true }), Options{Ingests: true, IngestMaxAge: day}, false, "a running writer"},
 		{"a lease holds", with(idle(1000*day), func(in *Ingest) { in.Leases = []string{"l1", "l2"} }), Options{Ingests: true, IngestMaxAge: day}, false, "lease l1, lease l2"},
 		{"an orphan follows the same rule", Ingest{Ref: "ns/r", UpdatedAt: now.Add(-2 * day)}, Options{IngestMaxAge: day}, true, "untouched"},
 	} {

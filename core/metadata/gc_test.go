@@ -510,7 +510,7 @@ func TestGarbageCollectIngests(t *testing.T) {
 		{"ns:young", false, "ingest_max_age"},
 		{"ns:leased", false, "lease live"},
 		{"ns:held-lease", false, "lease held"},
-		{"ns:open", false, "being written"},
+		{"ns:open", false, "a running writer"},
 		{":gone-ns/orphan", false, "ingest_max_age"},
 	} {
 		why, gone := removed[c.name]

@@ -226,8 +226,8 @@ func TestGCIngests(t *testing.T) {
 		t.Fatalf("gc --ingests removed a running pull's ingest: %+v", o)
 	}
 	rep = gcReport(k, "--dry-run", "--ingests")
-	if o, ok := findObject(rep.Kept, "ingest", iref); !ok || (o.Root != "being written" && !strings.HasPrefix(o.Root, "lease ")) {
-		t.Errorf("dry run: running pull's ingest kept as %+v (found %v), want kept being written or by its lease", o, ok)
+	if o, ok := findObject(rep.Kept, "ingest", iref); !ok || (o.Root != "a running writer" && !strings.HasPrefix(o.Root, "lease ")) {
+		t.Errorf("dry run: running pull's ingest kept as %+v (found %v), want kept by a running writer or its lease", o, ok)
 	}
 	st, err := cs.Status(t.Context(), iref)
 	if err != nil || st.Offset == 0 {
