@@ -100,7 +100,9 @@ func TestMark(t *testing.T) {
 
 func TestCollectIngest(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	idle := func(d time.Duration) Ingest { return Ingest{Namespace: "ns", Ref: "r", Size: 10, UpdatedAt: now.Add(-d)} }
+	idle := func(d time.Duration) Ingest {
+		return Ingest{Namespace: "ns", Ref: "r", Size: 10, UpdatedAt: now.Add(-d)}
+	}
 	with := func(in Ingest, f func(*Ingest)) Ingest { f(&in); return in }
 	day := 24 * time.Hour
 	for _, c := range []struct {
