@@ -669,6 +669,17 @@ func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID dig
 		err = asUnpackLimit(err, l, budget, limitKey, pl.limits)
 		if pr != nil {
 			pr.CloseWithError(err)
+			if errdefs.IsDataLoss(err) {
+				// Bytes that do not decode may not be the blob's at all:
+				// the download goes on to its commit, which tells.
+				select {
+				case <-d.done:
+					if errdefs.IsFailedPrecondition(d.err) {
+						return 0, d.err
+					}
+				case <-ctx.Done():
+				}
+			}
 		}
 		return 0, err
 	}
@@ -690,12 +701,34 @@ func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID dig
 	if err := mount.Unmount(dir); err != nil {
 		return 0, err
 	}
-	if err := sn.Commit(ctx, chain, key); err != nil {
-		if errdefs.IsAlreadyExists(err) {
-			// Another pull committed the same chain meanwhile.
-			return res.Size, sn.Remove(ctx, key)
+	return res.Size, commitLayer(ctx, sn, chain, key)
+}
+
+// commitLayer commits the snapshot key as chain. When another pull
+// commits the same chain at once, its commit wins: this one waits until
+// that one is visible (the next layer needs it as a parent), then drops
+// its own copy; should the other commit fail instead, this one takes its
+// place.
+func commitLayer(ctx context.Context, sn snapshot.Snapshotter, chain, key string) error {
+	delay := 10 * time.Millisecond
+	for {
+		err := sn.Commit(ctx, chain, key)
+		if !errdefs.IsAlreadyExists(err) {
+			return err
 		}
-		return 0, err
+		if info, err := sn.Stat(ctx, chain); err == nil && info.Kind == snapshot.KindCommitted {
+			return sn.Remove(ctx, key)
+		} else if err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		// Being committed by the other pull: not visible yet.
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("commit %s: waiting for another pull's commit: %w", chain, ctx.Err())
+		}
+		delay = min(2*delay, time.Second)
 	}
-	return res.Size, nil
 }

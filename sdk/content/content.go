@@ -91,7 +91,10 @@ type ReaderAt interface {
 type Ingester interface {
 	// Writer opens the ingest named by WithRef (InvalidArgument without
 	// one), making it when absent. Unavailable when another writer holds
-	// it; AlreadyExists when WithDescriptor names a digest already stored.
+	// it (OpenWriter waits instead); AlreadyExists when WithDescriptor
+	// names a digest already stored. An ingest written for another size
+	// or digest than WithDescriptor now names starts again at 0: its
+	// bytes are not this blob's.
 	Writer(ctx context.Context, opts ...WriterOpt) (Writer, error)
 }
 

@@ -445,16 +445,25 @@ func TestPullRefusesBadImages(t *testing.T) {
 	}
 }
 
+// stalledBigLayer pushes repo:v1, one 24 MiB random layer, to a registry
+// and returns the layer, its diff id and a proxy to the registry that
+// stalls after 10 MiB of blobs, until released.
+func stalledBigLayer(t *testing.T, repo string) (registry.Blob, digest.Digest, *stallProxy, string) {
+	t.Helper()
+	reg := startRegistry(t)
+	big, bigDiff := layerOf(t, tarEntry{name: "big", typ: tar.TypeReg, data: randomBytes(t, 24<<20)})
+	pushLayers(t, reg, repo, []registry.Blob{big}, []digest.Digest{bigDiff})
+	proxy, host := newStallProxy(t, reg.URL(), 10<<20)
+	return big, bigDiff, proxy, host
+}
+
 // TestPullResumesAfterPluginKill pulls a one-layer image whose 24 MiB
 // layer the registry holds mid-blob, SIGKILLs the resolver plugin, and
 // pulls again once keeld has restarted it: the layer is asked for only
 // from where the partial ingest stopped, then unpacked from the store.
 func TestPullResumesAfterPluginKill(t *testing.T) {
 	t.Parallel()
-	reg := startRegistry(t)
-	big, bigDiff := layerOf(t, tarEntry{name: "big", typ: tar.TypeReg, data: randomBytes(t, 24<<20)})
-	pushLayers(t, reg, "e2e/bigpull", []registry.Blob{big}, []digest.Digest{bigDiff})
-	proxy, proxyHost := newStallProxy(t, reg.URL(), 10<<20)
+	big, bigDiff, proxy, proxyHost := stalledBigLayer(t, "e2e/bigpull")
 	k := startPullKeeld(t, `{"parallel": 2, "part_size": 4194304, "stall_timeout": "5m", "host": {"`+proxyHost+`": {"plain_http": true}}}`)
 	c := k.client(t, "default")
 	// A lease of the test's own keeps what the first pull stored.

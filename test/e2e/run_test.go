@@ -46,6 +46,19 @@ func startRunKeeld(t *testing.T, extra string) *runKeeld {
 // env's own) and extra config.
 func startRunKeeldOn(t *testing.T, root, extra string) *runKeeld {
 	t.Helper()
+	k := newRunKeeld(t, root, extra)
+	k.ok("image", "pull", "-q", k.ref)
+	k.ok("image", "pull", "-q", "--snapshotter", "overlay", k.ref)
+	if strings.Contains(extra, `"btrfs"`) {
+		k.ok("image", "pull", "-q", "--snapshotter", "btrfs", k.ref)
+	}
+	return k
+}
+
+// newRunKeeld is startRunKeeldOn before its pulls: busybox is in the
+// registry as ref, not yet in keeld.
+func newRunKeeld(t *testing.T, root, extra string) *runKeeld {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		skipOrFail(t, "needs root to run containers")
 	}
@@ -71,13 +84,7 @@ func startRunKeeldOn(t *testing.T, root, extra string) *runKeeld {
 		e.root = root
 	}
 	k := e.startWith(t, e.config(t, pullPlugins+block+runtimePlugin(e)+extra))
-	ref := reg.Host + "/e2e/busybox:v1"
-	k.ok("image", "pull", "-q", ref)
-	k.ok("image", "pull", "-q", "--snapshotter", "overlay", ref)
-	if strings.Contains(extra, `"btrfs"`) {
-		k.ok("image", "pull", "-q", "--snapshotter", "btrfs", ref)
-	}
-	rk := &runKeeld{keeld: k, ref: ref, reg: reg}
+	rk := &runKeeld{keeld: k, ref: reg.Host + "/e2e/busybox:v1", reg: reg}
 	t.Cleanup(func() { rk.cleanup() })
 	return rk
 }

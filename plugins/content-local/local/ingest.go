@@ -31,6 +31,7 @@ const (
 	fileExpected  = "expected"
 	fileStartedAt = "startedat"
 	fileUpdatedAt = "updatedat" // what the last writer reported, kept at Close
+	fileVerified  = "verified"  // "<size> <digest>" of the data as the last writer closed it
 )
 
 // Writer opens or resumes the ingest ref. A digest already stored is
@@ -79,6 +80,15 @@ func (s *Store) openIngest(ref string, total int64, expected digest.Digest) (*wr
 	case st.Ref != ref:
 		return nil, fmt.Errorf("ingest %q: directory holds ref %q: %w", ref, st.Ref, errdefs.ErrInternal)
 	}
+	// Bytes written for another size or digest than the one asked for now
+	// belong to another blob: they are dropped, never resumed.
+	reset := (total > 0 && st.Total > 0 && total != st.Total) ||
+		(expected != "" && st.Expected != "" && expected != st.Expected)
+	if reset {
+		if err := removeFiles(dir, fileVerified, fileData); err != nil {
+			return nil, err
+		}
+	}
 	if total > 0 && total != st.Total {
 		if err := writeFile(dir, fileTotal, strconv.FormatInt(total, 10)); err != nil {
 			return nil, err
@@ -99,7 +109,7 @@ func (s *Store) openIngest(ref string, total int64, expected digest.Digest) (*wr
 	if err != nil {
 		return nil, err
 	}
-	w := &writer{s: s, ref: ref, dir: dir, f: f, status: st}
+	w := &writer{s: s, ref: ref, dir: dir, f: f, status: st, total: total, expected: expected}
 	if err := w.rehash(); err != nil {
 		f.Close()
 		return nil, err
@@ -208,10 +218,14 @@ type writer struct {
 	dir    string
 	f      *os.File // nil once committed or closed
 	status content.Status
-	hash   hash.Hash
-	alg    digest.Algorithm
-	done   bool // committed
-	closed bool // ref released
+	// total and expected are what this writer was opened with, what
+	// Commit falls back to (never an earlier writer's).
+	total    int64
+	expected digest.Digest
+	hash     hash.Hash
+	alg      digest.Algorithm
+	done     bool // committed
+	closed   bool // ref released
 }
 
 var _ content.Writer = (*writer)(nil)
@@ -227,11 +241,68 @@ func (w *writer) rehash() error {
 	if _, err := w.f.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
+	ok, err := w.verifyPrefix()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		// Not the bytes the last writer left: start again.
+		w.s.logger.Warn("ingest data differs from what its last writer wrote; starting it again", "ref", w.ref)
+		if err := removeFiles(w.dir, fileVerified); err != nil {
+			return err
+		}
+		if err := w.f.Truncate(0); err != nil {
+			return err
+		}
+		w.hash, w.status.Offset = w.alg.Hash(), 0
+		if _, err := w.f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+	}
 	n, err := io.Copy(w.hash, w.f)
 	if err != nil {
 		return fmt.Errorf("ingest %q: rehash: %w", w.ref, err)
 	}
+	w.status.Offset += n
+	return nil
+}
+
+// verifyPrefix hashes the part of the data the last writer recorded at
+// Close (fileVerified) and tells whether it is still what that writer
+// wrote; the hash and Status().Offset are then at its end. Without a
+// record (or one of another algorithm) there is nothing to check.
+func (w *writer) verifyPrefix() (bool, error) {
+	w.status.Offset = 0
+	b, err := os.ReadFile(filepath.Join(w.dir, fileVerified))
+	if errors.Is(err, fs.ErrNotExist) {
+		return true, nil
+	} else if err != nil {
+		return false, err
+	}
+	var (
+		size int64
+		want string
+	)
+	if _, err := fmt.Sscanf(string(b), "%d %s", &size, &want); err != nil || digest.Digest(want).Algorithm() != w.alg {
+		return true, nil
+	}
+	n, err := io.CopyN(w.hash, w.f, size)
+	if errors.Is(err, io.EOF) {
+		return false, nil // shorter than written
+	} else if err != nil {
+		return false, fmt.Errorf("ingest %q: rehash: %w", w.ref, err)
+	}
 	w.status.Offset = n
+	return w.Digest() == digest.Digest(want), nil
+}
+
+// removeFiles removes names from dir, those already gone included.
+func removeFiles(dir string, names ...string) error {
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -275,6 +346,9 @@ func (w *writer) Truncate(size int64) error {
 	if size < 0 || size > w.status.Offset {
 		return fmt.Errorf("ingest %q: truncate to %d of %d: %w", w.ref, size, w.status.Offset, errdefs.ErrInvalidArgument)
 	}
+	if err := removeFiles(w.dir, fileVerified); err != nil {
+		return err
+	}
 	if err := w.f.Truncate(size); err != nil {
 		return err
 	}
@@ -282,8 +356,8 @@ func (w *writer) Truncate(size int64) error {
 	return w.rehash()
 }
 
-// Commit verifies size and digest (falling back to the ones the writer was
-// opened with), makes the data durable and renames it under its digest.
+// Commit verifies size and digest (falling back to the ones this writer
+// was opened with), makes the data durable and renames it under its digest.
 func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...content.Opt) error {
 	if err := w.usable(); err != nil {
 		return err
@@ -293,10 +367,10 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest,
 		return err
 	}
 	if size == 0 {
-		size = w.status.Total
+		size = w.total
 	}
 	if expected == "" {
-		expected = w.status.Expected
+		expected = w.expected
 	}
 	if size > 0 && size != w.status.Offset {
 		return fmt.Errorf("commit %q: size %d, expected %d: %w", w.ref, w.status.Offset, size, errdefs.ErrFailedPrecondition)
@@ -372,7 +446,7 @@ func (w *writer) Close() error {
 	if w.f != nil {
 		err = w.f.Close()
 		w.f = nil
-		err = errors.Join(err, w.keepUpdatedAt())
+		err = errors.Join(err, w.keepUpdatedAt(), w.keepVerified())
 	}
 	if !w.closed {
 		w.closed = true
@@ -391,6 +465,15 @@ func (w *writer) keepUpdatedAt() error {
 	st, _ := w.Status()
 	return writeFile(w.dir, fileUpdatedAt, fmt.Sprintf("%s %d %d",
 		st.UpdatedAt.UTC().Format(time.RFC3339Nano), fi.Size(), fi.ModTime().UnixNano()))
+}
+
+// keepVerified records the size and digest of the data written so far,
+// which the next writer checks before it resumes after them.
+func (w *writer) keepVerified() error {
+	if w.status.Offset == 0 {
+		return removeFiles(w.dir, fileVerified)
+	}
+	return writeFile(w.dir, fileVerified, fmt.Sprintf("%d %s", w.status.Offset, w.Digest()))
 }
 
 // readUpdatedAt reads what keepUpdatedAt recorded, if the data file is as

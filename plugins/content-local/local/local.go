@@ -8,6 +8,10 @@
 //	    ref                       the ref, in full
 //	    total, expected           the expected size and digest, when known
 //	    startedat                 when the ingest began (RFC 3339)
+//	    updatedat                 the last writer's UpdatedAt, kept at Close
+//	    verified                  "<size> <digest>" of data as the last writer
+//	                              closed it: a resume checks it first and
+//	                              starts again at 0 if data changed
 //	meta.db                       bbolt: labels and times of blobs
 //
 // meta.db holds one bucket tree:

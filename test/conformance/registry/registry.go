@@ -87,8 +87,12 @@ type Registry struct {
 	// CAFile is the PEM CA that signed the TLS certificate (TLS only).
 	CAFile string
 	// CA is CAFile's certificate pool.
-	CA   *x509.CertPool
-	opts Options
+	CA *x509.CertPool
+	// Storage is the registry's storage directory (the filesystem
+	// driver's root): a blob's bytes are in
+	// docker/registry/v2/blobs/<alg>/<2 hex>/<hex>/data under it.
+	Storage string
+	opts    Options
 
 	tokenKey  *ecdsa.PrivateKey
 	tokenCert []byte // DER
@@ -117,11 +121,11 @@ func Start(t TB, opts Options) (*Registry, error) {
 		return nil, ErrNoRegistry
 	}
 	dir := t.TempDir()
-	r := &Registry{Username: "keel", Password: "s3cret-" + randomHex(4), opts: opts}
+	r := &Registry{Username: "keel", Password: "s3cret-" + randomHex(4), Storage: filepath.Join(dir, "data"), opts: opts}
 
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\n")
-	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", filepath.Join(dir, "data"))
+	fmt.Fprintf(&cfg, "storage:\n  filesystem:\n    rootdirectory: %s\n  delete:\n    enabled: true\n", r.Storage)
 	switch opts.Auth {
 	case Basic:
 		hash, err := bcrypt.GenerateFromPassword([]byte(r.Password), bcrypt.MinCost)
