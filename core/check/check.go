@@ -104,6 +104,9 @@ type Checker struct {
 	// Offline says that no keeld runs (Run's caller holds the metadata
 	// lock): whatever is left over is stale and no ingest has a writer.
 	Offline bool
+	// IngestMaxAge is gc's ingest_max_age: an unheld partial ingest is
+	// the collector's after it, so it is a problem only when it is 0.
+	IngestMaxAge time.Duration
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger hclog.Logger

@@ -10,13 +10,11 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
-// ingests reports the partial ingests of the content plugin that no lease
-// holds (with their age), those no record refers to, and records whose
-// ingest is gone.
-//
-// TODO(ingest): once unheld ingests are collected after an age (issue 10,
-// item 6), an unheld ingest younger than that age is fine and an older one
-// is the collector's: report only what the collector would not take.
+// ingests reports records whose ingest is gone and the partial ingests
+// that are neither held nor ever collected: every ingest must be one or
+// the other. An unheld ingest is the collector's once idle for
+// ingest_max_age (gc.CollectIngest), so it is reported only when that is
+// 0 (as in the tests), with its age.
 func (c *Checker) ingests(ctx context.Context) ([]Problem, error) {
 	store, _ := c.DB.Backends()
 	if store == nil {
@@ -45,6 +43,10 @@ func (c *Checker) ingests(ctx context.Context) ([]Problem, error) {
 		live[st.Ref] = st
 		desc := fmt.Sprintf("%d bytes written, last %s", st.Offset, c.age(st.UpdatedAt))
 		r, ok := byRef[st.Ref]
+		if len(r.Leases) > 0 || c.IngestMaxAge > 0 {
+			continue // held, or gc's once idle for ingest_max_age
+		}
+		desc += "; ingest_max_age is 0, so only keel gc --ingests takes it"
 		if !ok {
 			bref := st.Ref
 			out = append(out, Problem{Kind: KindIngest, Object: bref,
@@ -53,9 +55,6 @@ func (c *Checker) ingests(ctx context.Context) ([]Problem, error) {
 				Safe:    c.Offline,
 				repair:  func(ctx context.Context) error { return notFoundOK(store.Abort(ctx, bref)) },
 			})
-			continue
-		}
-		if len(r.Leases) > 0 {
 			continue
 		}
 		out = append(out, Problem{Kind: KindIngest, Object: r.Namespace + "/" + r.Ref,

@@ -24,7 +24,7 @@ func (c checkService) Check(ctx context.Context, req *keelv1.CheckRequest) (*kee
 
 func (s *Server) checker(offline bool) *check.Checker {
 	return &check.Checker{DB: s.db, Runtimes: s.runtimes, Root: s.cfg.Root, State: s.cfg.State, API: s.cfg.GRPC.Address,
-		Offline: offline, Logger: s.logger.Named("check")}
+		Offline: offline, IngestMaxAge: s.cfg.GCIngestMaxAge(), Logger: s.logger.Named("check")}
 }
 
 // CheckToProto is rep as the API's answer.
