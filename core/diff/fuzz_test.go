@@ -115,6 +115,13 @@ func hostileLayer(t *testing.T, src difftest.Source, base, token string) []byte 
 	}
 	symlinkTargets := []string{"/", "..", "../..", "../../..", base, filepath.Join(base, "victim"), filepath.Join(base, "victimdir"), "/tmp", "/etc", "a", "l", "a/../..", ".", "l/..", ""}
 	hardlinkTargets := []string{filepath.Join(base, "victim"), "../../../victim", "../victim", "victim", "l/victim", "l/file"}
+	// target is a generated name one time in n, else one of list.
+	target := func(n int, list []string) string {
+		if src.IntN(n) == 0 {
+			return name()
+		}
+		return list[src.IntN(len(list))]
+	}
 	var ents difftest.Stack = [][]difftest.Entry{nil}
 	for range 1 + src.IntN(12) {
 		e := difftest.Entry{
@@ -129,19 +136,9 @@ func hostileLayer(t *testing.T, src difftest.Source, base, token string) []byte 
 		case 2:
 			e.Type = tar.TypeDir
 		case 3:
-			e.Type = tar.TypeSymlink
-			if src.IntN(4) == 0 {
-				e.Link = name()
-			} else {
-				e.Link = symlinkTargets[src.IntN(len(symlinkTargets))]
-			}
+			e.Type, e.Link = tar.TypeSymlink, target(4, symlinkTargets)
 		case 4:
-			e.Type = tar.TypeLink
-			if src.IntN(2) == 0 {
-				e.Link = name()
-			} else {
-				e.Link = hardlinkTargets[src.IntN(len(hardlinkTargets))]
-			}
+			e.Type, e.Link = tar.TypeLink, target(2, hardlinkTargets)
 		case 5:
 			e.Type, e.Major, e.Minor = tar.TypeChar, 1, 3
 		case 6:
