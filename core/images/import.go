@@ -240,7 +240,7 @@ func readArchive(ctx context.Context, cs content.Ingester, r io.Reader) (*archiv
 	}
 	prefix := "import-" + hex.EncodeToString(rnd[:]) + "-"
 	a := &archive{files: map[string]ocispec.Descriptor{}, links: map[string]string{}}
-	tr := tar.NewReader(r)
+	tr := tarReader{tar.NewReader(r)}
 	buf := make([]byte, sdk.ChunkSize)
 	for n := 0; ; n++ {
 		if err := ctx.Err(); err != nil {
@@ -254,7 +254,6 @@ func readArchive(ctx context.Context, cs content.Ingester, r io.Reader) (*archiv
 			return nil, fmt.Errorf("read archive: %v: %w", err, errdefs.ErrInvalidArgument)
 		}
 		name := cleanPath(hdr.Name)
-		body := tarBody{tr}
 		switch hdr.Typeflag {
 		case tar.TypeSymlink:
 			a.links[name] = cleanPath(path.Join(path.Dir(name), hdr.Linkname))
@@ -269,18 +268,18 @@ func readArchive(ctx context.Context, cs content.Ingester, r io.Reader) (*archiv
 		switch name {
 		case ocispec.ImageLayoutFile:
 			a.layout = new(ocispec.ImageLayout)
-			err = readJSON(body, hdr, a.layout)
+			err = readJSON(tr, hdr, a.layout)
 		case ocispec.ImageIndexFile:
 			a.index = new(ocispec.Index)
-			err = readJSON(body, hdr, a.index)
+			err = readJSON(tr, hdr, a.index)
 		case dockerManifestFile:
-			err = readJSON(body, hdr, &a.docker)
+			err = readJSON(tr, hdr, &a.docker)
 			if err == nil && a.docker == nil {
 				a.docker = []dockerManifest{}
 			}
 		default:
 			var desc ocispec.Descriptor
-			desc, err = storeFile(ctx, cs, body, hdr, name, prefix+fmt.Sprint(n), buf)
+			desc, err = storeFile(ctx, cs, tr, hdr, name, prefix+fmt.Sprint(n), buf)
 			a.files[name] = desc
 		}
 		if err != nil {
@@ -290,12 +289,12 @@ func readArchive(ctx context.Context, cs content.Ingester, r io.Reader) (*archiv
 	return a, nil
 }
 
-// tarBody reads a file of the archive; an archive that ends inside it or
-// is corrupt there is InvalidArgument, as a bad header is.
-type tarBody struct{ r io.Reader }
+// tarReader reads the archive; one that ends inside a file or is corrupt
+// there is InvalidArgument, as a bad header is.
+type tarReader struct{ *tar.Reader }
 
-func (b tarBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
+func (t tarReader) Read(p []byte) (int, error) {
+	n, err := t.Reader.Read(p)
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, tar.ErrHeader) {
 		err = fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
 	}
