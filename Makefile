@@ -10,7 +10,7 @@ LDFLAGS   := -s -w -X github.com/keel-runtime/keel/version.Version=$(VERSION) -X
 # about 1 MB less resident code per process (make bench, BenchmarkIdleMemory).
 GOTAGS    ?= grpcnotrace
 
-.PHONY: all build test conformance bench proto tools clean vet demo
+.PHONY: all build test conformance bench proto tools clean vet demo fuzz
 
 all: build
 
@@ -39,6 +39,12 @@ conformance: build
 
 bench: build
 	KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
+
+# Each fuzz target for FUZZTIME (go test -fuzztime), one after the other;
+# CI runs them for 10s each after make test.
+FUZZTIME  ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 vet:
 	$(GO) vet ./...

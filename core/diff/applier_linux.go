@@ -222,6 +222,9 @@ func (a *applier) entry(hdr *tar.Header, tr *tar.Reader) error {
 	case tar.TypeReg:
 		err = a.file(hdr, pd, base, tr)
 	case tar.TypeSymlink:
+		if hdr.Linkname == "" {
+			return fmt.Errorf("layer entry %q: symlink to nothing: %w", hdr.Name, errdefs.ErrInvalidArgument)
+		}
 		err = a.create(hdr.Name, pd, base, false, func() error { return unix.Symlinkat(hdr.Linkname, pfd, base) })
 		if err == nil {
 			a.res.Symlinks++
@@ -399,6 +402,11 @@ func (a *applier) hardlink(hdr *tar.Header, name string, pd *dirRef, base string
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("layer entry %q: hardlink target %q not in the root: %w", hdr.Name, hdr.Linkname, errdefs.ErrInvalidArgument)
+		}
+		// linkat says EPERM for a directory: the layer's fault, not the host's.
+		var st unix.Stat_t
+		if errors.Is(err, unix.EPERM) && unix.Fstatat(tpd.fd, tbase, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			return fmt.Errorf("layer entry %q: hardlink target %q is a directory: %w", hdr.Name, hdr.Linkname, errdefs.ErrInvalidArgument)
 		}
 		return err
 	}
@@ -592,6 +600,10 @@ func (a *applier) parent(entry, dir string, mkdir bool) (*dirRef, error) {
 		}
 	}
 	if err != nil {
+		if err == unix.ENOENT && mkdir {
+			// mkdirAll made what it could: a symlink leads nowhere.
+			return nil, fmt.Errorf("layer entry %q: parent %q leads through a dangling symlink: %w", entry, dir, errdefs.ErrInvalidArgument)
+		}
 		if err == unix.ENOENT {
 			return nil, fmt.Errorf("layer entry %q: parent %q: %w", entry, dir, errdefs.ErrNotFound)
 		}

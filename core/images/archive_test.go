@@ -65,7 +65,7 @@ func mustJSON(t *testing.T, v any) []byte {
 	return b
 }
 
-func layerTar(t *testing.T, files map[string]string) []byte {
+func layerTar(t testing.TB, files map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
@@ -77,7 +77,7 @@ func layerTar(t *testing.T, files map[string]string) []byte {
 	return buf.Bytes()
 }
 
-func gzipped(t *testing.T, data []byte) []byte {
+func gzipped(t testing.TB, data []byte) []byte {
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
 	zw.Write(data)
@@ -218,7 +218,7 @@ func TestExportPlatforms(t *testing.T) {
 
 // buildTar writes files (name → content; a "->" prefix makes a symlink)
 // in order.
-func buildTar(t *testing.T, files [][2]string) []byte {
+func buildTar(t testing.TB, files [][2]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)

@@ -256,7 +256,7 @@ func readArchive(ctx context.Context, cs content.Ingester, r io.Reader, limits L
 	}
 	prefix := "import-" + hex.EncodeToString(rnd[:]) + "-"
 	a := &archive{files: map[string]ocispec.Descriptor{}, links: map[string]string{}}
-	tr := tar.NewReader(r)
+	tr := tarReader{tar.NewReader(r)}
 	buf := make([]byte, sdk.ChunkSize)
 	for n := 0; ; n++ {
 		if err := ctx.Err(); err != nil {
@@ -309,6 +309,18 @@ func readArchive(ctx context.Context, cs content.Ingester, r io.Reader, limits L
 		}
 	}
 	return a, nil
+}
+
+// tarReader reads the archive; one that ends inside a file or is corrupt
+// there is InvalidArgument, as a bad header is.
+type tarReader struct{ *tar.Reader }
+
+func (t tarReader) Read(p []byte) (int, error) {
+	n, err := t.Reader.Read(p)
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, tar.ErrHeader) {
+		err = fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return n, err
 }
 
 // readJSON decodes the tar file hdr names, of manifest size at most.

@@ -85,6 +85,11 @@ func ChainID(ctx context.Context, p content.Provider, desc ocispec.Descriptor, p
 	if len(config.RootFS.DiffIDs) == 0 {
 		return "", fmt.Errorf("config %s: no layers: %w", m.Config.Digest, errdefs.ErrInvalidArgument)
 	}
+	for _, d := range config.RootFS.DiffIDs {
+		if err := d.Validate(); err != nil {
+			return "", fmt.Errorf("config %s: diff id %q: %v: %w", m.Config.Digest, d, err, errdefs.ErrInvalidArgument)
+		}
+	}
 	return identity.ChainID(config.RootFS.DiffIDs).String(), nil
 }
 

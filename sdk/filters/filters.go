@@ -382,7 +382,9 @@ func (p *parser) escape(b []byte, quote rune) ([]byte, error) {
 		v = v*uint64(base) + uint64(d)
 	}
 	switch {
-	case base == 8 && v > 255, v > unicode.MaxRune:
+	// containerd reads \U into an int32: 80000000 and above wrap negative,
+	// pass its range check and decode to U+FFFD below, as keel takes them.
+	case base == 8 && v > 255, v > unicode.MaxRune && int32(v) >= 0:
 		p.pos = at
 		return nil, p.errorf("escape out of range")
 	case base == 8 || r == 'x' || v < utf8.RuneSelf:
