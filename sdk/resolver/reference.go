@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"fmt"
+	"net/url"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -26,12 +27,22 @@ func ParseReference(s string) (reference.Named, error) {
 	if reference.Domain(named) == "" {
 		return nil, fmt.Errorf("invalid reference %q: no registry host (a host name may not hold '_'): %w", s, errdefs.ErrInvalidArgument)
 	}
+	// The grammar takes any [hex and colons] as an IPv6 address ("[1]");
+	// a host a URL cannot hold would fail only at the registry.
+	if host := reference.Domain(named); !validURLHost(host) {
+		return nil, fmt.Errorf("invalid reference %q: registry %q is not a host name or address: %w", s, host, errdefs.ErrInvalidArgument)
+	}
 	if d, ok := named.(reference.Digested); ok {
 		if err := d.Digest().Validate(); err != nil {
 			return nil, fmt.Errorf("invalid reference %q: %v: %w", s, err, errdefs.ErrInvalidArgument)
 		}
 	}
 	return named, nil
+}
+
+func validURLHost(host string) bool {
+	u, err := url.Parse("https://" + host + "/")
+	return err == nil && u.Host == host
 }
 
 // why is the library's error without its "invalid reference format"

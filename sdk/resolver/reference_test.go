@@ -32,6 +32,7 @@ func TestParseReference(t *testing.T) {
 		{"", "", ""},
 		{"foo_bar.com/x", "", "no registry host"},
 		{"foo_bar.com:5000/x", "", ""},
+		{"[1]:5000/a/a", "", "not a host name or address"},
 		{"example.com/X", "", "lowercase"},
 		{"Busybox", "", "lowercase"},
 		{"example.com/", "", ""},
