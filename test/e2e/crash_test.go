@@ -150,14 +150,14 @@ func (c *crashEnv) trial(t *testing.T, i int, kind, op string, rng *rand.Rand) s
 	delay := time.Duration(rng.Int64N(int64(window)))
 
 	bg := startKeel(t, k.env.socket, args...)
-	var victim int
+	var victim, init int
 	switch kind {
 	case "keeld":
 		victim = k.cmd.Process.Pid
 		time.Sleep(delay)
 		k.kill()
 	case "shim":
-		victim = c.shimOf(t, op, i, bg)
+		victim, init = c.shimOf(t, op, i, bg)
 		if victim != 0 {
 			time.Sleep(delay / 2)
 			if err := syscall.Kill(victim, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
@@ -192,6 +192,16 @@ func (c *crashEnv) trial(t *testing.T, i int, kind, op string, rng *rand.Rand) s
 	start := time.Now()
 	c.retry(t, i, op, args)
 	c.took[op] = time.Since(start)
+	if init != 0 {
+		// The container whose shim died was removed by the retry: none of
+		// its processes is left.
+		eventually(t, settle, "the processes of a container whose shim was killed gone", func() error {
+			if alive(init) {
+				return fmt.Errorf("pid %d (the task of trial %d) still runs", init, i)
+			}
+			return nil
+		})
+	}
 	k.checkClean(t, fmt.Sprintf("after the retry of trial %d", i))
 	return outcome
 }
@@ -290,9 +300,9 @@ func (c *crashEnv) execHost(t *testing.T) {
 	k.ok("run", "-d", k.ref, "host", "/bin/busybox", "sleep", "100000")
 }
 
-// shimOf waits for the shim of the task op works on and returns its pid,
-// or 0 if the operation ended before there was one.
-func (c *crashEnv) shimOf(t *testing.T, op string, i int, bg *bgKeel) int {
+// shimOf waits for the task op works on and returns its shim's pid and
+// the task's, or zeros if the operation ended before there was a task.
+func (c *crashEnv) shimOf(t *testing.T, op string, i int, bg *bgKeel) (shim, init int) {
 	t.Helper()
 	id := "host"
 	if op == "run" {
@@ -300,11 +310,11 @@ func (c *crashEnv) shimOf(t *testing.T, op string, i int, bg *bgKeel) int {
 	}
 	for {
 		if r := c.k.tasks()[id]; r.Pid != 0 && r.Status == "running" {
-			return ppid(t, int(r.Pid))
+			return ppid(t, int(r.Pid)), int(r.Pid)
 		}
 		select {
 		case <-bg.done:
-			return 0
+			return 0, 0
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

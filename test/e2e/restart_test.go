@@ -48,7 +48,7 @@ func (k *runKeeld) restart(t *testing.T) *runKeeld {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	nk := &runKeeld{keeld: k.env.startWith(t, path), ref: k.ref}
+	nk := &runKeeld{keeld: k.env.startWith(t, path), ref: k.ref, reg: k.reg}
 	t.Cleanup(func() { nk.cleanup() })
 	return nk
 }
