@@ -43,6 +43,11 @@ type LaunchConfig struct {
 	StartTimeout time.Duration
 	// DialOptions are added to the connection's gRPC options.
 	DialOptions []grpc.DialOption
+	// SocketDir is the directory (it must exist) in which go-plugin makes
+	// the plugin's socket dir ("plugin-dir*"), removed when the plugin is
+	// killed. Empty means the system's temp dir: a host that can be killed
+	// sets it to a dir of its own that it sweeps at start.
+	SocketDir string
 }
 
 // Info is what a plugin says of itself.
@@ -98,6 +103,8 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 		Logger:          cfg.Logger.Named(cfg.Instance),
 		StartTimeout:    cfg.StartTimeout,
 		GRPCDialOptions: append(DialOptions(), cfg.DialOptions...),
+		// The plugin is told the dir in PLUGIN_UNIX_SOCKET_DIR.
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: cfg.SocketDir},
 	})
 	fail := func(err error) (*Process, error) {
 		client.Kill()

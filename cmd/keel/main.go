@@ -78,6 +78,7 @@ func newRoot() *cobra.Command {
 		imageCommand(g),
 		leaseCommand(g),
 		gcCommand(g),
+		checkCommand(g),
 		conformanceCommand(g),
 		containerCommand(g),
 		taskCommand(g),

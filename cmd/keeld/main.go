@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -42,7 +43,12 @@ func main() {
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "HCL config file")
 	cmd.Flags().StringVarP(&logLevel, "log-level", "l", "", "trace, debug, info, warn or error (overrides the config)")
+	cmd.AddCommand(checkCommand())
 	if err := cmd.Execute(); err != nil {
+		var ec exitCode
+		if errors.As(err, &ec) {
+			os.Exit(int(ec))
+		}
 		fmt.Fprintf(os.Stderr, "keeld: %v\n", err)
 		os.Exit(1)
 	}

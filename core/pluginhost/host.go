@@ -90,6 +90,7 @@ type options struct {
 	healthTimeout          time.Duration
 	hangTimeout            time.Duration
 	startTimeout           time.Duration
+	socketDir              string
 }
 
 // WithBackoff sets the delay before the first restart and its cap; the delay
@@ -115,6 +116,13 @@ func WithHangTimeout(d time.Duration) Option {
 // WithStartTimeout bounds a plugin's handshake, Info and Configure.
 func WithStartTimeout(d time.Duration) Option {
 	return func(o *options) { o.startTimeout = d }
+}
+
+// WithSocketDir puts the plugins' sockets in dir (which must exist) rather
+// than in the system's temp dir, so a killed host leaves nothing outside
+// its own dirs.
+func WithSocketDir(dir string) Option {
+	return func(o *options) { o.socketDir = dir }
 }
 
 // Host runs a set of plugin instances.

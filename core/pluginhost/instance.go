@@ -65,6 +65,7 @@ func (in *instance) launch(ctx context.Context) (*sdk.Process, error) {
 		Instance:     in.id,
 		Logger:       in.h.base,
 		StartTimeout: in.h.opts.startTimeout,
+		SocketDir:    in.h.opts.socketDir,
 	})
 	if err != nil {
 		return nil, err

@@ -3,13 +3,13 @@ package server
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/containerd/platforms"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/keel-runtime/keel/api/keelv1"
+	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/leases"
@@ -57,7 +57,7 @@ func (p pullService) pull(ctx context.Context, req *keelv1.PullRequest, stream k
 	puller := &images.Puller{
 		Resolver:               r,
 		Content:                s.content,
-		MountDir:               filepath.Join(s.cfg.State, "pull"),
+		MountDir:               check.PullDir(s.cfg.State),
 		MaxConcurrentDownloads: s.cfg.MaxConcurrentDownloads,
 		Logger:                 s.logger.Named("pull"),
 	}

@@ -28,6 +28,7 @@ import (
 	grpcmd "google.golang.org/grpc/metadata"
 
 	"github.com/keel-runtime/keel/api/keelv1"
+	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/config"
 	"github.com/keel-runtime/keel/core/events"
 	"github.com/keel-runtime/keel/core/gc"
@@ -73,23 +74,60 @@ type Server struct {
 
 // New opens keeld's metadata and starts its plugins. Serve then serves the API.
 func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Server, err error) {
-	s := &Server{cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{}}
+	s := newServer(cfg, logger)
 	defer func() {
 		if err != nil {
 			s.Stop(context.Background())
 		}
 	}()
-	for _, dir := range []string{cfg.Root, cfg.State} {
-		if err := os.MkdirAll(dir, 0o711); err != nil {
-			return nil, err
-		}
-	}
-	s.db, err = metadata.Open(filepath.Join(cfg.Root, "meta.db"), metadata.Options{})
-	if err != nil {
+	if err := s.openDB(); err != nil {
 		return nil, err
 	}
+	// What a killed keeld left (mounts, plugin sockets, temp dirs) goes
+	// before anything of this one is made; the metadata lock, held now,
+	// says that no other keeld uses them.
+	removed, err := check.Sweep(cfg.State)
+	for _, l := range removed {
+		logger.Info("removed what a killed keeld left", "kind", l.Kind, "path", l.Path)
+	}
+	if err != nil {
+		logger.Error("sweeping what a killed keeld left", "error", err)
+	}
+	if err := s.startPlugins(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.startRuntimes(); err != nil {
+		return nil, err
+	}
+	s.startGC()
+	s.grpc = s.newGRPCServer()
+	return s, nil
+}
 
-	s.plugins = pluginhost.New(logger)
+func newServer(cfg *config.Config, logger hclog.Logger) *Server {
+	return &Server{cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{}}
+}
+
+// openDB makes keeld's dirs and opens (and locks) its metadata.
+func (s *Server) openDB() (err error) {
+	for _, dir := range []string{s.cfg.Root, s.cfg.State} {
+		if err := os.MkdirAll(dir, 0o711); err != nil {
+			return err
+		}
+	}
+	s.db, err = metadata.Open(filepath.Join(s.cfg.Root, "meta.db"), metadata.Options{})
+	return err
+}
+
+// startPlugins starts the plugins and makes keeld's namespaced views over
+// them.
+func (s *Server) startPlugins(ctx context.Context) error {
+	cfg := s.cfg
+	sockets := check.SocketDir(cfg.State)
+	if err := os.MkdirAll(sockets, 0o700); err != nil {
+		return err
+	}
+	s.plugins = pluginhost.New(s.logger, pluginhost.WithSocketDir(sockets))
 	var specs []pluginhost.Spec
 	for _, p := range cfg.Plugins {
 		specs = append(specs, pluginhost.Spec{
@@ -98,35 +136,30 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 		})
 	}
 	if err := s.plugins.Start(ctx, specs); err != nil {
-		return nil, err
+		return err
 	}
 	for _, p := range cfg.PluginsOf(sdk.KindSnapshotter) {
 		conn, err := s.plugins.Conn(p.Kind, p.Name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.snapshotters[p.Name] = metadata.NewSnapshotter(s.db, p.Name, snapshot.NewClient(conn))
 	}
 	for _, p := range cfg.PluginsOf(sdk.KindResolver) {
 		conn, err := s.plugins.Conn(p.Kind, p.Name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.resolvers[p.Name] = resolver.NewClient(conn)
 	}
 	if cs := cfg.PluginsOf(sdk.KindContent); len(cs) == 1 {
 		conn, err := s.plugins.Conn(cs[0].Kind, cs[0].Name)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		s.content = metadata.NewContentStore(s.db, content.NewClient(conn))
 	}
-	if err := s.startRuntimes(); err != nil {
-		return nil, err
-	}
-	s.startGC()
-	s.grpc = s.newGRPCServer()
-	return s, nil
+	return nil
 }
 
 func (s *Server) newGRPCServer() *grpc.Server {
@@ -151,6 +184,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	pluginv1.RegisterResolverServer(srv, resolver.NewServer(s.resolver))
 	keelv1.RegisterTransferServer(srv, transferService{s: s})
 	keelv1.RegisterPullServer(srv, pullService{s: s})
+	keelv1.RegisterCheckServer(srv, checkService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(srv, s.health)
 	s.registerMetrics(metrics)
@@ -266,6 +300,7 @@ func (s *Server) Stop(ctx context.Context) {
 	if s.listener != nil {
 		os.Remove(s.cfg.GRPC.Address)
 	}
+	check.RemoveOwnDirs(s.cfg.State)
 }
 
 // listenUnix makes the API socket: owner uid:gid, mode 0660. A socket left by

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/keel-runtime/keel/api/keelv1"
+	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/events"
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/sdk"
@@ -27,7 +28,7 @@ import (
 // Runtime task ids join the namespace and the container id with "--", which
 // neither may contain (both follow containerd's identifier rule), so a
 // runtime's List maps back to namespaces unambiguously.
-const taskIDSep = "--"
+const taskIDSep = check.TaskIDSep
 
 func taskID(ctx context.Context, id string) (string, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)

@@ -3,10 +3,10 @@ package server
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/keel-runtime/keel/api/keelv1"
+	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/leases"
@@ -77,7 +77,7 @@ func (s *Server) unpackImage(ctx context.Context, img metadata.Image, platform s
 		Content:         s.content,
 		Snapshotter:     sn,
 		SnapshotterName: out.snapshotter,
-		MountDir:        filepath.Join(s.cfg.State, "pull"),
+		MountDir:        check.PullDir(s.cfg.State),
 		Logger:          s.logger.Named("unpack"),
 	}
 	if out.res, err = puller.Unpack(ctx, img.Target, opts); err != nil {

@@ -77,7 +77,7 @@ func BenchmarkRuntimeRunc(b *testing.B) {
 	defer os.RemoveAll(state)
 	proc, err := sdk.Launch(ctx, sdk.LaunchConfig{
 		Path: filepath.Join(dir, "keel-runtime-runc"), Kind: sdk.KindRuntime,
-		Instance: "runtime.runc", Logger: hclog.NewNullLogger(),
+		Instance: "runtime.runc", Logger: hclog.NewNullLogger(), SocketDir: state,
 	})
 	if err != nil {
 		b.Fatal(err)

@@ -54,10 +54,11 @@ func probeConfigure(ctx context.Context, path, kind string, config json.RawMessa
 	}
 	defer os.RemoveAll(root)
 	proc, err := sdk.Launch(ctx, sdk.LaunchConfig{
-		Path:     path,
-		Kind:     kind,
-		Instance: kind + ".probe",
-		Logger:   hclog.NewNullLogger(),
+		Path:      path,
+		Kind:      kind,
+		Instance:  kind + ".probe",
+		Logger:    hclog.NewNullLogger(),
+		SocketDir: root,
 	})
 	if err != nil {
 		return err

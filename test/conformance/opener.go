@@ -42,6 +42,8 @@ func Binary[P any](path, kind string, wrap Wrap[P], opts ...Option) Opener[P] {
 			Kind:     kind,
 			Instance: kind + "." + filepath.Base(path),
 			Logger:   caseLogger(t, o.Logger),
+			// The socket goes in the case's state dir, removed with it.
+			SocketDir: state,
 		})
 		if err != nil {
 			return zero, err
