@@ -10,19 +10,20 @@ import (
 
 // GCObject is one decision of a garbage collection.
 type GCObject struct {
-	// Kind is "content", "snapshot" or "lease".
+	// Kind is "content", "snapshot", "lease" or "ingest".
 	Kind string `json:"kind"`
 	// Namespace is empty for an orphan (a plugin's object no metadata
 	// refers to).
 	Namespace string `json:"namespace,omitempty"`
 	// Name is a digest, "<snapshotter>/<key>" (an orphan's: the backend
-	// key) or a lease id.
+	// key), a lease id or an ingest ref (an orphan's: the backend ref).
 	Name string `json:"name"`
 	// Root is what keeps a kept object, e.g. "image NAME", "lease ID".
 	Root string `json:"root,omitempty"`
 	// Reason explains a removal.
 	Reason string `json:"reason,omitempty"`
-	Size   int64  `json:"size,omitempty"`
+	// Size is a blob's size, or the bytes an ingest holds.
+	Size int64 `json:"size,omitempty"`
 }
 
 // GCReport is what a collection removed (would remove, on a dry run) and,
@@ -39,6 +40,10 @@ type GCOpt func(*keelv1.CollectRequest)
 
 // WithDryRun changes nothing and explains every decision.
 func WithDryRun() GCOpt { return func(r *keelv1.CollectRequest) { r.DryRun = true } }
+
+// WithIngests also removes every partial ingest no writer or live lease
+// holds, however recent.
+func WithIngests() GCOpt { return func(r *keelv1.CollectRequest) { r.Ingests = true } }
 
 // GarbageCollect runs keeld's garbage collection over every namespace now.
 func (c *Client) GarbageCollect(ctx context.Context, opts ...GCOpt) (GCReport, error) {

@@ -24,7 +24,11 @@ const (
 type CollectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// dry_run changes nothing and explains every decision.
-	DryRun        bool `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	DryRun bool `protobuf:"varint,1,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
+	// ingests removes every partial ingest no writer or live lease holds,
+	// however recent (otherwise they go after the gc block's
+	// ingest_max_age).
+	Ingests       bool `protobuf:"varint,2,opt,name=ingests,proto3" json:"ingests,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -66,6 +70,13 @@ func (x *CollectRequest) GetDryRun() bool {
 	return false
 }
 
+func (x *CollectRequest) GetIngests() bool {
+	if x != nil {
+		return x.Ingests
+	}
+	return false
+}
+
 // GCObject is one object garbage collection decided about.
 type GCObject struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -74,7 +85,8 @@ type GCObject struct {
 	// namespace is empty for an orphan (a backend object).
 	Namespace string `protobuf:"bytes,2,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// name is a digest, "<snapshotter>/<key>" (an orphan's:
-	// "<snapshotter>/<backend key>") or a lease id.
+	// "<snapshotter>/<backend key>"), a lease id or an ingest ref (an
+	// orphan's: the content plugin's ref).
 	Name string `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
 	// root is what keeps a kept object, e.g. "image docker.io/library/a:1"
 	// or "lease l1"; empty for a removed one.
@@ -82,7 +94,7 @@ type GCObject struct {
 	// reason explains a removal (e.g. "unreferenced", "expired",
 	// "orphan: no namespace refers to it").
 	Reason string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
-	// size in bytes, for content.
+	// size in bytes, for content; for an ingest the bytes it holds.
 	Size          int64 `protobuf:"varint,6,opt,name=size,proto3" json:"size,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -235,9 +247,10 @@ var File_keel_v1_gc_proto protoreflect.FileDescriptor
 
 const file_keel_v1_gc_proto_rawDesc = "" +
 	"\n" +
-	"\x10keel/v1/gc.proto\x12\akeel.v1\")\n" +
+	"\x10keel/v1/gc.proto\x12\akeel.v1\"C\n" +
 	"\x0eCollectRequest\x12\x17\n" +
-	"\adry_run\x18\x01 \x01(\bR\x06dryRun\"\x90\x01\n" +
+	"\adry_run\x18\x01 \x01(\bR\x06dryRun\x12\x18\n" +
+	"\aingests\x18\x02 \x01(\bR\aingests\"\x90\x01\n" +
 	"\bGCObject\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +

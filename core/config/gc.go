@@ -10,11 +10,21 @@ import (
 // not say: often enough that expired leases do not linger.
 const DefaultGCInterval = 10 * time.Minute
 
+// DefaultGCIngestMaxAge is how long a partial ingest no writer or lease
+// holds is kept when the file does not say: a day for a failed pull to be
+// retried and resume it.
+const DefaultGCIngestMaxAge = 24 * time.Hour
+
 // GC tunes keeld's garbage collection.
 type GC struct {
 	// Interval between periodic collections; 0 turns the tick off
 	// (collections still run after removals and on demand).
 	Interval Duration `json:"interval"`
+	// IngestMaxAge is how long a partial ingest (an upload never
+	// committed, e.g. left by a failed pull) that no writer or live lease
+	// holds is kept after its last write; 0 keeps it until `keel gc
+	// --ingests`.
+	IngestMaxAge Duration `json:"ingest_max_age"`
 }
 
 // Duration is a time.Duration written as "10m0s" in JSON.
@@ -32,23 +42,40 @@ func (c *Config) GCInterval() time.Duration {
 	return time.Duration(c.GC.Interval)
 }
 
+// GCIngestMaxAge is the age after which idle partial ingests are
+// collected: the file's, else DefaultGCIngestMaxAge.
+func (c *Config) GCIngestMaxAge() time.Duration {
+	if c.GC == nil {
+		return DefaultGCIngestMaxAge
+	}
+	return time.Duration(c.GC.IngestMaxAge)
+}
+
 type gcSchema struct {
-	Interval      *string   `hcl:"interval,optional"`
-	IntervalRange hcl.Range `hcl:"interval,attr_value_range"`
+	Interval          *string   `hcl:"interval,optional"`
+	IntervalRange     hcl.Range `hcl:"interval,attr_value_range"`
+	IngestMaxAge      *string   `hcl:"ingest_max_age,optional"`
+	IngestMaxAgeRange hcl.Range `hcl:"ingest_max_age,attr_value_range"`
 }
 
 func decodeGC(g *gcSchema, fail func(r hcl.Range, summary, detail string, args ...any)) *GC {
-	out := &GC{Interval: Duration(DefaultGCInterval)}
-	if g.Interval != nil {
-		d, err := time.ParseDuration(*g.Interval)
+	out := &GC{Interval: Duration(DefaultGCInterval), IngestMaxAge: Duration(DefaultGCIngestMaxAge)}
+	// duration sets *to from the attribute value v, when given.
+	duration := func(v *string, r hcl.Range, name string, to *Duration) {
+		if v == nil {
+			return
+		}
+		d, err := time.ParseDuration(*v)
 		switch {
 		case err != nil:
-			fail(g.IntervalRange, "Invalid gc interval", "interval %q is not a duration such as \"10m\" or \"0\": %v.", *g.Interval, err)
+			fail(r, "Invalid gc "+name, "%s %q is not a duration such as \"10m\" or \"0\": %v.", name, *v, err)
 		case d < 0:
-			fail(g.IntervalRange, "Invalid gc interval", "interval %q is negative.", *g.Interval)
+			fail(r, "Invalid gc "+name, "%s %q is negative.", name, *v)
 		default:
-			out.Interval = Duration(d)
+			*to = Duration(d)
 		}
 	}
+	duration(g.Interval, g.IntervalRange, "interval", &out.Interval)
+	duration(g.IngestMaxAge, g.IngestMaxAgeRange, "ingest_max_age", &out.IngestMaxAge)
 	return out
 }

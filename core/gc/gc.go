@@ -34,7 +34,11 @@
 //
 // # What is removed
 //
-// Content and snapshot records no root reaches, and expired leases. A blob
+// Content and snapshot records no root reaches, and expired leases.
+// Partial ingests (uploads never committed, e.g. left by a failed pull)
+// that no writer holds open and no live lease lists, once untouched for
+// the configured ingest_max_age, or at once when asked (keel gc
+// --ingests): see CollectIngest. A blob
 // leaves the content plugin only when no namespace refers to it any more;
 // snapshots leave their snapshotter children first. Backend objects that no
 // metadata refers to (a crash between the two phases, or older leftovers)
@@ -67,6 +71,7 @@ const (
 	KindImage     Kind = "image"
 	KindContainer Kind = "container"
 	KindLease     Kind = "lease"
+	KindIngest    Kind = "ingest"
 )
 
 // Node is an object of one namespace. Name is a digest for content,
@@ -170,18 +175,19 @@ func Mark(roots []Node, refs func(Node) []Node) map[Node]Node {
 
 // Object is one decision of a collection.
 type Object struct {
-	// Kind is "content", "snapshot", "lease".
+	// Kind is "content", "snapshot", "lease", "ingest".
 	Kind Kind `json:"kind"`
 	// Namespace is empty for an orphan.
 	Namespace string `json:"namespace,omitempty"`
 	// Name is a digest, "<snapshotter>/<key>" (an orphan's: the backend
-	// key), or a lease id.
+	// key), a lease id, or an ingest ref (an orphan's: the backend ref).
 	Name string `json:"name"`
 	// Root is what keeps a kept object.
 	Root string `json:"root,omitempty"`
 	// Reason explains a removal.
 	Reason string `json:"reason,omitempty"`
-	Size   int64  `json:"size,omitempty"`
+	// Size is a blob's size, or the bytes an ingest holds.
+	Size int64 `json:"size,omitempty"`
 }
 
 // Report is what a collection removed (or, dry, would remove) and, dry,
@@ -199,4 +205,54 @@ type Report struct {
 type Options struct {
 	// DryRun changes nothing and fills Report.Kept.
 	DryRun bool
+	// Ingests removes every partial ingest no writer or lease holds,
+	// however recent (keel gc --ingests).
+	Ingests bool
+	// IngestMaxAge is how long a partial ingest no writer or lease holds
+	// is kept after its last write, for a pull to resume it; 0 keeps it
+	// until Ingests says otherwise.
+	IngestMaxAge time.Duration
+}
+
+// Ingest is what a collection knows of one partial ingest (an upload not
+// yet committed).
+type Ingest struct {
+	// Namespace and Ref name it; Namespace is empty for an orphan (a
+	// content plugin's ingest no namespace records), whose Ref is then
+	// the plugin's.
+	Namespace string
+	Ref       string
+	// Size is the bytes written so far; UpdatedAt the last write.
+	Size      int64
+	UpdatedAt time.Time
+	// Writing is set while a writer holds it open (a pull, an import, a
+	// client's upload in progress).
+	Writing bool
+	// Leases are the live (unexpired or held) leases the ingest is
+	// attached to.
+	Leases []string
+}
+
+// CollectIngest is the rule for partial ingests: whether a collection
+// with opts at now removes in, and why (what keeps it, or why it goes).
+// An ingest being written or attached to a live lease is kept. Any other
+// goes with opts.Ingests, or once untouched for opts.IngestMaxAge (when
+// not 0); until then it is kept for a pull to resume.
+func CollectIngest(in Ingest, now time.Time, opts Options) (remove bool, why string) {
+	switch {
+	case in.Writing:
+		return false, "being written"
+	case len(in.Leases) > 0:
+		return false, "lease " + strings.Join(in.Leases, ", lease ")
+	case opts.Ingests:
+		return true, "partial ingest (--ingests)"
+	}
+	idle := now.Sub(in.UpdatedAt)
+	if opts.IngestMaxAge > 0 && idle >= opts.IngestMaxAge {
+		return true, fmt.Sprintf("partial ingest untouched for %s (ingest_max_age %s)", idle.Round(time.Second), opts.IngestMaxAge)
+	}
+	if opts.IngestMaxAge > 0 {
+		return false, fmt.Sprintf("written %s ago, kept %s for a pull to resume (ingest_max_age)", idle.Round(time.Second), opts.IngestMaxAge)
+	}
+	return false, "kept for a pull to resume (ingest_max_age 0: only keel gc --ingests removes it)"
 }

@@ -2,6 +2,7 @@ package gc
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,6 +93,37 @@ func TestMark(t *testing.T) {
 				if got[n] != r {
 					t.Errorf("%s kept by %v, want %v", n, got[n], r)
 				}
+			}
+		})
+	}
+}
+
+func TestCollectIngest(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	idle := func(d time.Duration) Ingest { return Ingest{Namespace: "ns", Ref: "r", Size: 10, UpdatedAt: now.Add(-d)} }
+	with := func(in Ingest, f func(*Ingest)) Ingest { f(&in); return in }
+	day := 24 * time.Hour
+	for _, c := range []struct {
+		name   string
+		in     Ingest
+		opts   Options
+		remove bool
+		why    string // in the reason
+	}{
+		{"young kept", idle(time.Hour), Options{IngestMaxAge: day}, false, "kept 24h0m0s"},
+		{"old goes", idle(25 * time.Hour), Options{IngestMaxAge: day}, true, "untouched for 25h0m0s"},
+		{"exactly the age goes", idle(day), Options{IngestMaxAge: day}, true, "ingest_max_age 24h0m0s"},
+		{"no max age keeps", idle(1000 * day), Options{}, false, "only keel gc --ingests"},
+		{"--ingests takes a young one", idle(time.Second), Options{Ingests: true, IngestMaxAge: day}, true, "--ingests"},
+		{"--ingests without max age", idle(0), Options{Ingests: true}, true, "--ingests"},
+		{"being written is held", with(idle(1000*day), func(in *Ingest) { in.Writing = true }), Options{Ingests: true, IngestMaxAge: day}, false, "being written"},
+		{"a lease holds", with(idle(1000*day), func(in *Ingest) { in.Leases = []string{"l1", "l2"} }), Options{Ingests: true, IngestMaxAge: day}, false, "lease l1, lease l2"},
+		{"an orphan follows the same rule", Ingest{Ref: "ns/r", UpdatedAt: now.Add(-2 * day)}, Options{IngestMaxAge: day}, true, "untouched"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			remove, why := CollectIngest(c.in, now, c.opts)
+			if remove != c.remove || !strings.Contains(why, c.why) {
+				t.Errorf("CollectIngest = %v, %q; want %v, containing %q", remove, why, c.remove, c.why)
 			}
 		})
 	}

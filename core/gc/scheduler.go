@@ -26,6 +26,9 @@ type Scheduler struct {
 	interval time.Duration
 	debounce time.Duration
 
+	// ingestMaxAge is every collection's Options.IngestMaxAge.
+	ingestMaxAge time.Duration
+
 	trigger chan struct{}
 	mu      sync.Mutex // one collection at a time
 	stop    context.CancelFunc
@@ -39,6 +42,10 @@ func NewScheduler(c Collector, interval, debounce time.Duration, logger hclog.Lo
 	}
 	return &Scheduler{c: c, logger: logger, interval: interval, debounce: debounce, trigger: make(chan struct{}, 1)}
 }
+
+// SetIngestMaxAge sets the age after which collections remove idle
+// partial ingests (the config's gc.ingest_max_age); call before Start.
+func (s *Scheduler) SetIngestMaxAge(d time.Duration) { s.ingestMaxAge = d }
 
 // Start runs the scheduler's loop until Stop.
 func (s *Scheduler) Start() {
@@ -65,10 +72,12 @@ func (s *Scheduler) Trigger() {
 	}
 }
 
-// Collect runs a collection now, after any in progress.
+// Collect runs a collection now, after any in progress, with the
+// scheduler's IngestMaxAge.
 func (s *Scheduler) Collect(ctx context.Context, opts Options) (Report, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	opts.IngestMaxAge = s.ingestMaxAge
 	return s.c.GarbageCollect(ctx, opts)
 }
 

@@ -26,7 +26,11 @@ func IngestRef(desc ocispec.Descriptor) string {
 // Fetch copies desc, which belongs to ref, from r into cs: it resumes the
 // blob's ingest where a previous fetch stopped (asking the resolver from
 // that offset) and commits it, which checks size and digest. A blob that
-// is stored already is success, with nothing fetched.
+// is stored already is success, with nothing fetched. A fetch of a blob
+// another fetch is writing waits for that one (and then finds the blob
+// stored, or resumes where it stopped). Bytes found wrong (a digest or
+// size mismatch at commit, a layer that does not decode) are discarded,
+// so the next fetch starts again from 0 rather than from them.
 func Fetch(ctx context.Context, r resolver.Resolver, cs content.Ingester, ref string, desc ocispec.Descriptor, opts ...content.Opt) error {
 	return fetch(ctx, r, cs, ref, desc, fetchHooks{}, opts...)
 }
@@ -43,7 +47,7 @@ type fetchHooks struct {
 }
 
 func fetch(ctx context.Context, r resolver.Resolver, cs content.Ingester, ref string, desc ocispec.Descriptor, hooks fetchHooks, opts ...content.Opt) error {
-	w, err := cs.Writer(ctx, content.WithRef(IngestRef(desc)), content.WithDescriptor(desc))
+	w, err := content.OpenWriter(ctx, cs, content.WithRef(IngestRef(desc)), content.WithDescriptor(desc))
 	if errdefs.IsAlreadyExists(err) {
 		if hooks.exists != nil {
 			hooks.exists()
@@ -54,6 +58,33 @@ func fetch(ctx context.Context, r resolver.Resolver, cs content.Ingester, ref st
 		return fmt.Errorf("fetch %s of %s: %w", desc.Digest, ref, err)
 	}
 	defer w.Close()
+	err = fetchInto(ctx, r, w, ref, desc, hooks, opts...)
+	if err != nil && badBytes(err) {
+		discard(ctx, cs, w, IngestRef(desc))
+	}
+	return err
+}
+
+// badBytes tells whether a fetch failed on the bytes themselves (their
+// digest or size, or a layer they do not make), not on the way they came.
+func badBytes(err error) bool {
+	return errdefs.IsFailedPrecondition(err) || errdefs.IsDataLoss(err)
+}
+
+// discard empties the ingest w holds, while still holding it so that no
+// other fetch resumes from the bad bytes, then aborts it. Failures leave
+// at worst an empty ingest.
+func discard(ctx context.Context, cs content.Ingester, w content.Writer, ref string) {
+	ctx = context.WithoutCancel(ctx)
+	_ = w.Truncate(0)
+	_ = w.Close()
+	if im, ok := cs.(content.IngestManager); ok {
+		_ = im.Abort(ctx, ref)
+	}
+}
+
+// fetchInto fetches desc from the offset w holds on and commits it.
+func fetchInto(ctx context.Context, r resolver.Resolver, w content.Writer, ref string, desc ocispec.Descriptor, hooks fetchHooks, opts ...content.Opt) error {
 	st, err := w.Status()
 	if err != nil {
 		return err

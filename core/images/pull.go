@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/containerd/platforms"
 	"github.com/hashicorp/go-hclog"
@@ -645,12 +646,34 @@ func (pl *pull) applyLayer(ctx context.Context, l ocispec.Descriptor, diffID dig
 	if err := mount.Unmount(dir); err != nil {
 		return err
 	}
-	if err := sn.Commit(ctx, chain, key); err != nil {
-		if errdefs.IsAlreadyExists(err) {
-			// Another pull committed the same chain meanwhile.
-			return sn.Remove(ctx, key)
+	return commitLayer(ctx, sn, chain, key)
+}
+
+// commitLayer commits the snapshot key as chain. When another pull
+// commits the same chain at once, its commit wins: this one waits until
+// that one is visible (the next layer needs it as a parent), then drops
+// its own copy; should the other commit fail instead, this one takes its
+// place.
+func commitLayer(ctx context.Context, sn snapshot.Snapshotter, chain, key string) error {
+	delay := 10 * time.Millisecond
+	for {
+		err := sn.Commit(ctx, chain, key)
+		if !errdefs.IsAlreadyExists(err) {
+			return err
 		}
-		return err
+		if info, err := sn.Stat(ctx, chain); err == nil && info.Kind == snapshot.KindCommitted {
+			return sn.Remove(ctx, key)
+		} else if err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		// Being committed by the other pull: not visible yet.
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("commit %s: waiting for another pull's commit: %w", chain, ctx.Err())
+		}
+		delay = min(2*delay, time.Second)
 	}
-	return nil
 }

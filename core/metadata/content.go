@@ -296,15 +296,17 @@ func (s *nsContent) openBlobFile(ctx context.Context, info content.Info) (conten
 	return ra, true
 }
 
-// ingest is the record of an ingest: its backend ref and the digest the
-// writer said to expect (the backend is not told it).
+// ingest is the record of an ingest: its backend ref, and the digest (the
+// backend is not told it) and size the last writer said to expect.
 type ingest struct {
 	bref     string
 	expected digest.Digest
+	total    int64
 }
 
 func readIngest(b *bolt.Bucket) ingest {
-	return ingest{bref: string(b.Get(keyRef)), expected: digest.Digest(b.Get(keyExpected))}
+	total, _ := binary.Varint(b.Get(keySize))
+	return ingest{bref: string(b.Get(keyRef)), expected: digest.Digest(b.Get(keyExpected)), total: total}
 }
 
 // status completes a backend status with the namespace's ref and expected
@@ -425,30 +427,32 @@ func (s *nsContent) Writer(ctx context.Context, opts ...content.WriterOpt) (cont
 	if err != nil {
 		return nil, err
 	}
-	if wo.Desc.Digest != "" {
-		if _, err := s.Info(ctx, wo.Desc.Digest); err == nil {
-			// Held already: a lease in ctx still takes it, so the caller's
-			// work is not collected under it.
-			if err := s.db.update(func(tx *bolt.Tx) error {
-				return attachToLease(ctx, tx, ns, LeaseResource{ID: wo.Desc.Digest.String(), Type: ResourceContent})
-			}); err != nil {
-				return nil, err
-			}
-			return nil, fmt.Errorf("content %s: %w", wo.Desc.Digest, errdefs.ErrAlreadyExists)
-		} else if !errdefs.IsNotFound(err) {
-			return nil, err
-		}
+	if err := s.alreadyHeld(ctx, ns, wo.Desc.Digest); err != nil {
+		return nil, err
 	}
 	// The backend is not told the digest: it may hold the blob for another
 	// namespace, and this namespace must still send every byte.
 	desc := wo.Desc
 	desc.Digest = ""
 	bref := backendRef(ns, wo.Ref)
-	var in ingest
+	// From here until Close the collector sees the ingest as being written.
+	done := s.db.writing(bref)
 	w, err := s.backend.Writer(ctx, content.WithRef(bref), content.WithDescriptor(desc))
 	if err != nil {
+		done()
 		return nil, fmt.Errorf("ingest %q: %w", wo.Ref, err)
 	}
+	// A writer that waited for another one of the same blob finds the
+	// blob it committed.
+	if err := s.alreadyHeld(ctx, ns, wo.Desc.Digest); err != nil {
+		w.Close()
+		done()
+		return nil, err
+	}
+	var (
+		in    ingest
+		reset bool
+	)
 	if err := s.db.update(func(tx *bolt.Tx) error {
 		b, err := createContentBucket(tx, ns, bucketIngests)
 		if err != nil {
@@ -458,11 +462,21 @@ func (s *nsContent) Writer(ctx context.Context, opts ...content.WriterOpt) (cont
 		if err != nil {
 			return err
 		}
+		// Bytes written for another digest or size than the one asked
+		// for now are not this blob's: never resume them.
+		old := readIngest(ib)
+		reset = (wo.Desc.Digest != "" && old.expected != "" && old.expected != wo.Desc.Digest) ||
+			(wo.Desc.Size > 0 && old.total > 0 && old.total != wo.Desc.Size)
 		if err := ib.Put(keyRef, []byte(bref)); err != nil {
 			return err
 		}
 		if wo.Desc.Digest != "" {
 			if err := ib.Put(keyExpected, []byte(wo.Desc.Digest)); err != nil {
+				return err
+			}
+		}
+		if wo.Desc.Size > 0 {
+			if err := ib.Put(keySize, binary.AppendVarint(nil, wo.Desc.Size)); err != nil {
 				return err
 			}
 		}
@@ -473,10 +487,38 @@ func (s *nsContent) Writer(ctx context.Context, opts ...content.WriterOpt) (cont
 		return nil
 	}); err != nil {
 		w.Close()
+		done()
 		return nil, err
 	}
+	if reset {
+		if err := w.Truncate(0); err != nil {
+			w.Close()
+			done()
+			return nil, fmt.Errorf("ingest %q: reset for another blob: %w", wo.Ref, err)
+		}
+	}
 	lease, _ := leases.FromContext(ctx)
-	return &nsWriter{Writer: w, s: s, ns: ns, ref: wo.Ref, in: in, lease: lease}, nil
+	return &nsWriter{Writer: w, s: s, ns: ns, ref: wo.Ref, in: in, lease: lease, done: done}, nil
+}
+
+// alreadyHeld is AlreadyExists when the namespace holds dgst (which a
+// lease in ctx then takes too, so the caller's work is not collected
+// under it), nil when it does not or dgst is empty.
+func (s *nsContent) alreadyHeld(ctx context.Context, ns string, dgst digest.Digest) error {
+	if dgst == "" {
+		return nil
+	}
+	if _, err := s.Info(ctx, dgst); errdefs.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if err := s.db.update(func(tx *bolt.Tx) error {
+		return attachToLease(ctx, tx, ns, LeaseResource{ID: dgst.String(), Type: ResourceContent})
+	}); err != nil {
+		return err
+	}
+	return fmt.Errorf("content %s: %w", dgst, errdefs.ErrAlreadyExists)
 }
 
 type nsWriter struct {
@@ -488,6 +530,14 @@ type nsWriter struct {
 	// lease is the lease the writer was opened under; Commit's own
 	// context may name another.
 	lease string
+	// done ends the writer's mark as being written (see DB.writing).
+	done func()
+}
+
+func (w *nsWriter) Close() error {
+	err := w.Writer.Close()
+	w.done()
+	return err
 }
 
 func (w *nsWriter) Status() (content.Status, error) {

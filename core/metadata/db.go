@@ -35,6 +35,39 @@ type DB struct {
 
 	heldMu sync.Mutex
 	held   map[leaseKey]int // see Leases.Hold
+
+	// writingMu guards writers, the backend ingest refs with a writer open
+	// in this process; a collection removes an ingest under it.
+	writingMu sync.Mutex
+	writers   map[string]int
+}
+
+// writing marks the backend ingest bref as being written until done is
+// called (more than once is fine): the collector keeps it meanwhile.
+func (db *DB) writing(bref string) (done func()) {
+	db.writingMu.Lock()
+	defer db.writingMu.Unlock()
+	if db.writers == nil {
+		db.writers = map[string]int{}
+	}
+	db.writers[bref]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			db.writingMu.Lock()
+			defer db.writingMu.Unlock()
+			if db.writers[bref]--; db.writers[bref] <= 0 {
+				delete(db.writers, bref)
+			}
+		})
+	}
+}
+
+// isWriting tells whether a writer of this process holds bref.
+func (db *DB) isWriting(bref string) bool {
+	db.writingMu.Lock()
+	defer db.writingMu.Unlock()
+	return db.writers[bref] > 0
 }
 
 // Options tune Open.

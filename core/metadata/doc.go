@@ -24,7 +24,8 @@
 //	        │   │   └── labels/<key> = <value>
 //	        │   └── ingests/<ref>/
 //	        │       ├── ref = <backend ref>       ("<namespace>/<ref>")
-//	        │       └── expected = <digest>       when the writer named one
+//	        │       ├── expected = <digest>       when a writer named one
+//	        │       └── size = <varint>           when a writer named one
 //	        └── snapshots/<snapshotter>/<key>/
 //	            ├── id = <backend key>            ("<seq>-<random>")
 //	            ├── kind = view|active|committed

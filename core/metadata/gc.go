@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -90,7 +91,12 @@ func (db *DB) GarbageCollect(ctx context.Context, opts gc.Options) (gc.Report, e
 	var rep gc.Report
 	swept := map[string]bool{} // content digests and "<snapshotter>/<backend key>"
 	held := db.heldLeases()
-	fn := func(tx *bolt.Tx) error { return markSweep(tx, time.Now(), held, opts.DryRun, &rep, swept) }
+	var leased map[string][]string // backend ingest ref -> live leases
+	fn := func(tx *bolt.Tx) error {
+		var err error
+		leased, err = markSweep(tx, time.Now(), held, opts.DryRun, &rep, swept)
+		return err
+	}
 	var err error
 	if opts.DryRun {
 		err = db.view(fn)
@@ -110,6 +116,9 @@ func (db *DB) GarbageCollect(ctx context.Context, opts gc.Options) (gc.Report, e
 	cs, sns := db.registered()
 	if cs != nil {
 		if err := cs.collectBackend(ctx, opts.DryRun, swept, &rep); err != nil {
+			rep.Errors = append(rep.Errors, err.Error())
+		}
+		if err := cs.collectIngests(ctx, time.Now(), opts, leased, &rep); err != nil {
 			rep.Errors = append(rep.Errors, err.Error())
 		}
 	}
@@ -132,15 +141,19 @@ type graph struct {
 	snaps   map[gc.Node]snapRecord
 	expired []gc.Node // leases
 	why     map[gc.Node]string
+	// ingests maps the backend ref of each ingest attached to a live
+	// lease to those leases.
+	ingests map[string][]string
 }
 
 func readGraph(tx *bolt.Tx, now time.Time, held map[leaseKey]bool) *graph {
 	g := &graph{
-		refs:   map[gc.Node][]gc.Node{},
-		blobs:  map[gc.Node]int64{},
-		labels: map[gc.Node]map[string]string{},
-		snaps:  map[gc.Node]snapRecord{},
-		why:    map[gc.Node]string{},
+		refs:    map[gc.Node][]gc.Node{},
+		blobs:   map[gc.Node]int64{},
+		labels:  map[gc.Node]map[string]string{},
+		snaps:   map[gc.Node]snapRecord{},
+		why:     map[gc.Node]string{},
+		ingests: map[string][]string{},
 	}
 	root := func(n gc.Node, why string) {
 		g.roots = append(g.roots, n)
@@ -191,7 +204,10 @@ func readGraph(tx *bolt.Tx, now time.Time, held map[leaseKey]bool) *graph {
 					switch {
 					case r.Type == ResourceContent:
 						refs = append(refs, gc.Content(ns, digest.Digest(r.ID)))
-					case r.Type != ResourceIngests:
+					case r.Type == ResourceIngests:
+						bref := backendRef(ns, r.ID)
+						g.ingests[bref] = append(g.ingests[bref], l.ID)
+					default:
 						refs = append(refs, gc.Snapshot(ns, r.Type[len(ResourceSnapshot)+1:], r.ID))
 					}
 				}
@@ -260,9 +276,13 @@ func (g *graph) references(n gc.Node) []gc.Node {
 
 // markSweep marks, then (unless dry) removes the unreached records within
 // tx, reporting each decision; swept collects the backend objects phase 2
-// may delete.
-func markSweep(tx *bolt.Tx, now time.Time, held map[leaseKey]bool, dry bool, rep *gc.Report, swept map[string]bool) error {
+// may delete. It returns the live leases of each backend ingest ref.
+func markSweep(tx *bolt.Tx, now time.Time, held map[leaseKey]bool, dry bool, rep *gc.Report, swept map[string]bool) (map[string][]string, error) {
 	g := readGraph(tx, now, held)
+	return g.ingests, sweep(tx, g, dry, rep, swept)
+}
+
+func sweep(tx *bolt.Tx, g *graph, dry bool, rep *gc.Report, swept map[string]bool) error {
 	kept := gc.Mark(g.roots, g.references)
 
 	for _, n := range g.expired {
@@ -399,4 +419,120 @@ func (s *nsSnapshotter) collectBackend(ctx context.Context, dry bool, swept map[
 		}
 	}
 	return nil
+}
+
+// collectIngests applies gc.CollectIngest to every ingest of the backend:
+// those of a namespace and orphans (a backend ingest whose record a crash
+// lost). Records whose backend ingest is gone are dropped. An ingest is
+// removed under the writers' lock, so no writer of this process opens it
+// meanwhile; one held by a writer elsewhere is Unavailable and stays.
+func (s *nsContent) collectIngests(ctx context.Context, now time.Time, opts gc.Options, leased map[string][]string, rep *gc.Report) error {
+	type rec struct{ ns, ref string }
+	recs := map[string]rec{} // by backend ref
+	if err := s.db.view(func(tx *bolt.Tx) error {
+		v1 := tx.Bucket(bucketV1)
+		if v1 == nil {
+			return nil
+		}
+		return v1.ForEachBucket(func(nsk []byte) error {
+			b := ingestsBucket(tx, string(nsk))
+			if b == nil {
+				return nil
+			}
+			return b.ForEachBucket(func(k []byte) error {
+				recs[readIngest(b.Bucket(k)).bref] = rec{string(nsk), string(k)}
+				return nil
+			})
+		})
+	}); err != nil {
+		return err
+	}
+	sts, err := s.backend.ListStatuses(ctx)
+	if err != nil {
+		return fmt.Errorf("content: listing the backend's ingests: %w", err)
+	}
+	slices.SortFunc(sts, func(a, b content.Status) int { return strings.Compare(a.Ref, b.Ref) })
+	for _, st := range sts {
+		r, ok := recs[st.Ref]
+		delete(recs, st.Ref)
+		in := gc.Ingest{Namespace: r.ns, Ref: r.ref, Size: st.Offset, UpdatedAt: st.UpdatedAt,
+			Writing: s.db.isWriting(st.Ref), Leases: leased[st.Ref]}
+		if !ok {
+			in.Ref = st.Ref
+		}
+		remove, why := gc.CollectIngest(in, now, opts)
+		obj := gc.Object{Kind: gc.KindIngest, Namespace: in.Namespace, Name: in.Ref, Size: in.Size}
+		if !remove {
+			if opts.DryRun {
+				obj.Root = why
+				rep.Kept = append(rep.Kept, obj)
+			}
+			continue
+		}
+		if !ok {
+			why = "orphan: no namespace refers to it; " + why
+		}
+		obj.Reason = why
+		if !opts.DryRun {
+			removed, err := s.removeIngest(ctx, st.Ref, r.ns, r.ref)
+			if err != nil {
+				rep.Errors = append(rep.Errors, fmt.Sprintf("ingest %s: %v", in.Ref, err))
+				continue
+			}
+			if !removed {
+				continue // a writer took it meanwhile
+			}
+		}
+		rep.Removed = append(rep.Removed, obj)
+	}
+	// Records left are of ingests the backend no longer has (a crash, a
+	// backend reset): nothing to keep.
+	for bref, r := range recs {
+		if opts.DryRun {
+			continue
+		}
+		if err := s.dropStaleRecord(ctx, bref, r.ns, r.ref); err != nil {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("ingest %s: %v", r.ref, err))
+		}
+	}
+	return nil
+}
+
+// dropStaleRecord drops the record of an ingest the backend did not list,
+// unless a writer made it since.
+func (s *nsContent) dropStaleRecord(ctx context.Context, bref, ns, ref string) error {
+	s.db.writingMu.Lock()
+	defer s.db.writingMu.Unlock()
+	if s.db.writers[bref] > 0 {
+		return nil
+	}
+	if _, err := s.backend.Status(ctx, bref); !errdefs.IsNotFound(err) {
+		return err // there after all (nil), or unknown
+	}
+	return s.db.update(func(tx *bolt.Tx) error {
+		if b := ingestsBucket(tx, ns); b == nil || b.Bucket([]byte(ref)) == nil || readIngest(b.Bucket([]byte(ref))).bref != bref {
+			return nil
+		}
+		return dropIngest(tx, ns, ref)
+	})
+}
+
+// removeIngest aborts the backend ingest bref and drops its record (ns,
+// ref; none for an orphan), unless a writer holds it: removed is false
+// then.
+func (s *nsContent) removeIngest(ctx context.Context, bref, ns, ref string) (removed bool, err error) {
+	s.db.writingMu.Lock()
+	defer s.db.writingMu.Unlock()
+	if s.db.writers[bref] > 0 {
+		return false, nil
+	}
+	if err := s.backend.Abort(ctx, bref); errdefs.IsUnavailable(err) {
+		return false, nil // a writer of another process
+	} else if err != nil && !errdefs.IsNotFound(err) {
+		return false, err
+	}
+	if ns == "" {
+		return true, nil
+	}
+	return true, s.db.update(func(tx *bolt.Tx) error { return dropIngest(tx, ns, ref) })
 }

@@ -3,7 +3,13 @@ package metadata
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +18,7 @@ import (
 
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/leases"
+	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
@@ -21,6 +28,7 @@ import (
 
 // gcFixture is a DB with a content-local and a native backend.
 type gcFixture struct {
+	root      string // of the content backend
 	db        *DB
 	cs        content.Store
 	cback     content.Store
@@ -30,11 +38,12 @@ type gcFixture struct {
 func newGCFixture(t *testing.T) *gcFixture {
 	t.Helper()
 	db := newDB(t)
-	cback, err := local.New(t.Context(), sdk.Env{Root: t.TempDir()})
+	root := t.TempDir()
+	cback, err := local.New(t.Context(), sdk.Env{Root: root})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &gcFixture{db: db, cback: cback, cs: NewContentStore(db, cback), sback: openNative(t, t.TempDir())}
+	f := &gcFixture{root: root, db: db, cback: cback, cs: NewContentStore(db, cback), sback: openNative(t, t.TempDir())}
 	f.sn = NewSnapshotter(db, "native", f.sback)
 	t.Cleanup(func() { f.cs.Close(); f.sn.Close() })
 	return f
@@ -401,5 +410,144 @@ func TestImages(t *testing.T) {
 	}
 	if err := s.Delete(ctx, "a:1"); !errdefs.IsNotFound(err) {
 		t.Errorf("second delete = %v, want NotFound", err)
+	}
+}
+
+// partial leaves an ingest of n bytes under ref, its writer closed, last
+// written age ago.
+func (f *gcFixture) partial(t *testing.T, ctx context.Context, ref string, n int, age time.Duration) {
+	t.Helper()
+	w, err := f.cs.Writer(ctx, content.WithRef(ref))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(bytes.Repeat([]byte("x"), n)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if age > 0 {
+		ns, _ := namespaces.Namespace(ctx)
+		sum := sha256.Sum256([]byte(backendRef(ns, ref)))
+		data := filepath.Join(f.root, "ingest", hex.EncodeToString(sum[:]), "data")
+		then := time.Now().Add(-age)
+		if err := os.Chtimes(data, then, then); err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(filepath.Join(filepath.Dir(data), "updatedat"))
+	}
+}
+
+// TestGarbageCollectIngests: partial ingests go once idle for the max age,
+// or at once with Ingests, unless a writer holds them open or a live (or
+// held) lease lists them; orphans of the backend follow the same rule.
+func TestGarbageCollectIngests(t *testing.T) {
+	f := newGCFixture(t)
+	ctx := nsCtx(t, "ns")
+	ls := f.db.Leases()
+	if _, err := ls.Create(ctx, Lease{ID: "live"}); err != nil {
+		t.Fatal(err)
+	}
+	expiry := map[string]string{gc.LabelExpire: time.Now().Add(-time.Second).Format(time.RFC3339)}
+	for _, id := range []string{"expired", "held"} {
+		if _, err := ls.Create(ctx, Lease{ID: id, Labels: expiry}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release, err := ls.Hold(ctx, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+
+	f.partial(t, ctx, "old", 100, 48*time.Hour)
+	f.partial(t, ctx, "young", 200, 0)
+	f.partial(t, leases.WithLease(ctx, "live"), "leased", 300, 48*time.Hour)
+	f.partial(t, leases.WithLease(ctx, "expired"), "expired-lease", 400, 48*time.Hour)
+	f.partial(t, leases.WithLease(ctx, "held"), "held-lease", 500, 48*time.Hour)
+	open, err := f.cs.Writer(ctx, content.WithRef("open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	open.Write([]byte("being written"))
+	ow, err := f.cback.Writer(t.Context(), content.WithRef("gone-ns/orphan"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ow.Write([]byte("orphan"))
+	ow.Close()
+
+	collect := func(opts gc.Options) gc.Report {
+		t.Helper()
+		rep, err := f.db.GarbageCollect(t.Context(), opts)
+		if err != nil || len(rep.Errors) > 0 {
+			t.Fatalf("gc: %v %v", err, rep.Errors)
+		}
+		return rep
+	}
+	ingests := func(objs []gc.Object) map[string]string {
+		out := map[string]string{}
+		for _, o := range objs {
+			if o.Kind == gc.KindIngest {
+				out[o.Namespace+":"+o.Name] = o.Reason + o.Root
+			}
+		}
+		return out
+	}
+	day := 24 * time.Hour
+
+	dry := collect(gc.Options{DryRun: true, IngestMaxAge: day})
+	removed, kept := ingests(dry.Removed), ingests(dry.Kept)
+	for _, c := range []struct {
+		name string
+		gone bool
+		why  string
+	}{
+		{"ns:old", true, "untouched for 48h"},
+		{"ns:expired-lease", true, "untouched"},
+		{"ns:young", false, "ingest_max_age"},
+		{"ns:leased", false, "lease live"},
+		{"ns:held-lease", false, "lease held"},
+		{"ns:open", false, "being written"},
+		{":gone-ns/orphan", false, "ingest_max_age"},
+	} {
+		why, gone := removed[c.name]
+		if !gone {
+			why = kept[c.name]
+		}
+		if gone != c.gone || !strings.Contains(why, c.why) {
+			t.Errorf("dry run: %s removed %v (%q), want %v (%q)", c.name, gone, why, c.gone, c.why)
+		}
+	}
+	if sts, _ := f.cback.ListStatuses(t.Context()); len(sts) != 7 {
+		t.Errorf("a dry run removed ingests: %d left", len(sts))
+	}
+
+	// At once: all but the held ones, orphan included; bytes freed.
+	rep := collect(gc.Options{Ingests: true, IngestMaxAge: day})
+	want := sorted("ns:old", "ns:expired-lease", "ns:young", ":gone-ns/orphan")
+	if got := slices.Sorted(maps.Keys(ingests(rep.Removed))); !slices.Equal(got, want) {
+		t.Errorf("--ingests removed %v, want %v", got, want)
+	}
+	var left []string
+	sts, err := f.cs.ListStatuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range sts {
+		left = append(left, st.Ref)
+	}
+	slices.Sort(left)
+	if want := sorted("held-lease", "leased", "open"); !slices.Equal(left, want) {
+		t.Errorf("ingests left %v, want %v", left, want)
+	}
+	if sts, _ := f.cback.ListStatuses(t.Context()); len(sts) != 3 {
+		t.Errorf("backend keeps %d ingests, want 3", len(sts))
+	}
+	// The open writer still commits.
+	if err := open.Commit(ctx, 0, ""); err != nil {
+		t.Errorf("commit of the writer kept open: %v", err)
 	}
 }

@@ -26,6 +26,7 @@ const envGCCrash = "KEEL_TEST_GC_CRASH"
 // images and leases (debounced), on the configured tick, and on demand.
 func (s *Server) startGC() {
 	s.gc = gc.NewScheduler(s.db, s.cfg.GCInterval(), 0, s.logger.Named("gc"))
+	s.gc.SetIngestMaxAge(s.cfg.GCIngestMaxAge())
 	s.db.SetGCTrigger(s.gc.Trigger)
 	if os.Getenv(envGCCrash) == "after-sweep" {
 		s.db.SetAfterSweepHook(func() {
@@ -220,7 +221,7 @@ func gcObjectToProto(o gc.Object) *keelv1.GCObject {
 }
 
 func (g gcService) Collect(ctx context.Context, req *keelv1.CollectRequest) (*keelv1.CollectResponse, error) {
-	rep, err := g.gc.Collect(ctx, gc.Options{DryRun: req.DryRun})
+	rep, err := g.gc.Collect(ctx, gc.Options{DryRun: req.DryRun, Ingests: req.Ingests})
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -34,12 +36,35 @@ func NewReader(ra ReaderAt) io.Reader {
 	return io.NewSectionReader(ra, 0, ra.Size())
 }
 
+// OpenWriter opens an ingest as Ingester.Writer does, but waits while
+// another writer holds the ref (Unavailable), retrying with a growing,
+// jittered delay until ctx ends. A second fetch of a blob thus waits for
+// the first and, once that one has committed, gets AlreadyExists.
+func OpenWriter(ctx context.Context, ing Ingester, opts ...WriterOpt) (Writer, error) {
+	delay := 10 * time.Millisecond
+	for {
+		w, err := ing.Writer(ctx, opts...)
+		if err == nil || !errdefs.IsUnavailable(err) {
+			return w, err
+		}
+		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (waited for the writer holding it: %v)", err, ctx.Err())
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
 // WriteBlob writes r into the ingest ref and commits it as desc, with the
-// labels opts set. It resumes a partial ingest at Status().Offset, seeking
+// labels opts set. It waits while another writer holds ref (OpenWriter).
+// It resumes a partial ingest at Status().Offset, seeking
 // r forward from where it stands when it is an io.Seeker and discarding
 // what is already there otherwise. A blob that is already stored is success.
 func WriteBlob(ctx context.Context, ing Ingester, ref string, r io.Reader, desc ocispec.Descriptor, opts ...Opt) error {
-	w, err := ing.Writer(ctx, WithRef(ref), WithDescriptor(desc))
+	w, err := OpenWriter(ctx, ing, WithRef(ref), WithDescriptor(desc))
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) {
 			return nil

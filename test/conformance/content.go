@@ -78,6 +78,7 @@ func contentCases() []testCase[content.Store] {
 		{name: "CommitWrongDigest", body: contentCommitWrongDigest},
 		{name: "CommitWrongSize", body: contentCommitWrongSize},
 		{name: "ResumeIngest", body: contentResumeIngest},
+		{name: "ChangedDescriptorRestarts", body: contentChangedDescriptorRestarts},
 		{name: "WriterStatusAfterWrite", body: contentWriterStatusAfterWrite},
 		{name: "ReopenedIngestKeepsUpdatedAt", body: contentReopenKeepsUpdatedAt},
 		{name: "EmptyLabelNotStored", body: contentEmptyLabelNotStored},
@@ -369,6 +370,63 @@ func contentResumeIngest(ctx context.Context, t T, env *caseEnv[content.Store]) 
 
 // contentWriterStatusAfterWrite: a writer's Status reflects every Write
 // that returned before it, offset and time, however the writes travel.
+// contentChangedDescriptorRestarts: an ingest reopened for another size
+// or digest than it was written for starts again at 0 (its bytes are not
+// that blob's), and a writer opened without a size or digest commits
+// against none, never against an earlier writer's.
+func contentChangedDescriptorRestarts(ctx context.Context, t T, env *caseEnv[content.Store]) {
+	s := env.P
+	for i, c := range []struct {
+		name   string
+		before ocispec.Descriptor
+	}{
+		{"size", ocispec.Descriptor{Size: 1_000_000_000_000_000}},
+		{"digest", ocispec.Descriptor{Digest: digest.FromString("another blob")}},
+		{"both", ocispec.Descriptor{Digest: digest.FromString("another blob"), Size: 1001}},
+	} {
+		b := newBlob(uint64(50+i), 1000)
+		ref := "changed-" + c.name
+		writePartial(ctx, t, s, ref, b.data[:300], c.before)
+		w, err := s.Writer(ctx, content.WithRef(ref), content.WithDescriptor(b.desc))
+		if err != nil {
+			t.Fatalf("%s: writer for the real blob: %v", c.name, err)
+		}
+		st, err := w.Status()
+		if err != nil {
+			t.Fatalf("%s: status: %v", c.name, err)
+		}
+		if st.Offset != 0 {
+			t.Errorf("%s: reopened for another descriptor at offset %d, want 0", c.name, st.Offset)
+			w.Truncate(0)
+		}
+		if _, err := w.Write(b.data); err != nil {
+			t.Fatalf("%s: write: %v", c.name, err)
+		}
+		if err := w.Commit(ctx, b.desc.Size, b.desc.Digest); err != nil && !errdefs.IsAlreadyExists(err) {
+			t.Fatalf("%s: commit: %v", c.name, err)
+		}
+		w.Close()
+		checkBlob(ctx, t, s, b)
+	}
+
+	// A huge size left by a refused writer is not what a later writer
+	// without one commits against.
+	other := newBlob(53, 700)
+	writePartial(ctx, t, s, "stale-size", nil, ocispec.Descriptor{Size: 1_000_000_000_000_000})
+	w, err := s.Writer(ctx, content.WithRef("stale-size"))
+	if err != nil {
+		t.Fatalf("writer without a descriptor: %v", err)
+	}
+	defer w.Close()
+	if _, err := w.Write(other.data); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	if err := w.Commit(ctx, 0, ""); err != nil {
+		t.Fatalf("commit without size or digest after a stale size: %v", err)
+	}
+	checkBlob(ctx, t, s, other)
+}
+
 func contentWriterStatusAfterWrite(ctx context.Context, t T, env *caseEnv[content.Store]) {
 	s := env.P
 	b := newBlob(40, 3*sdk.ChunkSize+77)

@@ -79,6 +79,15 @@ func (s *Store) openIngest(ref string, total int64, expected digest.Digest) (*wr
 	case st.Ref != ref:
 		return nil, fmt.Errorf("ingest %q: directory holds ref %q: %w", ref, st.Ref, errdefs.ErrInternal)
 	}
+	// Bytes written for another size or digest than the one asked for now
+	// belong to another blob: they are dropped, never resumed.
+	reset := (total > 0 && st.Total > 0 && total != st.Total) ||
+		(expected != "" && st.Expected != "" && expected != st.Expected)
+	if reset {
+		if err := os.Remove(filepath.Join(dir, fileData)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+	}
 	if total > 0 && total != st.Total {
 		if err := writeFile(dir, fileTotal, strconv.FormatInt(total, 10)); err != nil {
 			return nil, err
@@ -99,7 +108,7 @@ func (s *Store) openIngest(ref string, total int64, expected digest.Digest) (*wr
 	if err != nil {
 		return nil, err
 	}
-	w := &writer{s: s, ref: ref, dir: dir, f: f, status: st}
+	w := &writer{s: s, ref: ref, dir: dir, f: f, status: st, total: total, expected: expected}
 	if err := w.rehash(); err != nil {
 		f.Close()
 		return nil, err
@@ -208,10 +217,14 @@ type writer struct {
 	dir    string
 	f      *os.File // nil once committed or closed
 	status content.Status
-	hash   hash.Hash
-	alg    digest.Algorithm
-	done   bool // committed
-	closed bool // ref released
+	// total and expected are what this writer was opened with, what
+	// Commit falls back to (never an earlier writer's).
+	total    int64
+	expected digest.Digest
+	hash     hash.Hash
+	alg      digest.Algorithm
+	done     bool // committed
+	closed   bool // ref released
 }
 
 var _ content.Writer = (*writer)(nil)
@@ -282,8 +295,8 @@ func (w *writer) Truncate(size int64) error {
 	return w.rehash()
 }
 
-// Commit verifies size and digest (falling back to the ones the writer was
-// opened with), makes the data durable and renames it under its digest.
+// Commit verifies size and digest (falling back to the ones this writer
+// was opened with), makes the data durable and renames it under its digest.
 func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...content.Opt) error {
 	if err := w.usable(); err != nil {
 		return err
@@ -293,10 +306,10 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest,
 		return err
 	}
 	if size == 0 {
-		size = w.status.Total
+		size = w.total
 	}
 	if expected == "" {
-		expected = w.status.Expected
+		expected = w.expected
 	}
 	if size > 0 && size != w.status.Offset {
 		return fmt.Errorf("commit %q: size %d, expected %d: %w", w.ref, w.status.Offset, size, errdefs.ErrFailedPrecondition)
