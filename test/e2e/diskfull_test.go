@@ -90,9 +90,8 @@ func TestDiskFull(t *testing.T) {
 	spaceBack := func(t *testing.T, what string) {
 		t.Helper()
 		k := k.with(t)
-		k.checkClean(t, "after "+what)
-		collectIngests(t, k)
-		k.ok("gc")
+		k.checkAfterCrash(t, "", "after "+what)
+		k.ok("gc", "--ingests")
 		if after := usedOutsideDB(t); after > empty+1<<20 {
 			t.Errorf("after %s and gc: %d KiB used, %d KiB before", what, after>>10, empty>>10)
 		}
@@ -168,7 +167,7 @@ func TestDiskFull(t *testing.T) {
 		ingest := k.keelIn(bytes.NewReader(randomBytes(t, 1<<20)), "content", "ingest", "on-full")
 		full(t, "ingest of 1 MiB", ingest)
 		t.Logf("%d of %d metadata writes failed on the full disk", failed, len(ops))
-		k.checkClean(t, "with the disk full")
+		k.checkAfterCrash(t, "", "with the disk full")
 
 		if err := os.Remove(filler); err != nil {
 			t.Fatal(err)
@@ -235,25 +234,3 @@ func fill(t *testing.T, dir string) string {
 	}
 	return path
 }
-
-// collectIngests drops the ingests nothing holds: `keel gc --ingests`
-// where keeld has it, else (until it lands) aborting every ingest.
-func collectIngests(t *testing.T, k *keeld) {
-	t.Helper()
-	r := k.keel("gc", "--ingests")
-	if r.code == 0 {
-		return
-	}
-	if !strings.Contains(r.stderr, "unknown flag: --ingests") {
-		t.Fatalf("%v", r)
-	}
-	t.Log("keel gc --ingests is not built yet: aborting the ingests instead")
-	refs := strings.Fields(k.ok("content", "ingests", "ls", "-q"))
-	if len(refs) > 0 {
-		k.ok(append([]string{"content", "ingests", "abort"}, refs...)...)
-	}
-	if left := k.ok("content", "ingests", "ls", "-q"); left != "" {
-		t.Errorf("ingests left after abort: %s", left)
-	}
-}
-
