@@ -34,7 +34,7 @@ test: build
 # process kind. KEEL_FAULT_SEED=N replays a run.
 KEEL_FAULT_TRIALS ?= 20
 faults: build
-	KEEL_BIN=$(CURDIR)/$(BIN) KEEL_FAULT_TRIALS=$(KEEL_FAULT_TRIALS) $(GO) test -race -count=1 -timeout 60m -v \
+	KEEL_BIN=$(CURDIR)/$(BIN) KEEL_FAULT_TRIALS=$(KEEL_FAULT_TRIALS) $(GO) test -race -count=1 -timeout 60m -parallel 6 -v \
 		-run '^(TestCrash|TestDiskFull)$$' ./test/e2e/
 
 conformance: build
