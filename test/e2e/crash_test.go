@@ -192,6 +192,19 @@ func (c *crashEnv) trial(t *testing.T, i int, kind, op string, rng *rand.Rand) s
 	default:
 		k.waitRestarted(pluginIDs[kind], victim)
 	}
+	if kind == "shim" || kind == "runtime" {
+		// A shim's death is seen once its process is gone, not when its
+		// connection breaks (the socket closes before the process ends):
+		// until then its task is unknown.
+		eventually(t, settle, "no task unknown after the kill", func() error {
+			for id, r := range k.tasks() {
+				if r.Status == "unknown" {
+					return fmt.Errorf("task %s: %s", id, r.Reason)
+				}
+			}
+			return nil
+		})
+	}
 	garbage := k.checkAfterCrash(t, kind, fmt.Sprintf("after the kill of trial %d", i))
 	start := time.Now()
 	c.retry(t, i, op, args)
