@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -120,6 +121,12 @@ type crashEnv struct {
 	// took is how long each operation last took to succeed: kills fall
 	// within it.
 	took map[string]time.Duration
+	// host is the container the exec trials run in, hosts how many there
+	// were: each is new, as `keel container rm` leaves the rootfs snapshot
+	// to the collection it starts, which a new container of the same id
+	// may race.
+	host  string
+	hosts int
 }
 
 func newCrashEnv(t *testing.T) *crashEnv {
@@ -248,7 +255,7 @@ func (c *crashEnv) prepare(t *testing.T, i int, op string) []string {
 		return []string{"run", "--rm", k.ref, fmt.Sprintf("run-%d", i), "sh", "-c", "sleep 1; echo hi"}
 	case "exec":
 		c.execHost(t)
-		return []string{"task", "exec", "host", "sh", "-c", "sleep 1; echo hi"}
+		return []string{"task", "exec", c.host, "sh", "-c", "sleep 1; echo hi"}
 	case "commit":
 		active := fmt.Sprintf("active-%d", i)
 		k.ok("--lease", "crash", "snapshot", "prepare", active)
@@ -278,6 +285,8 @@ func (c *crashEnv) retry(t *testing.T, i int, op string, args []string) {
 		}
 	case "exec":
 		c.execHost(t)
+		args = slices.Clone(args)
+		args[2] = c.host
 	case "commit":
 		name := args[len(args)-2]
 		if k.keel("--lease", "crash", "snapshot", "info", name).code == 0 {
@@ -307,25 +316,27 @@ func (c *crashEnv) retry(t *testing.T, i int, op string, args []string) {
 	}
 }
 
-// execHost makes sure the container "host", which the exec trials run
-// in, has a running task (a killed shim ended the last one).
+// execHost makes sure the exec trials' container has a running task (a
+// killed shim ended the last one), in a new container if need be.
 func (c *crashEnv) execHost(t *testing.T) {
 	t.Helper()
 	k := c.k
-	if k.tasks()["host"].Status == "running" {
+	if c.host != "" && k.tasks()[c.host].Status == "running" {
 		return
 	}
-	if strings.Contains(k.ok("container", "ls", "-q"), "host\n") {
-		k.ok("container", "rm", "--force", "host")
+	if c.host != "" {
+		k.ok("container", "rm", "--force", c.host)
 	}
-	k.ok("run", "-d", k.ref, "host", "/bin/busybox", "sleep", "100000")
+	c.hosts++
+	c.host = fmt.Sprintf("host-%d", c.hosts)
+	k.ok("run", "-d", k.ref, c.host, "/bin/busybox", "sleep", "100000")
 }
 
 // shimOf waits for the task op works on and returns its shim's pid and
 // the task's, or zeros if the operation ended before there was a task.
 func (c *crashEnv) shimOf(t *testing.T, op string, i int, bg *bgKeel) (shim, init int) {
 	t.Helper()
-	id := "host"
+	id := c.host
 	if op == "run" {
 		id = fmt.Sprintf("run-%d", i)
 	}
