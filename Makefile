@@ -10,7 +10,7 @@ LDFLAGS   := -s -w -X github.com/keel-runtime/keel/version.Version=$(VERSION) -X
 # about 1 MB less resident code per process (make bench, BenchmarkIdleMemory).
 GOTAGS    ?= grpcnotrace
 
-.PHONY: all build test conformance bench proto tools clean vet demo fuzz
+.PHONY: all build test faults conformance bench proto tools clean vet demo fuzz
 
 all: build
 
@@ -28,6 +28,14 @@ FORCE:
 # snapshotters and runs under KEEL_TEST_LOAD in CI.
 test: build
 	KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 30m ./...
+
+# The crash trials (SIGKILL of keeld, each plugin and a shim mid-operation)
+# at full length, and the full-disk test; `make test` runs 2 trials per
+# process kind. KEEL_FAULT_SEED=N replays a run.
+KEEL_FAULT_TRIALS ?= 20
+faults: build
+	KEEL_BIN=$(CURDIR)/$(BIN) KEEL_FAULT_TRIALS=$(KEEL_FAULT_TRIALS) $(GO) test -race -count=1 -timeout 60m -parallel 6 -v \
+		-run '^(TestCrash|TestDiskFull)$$' ./test/e2e/
 
 conformance: build
 	$(BIN)/keel conformance --kind snapshotter $(BIN)/keel-snapshotter-native

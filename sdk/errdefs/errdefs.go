@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"syscall"
 
 	cerrdefs "github.com/containerd/errdefs"
 	"google.golang.org/grpc/codes"
@@ -93,6 +94,10 @@ func ToGRPC(err error) error {
 		if errors.Is(err, c.class) {
 			return status.Error(c.code, err.Error())
 		}
+	}
+	// A full disk or quota is the same class wherever an OS call hit it.
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return status.Error(codes.ResourceExhausted, err.Error())
 	}
 	return status.Error(codes.Unknown, err.Error())
 }

@@ -3,6 +3,9 @@ package errdefs
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -57,6 +60,19 @@ func TestMessageKept(t *testing.T) {
 	for _, err := range []error{once, twice} {
 		if err.Error() != orig.Error() {
 			t.Fatalf("message changed over the hop: %q, want %q", err.Error(), orig.Error())
+		}
+	}
+}
+
+// TestFullDiskIsResourceExhausted: an OS error from a full disk crosses
+// the hop as ResourceExhausted, its message ("no space left on device")
+// kept.
+func TestFullDiskIsResourceExhausted(t *testing.T) {
+	for _, errno := range []syscall.Errno{syscall.ENOSPC, syscall.EDQUOT} {
+		orig := fmt.Errorf("write /x: %w", &os.PathError{Op: "write", Path: "/x", Err: errno})
+		back := FromGRPC(ToGRPC(orig))
+		if !IsResourceExhausted(back) || !strings.Contains(back.Error(), errno.Error()) {
+			t.Errorf("%v over the hop: %v, want resource exhausted naming %q", errno, back, errno.Error())
 		}
 	}
 }

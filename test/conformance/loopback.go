@@ -14,7 +14,7 @@ import (
 
 // Loopback is a filesystem made in a sparse image file, attached to a loop
 // device and mounted: a btrfs for the btrfs snapshotter on a host whose
-// disks are not btrfs. Close takes it all down.
+// disks are not btrfs, a small ext4 to fill up. Close takes it all down.
 type Loopback struct {
 	// Dir is where the filesystem is mounted.
 	Dir string
@@ -42,12 +42,20 @@ const ScratchMountOptions = "nobarrier"
 // btrfs options, e.g. ScratchMountOptions, or none). It needs root.
 // Whatever fails midway, nothing is left attached or mounted; after
 // success the caller must Close it.
-func NewLoopbackBtrfs(dir string, size int64, options string) (_ *Loopback, err error) {
-	mkfs, err := exec.LookPath("mkfs.btrfs")
+func NewLoopbackBtrfs(dir string, size int64, options string) (*Loopback, error) {
+	// Metadata single, not dup: a scratch filesystem, written half as much.
+	return NewLoopback(dir, size, "btrfs", []string{"-q", "-f", "-m", "single"}, options)
+}
+
+// NewLoopback is NewLoopbackBtrfs for a filesystem of type fstype, made by
+// mkfs.<fstype> with mkfsArgs before the image path (e.g. "ext4" with
+// "-q", "-m", "0" for a small ext4 with no reserved blocks).
+func NewLoopback(dir string, size int64, fstype string, mkfsArgs []string, options string) (_ *Loopback, err error) {
+	mkfs, err := exec.LookPath("mkfs." + fstype)
 	if err != nil {
-		return nil, fmt.Errorf("loopback btrfs: mkfs.btrfs not found (install btrfs-progs): %w", err)
+		return nil, fmt.Errorf("loopback %s: mkfs.%s not found: %w", fstype, fstype, err)
 	}
-	l := &Loopback{Dir: filepath.Join(dir, "mnt"), image: filepath.Join(dir, "btrfs.img")}
+	l := &Loopback{Dir: filepath.Join(dir, "mnt"), image: filepath.Join(dir, fstype+".img")}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, l.Close())
@@ -63,22 +71,21 @@ func NewLoopbackBtrfs(dir string, size int64, options string) (_ *Loopback, err 
 	err = f.Truncate(size)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("loopback btrfs: size the image: %w", err)
+		return nil, fmt.Errorf("loopback %s: size the image: %w", fstype, err)
 	}
-	// Metadata single, not dup: a scratch filesystem, written half as much.
-	if out, err := exec.Command(mkfs, "-q", "-f", "-m", "single", l.image).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("loopback btrfs: mkfs.btrfs %s: %w: %s", l.image, err, strings.TrimSpace(string(out)))
+	if out, err := exec.Command(mkfs, append(mkfsArgs, l.image)...).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("loopback %s: mkfs.%s %s: %w: %s", fstype, fstype, l.image, err, strings.TrimSpace(string(out)))
 	}
 	loop, err := attachLoop(l.image)
 	if err != nil {
-		return nil, fmt.Errorf("loopback btrfs: %w", err)
+		return nil, fmt.Errorf("loopback %s: %w", fstype, err)
 	}
 	l.Device = loop.Name()
 	// The device is attached with autoclear: it detaches when the last
 	// user goes, the mount once unmounted, or this file if mounting fails.
 	defer loop.Close()
-	if err := unix.Mount(l.Device, l.Dir, "btrfs", 0, options); err != nil {
-		return nil, fmt.Errorf("loopback btrfs: mount %s on %s: %w", l.Device, l.Dir, err)
+	if err := unix.Mount(l.Device, l.Dir, fstype, 0, options); err != nil {
+		return nil, fmt.Errorf("loopback %s: mount %s on %s: %w", fstype, l.Device, l.Dir, err)
 	}
 	return l, nil
 }

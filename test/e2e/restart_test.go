@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,11 +35,20 @@ func (k *runKeeld) tasks() map[string]taskRow {
 	return out
 }
 
-// restart starts a keeld again on k's config, after k was killed.
+// restart starts a keeld again on k's config, after k was killed. The
+// config is copied to a new file so the new keeld's log does not replace
+// the killed one's.
 func (k *runKeeld) restart(t *testing.T) *runKeeld {
 	t.Helper()
-	path := k.cmd.Args[len(k.cmd.Args)-1]
-	nk := &runKeeld{keeld: k.env.startWith(t, path), ref: k.ref}
+	b, err := os.ReadFile(k.cmd.Args[len(k.cmd.Args)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(k.env.dir, fmt.Sprintf("keeld-%d.hcl", k.env.n.Add(1)))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nk := &runKeeld{keeld: k.env.startWith(t, path), ref: k.ref, reg: k.reg}
 	t.Cleanup(func() { nk.cleanup() })
 	return nk
 }
