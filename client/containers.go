@@ -267,8 +267,8 @@ type ContainerDeleteOpt func(*keelv1.DeleteContainerRequest)
 // WithForce deletes the container even while its task runs (killing it).
 func WithForce(r *keelv1.DeleteContainerRequest) { r.Force = true }
 
-// Delete removes the container record; its snapshot goes with the next
-// collection. FailedPrecondition while its task runs, unless WithForce.
+// Delete removes the container record and the snapshot WithNewSnapshot
+// made for it (any other snapshot goes with the next collection). FailedPrecondition while its task runs, unless WithForce.
 func (ct *Container) Delete(ctx context.Context, opts ...ContainerDeleteOpt) error {
 	req := &keelv1.DeleteContainerRequest{Id: ct.info.ID}
 	for _, o := range opts {

@@ -114,7 +114,30 @@ func (cs containersService) Delete(ctx context.Context, req *keelv1.DeleteContai
 	if err := cs.s.removeContainerState(ctx, req.Id); err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
+	cs.s.removeContainerSnapshot(ctx, c)
 	return &keelv1.DeleteContainerResponse{}, nil
+}
+
+// containerLabel marks the snapshot the client prepared for a container
+// (client.WithNewSnapshot): it is the container's own.
+const containerLabel = "io.keel/container"
+
+// removeContainerSnapshot removes the snapshot made for c with it, as
+// ctr's container delete does, so that a container of the same id can be
+// made at once. Any other snapshot, or one this cannot remove (a child
+// made of it), is left to the collection.
+func (s *Server) removeContainerSnapshot(ctx context.Context, c metadata.Container) {
+	sn, ok := s.snapshotters[c.Snapshotter]
+	if !ok || c.SnapshotKey == "" {
+		return
+	}
+	info, err := sn.Stat(ctx, c.SnapshotKey)
+	if err != nil || info.Labels[containerLabel] != c.ID {
+		return
+	}
+	if err := sn.Remove(ctx, c.SnapshotKey); err != nil && !errdefs.IsNotFound(err) {
+		s.logger.Warn("container deleted; its snapshot is left to the collection", "container", c.ID, "snapshot", c.SnapshotKey, "error", err)
+	}
 }
 
 // removeTask deletes c's task, if any, before its record goes: a running one

@@ -284,10 +284,11 @@ func (c *crashEnv) retry(t *testing.T, i int, op string, args []string) {
 		if strings.Contains(k.ok("container", "ls", "-q"), id+"\n") {
 			k.ok("container", "rm", "--force", id)
 		}
-		// A killed run may leave its rootfs snapshot (named after the
-		// container) for the collection to take, which blocks a new
-		// container of the same id until then: collect first.
-		// TODO(issue 10): keel run and container rm should remove it.
+		// container rm removes the rootfs snapshot made for it, but a run
+		// killed before it made its container leaves that snapshot to the
+		// collection (its lease may still be live; another run of the
+		// same id may be about to use it), which blocks a new container
+		// of the same id until then, as in containerd: collect first.
 		if k.keel("snapshot", "info", id).code == 0 {
 			t.Logf("trial %d: the rootfs snapshot %s outlived its container; collecting it before the retry", i, id)
 			k.ok("gc")

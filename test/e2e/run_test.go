@@ -117,6 +117,10 @@ func TestRun(t *testing.T) {
 	if out := k.ok("container", "ls", "-q"); out != "" {
 		t.Errorf("containers left after --rm: %q", out)
 	}
+	// Its snapshot went with it: the id is free at once, before any gc.
+	if r := k.keel("run", "--rm", k.ref, "hello", "sh", "-c", "exit 0"); r.code != 0 {
+		t.Fatalf("run --rm of the same id again: %v", r)
+	}
 	r = k.keelIn(strings.NewReader("from stdin\n"), "run", "--rm", k.ref, "cat", "sh", "-c", "read l; echo got $l")
 	if r.code != 0 || r.stdout != "got from stdin\n" {
 		t.Fatalf("stdin: %v", r)
@@ -179,6 +183,8 @@ func TestRunDetached(t *testing.T) {
 	if len(tasks) != 0 {
 		t.Errorf("tasks after rm --force: %+v", tasks)
 	}
+	k.ok("run", "-d", k.ref, "web", "/bin/busybox", "sleep", "1000")
+	k.ok("container", "rm", "--force", "web")
 }
 
 // TestRunSnapshotters: a container whose rootfs is on native, overlay and
