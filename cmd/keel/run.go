@@ -309,6 +309,12 @@ func runProcess(ctx context.Context, p *client.Process, o taskIOFlags, cmd *cobr
 	if status.Err != nil {
 		return 0, fmt.Errorf("wait for %s: %w", p.ID(), status.Err)
 	}
+	// An exit the process did not make (its shim died: status 255) says why.
+	if status.Code == 255 {
+		if info, err := p.Status(ctx); err == nil && info.Reason != "" {
+			fmt.Fprintf(cmd.ErrOrStderr(), "keel: %s: %s\n", p.ID(), info.Reason)
+		}
+	}
 	if deleteAfter || p.ExecID() != "" {
 		if _, err := p.Delete(ctx); err != nil && !errdefs.IsNotFound(err) {
 			return int(status.Code), err

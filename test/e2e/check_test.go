@@ -275,3 +275,28 @@ func TestCheckShimKilled(t *testing.T) {
 		t.Error("the dead task is still listed after the repair")
 	}
 }
+
+// TestRunShimKilled: a foreground `keel run` whose shim is killed exits
+// 255 and says why on stderr, rather than silently.
+func TestRunShimKilled(t *testing.T) {
+	k := startRunKeeld(t, "")
+	run := startKeel(t, k.env.socket, "run", "--rm", k.ref, "fg", "/bin/busybox", "sleep", "1000")
+	var pid uint32
+	eventually(t, settle, "the task runs", func() error {
+		if pid = k.tasks()["fg"].Pid; pid == 0 {
+			return fmt.Errorf("no task yet")
+		}
+		return nil
+	})
+	if err := syscall.Kill(ppid(t, int(pid)), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-run.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatal("keel run still waits after its shim was killed")
+	}
+	if code := run.cmd.ProcessState.ExitCode(); code != 255 || !strings.Contains(run.stderr.String(), "shim") {
+		t.Fatalf("keel run: exit %d, stderr %q; want 255 and why", code, run.stderr.String())
+	}
+}
