@@ -160,6 +160,7 @@ type task struct {
 	started   atomic.Uint32
 
 	pollerDone chan struct{}
+	forgotten  sync.Once // the task left the table (see forget)
 }
 
 func newTask(id, dir string) *task {
@@ -373,7 +374,12 @@ func (r *Runtime) reconnect(ctx context.Context) error {
 				r.shimDied(t, fmt.Sprintf("shim exited while the plugin was down (%s gone)", t.proc))
 				return nil
 			}
-			r.probe(ctx, t)
+			if err := r.probe(ctx, t); errdefs.IsNotFound(err) {
+				// Deleted under the last plugin, which died before it let
+				// the shim go.
+				r.letGo(t)
+				return nil
+			}
 			r.startPoller(t)
 			return nil
 		})
@@ -382,8 +388,9 @@ func (r *Runtime) reconnect(ctx context.Context) error {
 }
 
 // probe tries once to reach t's shim: a connection and a State call
-// answered within probeTimeout. It records the outcome.
-func (r *Runtime) probe(ctx context.Context, t *task) {
+// answered within probeTimeout. It records the outcome, and returns the
+// shim's answer when it is an error (NotFound: the task is deleted).
+func (r *Runtime) probe(ctx context.Context, t *task) error {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	c, _ := t.conn()
@@ -391,18 +398,43 @@ func (r *Runtime) probe(ctx context.Context, t *task) {
 		var err error
 		if c, err = shim.Dial(ctx, t.cfg.Socket); err != nil {
 			t.notAnswering(nil, fmt.Sprintf("%s not answering: %v", t.proc, err), false)
-			return
+			return nil
 		}
 		t.mu.Lock()
 		t.client = c
 		t.mu.Unlock()
 	}
-	if err := c.Call(ctx, "State", shim.ProcessRequest{}, &shim.StateReply{}); err != nil &&
-		(errors.Is(err, shim.ErrConnection) || ctx.Err() != nil) {
+	err := c.Call(ctx, "State", shim.ProcessRequest{}, &shim.StateReply{})
+	if err != nil && (errors.Is(err, shim.ErrConnection) || ctx.Err() != nil) {
 		t.callFailed(c, "state", err, ctx.Err() != nil)
-		return
+		return nil
 	}
 	t.answering(c)
+	return err
+}
+
+// letGo ends the shim of a task deleted under a plugin that died before it
+// let the shim go: it forwards the events the dead plugin did not
+// acknowledge (the delete among them), ends the shim and forgets the task.
+// Left listed, the task would stay unknown as long as its idle shim lives.
+func (r *Runtime) letGo(t *task) {
+	defer close(t.pollerDone)
+	r.logger.Info("task deleted while the plugin was down: ending its shim", "task", t.id, "pid", t.proc.Pid)
+	c, _ := t.conn()
+	ctx, cancel := context.WithTimeout(r.ctx, stateTimeout)
+	defer cancel()
+	var reply shim.EventsReply
+	if err := c.Call(ctx, "Events", shim.EventsRequest{Timeout: time.Millisecond}, &reply); err == nil && len(reply.Events) > 0 {
+		for _, ev := range reply.Events {
+			r.broker.publish(ev.Event)
+		}
+		c.Call(ctx, "Events", shim.EventsRequest{After: reply.Events[len(reply.Events)-1].Seq, Timeout: time.Millisecond}, &shim.EventsReply{})
+	}
+	if err := c.Call(ctx, "Shutdown", shim.Empty{}, &shim.Empty{}); err != nil {
+		r.logger.Warn("ending the shim of a deleted task", "task", t.id, "error", err)
+	}
+	c.Close()
+	r.forget(t)
 }
 
 // reach waits until t's shim answers (true) or its process is gone
@@ -776,6 +808,9 @@ func (r *Runtime) startPoller(t *task) {
 					c.Call(r.ctx, "Events", shim.EventsRequest{After: after, Timeout: time.Millisecond}, &shim.EventsReply{})
 					c.Call(r.ctx, "Shutdown", shim.Empty{}, &shim.Empty{})
 					c.Close()
+					// Deleted, whoever asked: a plugin that died after
+					// the shim's Delete leaves it to this one.
+					r.forget(t)
 					return
 				}
 			}
@@ -890,7 +925,7 @@ func (r *Runtime) Delete(ctx context.Context, id, execID string) (keelruntime.Ex
 		}
 		r.broker.publish(keelruntime.Event{Topic: keelruntime.TopicDelete, ID: id, Pid: t.deadExit.Pid,
 			ExitStatus: t.deadExit.Status, ExitedAt: t.deadExit.ExitedAt, Timestamp: time.Now()})
-		r.remove(t)
+		r.forget(t)
 		return t.deadExit, nil
 	}
 	var reply shim.ExitReply
@@ -907,18 +942,24 @@ func (r *Runtime) Delete(ctx context.Context, id, execID string) (keelruntime.Ex
 	case <-time.After(deleteWait):
 		r.logger.Warn("deleted task's events not drained", "task", id)
 	}
-	r.remove(t)
+	r.forget(t)
 	r.logger.Debug("task deleted", "task", id, "shim_delete", shimDeleted, "took", time.Since(start))
 	return reply.Exit, nil
 }
 
-func (r *Runtime) remove(t *task) {
-	r.mu.Lock()
-	delete(r.tasks, t.id)
-	r.mu.Unlock()
-	os.Remove(t.cfg.Socket)
-	os.RemoveAll(shimTmp(t.cfg.Socket))
-	removeTaskDir(t.dir)
+// forget removes a deleted task's files, then its entry (so a new task of
+// the same id waits for the files to go), once.
+func (r *Runtime) forget(t *task) {
+	t.forgotten.Do(func() {
+		os.Remove(t.cfg.Socket)
+		os.RemoveAll(shimTmp(t.cfg.Socket))
+		removeTaskDir(t.dir)
+		r.mu.Lock()
+		if r.tasks[t.id] == t {
+			delete(r.tasks, t.id)
+		}
+		r.mu.Unlock()
+	})
 }
 
 func (r *Runtime) Kill(ctx context.Context, id, execID string, sig syscall.Signal, all bool) error {

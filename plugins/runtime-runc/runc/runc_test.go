@@ -18,6 +18,9 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
 		os.Exit(shim.Main(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == createArg {
+		os.Exit(createAndWait(os.Args[2:]))
+	}
 	os.Exit(load.Main(m))
 }
 
