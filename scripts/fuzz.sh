@@ -25,6 +25,15 @@ targets=(
   "./sdk/filters FuzzFilterDifferential"
 )
 
+# shutdown_race tells Go's fuzz coordinator race (go.dev/issue/75804, fixed
+# in Go 1.27) from a finding: the target "fails" with a bare "context
+# deadline exceeded" as -fuzztime ends, on a loaded machine, having written
+# no failing input and seen no panic or test error.
+shutdown_race() {
+  grep -q 'context deadline exceeded' "$1" &&
+    ! grep -qE 'Failing input written|panic:|_test\.go:[0-9]+:' "$1"
+}
+
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 summary=()
@@ -39,8 +48,12 @@ for t in "${targets[@]}"; do
   execs=$(grep -o 'execs: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
   result=ok
   if [ "$rc" != 0 ]; then
-    result=FAIL
-    failed=1
+    if shutdown_race "$log"; then
+      result="ok (go.dev/issue/75804 at the fuzztime boundary, no failing input)"
+    else
+      result=FAIL
+      failed=1
+    fi
   fi
   summary+=("$(printf '%-24s %-34s %12s execs  %s' "$name" "$pkg" "${execs:-0}" "$result")")
 done
