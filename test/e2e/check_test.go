@@ -283,8 +283,10 @@ func TestRunShimKilled(t *testing.T) {
 	run := startKeel(t, k.env.socket, "run", "--rm", k.ref, "fg", "/bin/busybox", "sleep", "1000")
 	var pid uint32
 	eventually(t, settle, "the task runs", func() error {
-		if pid = k.tasks()["fg"].Pid; pid == 0 {
-			return fmt.Errorf("no task yet")
+		// Running, not just created: a kill inside Start is another case.
+		r := k.tasks()["fg"]
+		if pid = r.Pid; pid == 0 || r.Status != "running" {
+			return fmt.Errorf("task not running yet: %+v", r)
 		}
 		return nil
 	})
