@@ -67,8 +67,8 @@ proto: tools
 		--go-grpc_out=. --go-grpc_opt=module=github.com/keel-runtime/keel \
 		sdk/proto/keel/plugin/v1/*.proto
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api \
-		--go_out=. --go_opt=module=github.com/keel-runtime/keel \
-		--go-grpc_out=. --go-grpc_opt=module=github.com/keel-runtime/keel \
+		--go_out=api --go_opt=paths=source_relative \
+		--go-grpc_out=api --go-grpc_opt=paths=source_relative \
 		api/keel/v1/*.proto
 
 clean:

@@ -6,7 +6,7 @@ import (
 	"io"
 	"text/tabwriter"
 
-	"github.com/keel-runtime/keel/api/keelv1"
+	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 

@@ -9,7 +9,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc/metadata"
 
-	"github.com/keel-runtime/keel/api/keelv1"
+	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/client/oci"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/runtime"

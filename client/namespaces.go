@@ -3,7 +3,7 @@ package client
 import (
 	"context"
 
-	"github.com/keel-runtime/keel/api/keelv1"
+	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 

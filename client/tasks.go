@@ -12,7 +12,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/keel-runtime/keel/api/keelv1"
+	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/client/cio"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )

@@ -6,7 +6,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/keel-runtime/keel/api/keelv1"
+	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/config"
 	"github.com/keel-runtime/keel/sdk/errdefs"

@@ -12,7 +12,7 @@ import (
 	"github.com/containerd/platforms"
 	"google.golang.org/grpc"
 
-	"github.com/keel-runtime/keel/api/keelv1"
+	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/sdk"

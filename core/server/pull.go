@@ -8,7 +8,7 @@ import (
 	"github.com/containerd/platforms"
 	digest "github.com/opencontainers/go-digest"
 
-	"github.com/keel-runtime/keel/api/keelv1"
+	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"

@@ -1,7 +1,7 @@
 // Package server is keeld: it opens the metadata, starts the configured
 // plugins, and serves the keel.v1 API on its unix socket.
 //
-// The API is api/keelv1 (Version, Plugins, Namespaces) plus the plugin
+// The API is api/keel/v1 (Version, Plugins, Namespaces) plus the plugin
 // services Content and Snapshotter of sdk/proto, served over keeld's
 // namespaced views of the plugins: the namespace and the snapshotter of a call
 // travel in gRPC metadata (keel-namespace, keel-snapshotter).
@@ -27,7 +27,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	grpcmd "google.golang.org/grpc/metadata"
 
-	"github.com/keel-runtime/keel/api/keelv1"
+	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/config"
 	"github.com/keel-runtime/keel/core/events"

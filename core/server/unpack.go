@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/keel-runtime/keel/api/keelv1"
+	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"

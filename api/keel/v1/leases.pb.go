@@ -677,7 +677,7 @@ const file_keel_v1_leases_proto_rawDesc = "" +
 	"\x06Delete\x12\x1b.keel.v1.DeleteLeaseRequest\x1a\x1c.keel.v1.DeleteLeaseResponse\x12R\n" +
 	"\vAddResource\x12 .keel.v1.AddLeaseResourceRequest\x1a!.keel.v1.AddLeaseResourceResponse\x12[\n" +
 	"\x0eDeleteResource\x12#.keel.v1.DeleteLeaseResourceRequest\x1a$.keel.v1.DeleteLeaseResourceResponse\x12X\n" +
-	"\rListResources\x12\".keel.v1.ListLeaseResourcesRequest\x1a#.keel.v1.ListLeaseResourcesResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\rListResources\x12\".keel.v1.ListLeaseResourcesRequest\x1a#.keel.v1.ListLeaseResourcesResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_leases_proto_rawDescOnce sync.Once

@@ -467,7 +467,7 @@ const file_keel_v1_pull_proto_rawDesc = "" +
 	"\bchain_id\x18\x04 \x01(\tR\achainId\x12 \n" +
 	"\vsnapshotter\x18\x05 \x01(\tR\vsnapshotter2=\n" +
 	"\x04Pull\x125\n" +
-	"\x04Pull\x12\x14.keel.v1.PullRequest\x1a\x15.keel.v1.PullProgress0\x01B0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\x04Pull\x12\x14.keel.v1.PullRequest\x1a\x15.keel.v1.PullProgress0\x01B1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_pull_proto_rawDescOnce sync.Once

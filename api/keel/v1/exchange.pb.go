@@ -739,7 +739,7 @@ const file_keel_v1_exchange_proto_rawDesc = "" +
 	"\x06Import\x12\x16.keel.v1.ImportRequest\x1a\x17.keel.v1.ImportResponse(\x012\x97\x01\n" +
 	"\vImageMounts\x12@\n" +
 	"\x05Mount\x12\x1a.keel.v1.MountImageRequest\x1a\x1b.keel.v1.MountImageResponse\x12F\n" +
-	"\aUnmount\x12\x1c.keel.v1.UnmountImageRequest\x1a\x1d.keel.v1.UnmountImageResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\aUnmount\x12\x1c.keel.v1.UnmountImageRequest\x1a\x1d.keel.v1.UnmountImageResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_exchange_proto_rawDescOnce sync.Once

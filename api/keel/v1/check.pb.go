@@ -241,7 +241,7 @@ const file_keel_v1_check_proto_rawDesc = "" +
 	"\bproblems\x18\x01 \x03(\v2\x15.keel.v1.CheckProblemR\bproblems\x12\x16\n" +
 	"\x06errors\x18\x02 \x03(\tR\x06errors2?\n" +
 	"\x05Check\x126\n" +
-	"\x05Check\x12\x15.keel.v1.CheckRequest\x1a\x16.keel.v1.CheckResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\x05Check\x12\x15.keel.v1.CheckRequest\x1a\x16.keel.v1.CheckResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_check_proto_rawDescOnce sync.Once

@@ -1284,7 +1284,7 @@ const file_keel_v1_tasks_proto_rawDesc = "" +
 	"\x04Wait\x12\x14.keel.v1.TaskRequest\x1a\x11.keel.v1.TaskExit\x12*\n" +
 	"\x03Get\x12\x14.keel.v1.TaskRequest\x1a\r.keel.v1.Task\x12=\n" +
 	"\x04List\x12\x19.keel.v1.ListTasksRequest\x1a\x1a.keel.v1.ListTasksResponse\x12:\n" +
-	"\x06Events\x12\x1a.keel.v1.TaskEventsRequest\x1a\x12.keel.v1.TaskEvent0\x01B0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\x06Events\x12\x1a.keel.v1.TaskEventsRequest\x1a\x12.keel.v1.TaskEvent0\x01B1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_tasks_proto_rawDescOnce sync.Once

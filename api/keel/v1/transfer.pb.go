@@ -132,7 +132,7 @@ const file_keel_v1_transfer_proto_rawDesc = "" +
 	"\rFetchResponse\x12!\n" +
 	"\fresumed_from\x18\x01 \x01(\x03R\vresumedFrom2B\n" +
 	"\bTransfer\x126\n" +
-	"\x05Fetch\x12\x15.keel.v1.FetchRequest\x1a\x16.keel.v1.FetchResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\x05Fetch\x12\x15.keel.v1.FetchRequest\x1a\x16.keel.v1.FetchResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_transfer_proto_rawDescOnce sync.Once

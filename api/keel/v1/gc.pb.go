@@ -265,7 +265,7 @@ const file_keel_v1_gc_proto_rawDesc = "" +
 	"\vduration_ns\x18\x04 \x01(\x03R\n" +
 	"durationNs2B\n" +
 	"\x02GC\x12<\n" +
-	"\aCollect\x12\x17.keel.v1.CollectRequest\x1a\x18.keel.v1.CollectResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\aCollect\x12\x17.keel.v1.CollectRequest\x1a\x18.keel.v1.CollectResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_gc_proto_rawDescOnce sync.Once

@@ -503,7 +503,7 @@ const file_keel_v1_containers_proto_rawDesc = "" +
 	"\x03Get\x12\x1c.keel.v1.GetContainerRequest\x1a\x12.keel.v1.Container\x12G\n" +
 	"\x04List\x12\x1e.keel.v1.ListContainersRequest\x1a\x1f.keel.v1.ListContainersResponse\x12=\n" +
 	"\x06Update\x12\x1f.keel.v1.UpdateContainerRequest\x1a\x12.keel.v1.Container\x12K\n" +
-	"\x06Delete\x12\x1f.keel.v1.DeleteContainerRequest\x1a .keel.v1.DeleteContainerResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\x06Delete\x12\x1f.keel.v1.DeleteContainerRequest\x1a .keel.v1.DeleteContainerResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_containers_proto_rawDescOnce sync.Once

@@ -680,7 +680,7 @@ const file_keel_v1_images_proto_rawDesc = "" +
 	"\x04List\x12\x1a.keel.v1.ListImagesRequest\x1a\x1b.keel.v1.ListImagesResponse\x125\n" +
 	"\x06Update\x12\x1b.keel.v1.UpdateImageRequest\x1a\x0e.keel.v1.Image\x12C\n" +
 	"\x06Delete\x12\x1b.keel.v1.DeleteImageRequest\x1a\x1c.keel.v1.DeleteImageResponse\x12C\n" +
-	"\x06Unpack\x12\x1b.keel.v1.UnpackImageRequest\x1a\x1c.keel.v1.UnpackImageResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\x06Unpack\x12\x1b.keel.v1.UnpackImageRequest\x1a\x1c.keel.v1.UnpackImageResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_images_proto_rawDescOnce sync.Once

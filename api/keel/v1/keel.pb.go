@@ -673,7 +673,7 @@ const file_keel_v1_keel_proto_rawDesc = "" +
 	"\x03Get\x12\x1c.keel.v1.GetNamespaceRequest\x1a\x12.keel.v1.Namespace\x12G\n" +
 	"\x04List\x12\x1e.keel.v1.ListNamespacesRequest\x1a\x1f.keel.v1.ListNamespacesResponse\x12=\n" +
 	"\x06Update\x12\x1f.keel.v1.UpdateNamespaceRequest\x1a\x12.keel.v1.Namespace\x12K\n" +
-	"\x06Delete\x12\x1f.keel.v1.DeleteNamespaceRequest\x1a .keel.v1.DeleteNamespaceResponseB0Z.github.com/keel-runtime/keel/api/keelv1;keelv1b\x06proto3"
+	"\x06Delete\x12\x1f.keel.v1.DeleteNamespaceRequest\x1a .keel.v1.DeleteNamespaceResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_keel_proto_rawDescOnce sync.Once
