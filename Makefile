@@ -62,10 +62,10 @@ tools:
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
 proto: tools
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I sdk/proto \
-		--go_out=. --go_opt=module=github.com/keel-runtime/keel \
-		--go-grpc_out=. --go-grpc_opt=module=github.com/keel-runtime/keel \
-		sdk/proto/keel/plugin/v1/*.proto
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I sdk/internal/proto \
+		--go_out=sdk/internal/proto --go_opt=paths=source_relative \
+		--go-grpc_out=sdk/internal/proto --go-grpc_opt=paths=source_relative \
+		sdk/internal/proto/keel/plugin/v1/*.proto
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api \
 		--go_out=api --go_opt=paths=source_relative \
 		--go-grpc_out=api --go-grpc_opt=paths=source_relative \

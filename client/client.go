@@ -29,9 +29,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
-	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/host"
 	"github.com/keel-runtime/keel/sdk/resolver"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
@@ -111,7 +111,7 @@ func New(address string, opts ...Opt) (*Client, error) {
 
 	c := &Client{namespace: o.namespace}
 	dial := &dialer{path: path}
-	dialOpts := append(sdk.DialOptions(),
+	dialOpts := append(host.DialOptions(),
 		grpc.WithContextDialer(dial.dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithChainUnaryInterceptor(c.unaryNamespace),

@@ -21,7 +21,6 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -146,7 +145,7 @@ func (n namespaces) Delete(_ context.Context, req *keelv1.DeleteNamespaceRequest
 
 // snapshots answers Stat and Walk, naming the snapshotter the call chose.
 type snapshots struct {
-	pluginv1.UnimplementedSnapshotterServer
+	snapshot.Snapshotter // the methods the tests do not call
 }
 
 func snapshotterOf(ctx context.Context) string {
@@ -157,29 +156,29 @@ func snapshotterOf(ctx context.Context) string {
 	return "default-snapshotter"
 }
 
-func (snapshots) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.SnapshotInfo, error) {
-	return &pluginv1.SnapshotInfo{Name: req.Key, Kind: pluginv1.SnapshotKind(snapshot.KindCommitted),
+func (snapshots) Stat(ctx context.Context, key string) (snapshot.Info, error) {
+	return snapshot.Info{Name: key, Kind: snapshot.KindCommitted,
 		Labels: map[string]string{"snapshotter": snapshotterOf(ctx)}}, nil
 }
 
-func (snapshots) Walk(_ *pluginv1.WalkSnapshotsRequest, stream grpc.ServerStreamingServer[pluginv1.WalkSnapshotsResponse]) error {
-	return stream.Send(&pluginv1.WalkSnapshotsResponse{Infos: []*pluginv1.SnapshotInfo{{Name: snapshotterOf(stream.Context())}}})
+func (snapshots) Walk(ctx context.Context, fn snapshot.WalkFunc, _ ...string) error {
+	return fn(ctx, snapshot.Info{Name: snapshotterOf(ctx)})
 }
 
-// blobs answers content Info and List.
+// blobs answers content Info and Walk.
 type blobs struct {
-	pluginv1.UnimplementedContentServer
+	content.Store // the methods the tests do not call
 }
 
-func (blobs) Info(_ context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.ContentInfo, error) {
-	if req.Digest != digest.FromString("hello").String() {
-		return nil, errdefs.ToGRPC(fmt.Errorf("blob %s: %w", req.Digest, errdefs.ErrNotFound))
+func (blobs) Info(_ context.Context, dgst digest.Digest) (content.Info, error) {
+	if dgst != digest.FromString("hello") {
+		return content.Info{}, fmt.Errorf("blob %s: %w", dgst, errdefs.ErrNotFound)
 	}
-	return &pluginv1.ContentInfo{Digest: req.Digest, Size: 5}, nil
+	return content.Info{Digest: dgst, Size: 5}, nil
 }
 
-func (blobs) List(_ *pluginv1.ListContentRequest, stream grpc.ServerStreamingServer[pluginv1.ListContentResponse]) error {
-	return stream.Send(&pluginv1.ListContentResponse{Infos: []*pluginv1.ContentInfo{{Digest: digest.FromString("hello").String(), Size: 5}}})
+func (blobs) Walk(_ context.Context, fn content.WalkFunc, _ ...string) error {
+	return fn(content.Info{Digest: digest.FromString("hello"), Size: 5})
 }
 
 // serve starts the stand-in keeld on a unix socket and returns its path
@@ -214,8 +213,8 @@ func serve(t *testing.T, k *keeld) (string, *seen) {
 	keelv1.RegisterVersionServer(srv, k)
 	keelv1.RegisterPluginsServer(srv, k)
 	keelv1.RegisterNamespacesServer(srv, namespaces{k})
-	pluginv1.RegisterSnapshotterServer(srv, snapshots{})
-	pluginv1.RegisterContentServer(srv, blobs{})
+	snapshot.RegisterServer(srv, func(context.Context) (snapshot.Snapshotter, error) { return snapshots{}, nil })
+	content.RegisterServer(srv, func(context.Context) (content.Store, error) { return blobs{}, nil })
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	return sock, s

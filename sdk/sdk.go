@@ -22,6 +22,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 )
 
 // Plugin kinds.
@@ -50,7 +52,7 @@ var Handshake = plugin.HandshakeConfig{
 // MaxMessageSize bounds one gRPC message on plugin connections, far above
 // gRPC's 4 MiB default. Bulk data still moves in ChunkSize pieces and lists
 // stream; the bound is for large label sets and specs.
-const MaxMessageSize = 256 << 20
+const MaxMessageSize = wire.MaxMessageSize
 
 // ChunkSize is the size of one piece of a streamed blob or layer.
 const ChunkSize = 1 << 20
@@ -151,32 +153,18 @@ type Capable interface {
 	Capabilities() []string
 }
 
-// hostPlugins is the host side's plugin sets, by protocol version: every
-// kind dispenses the raw connection, which the kind packages wrap in their
-// typed clients. The kind itself is checked through Info.
-func hostPlugins() map[int]plugin.PluginSet {
-	set := plugin.PluginSet{}
-	for _, k := range Kinds {
-		set[k] = &grpcPlugin{}
-	}
-	return map[int]plugin.PluginSet{ProtocolVersion: set}
-}
-
-// grpcPlugin is the go-plugin glue: on the plugin side it registers Base and
-// the kind's service, on the host side it hands out the connection.
+// grpcPlugin is the go-plugin glue of the plugin side: it registers Base and
+// the kind's service (sdk/host has the host side's).
 type grpcPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	register func(*grpc.Server)
 }
 
 func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	if p.register == nil {
-		return fmt.Errorf("host side plugin cannot serve")
-	}
 	p.register(s)
 	return nil
 }
 
-func (p *grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
-	return conn, nil
+func (p *grpcPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
+	return nil, fmt.Errorf("plugin side cannot dial")
 }

@@ -16,7 +16,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 )
 
 // EnvLogLevel names the environment variable through which keeld tells a
@@ -55,7 +56,7 @@ func Serve(def Definition) {
 			def.Kind: &grpcPlugin{register: base.register},
 		}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, ServerOptions()...)
+			opts = append(opts, wire.ServerOptions()...)
 			return grpc.NewServer(opts...)
 		},
 		Logger: logger,

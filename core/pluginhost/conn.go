@@ -10,7 +10,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/host"
 )
 
 // exitWait bounds how long a call that failed Unavailable waits to learn
@@ -46,7 +46,7 @@ func (c *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method stri
 type stream struct {
 	grpc.ClientStream
 	in  *instance
-	p   *sdk.Process
+	p   *host.Process
 	ctx context.Context
 }
 
@@ -67,7 +67,7 @@ func (s *stream) CloseSend() error {
 // call that failed because the process died fails with Unavailable saying so:
 // the connection breaks (Unavailable) or, once go-plugin has noticed the
 // exit and closed it, the call is cancelled under a caller who did not.
-func (in *instance) callError(ctx context.Context, p *sdk.Process, err error) error {
+func (in *instance) callError(ctx context.Context, p *host.Process, err error) error {
 	if err == nil || errors.Is(err, io.EOF) {
 		return err
 	}
@@ -88,7 +88,7 @@ func (in *instance) callError(ctx context.Context, p *sdk.Process, err error) er
 // ingest held by another writer), so a plugin that still answers a ping is
 // taken at its word; otherwise the exit is awaited for a moment, as the
 // broken connection is usually seen before the process is reaped.
-func (in *instance) exited(p *sdk.Process) bool {
+func (in *instance) exited(p *host.Process) bool {
 	select {
 	case <-p.Done():
 		return true

@@ -2,7 +2,7 @@
 // connections to them and keeps them running.
 //
 // Each configured plugin instance ("<kind>.<name>") is one process started
-// with sdk.Launch: its sha256 checked on the open file, the handshake and
+// with host.Launch: its sha256 checked on the open file, the handshake and
 // protocol version negotiated, its kind checked through Info and its config
 // handed over with Configure. A supervisor per instance then watches the
 // process and pings it; a process that exits is started again with
@@ -57,7 +57,7 @@ type Spec struct {
 func (s Spec) ID() string { return s.Kind + "." + s.Name }
 
 // StartError is an instance's start refused because of one of its
-// settings: Setting is "path", "sha256" or "kind" (see sdk.LaunchError),
+// settings: Setting is "path", "sha256" or "kind" (see host.LaunchError),
 // or "config" when the plugin's Configure refused its config block as
 // InvalidArgument, with Key the dotted path of the key it named
 // (sdk.ConfigKeyError), if any. keeld points it at the config file.

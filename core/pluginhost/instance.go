@@ -17,6 +17,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/host"
 )
 
 // instance is one configured plugin and its supervisor.
@@ -34,11 +35,11 @@ type instance struct {
 	doneOnce sync.Once
 
 	mu       sync.Mutex
-	proc     *sdk.Process // nil while down
+	proc     *host.Process // nil while down
 	state    string
 	restarts int
 	lastErr  string
-	info     sdk.Info
+	info     host.Info
 }
 
 func newInstance(h *Host, s Spec) *instance {
@@ -57,10 +58,10 @@ func newInstance(h *Host, s Spec) *instance {
 }
 
 // launch starts a process and configures it.
-func (in *instance) launch(ctx context.Context) (*sdk.Process, error) {
+func (in *instance) launch(ctx context.Context) (*host.Process, error) {
 	ctx, cancel := context.WithTimeout(ctx, in.h.opts.startTimeout)
 	defer cancel()
-	p, err := sdk.Launch(ctx, sdk.LaunchConfig{
+	p, err := host.Launch(ctx, host.LaunchConfig{
 		Path:         in.spec.Path,
 		SHA256:       in.spec.SHA256,
 		Kind:         in.spec.Kind,
@@ -70,7 +71,7 @@ func (in *instance) launch(ctx context.Context) (*sdk.Process, error) {
 		SocketDir:    in.h.opts.socketDir,
 	})
 	if err != nil {
-		var le *sdk.LaunchError
+		var le *host.LaunchError
 		if errors.As(err, &le) {
 			return nil, &StartError{Kind: in.spec.Kind, Name: in.spec.Name, Setting: le.Setting, Err: err}
 		}
@@ -121,7 +122,7 @@ func (in *instance) start(ctx context.Context) error {
 }
 
 // setRunning records a configured process; in.mu is held.
-func (in *instance) setRunning(p *sdk.Process) {
+func (in *instance) setRunning(p *host.Process) {
 	in.proc, in.state, in.info = p, StateRunning, p.Info()
 }
 
@@ -129,7 +130,7 @@ func (in *instance) finish() { in.doneOnce.Do(func() { close(in.done) }) }
 
 // supervise watches p and restarts the plugin whenever it goes down, until
 // stop.
-func (in *instance) supervise(p *sdk.Process) {
+func (in *instance) supervise(p *host.Process) {
 	defer in.finish()
 	o := in.h.opts
 	backoff := o.backoffMin
@@ -200,7 +201,7 @@ func (in *instance) supervise(p *sdk.Process) {
 // that answered no ping for healthTimeout is unresponsive, an answer makes
 // it running again. Only a process that could run and answered nothing for
 // hangTimeout is killed (see the package doc).
-func (in *instance) watch(p *sdk.Process) (quit bool) {
+func (in *instance) watch(p *host.Process) (quit bool) {
 	o := in.h.opts
 	tick := time.NewTicker(o.healthInterval)
 	defer tick.Stop()
@@ -310,7 +311,7 @@ func processHeld(pid int) string {
 }
 
 // notAnswering records why p does not answer; in.mu is not held.
-func (in *instance) notAnswering(p *sdk.Process, msg string) {
+func (in *instance) notAnswering(p *host.Process, msg string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.proc != p {
@@ -324,7 +325,7 @@ func (in *instance) notAnswering(p *sdk.Process, msg string) {
 }
 
 // answered records that p answered a ping.
-func (in *instance) answered(p *sdk.Process) {
+func (in *instance) answered(p *host.Process) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.proc == p && in.state == StateUnresponsive {
@@ -350,7 +351,7 @@ func (in *instance) stop() {
 
 // current returns the running process, or an Unavailable status naming the
 // plugin while there is none.
-func (in *instance) current() (*sdk.Process, error) {
+func (in *instance) current() (*host.Process, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	if in.proc != nil {

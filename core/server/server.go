@@ -2,7 +2,7 @@
 // plugins, and serves the keel.v1 API on its unix socket.
 //
 // The API is api/keel/v1 (Version, Plugins, Namespaces) plus the plugin
-// services Content and Snapshotter of sdk/proto, served over keeld's
+// services Content and Snapshotter of the plugin protocol, served over keeld's
 // namespaced views of the plugins: the namespace and the snapshotter of a call
 // travel in gRPC metadata (keel-namespace, keel-snapshotter).
 package server
@@ -39,7 +39,7 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	"github.com/keel-runtime/keel/sdk/host"
 	"github.com/keel-runtime/keel/sdk/resolver"
 	"github.com/keel-runtime/keel/sdk/runtime"
 	"github.com/keel-runtime/keel/sdk/snapshot"
@@ -167,7 +167,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), leases.UnaryServerInterceptor(), s.logUnary),
 		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), leases.StreamServerInterceptor(), s.logStream),
-	}, append(sdk.ServerOptions(), grpc.MaxRecvMsgSize(maxRequestSize))...)...,
+	}, append(host.ServerOptions(), grpc.MaxRecvMsgSize(maxRequestSize))...)...,
 	)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
@@ -176,12 +176,12 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	s.registerExchange(srv)
 	s.registerTasks(srv)
 	if s.content != nil {
-		pluginv1.RegisterContentServer(srv, content.NewServer(func(context.Context) (content.Store, error) {
+		content.RegisterServer(srv, func(context.Context) (content.Store, error) {
 			return s.content, nil
-		}))
+		})
 	}
-	pluginv1.RegisterSnapshotterServer(srv, snapshot.NewServer(s.snapshotter))
-	pluginv1.RegisterResolverServer(srv, resolver.NewServer(s.resolver))
+	snapshot.RegisterServer(srv, s.snapshotter)
+	resolver.RegisterServer(srv, s.resolver)
 	keelv1.RegisterTransferServer(srv, transferService{s: s})
 	keelv1.RegisterPullServer(srv, pullService{s: s})
 	keelv1.RegisterCheckServer(srv, checkService{s: s})

@@ -7,7 +7,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
 // Factory builds a content store at Configure.
@@ -18,7 +18,7 @@ type Factory func(ctx context.Context, env sdk.Env) (Store, error)
 //	func main() { sdk.Serve(content.Plugin("local", version, local.New)) }
 func Plugin(name, version string, factory Factory) sdk.Definition {
 	def := sdk.Define(sdk.KindContent, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Store, error)) {
-		pluginv1.RegisterContentServer(s, NewServer(impl))
+		RegisterServer(s, impl)
 	})
 	def.CapabilitiesOf = func(impl io.Closer) []string {
 		if _, ok := impl.(BlobPather); ok {
@@ -27,4 +27,11 @@ func Plugin(name, version string, factory Factory) sdk.Definition {
 		return nil
 	}
 	return def
+}
+
+// RegisterServer serves on srv the store impl returns for each call; impl
+// may fail, e.g. before the plugin is configured. keeld registers its
+// namespaced views through it; a plugin gets it through Plugin.
+func RegisterServer(srv grpc.ServiceRegistrar, impl func(context.Context) (Store, error)) {
+	pluginv1.RegisterContentServer(srv, newServer(impl))
 }

@@ -14,14 +14,14 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/internal/wire"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
 // listBatch is how many infos or statuses one list message carries.
 const listBatch = 256
 
-// Server serves a Store over gRPC.
-type Server struct {
+// server serves a Store over gRPC.
+type server struct {
 	pluginv1.UnimplementedContentServer
 	impl func(context.Context) (Store, error)
 }
@@ -29,13 +29,13 @@ type Server struct {
 // NewServer serves the store impl returns for a call; impl may fail, e.g.
 // before the plugin is configured. keeld picks the backend from the call's
 // context.
-func NewServer(impl func(context.Context) (Store, error)) *Server {
-	return &Server{impl: impl}
+func newServer(impl func(context.Context) (Store, error)) *server {
+	return &server{impl: impl}
 }
 
-var _ pluginv1.ContentServer = (*Server)(nil)
+var _ pluginv1.ContentServer = (*server)(nil)
 
-func (s *Server) Info(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.ContentInfo, error) {
+func (s *server) Info(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.ContentInfo, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -51,7 +51,7 @@ func (s *Server) Info(ctx context.Context, req *pluginv1.ContentInfoRequest) (*p
 	return InfoToProto(info), nil
 }
 
-func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateContentRequest) (*pluginv1.ContentInfo, error) {
+func (s *server) Update(ctx context.Context, req *pluginv1.UpdateContentRequest) (*pluginv1.ContentInfo, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -67,7 +67,7 @@ func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateContentRequest)
 	return InfoToProto(info), nil
 }
 
-func (s *Server) List(req *pluginv1.ListContentRequest, stream grpc.ServerStreamingServer[pluginv1.ListContentResponse]) error {
+func (s *server) List(req *pluginv1.ListContentRequest, stream grpc.ServerStreamingServer[pluginv1.ListContentResponse]) error {
 	st, err := s.impl(stream.Context())
 	if err != nil {
 		return errdefs.ToGRPC(err)
@@ -88,7 +88,7 @@ func (s *Server) List(req *pluginv1.ListContentRequest, stream grpc.ServerStream
 	return errdefs.ToGRPC(err)
 }
 
-func (s *Server) Delete(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.Empty, error) {
+func (s *server) Delete(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.Empty, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -102,7 +102,7 @@ func (s *Server) Delete(ctx context.Context, req *pluginv1.ContentInfoRequest) (
 
 // Read streams the range in ChunkSize messages, reusing one buffer: Send
 // has marshaled the message when it returns.
-func (s *Server) Read(req *pluginv1.ReadContentRequest, stream grpc.ServerStreamingServer[pluginv1.ReadContentResponse]) error {
+func (s *server) Read(req *pluginv1.ReadContentRequest, stream grpc.ServerStreamingServer[pluginv1.ReadContentResponse]) error {
 	ctx := stream.Context()
 	st, err := s.impl(ctx)
 	if err != nil {
@@ -146,7 +146,7 @@ func (s *Server) Read(req *pluginv1.ReadContentRequest, stream grpc.ServerStream
 	return nil
 }
 
-func (s *Server) Status(ctx context.Context, req *pluginv1.IngestRefRequest) (*pluginv1.IngestStatus, error) {
+func (s *server) Status(ctx context.Context, req *pluginv1.IngestRefRequest) (*pluginv1.IngestStatus, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -158,7 +158,7 @@ func (s *Server) Status(ctx context.Context, req *pluginv1.IngestRefRequest) (*p
 	return StatusToProto(status), nil
 }
 
-func (s *Server) ListStatuses(req *pluginv1.ListStatusesRequest, stream grpc.ServerStreamingServer[pluginv1.ListStatusesResponse]) error {
+func (s *server) ListStatuses(req *pluginv1.ListStatusesRequest, stream grpc.ServerStreamingServer[pluginv1.ListStatusesResponse]) error {
 	st, err := s.impl(stream.Context())
 	if err != nil {
 		return errdefs.ToGRPC(err)
@@ -181,7 +181,7 @@ func (s *Server) ListStatuses(req *pluginv1.ListStatusesRequest, stream grpc.Ser
 	return nil
 }
 
-func (s *Server) Abort(ctx context.Context, req *pluginv1.IngestRefRequest) (*pluginv1.Empty, error) {
+func (s *server) Abort(ctx context.Context, req *pluginv1.IngestRefRequest) (*pluginv1.Empty, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -189,7 +189,7 @@ func (s *Server) Abort(ctx context.Context, req *pluginv1.IngestRefRequest) (*pl
 	return &pluginv1.Empty{}, errdefs.ToGRPC(st.Abort(ctx, req.Ref))
 }
 
-func (s *Server) BlobPath(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.BlobPathResponse, error) {
+func (s *server) BlobPath(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.BlobPathResponse, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -211,11 +211,11 @@ func (s *Server) BlobPath(ctx context.Context, req *pluginv1.ContentInfoRequest)
 
 // Write holds one ingest for the life of the stream: the first message
 // names the ref, and each message gets one response.
-func (s *Server) Write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]) error {
+func (s *server) Write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]) error {
 	return errdefs.ToGRPC(s.write(stream))
 }
 
-func (s *Server) write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]) error {
+func (s *server) write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]) error {
 	ctx := stream.Context()
 	st, err := s.impl(ctx)
 	if err != nil {

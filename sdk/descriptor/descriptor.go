@@ -6,7 +6,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
 // ToProto converts a descriptor for the wire.

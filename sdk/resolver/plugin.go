@@ -6,7 +6,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
 // Factory builds a resolver at Configure.
@@ -17,7 +17,7 @@ type Factory func(ctx context.Context, env sdk.Env) (Resolver, error)
 //	func main() { sdk.Serve(resolver.Plugin("docker", version, docker.New)) }
 func Plugin(name, version string, factory Factory) sdk.Definition {
 	return sdk.Define(sdk.KindResolver, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Resolver, error)) {
-		pluginv1.RegisterResolverServer(s, NewServer(impl))
+		RegisterServer(s, impl)
 	})
 }
 
@@ -25,4 +25,11 @@ func Plugin(name, version string, factory Factory) sdk.Definition {
 // conn, which belongs to whoever made it.
 func NewClient(conn grpc.ClientConnInterface) Resolver {
 	return &client{c: pluginv1.NewResolverClient(conn)}
+}
+
+// RegisterServer serves on srv the resolver impl returns for each call; impl
+// may fail, e.g. before the plugin is configured. keeld registers its
+// namespaced views through it; a plugin gets it through Plugin.
+func RegisterServer(srv grpc.ServiceRegistrar, impl func(context.Context) (Resolver, error)) {
+	pluginv1.RegisterResolverServer(srv, newServer(impl))
 }

@@ -20,7 +20,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
 // fake is a Resolver whose methods are its fields.
@@ -102,7 +102,7 @@ func serve(t *testing.T, impl Resolver) (Resolver, *sizes, *sizes) {
 			return h(srv, recvSizes{ss, pushed})
 		}),
 	)
-	pluginv1.RegisterResolverServer(s, NewServer(func(context.Context) (Resolver, error) { return impl, nil }))
+	RegisterServer(s, func(context.Context) (Resolver, error) { return impl, nil })
 	go s.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufconn",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),

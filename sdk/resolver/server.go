@@ -9,24 +9,24 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
-// Server serves a Resolver over gRPC.
-type Server struct {
+// server serves a Resolver over gRPC.
+type server struct {
 	pluginv1.UnimplementedResolverServer
 	impl func(context.Context) (Resolver, error)
 }
 
 // NewServer serves the resolver impl returns for a call; impl may fail, e.g.
 // before the plugin is configured.
-func NewServer(impl func(context.Context) (Resolver, error)) *Server {
-	return &Server{impl: impl}
+func newServer(impl func(context.Context) (Resolver, error)) *server {
+	return &server{impl: impl}
 }
 
-var _ pluginv1.ResolverServer = (*Server)(nil)
+var _ pluginv1.ResolverServer = (*server)(nil)
 
-func (s *Server) Resolve(ctx context.Context, req *pluginv1.ResolveRequest) (*pluginv1.ResolveResponse, error) {
+func (s *server) Resolve(ctx context.Context, req *pluginv1.ResolveRequest) (*pluginv1.ResolveResponse, error) {
 	r, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -49,7 +49,7 @@ func (s *Server) Resolve(ctx context.Context, req *pluginv1.ResolveRequest) (*pl
 	return &pluginv1.ResolveResponse{Name: name, Descriptor_: descriptor.ToProto(desc)}, nil
 }
 
-func (s *Server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_FetchServer) error {
+func (s *server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_FetchServer) error {
 	ctx := stream.Context()
 	r, err := s.impl(ctx)
 	if err != nil {
@@ -78,7 +78,7 @@ func (s *Server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_Fetc
 	}
 }
 
-func (s *Server) Push(stream pluginv1.Resolver_PushServer) error {
+func (s *server) Push(stream pluginv1.Resolver_PushServer) error {
 	ctx := stream.Context()
 	r, err := s.impl(ctx)
 	if err != nil {

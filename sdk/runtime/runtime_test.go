@@ -19,7 +19,7 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
 // fake is a Runtime whose methods are its fields; the methods it does not
@@ -71,7 +71,7 @@ func serve(t *testing.T, impl Runtime) (Runtime, *grpc.ClientConn) {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	s := grpc.NewServer(grpc.MaxRecvMsgSize(sdk.MaxMessageSize), grpc.MaxSendMsgSize(sdk.MaxMessageSize))
-	pluginv1.RegisterRuntimeServer(s, NewServer(func(context.Context) (Runtime, error) { return impl, nil }))
+	RegisterServer(s, func(context.Context) (Runtime, error) { return impl, nil })
 	go s.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///bufconn",
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),

@@ -8,27 +8,27 @@ import (
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
-// Server serves a Runtime over gRPC.
-type Server struct {
+// server serves a Runtime over gRPC.
+type server struct {
 	pluginv1.UnimplementedRuntimeServer
 	impl func(context.Context) (Runtime, error)
 }
 
 // NewServer serves the runtime impl returns for a call; impl may fail, e.g.
 // before the plugin is configured.
-func NewServer(impl func(context.Context) (Runtime, error)) *Server {
-	return &Server{impl: impl}
+func newServer(impl func(context.Context) (Runtime, error)) *server {
+	return &server{impl: impl}
 }
 
-var _ pluginv1.RuntimeServer = (*Server)(nil)
+var _ pluginv1.RuntimeServer = (*server)(nil)
 
 var empty = &pluginv1.Empty{}
 
 // call runs fn on the runtime and converts its error for the wire.
-func (s *Server) call(ctx context.Context, fn func(Runtime) error) error {
+func (s *server) call(ctx context.Context, fn func(Runtime) error) error {
 	rt, err := s.impl(ctx)
 	if err != nil {
 		return errdefs.ToGRPC(err)
@@ -36,7 +36,7 @@ func (s *Server) call(ctx context.Context, fn func(Runtime) error) error {
 	return errdefs.ToGRPC(fn(rt))
 }
 
-func (s *Server) Create(ctx context.Context, req *pluginv1.CreateTaskRequest) (*pluginv1.CreateTaskResponse, error) {
+func (s *server) Create(ctx context.Context, req *pluginv1.CreateTaskRequest) (*pluginv1.CreateTaskResponse, error) {
 	var pid uint32
 	err := s.call(ctx, func(rt Runtime) error {
 		spec, err := unmarshalJSON[specs.Spec]("spec", req.Spec)
@@ -59,7 +59,7 @@ func (s *Server) Create(ctx context.Context, req *pluginv1.CreateTaskRequest) (*
 	return &pluginv1.CreateTaskResponse{Pid: pid}, nil
 }
 
-func (s *Server) Start(ctx context.Context, req *pluginv1.TaskProcessRequest) (*pluginv1.StartTaskResponse, error) {
+func (s *server) Start(ctx context.Context, req *pluginv1.TaskProcessRequest) (*pluginv1.StartTaskResponse, error) {
 	var pid uint32
 	err := s.call(ctx, func(rt Runtime) (err error) {
 		pid, err = rt.Start(ctx, req.Id, req.ExecId)
@@ -71,7 +71,7 @@ func (s *Server) Start(ctx context.Context, req *pluginv1.TaskProcessRequest) (*
 	return &pluginv1.StartTaskResponse{Pid: pid}, nil
 }
 
-func (s *Server) Delete(ctx context.Context, req *pluginv1.TaskProcessRequest) (*pluginv1.ExitStatus, error) {
+func (s *server) Delete(ctx context.Context, req *pluginv1.TaskProcessRequest) (*pluginv1.ExitStatus, error) {
 	var st ExitStatus
 	err := s.call(ctx, func(rt Runtime) (err error) {
 		st, err = rt.Delete(ctx, req.Id, req.ExecId)
@@ -83,7 +83,7 @@ func (s *Server) Delete(ctx context.Context, req *pluginv1.TaskProcessRequest) (
 	return exitToProto(st), nil
 }
 
-func (s *Server) Kill(ctx context.Context, req *pluginv1.KillRequest) (*pluginv1.Empty, error) {
+func (s *server) Kill(ctx context.Context, req *pluginv1.KillRequest) (*pluginv1.Empty, error) {
 	err := s.call(ctx, func(rt Runtime) error {
 		return rt.Kill(ctx, req.Id, req.ExecId, syscall.Signal(req.Signal), req.All)
 	})
@@ -93,7 +93,7 @@ func (s *Server) Kill(ctx context.Context, req *pluginv1.KillRequest) (*pluginv1
 	return empty, nil
 }
 
-func (s *Server) Exec(ctx context.Context, req *pluginv1.ExecProcessRequest) (*pluginv1.Empty, error) {
+func (s *server) Exec(ctx context.Context, req *pluginv1.ExecProcessRequest) (*pluginv1.Empty, error) {
 	err := s.call(ctx, func(rt Runtime) error {
 		spec, err := unmarshalJSON[specs.Process]("process spec", req.Spec)
 		if err != nil {
@@ -112,7 +112,7 @@ func (s *Server) Exec(ctx context.Context, req *pluginv1.ExecProcessRequest) (*p
 	return empty, nil
 }
 
-func (s *Server) ResizePty(ctx context.Context, req *pluginv1.ResizePtyRequest) (*pluginv1.Empty, error) {
+func (s *server) ResizePty(ctx context.Context, req *pluginv1.ResizePtyRequest) (*pluginv1.Empty, error) {
 	err := s.call(ctx, func(rt Runtime) error {
 		return rt.ResizePty(ctx, req.Id, req.ExecId, req.Width, req.Height)
 	})
@@ -122,7 +122,7 @@ func (s *Server) ResizePty(ctx context.Context, req *pluginv1.ResizePtyRequest) 
 	return empty, nil
 }
 
-func (s *Server) CloseIO(ctx context.Context, req *pluginv1.CloseIORequest) (*pluginv1.Empty, error) {
+func (s *server) CloseIO(ctx context.Context, req *pluginv1.CloseIORequest) (*pluginv1.Empty, error) {
 	err := s.call(ctx, func(rt Runtime) error {
 		if !req.Stdin {
 			// stdin is the only stream a caller can close.
@@ -136,21 +136,21 @@ func (s *Server) CloseIO(ctx context.Context, req *pluginv1.CloseIORequest) (*pl
 	return empty, nil
 }
 
-func (s *Server) Pause(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv1.Empty, error) {
+func (s *server) Pause(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv1.Empty, error) {
 	if err := s.call(ctx, func(rt Runtime) error { return rt.Pause(ctx, req.Id) }); err != nil {
 		return nil, err
 	}
 	return empty, nil
 }
 
-func (s *Server) Resume(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv1.Empty, error) {
+func (s *server) Resume(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv1.Empty, error) {
 	if err := s.call(ctx, func(rt Runtime) error { return rt.Resume(ctx, req.Id) }); err != nil {
 		return nil, err
 	}
 	return empty, nil
 }
 
-func (s *Server) Pids(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv1.PidsResponse, error) {
+func (s *server) Pids(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv1.PidsResponse, error) {
 	var ps []ProcessInfo
 	err := s.call(ctx, func(rt Runtime) (err error) {
 		ps, err = rt.Pids(ctx, req.Id)
@@ -166,7 +166,7 @@ func (s *Server) Pids(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv1
 	return resp, nil
 }
 
-func (s *Server) Checkpoint(ctx context.Context, req *pluginv1.CheckpointTaskRequest) (*pluginv1.Empty, error) {
+func (s *server) Checkpoint(ctx context.Context, req *pluginv1.CheckpointTaskRequest) (*pluginv1.Empty, error) {
 	err := s.call(ctx, func(rt Runtime) error {
 		return rt.Checkpoint(ctx, req.Id, CheckpointOpts{Path: req.Path, Exit: req.Exit, Options: req.Options})
 	})
@@ -176,7 +176,7 @@ func (s *Server) Checkpoint(ctx context.Context, req *pluginv1.CheckpointTaskReq
 	return empty, nil
 }
 
-func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateTaskRequest) (*pluginv1.Empty, error) {
+func (s *server) Update(ctx context.Context, req *pluginv1.UpdateTaskRequest) (*pluginv1.Empty, error) {
 	err := s.call(ctx, func(rt Runtime) error {
 		res, err := unmarshalJSON[specs.LinuxResources]("resources", req.Resources)
 		if err != nil {
@@ -190,7 +190,7 @@ func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateTaskRequest) (*
 	return empty, nil
 }
 
-func (s *Server) Stats(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv1.StatsResponse, error) {
+func (s *server) Stats(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv1.StatsResponse, error) {
 	var st Stats
 	err := s.call(ctx, func(rt Runtime) (err error) {
 		st, err = rt.Stats(ctx, req.Id)
@@ -202,7 +202,7 @@ func (s *Server) Stats(ctx context.Context, req *pluginv1.TaskRequest) (*pluginv
 	return &pluginv1.StatsResponse{TypeUrl: st.TypeURL, Data: st.Data}, nil
 }
 
-func (s *Server) Wait(ctx context.Context, req *pluginv1.TaskProcessRequest) (*pluginv1.ExitStatus, error) {
+func (s *server) Wait(ctx context.Context, req *pluginv1.TaskProcessRequest) (*pluginv1.ExitStatus, error) {
 	var st ExitStatus
 	err := s.call(ctx, func(rt Runtime) (err error) {
 		st, err = rt.Wait(ctx, req.Id, req.ExecId)
@@ -214,7 +214,7 @@ func (s *Server) Wait(ctx context.Context, req *pluginv1.TaskProcessRequest) (*p
 	return exitToProto(st), nil
 }
 
-func (s *Server) State(ctx context.Context, req *pluginv1.TaskProcessRequest) (*pluginv1.TaskState, error) {
+func (s *server) State(ctx context.Context, req *pluginv1.TaskProcessRequest) (*pluginv1.TaskState, error) {
 	var st TaskState
 	err := s.call(ctx, func(rt Runtime) (err error) {
 		st, err = rt.State(ctx, req.Id, req.ExecId)
@@ -226,7 +226,7 @@ func (s *Server) State(ctx context.Context, req *pluginv1.TaskProcessRequest) (*
 	return StateToProto(st), nil
 }
 
-func (s *Server) List(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.ListTasksResponse, error) {
+func (s *server) List(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.ListTasksResponse, error) {
 	var tasks []TaskState
 	err := s.call(ctx, func(rt Runtime) (err error) {
 		tasks, err = rt.List(ctx)
@@ -242,7 +242,7 @@ func (s *Server) List(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.ListTas
 	return resp, nil
 }
 
-func (s *Server) Events(_ *pluginv1.Empty, stream pluginv1.Runtime_EventsServer) error {
+func (s *server) Events(_ *pluginv1.Empty, stream pluginv1.Runtime_EventsServer) error {
 	// The stream's context ends when the subscriber goes away or this
 	// handler returns, which stops the runtime's sender either way.
 	ctx := stream.Context()

@@ -7,7 +7,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
 // Factory builds a snapshotter at Configure.
@@ -16,7 +16,7 @@ type Factory func(ctx context.Context, env sdk.Env) (Snapshotter, error)
 // Plugin defines a snapshotter plugin for sdk.Serve.
 func Plugin(name, version string, factory Factory) sdk.Definition {
 	def := sdk.Define(sdk.KindSnapshotter, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Snapshotter, error)) {
-		pluginv1.RegisterSnapshotterServer(s, NewServer(impl))
+		RegisterServer(s, impl)
 	})
 	def.CapabilitiesOf = func(impl io.Closer) []string {
 		if _, ok := impl.(Cleaner); ok {
@@ -31,4 +31,11 @@ func Plugin(name, version string, factory Factory) sdk.Definition {
 // CLI reach a snapshotter plugin or keeld's snapshot API.
 func NewClient(conn grpc.ClientConnInterface) Snapshotter {
 	return &client{c: pluginv1.NewSnapshotterClient(conn)}
+}
+
+// RegisterServer serves on srv the snapshotter impl returns for each call; impl
+// may fail, e.g. before the plugin is configured. keeld registers its
+// namespaced views through it; a plugin gets it through Plugin.
+func RegisterServer(srv grpc.ServiceRegistrar, impl func(context.Context) (Snapshotter, error)) {
+	pluginv1.RegisterSnapshotterServer(srv, newServer(impl))
 }

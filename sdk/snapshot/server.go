@@ -6,14 +6,14 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/internal/wire"
 	"github.com/keel-runtime/keel/sdk/mount"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
 // walkBatch is how many infos one Walk message carries.
 const walkBatch = 256
 
-// Server serves a Snapshotter over gRPC.
-type Server struct {
+// server serves a Snapshotter over gRPC.
+type server struct {
 	pluginv1.UnimplementedSnapshotterServer
 	impl func(context.Context) (Snapshotter, error)
 }
@@ -21,13 +21,13 @@ type Server struct {
 // NewServer serves the snapshotter impl returns for a call; impl may fail,
 // e.g. before the plugin is configured. keeld picks the backend from the
 // call's context.
-func NewServer(impl func(context.Context) (Snapshotter, error)) *Server {
-	return &Server{impl: impl}
+func newServer(impl func(context.Context) (Snapshotter, error)) *server {
+	return &server{impl: impl}
 }
 
-var _ pluginv1.SnapshotterServer = (*Server)(nil)
+var _ pluginv1.SnapshotterServer = (*server)(nil)
 
-func (s *Server) Prepare(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
+func (s *server) Prepare(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -39,7 +39,7 @@ func (s *Server) Prepare(ctx context.Context, req *pluginv1.PrepareSnapshotReque
 	return &pluginv1.MountsResponse{Mounts: mount.ToProto(ms)}, nil
 }
 
-func (s *Server) View(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
+func (s *server) View(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -51,7 +51,7 @@ func (s *Server) View(ctx context.Context, req *pluginv1.PrepareSnapshotRequest)
 	return &pluginv1.MountsResponse{Mounts: mount.ToProto(ms)}, nil
 }
 
-func (s *Server) Mounts(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.MountsResponse, error) {
+func (s *server) Mounts(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.MountsResponse, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -63,7 +63,7 @@ func (s *Server) Mounts(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (
 	return &pluginv1.MountsResponse{Mounts: mount.ToProto(ms)}, nil
 }
 
-func (s *Server) Commit(ctx context.Context, req *pluginv1.CommitSnapshotRequest) (*pluginv1.Empty, error) {
+func (s *server) Commit(ctx context.Context, req *pluginv1.CommitSnapshotRequest) (*pluginv1.Empty, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -71,7 +71,7 @@ func (s *Server) Commit(ctx context.Context, req *pluginv1.CommitSnapshotRequest
 	return &pluginv1.Empty{}, errdefs.ToGRPC(sn.Commit(ctx, req.Name, req.Key, WithLabels(req.Labels)))
 }
 
-func (s *Server) Remove(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.Empty, error) {
+func (s *server) Remove(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.Empty, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -79,7 +79,7 @@ func (s *Server) Remove(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (
 	return &pluginv1.Empty{}, errdefs.ToGRPC(sn.Remove(ctx, req.Key))
 }
 
-func (s *Server) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.SnapshotInfo, error) {
+func (s *server) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.SnapshotInfo, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -91,7 +91,7 @@ func (s *Server) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*p
 	return InfoToProto(info), nil
 }
 
-func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest) (*pluginv1.SnapshotInfo, error) {
+func (s *server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest) (*pluginv1.SnapshotInfo, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -103,7 +103,7 @@ func (s *Server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest
 	return InfoToProto(info), nil
 }
 
-func (s *Server) Usage(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.UsageResponse, error) {
+func (s *server) Usage(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.UsageResponse, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
@@ -115,7 +115,7 @@ func (s *Server) Usage(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*
 	return &pluginv1.UsageResponse{Size: u.Size, Inodes: u.Inodes}, nil
 }
 
-func (s *Server) Walk(req *pluginv1.WalkSnapshotsRequest, stream pluginv1.Snapshotter_WalkServer) error {
+func (s *server) Walk(req *pluginv1.WalkSnapshotsRequest, stream pluginv1.Snapshotter_WalkServer) error {
 	sn, err := s.impl(stream.Context())
 	if err != nil {
 		return errdefs.ToGRPC(err)
@@ -136,7 +136,7 @@ func (s *Server) Walk(req *pluginv1.WalkSnapshotsRequest, stream pluginv1.Snapsh
 	return errdefs.ToGRPC(err)
 }
 
-func (s *Server) Cleanup(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.Empty, error) {
+func (s *server) Cleanup(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.Empty, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)

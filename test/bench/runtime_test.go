@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/host"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
 	"github.com/keel-runtime/keel/test/conformance"
 )
@@ -27,7 +28,7 @@ const runtimeRuns = 15
 // BenchmarkRuntimeRunc compares, on one busybox rootfs:
 //   - raw `runc run` of a bundle running `true` (the floor);
 //   - create+start+wait+delete of the same through keel-runtime-runc,
-//     launched as keeld launches it (sdk.Launch), median latency;
+//     launched as keeld launches it (host.Launch), median latency;
 //   - 20 such tasks at once, tasks/s;
 //   - PSS per shim with 20 tasks alive (containerd-shim-runc-v2 is about
 //     3.0 MB PSS with 20 alive on this machine kind).
@@ -75,7 +76,7 @@ func BenchmarkRuntimeRunc(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer os.RemoveAll(state)
-	proc, err := sdk.Launch(ctx, sdk.LaunchConfig{
+	proc, err := host.Launch(ctx, host.LaunchConfig{
 		Path: filepath.Join(dir, "keel-runtime-runc"), Kind: sdk.KindRuntime,
 		Instance: "runtime.runc", Logger: hclog.NewNullLogger(), SocketDir: state,
 	})

@@ -7,8 +7,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/host"
 )
 
 // cliRoot returns opts with where a CLI run makes the cases' roots. With
@@ -53,7 +53,7 @@ func probeConfigure(ctx context.Context, path, kind string, config json.RawMessa
 		return err
 	}
 	defer os.RemoveAll(root)
-	proc, err := sdk.Launch(ctx, sdk.LaunchConfig{
+	proc, err := host.Launch(ctx, host.LaunchConfig{
 		Path:      path,
 		Kind:      kind,
 		Instance:  kind + ".probe",

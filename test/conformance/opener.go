@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/host"
 )
 
 // Wrap turns a connection to a plugin into the kind's Go interface. stop
@@ -24,7 +25,7 @@ import (
 type Wrap[P any] func(conn grpc.ClientConnInterface, stop func() error) P
 
 // Binary opens the plugin executable at path, launched exactly as keeld
-// launches it (sdk.Launch: go-plugin, AutoMTLS, its own process group),
+// launches it (host.Launch: go-plugin, AutoMTLS, its own process group),
 // configured with root, a state dir kept per root, and Options.Config. The
 // process is killed when the instance is closed or the case ends.
 func Binary[P any](path, kind string, wrap Wrap[P], opts ...Option) Opener[P] {
@@ -37,7 +38,7 @@ func Binary[P any](path, kind string, wrap Wrap[P], opts ...Option) Opener[P] {
 		if err != nil {
 			return zero, err
 		}
-		proc, err := sdk.Launch(ctx, sdk.LaunchConfig{
+		proc, err := host.Launch(ctx, host.LaunchConfig{
 			Path:     path,
 			Kind:     kind,
 			Instance: kind + "." + filepath.Base(path),
@@ -94,11 +95,11 @@ func InProcess[P any](def sdk.Definition, wrap Wrap[P], opts ...Option) Opener[P
 		}
 		caps := def.CapabilitiesFor(impl)
 
-		srv := grpc.NewServer(sdk.ServerOptions()...)
+		srv := grpc.NewServer(host.ServerOptions()...)
 		def.Register(srv, func() (any, error) { return impl, nil })
 		lis := bufconn.Listen(1 << 20)
 		go srv.Serve(lis)
-		conn, err := grpc.NewClient("passthrough:///"+instance, append(sdk.DialOptions(),
+		conn, err := grpc.NewClient("passthrough:///"+instance, append(host.DialOptions(),
 			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
 		)...)

@@ -18,7 +18,6 @@ import (
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
 )
 
 // serve puts a local store behind the sdk's server and client on an
@@ -36,7 +35,7 @@ func serve(tb testing.TB) (content.Store, *atomic.Int64) {
 		}
 		return h(srv, ss)
 	}))
-	pluginv1.RegisterContentServer(srv, content.NewServer(func(context.Context) (content.Store, error) { return st, nil }))
+	content.RegisterServer(srv, func(context.Context) (content.Store, error) { return st, nil })
 	lis := bufconn.Listen(4 << 20)
 	go srv.Serve(lis)
 	conn, err := grpc.NewClient("passthrough:///content",

@@ -971,7 +971,7 @@ const file_keel_plugin_v1_content_proto_rawDesc = "" +
 	"\fListStatuses\x12#.keel.plugin.v1.ListStatusesRequest\x1a$.keel.plugin.v1.ListStatusesResponse0\x01\x12V\n" +
 	"\x05Write\x12#.keel.plugin.v1.WriteContentRequest\x1a$.keel.plugin.v1.WriteContentResponse(\x010\x01\x12@\n" +
 	"\x05Abort\x12 .keel.plugin.v1.IngestRefRequest\x1a\x15.keel.plugin.v1.Empty\x12P\n" +
-	"\bBlobPath\x12\".keel.plugin.v1.ContentInfoRequest\x1a .keel.plugin.v1.BlobPathResponseB:Z8github.com/keel-runtime/keel/sdk/proto/pluginv1;pluginv1b\x06proto3"
+	"\bBlobPath\x12\".keel.plugin.v1.ContentInfoRequest\x1a .keel.plugin.v1.BlobPathResponseBIZGgithub.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_keel_plugin_v1_content_proto_rawDescOnce sync.Once

@@ -579,7 +579,7 @@ const file_keel_plugin_v1_base_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x9b\x01\n" +
 	"\x04Base\x12A\n" +
 	"\x04Info\x12\x1b.keel.plugin.v1.InfoRequest\x1a\x1c.keel.plugin.v1.InfoResponse\x12P\n" +
-	"\tConfigure\x12 .keel.plugin.v1.ConfigureRequest\x1a!.keel.plugin.v1.ConfigureResponseB:Z8github.com/keel-runtime/keel/sdk/proto/pluginv1;pluginv1b\x06proto3"
+	"\tConfigure\x12 .keel.plugin.v1.ConfigureRequest\x1a!.keel.plugin.v1.ConfigureResponseBIZGgithub.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_keel_plugin_v1_base_proto_rawDescOnce sync.Once

@@ -456,7 +456,7 @@ const file_keel_plugin_v1_resolver_proto_rawDesc = "" +
 	"\bResolver\x12J\n" +
 	"\aResolve\x12\x1e.keel.plugin.v1.ResolveRequest\x1a\x1f.keel.plugin.v1.ResolveResponse\x12F\n" +
 	"\x05Fetch\x12\x1c.keel.plugin.v1.FetchRequest\x1a\x1d.keel.plugin.v1.FetchResponse0\x01\x12C\n" +
-	"\x04Push\x12\x1b.keel.plugin.v1.PushRequest\x1a\x1c.keel.plugin.v1.PushResponse(\x01B:Z8github.com/keel-runtime/keel/sdk/proto/pluginv1;pluginv1b\x06proto3"
+	"\x04Push\x12\x1b.keel.plugin.v1.PushRequest\x1a\x1c.keel.plugin.v1.PushResponse(\x01BIZGgithub.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_keel_plugin_v1_resolver_proto_rawDescOnce sync.Once

@@ -1,4 +1,4 @@
-package sdk
+package host
 
 import (
 	"context"
@@ -22,8 +22,10 @@ import (
 	"github.com/hashicorp/go-plugin/runner"
 	"google.golang.org/grpc"
 
+	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/proto/pluginv1"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 )
 
 // LaunchConfig says how to start one plugin process.
@@ -98,7 +100,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	run := &processRunner{exe: exe, path: cfg.Path, name: cfg.Instance, done: make(chan struct{}),
 		logger: cfg.Logger.Named(cfg.Instance)}
 	client := plugin.NewClient(&plugin.ClientConfig{
-		HandshakeConfig:  Handshake,
+		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: hostPlugins(),
 		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
 			return run, run.prepare(spec.Env)
@@ -109,7 +111,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 		// are relayed by the runner (logStderr).
 		Logger:          cfg.Logger.Named(cfg.Instance),
 		StartTimeout:    cfg.StartTimeout,
-		GRPCDialOptions: append(DialOptions(), cfg.DialOptions...),
+		GRPCDialOptions: append(wire.DialOptions(), cfg.DialOptions...),
 		// The plugin is told the dir in PLUGIN_UNIX_SOCKET_DIR.
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: cfg.SocketDir},
 	})
@@ -157,7 +159,7 @@ func handshakeError(cfg LaunchConfig, err error) error {
 	switch {
 	case strings.Contains(strings.ToLower(msg), "incompatible api version"):
 		return fmt.Errorf("%s: %s speaks another plugin protocol than keeld (%d): %s: %w",
-			cfg.Instance, cfg.Path, ProtocolVersion, firstLine(msg), errdefs.ErrFailedPrecondition)
+			cfg.Instance, cfg.Path, sdk.ProtocolVersion, firstLine(msg), errdefs.ErrFailedPrecondition)
 	case strings.Contains(msg, "timeout while waiting"):
 		return fmt.Errorf("%s: %s did not complete the keel handshake within %s: %w",
 			cfg.Instance, cfg.Path, cfg.StartTimeout, errdefs.ErrFailedPrecondition)
@@ -299,7 +301,7 @@ func (r *processRunner) prepare(env []string) error {
 	r.cmd = &exec.Cmd{
 		Path:       "/proc/self/fd/3",
 		Args:       []string{r.path},
-		Env:        append(env, EnvLogLevel+"="+r.logger.GetLevel().String()),
+		Env:        append(env, sdk.EnvLogLevel+"="+r.logger.GetLevel().String()),
 		ExtraFiles: []*os.File{r.exe},
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:   true,

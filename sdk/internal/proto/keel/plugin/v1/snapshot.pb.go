@@ -620,7 +620,7 @@ const file_keel_plugin_v1_snapshot_proto_rawDesc = "" +
 	"\x06Update\x12%.keel.plugin.v1.UpdateSnapshotRequest\x1a\x1c.keel.plugin.v1.SnapshotInfo\x12J\n" +
 	"\x05Usage\x12\".keel.plugin.v1.SnapshotKeyRequest\x1a\x1d.keel.plugin.v1.UsageResponse\x12U\n" +
 	"\x04Walk\x12$.keel.plugin.v1.WalkSnapshotsRequest\x1a%.keel.plugin.v1.WalkSnapshotsResponse0\x01\x127\n" +
-	"\aCleanup\x12\x15.keel.plugin.v1.Empty\x1a\x15.keel.plugin.v1.EmptyB:Z8github.com/keel-runtime/keel/sdk/proto/pluginv1;pluginv1b\x06proto3"
+	"\aCleanup\x12\x15.keel.plugin.v1.Empty\x1a\x15.keel.plugin.v1.EmptyBIZGgithub.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_keel_plugin_v1_snapshot_proto_rawDescOnce sync.Once

@@ -1,6 +1,9 @@
-package sdk
+package wire
 
 import "google.golang.org/grpc"
+
+// MaxMessageSize bounds one gRPC message on keel's connections (sdk.MaxMessageSize).
+const MaxMessageSize = 256 << 20
 
 // Flow control and buffers sized for ChunkSize messages: with gRPC's
 // defaults a 1 MiB chunk waits on window updates and passes through many
@@ -12,7 +15,7 @@ const (
 )
 
 // ServerOptions are the gRPC server options of every keel endpoint: keeld's
-// API and each plugin.
+// API and each plugin (sdk/host re-exports them for keeld).
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageSize),

@@ -1391,7 +1391,7 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\x04Wait\x12\".keel.plugin.v1.TaskProcessRequest\x1a\x1a.keel.plugin.v1.ExitStatus\x12F\n" +
 	"\x05State\x12\".keel.plugin.v1.TaskProcessRequest\x1a\x19.keel.plugin.v1.TaskState\x12@\n" +
 	"\x04List\x12\x15.keel.plugin.v1.Empty\x1a!.keel.plugin.v1.ListTasksResponse\x12<\n" +
-	"\x06Events\x12\x15.keel.plugin.v1.Empty\x1a\x19.keel.plugin.v1.TaskEvent0\x01B:Z8github.com/keel-runtime/keel/sdk/proto/pluginv1;pluginv1b\x06proto3"
+	"\x06Events\x12\x15.keel.plugin.v1.Empty\x1a\x19.keel.plugin.v1.TaskEvent0\x01BIZGgithub.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_keel_plugin_v1_runtime_proto_rawDescOnce sync.Once
