@@ -13,8 +13,8 @@ import (
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/internal/wire"
 	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 )
 
 // NewClient returns the Store served on conn. It is how keeld and the CLI

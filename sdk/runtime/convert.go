@@ -5,8 +5,8 @@ import (
 	"fmt"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/internal/wire"
 	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 )
 
 // Conversions between the Go types and the wire. Exported ones are for

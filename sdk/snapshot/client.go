@@ -6,8 +6,8 @@ import (
 	"io"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/mount"
 	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
+	"github.com/keel-runtime/keel/sdk/mount"
 )
 
 // client is a Snapshotter reached over gRPC.

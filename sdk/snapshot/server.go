@@ -4,9 +4,9 @@ import (
 	"context"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 	"github.com/keel-runtime/keel/sdk/internal/wire"
 	"github.com/keel-runtime/keel/sdk/mount"
-	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 )
 
 // walkBatch is how many infos one Walk message carries.
