@@ -26,7 +26,9 @@ FORCE:
 
 # 30m, not go test's 10m: test/e2e pulls a 95 MB Debian image onto three
 # snapshotters and runs under KEEL_TEST_LOAD in CI.
+# Two modules: keel's and the SDK's (sdk/go.mod, what plugin authors require).
 test: build
+	cd sdk && KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 30m ./...
 	KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 30m ./...
 
 # The crash trials (SIGKILL of keeld, each plugin and a shim mid-operation)
@@ -56,6 +58,7 @@ fuzz:
 
 vet:
 	$(GO) vet ./...
+	cd sdk && $(GO) vet ./...
 
 tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

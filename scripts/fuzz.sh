@@ -22,7 +22,7 @@ targets=(
   "./core/images FuzzImport"
   "./core/diff FuzzApplyContained"
   "./test/difftest FuzzApplyDifferential"
-  "./sdk/filters FuzzFilterDifferential"
+  "./test/difftest FuzzFilterDifferential"
 )
 
 # shutdown_race tells Go's fuzz coordinator race (go.dev/issue/75804, fixed

@@ -9,7 +9,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/runner"
 )
 
 func conformanceCommand(g *globals) *cobra.Command {
@@ -40,7 +41,7 @@ func conformanceCommand(g *globals) *cobra.Command {
 			// stay caught until then, so a second Ctrl-C cannot skip them.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			failed, err := conformance.RunCLIContext(ctx, kind, args[0], cmd.OutOrStdout(), g.format, opts...)
+			failed, err := runner.RunCLIContext(ctx, kind, args[0], cmd.OutOrStdout(), g.format, opts...)
 			if ctx.Err() != nil {
 				return fmt.Errorf("%s conformance: %s: interrupted", kind, args[0])
 			}

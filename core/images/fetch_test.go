@@ -16,8 +16,8 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/resolver"
-	"github.com/keel-runtime/keel/test/conformance/registry"
 )
 
 // fetchFixture is a real registry holding one random blob of size n, a

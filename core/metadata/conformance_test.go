@@ -19,10 +19,12 @@ import (
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/contenttest"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // suiteNamespace is the namespace the suites' calls run in; the suites know
@@ -38,8 +40,8 @@ func openDB(root string) (*metadata.DB, error) {
 }
 
 func TestSnapshotterConformance(t *testing.T) {
-	backend := conformance.InProcessSnapshotter(native.New)
-	conformance.Snapshotter(conformance.Go(t), func(ctx context.Context, ct conformance.T, root string) (snapshot.Snapshotter, error) {
+	backend := snapshottest.InProcess(native.New)
+	snapshottest.Run(conformance.Go(t), func(ctx context.Context, ct conformance.T, root string) (snapshot.Snapshotter, error) {
 		b, err := backend(ctx, ct, filepath.Join(root, "native"))
 		if err != nil {
 			return nil, err
@@ -54,8 +56,8 @@ func TestSnapshotterConformance(t *testing.T) {
 }
 
 func TestContentConformance(t *testing.T) {
-	backend := conformance.InProcessContent(local.New)
-	conformance.Content(conformance.Go(t), func(ctx context.Context, ct conformance.T, root string) (content.Store, error) {
+	backend := contenttest.InProcess(local.New)
+	contenttest.Run(conformance.Go(t), func(ctx context.Context, ct conformance.T, root string) (content.Store, error) {
 		return keeldStore(ctx, ct, backend, root)
 	})
 }
@@ -64,9 +66,9 @@ func TestContentConformance(t *testing.T) {
 // reaches content through keeld: over gRPC to keeld's namespaced store,
 // which reaches content-local over gRPC, both streams pipelined.
 func TestContentConformanceTwoHops(t *testing.T) {
-	backend := conformance.InProcessContent(local.New)
-	conformance.Content(conformance.Go(t), func(ctx context.Context, ct conformance.T, root string) (content.Store, error) {
-		front := conformance.InProcessContent(func(ctx context.Context, _ sdk.Env) (content.Store, error) {
+	backend := contenttest.InProcess(local.New)
+	contenttest.Run(conformance.Go(t), func(ctx context.Context, ct conformance.T, root string) (content.Store, error) {
+		front := contenttest.InProcess(func(ctx context.Context, _ sdk.Env) (content.Store, error) {
 			return keeldStore(ctx, ct, backend, root)
 		})
 		return front(ctx, ct, filepath.Join(root, "keeld"))

@@ -21,8 +21,8 @@ import (
 
 	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture/load"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/load"
 )
 
 // bin holds the test plugins and the test host, built by TestMain.

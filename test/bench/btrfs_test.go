@@ -7,7 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/sdk/fixture"
 )
 
 func init() {
@@ -25,7 +25,7 @@ func loopbackBtrfsAt(root string) (undo func(), err error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := conformance.NewLoopbackBtrfs(dir, conformance.DefaultLoopbackSize, "")
+	l, err := fixture.NewLoopbackBtrfs(dir, fixture.DefaultLoopbackSize, "")
 	if err != nil {
 		os.RemoveAll(dir)
 		return nil, err

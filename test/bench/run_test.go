@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
-	"github.com/keel-runtime/keel/test/conformance"
-	"github.com/keel-runtime/keel/test/conformance/registry"
+	"github.com/keel-runtime/keel/sdk/fixture"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 )
 
 // BenchmarkKeelRun measures, for a busybox image pulled from a loopback
@@ -86,12 +86,12 @@ plugin "runtime" "runc" {
 	// The floor: runc run of a bundle whose root is a busybox rootfs.
 	work := b.TempDir()
 	rootfs := filepath.Join(work, "rootfs")
-	if _, err := conformance.BusyboxRootfs(rootfs); err != nil {
+	if _, err := fixture.BusyboxRootfs(rootfs); err != nil {
 		b.Fatal(err)
 	}
 	bundle := filepath.Join(work, "bundle")
 	os.MkdirAll(bundle, 0o755)
-	spec := conformance.RuntimeSpec("true")
+	spec := fixture.RuntimeSpec("true")
 	spec.Root.Path = rootfs
 	spec.Linux.CgroupsPath = "/keel-bench-run/raw"
 	js, _ := json.Marshal(spec)

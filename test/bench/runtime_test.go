@@ -16,9 +16,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/host"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // runtimeRuns is how many sequential containers each latency figure is
@@ -47,7 +47,7 @@ func BenchmarkRuntimeRunc(b *testing.B) {
 	ctx := context.Background()
 	work := b.TempDir()
 	rootfs := filepath.Join(work, "rootfs")
-	mounts, err := conformance.BusyboxRootfs(rootfs)
+	mounts, err := fixture.BusyboxRootfs(rootfs)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func BenchmarkRuntimeRunc(b *testing.B) {
 	// The floor: runc run of a bundle whose root is the rootfs itself.
 	bundle := filepath.Join(work, "bundle")
 	os.MkdirAll(bundle, 0o755)
-	spec := conformance.RuntimeSpec("true")
+	spec := fixture.RuntimeSpec("true")
 	spec.Root.Path = rootfs
 	spec.Linux.CgroupsPath = "/keel-bench/raw"
 	js, _ := json.Marshal(spec)
@@ -90,7 +90,7 @@ func BenchmarkRuntimeRunc(b *testing.B) {
 	rt := keelruntime.NewClient(proc.Conn())
 
 	cycle := func(id string) error {
-		if _, err := rt.Create(ctx, keelruntime.CreateOpts{ID: id, Spec: conformance.RuntimeSpec("true"), Rootfs: mounts}); err != nil {
+		if _, err := rt.Create(ctx, keelruntime.CreateOpts{ID: id, Spec: fixture.RuntimeSpec("true"), Rootfs: mounts}); err != nil {
 			return err
 		}
 		if _, err := rt.Start(ctx, id, ""); err != nil {
@@ -134,7 +134,7 @@ func BenchmarkRuntimeRunc(b *testing.B) {
 	// 20 tasks alive: PSS of each shim.
 	for i := range concurrent {
 		id := fmt.Sprintf("live-%d", i)
-		if _, err := rt.Create(ctx, keelruntime.CreateOpts{ID: id, Spec: conformance.RuntimeSpec("sleep", "600"), Rootfs: mounts}); err != nil {
+		if _, err := rt.Create(ctx, keelruntime.CreateOpts{ID: id, Spec: fixture.RuntimeSpec("sleep", "600"), Rootfs: mounts}); err != nil {
 			b.Fatal(err)
 		}
 		defer func() {

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // Snapshot cycles per b.N: enough samples for a p99 at -benchtime 1x.
@@ -304,7 +304,7 @@ func busyboxParent(ctx context.Context, sn snapshot.Snapshotter, name, scratch s
 			err = uerr
 		}
 	}()
-	if _, err := conformance.BusyboxRootfs(target); err != nil {
+	if _, err := fixture.BusyboxRootfs(target); err != nil {
 		return err
 	}
 	links, err := os.ReadDir(filepath.Join(target, "bin"))

@@ -12,7 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/runner"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
+	"github.com/keel-runtime/keel/sdk/fixture"
 )
 
 // btrfsBinary returns $KEEL_BIN/keel-snapshotter-btrfs, or builds it.
@@ -32,8 +35,8 @@ func btrfsBinary(t *testing.T) string {
 }
 
 func TestSnapshotterBtrfsBinary(t *testing.T) {
-	dir := conformance.LoopbackBtrfs(t)
-	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter(btrfsBinary(t), conformance.WithRootDir(dir)),
+	dir := fixture.LoopbackBtrfs(t)
+	snapshottest.Run(conformance.Go(t), snapshottest.Binary(btrfsBinary(t), conformance.WithRootDir(dir)),
 		conformance.WithRootDir(dir))
 }
 
@@ -88,13 +91,13 @@ func TestLoopbackTeardown(t *testing.T) {
 		options string
 		wantErr bool
 	}{
-		{"ok", 512 << 20, conformance.ScratchMountOptions, false},
+		{"ok", 512 << 20, fixture.ScratchMountOptions, false},
 		{"mkfs fails", 1 << 20, "", true},
 		{"mount fails", 512 << 20, "no_such_btrfs_option", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			l, err := conformance.NewLoopbackBtrfs(dir, tc.size, tc.options)
+			l, err := fixture.NewLoopbackBtrfs(dir, tc.size, tc.options)
 			if (err != nil) != tc.wantErr {
 				t.Fatalf("NewLoopbackBtrfs: %v, want error %v", err, tc.wantErr)
 			}
@@ -125,12 +128,12 @@ func TestLoopbackTeardown(t *testing.T) {
 func TestRunCLIBtrfsAutoRoot(t *testing.T) {
 	requireLoopback(t)
 	var out bytes.Buffer
-	failed, err := conformance.RunCLI("snapshotter", btrfsBinary(t), &out, "json",
+	failed, err := runner.RunCLI("snapshotter", btrfsBinary(t), &out, "json",
 		conformance.WithRun(regexp.MustCompile(`^(Lifecycle|LayerChain|Usage)$`)))
 	if err != nil || failed {
 		t.Fatalf("RunCLI = %v, %v\n%s", failed, err, out.String())
 	}
-	var rep conformance.Report
+	var rep runner.Report
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Passed != 3 {
 		t.Errorf("report: %+v, %v", rep, err)
 	}
@@ -158,11 +161,11 @@ func TestRunCLIInterrupted(t *testing.T) {
 		}
 	}()
 	var out bytes.Buffer
-	failed, err := conformance.RunCLIContext(ctx, "snapshotter", bin, &out, "json")
+	failed, err := runner.RunCLIContext(ctx, "snapshotter", bin, &out, "json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep conformance.Report
+	var rep runner.Report
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/runner"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
 )
 
 // nativeBinary returns $KEEL_BIN/keel-snapshotter-native, or builds it.
@@ -34,12 +36,12 @@ func fileExists(p string) bool {
 }
 
 func TestSnapshotterNativeBinary(t *testing.T) {
-	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter(nativeBinary(t)))
+	snapshottest.Run(conformance.Go(t), snapshottest.Binary(nativeBinary(t)))
 }
 
 func TestRunCLISnapshotter(t *testing.T) {
 	var out bytes.Buffer
-	failed, err := conformance.RunCLI("snapshotter", nativeBinary(t), &out, "table",
+	failed, err := runner.RunCLI("snapshotter", nativeBinary(t), &out, "table",
 		conformance.WithRun(regexp.MustCompile(`^(Lifecycle|NotFound|Restart|Cleanup)$`)))
 	if err != nil || failed {
 		t.Fatalf("RunCLI = %v, %v\n%s", failed, err, out.String())
@@ -74,5 +76,5 @@ func TestSnapshotterOverlayBinary(t *testing.T) {
 		}
 		t.Skip("overlay needs root")
 	}
-	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter(overlayBinary(t)))
+	snapshottest.Run(conformance.Go(t), snapshottest.Binary(overlayBinary(t)))
 }

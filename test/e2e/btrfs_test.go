@@ -13,8 +13,10 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // btrfsPlugins run the btrfs snapshotter as keeld's only one.
@@ -34,8 +36,8 @@ plugin "content" "local" {
 // btrfs too; a restart in a case is a keeld restart on the same root.
 func TestBtrfsConformance(t *testing.T) {
 	t.Parallel()
-	dir := conformance.LoopbackBtrfs(t)
-	conformance.Snapshotter(conformance.Go(t), keeldSnapshotter(btrfsPlugins, "btrfs"), conformance.WithRootDir(dir))
+	dir := fixture.LoopbackBtrfs(t)
+	snapshottest.Run(conformance.Go(t), keeldSnapshotter(btrfsPlugins, "btrfs"), conformance.WithRootDir(dir))
 }
 
 // keeldSnapshotter opens the snapshotter name of a keeld started with

@@ -20,7 +20,7 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/keel-runtime/keel/client"
-	"github.com/keel-runtime/keel/test/conformance/registry"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 )
 
 // check runs `keel check` (args after it) against k and decodes its JSON.

@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-runtime/keel/test/conformance/registry"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 )
 
 // The crash trials' knobs: `make faults` runs 20 trials per process kind;

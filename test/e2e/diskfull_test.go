@@ -14,8 +14,8 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 
-	"github.com/keel-runtime/keel/test/conformance"
-	"github.com/keel-runtime/keel/test/conformance/registry"
+	"github.com/keel-runtime/keel/sdk/fixture"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/test/testenv"
 )
 
@@ -37,7 +37,7 @@ func TestDiskFull(t *testing.T) {
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
 		skipOrFail(t, "mkfs.ext4 (e2fsprogs): %v", err)
 	}
-	l, err := conformance.NewLoopback(t.TempDir(), diskSize, "ext4", []string{"-q", "-F", "-m", "0"}, "")
+	l, err := fixture.NewLoopback(t.TempDir(), diskSize, "ext4", []string{"-q", "-F", "-m", "0"}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

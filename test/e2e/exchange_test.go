@@ -19,7 +19,7 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/test/conformance/registry"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 )
 
 // readContent reads a whole blob from keeld's content store.

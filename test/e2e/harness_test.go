@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
-	"github.com/keel-runtime/keel/test/load"
+	"github.com/keel-runtime/keel/sdk/fixture/load"
 )
 
 // binDir holds keeld, keel and the plugins.

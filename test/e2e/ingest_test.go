@@ -18,8 +18,8 @@ import (
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/conformance/registry"
 )
 
 // TestConcurrentPulls: ten `keel image pull` of one image at once, all

@@ -29,9 +29,9 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/conformance/registry"
 )
 
 // pullPlugins: native and overlay snapshotters (native the default), the

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/mount"
-	"github.com/keel-runtime/keel/test/conformance"
 	"github.com/keel-runtime/keel/test/fstree"
 	"github.com/keel-runtime/keel/test/realimage"
 )
@@ -65,7 +65,7 @@ func TestRealImage(t *testing.T) {
 	e := newEnv(t)
 	k := e.startWith(t, e.config(t, pullPlugins+block+runtimePlugin(e)))
 	eb := newEnv(t)
-	eb.root = conformance.LoopbackBtrfs(t)
+	eb.root = fixture.LoopbackBtrfs(t)
 	kb := eb.startWith(t, eb.config(t, btrfsPlugins+block+runtimePlugin(eb)))
 	for _, k := range []*keeld{k, kb} {
 		rk := &runKeeld{keeld: k, ref: ref}

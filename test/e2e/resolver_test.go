@@ -26,10 +26,11 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/resolvertest"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/resolver"
-	"github.com/keel-runtime/keel/test/conformance"
-	"github.com/keel-runtime/keel/test/conformance/registry"
 )
 
 // contentPlugin is the content store every keeld needs.
@@ -77,7 +78,7 @@ func resolverPlugin(cfg json.RawMessage) (string, error) {
 // for its registries, and drives it with client.ResolverService.
 func TestResolverConformance(t *testing.T) {
 	t.Parallel()
-	conformance.Resolver(conformance.Go(t), keeldResolverOpener())
+	resolvertest.Run(conformance.Go(t), keeldResolverOpener())
 }
 
 // keeldResolverOpener opens keeld's resolver, in a keeld started for the

@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
-	"github.com/keel-runtime/keel/test/conformance"
-	"github.com/keel-runtime/keel/test/conformance/registry"
+	"github.com/keel-runtime/keel/sdk/fixture"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 )
 
 // runtimePlugin is a runc runtime block with a cgroup parent of the test's
@@ -204,7 +204,7 @@ func TestRunSnapshotters(t *testing.T) {
 // root on a loopback btrfs.
 func TestRunBtrfs(t *testing.T) {
 	t.Parallel()
-	dir := conformance.LoopbackBtrfs(t)
+	dir := fixture.LoopbackBtrfs(t)
 	k := startRunKeeldOn(t, dir, `
 plugin "snapshotter" "btrfs" {
   path = "keel-snapshotter-btrfs"

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-runtime/keel/test/conformance/registry"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 )
 
 // A user's first session: what a new user types, right after the README.

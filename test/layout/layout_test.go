@@ -20,8 +20,12 @@ import (
 	"testing"
 )
 
-// module is keel's module path; rules speak of paths relative to it.
+// module is keel's module path; rules speak of paths relative to it. The
+// SDK's module is its sdk/ subtree.
 const module = "github.com/keel-runtime/keel"
+
+// moduleDirs are the repository's Go modules, from this package's directory.
+var moduleDirs = []string{filepath.Join("..", ".."), filepath.Join("..", "..", "sdk")}
 
 // rule is one arrow of DESIGN.md: for every package from covers, allowed
 // says whether it may import imp (both relative to the module, e.g.
@@ -73,14 +77,14 @@ var rules = []rule{{
 	from:    func(p string) bool { return under(p, "client") },
 	allowed: func(_, imp string) bool { return underAny(imp, "api", "sdk", "client") },
 }, {
-	name:    "test/ is imported only by tests and cmd/keel (the conformance CLI)",
-	from:    func(p string) bool { return !underAny(p, "test", "cmd/keel") },
+	name:    "test/ is imported only by tests",
+	from:    func(p string) bool { return !under(p, "test") },
 	allowed: func(_, imp string) bool { return !under(imp, "test") },
 }, {
-	name: "test/conformance imports sdk/ only, so third parties can run it without core",
-	from: func(p string) bool { return under(p, "test/conformance") },
+	name: "a plugin binary links no host, conformance or fixture code of the SDK",
+	from: func(p string) bool { return under(p, "plugins") },
 	allowed: func(_, imp string) bool {
-		return underAny(imp, "sdk", "test/conformance")
+		return !underAny(imp, "sdk/host", "sdk/conformance", "sdk/fixture")
 	},
 }}
 
@@ -118,15 +122,22 @@ func keelEdges(t *testing.T) []edge {
 	}
 	// -e: a package another helper is mid-way through editing still lists
 	// its imports.
-	cmd := exec.Command(goBin, "list", "-e", "-deps", "-json=ImportPath,Imports,Error", "./...")
-	cmd.Dir = filepath.Join("..", "..")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	// Both modules: keel's and the SDK's (sdk/go.mod), whose packages keel's
+	// listing shows only where keel imports them.
+	var out []byte
+	for _, dir := range moduleDirs {
+		cmd := exec.Command(goBin, "list", "-e", "-deps", "-json=ImportPath,Imports,Error", "./...")
+		cmd.Dir = dir
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		o, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("go list in %s: %v\n%s", dir, err, stderr.Bytes())
+		}
+		out = append(out, o...)
 	}
 	var edges []edge
+	seen := map[edge]bool{}
 	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
 		var p listed
@@ -143,7 +154,8 @@ func keelEdges(t *testing.T) []edge {
 			t.Logf("%s: %s (its imports are checked as listed)", from, p.Error.Err)
 		}
 		for _, imp := range p.Imports {
-			if to, ok := rel(imp); ok {
+			if to, ok := rel(imp); ok && !seen[edge{from, to}] {
+				seen[edge{from, to}] = true
 				edges = append(edges, edge{from, to})
 			}
 		}
@@ -200,12 +212,15 @@ func TestRules(t *testing.T) {
 		{edge{"client", "sdk/errdefs"}, ""},
 		{edge{"client", "api/keel/v1"}, ""},
 		{edge{"client", "core/config"}, rules[4].name},
-		{edge{"cmd/keel", "test/conformance"}, ""},
-		{edge{"test/e2e", "test/conformance"}, ""},
-		{edge{"cmd/keeld", "test/conformance"}, rules[5].name},
-		{edge{"core/metadata", "test/conformance"}, rules[5].name},
-		{edge{"test/conformance", "sdk/snapshot"}, ""},
-		{edge{"test/conformance", "core/metadata"}, rules[6].name},
+		{edge{"test/e2e", "test/realimage"}, ""},
+		{edge{"cmd/keel", "sdk/conformance/runner"}, ""},
+		{edge{"cmd/keel", "test/realimage"}, rules[5].name},
+		{edge{"core/metadata", "test/realimage"}, rules[5].name},
+		{edge{"sdk/conformance/snapshottest", "sdk/snapshot"}, ""},
+		{edge{"sdk/conformance/snapshottest", "core/metadata"}, rules[1].name},
+		{edge{"plugins/snapshotter-native/native", "sdk/snapshot/backend"}, ""},
+		{edge{"plugins/snapshotter-native/native", "sdk/host"}, rules[6].name},
+		{edge{"plugins/runtime-runc/runc", "sdk/fixture"}, rules[6].name},
 	}
 	for _, tt := range tests {
 		t.Run(tt.edge.String(), func(t *testing.T) {
@@ -244,5 +259,46 @@ func TestNoContainerdInBinaries(t *testing.T) {
 		if strings.HasPrefix(p, "github.com/containerd/containerd/") {
 			t.Errorf("a binary links %s", p)
 		}
+	}
+}
+
+// TestSuitesLinkOnlyTheirFixtures holds each conformance suite to the
+// third-party code its kind needs: a snapshotter author's test must not
+// link the registry fixture's JWT and bcrypt, or the runtime suite's
+// cgroups.
+func TestSuitesLinkOnlyTheirFixtures(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go command: %v", err)
+	}
+	registryDeps := []string{"github.com/golang-jwt/jwt", "golang.org/x/crypto/bcrypt"}
+	cgroups := []string{"github.com/containerd/cgroups"}
+	tests := []struct {
+		pkg       string
+		forbidden []string
+	}{
+		{"./conformance/snapshottest", append(registryDeps, cgroups...)},
+		{"./conformance/contenttest", append(registryDeps, cgroups...)},
+		{"./conformance/resolvertest", cgroups},
+		{"./conformance/runtimetest", registryDeps},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pkg, func(t *testing.T) {
+			cmd := exec.Command(goBin, "list", "-deps", "-f", "{{.ImportPath}}", tt.pkg)
+			cmd.Dir = moduleDirs[1]
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+			}
+			for p := range strings.SplitSeq(string(out), "\n") {
+				for _, f := range tt.forbidden {
+					if under(p, f) {
+						t.Errorf("%s links %s", tt.pkg, p)
+					}
+				}
+			}
+		})
 	}
 }

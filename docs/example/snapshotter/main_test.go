@@ -5,12 +5,13 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
 )
 
 // In process: New served over in-memory gRPC, as keeld would call it.
 func TestConformance(t *testing.T) {
-	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(New))
+	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(New))
 }
 
 // The built executable, launched exactly as keeld launches it.
@@ -22,5 +23,5 @@ func TestConformanceBinary(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter(bin))
+	snapshottest.Run(conformance.Go(t), snapshottest.Binary(bin))
 }

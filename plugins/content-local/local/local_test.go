@@ -4,10 +4,11 @@ import (
 	"testing"
 
 	"github.com/keel-runtime/keel/plugins/content-local/local"
-	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/contenttest"
 )
 
 // TestConformance runs the content suite in process, across gRPC.
 func TestConformance(t *testing.T) {
-	conformance.Content(conformance.Go(t), conformance.InProcessContent(local.New))
+	contenttest.Run(conformance.Go(t), contenttest.InProcess(local.New))
 }

@@ -5,12 +5,13 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/resolvertest"
 )
 
 // TestConformance runs the resolver suite in process, across gRPC.
 func TestConformance(t *testing.T) {
-	conformance.Resolver(conformance.Go(t), conformance.InProcessResolver(New))
+	resolvertest.Run(conformance.Go(t), resolvertest.InProcess(New))
 }
 
 // TestConformanceBinary runs it against the built plugin, launched as
@@ -20,5 +21,5 @@ func TestConformanceBinary(t *testing.T) {
 	if bin == "" {
 		t.Skip("KEEL_BIN is not set (make test sets it)")
 	}
-	conformance.Resolver(conformance.Go(t), conformance.BinaryResolver(filepath.Join(bin, "keel-resolver-docker")))
+	resolvertest.Run(conformance.Go(t), resolvertest.Binary(filepath.Join(bin, "keel-resolver-docker")))
 }

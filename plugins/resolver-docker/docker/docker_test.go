@@ -23,8 +23,8 @@ import (
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/resolver"
-	"github.com/keel-runtime/keel/test/conformance/registry"
 )
 
 func TestParseRef(t *testing.T) {

@@ -14,7 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc"
-	"github.com/keel-runtime/keel/test/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/runtimetest"
 )
 
 // envCrunNS marks the re-executed test binary that runs inside the private
@@ -36,8 +37,8 @@ func TestConformanceCrun(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		conformance.Runtime(conformance.Go(t),
-			conformance.InProcessRuntime(runc.New, conformance.WithConfig(config)))
+		runtimetest.Run(conformance.Go(t),
+			runtimetest.InProcess(runc.New, conformance.WithConfig(config)))
 		return
 	}
 	if _, err := exec.LookPath("crun"); err != nil {

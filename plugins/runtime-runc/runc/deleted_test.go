@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // TestDeletedUnderDeadPlugin: the plugin dies after its shim deleted the
@@ -29,11 +29,11 @@ func TestDeletedUnderDeadPlugin(t *testing.T) {
 			rt, state := openDirect(t)
 			ctx := context.Background()
 			const id = "deleted"
-			mounts, err := conformance.BusyboxRootfs(filepath.Join(t.TempDir(), "rootfs"))
+			mounts, err := fixture.BusyboxRootfs(filepath.Join(t.TempDir(), "rootfs"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := rt.Create(ctx, keelruntime.CreateOpts{ID: id, Spec: conformance.RuntimeSpec("sleep", "60"), Rootfs: mounts}); err != nil {
+			if _, err := rt.Create(ctx, keelruntime.CreateOpts{ID: id, Spec: fixture.RuntimeSpec("sleep", "60"), Rootfs: mounts}); err != nil {
 				t.Fatal(err)
 			}
 			sp := shimPid(t, state, id)

@@ -16,8 +16,8 @@ import (
 
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc"
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // createArg, as the test binary's first argument, makes it a plugin that
@@ -33,12 +33,12 @@ func createAndWait(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	mounts, err := conformance.BusyboxRootfs(filepath.Join(state, "rootfs-src"))
+	mounts, err := fixture.BusyboxRootfs(filepath.Join(state, "rootfs-src"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	_, err = rt.Create(context.Background(), keelruntime.CreateOpts{ID: id, Spec: conformance.RuntimeSpec("sleep", "600"), Rootfs: mounts})
+	_, err = rt.Create(context.Background(), keelruntime.CreateOpts{ID: id, Spec: fixture.RuntimeSpec("sleep", "600"), Rootfs: mounts})
 	fmt.Fprintln(os.Stderr, "create:", err)
 	select {}
 }

@@ -8,8 +8,9 @@ import (
 
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc"
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
-	"github.com/keel-runtime/keel/test/conformance"
-	"github.com/keel-runtime/keel/test/load"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/runtimetest"
+	"github.com/keel-runtime/keel/sdk/fixture/load"
 )
 
 // TestMain lets the test binary be the shim too: the in-process plugin
@@ -25,7 +26,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestConformance(t *testing.T) {
-	conformance.Runtime(conformance.Go(t), conformance.InProcessRuntime(runc.New))
+	runtimetest.Run(conformance.Go(t), runtimetest.InProcess(runc.New))
 }
 
 // pluginBinary returns $KEEL_BIN/keel-runtime-runc, or builds it.
@@ -50,5 +51,5 @@ func fileExists(p string) bool {
 }
 
 func TestConformanceBinary(t *testing.T) {
-	conformance.Runtime(conformance.Go(t), conformance.BinaryRuntime(pluginBinary(t)))
+	runtimetest.Run(conformance.Go(t), runtimetest.Binary(pluginBinary(t)))
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // openDirect builds the runtime in this process, without gRPC: these tests
@@ -73,7 +73,7 @@ func running(pid int) bool {
 func TestShimStoppedAcrossRestart(t *testing.T) {
 	rt, state := openDirect(t)
 	ctx := context.Background()
-	if err := createTask(t, rt, "sleepy", &keelruntime.CreateOpts{Spec: conformance.RuntimeSpec("sleep", "600")}); err != nil {
+	if err := createTask(t, rt, "sleepy", &keelruntime.CreateOpts{Spec: fixture.RuntimeSpec("sleep", "600")}); err != nil {
 		t.Fatal(err)
 	}
 	pid, err := rt.Start(ctx, "sleepy", "")
@@ -155,7 +155,7 @@ func TestShimStoppedAcrossRestart(t *testing.T) {
 func TestShimDeadAtRestart(t *testing.T) {
 	rt, state := openDirect(t)
 	ctx := context.Background()
-	if err := createTask(t, rt, "orphan", &keelruntime.CreateOpts{Spec: conformance.RuntimeSpec("sleep", "600")}); err != nil {
+	if err := createTask(t, rt, "orphan", &keelruntime.CreateOpts{Spec: fixture.RuntimeSpec("sleep", "600")}); err != nil {
 		t.Fatal(err)
 	}
 	pid, err := rt.Start(ctx, "orphan", "")
@@ -188,7 +188,7 @@ func TestShimDeadAtRestart(t *testing.T) {
 
 func createTask(t *testing.T, rt keelruntime.Runtime, id string, spec *keelruntime.CreateOpts) error {
 	t.Helper()
-	mounts, err := conformance.BusyboxRootfs(filepath.Join(t.TempDir(), "rootfs"))
+	mounts, err := fixture.BusyboxRootfs(filepath.Join(t.TempDir(), "rootfs"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,7 +218,7 @@ func TestShimKilled(t *testing.T) {
 	rt, state := openDirect(t)
 	ctx := context.Background()
 	events, _ := rt.Events(ctx)
-	if err := createTask(t, rt, "victim", &keelruntime.CreateOpts{Spec: conformance.RuntimeSpec("sleep", "60")}); err != nil {
+	if err := createTask(t, rt, "victim", &keelruntime.CreateOpts{Spec: fixture.RuntimeSpec("sleep", "60")}); err != nil {
 		t.Fatal(err)
 	}
 	pid, err := rt.Start(ctx, "victim", "")
@@ -277,7 +277,7 @@ func TestOOMScoreAdjBelowParent(t *testing.T) {
 	rt, _ := openDirect(t)
 	b, _ := os.ReadFile("/proc/self/oom_score_adj")
 	parent, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	spec := conformance.RuntimeSpec("true")
+	spec := fixture.RuntimeSpec("true")
 	adj := parent - 100
 	if adj < -1000 {
 		t.Skip("oom_score_adj already at its floor")
@@ -300,7 +300,7 @@ func TestCheckpointReachesCRIU(t *testing.T) {
 		t.Skip("CRIU works here: the conformance case CheckpointRestore covers checkpoints")
 	}
 	ctx := context.Background()
-	if err := createTask(t, rt, "cr", &keelruntime.CreateOpts{Spec: conformance.RuntimeSpec("sleep", "60")}); err != nil {
+	if err := createTask(t, rt, "cr", &keelruntime.CreateOpts{Spec: fixture.RuntimeSpec("sleep", "60")}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := rt.Start(ctx, "cr", ""); err != nil {

@@ -15,8 +15,8 @@ import (
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // TestShimStoppedWhileConnected: a shim stopped (SIGSTOP) under a running
@@ -36,11 +36,11 @@ func TestShimStoppedWhileConnected(t *testing.T) {
 	}
 	t.Cleanup(func() { rt.Close() })
 	ctx := context.Background()
-	mounts, err := conformance.BusyboxRootfs(filepath.Join(t.TempDir(), "rootfs"))
+	mounts, err := fixture.BusyboxRootfs(filepath.Join(t.TempDir(), "rootfs"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rt.Create(ctx, keelruntime.CreateOpts{ID: "held", Spec: conformance.RuntimeSpec("sleep", "600"), Rootfs: mounts}); err != nil {
+	if _, err := rt.Create(ctx, keelruntime.CreateOpts{ID: "held", Spec: fixture.RuntimeSpec("sleep", "600"), Rootfs: mounts}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {

@@ -8,8 +8,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // TestRestartSweepsStale: a restarted plugin removes the shim sockets and
@@ -17,7 +17,7 @@ import (
 // them), and keeps a live task's.
 func TestRestartSweepsStale(t *testing.T) {
 	rt, state := openDirect(t)
-	if err := createTask(t, rt, "live", &keelruntime.CreateOpts{Spec: conformance.RuntimeSpec("sleep", "600")}); err != nil {
+	if err := createTask(t, rt, "live", &keelruntime.CreateOpts{Spec: fixture.RuntimeSpec("sleep", "600")}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := rt.Start(context.Background(), "live", ""); err != nil {

@@ -12,15 +12,17 @@ import (
 
 	"github.com/keel-runtime/keel/plugins/snapshotter-btrfs/btrfs"
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 func TestConformance(t *testing.T) {
-	dir := conformance.LoopbackBtrfs(t)
-	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(btrfs.New, conformance.WithRootDir(dir)),
+	dir := fixture.LoopbackBtrfs(t)
+	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(btrfs.New, conformance.WithRootDir(dir)),
 		conformance.WithRootDir(dir))
 }
 
@@ -86,7 +88,7 @@ func subvolume(t *testing.T, path string) (isSubvol, readOnly bool) {
 // and Remove deleting the subvolume.
 func TestSubvolumes(t *testing.T) {
 	ctx := context.Background()
-	root := filepath.Join(conformance.LoopbackBtrfs(t), "root")
+	root := filepath.Join(fixture.LoopbackBtrfs(t), "root")
 	s := open(t, root)
 	ms, err := s.Prepare(ctx, "a", "")
 	if err != nil {
@@ -143,7 +145,7 @@ func TestSubvolumes(t *testing.T) {
 func TestRemoveNestedSubvolume(t *testing.T) {
 	btrfsCLI := requireBtrfsCLI(t)
 	ctx := context.Background()
-	s := open(t, filepath.Join(conformance.LoopbackBtrfs(t), "root"))
+	s := open(t, filepath.Join(fixture.LoopbackBtrfs(t), "root"))
 	ms, err := s.Prepare(ctx, "a", "")
 	if err != nil {
 		t.Fatal(err)
@@ -176,7 +178,7 @@ func requireBtrfsCLI(t *testing.T) string {
 func TestUsageQgroup(t *testing.T) {
 	btrfsCLI := requireBtrfsCLI(t)
 	ctx := context.Background()
-	mnt := conformance.LoopbackBtrfs(t)
+	mnt := fixture.LoopbackBtrfs(t)
 	if out, err := exec.Command(btrfsCLI, "quota", "enable", mnt).CombinedOutput(); err != nil {
 		t.Fatalf("quota enable: %v: %s", err, out)
 	}

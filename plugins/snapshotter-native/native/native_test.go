@@ -11,13 +11,15 @@ import (
 
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 func TestConformance(t *testing.T) {
-	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(native.New))
+	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(native.New))
 }
 
 func open(t *testing.T, root string) snapshot.Snapshotter {
@@ -119,7 +121,7 @@ func BenchmarkPrepareBusybox(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if _, err := conformance.BusyboxRootfs(ms[0].Source); err != nil {
+	if _, err := fixture.BusyboxRootfs(ms[0].Source); err != nil {
 		b.Skip(err)
 	}
 	if err := s.Commit(ctx, "busybox", "busybox-a"); err != nil {

@@ -14,10 +14,11 @@ import (
 
 	"github.com/keel-runtime/keel/plugins/snapshotter-overlay/overlay"
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 func requireRoot(t *testing.T) {
@@ -33,14 +34,14 @@ func requireRoot(t *testing.T) {
 
 func TestConformance(t *testing.T) {
 	requireRoot(t)
-	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(overlay.New))
+	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(overlay.New))
 }
 
 // The other settings change how removal, labels and mounts are done: the
 // cases that exercise those run again with them.
 func TestConformanceConfigured(t *testing.T) {
 	requireRoot(t)
-	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(overlay.New),
+	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(overlay.New),
 		conformance.WithConfig(json.RawMessage(`{"sync_remove": true, "upperdir_label": true, "mount_options": ["index=off", "volatile"]}`)),
 		conformance.WithRun(regexp.MustCompile(`^(Lifecycle|LayerChain|ViewIsReadOnly|Usage|Restart|Cleanup|Opaque.*|Rename.*|ChildChange.*)$`)))
 }

@@ -14,12 +14,13 @@ import (
 	"github.com/containerd/continuity/fs"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 	"github.com/keel-runtime/keel/sdk/snapshot/backend"
 	"github.com/keel-runtime/keel/sdk/snapshot/storage"
-	"github.com/keel-runtime/keel/test/conformance"
 )
 
 // dirs is a real copy backend keeping <root>/<id>. Its function fields,
@@ -135,7 +136,7 @@ func (n noList) Usage(ctx context.Context, id string) (snapshot.Usage, error) {
 }
 
 func TestConformance(t *testing.T) {
-	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(
+	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(
 		func(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
 			return backend.Open(ctx, filepath.Join(env.Root, "metadata.db"), &dirs{root: filepath.Join(env.Root, "snapshots")})
 		}))

@@ -1,4 +1,4 @@
-package conformance
+package runner
 
 import (
 	"context"
@@ -13,19 +13,59 @@ import (
 	"sync"
 	"time"
 
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/contenttest"
+	"github.com/keel-runtime/keel/sdk/conformance/resolvertest"
+	"github.com/keel-runtime/keel/sdk/conformance/runtimetest"
+	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
+
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // cliSuite runs one kind's suite against the plugin binary at path.
-type cliSuite func(t T, path string, opts ...Option)
+type cliSuite func(t conformance.T, path string, opts ...conformance.Option)
 
-// cliSuites holds the suites RunCLI dispatches to, by kind. Each kind's
-// file adds its own with addCLISuite, so kinds land independently.
-var cliSuites = map[string]cliSuite{}
+// cliSuites holds the suites RunCLI dispatches to, by kind.
+var cliSuites = map[string]cliSuite{
+	sdk.KindSnapshotter: func(t conformance.T, path string, opts ...conformance.Option) {
+		snapshottest.Run(t, snapshottest.Binary(path, opts...), opts...)
+	},
+	sdk.KindContent: func(t conformance.T, path string, opts ...conformance.Option) {
+		contenttest.Run(t, contenttest.Binary(path, opts...), opts...)
+	},
+	sdk.KindResolver: func(t conformance.T, path string, opts ...conformance.Option) {
+		resolvertest.Run(t, resolvertest.Binary(path, opts...), opts...)
+	},
+	sdk.KindRuntime: func(t conformance.T, path string, opts ...conformance.Option) {
+		runtimetest.Run(t, runtimetest.Binary(path, opts...), opts...)
+	},
+}
 
-func addCLISuite(kind string, s cliSuite) bool {
-	cliSuites[kind] = s
-	return true
+// RunSuite runs suite outside go test, with the T RunCLI uses, and returns
+// each case's result; a failure outside any case is the result "(suite)".
+// It is how a suite's own tests check that it fails a plugin that breaks
+// its contract.
+func RunSuite(ctx context.Context, suite func(conformance.T)) []Result {
+	rec := &recorder{}
+	root := newCLIT("", rec, ctx)
+	runGuarded(root, func() { suite(root) })
+	root.finish()
+	results := rec.results
+	caseFailed := slices.ContainsFunc(results, func(r Result) bool { return r.Status == "fail" })
+	if root.Failed() && (len(root.msgs) > 0 || !caseFailed) {
+		results = append(results, Result{Name: "(suite)", Status: "fail", Messages: root.msgs})
+	}
+	return results
+}
+
+// StatusByCase maps each case's name to its status ("pass", "fail", "skip").
+func StatusByCase(results []Result) map[string]string {
+	out := make(map[string]string, len(results))
+	for _, r := range results {
+		out[r.Name] = r.Status
+	}
+	return out
 }
 
 // Kinds lists the plugin kinds RunCLI can test.
@@ -61,14 +101,14 @@ type Report struct {
 // failed is true when any case failed; err is for a run that could not
 // start (unknown kind or format, no such file). Cases run one at a time,
 // each in its own goroutine, so a fatal check ends only its case.
-func RunCLI(kind, pluginPath string, w io.Writer, format string, opts ...Option) (failed bool, err error) {
+func RunCLI(kind, pluginPath string, w io.Writer, format string, opts ...conformance.Option) (failed bool, err error) {
 	return RunCLIContext(context.Background(), kind, pluginPath, w, format, opts...)
 }
 
 // RunCLIContext is RunCLI ended early by ctx (e.g. on Ctrl-C): the case
 // running fails, the rest are skipped, and every cleanup still runs, so
 // nothing the run mounted or started is left behind.
-func RunCLIContext(ctx context.Context, kind, pluginPath string, w io.Writer, format string, opts ...Option) (failed bool, err error) {
+func RunCLIContext(ctx context.Context, kind, pluginPath string, w io.Writer, format string, opts ...conformance.Option) (failed bool, err error) {
 	suite, ok := cliSuites[kind]
 	if !ok {
 		return false, fmt.Errorf("conformance: unknown plugin kind %q (known: %s): %w",
@@ -87,16 +127,8 @@ func RunCLIContext(ctx context.Context, kind, pluginPath string, w io.Writer, fo
 		return false, fmt.Errorf("conformance: plugin %s: %w", pluginPath, err)
 	}
 
-	rec := &recorder{}
-	root := newCLIT("", rec, ctx)
-	runGuarded(root, func() { suite(root, pluginPath, opts...) })
-	root.finish()
-
-	rep := Report{Kind: kind, Plugin: pluginPath, Cases: rec.results}
-	if root.Failed() && len(root.msgs) > 0 {
-		// The suite itself failed outside any case.
-		rep.Cases = append(rep.Cases, Result{Name: "(suite)", Status: "fail", Messages: root.msgs})
-	}
+	rep := Report{Kind: kind, Plugin: pluginPath,
+		Cases: RunSuite(ctx, func(t conformance.T) { suite(t, pluginPath, opts...) })}
 	for _, r := range rep.Cases {
 		switch r.Status {
 		case "pass":
@@ -114,7 +146,7 @@ func RunCLIContext(ctx context.Context, kind, pluginPath string, w io.Writer, fo
 	} else {
 		err = writeTable(w, rep)
 	}
-	return rep.Failed > 0 || root.Failed(), err
+	return rep.Failed > 0, err
 }
 
 // writeTable prints one aligned row per case, then, indented below a row
@@ -171,7 +203,7 @@ type cliT struct {
 	cleanups []func()
 }
 
-var _ T = (*cliT)(nil)
+var _ conformance.T = (*cliT)(nil)
 
 func newCLIT(name string, rec *recorder, parent context.Context) *cliT {
 	ctx, cancel := context.WithCancel(parent)
@@ -231,7 +263,7 @@ func (t *cliT) TempDir() string {
 
 func (t *cliT) Context() context.Context { return t.ctx }
 
-func (t *cliT) Run(name string, f func(T)) bool {
+func (t *cliT) Run(name string, f func(conformance.T)) bool {
 	full := name
 	if t.name != "" {
 		full = t.name + "/" + name

@@ -1,4 +1,4 @@
-package filters_test
+package difftest_test
 
 import (
 	"io"

@@ -1,4 +1,4 @@
-package conformance
+package runtimetest_test
 
 import (
 	"context"
@@ -6,10 +6,14 @@ import (
 	"regexp"
 	"testing"
 
+	"github.com/keel-runtime/keel/sdk/conformance/runner"
+	"github.com/keel-runtime/keel/sdk/conformance/runtimetest"
+
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture/load"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
-	"github.com/keel-runtime/keel/test/load"
 )
 
 // The runtime suite runs here against small in-test plugins, across gRPC:
@@ -42,18 +46,18 @@ func (memRuntime) Events(ctx context.Context) (<-chan keelruntime.Event, <-chan 
 func TestRuntimeSuite(t *testing.T) {
 	load.During(t)
 	// memRuntime runs no container: only the cases that need none.
-	Runtime(Go(t), InProcessRuntime(func(context.Context, sdk.Env) (keelruntime.Runtime, error) {
+	runtimetest.Run(conformance.Go(t), runtimetest.InProcess(func(context.Context, sdk.Env) (keelruntime.Runtime, error) {
 		return memRuntime{}, nil
-	}), WithRun(regexp.MustCompile(`^(StateUnknownTask|DeleteUnknownTask|EventsEndWithContext)$`)))
+	}), conformance.WithRun(regexp.MustCompile(`^(StateUnknownTask|DeleteUnknownTask|EventsEndWithContext)$`)))
 }
 
 func TestRuntimeSuiteCatchesViolations(t *testing.T) {
 	load.During(t)
-	got := runFailing(t, func(ct T) {
-		Runtime(ct, InProcessRuntime(func(context.Context, sdk.Env) (keelruntime.Runtime, error) {
+	got := runner.StatusByCase(runner.RunSuite(t.Context(), func(ct conformance.T) {
+		runtimetest.Run(ct, runtimetest.InProcess(func(context.Context, sdk.Env) (keelruntime.Runtime, error) {
 			return keelruntime.NotImplemented{}, nil
 		}))
-	})
+	}))
 	for _, name := range []string{"StateUnknownTask", "DeleteUnknownTask", "EventsEndWithContext"} {
 		if got[name] != "fail" {
 			t.Errorf("case %s: %q for a runtime that implements nothing, want fail (all: %v)", name, got[name], got)

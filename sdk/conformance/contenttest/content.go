@@ -1,4 +1,4 @@
-package conformance
+package contenttest
 
 import (
 	"bytes"
@@ -16,24 +16,21 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
-var _ = addCLISuite(sdk.KindContent, func(t T, path string, opts ...Option) {
-	Content(t, BinaryContent(path, opts...), opts...)
-})
-
-// BinaryContent opens the content plugin executable at path as keeld does
-// (see Binary).
-func BinaryContent(path string, opts ...Option) Opener[content.Store] {
-	return Binary(path, sdk.KindContent, wrapContent, opts...)
+// Binary opens the content plugin executable at path as keeld does
+// (see conformance.Binary).
+func Binary(path string, opts ...conformance.Option) conformance.Opener[content.Store] {
+	return conformance.Binary(path, sdk.KindContent, wrapContent, opts...)
 }
 
-// InProcessContent opens the content store factory builds inside the test
-// process, across gRPC (see InProcess).
-func InProcessContent(factory content.Factory, opts ...Option) Opener[content.Store] {
-	return InProcess(content.Plugin("conformance", "dev", factory), wrapContent, opts...)
+// InProcess opens the content store factory builds inside the test
+// process, across gRPC (see conformance.InProcess).
+func InProcess(factory content.Factory, opts ...conformance.Option) conformance.Opener[content.Store] {
+	return conformance.InProcess(content.Plugin("conformance", "dev", factory), wrapContent, opts...)
 }
 
 func wrapContent(conn grpc.ClientConnInterface, stop func() error) content.Store {
@@ -60,40 +57,40 @@ func (s *stoppingStore) Close() error {
 	return err
 }
 
-// Content runs the content store suite against the plugins open opens.
-func Content(t T, open Opener[content.Store], opts ...Option) {
+// Run runs the content store suite against the plugins open opens.
+func Run(t conformance.T, open conformance.Opener[content.Store], opts ...conformance.Option) {
 	t.Helper()
-	runCases(t, contentCases(), open, buildOptions(opts))
+	conformance.RunCases(t, contentCases(), open, conformance.NewOptions(opts))
 }
 
 // largeBlobSize is the size of the streamed blob case: far more than any
 // message or buffer, generated on the fly.
 const largeBlobSize = 256 << 20
 
-func contentCases() []testCase[content.Store] {
-	return []testCase[content.Store]{
-		{name: "WriteReadBack", body: contentWriteReadBack},
-		{name: "MissingBlob", body: contentMissingBlob},
-		{name: "WriterNeedsRef", body: contentWriterNeedsRef},
-		{name: "CommitWrongDigest", body: contentCommitWrongDigest},
-		{name: "CommitWrongSize", body: contentCommitWrongSize},
-		{name: "ResumeIngest", body: contentResumeIngest},
-		{name: "ChangedDescriptorRestarts", body: contentChangedDescriptorRestarts},
-		{name: "WriterStatusAfterWrite", body: contentWriterStatusAfterWrite},
-		{name: "ReopenedIngestKeepsUpdatedAt", body: contentReopenKeepsUpdatedAt},
-		{name: "EmptyLabelNotStored", body: contentEmptyLabelNotStored},
-		{name: "WriteBlobResumes", body: contentWriteBlobResumes},
-		{name: "TruncateIngest", body: contentTruncateIngest},
-		{name: "ConcurrentWriterLocked", body: contentConcurrentWriterLocked},
-		{name: "AbortIngest", body: contentAbortIngest},
-		{name: "ListStatusesFilters", body: contentListStatuses},
-		{name: "UpdateLabels", body: contentUpdateLabels},
-		{name: "WalkFilters", body: contentWalkFilters},
-		{name: "DeleteBlob", body: contentDeleteBlob},
-		{name: "CommitExisting", body: contentCommitExisting},
-		{name: "BlobPath", needs: []string{content.CapabilityBlobPath}, body: contentBlobPath},
-		{name: "LargeBlobStreamed", body: contentLargeBlob},
-		{name: "RestartKeepsBlobsAndIngests", body: contentRestart},
+func contentCases() []conformance.Case[content.Store] {
+	return []conformance.Case[content.Store]{
+		{Name: "WriteReadBack", Body: contentWriteReadBack},
+		{Name: "MissingBlob", Body: contentMissingBlob},
+		{Name: "WriterNeedsRef", Body: contentWriterNeedsRef},
+		{Name: "CommitWrongDigest", Body: contentCommitWrongDigest},
+		{Name: "CommitWrongSize", Body: contentCommitWrongSize},
+		{Name: "ResumeIngest", Body: contentResumeIngest},
+		{Name: "ChangedDescriptorRestarts", Body: contentChangedDescriptorRestarts},
+		{Name: "WriterStatusAfterWrite", Body: contentWriterStatusAfterWrite},
+		{Name: "ReopenedIngestKeepsUpdatedAt", Body: contentReopenKeepsUpdatedAt},
+		{Name: "EmptyLabelNotStored", Body: contentEmptyLabelNotStored},
+		{Name: "WriteBlobResumes", Body: contentWriteBlobResumes},
+		{Name: "TruncateIngest", Body: contentTruncateIngest},
+		{Name: "ConcurrentWriterLocked", Body: contentConcurrentWriterLocked},
+		{Name: "AbortIngest", Body: contentAbortIngest},
+		{Name: "ListStatusesFilters", Body: contentListStatuses},
+		{Name: "UpdateLabels", Body: contentUpdateLabels},
+		{Name: "WalkFilters", Body: contentWalkFilters},
+		{Name: "DeleteBlob", Body: contentDeleteBlob},
+		{Name: "CommitExisting", Body: contentCommitExisting},
+		{Name: "BlobPath", Needs: []string{content.CapabilityBlobPath}, Body: contentBlobPath},
+		{Name: "LargeBlobStreamed", Body: contentLargeBlob},
+		{Name: "RestartKeepsBlobsAndIngests", Body: contentRestart},
 	}
 }
 
@@ -122,7 +119,7 @@ func seedBytes(seed uint64) [32]byte {
 }
 
 // commitBlob writes b under ref through a Writer and commits it.
-func commitBlob(ctx context.Context, t T, s content.Store, ref string, b blob, opts ...content.Opt) {
+func commitBlob(ctx context.Context, t conformance.T, s content.Store, ref string, b blob, opts ...content.Opt) {
 	t.Helper()
 	w, err := s.Writer(ctx, content.WithRef(ref), content.WithDescriptor(b.desc))
 	if err != nil {
@@ -138,7 +135,7 @@ func commitBlob(ctx context.Context, t T, s content.Store, ref string, b blob, o
 }
 
 // writePartial writes data into ref and closes the writer without commit.
-func writePartial(ctx context.Context, t T, s content.Store, ref string, data []byte, desc ocispec.Descriptor) {
+func writePartial(ctx context.Context, t conformance.T, s content.Store, ref string, data []byte, desc ocispec.Descriptor) {
 	t.Helper()
 	w, err := s.Writer(ctx, content.WithRef(ref), content.WithDescriptor(desc))
 	if err != nil {
@@ -152,7 +149,7 @@ func writePartial(ctx context.Context, t T, s content.Store, ref string, data []
 	}
 }
 
-func checkBlob(ctx context.Context, t T, s content.Store, b blob) {
+func checkBlob(ctx context.Context, t conformance.T, s content.Store, b blob) {
 	t.Helper()
 	got, err := content.ReadBlob(ctx, s, b.desc)
 	if err != nil {
@@ -163,7 +160,7 @@ func checkBlob(ctx context.Context, t T, s content.Store, b blob) {
 	}
 }
 
-func contentWriteReadBack(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentWriteReadBack(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(1, 3*sdk.ChunkSize+12345)
 	w, err := s.Writer(ctx, content.WithRef("write-read"), content.WithDescriptor(b.desc))
@@ -240,7 +237,7 @@ func contentWriteReadBack(ctx context.Context, t T, env *caseEnv[content.Store])
 	}
 }
 
-func contentMissingBlob(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentMissingBlob(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	d := digest.FromString("never written")
 	if _, err := s.Info(ctx, d); !errdefs.IsNotFound(err) {
@@ -266,13 +263,13 @@ func contentMissingBlob(ctx context.Context, t T, env *caseEnv[content.Store]) {
 	}
 }
 
-func contentWriterNeedsRef(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentWriterNeedsRef(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	if _, err := env.P.Writer(ctx); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("writer without ref: %v, want invalid argument", err)
 	}
 }
 
-func contentCommitWrongDigest(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentCommitWrongDigest(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(2, 1000)
 	w, err := s.Writer(ctx, content.WithRef("wrong-digest"))
@@ -312,7 +309,7 @@ func contentCommitWrongDigest(ctx context.Context, t T, env *caseEnv[content.Sto
 	checkBlob(ctx, t, s, b)
 }
 
-func contentCommitWrongSize(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentCommitWrongSize(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(3, 1000)
 	w, err := s.Writer(ctx, content.WithRef("wrong-size"))
@@ -335,7 +332,7 @@ func contentCommitWrongSize(ctx context.Context, t T, env *caseEnv[content.Store
 	}
 }
 
-func contentResumeIngest(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentResumeIngest(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(4, 2*sdk.ChunkSize+999)
 	half := len(b.data) / 2
@@ -374,7 +371,7 @@ func contentResumeIngest(ctx context.Context, t T, env *caseEnv[content.Store]) 
 // or digest than it was written for starts again at 0 (its bytes are not
 // that blob's), and a writer opened without a size or digest commits
 // against none, never against an earlier writer's.
-func contentChangedDescriptorRestarts(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentChangedDescriptorRestarts(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	for i, c := range []struct {
 		name   string
@@ -427,7 +424,7 @@ func contentChangedDescriptorRestarts(ctx context.Context, t T, env *caseEnv[con
 	checkBlob(ctx, t, s, other)
 }
 
-func contentWriterStatusAfterWrite(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentWriterStatusAfterWrite(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(40, 3*sdk.ChunkSize+77)
 	w, err := s.Writer(ctx, content.WithRef("status-after-write"), content.WithDescriptor(b.desc))
@@ -465,7 +462,7 @@ func contentWriterStatusAfterWrite(ctx context.Context, t T, env *caseEnv[conten
 
 // contentReopenKeepsUpdatedAt: an ingest reports, to Status, ListStatuses
 // and a new writer, the UpdatedAt its last writer reported.
-func contentReopenKeepsUpdatedAt(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentReopenKeepsUpdatedAt(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(41, 2*sdk.ChunkSize+5)
 	const ref = "reopen-updated"
@@ -522,7 +519,7 @@ func contentReopenKeepsUpdatedAt(ctx context.Context, t T, env *caseEnv[content.
 
 // contentEmptyLabelNotStored: a label given the empty value at commit is
 // not stored (containerd's rule: an empty value deletes).
-func contentEmptyLabelNotStored(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentEmptyLabelNotStored(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(42, 64)
 	commitBlob(ctx, t, s, "empty-label", b, content.WithLabels(map[string]string{"a": "1", "gone": ""}))
@@ -538,7 +535,7 @@ func contentEmptyLabelNotStored(ctx context.Context, t T, env *caseEnv[content.S
 // onlyReader hides every method but Read, so WriteBlob must discard.
 type onlyReader struct{ io.Reader }
 
-func contentWriteBlobResumes(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentWriteBlobResumes(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	for i, seek := range []bool{true, false} {
 		b := newBlob(uint64(40+i), sdk.ChunkSize+4321)
@@ -559,7 +556,7 @@ func contentWriteBlobResumes(ctx context.Context, t T, env *caseEnv[content.Stor
 	}
 }
 
-func contentTruncateIngest(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentTruncateIngest(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(5, 5000)
 	w, err := s.Writer(ctx, content.WithRef("truncate"))
@@ -585,7 +582,7 @@ func contentTruncateIngest(ctx context.Context, t T, env *caseEnv[content.Store]
 	checkBlob(ctx, t, s, b)
 }
 
-func contentConcurrentWriterLocked(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentConcurrentWriterLocked(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	w1, err := s.Writer(ctx, content.WithRef("locked"))
 	if err != nil {
@@ -622,7 +619,7 @@ func contentConcurrentWriterLocked(ctx context.Context, t T, env *caseEnv[conten
 	}
 }
 
-func contentAbortIngest(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentAbortIngest(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	writePartial(ctx, t, s, "abort", []byte("partial"), ocispec.Descriptor{})
 	if err := s.Abort(ctx, "abort"); err != nil {
@@ -654,7 +651,7 @@ func statusRefs(sts []content.Status) []string {
 	return refs
 }
 
-func contentListStatuses(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentListStatuses(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	exp := digest.FromString("x")
 	writePartial(ctx, t, s, "pull-a/1", []byte("a1"), ocispec.Descriptor{})
@@ -685,7 +682,7 @@ func contentListStatuses(ctx context.Context, t T, env *caseEnv[content.Store]) 
 	}
 }
 
-func contentUpdateLabels(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentUpdateLabels(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(6, 100)
 	commitBlob(ctx, t, s, "labels", b, content.WithLabels(map[string]string{"a": "1", "b": "2"}))
@@ -741,7 +738,7 @@ func mapsEqual(a, b map[string]string) bool {
 	return true
 }
 
-func contentWalkFilters(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentWalkFilters(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	layer, config, other := newBlob(7, 10), newBlob(8, 20), newBlob(9, 30)
 	commitBlob(ctx, t, s, "walk-1", layer, content.WithLabels(map[string]string{"kind": "layer", "io.keel/x": "y"}))
@@ -790,7 +787,7 @@ func contentWalkFilters(ctx context.Context, t T, env *caseEnv[content.Store]) {
 	}
 }
 
-func contentDeleteBlob(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentDeleteBlob(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b, keep := newBlob(10, 1234), newBlob(11, 99)
 	commitBlob(ctx, t, s, "delete", b, content.WithLabels(map[string]string{"a": "1"}))
@@ -815,7 +812,7 @@ func contentDeleteBlob(ctx context.Context, t T, env *caseEnv[content.Store]) {
 	}
 }
 
-func contentCommitExisting(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentCommitExisting(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	b := newBlob(12, 4096)
 	commitBlob(ctx, t, s, "existing-1", b)
@@ -870,7 +867,7 @@ func (g *genReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func contentLargeBlob(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentLargeBlob(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	s := env.P
 	const seed = 99
 	dg := digest.Canonical.Digester()
@@ -900,7 +897,7 @@ func contentLargeBlob(ctx context.Context, t T, env *caseEnv[content.Store]) {
 	}
 }
 
-func contentRestart(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentRestart(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	b, partial := newBlob(13, 3*sdk.ChunkSize/2), newBlob(14, sdk.ChunkSize+17)
 	commitBlob(ctx, t, env.P, "restart-blob", b, content.WithLabels(map[string]string{"keep": "me"}))
 	writePartial(ctx, t, env.P, "restart-ingest", partial.data[:1000], partial.desc)
@@ -931,7 +928,7 @@ func contentRestart(ctx context.Context, t T, env *caseEnv[content.Store]) {
 
 // contentBlobPath: a store that names its blob files names one holding
 // exactly the blob, and a missing blob is NotFound.
-func contentBlobPath(ctx context.Context, t T, env *caseEnv[content.Store]) {
+func contentBlobPath(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
 	bp, ok := env.P.(content.BlobPather)
 	if !ok {
 		t.Fatalf("store announces %q but does not implement BlobPath", content.CapabilityBlobPath)

@@ -1,4 +1,4 @@
-package conformance
+package snapshottest
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
@@ -26,13 +27,13 @@ var viewKeys atomic.Int64
 
 // wantTree checks that a view of the committed snapshot name shows exactly
 // the tree layers' ops make in an empty dir, then removes the view.
-func wantTree(ctx context.Context, t T, sn snapshot.Snapshotter, name string, layers ...[]fsOp) {
+func wantTree(ctx context.Context, t conformance.T, sn snapshot.Snapshotter, name string, layers ...[]fsOp) {
 	t.Helper()
 	ref := t.TempDir()
 	for _, ops := range layers {
 		if err := applyOps(ref, ops...); err != nil {
 			if errors.Is(err, unix.ENOTSUP) {
-				skipUnlessStrict(t, "the test's temp dir lacks xattrs or device nodes: %v", err)
+				conformance.SkipUnlessStrict(t, "the test's temp dir lacks xattrs or device nodes: %v", err)
 			}
 			t.Fatalf("build reference tree: %v", err)
 		}
@@ -52,8 +53,8 @@ func wantTree(ctx context.Context, t T, sn snapshot.Snapshotter, name string, la
 	}
 }
 
-func snapChildChangeLeavesParent(ctx context.Context, t T, e *snapEnv) {
-	requireRoot(t)
+func snapChildChangeLeavesParent(ctx context.Context, t conformance.T, e *snapEnv) {
+	conformance.RequireRoot(t)
 	sn := e.P
 	t0 := time.Date(2003, 4, 5, 6, 7, 8, 0, time.UTC)
 	base := []fsOp{
@@ -99,8 +100,8 @@ func snapChildChangeLeavesParent(ctx context.Context, t T, e *snapEnv) {
 	wantTree(ctx, t, sn, "sibling", base, []fsOp{fsWrite("sibling", "s", 0o644)})
 }
 
-func snapMetadataSurvivesCommit(ctx context.Context, t T, e *snapEnv) {
-	requireRoot(t)
+func snapMetadataSurvivesCommit(ctx context.Context, t conformance.T, e *snapEnv) {
+	conformance.RequireRoot(t)
 	sn := e.P
 	t0 := time.Date(2004, 5, 6, 7, 8, 9, 0, time.UTC)
 	// Every kind of entry and attribute, made in one layer.
@@ -143,8 +144,8 @@ func snapMetadataSurvivesCommit(ctx context.Context, t T, e *snapEnv) {
 	wantTree(ctx, t, sn, "made", made)
 }
 
-func snapRenameParentDir(ctx context.Context, t T, e *snapEnv) {
-	requireRoot(t)
+func snapRenameParentDir(ctx context.Context, t conformance.T, e *snapEnv) {
+	conformance.RequireRoot(t)
 	sn := e.P
 	base := []fsOp{
 		fsMkdir("app", 0o750),
@@ -172,8 +173,8 @@ func snapRenameParentDir(ctx context.Context, t T, e *snapEnv) {
 	wantTree(ctx, t, sn, "back", base, moved, back)
 }
 
-func snapOpaqueDir(ctx context.Context, t T, e *snapEnv) {
-	requireRoot(t)
+func snapOpaqueDir(ctx context.Context, t conformance.T, e *snapEnv) {
+	conformance.RequireRoot(t)
 	sn := e.P
 	base := []fsOp{
 		fsMkdir("d", 0o755),
@@ -212,7 +213,7 @@ func snapOpaqueDir(ctx context.Context, t T, e *snapEnv) {
 // node the parent of the next two, ten levels deep) and wants the walk,
 // alone, under a second. The tree is built level by level, each level's
 // snapshots at once.
-func snapWalkChainTree1000(ctx context.Context, t T, e *snapEnv) {
+func snapWalkChainTree1000(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	const n = 1000
 	name := func(i int) string { return fmt.Sprintf("node-%04d", i) }
@@ -276,7 +277,7 @@ func snapWalkChainTree1000(ctx context.Context, t T, e *snapEnv) {
 
 // snapConcurrentPrepareOneParent prepares many children of one parent at
 // once; each sees the parent and only its own writes.
-func snapConcurrentPrepareOneParent(ctx context.Context, t T, e *snapEnv) {
+func snapConcurrentPrepareOneParent(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	mounted := os.Geteuid() == 0
 	if mounted {

@@ -1,9 +1,12 @@
-package conformance
+package runner
 
 import (
 	"context"
 	"encoding/json"
 	"os"
+
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/fixture"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -18,9 +21,9 @@ import (
 // ends (RunCLIContext runs every cleanup, also when interrupted). The
 // plugin's own refusal decides, not its name, so a renamed or third-party
 // plugin needing btrfs is served alike, and others pay one launch.
-func cliRoot(t T, path, kind string, opts []Option) []Option {
+func cliRoot(t conformance.T, path, kind string, opts []conformance.Option) []conformance.Option {
 	t.Helper()
-	o := buildOptions(opts)
+	o := conformance.NewOptions(opts)
 	if o.RootDir != "" {
 		return opts
 	}
@@ -33,7 +36,7 @@ func cliRoot(t T, path, kind string, opts []Option) []Option {
 		t.Fatalf("%v", err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	l, err := NewLoopbackBtrfs(dir, DefaultLoopbackSize, ScratchMountOptions)
+	l, err := fixture.NewLoopbackBtrfs(dir, fixture.DefaultLoopbackSize, fixture.ScratchMountOptions)
 	if err != nil {
 		t.Fatalf("plugin refused a root in a temp dir (%v); making a loopback btrfs for it failed: %v", refusal, err)
 	}
@@ -42,7 +45,7 @@ func cliRoot(t T, path, kind string, opts []Option) []Option {
 			t.Errorf("tear down loopback btrfs: %v", err)
 		}
 	})
-	return append(opts, WithRootDir(l.Dir))
+	return append(opts, conformance.WithRootDir(l.Dir))
 }
 
 // probeConfigure launches the plugin at path and configures it on a

@@ -1,4 +1,4 @@
-package conformance
+package runner
 
 import (
 	"bytes"
@@ -8,27 +8,29 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keel-runtime/keel/sdk/conformance"
 )
 
 func TestRunCLIShim(t *testing.T) {
 	var order []string
-	addCLISuite("fake", func(ct T, path string, opts ...Option) {
-		ct.Run("Passes", func(ct T) {
+	cliSuites["fake"] = func(ct conformance.T, path string, opts ...conformance.Option) {
+		ct.Run("Passes", func(ct conformance.T) {
 			ct.Cleanup(func() { order = append(order, "first") })
 			ct.Cleanup(func() { order = append(order, "second") })
 			ct.Logf("fine")
 		})
-		ct.Run("Fails", func(ct T) {
+		ct.Run("Fails", func(ct conformance.T) {
 			ct.Fatalf("boom %d", 1)
 			order = append(order, "unreachable")
 		})
-		ct.Run("Skips", func(ct T) { ct.Skipf("no capability") })
-		ct.Run("Panics", func(ct T) { panic("oops") })
-		ct.Run("FailsInCleanup", func(ct T) {
+		ct.Run("Skips", func(ct conformance.T) { ct.Skipf("no capability") })
+		ct.Run("Panics", func(ct conformance.T) { panic("oops") })
+		ct.Run("FailsInCleanup", func(ct conformance.T) {
 			ct.Cleanup(func() { order = append(order, "after") })
 			ct.Cleanup(func() { ct.Fatalf("cleanup failed") })
 		})
-	})
+	}
 	defer delete(cliSuites, "fake")
 	bin := filepath.Join(t.TempDir(), "plugin")
 	if err := os.WriteFile(bin, nil, 0o755); err != nil {

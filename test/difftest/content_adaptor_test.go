@@ -1,4 +1,4 @@
-package content_test
+package difftest_test
 
 import (
 	"testing"

@@ -29,7 +29,7 @@ type Wrap[P any] func(conn grpc.ClientConnInterface, stop func() error) P
 // configured with root, a state dir kept per root, and Options.Config. The
 // process is killed when the instance is closed or the case ends.
 func Binary[P any](path, kind string, wrap Wrap[P], opts ...Option) Opener[P] {
-	o := buildOptions(opts)
+	o := NewOptions(opts)
 	states := &stateDirs{}
 	return func(ctx context.Context, t T, root string) (P, error) {
 		t.Helper()
@@ -70,7 +70,7 @@ func Binary[P any](path, kind string, wrap Wrap[P], opts ...Option) Opener[P] {
 // Configure is done as sdk.Serve does it: root and state made, def.New
 // called with them and Options.Config, capabilities collected.
 func InProcess[P any](def sdk.Definition, wrap Wrap[P], opts ...Option) Opener[P] {
-	o := buildOptions(opts)
+	o := NewOptions(opts)
 	states := &stateDirs{}
 	return func(ctx context.Context, t T, root string) (P, error) {
 		t.Helper()

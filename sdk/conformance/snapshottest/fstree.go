@@ -1,4 +1,4 @@
-package conformance
+package snapshottest
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	cfs "github.com/containerd/continuity/fs"
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/mount"
 )
 
@@ -255,9 +256,9 @@ func short(b []byte) []byte {
 
 // mountTemp mounts ms on a fresh directory and returns it with a function
 // that unmounts it; the case's cleanup unmounts it too, even on failure.
-func mountTemp(t T, ms []mount.Mount) (string, func()) {
+func mountTemp(t conformance.T, ms []mount.Mount) (string, func()) {
 	t.Helper()
-	requireRoot(t)
+	conformance.RequireRoot(t)
 	target := t.TempDir()
 	if err := mount.All(ms, target); err != nil {
 		t.Fatalf("mount %v: %v", ms, err)

@@ -1,4 +1,4 @@
-package conformance
+package snapshottest
 
 import (
 	"context"
@@ -16,26 +16,22 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
-var _ = addCLISuite(sdk.KindSnapshotter, func(t T, path string, opts ...Option) {
-	opts = cliRoot(t, path, sdk.KindSnapshotter, opts)
-	Snapshotter(t, BinarySnapshotter(path, opts...), opts...)
-})
-
-// BinarySnapshotter opens the snapshotter plugin executable at path as
-// keeld does (see Binary).
-func BinarySnapshotter(path string, opts ...Option) Opener[snapshot.Snapshotter] {
-	return Binary(path, sdk.KindSnapshotter, wrapSnapshotter, opts...)
+// Binary opens the snapshotter plugin executable at path as
+// keeld does (see conformance.Binary).
+func Binary(path string, opts ...conformance.Option) conformance.Opener[snapshot.Snapshotter] {
+	return conformance.Binary(path, sdk.KindSnapshotter, wrapSnapshotter, opts...)
 }
 
-// InProcessSnapshotter opens the snapshotter factory builds inside the test
-// process, across gRPC (see InProcess).
-func InProcessSnapshotter(factory snapshot.Factory, opts ...Option) Opener[snapshot.Snapshotter] {
-	return InProcess(snapshot.Plugin("conformance", "dev", factory), wrapSnapshotter, opts...)
+// InProcess opens the snapshotter factory builds inside the test
+// process, across gRPC (see conformance.InProcess).
+func InProcess(factory snapshot.Factory, opts ...conformance.Option) conformance.Opener[snapshot.Snapshotter] {
+	return conformance.InProcess(snapshot.Plugin("conformance", "dev", factory), wrapSnapshotter, opts...)
 }
 
 func wrapSnapshotter(conn grpc.ClientConnInterface, stop func() error) snapshot.Snapshotter {
@@ -65,46 +61,46 @@ func (s *stoppingSnapshotter) Close() error {
 	return err
 }
 
-// Snapshotter runs the snapshotter suite against the plugins open opens.
-func Snapshotter(t T, open Opener[snapshot.Snapshotter], opts ...Option) {
+// Run runs the snapshotter suite against the plugins open opens.
+func Run(t conformance.T, open conformance.Opener[snapshot.Snapshotter], opts ...conformance.Option) {
 	t.Helper()
-	runCases(t, snapshotCases(), open, buildOptions(opts))
+	conformance.RunCases(t, snapshotCases(), open, conformance.NewOptions(opts))
 }
 
-type snapCase = testCase[snapshot.Snapshotter]
-type snapEnv = caseEnv[snapshot.Snapshotter]
+type snapCase = conformance.Case[snapshot.Snapshotter]
+type snapEnv = conformance.Env[snapshot.Snapshotter]
 
 func snapshotCases() []snapCase {
 	return []snapCase{
-		{name: "Lifecycle", body: snapLifecycle},
-		{name: "LayerChain", body: snapLayerChain},
-		{name: "ViewIsReadOnly", body: snapViewIsReadOnly},
-		{name: "StatUpdate", body: snapStatUpdate},
-		{name: "EmptyLabelValueDeletes", body: snapEmptyLabelValueDeletes},
-		{name: "NewSnapshotCreatedEqualsUpdated", body: snapCreatedEqualsUpdated},
-		{name: "Walk", body: snapWalk},
-		{name: "Usage", body: snapUsage},
-		{name: "PrepareReusedKey", body: snapPrepareReusedKey},
-		{name: "NotFound", body: snapNotFound},
-		{name: "PrepareOnUncommittedParent", body: snapPrepareOnUncommittedParent},
-		{name: "RemoveParentWithChildren", body: snapRemoveParentWithChildren},
-		{name: "CommitViewRefused", body: snapCommitViewRefused},
-		{name: "CommitOntoExistingName", body: snapCommitOntoExistingName},
-		{name: "ConcurrentPrepareCommit", body: snapConcurrentPrepareCommit},
-		{name: "Restart", body: snapRestart},
-		{name: "Cleanup", needs: []string{snapshot.CapabilityCleanup}, body: snapCleanup},
-		{name: "WalkStreamsLargeSets", body: snapWalkStreams},
-		{name: "ChildChangeLeavesParent", body: snapChildChangeLeavesParent},
-		{name: "MetadataSurvivesCommit", body: snapMetadataSurvivesCommit},
-		{name: "RenameParentDir", body: snapRenameParentDir},
-		{name: "OpaqueDir", body: snapOpaqueDir},
-		{name: "WalkChainTree1000", body: snapWalkChainTree1000},
-		{name: "ConcurrentPrepareOneParent", body: snapConcurrentPrepareOneParent},
+		{Name: "Lifecycle", Body: snapLifecycle},
+		{Name: "LayerChain", Body: snapLayerChain},
+		{Name: "ViewIsReadOnly", Body: snapViewIsReadOnly},
+		{Name: "StatUpdate", Body: snapStatUpdate},
+		{Name: "EmptyLabelValueDeletes", Body: snapEmptyLabelValueDeletes},
+		{Name: "NewSnapshotCreatedEqualsUpdated", Body: snapCreatedEqualsUpdated},
+		{Name: "Walk", Body: snapWalk},
+		{Name: "Usage", Body: snapUsage},
+		{Name: "PrepareReusedKey", Body: snapPrepareReusedKey},
+		{Name: "NotFound", Body: snapNotFound},
+		{Name: "PrepareOnUncommittedParent", Body: snapPrepareOnUncommittedParent},
+		{Name: "RemoveParentWithChildren", Body: snapRemoveParentWithChildren},
+		{Name: "CommitViewRefused", Body: snapCommitViewRefused},
+		{Name: "CommitOntoExistingName", Body: snapCommitOntoExistingName},
+		{Name: "ConcurrentPrepareCommit", Body: snapConcurrentPrepareCommit},
+		{Name: "Restart", Body: snapRestart},
+		{Name: "Cleanup", Needs: []string{snapshot.CapabilityCleanup}, Body: snapCleanup},
+		{Name: "WalkStreamsLargeSets", Body: snapWalkStreams},
+		{Name: "ChildChangeLeavesParent", Body: snapChildChangeLeavesParent},
+		{Name: "MetadataSurvivesCommit", Body: snapMetadataSurvivesCommit},
+		{Name: "RenameParentDir", Body: snapRenameParentDir},
+		{Name: "OpaqueDir", Body: snapOpaqueDir},
+		{Name: "WalkChainTree1000", Body: snapWalkChainTree1000},
+		{Name: "ConcurrentPrepareOneParent", Body: snapConcurrentPrepareOneParent},
 	}
 }
 
 // commitEmpty makes the committed snapshot name on parent, with no change.
-func commitEmpty(ctx context.Context, t T, sn snapshot.Snapshotter, name, parent string, opts ...snapshot.Opt) {
+func commitEmpty(ctx context.Context, t conformance.T, sn snapshot.Snapshotter, name, parent string, opts ...snapshot.Opt) {
 	t.Helper()
 	if _, err := sn.Prepare(ctx, name+"-active", parent, opts...); err != nil {
 		t.Fatalf("prepare %s-active on %q: %v", name, parent, err)
@@ -116,7 +112,7 @@ func commitEmpty(ctx context.Context, t T, sn snapshot.Snapshotter, name, parent
 
 // commitLayer makes the committed snapshot name on parent holding ops'
 // changes, written through the mounts.
-func commitLayer(ctx context.Context, t T, sn snapshot.Snapshotter, name, parent string, ops ...fsOp) {
+func commitLayer(ctx context.Context, t conformance.T, sn snapshot.Snapshotter, name, parent string, ops ...fsOp) {
 	t.Helper()
 	ms, err := sn.Prepare(ctx, name+"-active", parent)
 	if err != nil {
@@ -132,7 +128,7 @@ func commitLayer(ctx context.Context, t T, sn snapshot.Snapshotter, name, parent
 	}
 }
 
-func wantKind(t T, sn snapshot.Snapshotter, ctx context.Context, key string, kind snapshot.Kind, parent string) snapshot.Info {
+func wantKind(t conformance.T, sn snapshot.Snapshotter, ctx context.Context, key string, kind snapshot.Kind, parent string) snapshot.Info {
 	t.Helper()
 	info, err := sn.Stat(ctx, key)
 	if err != nil {
@@ -144,14 +140,14 @@ func wantKind(t T, sn snapshot.Snapshotter, ctx context.Context, key string, kin
 	return info
 }
 
-func wantErr(t T, what string, err error, class func(error) bool, className string) {
+func wantErr(t conformance.T, what string, err error, class func(error) bool, className string) {
 	t.Helper()
 	if !class(err) {
 		t.Fatalf("%s: got %v, want a %s error", what, err, className)
 	}
 }
 
-func snapLifecycle(ctx context.Context, t T, e *snapEnv) {
+func snapLifecycle(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	ms, err := sn.Prepare(ctx, "a", "")
 	if err != nil {
@@ -266,8 +262,8 @@ func chainLayers() [][]fsOp {
 	}
 }
 
-func snapLayerChain(ctx context.Context, t T, e *snapEnv) {
-	requireRoot(t)
+func snapLayerChain(ctx context.Context, t conformance.T, e *snapEnv) {
+	conformance.RequireRoot(t)
 	sn := e.P
 	layers := chainLayers()
 	parent := ""
@@ -283,7 +279,7 @@ func snapLayerChain(ctx context.Context, t T, e *snapEnv) {
 		for _, ops := range layers[:i+1] {
 			if err := applyOps(ref, ops...); err != nil {
 				if errors.Is(err, unix.ENOTSUP) {
-					skipUnlessStrict(t, "the test's temp dir lacks xattrs or device nodes: %v", err)
+					conformance.SkipUnlessStrict(t, "the test's temp dir lacks xattrs or device nodes: %v", err)
 				}
 				t.Fatalf("build reference tree: %v", err)
 			}
@@ -309,8 +305,8 @@ func snapLayerChain(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapViewIsReadOnly(ctx context.Context, t T, e *snapEnv) {
-	requireRoot(t)
+func snapViewIsReadOnly(ctx context.Context, t conformance.T, e *snapEnv) {
+	conformance.RequireRoot(t)
 	sn := e.P
 	commitLayer(ctx, t, sn, "base", "", fsWrite("f", "data", 0o644))
 	ms, err := sn.View(ctx, "v", "base")
@@ -326,7 +322,7 @@ func snapViewIsReadOnly(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapStatUpdate(ctx context.Context, t T, e *snapEnv) {
+func snapStatUpdate(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	if _, err := sn.Prepare(ctx, "a", "", snapshot.WithLabels(map[string]string{"x": "1", "y": "2"})); err != nil {
 		t.Fatalf("prepare: %v", err)
@@ -382,7 +378,7 @@ func snapStatUpdate(ctx context.Context, t T, e *snapEnv) {
 
 // snapEmptyLabelValueDeletes: containerd's rule, an empty value deletes a
 // label and is never stored, at creation as at update.
-func snapEmptyLabelValueDeletes(ctx context.Context, t T, e *snapEnv) {
+func snapEmptyLabelValueDeletes(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	if _, err := sn.Prepare(ctx, "a", "", snapshot.WithLabels(map[string]string{"x": "1", "y": "2", "e": ""})); err != nil {
 		t.Fatalf("prepare: %v", err)
@@ -424,7 +420,7 @@ func labelsEqual(a, b map[string]string) bool {
 
 // snapCreatedEqualsUpdated: a snapshot nobody updated has Updated equal
 // to Created, exactly, whatever the snapshotter did to make it.
-func snapCreatedEqualsUpdated(ctx context.Context, t T, e *snapEnv) {
+func snapCreatedEqualsUpdated(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "", snapshot.WithLabels(map[string]string{"l": "1"}))
 	if _, err := sn.Prepare(ctx, "active", "base", snapshot.WithLabels(map[string]string{"l": "1"})); err != nil {
@@ -456,7 +452,7 @@ func snapCreatedEqualsUpdated(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapWalk(ctx context.Context, t T, e *snapEnv) {
+func snapWalk(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "", snapshot.WithLabels(map[string]string{"tier": "base", "io.keel/gc.root": "yes"}))
 	commitEmpty(ctx, t, sn, "mid", "base", snapshot.WithLabels(map[string]string{"tier": "mid"}))
@@ -521,7 +517,7 @@ func snapWalk(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapUsage(ctx context.Context, t T, e *snapEnv) {
+func snapUsage(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	ms, err := sn.Prepare(ctx, "a", "")
 	if err != nil {
@@ -531,7 +527,7 @@ func snapUsage(ctx context.Context, t T, e *snapEnv) {
 	if err != nil {
 		t.Fatalf("usage: %v", err)
 	}
-	requireRoot(t)
+	conformance.RequireRoot(t)
 	dir, unmount := mountTemp(t, ms)
 	const size = 1 << 20
 	if err := applyOps(dir, fsWrite("f", strings.Repeat("x", size), 0o644), fsLink("f", "f2")); err != nil {
@@ -562,7 +558,7 @@ func snapUsage(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapPrepareReusedKey(ctx context.Context, t T, e *snapEnv) {
+func snapPrepareReusedKey(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "")
 	if _, err := sn.Prepare(ctx, "a", "base"); err != nil {
@@ -579,7 +575,7 @@ func snapPrepareReusedKey(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapNotFound(ctx context.Context, t T, e *snapEnv) {
+func snapNotFound(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	_, err := sn.Stat(ctx, "missing")
 	wantErr(t, "stat", err, errdefs.IsNotFound, "NotFound")
@@ -599,7 +595,7 @@ func snapNotFound(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapPrepareOnUncommittedParent(ctx context.Context, t T, e *snapEnv) {
+func snapPrepareOnUncommittedParent(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "")
 	if _, err := sn.Prepare(ctx, "active", "base"); err != nil {
@@ -616,7 +612,7 @@ func snapPrepareOnUncommittedParent(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapRemoveParentWithChildren(ctx context.Context, t T, e *snapEnv) {
+func snapRemoveParentWithChildren(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "")
 	commitEmpty(ctx, t, sn, "mid", "base")
@@ -639,7 +635,7 @@ func snapRemoveParentWithChildren(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapCommitViewRefused(ctx context.Context, t T, e *snapEnv) {
+func snapCommitViewRefused(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "")
 	if _, err := sn.View(ctx, "v", "base"); err != nil {
@@ -653,7 +649,7 @@ func snapCommitViewRefused(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapCommitOntoExistingName(ctx context.Context, t T, e *snapEnv) {
+func snapCommitOntoExistingName(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "")
 	if _, err := sn.Prepare(ctx, "a", "base"); err != nil {
@@ -667,7 +663,7 @@ func snapCommitOntoExistingName(ctx context.Context, t T, e *snapEnv) {
 	wantKind(t, sn, ctx, "a", snapshot.KindActive, "base")
 }
 
-func snapConcurrentPrepareCommit(ctx context.Context, t T, e *snapEnv) {
+func snapConcurrentPrepareCommit(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "")
 	const n = 24
@@ -712,7 +708,7 @@ func snapConcurrentPrepareCommit(ctx context.Context, t T, e *snapEnv) {
 	}
 }
 
-func snapRestart(ctx context.Context, t T, e *snapEnv) {
+func snapRestart(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	commitEmpty(ctx, t, sn, "base", "", snapshot.WithLabels(map[string]string{"k": "v"}))
 	ms, err := sn.Prepare(ctx, "work", "base")
@@ -763,7 +759,7 @@ func snapRestart(ctx context.Context, t T, e *snapEnv) {
 // snapCleanup checks what a black box allows: Cleanup keeps every live
 // snapshot whole and gives back the space of removed ones. (A plugin's own
 // tests plant real orphans.)
-func snapCleanup(ctx context.Context, t T, e *snapEnv) {
+func snapCleanup(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	cl, ok := sn.(snapshot.Cleaner)
 	if !ok {
@@ -819,7 +815,7 @@ func snapCleanup(ctx context.Context, t T, e *snapEnv) {
 }
 
 // dirUsage is the apparent size of the files under dir.
-func dirUsage(t T, dir string) int64 {
+func dirUsage(t conformance.T, dir string) int64 {
 	var n int64
 	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
 		if err == nil && fi.Mode().IsRegular() {
@@ -835,7 +831,7 @@ func dirUsage(t T, dir string) int64 {
 // takes labels of at most 4 KB) are more than one gRPC message may carry
 // (4 MiB by default), however the plugin batches them. (Ten times the
 // snapshots with a tenth of the labels says the same, ten times slower.)
-func snapWalkStreams(ctx context.Context, t T, e *snapEnv) {
+func snapWalkStreams(ctx context.Context, t conformance.T, e *snapEnv) {
 	sn := e.P
 	const n = 1000
 	pad := strings.Repeat("p", 3000)

@@ -1,10 +1,13 @@
-package conformance
+package conformance_test
 
 import (
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/contenttest"
 )
 
 // TestContentBinary runs the content suite against the built
@@ -24,5 +27,5 @@ func TestContentBinary(t *testing.T) {
 			t.Fatalf("build keel-content-local: %v\n%s", err, out)
 		}
 	}
-	Content(Go(t), BinaryContent(path))
+	contenttest.Run(conformance.Go(t), contenttest.Binary(path))
 }

@@ -1,4 +1,4 @@
-package conformance
+package resolvertest
 
 import (
 	"bytes"
@@ -17,25 +17,22 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/resolver"
-	"github.com/keel-runtime/keel/test/conformance/registry"
 )
 
-var _ = addCLISuite(sdk.KindResolver, func(t T, path string, opts ...Option) {
-	Resolver(t, BinaryResolver(path, opts...), opts...)
-})
-
-// BinaryResolver opens the resolver plugin executable at path as keeld
-// does (see Binary).
-func BinaryResolver(path string, opts ...Option) Opener[resolver.Resolver] {
-	return Binary(path, sdk.KindResolver, wrapResolver, opts...)
+// Binary opens the resolver plugin executable at path as keeld
+// does (see conformance.Binary).
+func Binary(path string, opts ...conformance.Option) conformance.Opener[resolver.Resolver] {
+	return conformance.Binary(path, sdk.KindResolver, wrapResolver, opts...)
 }
 
-// InProcessResolver opens the resolver factory builds inside the test
-// process, across gRPC (see InProcess).
-func InProcessResolver(factory resolver.Factory, opts ...Option) Opener[resolver.Resolver] {
-	return InProcess(resolver.Plugin("conformance", "dev", factory), wrapResolver, opts...)
+// InProcess opens the resolver factory builds inside the test
+// process, across gRPC (see conformance.InProcess).
+func InProcess(factory resolver.Factory, opts ...conformance.Option) conformance.Opener[resolver.Resolver] {
+	return conformance.InProcess(resolver.Plugin("conformance", "dev", factory), wrapResolver, opts...)
 }
 
 func wrapResolver(conn grpc.ClientConnInterface, stop func() error) resolver.Resolver {
@@ -58,14 +55,14 @@ func (r *stoppingResolver) Close() error {
 	return err
 }
 
-// Resolver runs the resolver suite against the plugins open opens.
+// Run runs the resolver suite against the plugins open opens.
 //
 // The suite starts its own registries (Debian's docker-registry, see
 // test/conformance/registry): an open one and one with Basic auth, seeded
 // with busybox-static images, a loopback server that lies about what it
 // serves, and a mirror address where nothing listens. It hands the plugin
 // a config in the docker resolver's shape that reaches them (see
-// SuiteConfig):
+// conformance.SuiteConfig):
 //
 //	host "<open>"          { plain_http = true }
 //	host "<basic>"         { plain_http = true, username = …, password = … }
@@ -76,17 +73,17 @@ func (r *stoppingResolver) Close() error {
 // A resolver with another config shape passes the cases that need none
 // (ResolveInvalidReference) and fails the others. Without docker-registry
 // the registry cases skip, or fail under KEEL_TEST_STRICT=1.
-func Resolver(t T, open Opener[resolver.Resolver], opts ...Option) {
+func Run(t conformance.T, open conformance.Opener[resolver.Resolver], opts ...conformance.Option) {
 	t.Helper()
-	o := buildOptions(opts)
+	o := conformance.NewOptions(opts)
 	fx, err := startResolverFixture(t)
 	if err != nil {
 		t.Logf("resolver fixture: %v", err)
 	}
 	if fx != nil {
-		o.suiteConfig = fx.config
+		o.CaseConfig = fx.config
 	}
-	runCases(t, resolverCases(fx, err), open, o)
+	conformance.RunCases(t, resolverCases(fx, err), open, o)
 }
 
 // resolverFixture is what the suite starts once and every case reads.
@@ -112,7 +109,7 @@ const (
 	repoMulti = "conformance/multi"
 )
 
-func startResolverFixture(t T) (*resolverFixture, error) {
+func startResolverFixture(t conformance.T) (*resolverFixture, error) {
 	fx := &resolverFixture{}
 	var err error
 	if fx.open, err = registry.Start(t, registry.Options{}); err != nil {
@@ -184,7 +181,7 @@ func startResolverFixture(t T) (*resolverFixture, error) {
 
 // startLiar serves, for any repository, a manifest and a blob whose bytes
 // are not those of the digests it names.
-func (fx *resolverFixture) startLiar(t T) error {
+func (fx *resolverFixture) startLiar(t conformance.T) error {
 	honest := fx.image.Manifest.Data
 	lie := append(bytes.Clone(honest), ' ')
 	fx.liarManifest = fx.image.Manifest.Desc
@@ -229,11 +226,11 @@ func (fx *resolverFixture) ref(r *registry.Registry, repo, tag string) string {
 
 // resolverCase wraps a body that needs the fixture: without one it skips
 // (or fails, strict).
-func resolverCase(fx *resolverFixture, fxErr error, name string, body func(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture)) testCase[resolver.Resolver] {
-	return testCase[resolver.Resolver]{name: name, body: func(ctx context.Context, t T, env *caseEnv[resolver.Resolver]) {
+func resolverCase(fx *resolverFixture, fxErr error, name string, body func(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture)) conformance.Case[resolver.Resolver] {
+	return conformance.Case[resolver.Resolver]{Name: name, Body: func(ctx context.Context, t conformance.T, env *conformance.Env[resolver.Resolver]) {
 		if fx == nil {
 			if errors.Is(fxErr, registry.ErrNoRegistry) {
-				skipUnlessStrict(t, "%v", fxErr)
+				conformance.SkipUnlessStrict(t, "%v", fxErr)
 			}
 			t.Fatalf("resolver fixture: %v", fxErr)
 		}
@@ -241,9 +238,9 @@ func resolverCase(fx *resolverFixture, fxErr error, name string, body func(ctx c
 	}}
 }
 
-func resolverCases(fx *resolverFixture, fxErr error) []testCase[resolver.Resolver] {
-	return []testCase[resolver.Resolver]{
-		{name: "ResolveInvalidReference", body: func(ctx context.Context, t T, env *caseEnv[resolver.Resolver]) {
+func resolverCases(fx *resolverFixture, fxErr error) []conformance.Case[resolver.Resolver] {
+	return []conformance.Case[resolver.Resolver]{
+		{Name: "ResolveInvalidReference", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[resolver.Resolver]) {
 			for _, ref := range []string{"UPPER/Case::bad", "", "example.com/app@sha256:nothex"} {
 				_, _, err := env.P.Resolve(ctx, ref)
 				if !errdefs.IsInvalidArgument(err) {
@@ -268,14 +265,14 @@ func resolverCases(fx *resolverFixture, fxErr error) []testCase[resolver.Resolve
 }
 
 // sameDesc checks the parts of a resolved descriptor that matter.
-func sameDesc(t T, what string, got, want ocispec.Descriptor) {
+func sameDesc(t conformance.T, what string, got, want ocispec.Descriptor) {
 	t.Helper()
 	if got.Digest != want.Digest || got.Size != want.Size || got.MediaType != want.MediaType {
 		t.Errorf("%s: resolved %s %s (%d bytes), want %s %s (%d bytes)", what, got.MediaType, got.Digest, got.Size, want.MediaType, want.Digest, want.Size)
 	}
 }
 
-func resolveTag(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func resolveTag(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	ref := fx.ref(fx.open, repoImage, "latest")
 	name, desc, err := r.Resolve(ctx, ref)
 	if err != nil {
@@ -294,7 +291,7 @@ func resolveTag(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixtu
 	}
 }
 
-func resolveDigest(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func resolveDigest(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	d := fx.image.Manifest.Desc.Digest
 	for _, ref := range []string{
 		fx.open.Host + "/" + repoImage + "@" + d.String(),
@@ -316,7 +313,7 @@ func resolveDigest(ctx context.Context, t T, r resolver.Resolver, fx *resolverFi
 	}
 }
 
-func resolveIndexes(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func resolveIndexes(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	for tag, want := range map[string]registry.Blob{"docker": fx.dockerList, "oci": fx.ociIndex} {
 		ref := fx.ref(fx.open, repoMulti, tag)
 		_, desc, err := r.Resolve(ctx, ref)
@@ -341,7 +338,7 @@ func resolveIndexes(ctx context.Context, t T, r resolver.Resolver, fx *resolverF
 }
 
 // fetchAll reads desc of ref from offset on.
-func fetchAll(ctx context.Context, t T, r resolver.Resolver, ref string, desc ocispec.Descriptor, offset int64) []byte {
+func fetchAll(ctx context.Context, t conformance.T, r resolver.Resolver, ref string, desc ocispec.Descriptor, offset int64) []byte {
 	t.Helper()
 	rc, err := r.Fetch(ctx, ref, desc, offset)
 	if err != nil {
@@ -355,7 +352,7 @@ func fetchAll(ctx context.Context, t T, r resolver.Resolver, ref string, desc oc
 	return b
 }
 
-func fetchImage(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func fetchImage(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	ref := fx.ref(fx.open, repoImage, "latest")
 	_, desc, err := r.Resolve(ctx, ref)
 	if err != nil {
@@ -386,7 +383,7 @@ func fetchImage(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixtu
 	}
 }
 
-func fetchOffset(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func fetchOffset(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	ref := fx.ref(fx.open, repoImage, "latest")
 	layer := fx.image.Layers[0]
 	for _, off := range []int64{1, layer.Desc.Size / 2, layer.Desc.Size - 1, layer.Desc.Size} {
@@ -409,7 +406,7 @@ func fetchOffset(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixt
 	}
 }
 
-func pushPullBack(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func pushPullBack(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	// Each run its own repository: the registry outlives a case.
 	var suffix [4]byte
 	rand.Read(suffix[:])
@@ -464,7 +461,7 @@ func pushPullBack(ctx context.Context, t T, r resolver.Resolver, fx *resolverFix
 	}
 }
 
-func missingTag(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func missingTag(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	for _, ref := range []string{fx.ref(fx.open, repoImage, "no-such-tag"), fx.ref(fx.open, "conformance/no-such-repo", "latest")} {
 		_, _, err := r.Resolve(ctx, ref)
 		if !errdefs.IsNotFound(err) {
@@ -473,7 +470,7 @@ func missingTag(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixtu
 	}
 }
 
-func basicAuth(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func basicAuth(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	ref := fx.ref(fx.basic, repoImage, "latest")
 	_, desc, err := r.Resolve(ctx, ref)
 	if err != nil {
@@ -486,7 +483,7 @@ func basicAuth(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixtur
 	}
 }
 
-func badCredentials(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func badCredentials(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	port := fx.basic.Host[strings.LastIndex(fx.basic.Host, ":")+1:]
 	ref := "localhost:" + port + "/" + repoImage + ":latest"
 	_, _, err := r.Resolve(ctx, ref)
@@ -502,7 +499,7 @@ func badCredentials(ctx context.Context, t T, r resolver.Resolver, fx *resolverF
 	}
 }
 
-func lyingRegistry(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func lyingRegistry(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	byDigest := fx.liar + "/lies@" + fx.liarManifest.Digest.String()
 	if _, desc, err := r.Resolve(ctx, byDigest); err == nil {
 		// A resolver may trust the HEAD; the bytes must still be refused.
@@ -532,7 +529,7 @@ func lyingRegistry(ctx context.Context, t T, r resolver.Resolver, fx *resolverFi
 	}
 }
 
-func mirrorFallback(ctx context.Context, t T, r resolver.Resolver, fx *resolverFixture) {
+func mirrorFallback(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
 	port := fx.open.Host[strings.LastIndex(fx.open.Host, ":")+1:]
 	ref := "localhost:" + port + "/" + repoImage + ":latest"
 	_, desc, err := r.Resolve(ctx, ref)

@@ -1,4 +1,4 @@
-package conformance
+package runtimetest
 
 import (
 	"context"
@@ -7,24 +7,21 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
 )
 
-var _ = addCLISuite(sdk.KindRuntime, func(t T, path string, opts ...Option) {
-	Runtime(t, BinaryRuntime(path, opts...), opts...)
-})
-
-// BinaryRuntime opens the runtime plugin executable at path as keeld does
-// (see Binary).
-func BinaryRuntime(path string, opts ...Option) Opener[keelruntime.Runtime] {
-	return Binary(path, sdk.KindRuntime, wrapRuntime, opts...)
+// Binary opens the runtime plugin executable at path as keeld does
+// (see conformance.Binary).
+func Binary(path string, opts ...conformance.Option) conformance.Opener[keelruntime.Runtime] {
+	return conformance.Binary(path, sdk.KindRuntime, wrapRuntime, opts...)
 }
 
-// InProcessRuntime opens the runtime factory builds inside the test
-// process, across gRPC (see InProcess).
-func InProcessRuntime(factory keelruntime.Factory, opts ...Option) Opener[keelruntime.Runtime] {
-	return InProcess(keelruntime.Plugin("conformance", "dev", factory), wrapRuntime, opts...)
+// InProcess opens the runtime factory builds inside the test
+// process, across gRPC (see conformance.InProcess).
+func InProcess(factory keelruntime.Factory, opts ...conformance.Option) conformance.Opener[keelruntime.Runtime] {
+	return conformance.InProcess(keelruntime.Plugin("conformance", "dev", factory), wrapRuntime, opts...)
 }
 
 func wrapRuntime(conn grpc.ClientConnInterface, stop func() error) keelruntime.Runtime {
@@ -55,32 +52,32 @@ const eventsWait = 10 * time.Second
 // slow answer is not taken for a working one.
 const failFastWait = 2 * time.Second
 
-// Runtime runs the runtime suite against the plugins open opens.
+// Run runs the runtime suite against the plugins open opens.
 //
 // The first cases hold for any runtime without running a container; the
-// others run busybox containers (see BusyboxRootfs and RuntimeSpec) and
+// others run busybox containers (see fixture.BusyboxRootfs and fixture.RuntimeSpec) and
 // need root: create, start, wait and exit codes, signals, kill all, exec
 // with and without a terminal, stdin close, pause and resume, pids, a
 // memory limit update, stats, an OOM kill, two tasks at once, a restart of
 // the plugin mid-task, and the order of the events of each.
-func Runtime(t T, open Opener[keelruntime.Runtime], opts ...Option) {
+func Run(t conformance.T, open conformance.Opener[keelruntime.Runtime], opts ...conformance.Option) {
 	t.Helper()
-	runCases(t, append(runtimeCases(), runtimeTaskCases()...), open, buildOptions(opts))
+	conformance.RunCases(t, append(runtimeCases(), runtimeTaskCases()...), open, conformance.NewOptions(opts))
 }
 
-func runtimeCases() []testCase[keelruntime.Runtime] {
-	return []testCase[keelruntime.Runtime]{
-		{name: "StateUnknownTask", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+func runtimeCases() []conformance.Case[keelruntime.Runtime] {
+	return []conformance.Case[keelruntime.Runtime]{
+		{Name: "StateUnknownTask", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			if _, err := env.P.State(ctx, "conformance-no-such-task", ""); !errdefs.IsNotFound(err) {
 				t.Errorf("State of an unknown task: %v, want NotFound", err)
 			}
 		}},
-		{name: "DeleteUnknownTask", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "DeleteUnknownTask", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			if _, err := env.P.Delete(ctx, "conformance-no-such-task", ""); !errdefs.IsNotFound(err) {
 				t.Errorf("Delete of an unknown task: %v, want NotFound", err)
 			}
 		}},
-		{name: "EventsEndWithContext", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "EventsEndWithContext", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
 			events, errs := env.P.Events(ctx)

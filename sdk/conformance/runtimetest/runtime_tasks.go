@@ -1,4 +1,4 @@
-package conformance
+package runtimetest
 
 import (
 	"context"
@@ -19,7 +19,9 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
 )
 
@@ -29,8 +31,8 @@ const taskWait = 20 * time.Second
 // taskEnv is a case's view of the runtime: the tasks it made are killed
 // and deleted when the case ends, whatever happened.
 type taskEnv struct {
-	t   T
-	env *caseEnv[keelruntime.Runtime]
+	t   conformance.T
+	env *conformance.Env[keelruntime.Runtime]
 	dir string
 	// cgroup is the case's own cgroup parent: cases run in parallel, each
 	// with its own runtime, and may reuse task ids.
@@ -40,12 +42,12 @@ type taskEnv struct {
 	ids []string
 }
 
-func newTaskEnv(t T, env *caseEnv[keelruntime.Runtime]) *taskEnv {
+func newTaskEnv(t conformance.T, env *conformance.Env[keelruntime.Runtime]) *taskEnv {
 	t.Helper()
-	requireRoot(t)
-	if _, err := os.Stat(BusyboxPath); err != nil {
+	conformance.RequireRoot(t)
+	if _, err := os.Stat(fixture.BusyboxPath); err != nil {
 		if _, lerr := exec.LookPath("busybox"); lerr != nil {
-			skipUnlessStrict(t, "needs a static busybox (busybox-static) to build a rootfs")
+			conformance.SkipUnlessStrict(t, "needs a static busybox (busybox-static) to build a rootfs")
 		}
 	}
 	dir := t.TempDir()
@@ -79,7 +81,7 @@ func (e *taskEnv) path(name string) string { return filepath.Join(e.dir, name) }
 func (e *taskEnv) create(ctx context.Context, id string, spec *specs.Spec, edit ...func(*keelruntime.CreateOpts)) uint32 {
 	e.t.Helper()
 	rootfs := e.path(id + "-rootfs")
-	mounts, err := BusyboxRootfs(rootfs)
+	mounts, err := fixture.BusyboxRootfs(rootfs)
 	if err != nil {
 		e.t.Fatalf("build busybox rootfs: %v", err)
 	}
@@ -125,7 +127,7 @@ func (e *taskEnv) remove(id string) {
 
 func (e *taskEnv) run(ctx context.Context, id string, args ...string) uint32 {
 	e.t.Helper()
-	e.create(ctx, id, RuntimeSpec(args...))
+	e.create(ctx, id, fixture.RuntimeSpec(args...))
 	pid, err := e.rt().Start(ctx, id, "")
 	if err != nil {
 		e.t.Fatalf("start task %s: %v", id, err)
@@ -171,7 +173,7 @@ type eventLog struct {
 	wake   chan struct{}
 }
 
-func recordEvents(ctx context.Context, t T, rt keelruntime.Runtime) *eventLog {
+func recordEvents(ctx context.Context, t conformance.T, rt keelruntime.Runtime) *eventLog {
 	ctx, cancel := context.WithCancel(ctx)
 	t.Cleanup(cancel)
 	r := &eventLog{wake: make(chan struct{}, 1)}
@@ -204,7 +206,7 @@ func (r *eventLog) of(id, execID string) []keelruntime.Event {
 }
 
 // waitFor waits until task id has an event on topic.
-func (r *eventLog) waitFor(t T, id, execID, topic string) keelruntime.Event {
+func (r *eventLog) waitFor(t conformance.T, id, execID, topic string) keelruntime.Event {
 	t.Helper()
 	deadline := time.After(taskWait)
 	for {
@@ -235,7 +237,7 @@ func topics(evs []keelruntime.Event) []string {
 
 // checkOrder checks that the events of id/execID, restricted to want's
 // topics, are exactly want in order.
-func (r *eventLog) checkOrder(t T, id, execID string, want ...string) {
+func (r *eventLog) checkOrder(t conformance.T, id, execID string, want ...string) {
 	t.Helper()
 	var got []string
 	for _, ev := range r.of(id, execID) {
@@ -249,11 +251,11 @@ func (r *eventLog) checkOrder(t T, id, execID string, want ...string) {
 }
 
 func processSpec(args ...string) *specs.Process {
-	return RuntimeSpec(args...).Process
+	return fixture.RuntimeSpec(args...).Process
 }
 
 // memoryLimit reads the memory limit from a task's stats.
-func memoryLimit(t T, st keelruntime.Stats) uint64 {
+func memoryLimit(t conformance.T, st keelruntime.Stats) uint64 {
 	t.Helper()
 	switch {
 	case strings.HasSuffix(st.TypeURL, "cgroups.v1.Metrics"):
@@ -273,18 +275,18 @@ func memoryLimit(t T, st keelruntime.Stats) uint64 {
 	return 0
 }
 
-func mkfifo(t T, path string) {
+func mkfifo(t conformance.T, path string) {
 	t.Helper()
 	if err := unix.Mkfifo(path, 0o600); err != nil {
 		t.Fatalf("mkfifo %s: %v", path, err)
 	}
 }
 
-type taskCase = testCase[keelruntime.Runtime]
+type taskCase = conformance.Case[keelruntime.Runtime]
 
 func runtimeTaskCases() []taskCase {
 	return []taskCase{
-		{name: "ExitCodes", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "ExitCodes", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			for _, code := range []uint32{0, 3, 255} {
 				id := fmt.Sprintf("exit-%d", code)
@@ -311,10 +313,10 @@ func runtimeTaskCases() []taskCase {
 				}
 			}
 		}},
-		{name: "LifecycleErrors", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "LifecycleErrors", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
-			e.create(ctx, "dup", RuntimeSpec("sleep", "60"))
-			if _, err := e.rt().Create(ctx, keelruntime.CreateOpts{ID: "dup", Spec: RuntimeSpec("true")}); !errdefs.IsAlreadyExists(err) {
+			e.create(ctx, "dup", fixture.RuntimeSpec("sleep", "60"))
+			if _, err := e.rt().Create(ctx, keelruntime.CreateOpts{ID: "dup", Spec: fixture.RuntimeSpec("true")}); !errdefs.IsAlreadyExists(err) {
 				t.Errorf("create with an id in use: %v, want AlreadyExists", err)
 			}
 			if st, err := e.rt().State(ctx, "dup", ""); err != nil || st.Status != keelruntime.StatusCreated || st.Pid == 0 {
@@ -329,19 +331,19 @@ func runtimeTaskCases() []taskCase {
 			if _, err := e.rt().Delete(ctx, "dup", ""); !errdefs.IsFailedPrecondition(err) {
 				t.Errorf("delete of a running task: %v, want FailedPrecondition", err)
 			}
-			if _, err := e.rt().Create(ctx, keelruntime.CreateOpts{ID: "bad/id", Spec: RuntimeSpec("true")}); !errdefs.IsInvalidArgument(err) {
+			if _, err := e.rt().Create(ctx, keelruntime.CreateOpts{ID: "bad/id", Spec: fixture.RuntimeSpec("true")}); !errdefs.IsInvalidArgument(err) {
 				t.Errorf("create with id bad/id: %v, want InvalidArgument", err)
 			}
 			if err := e.rt().Exec(ctx, keelruntime.ExecOpts{ID: "nope", ExecID: "x", Spec: processSpec("true")}); !errdefs.IsNotFound(err) {
 				t.Errorf("exec in an unknown task: %v, want NotFound", err)
 			}
 			// A created task deletes without ever running.
-			e.create(ctx, "never", RuntimeSpec("true"))
+			e.create(ctx, "never", fixture.RuntimeSpec("true"))
 			if _, err := e.rt().Delete(ctx, "never", ""); err != nil {
 				t.Errorf("delete of a created task: %v", err)
 			}
 		}},
-		{name: "Signals", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "Signals", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "trap", "sh", "-c", `trap "exit 42" TERM; echo ready; while true; do sleep 0.05; done`)
 			e.run(ctx, "kill", "sleep", "60")
@@ -362,9 +364,9 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("kill of an exited task: %v, want NotFound", err)
 			}
 		}},
-		{name: "KillAll", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "KillAll", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
-			spec := RuntimeSpec("sh", "-c", "sleep 60 & sleep 60 & echo ready; wait")
+			spec := fixture.RuntimeSpec("sh", "-c", "sleep 60 & sleep 60 & echo ready; wait")
 			e.create(ctx, "all", spec)
 			if _, err := e.rt().Start(ctx, "all", ""); err != nil {
 				t.Fatalf("start: %v", err)
@@ -381,7 +383,7 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("exit after kill all: %d, want 137", st.Status)
 			}
 		}},
-		{name: "Exec", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "Exec", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			rec := recordEvents(ctx, t, e.rt())
 			e.run(ctx, "box", "sleep", "60")
@@ -418,7 +420,7 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("task after its exec: %+v, %v; want running", st, err)
 			}
 		}},
-		{name: "ExecTerminal", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "ExecTerminal", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "box", "sleep", "60")
 			io := keelruntime.IO{Stdout: e.path("tty.out"), Terminal: true}
@@ -444,9 +446,9 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("resize of a process without a terminal: %v, want FailedPrecondition", err)
 			}
 		}},
-		{name: "TaskTerminal", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "TaskTerminal", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
-			spec := RuntimeSpec("sh", "-c", "tty; exit 4")
+			spec := fixture.RuntimeSpec("sh", "-c", "tty; exit 4")
 			spec.Process.Terminal = true
 			e.create(ctx, "tty", spec, func(o *keelruntime.CreateOpts) {
 				o.IO = keelruntime.IO{Stdout: e.path("tty.out"), Terminal: true}
@@ -461,11 +463,11 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("terminal output %q, want a /dev/pts tty", out)
 			}
 		}},
-		{name: "StdinClose", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "StdinClose", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			fifo := e.path("stdin")
 			mkfifo(t, fifo)
-			e.create(ctx, "cat", RuntimeSpec("cat"), func(o *keelruntime.CreateOpts) { o.IO.Stdin = fifo })
+			e.create(ctx, "cat", fixture.RuntimeSpec("cat"), func(o *keelruntime.CreateOpts) { o.IO.Stdin = fifo })
 			if _, err := e.rt().Start(ctx, "cat", ""); err != nil {
 				t.Fatalf("start: %v", err)
 			}
@@ -486,7 +488,7 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("cat exit %d, want 0", st.Status)
 			}
 		}},
-		{name: "PauseResume", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "PauseResume", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			rec := recordEvents(ctx, t, e.rt())
 			e.run(ctx, "p", "sleep", "60")
@@ -504,7 +506,7 @@ func runtimeTaskCases() []taskCase {
 			rec.waitFor(t, "p", "", keelruntime.TopicResumed)
 			rec.checkOrder(t, "p", "", keelruntime.TopicCreate, keelruntime.TopicStart, keelruntime.TopicPaused, keelruntime.TopicResumed)
 		}},
-		{name: "Pids", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "Pids", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			pid := e.run(ctx, "ps", "sh", "-c", "sleep 60 & echo ready; wait")
 			waitOutput(t, e, "ps.out", "ready")
@@ -528,7 +530,7 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("pids %+v: want 3 or more, the init pid %d and exec sl's %d", ps, pid, xpid)
 			}
 		}},
-		{name: "UpdateAndStats", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "UpdateAndStats", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "mem", "sleep", "60")
 			st, err := e.rt().Stats(ctx, "mem")
@@ -550,10 +552,10 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("memory limit after update: %d, want %d", got, limit)
 			}
 		}},
-		{name: "OOM", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "OOM", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			rec := recordEvents(ctx, t, e.rt())
-			spec := RuntimeSpec("sh", "-c", "x=0123456789abcdef; while true; do x=$x$x; done")
+			spec := fixture.RuntimeSpec("sh", "-c", "x=0123456789abcdef; while true; do x=$x$x; done")
 			limit := int64(16 << 20)
 			spec.Linux.Resources.Memory = &specs.LinuxMemory{Limit: &limit, Swap: &limit}
 			e.create(ctx, "oom", spec)
@@ -565,7 +567,7 @@ func runtimeTaskCases() []taskCase {
 			}
 			rec.waitFor(t, "oom", "", keelruntime.TopicOOM)
 		}},
-		{name: "TwoTasks", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "TwoTasks", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "one", "sh", "-c", "sleep 0.3; exit 1")
 			e.run(ctx, "two", "sh", "-c", "sleep 0.3; exit 2")
@@ -579,7 +581,7 @@ func runtimeTaskCases() []taskCase {
 				}
 			}
 		}},
-		{name: "EventsOrder", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "EventsOrder", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			rec := recordEvents(ctx, t, e.rt())
 			e.run(ctx, "ev", "sh", "-c", "exit 2")
@@ -594,7 +596,7 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("exit event %+v: want status 2, a pid and a time", exit)
 			}
 		}},
-		{name: "RestartMidTask", body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "RestartMidTask", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "long", "sleep", "60")
 			e.run(ctx, "short", "sh", "-c", "sleep 0.3; exit 9")
@@ -624,7 +626,7 @@ func runtimeTaskCases() []taskCase {
 			rec.waitFor(t, "long", "", keelruntime.TopicDelete)
 			rec.checkOrder(t, "long", "", keelruntime.TopicExit, keelruntime.TopicDelete)
 		}},
-		{name: "CheckpointRestore", needs: []string{keelruntime.CapabilityCheckpoint}, body: func(ctx context.Context, t T, env *caseEnv[keelruntime.Runtime]) {
+		{Name: "CheckpointRestore", Needs: []string{keelruntime.CapabilityCheckpoint}, Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "cr", "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done")
 			time.Sleep(300 * time.Millisecond)
@@ -636,7 +638,7 @@ func runtimeTaskCases() []taskCase {
 			if _, err := e.rt().Delete(ctx, "cr", ""); err != nil {
 				t.Fatalf("delete checkpointed task: %v", err)
 			}
-			e.create(ctx, "cr", RuntimeSpec("sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"),
+			e.create(ctx, "cr", fixture.RuntimeSpec("sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done"),
 				func(o *keelruntime.CreateOpts) { o.Checkpoint = image })
 			if _, err := e.rt().Start(ctx, "cr", ""); err != nil {
 				t.Fatalf("start from checkpoint: %v", err)
@@ -647,7 +649,7 @@ func runtimeTaskCases() []taskCase {
 }
 
 // waitOutput waits until the file name holds want.
-func waitOutput(t T, e *taskEnv, name, want string) {
+func waitOutput(t conformance.T, e *taskEnv, name, want string) {
 	t.Helper()
 	deadline := time.Now().Add(taskWait)
 	for time.Now().Before(deadline) {

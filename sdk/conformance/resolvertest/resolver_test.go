@@ -1,4 +1,4 @@
-package conformance
+package resolvertest_test
 
 import (
 	"context"
@@ -8,10 +8,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keel-runtime/keel/sdk/conformance/resolvertest"
+	"github.com/keel-runtime/keel/sdk/conformance/runner"
+
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/resolver"
 )
@@ -54,32 +58,18 @@ func (r *strictResolver) Push(context.Context, string, ocispec.Descriptor, io.Re
 func (r *strictResolver) Close() error { return nil }
 
 func TestResolverSuite(t *testing.T) {
-	Resolver(Go(t), InProcessResolver(func(context.Context, sdk.Env) (resolver.Resolver, error) {
+	resolvertest.Run(conformance.Go(t), resolvertest.InProcess(func(context.Context, sdk.Env) (resolver.Resolver, error) {
 		return &strictResolver{}, nil
-	}), WithRun(regexp.MustCompile(`^ResolveInvalidReference$`)))
+	}), conformance.WithRun(regexp.MustCompile(`^ResolveInvalidReference$`)))
 }
 
 func TestResolverSuiteCatchesViolations(t *testing.T) {
-	got := runFailing(t, func(ct T) {
-		Resolver(ct, InProcessResolver(func(context.Context, sdk.Env) (resolver.Resolver, error) {
+	got := runner.StatusByCase(runner.RunSuite(t.Context(), func(ct conformance.T) {
+		resolvertest.Run(ct, resolvertest.InProcess(func(context.Context, sdk.Env) (resolver.Resolver, error) {
 			return &strictResolver{lax: true}, nil
 		}))
-	})
+	}))
 	if got["ResolveInvalidReference"] != "fail" {
 		t.Errorf("a resolver accepting any reference passed: %v", got)
 	}
-}
-
-// runFailing runs suite with the CLI's T and returns each case's status.
-func runFailing(t *testing.T, suite func(T)) map[string]string {
-	t.Helper()
-	rec := &recorder{}
-	root := newCLIT("", rec, t.Context())
-	runGuarded(root, func() { suite(root) })
-	root.finish()
-	got := map[string]string{}
-	for _, r := range rec.results {
-		got[r.Name] = r.Status
-	}
-	return got
 }

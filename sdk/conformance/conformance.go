@@ -3,9 +3,9 @@
 // third party runs them against its own plugin the same two ways:
 //
 //	// from go test, in process but across gRPC, as keeld would call it
-//	conformance.Snapshotter(conformance.Go(t), conformance.InProcessSnapshotter(native.New))
+//	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(native.New))
 //	// or against the built binary, launched exactly as keeld launches it
-//	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter("bin/keel-snapshotter-native"))
+//	snapshottest.Run(conformance.Go(t), snapshottest.Binary("bin/keel-snapshotter-native"))
 //
 // `keel conformance --kind snapshotter PATH` runs the same cases from the
 // CLI through RunCLI.
@@ -97,9 +97,10 @@ type Options struct {
 	// and print it to the case's log when the case fails.
 	Logger hclog.Logger
 
-	// suiteConfig, set by a suite that starts its own servers (the resolver
-	// suite's registries), reaches the openers through the case's context.
-	suiteConfig json.RawMessage
+	// CaseConfig, set by a suite that starts its own servers (the resolver
+	// suite's registries), reaches the openers through the case's context
+	// (SuiteConfig).
+	CaseConfig json.RawMessage
 }
 
 type suiteConfigKey struct{}
@@ -130,7 +131,7 @@ func WithConfig(config json.RawMessage) Option { return func(o *Options) { o.Con
 // WithLogger sends the plugin's log to logger.
 func WithLogger(logger hclog.Logger) Option { return func(o *Options) { o.Logger = logger } }
 
-func buildOptions(opts []Option) Options {
+func NewOptions(opts []Option) Options {
 	var o Options
 	for _, opt := range opts {
 		opt(&o)
@@ -160,42 +161,42 @@ type openT struct {
 
 func (o openT) reportCapabilities(caps []string) { o.env.setCaps(caps) }
 
-// testCase is one conformance case: a stable CamelCase name, the
+// Case is one conformance case: a stable CamelCase name, the
 // capabilities it needs and a body. The body gets a plugin opened on a
 // fresh root in env.
-type testCase[P any] struct {
-	name  string
-	needs []string
-	body  func(ctx context.Context, t T, env *caseEnv[P])
+type Case[P any] struct {
+	Name  string
+	Needs []string
+	Body  func(ctx context.Context, t T, env *Env[P])
 }
 
-// caseEnv is what a case body works with: the plugin, its root and the
+// Env is what a case body works with: the plugin, its root and the
 // opener, to restart it.
-type caseEnv[P any] struct {
+type Env[P any] struct {
 	// P is the plugin instance currently open on Root.
-	P    P
-	Root string
-	open Opener[P]
+	P      P
+	Root   string
+	opener Opener[P]
 
 	mu   sync.Mutex
 	caps []string
 }
 
-func (e *caseEnv[P]) setCaps(caps []string) {
+func (e *Env[P]) setCaps(caps []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.caps = append([]string(nil), caps...)
 }
 
 // Has reports whether the plugin announced capability c.
-func (e *caseEnv[P]) Has(c string) bool {
+func (e *Env[P]) Has(c string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return slices.Contains(e.caps, c)
 }
 
 // Close closes the current instance (through io.Closer).
-func (e *caseEnv[P]) Close() error {
+func (e *Env[P]) Close() error {
 	if c, ok := any(e.P).(io.Closer); ok {
 		return c.Close()
 	}
@@ -204,13 +205,13 @@ func (e *caseEnv[P]) Close() error {
 
 // Reopen closes the current instance and opens the same root again: the
 // restart check. The new instance replaces P.
-func (e *caseEnv[P]) Reopen(ctx context.Context, t T) (P, error) {
+func (e *Env[P]) Reopen(ctx context.Context, t T) (P, error) {
 	t.Helper()
 	if err := e.Close(); err != nil {
 		var zero P
 		return zero, fmt.Errorf("close before reopen: %w", err)
 	}
-	p, err := e.open(ctx, openT{T: t, env: e}, e.Root)
+	p, err := e.opener(ctx, openT{T: t, env: e}, e.Root)
 	if err != nil {
 		var zero P
 		return zero, err
@@ -219,21 +220,21 @@ func (e *caseEnv[P]) Reopen(ctx context.Context, t T) (P, error) {
 	return p, nil
 }
 
-// runCases runs each case selected by opts as a subtest of t: a fresh root,
+// RunCases runs each case selected by opts as a subtest of t: a fresh root,
 // the plugin opened on it, skipped when a needed capability is missing, the
 // body, and the plugin closed at the end. Every kind's suite calls it.
-func runCases[P any](t T, cases []testCase[P], open Opener[P], opts Options) {
+func RunCases[P any](t T, cases []Case[P], open Opener[P], opts Options) {
 	t.Helper()
 	for _, tc := range cases {
-		if opts.Run != nil && !opts.Run.MatchString(tc.name) {
+		if opts.Run != nil && !opts.Run.MatchString(tc.Name) {
 			continue
 		}
-		t.Run(tc.name, func(t T) {
+		t.Run(tc.Name, func(t T) {
 			ctx := t.Context()
-			if opts.suiteConfig != nil {
-				ctx = context.WithValue(ctx, suiteConfigKey{}, opts.suiteConfig)
+			if opts.CaseConfig != nil {
+				ctx = context.WithValue(ctx, suiteConfigKey{}, opts.CaseConfig)
 			}
-			env := &caseEnv[P]{Root: caseRoot(t, opts.RootDir), open: open}
+			env := &Env[P]{Root: caseRoot(t, opts.RootDir), opener: open}
 			p, err := open(ctx, openT{T: t, env: env}, env.Root)
 			if err != nil {
 				t.Fatalf("open plugin on %s: %v", env.Root, err)
@@ -246,12 +247,12 @@ func runCases[P any](t T, cases []testCase[P], open Opener[P], opts Options) {
 					t.Errorf("close plugin: %v", err)
 				}
 			})
-			for _, c := range tc.needs {
+			for _, c := range tc.Needs {
 				if !env.Has(c) {
 					t.Skipf("plugin lacks capability %q", c)
 				}
 			}
-			tc.body(ctx, t, env)
+			tc.Body(ctx, t, env)
 		})
 	}
 }
@@ -270,27 +271,27 @@ func caseRoot(t T, under string) string {
 	return dir
 }
 
-// strict reports whether skips for missing privileges are failures.
-func strict() bool {
+// Strict reports whether skips for missing privileges are failures.
+func Strict() bool {
 	v := strings.TrimSpace(os.Getenv(EnvStrict))
 	return v != "" && v != "0" && v != "false"
 }
 
-// skipUnlessStrict skips the case with reason, or fails it under
+// SkipUnlessStrict skips the case with reason, or fails it under
 // KEEL_TEST_STRICT=1.
-func skipUnlessStrict(t T, format string, args ...any) {
+func SkipUnlessStrict(t T, format string, args ...any) {
 	t.Helper()
-	if strict() {
+	if Strict() {
 		t.Fatalf(format+" ("+EnvStrict+" is set)", args...)
 	}
 	t.Skipf(format, args...)
 }
 
-// requireRoot skips (or, strict, fails) a case that needs to be root, e.g.
+// RequireRoot skips (or, strict, fails) a case that needs to be root, e.g.
 // to mount.
-func requireRoot(t T) {
+func RequireRoot(t T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipUnlessStrict(t, "needs root to mount")
+		SkipUnlessStrict(t, "needs root to mount")
 	}
 }
