@@ -29,6 +29,7 @@ type cliSuite func(t conformance.T, path string, opts ...conformance.Option)
 // cliSuites holds the suites RunCLI dispatches to, by kind.
 var cliSuites = map[string]cliSuite{
 	sdk.KindSnapshotter: func(t conformance.T, path string, opts ...conformance.Option) {
+		opts = cliRoot(t, path, sdk.KindSnapshotter, opts)
 		snapshottest.Run(t, snapshottest.Binary(path, opts...), opts...)
 	},
 	sdk.KindContent: func(t conformance.T, path string, opts ...conformance.Option) {
