@@ -64,12 +64,17 @@ tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
+# keel.types.v1 (sdk/proto) holds the messages both APIs share (Descriptor,
+# Platform); keel.plugin.v1 and keel.v1 import it.
 proto: tools
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I sdk/internal/proto \
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I sdk/proto \
+		--go_out=sdk/proto --go_opt=paths=source_relative \
+		sdk/proto/keel/types/v1/*.proto
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I sdk/internal/proto -I sdk/proto \
 		--go_out=sdk/internal/proto --go_opt=paths=source_relative \
 		--go-grpc_out=sdk/internal/proto --go-grpc_opt=paths=source_relative \
 		sdk/internal/proto/keel/plugin/v1/*.proto
-	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api \
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I api -I sdk/proto \
 		--go_out=api --go_opt=paths=source_relative \
 		--go-grpc_out=api --go-grpc_opt=paths=source_relative \
 		api/keel/v1/*.proto

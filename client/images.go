@@ -2,16 +2,21 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/distribution/reference"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
+	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
@@ -125,12 +130,7 @@ func imageToProto(img Image) *keelv1.Image {
 	return &keelv1.Image{
 		Name:   img.Name,
 		Labels: img.Labels,
-		Target: &keelv1.Descriptor{
-			MediaType:   img.Target.MediaType,
-			Digest:      img.Target.Digest.String(),
-			Size:        img.Target.Size,
-			Annotations: img.Target.Annotations,
-		},
+		Target: descriptor.ToProto(img.Target),
 	}
 }
 
@@ -145,9 +145,7 @@ func imageFromProto(p *keelv1.Image) Image {
 	if p.UpdatedAt != nil {
 		img.UpdatedAt = p.UpdatedAt.AsTime()
 	}
-	if t := p.Target; t != nil {
-		img.Target = ocispec.Descriptor{MediaType: t.MediaType, Digest: digest.Digest(t.Digest), Size: t.Size, Annotations: t.Annotations}
-	}
+	img.Target = descriptor.FromProto(p.Target)
 	return img
 }
 
@@ -176,12 +174,75 @@ func (c *Client) UnpackImage(ctx context.Context, name, snapshotter, platform st
 	if err != nil {
 		return Unpacked{}, errdefs.FromGRPC(err)
 	}
-	u := Unpacked{
-		Image: imageFromProto(resp.Image), Snapshotter: resp.Snapshotter, ChainID: digest.Digest(resp.ChainId),
+	return Unpacked{
+		Image: imageFromProto(resp.Image), Snapshotter: resp.Snapshotter,
+		Manifest: descriptor.FromProto(resp.Manifest), ChainID: digest.Digest(resp.ChainId),
 		Applied: int(resp.LayersUnpacked), Skipped: int(resp.LayersSkipped),
+	}, nil
+}
+
+// MountOpt tunes MountImage.
+type MountOpt func(*mountOptions)
+
+type mountOptions struct {
+	platform    string
+	snapshotter string
+}
+
+// WithMountPlatform picks the manifest of an index for "os/arch[/variant]"
+// (keeld's platform by default).
+func WithMountPlatform(p string) MountOpt { return func(o *mountOptions) { o.platform = p } }
+
+// WithMountSnapshotter names the snapshotter the image is unpacked on
+// (keeld's default when not given).
+func WithMountSnapshotter(name string) MountOpt {
+	return func(o *mountOptions) { o.snapshotter = name }
+}
+
+// MountImage mounts a read-only view of the unpacked image name's root
+// filesystem on dir, which must be on the host keeld runs on; the caller
+// needs the privilege to mount. FailedPrecondition when the image is not
+// unpacked on the snapshotter. UnmountImage undoes it.
+func (c *Client) MountImage(ctx context.Context, name, dir string, opts ...MountOpt) error {
+	var o mountOptions
+	for _, opt := range opts {
+		opt(&o)
 	}
-	if m := resp.Manifest; m != nil {
-		u.Manifest = ocispec.Descriptor{MediaType: m.MediaType, Digest: digest.Digest(m.Digest), Size: m.Size, Annotations: m.Annotations}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
 	}
-	return u, nil
+	var cc grpc.ClientConnInterface = c.conn
+	if o.snapshotter != "" {
+		cc = metadataConn{cc: c.conn, key: keelv1.MetadataSnapshotter, value: o.snapshotter}
+	}
+	resp, err := keelv1.NewImagesClient(cc).Mount(ctx, &keelv1.MountImageRequest{Name: name, Target: dir, Platform: o.platform})
+	if err != nil {
+		return errdefs.FromGRPC(err)
+	}
+	ms := make([]mount.Mount, len(resp.Mounts))
+	for i, m := range resp.Mounts {
+		ms[i] = mount.Mount{Type: m.Type, Source: m.Source, Options: m.Options}
+	}
+	if err := mount.All(ms, dir); err != nil {
+		_, uerr := keelv1.NewImagesClient(c.conn).Unmount(context.WithoutCancel(ctx), &keelv1.UnmountImageRequest{Target: dir})
+		return errors.Join(fmt.Errorf("mount image %s on %s: %w", name, dir, err), errdefs.FromGRPC(uerr))
+	}
+	return nil
+}
+
+// UnmountImage unmounts dir, which MountImage mounted, and removes the
+// view behind it. NotFound when dir has no image view.
+func (c *Client) UnmountImage(ctx context.Context, dir string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if err := mount.Unmount(dir); err != nil {
+		return err
+	}
+	if _, err := keelv1.NewImagesClient(c.conn).Unmount(ctx, &keelv1.UnmountImageRequest{Target: dir}); err != nil {
+		return errdefs.FromGRPC(err)
+	}
+	return nil
 }

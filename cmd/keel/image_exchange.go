@@ -81,10 +81,10 @@ func (r *pushReporter) report(p client.PushProgress) {
 	if r.bar != nil {
 		r.bar.Add64(p.Offset - prev)
 	}
-	if p.Status == client.PushPushing {
+	if p.State == client.BlobPushing {
 		return
 	}
-	line := fmt.Sprintf("%-7s %s %s", p.Status, pushDigest(p.Desc.Digest), p.Desc.MediaType)
+	line := fmt.Sprintf("%-7s %s %s", p.State, pushDigest(p.Desc.Digest), p.Desc.MediaType)
 	if r.bar != nil {
 		r.bar.Clear()
 		fmt.Fprintln(r.w, line)

@@ -107,7 +107,7 @@ func (v lineView) update(p client.PullProgress) {
 	case p.Blob != nil:
 		b := p.Blob
 		switch b.State {
-		case "downloading":
+		case client.BlobDownloading:
 			if b.Offset != b.ResumedFrom {
 				return
 			}
@@ -116,7 +116,7 @@ func (v lineView) update(p client.PullProgress) {
 				return
 			}
 			fmt.Fprintf(v.w, "%s %-8s downloading %d bytes\n", shortDigest(b.Desc.Digest), b.Role, b.Desc.Size)
-		case "done", "exists":
+		case client.BlobDone, client.BlobExists:
 			fmt.Fprintf(v.w, "%s %-8s %s\n", shortDigest(b.Desc.Digest), b.Role, b.State)
 		}
 	case p.Layer != nil:
@@ -171,9 +171,9 @@ func (v *barView) update(p client.PullProgress) {
 		b := p.Blob
 		bar := v.bar(b)
 		switch b.State {
-		case "waiting":
+		case client.BlobWaiting:
 			bar.Describe(fmt.Sprintf("%s %-8s waiting", shortDigest(b.Desc.Digest), b.Role))
-		case "exists":
+		case client.BlobExists:
 			bar.Describe(fmt.Sprintf("%s %-8s exists ", shortDigest(b.Desc.Digest), b.Role))
 			bar.Set64(b.Desc.Size)
 		default:

@@ -67,19 +67,20 @@ type PullOptions struct {
 	Progress func(Progress)
 }
 
-// BlobState is where a blob of a pull is.
+// BlobState is where a blob of a pull or a push is.
 type BlobState int
 
 // Blob states, in the order a blob goes through them.
 const (
-	BlobWaiting     BlobState = iota // queued behind max_concurrent_downloads
-	BlobDownloading                  // bytes moving
-	BlobDone                         // committed, size and digest checked
-	BlobExists                       // stored already, nothing fetched
+	BlobWaiting     BlobState = iota // pull: queued behind max_concurrent_downloads
+	BlobDownloading                  // pull: bytes moving in
+	BlobPushing                      // push: bytes moving out
+	BlobDone                         // pulled (committed, size and digest checked) or pushed
+	BlobExists                       // stored already (pull) or on the registry (push): nothing moved
 )
 
 func (s BlobState) String() string {
-	return [...]string{"waiting", "downloading", "done", "exists"}[s]
+	return [...]string{"waiting", "downloading", "pushing", "done", "exists"}[s]
 }
 
 // Progress is one step of a pull: a blob's (Blob set) or a layer's (Layer

@@ -18,18 +18,11 @@ import (
 	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
-// Push statuses.
-const (
-	PushPushing = "pushing"
-	PushExists  = "exists"
-	PushDone    = "done"
-)
-
 // PushProgress is one step of a push, for one blob or manifest.
 type PushProgress struct {
 	Desc   ocispec.Descriptor
-	Status string // PushPushing, PushExists or PushDone
-	Offset int64  // bytes sent so far
+	State  BlobState // BlobPushing, BlobExists or BlobDone
+	Offset int64     // bytes sent so far
 }
 
 // PushOptions tune Push.
@@ -147,17 +140,17 @@ func pushOne(ctx context.Context, r resolver.Resolver, p content.Provider, ref s
 		return fmt.Errorf("push %s: %w", ref, err)
 	}
 	defer ra.Close()
-	report(PushProgress{Desc: desc, Status: PushPushing})
+	report(PushProgress{Desc: desc, State: BlobPushing})
 	cr := &countingReader{r: io.NewSectionReader(ra, 0, ra.Size()), desc: desc, report: report}
 	err = r.Push(ctx, ref, desc, cr)
 	switch {
 	case errdefs.IsAlreadyExists(err):
-		report(PushProgress{Desc: desc, Status: PushExists, Offset: desc.Size})
+		report(PushProgress{Desc: desc, State: BlobExists, Offset: desc.Size})
 		return nil
 	case err != nil:
 		return fmt.Errorf("push %s: %s %s: %w", ref, desc.MediaType, desc.Digest, err)
 	}
-	report(PushProgress{Desc: desc, Status: PushDone, Offset: desc.Size})
+	report(PushProgress{Desc: desc, State: BlobDone, Offset: desc.Size})
 	return nil
 }
 
@@ -175,7 +168,7 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	c.n += int64(n)
 	if now := time.Now(); n > 0 && now.Sub(c.last) >= ProgressInterval && !errors.Is(err, io.EOF) {
 		c.last = now
-		c.report(PushProgress{Desc: c.desc, Status: PushPushing, Offset: c.n})
+		c.report(PushProgress{Desc: c.desc, State: BlobPushing, Offset: c.n})
 	}
 	return n, err
 }

@@ -2,19 +2,23 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
-	digest "github.com/opencontainers/go-digest"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/containerd/platforms"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
@@ -52,21 +56,10 @@ type imagesService struct {
 	s     *Server
 }
 
-func descriptorToProto(d ocispec.Descriptor) *keelv1.Descriptor {
-	return &keelv1.Descriptor{MediaType: d.MediaType, Digest: d.Digest.String(), Size: d.Size, Annotations: d.Annotations}
-}
-
-func descriptorFromProto(d *keelv1.Descriptor) ocispec.Descriptor {
-	if d == nil {
-		return ocispec.Descriptor{}
-	}
-	return ocispec.Descriptor{MediaType: d.MediaType, Digest: digest.Digest(d.Digest), Size: d.Size, Annotations: d.Annotations}
-}
-
 func imageToProto(img metadata.Image) *keelv1.Image {
 	return &keelv1.Image{
 		Name:      img.Name,
-		Target:    descriptorToProto(img.Target),
+		Target:    descriptor.ToProto(img.Target),
 		Labels:    img.Labels,
 		CreatedAt: timestamppb.New(img.CreatedAt),
 		UpdatedAt: timestamppb.New(img.UpdatedAt),
@@ -77,7 +70,7 @@ func imageFromProto(p *keelv1.Image) metadata.Image {
 	if p == nil {
 		return metadata.Image{}
 	}
-	return metadata.Image{Name: p.Name, Target: descriptorFromProto(p.Target), Labels: p.Labels}
+	return metadata.Image{Name: p.Name, Target: descriptor.FromProto(p.Target), Labels: p.Labels}
 }
 
 func (i imagesService) Create(ctx context.Context, req *keelv1.CreateImageRequest) (*keelv1.Image, error) {
@@ -134,6 +127,66 @@ func (i imagesService) Delete(ctx context.Context, req *keelv1.DeleteImageReques
 		}
 	}
 	return &keelv1.DeleteImageResponse{}, nil
+}
+
+func (i imagesService) Mount(ctx context.Context, req *keelv1.MountImageRequest) (*keelv1.MountImageResponse, error) {
+	if req.Name == "" || !filepath.IsAbs(req.Target) {
+		return nil, errdefs.ToGRPC(fmt.Errorf("image mount needs an image and an absolute target: %w", errdefs.ErrInvalidArgument))
+	}
+	if i.s.content == nil {
+		return nil, errdefs.ToGRPC(fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable))
+	}
+	platform := platforms.Default()
+	if req.Platform != "" {
+		var err error
+		if platform, err = images.ParsePlatform(req.Platform); err != nil {
+			return nil, errdefs.ToGRPC(err)
+		}
+	}
+	img, err := images.Lookup(ctx, i.s.db.Images(), req.Name)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	sn, err := i.s.snapshotter(ctx)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	snName := i.s.snapshotterName(ctx)
+	target := filepath.Clean(req.Target)
+	ms, err := images.View(ctx, i.s.content, sn, snName, img.Name, img.Target, platform, target)
+	if err != nil {
+		return nil, errdefs.ToGRPC(err)
+	}
+	resp := &keelv1.MountImageResponse{Snapshotter: snName, Key: images.ViewKey(target)}
+	for _, mt := range ms {
+		resp.Mounts = append(resp.Mounts, &keelv1.Mount{Type: mt.Type, Source: mt.Source, Options: mt.Options})
+	}
+	return resp, nil
+}
+
+func (i imagesService) Unmount(ctx context.Context, req *keelv1.UnmountImageRequest) (*keelv1.UnmountImageResponse, error) {
+	if !filepath.IsAbs(req.Target) {
+		return nil, errdefs.ToGRPC(fmt.Errorf("image unmount needs an absolute target: %w", errdefs.ErrInvalidArgument))
+	}
+	key := images.ViewKey(filepath.Clean(req.Target))
+	names := make([]string, 0, len(i.s.snapshotters))
+	for name := range i.s.snapshotters {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		sn := i.s.snapshotters[name]
+		if _, err := sn.Stat(ctx, key); errdefs.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return nil, errdefs.ToGRPC(err)
+		}
+		if err := sn.Remove(ctx, key); err != nil {
+			return nil, errdefs.ToGRPC(err)
+		}
+		return &keelv1.UnmountImageResponse{}, nil
+	}
+	return nil, errdefs.ToGRPC(fmt.Errorf("no image view for %s: %w", req.Target, errdefs.ErrNotFound))
 }
 
 type leasesService struct {

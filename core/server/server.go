@@ -173,7 +173,6 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
 	s.registerImages(srv)
-	s.registerExchange(srv)
 	s.registerTasks(srv)
 	if s.content != nil {
 		content.RegisterServer(srv, func(context.Context) (content.Store, error) {
@@ -183,7 +182,6 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	snapshot.RegisterServer(srv, s.snapshotter)
 	resolver.RegisterServer(srv, s.resolver)
 	keelv1.RegisterTransferServer(srv, transferService{s: s})
-	keelv1.RegisterPullServer(srv, pullService{s: s})
 	keelv1.RegisterCheckServer(srv, checkService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(srv, s.health)
@@ -202,6 +200,14 @@ func (s *Server) snapshotter(ctx context.Context) (snapshot.Snapshotter, error) 
 		return nil, fmt.Errorf("snapshotter %q is not configured: %w", name, errdefs.ErrNotFound)
 	}
 	return sn, nil
+}
+
+// snapshotterName is the snapshotter a call names, or the default.
+func (s *Server) snapshotterName(ctx context.Context) string {
+	if name, ok := namespaces.Snapshotter(ctx); ok && name != "" {
+		return name
+	}
+	return s.cfg.DefaultSnapshotter
 }
 
 // resolver picks the resolver a call names (keel-resolver metadata), or

@@ -11,6 +11,7 @@ import (
 	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
@@ -98,7 +99,7 @@ func (i imagesService) Unpack(ctx context.Context, req *keelv1.UnpackImageReques
 	}
 	return &keelv1.UnpackImageResponse{
 		Image: imageToProto(img), Snapshotter: u.snapshotter,
-		Manifest: descriptorToProto(u.res.Unpacked), ChainId: u.res.ChainID.String(),
+		Manifest: descriptor.ToProto(u.res.Unpacked), ChainId: u.res.ChainID.String(),
 		LayersUnpacked: int32(u.applied), LayersSkipped: int32(u.exists),
 	}, nil
 }

@@ -1,17 +1,18 @@
-// Package descriptor converts OCI content descriptors to and from the plugin
-// protocol's Descriptor message. The resolver and content kinds share it.
+// Package descriptor converts OCI content descriptors to and from the
+// Descriptor message of keel.types.v1, the one descriptor on every wire keel
+// speaks: the plugin protocol (the resolver kind) and keeld's API alike.
 package descriptor
 
 import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
+	typesv1 "github.com/keel-runtime/keel/sdk/proto/keel/types/v1"
 )
 
 // ToProto converts a descriptor for the wire.
-func ToProto(d ocispec.Descriptor) *pluginv1.Descriptor {
-	p := &pluginv1.Descriptor{
+func ToProto(d ocispec.Descriptor) *typesv1.Descriptor {
+	p := &typesv1.Descriptor{
 		MediaType:    d.MediaType,
 		Digest:       d.Digest.String(),
 		Size:         d.Size,
@@ -20,7 +21,7 @@ func ToProto(d ocispec.Descriptor) *pluginv1.Descriptor {
 		ArtifactType: d.ArtifactType,
 	}
 	if d.Platform != nil {
-		p.Platform = &pluginv1.Platform{
+		p.Platform = &typesv1.Platform{
 			Os:           d.Platform.OS,
 			Architecture: d.Platform.Architecture,
 			Variant:      d.Platform.Variant,
@@ -34,7 +35,7 @@ func ToProto(d ocispec.Descriptor) *pluginv1.Descriptor {
 // FromProto converts a descriptor from the wire. A nil message is the zero
 // descriptor. The digest is taken as sent; callers that rely on it call
 // Digest.Validate.
-func FromProto(p *pluginv1.Descriptor) ocispec.Descriptor {
+func FromProto(p *typesv1.Descriptor) ocispec.Descriptor {
 	if p == nil {
 		return ocispec.Descriptor{}
 	}

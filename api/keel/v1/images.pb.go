@@ -7,6 +7,7 @@
 package keelv1
 
 import (
+	v1 "github.com/keel-runtime/keel/sdk/proto/keel/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -22,78 +23,10 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-type Descriptor struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MediaType     string                 `protobuf:"bytes,1,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"`
-	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
-	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Annotations   map[string]string      `protobuf:"bytes,4,rep,name=annotations,proto3" json:"annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Descriptor) Reset() {
-	*x = Descriptor{}
-	mi := &file_keel_v1_images_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Descriptor) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Descriptor) ProtoMessage() {}
-
-func (x *Descriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Descriptor.ProtoReflect.Descriptor instead.
-func (*Descriptor) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *Descriptor) GetMediaType() string {
-	if x != nil {
-		return x.MediaType
-	}
-	return ""
-}
-
-func (x *Descriptor) GetDigest() string {
-	if x != nil {
-		return x.Digest
-	}
-	return ""
-}
-
-func (x *Descriptor) GetSize() int64 {
-	if x != nil {
-		return x.Size
-	}
-	return 0
-}
-
-func (x *Descriptor) GetAnnotations() map[string]string {
-	if x != nil {
-		return x.Annotations
-	}
-	return nil
-}
-
 type Image struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Target        *Descriptor            `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	Target        *v1.Descriptor         `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
 	Labels        map[string]string      `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
@@ -103,7 +36,7 @@ type Image struct {
 
 func (x *Image) Reset() {
 	*x = Image{}
-	mi := &file_keel_v1_images_proto_msgTypes[1]
+	mi := &file_keel_v1_images_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -115,7 +48,7 @@ func (x *Image) String() string {
 func (*Image) ProtoMessage() {}
 
 func (x *Image) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[1]
+	mi := &file_keel_v1_images_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -128,7 +61,7 @@ func (x *Image) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Image.ProtoReflect.Descriptor instead.
 func (*Image) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{1}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{0}
 }
 
 func (x *Image) GetName() string {
@@ -138,7 +71,7 @@ func (x *Image) GetName() string {
 	return ""
 }
 
-func (x *Image) GetTarget() *Descriptor {
+func (x *Image) GetTarget() *v1.Descriptor {
 	if x != nil {
 		return x.Target
 	}
@@ -175,7 +108,7 @@ type CreateImageRequest struct {
 
 func (x *CreateImageRequest) Reset() {
 	*x = CreateImageRequest{}
-	mi := &file_keel_v1_images_proto_msgTypes[2]
+	mi := &file_keel_v1_images_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +120,7 @@ func (x *CreateImageRequest) String() string {
 func (*CreateImageRequest) ProtoMessage() {}
 
 func (x *CreateImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[2]
+	mi := &file_keel_v1_images_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +133,7 @@ func (x *CreateImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateImageRequest.ProtoReflect.Descriptor instead.
 func (*CreateImageRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{2}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *CreateImageRequest) GetImage() *Image {
@@ -219,7 +152,7 @@ type GetImageRequest struct {
 
 func (x *GetImageRequest) Reset() {
 	*x = GetImageRequest{}
-	mi := &file_keel_v1_images_proto_msgTypes[3]
+	mi := &file_keel_v1_images_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -231,7 +164,7 @@ func (x *GetImageRequest) String() string {
 func (*GetImageRequest) ProtoMessage() {}
 
 func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[3]
+	mi := &file_keel_v1_images_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -244,7 +177,7 @@ func (x *GetImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetImageRequest.ProtoReflect.Descriptor instead.
 func (*GetImageRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{3}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GetImageRequest) GetName() string {
@@ -263,7 +196,7 @@ type ListImagesRequest struct {
 
 func (x *ListImagesRequest) Reset() {
 	*x = ListImagesRequest{}
-	mi := &file_keel_v1_images_proto_msgTypes[4]
+	mi := &file_keel_v1_images_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +208,7 @@ func (x *ListImagesRequest) String() string {
 func (*ListImagesRequest) ProtoMessage() {}
 
 func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[4]
+	mi := &file_keel_v1_images_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +221,7 @@ func (x *ListImagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesRequest.ProtoReflect.Descriptor instead.
 func (*ListImagesRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{4}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ListImagesRequest) GetFilters() []string {
@@ -307,7 +240,7 @@ type ListImagesResponse struct {
 
 func (x *ListImagesResponse) Reset() {
 	*x = ListImagesResponse{}
-	mi := &file_keel_v1_images_proto_msgTypes[5]
+	mi := &file_keel_v1_images_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +252,7 @@ func (x *ListImagesResponse) String() string {
 func (*ListImagesResponse) ProtoMessage() {}
 
 func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[5]
+	mi := &file_keel_v1_images_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +265,7 @@ func (x *ListImagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListImagesResponse.ProtoReflect.Descriptor instead.
 func (*ListImagesResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{5}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListImagesResponse) GetImages() []*Image {
@@ -352,7 +285,7 @@ type UpdateImageRequest struct {
 
 func (x *UpdateImageRequest) Reset() {
 	*x = UpdateImageRequest{}
-	mi := &file_keel_v1_images_proto_msgTypes[6]
+	mi := &file_keel_v1_images_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +297,7 @@ func (x *UpdateImageRequest) String() string {
 func (*UpdateImageRequest) ProtoMessage() {}
 
 func (x *UpdateImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[6]
+	mi := &file_keel_v1_images_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +310,7 @@ func (x *UpdateImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateImageRequest.ProtoReflect.Descriptor instead.
 func (*UpdateImageRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{6}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *UpdateImageRequest) GetImage() *Image {
@@ -405,7 +338,7 @@ type DeleteImageRequest struct {
 
 func (x *DeleteImageRequest) Reset() {
 	*x = DeleteImageRequest{}
-	mi := &file_keel_v1_images_proto_msgTypes[7]
+	mi := &file_keel_v1_images_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -417,7 +350,7 @@ func (x *DeleteImageRequest) String() string {
 func (*DeleteImageRequest) ProtoMessage() {}
 
 func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[7]
+	mi := &file_keel_v1_images_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -430,7 +363,7 @@ func (x *DeleteImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageRequest.ProtoReflect.Descriptor instead.
 func (*DeleteImageRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{7}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeleteImageRequest) GetName() string {
@@ -455,7 +388,7 @@ type DeleteImageResponse struct {
 
 func (x *DeleteImageResponse) Reset() {
 	*x = DeleteImageResponse{}
-	mi := &file_keel_v1_images_proto_msgTypes[8]
+	mi := &file_keel_v1_images_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -467,7 +400,7 @@ func (x *DeleteImageResponse) String() string {
 func (*DeleteImageResponse) ProtoMessage() {}
 
 func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[8]
+	mi := &file_keel_v1_images_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -480,7 +413,7 @@ func (x *DeleteImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteImageResponse.ProtoReflect.Descriptor instead.
 func (*DeleteImageResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{8}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{7}
 }
 
 type UnpackImageRequest struct {
@@ -494,7 +427,7 @@ type UnpackImageRequest struct {
 
 func (x *UnpackImageRequest) Reset() {
 	*x = UnpackImageRequest{}
-	mi := &file_keel_v1_images_proto_msgTypes[9]
+	mi := &file_keel_v1_images_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +439,7 @@ func (x *UnpackImageRequest) String() string {
 func (*UnpackImageRequest) ProtoMessage() {}
 
 func (x *UnpackImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[9]
+	mi := &file_keel_v1_images_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +452,7 @@ func (x *UnpackImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpackImageRequest.ProtoReflect.Descriptor instead.
 func (*UnpackImageRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{9}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UnpackImageRequest) GetName() string {
@@ -541,8 +474,8 @@ type UnpackImageResponse struct {
 	Image       *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
 	Snapshotter string                 `protobuf:"bytes,2,opt,name=snapshotter,proto3" json:"snapshotter,omitempty"`
 	// manifest is the manifest unpacked, chain_id its top snapshot.
-	Manifest *Descriptor `protobuf:"bytes,3,opt,name=manifest,proto3" json:"manifest,omitempty"`
-	ChainId  string      `protobuf:"bytes,4,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
+	Manifest *v1.Descriptor `protobuf:"bytes,3,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	ChainId  string         `protobuf:"bytes,4,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
 	// layers_unpacked were applied by this call; layers_skipped were there.
 	LayersUnpacked int32 `protobuf:"varint,5,opt,name=layers_unpacked,json=layersUnpacked,proto3" json:"layers_unpacked,omitempty"`
 	LayersSkipped  int32 `protobuf:"varint,6,opt,name=layers_skipped,json=layersSkipped,proto3" json:"layers_skipped,omitempty"`
@@ -552,7 +485,7 @@ type UnpackImageResponse struct {
 
 func (x *UnpackImageResponse) Reset() {
 	*x = UnpackImageResponse{}
-	mi := &file_keel_v1_images_proto_msgTypes[10]
+	mi := &file_keel_v1_images_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +497,7 @@ func (x *UnpackImageResponse) String() string {
 func (*UnpackImageResponse) ProtoMessage() {}
 
 func (x *UnpackImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[10]
+	mi := &file_keel_v1_images_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +510,7 @@ func (x *UnpackImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpackImageResponse.ProtoReflect.Descriptor instead.
 func (*UnpackImageResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{10}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *UnpackImageResponse) GetImage() *Image {
@@ -594,7 +527,7 @@ func (x *UnpackImageResponse) GetSnapshotter() string {
 	return ""
 }
 
-func (x *UnpackImageResponse) GetManifest() *Descriptor {
+func (x *UnpackImageResponse) GetManifest() *v1.Descriptor {
 	if x != nil {
 		return x.Manifest
 	}
@@ -622,24 +555,277 @@ func (x *UnpackImageResponse) GetLayersSkipped() int32 {
 	return 0
 }
 
+type MountImageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// target is the absolute directory the caller mounts the view on.
+	Target string `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"`
+	// platform picks a manifest of an index ("os/arch[/variant]"); keeld's
+	// own when empty.
+	Platform      string `protobuf:"bytes,3,opt,name=platform,proto3" json:"platform,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountImageRequest) Reset() {
+	*x = MountImageRequest{}
+	mi := &file_keel_v1_images_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountImageRequest) ProtoMessage() {}
+
+func (x *MountImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_images_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountImageRequest.ProtoReflect.Descriptor instead.
+func (*MountImageRequest) Descriptor() ([]byte, []int) {
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *MountImageRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MountImageRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *MountImageRequest) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+type Mount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Options       []string               `protobuf:"bytes,3,rep,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mount) Reset() {
+	*x = Mount{}
+	mi := &file_keel_v1_images_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mount) ProtoMessage() {}
+
+func (x *Mount) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_images_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mount.ProtoReflect.Descriptor instead.
+func (*Mount) Descriptor() ([]byte, []int) {
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Mount) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Mount) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Mount) GetOptions() []string {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
+type MountImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Mounts        []*Mount               `protobuf:"bytes,1,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Snapshotter   string                 `protobuf:"bytes,2,opt,name=snapshotter,proto3" json:"snapshotter,omitempty"`
+	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MountImageResponse) Reset() {
+	*x = MountImageResponse{}
+	mi := &file_keel_v1_images_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MountImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MountImageResponse) ProtoMessage() {}
+
+func (x *MountImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_images_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MountImageResponse.ProtoReflect.Descriptor instead.
+func (*MountImageResponse) Descriptor() ([]byte, []int) {
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MountImageResponse) GetMounts() []*Mount {
+	if x != nil {
+		return x.Mounts
+	}
+	return nil
+}
+
+func (x *MountImageResponse) GetSnapshotter() string {
+	if x != nil {
+		return x.Snapshotter
+	}
+	return ""
+}
+
+func (x *MountImageResponse) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type UnmountImageRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Target        string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnmountImageRequest) Reset() {
+	*x = UnmountImageRequest{}
+	mi := &file_keel_v1_images_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnmountImageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnmountImageRequest) ProtoMessage() {}
+
+func (x *UnmountImageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_images_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnmountImageRequest.ProtoReflect.Descriptor instead.
+func (*UnmountImageRequest) Descriptor() ([]byte, []int) {
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *UnmountImageRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+type UnmountImageResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnmountImageResponse) Reset() {
+	*x = UnmountImageResponse{}
+	mi := &file_keel_v1_images_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnmountImageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnmountImageResponse) ProtoMessage() {}
+
+func (x *UnmountImageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_images_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnmountImageResponse.ProtoReflect.Descriptor instead.
+func (*UnmountImageResponse) Descriptor() ([]byte, []int) {
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{14}
+}
+
 var File_keel_v1_images_proto protoreflect.FileDescriptor
 
 const file_keel_v1_images_proto_rawDesc = "" +
 	"\n" +
-	"\x14keel/v1/images.proto\x12\akeel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x01\n" +
-	"\n" +
-	"Descriptor\x12\x1d\n" +
-	"\n" +
-	"media_type\x18\x01 \x01(\tR\tmediaType\x12\x16\n" +
-	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\x12F\n" +
-	"\vannotations\x18\x04 \x03(\v2$.keel.v1.Descriptor.AnnotationsEntryR\vannotations\x1a>\n" +
-	"\x10AnnotationsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xad\x02\n" +
+	"\x14keel/v1/images.proto\x12\akeel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19keel/types/v1/types.proto\"\xb3\x02\n" +
 	"\x05Image\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
-	"\x06target\x18\x02 \x01(\v2\x13.keel.v1.DescriptorR\x06target\x122\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x121\n" +
+	"\x06target\x18\x02 \x01(\v2\x19.keel.types.v1.DescriptorR\x06target\x122\n" +
 	"\x06labels\x18\x03 \x03(\v2\x1a.keel.v1.Image.LabelsEntryR\x06labels\x129\n" +
 	"\n" +
 	"created_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
@@ -666,21 +852,38 @@ const file_keel_v1_images_proto_rawDesc = "" +
 	"\x13DeleteImageResponse\"D\n" +
 	"\x12UnpackImageRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
-	"\bplatform\x18\x02 \x01(\tR\bplatform\"\xf9\x01\n" +
+	"\bplatform\x18\x02 \x01(\tR\bplatform\"\xff\x01\n" +
 	"\x13UnpackImageResponse\x12$\n" +
 	"\x05image\x18\x01 \x01(\v2\x0e.keel.v1.ImageR\x05image\x12 \n" +
-	"\vsnapshotter\x18\x02 \x01(\tR\vsnapshotter\x12/\n" +
-	"\bmanifest\x18\x03 \x01(\v2\x13.keel.v1.DescriptorR\bmanifest\x12\x19\n" +
+	"\vsnapshotter\x18\x02 \x01(\tR\vsnapshotter\x125\n" +
+	"\bmanifest\x18\x03 \x01(\v2\x19.keel.types.v1.DescriptorR\bmanifest\x12\x19\n" +
 	"\bchain_id\x18\x04 \x01(\tR\achainId\x12'\n" +
 	"\x0flayers_unpacked\x18\x05 \x01(\x05R\x0elayersUnpacked\x12%\n" +
-	"\x0elayers_skipped\x18\x06 \x01(\x05R\rlayersSkipped2\xf2\x02\n" +
+	"\x0elayers_skipped\x18\x06 \x01(\x05R\rlayersSkipped\"[\n" +
+	"\x11MountImageRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1a\n" +
+	"\bplatform\x18\x03 \x01(\tR\bplatform\"M\n" +
+	"\x05Mount\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x18\n" +
+	"\aoptions\x18\x03 \x03(\tR\aoptions\"p\n" +
+	"\x12MountImageResponse\x12&\n" +
+	"\x06mounts\x18\x01 \x03(\v2\x0e.keel.v1.MountR\x06mounts\x12 \n" +
+	"\vsnapshotter\x18\x02 \x01(\tR\vsnapshotter\x12\x10\n" +
+	"\x03key\x18\x03 \x01(\tR\x03key\"-\n" +
+	"\x13UnmountImageRequest\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\"\x16\n" +
+	"\x14UnmountImageResponse2\xfc\x03\n" +
 	"\x06Images\x125\n" +
 	"\x06Create\x12\x1b.keel.v1.CreateImageRequest\x1a\x0e.keel.v1.Image\x12/\n" +
 	"\x03Get\x12\x18.keel.v1.GetImageRequest\x1a\x0e.keel.v1.Image\x12?\n" +
 	"\x04List\x12\x1a.keel.v1.ListImagesRequest\x1a\x1b.keel.v1.ListImagesResponse\x125\n" +
 	"\x06Update\x12\x1b.keel.v1.UpdateImageRequest\x1a\x0e.keel.v1.Image\x12C\n" +
 	"\x06Delete\x12\x1b.keel.v1.DeleteImageRequest\x1a\x1c.keel.v1.DeleteImageResponse\x12C\n" +
-	"\x06Unpack\x12\x1b.keel.v1.UnpackImageRequest\x1a\x1c.keel.v1.UnpackImageResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
+	"\x06Unpack\x12\x1b.keel.v1.UnpackImageRequest\x1a\x1c.keel.v1.UnpackImageResponse\x12@\n" +
+	"\x05Mount\x12\x1a.keel.v1.MountImageRequest\x1a\x1b.keel.v1.MountImageResponse\x12F\n" +
+	"\aUnmount\x12\x1c.keel.v1.UnmountImageRequest\x1a\x1d.keel.v1.UnmountImageResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_images_proto_rawDescOnce sync.Once
@@ -694,48 +897,56 @@ func file_keel_v1_images_proto_rawDescGZIP() []byte {
 	return file_keel_v1_images_proto_rawDescData
 }
 
-var file_keel_v1_images_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_keel_v1_images_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_keel_v1_images_proto_goTypes = []any{
-	(*Descriptor)(nil),            // 0: keel.v1.Descriptor
-	(*Image)(nil),                 // 1: keel.v1.Image
-	(*CreateImageRequest)(nil),    // 2: keel.v1.CreateImageRequest
-	(*GetImageRequest)(nil),       // 3: keel.v1.GetImageRequest
-	(*ListImagesRequest)(nil),     // 4: keel.v1.ListImagesRequest
-	(*ListImagesResponse)(nil),    // 5: keel.v1.ListImagesResponse
-	(*UpdateImageRequest)(nil),    // 6: keel.v1.UpdateImageRequest
-	(*DeleteImageRequest)(nil),    // 7: keel.v1.DeleteImageRequest
-	(*DeleteImageResponse)(nil),   // 8: keel.v1.DeleteImageResponse
-	(*UnpackImageRequest)(nil),    // 9: keel.v1.UnpackImageRequest
-	(*UnpackImageResponse)(nil),   // 10: keel.v1.UnpackImageResponse
-	nil,                           // 11: keel.v1.Descriptor.AnnotationsEntry
-	nil,                           // 12: keel.v1.Image.LabelsEntry
-	(*timestamppb.Timestamp)(nil), // 13: google.protobuf.Timestamp
+	(*Image)(nil),                 // 0: keel.v1.Image
+	(*CreateImageRequest)(nil),    // 1: keel.v1.CreateImageRequest
+	(*GetImageRequest)(nil),       // 2: keel.v1.GetImageRequest
+	(*ListImagesRequest)(nil),     // 3: keel.v1.ListImagesRequest
+	(*ListImagesResponse)(nil),    // 4: keel.v1.ListImagesResponse
+	(*UpdateImageRequest)(nil),    // 5: keel.v1.UpdateImageRequest
+	(*DeleteImageRequest)(nil),    // 6: keel.v1.DeleteImageRequest
+	(*DeleteImageResponse)(nil),   // 7: keel.v1.DeleteImageResponse
+	(*UnpackImageRequest)(nil),    // 8: keel.v1.UnpackImageRequest
+	(*UnpackImageResponse)(nil),   // 9: keel.v1.UnpackImageResponse
+	(*MountImageRequest)(nil),     // 10: keel.v1.MountImageRequest
+	(*Mount)(nil),                 // 11: keel.v1.Mount
+	(*MountImageResponse)(nil),    // 12: keel.v1.MountImageResponse
+	(*UnmountImageRequest)(nil),   // 13: keel.v1.UnmountImageRequest
+	(*UnmountImageResponse)(nil),  // 14: keel.v1.UnmountImageResponse
+	nil,                           // 15: keel.v1.Image.LabelsEntry
+	(*v1.Descriptor)(nil),         // 16: keel.types.v1.Descriptor
+	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
 }
 var file_keel_v1_images_proto_depIdxs = []int32{
-	11, // 0: keel.v1.Descriptor.annotations:type_name -> keel.v1.Descriptor.AnnotationsEntry
-	0,  // 1: keel.v1.Image.target:type_name -> keel.v1.Descriptor
-	12, // 2: keel.v1.Image.labels:type_name -> keel.v1.Image.LabelsEntry
-	13, // 3: keel.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	13, // 4: keel.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
-	1,  // 5: keel.v1.CreateImageRequest.image:type_name -> keel.v1.Image
-	1,  // 6: keel.v1.ListImagesResponse.images:type_name -> keel.v1.Image
-	1,  // 7: keel.v1.UpdateImageRequest.image:type_name -> keel.v1.Image
-	1,  // 8: keel.v1.UnpackImageResponse.image:type_name -> keel.v1.Image
-	0,  // 9: keel.v1.UnpackImageResponse.manifest:type_name -> keel.v1.Descriptor
-	2,  // 10: keel.v1.Images.Create:input_type -> keel.v1.CreateImageRequest
-	3,  // 11: keel.v1.Images.Get:input_type -> keel.v1.GetImageRequest
-	4,  // 12: keel.v1.Images.List:input_type -> keel.v1.ListImagesRequest
-	6,  // 13: keel.v1.Images.Update:input_type -> keel.v1.UpdateImageRequest
-	7,  // 14: keel.v1.Images.Delete:input_type -> keel.v1.DeleteImageRequest
-	9,  // 15: keel.v1.Images.Unpack:input_type -> keel.v1.UnpackImageRequest
-	1,  // 16: keel.v1.Images.Create:output_type -> keel.v1.Image
-	1,  // 17: keel.v1.Images.Get:output_type -> keel.v1.Image
-	5,  // 18: keel.v1.Images.List:output_type -> keel.v1.ListImagesResponse
-	1,  // 19: keel.v1.Images.Update:output_type -> keel.v1.Image
-	8,  // 20: keel.v1.Images.Delete:output_type -> keel.v1.DeleteImageResponse
-	10, // 21: keel.v1.Images.Unpack:output_type -> keel.v1.UnpackImageResponse
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
+	16, // 0: keel.v1.Image.target:type_name -> keel.types.v1.Descriptor
+	15, // 1: keel.v1.Image.labels:type_name -> keel.v1.Image.LabelsEntry
+	17, // 2: keel.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	17, // 3: keel.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	0,  // 4: keel.v1.CreateImageRequest.image:type_name -> keel.v1.Image
+	0,  // 5: keel.v1.ListImagesResponse.images:type_name -> keel.v1.Image
+	0,  // 6: keel.v1.UpdateImageRequest.image:type_name -> keel.v1.Image
+	0,  // 7: keel.v1.UnpackImageResponse.image:type_name -> keel.v1.Image
+	16, // 8: keel.v1.UnpackImageResponse.manifest:type_name -> keel.types.v1.Descriptor
+	11, // 9: keel.v1.MountImageResponse.mounts:type_name -> keel.v1.Mount
+	1,  // 10: keel.v1.Images.Create:input_type -> keel.v1.CreateImageRequest
+	2,  // 11: keel.v1.Images.Get:input_type -> keel.v1.GetImageRequest
+	3,  // 12: keel.v1.Images.List:input_type -> keel.v1.ListImagesRequest
+	5,  // 13: keel.v1.Images.Update:input_type -> keel.v1.UpdateImageRequest
+	6,  // 14: keel.v1.Images.Delete:input_type -> keel.v1.DeleteImageRequest
+	8,  // 15: keel.v1.Images.Unpack:input_type -> keel.v1.UnpackImageRequest
+	10, // 16: keel.v1.Images.Mount:input_type -> keel.v1.MountImageRequest
+	13, // 17: keel.v1.Images.Unmount:input_type -> keel.v1.UnmountImageRequest
+	0,  // 18: keel.v1.Images.Create:output_type -> keel.v1.Image
+	0,  // 19: keel.v1.Images.Get:output_type -> keel.v1.Image
+	4,  // 20: keel.v1.Images.List:output_type -> keel.v1.ListImagesResponse
+	0,  // 21: keel.v1.Images.Update:output_type -> keel.v1.Image
+	7,  // 22: keel.v1.Images.Delete:output_type -> keel.v1.DeleteImageResponse
+	9,  // 23: keel.v1.Images.Unpack:output_type -> keel.v1.UnpackImageResponse
+	12, // 24: keel.v1.Images.Mount:output_type -> keel.v1.MountImageResponse
+	14, // 25: keel.v1.Images.Unmount:output_type -> keel.v1.UnmountImageResponse
+	18, // [18:26] is the sub-list for method output_type
+	10, // [10:18] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
 	10, // [10:10] is the sub-list for extension extendee
 	0,  // [0:10] is the sub-list for field type_name
@@ -752,7 +963,7 @@ func file_keel_v1_images_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_v1_images_proto_rawDesc), len(file_keel_v1_images_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

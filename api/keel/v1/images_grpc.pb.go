@@ -19,12 +19,14 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Images_Create_FullMethodName = "/keel.v1.Images/Create"
-	Images_Get_FullMethodName    = "/keel.v1.Images/Get"
-	Images_List_FullMethodName   = "/keel.v1.Images/List"
-	Images_Update_FullMethodName = "/keel.v1.Images/Update"
-	Images_Delete_FullMethodName = "/keel.v1.Images/Delete"
-	Images_Unpack_FullMethodName = "/keel.v1.Images/Unpack"
+	Images_Create_FullMethodName  = "/keel.v1.Images/Create"
+	Images_Get_FullMethodName     = "/keel.v1.Images/Get"
+	Images_List_FullMethodName    = "/keel.v1.Images/List"
+	Images_Update_FullMethodName  = "/keel.v1.Images/Update"
+	Images_Delete_FullMethodName  = "/keel.v1.Images/Delete"
+	Images_Unpack_FullMethodName  = "/keel.v1.Images/Unpack"
+	Images_Mount_FullMethodName   = "/keel.v1.Images/Mount"
+	Images_Unmount_FullMethodName = "/keel.v1.Images/Unmount"
 )
 
 // ImagesClient is the client API for Images service.
@@ -34,7 +36,8 @@ const (
 // Images holds the image records of a namespace: a name pointing at a target
 // descriptor (a manifest or an index in the content store) with labels. A
 // record is a garbage collection root: its target and everything the target's
-// gc.ref labels reach are kept.
+// gc.ref labels reach are kept. It also unpacks a stored image and makes
+// read-only views of images' root filesystems for the CLI to mount.
 type ImagesClient interface {
 	// Create is AlreadyExists when the name is taken.
 	Create(ctx context.Context, in *CreateImageRequest, opts ...grpc.CallOption) (*Image, error)
@@ -54,6 +57,14 @@ type ImagesClient interface {
 	// skipping the layers unpacked there already. NotFound when the image,
 	// a manifest for the platform or a blob of it is not stored.
 	Unpack(ctx context.Context, in *UnpackImageRequest, opts ...grpc.CallOption) (*UnpackImageResponse, error)
+	// Mount makes a View snapshot, on the call's snapshotter, of the image's
+	// top layer chain for target and returns its mounts. FailedPrecondition
+	// when the image is not unpacked on that snapshotter; AlreadyExists when
+	// target has a view already.
+	Mount(ctx context.Context, in *MountImageRequest, opts ...grpc.CallOption) (*MountImageResponse, error)
+	// Unmount removes the view made for target (after the caller unmounted
+	// it). NotFound when there is none.
+	Unmount(ctx context.Context, in *UnmountImageRequest, opts ...grpc.CallOption) (*UnmountImageResponse, error)
 }
 
 type imagesClient struct {
@@ -124,6 +135,26 @@ func (c *imagesClient) Unpack(ctx context.Context, in *UnpackImageRequest, opts 
 	return out, nil
 }
 
+func (c *imagesClient) Mount(ctx context.Context, in *MountImageRequest, opts ...grpc.CallOption) (*MountImageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MountImageResponse)
+	err := c.cc.Invoke(ctx, Images_Mount_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *imagesClient) Unmount(ctx context.Context, in *UnmountImageRequest, opts ...grpc.CallOption) (*UnmountImageResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UnmountImageResponse)
+	err := c.cc.Invoke(ctx, Images_Unmount_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ImagesServer is the server API for Images service.
 // All implementations must embed UnimplementedImagesServer
 // for forward compatibility.
@@ -131,7 +162,8 @@ func (c *imagesClient) Unpack(ctx context.Context, in *UnpackImageRequest, opts 
 // Images holds the image records of a namespace: a name pointing at a target
 // descriptor (a manifest or an index in the content store) with labels. A
 // record is a garbage collection root: its target and everything the target's
-// gc.ref labels reach are kept.
+// gc.ref labels reach are kept. It also unpacks a stored image and makes
+// read-only views of images' root filesystems for the CLI to mount.
 type ImagesServer interface {
 	// Create is AlreadyExists when the name is taken.
 	Create(context.Context, *CreateImageRequest) (*Image, error)
@@ -151,6 +183,14 @@ type ImagesServer interface {
 	// skipping the layers unpacked there already. NotFound when the image,
 	// a manifest for the platform or a blob of it is not stored.
 	Unpack(context.Context, *UnpackImageRequest) (*UnpackImageResponse, error)
+	// Mount makes a View snapshot, on the call's snapshotter, of the image's
+	// top layer chain for target and returns its mounts. FailedPrecondition
+	// when the image is not unpacked on that snapshotter; AlreadyExists when
+	// target has a view already.
+	Mount(context.Context, *MountImageRequest) (*MountImageResponse, error)
+	// Unmount removes the view made for target (after the caller unmounted
+	// it). NotFound when there is none.
+	Unmount(context.Context, *UnmountImageRequest) (*UnmountImageResponse, error)
 	mustEmbedUnimplementedImagesServer()
 }
 
@@ -178,6 +218,12 @@ func (UnimplementedImagesServer) Delete(context.Context, *DeleteImageRequest) (*
 }
 func (UnimplementedImagesServer) Unpack(context.Context, *UnpackImageRequest) (*UnpackImageResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Unpack not implemented")
+}
+func (UnimplementedImagesServer) Mount(context.Context, *MountImageRequest) (*MountImageResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Mount not implemented")
+}
+func (UnimplementedImagesServer) Unmount(context.Context, *UnmountImageRequest) (*UnmountImageResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Unmount not implemented")
 }
 func (UnimplementedImagesServer) mustEmbedUnimplementedImagesServer() {}
 func (UnimplementedImagesServer) testEmbeddedByValue()                {}
@@ -308,6 +354,42 @@ func _Images_Unpack_Handler(srv interface{}, ctx context.Context, dec func(inter
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Images_Mount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MountImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImagesServer).Mount(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Images_Mount_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImagesServer).Mount(ctx, req.(*MountImageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Images_Unmount_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnmountImageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ImagesServer).Unmount(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Images_Unmount_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ImagesServer).Unmount(ctx, req.(*UnmountImageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Images_ServiceDesc is the grpc.ServiceDesc for Images service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -338,6 +420,14 @@ var Images_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Unpack",
 			Handler:    _Images_Unpack_Handler,
+		},
+		{
+			MethodName: "Mount",
+			Handler:    _Images_Mount_Handler,
+		},
+		{
+			MethodName: "Unmount",
+			Handler:    _Images_Unmount_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

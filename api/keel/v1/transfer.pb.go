@@ -7,6 +7,7 @@
 package keelv1
 
 import (
+	v1 "github.com/keel-runtime/keel/sdk/proto/keel/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -21,19 +22,495 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// BlobState is where a blob (or manifest) of a pull or a push is.
+type BlobState int32
+
+const (
+	BlobState_BLOB_STATE_UNSPECIFIED BlobState = 0
+	// WAITING: a pull's blob queued behind max_concurrent_downloads.
+	BlobState_BLOB_STATE_WAITING BlobState = 1
+	// DOWNLOADING: a pull's blob moving; offset is the bytes stored so far.
+	BlobState_BLOB_STATE_DOWNLOADING BlobState = 2
+	// PUSHING: a push's blob moving; offset is the bytes sent so far.
+	BlobState_BLOB_STATE_PUSHING BlobState = 3
+	// DONE: pulled (stored, size and digest checked) or pushed.
+	BlobState_BLOB_STATE_DONE BlobState = 4
+	// EXISTS: nothing moved; the content store had it (pull) or the registry
+	// had it or mounted it from another repository (push).
+	BlobState_BLOB_STATE_EXISTS BlobState = 5
+)
+
+// Enum value maps for BlobState.
+var (
+	BlobState_name = map[int32]string{
+		0: "BLOB_STATE_UNSPECIFIED",
+		1: "BLOB_STATE_WAITING",
+		2: "BLOB_STATE_DOWNLOADING",
+		3: "BLOB_STATE_PUSHING",
+		4: "BLOB_STATE_DONE",
+		5: "BLOB_STATE_EXISTS",
+	}
+	BlobState_value = map[string]int32{
+		"BLOB_STATE_UNSPECIFIED": 0,
+		"BLOB_STATE_WAITING":     1,
+		"BLOB_STATE_DOWNLOADING": 2,
+		"BLOB_STATE_PUSHING":     3,
+		"BLOB_STATE_DONE":        4,
+		"BLOB_STATE_EXISTS":      5,
+	}
+)
+
+func (x BlobState) Enum() *BlobState {
+	p := new(BlobState)
+	*p = x
+	return p
+}
+
+func (x BlobState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BlobState) Descriptor() protoreflect.EnumDescriptor {
+	return file_keel_v1_transfer_proto_enumTypes[0].Descriptor()
+}
+
+func (BlobState) Type() protoreflect.EnumType {
+	return &file_keel_v1_transfer_proto_enumTypes[0]
+}
+
+func (x BlobState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BlobState.Descriptor instead.
+func (BlobState) EnumDescriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{0}
+}
+
+type PullRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ref   string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// platform is "os/arch[/variant]"; empty means keeld's host's.
+	Platform     string `protobuf:"bytes,2,opt,name=platform,proto3" json:"platform,omitempty"`
+	AllPlatforms bool   `protobuf:"varint,3,opt,name=all_platforms,json=allPlatforms,proto3" json:"all_platforms,omitempty"`
+	// unpack applies the layers of the chosen platform to the snapshotter.
+	Unpack        bool `protobuf:"varint,4,opt,name=unpack,proto3" json:"unpack,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullRequest) Reset() {
+	*x = PullRequest{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullRequest) ProtoMessage() {}
+
+func (x *PullRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullRequest.ProtoReflect.Descriptor instead.
+func (*PullRequest) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *PullRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *PullRequest) GetPlatform() string {
+	if x != nil {
+		return x.Platform
+	}
+	return ""
+}
+
+func (x *PullRequest) GetAllPlatforms() bool {
+	if x != nil {
+		return x.AllPlatforms
+	}
+	return false
+}
+
+func (x *PullRequest) GetUnpack() bool {
+	if x != nil {
+		return x.Unpack
+	}
+	return false
+}
+
+// PullProgress is one message of a pull's stream: a blob's progress, a
+// layer unpacked, or (last) the image.
+type PullProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Event:
+	//
+	//	*PullProgress_Blob
+	//	*PullProgress_Layer
+	//	*PullProgress_Done
+	Event         isPullProgress_Event `protobuf_oneof:"event"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullProgress) Reset() {
+	*x = PullProgress{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullProgress) ProtoMessage() {}
+
+func (x *PullProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullProgress.ProtoReflect.Descriptor instead.
+func (*PullProgress) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PullProgress) GetEvent() isPullProgress_Event {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *PullProgress) GetBlob() *PullBlobProgress {
+	if x != nil {
+		if x, ok := x.Event.(*PullProgress_Blob); ok {
+			return x.Blob
+		}
+	}
+	return nil
+}
+
+func (x *PullProgress) GetLayer() *PullLayerUnpacked {
+	if x != nil {
+		if x, ok := x.Event.(*PullProgress_Layer); ok {
+			return x.Layer
+		}
+	}
+	return nil
+}
+
+func (x *PullProgress) GetDone() *PullDone {
+	if x != nil {
+		if x, ok := x.Event.(*PullProgress_Done); ok {
+			return x.Done
+		}
+	}
+	return nil
+}
+
+type isPullProgress_Event interface {
+	isPullProgress_Event()
+}
+
+type PullProgress_Blob struct {
+	Blob *PullBlobProgress `protobuf:"bytes,1,opt,name=blob,proto3,oneof"`
+}
+
+type PullProgress_Layer struct {
+	Layer *PullLayerUnpacked `protobuf:"bytes,2,opt,name=layer,proto3,oneof"`
+}
+
+type PullProgress_Done struct {
+	Done *PullDone `protobuf:"bytes,3,opt,name=done,proto3,oneof"`
+}
+
+func (*PullProgress_Blob) isPullProgress_Event() {}
+
+func (*PullProgress_Layer) isPullProgress_Event() {}
+
+func (*PullProgress_Done) isPullProgress_Event() {}
+
+type PullBlobProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Desc  *v1.Descriptor         `protobuf:"bytes,1,opt,name=desc,proto3" json:"desc,omitempty"`
+	// role is "index", "manifest", "config" or "layer".
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// state is WAITING, DOWNLOADING, DONE or EXISTS.
+	State         BlobState `protobuf:"varint,3,opt,name=state,proto3,enum=keel.v1.BlobState" json:"state,omitempty"`
+	Offset        int64     `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	ResumedFrom   int64     `protobuf:"varint,5,opt,name=resumed_from,json=resumedFrom,proto3" json:"resumed_from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullBlobProgress) Reset() {
+	*x = PullBlobProgress{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullBlobProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullBlobProgress) ProtoMessage() {}
+
+func (x *PullBlobProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullBlobProgress.ProtoReflect.Descriptor instead.
+func (*PullBlobProgress) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PullBlobProgress) GetDesc() *v1.Descriptor {
+	if x != nil {
+		return x.Desc
+	}
+	return nil
+}
+
+func (x *PullBlobProgress) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *PullBlobProgress) GetState() BlobState {
+	if x != nil {
+		return x.State
+	}
+	return BlobState_BLOB_STATE_UNSPECIFIED
+}
+
+func (x *PullBlobProgress) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *PullBlobProgress) GetResumedFrom() int64 {
+	if x != nil {
+		return x.ResumedFrom
+	}
+	return 0
+}
+
+type PullLayerUnpacked struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Index   int32                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Desc    *v1.Descriptor         `protobuf:"bytes,2,opt,name=desc,proto3" json:"desc,omitempty"`
+	DiffId  string                 `protobuf:"bytes,3,opt,name=diff_id,json=diffId,proto3" json:"diff_id,omitempty"`
+	ChainId string                 `protobuf:"bytes,4,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
+	// skipped is set when the chain was committed already.
+	Skipped       bool   `protobuf:"varint,5,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Snapshotter   string `protobuf:"bytes,6,opt,name=snapshotter,proto3" json:"snapshotter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullLayerUnpacked) Reset() {
+	*x = PullLayerUnpacked{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullLayerUnpacked) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullLayerUnpacked) ProtoMessage() {}
+
+func (x *PullLayerUnpacked) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullLayerUnpacked.ProtoReflect.Descriptor instead.
+func (*PullLayerUnpacked) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PullLayerUnpacked) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *PullLayerUnpacked) GetDesc() *v1.Descriptor {
+	if x != nil {
+		return x.Desc
+	}
+	return nil
+}
+
+func (x *PullLayerUnpacked) GetDiffId() string {
+	if x != nil {
+		return x.DiffId
+	}
+	return ""
+}
+
+func (x *PullLayerUnpacked) GetChainId() string {
+	if x != nil {
+		return x.ChainId
+	}
+	return ""
+}
+
+func (x *PullLayerUnpacked) GetSkipped() bool {
+	if x != nil {
+		return x.Skipped
+	}
+	return false
+}
+
+func (x *PullLayerUnpacked) GetSnapshotter() string {
+	if x != nil {
+		return x.Snapshotter
+	}
+	return ""
+}
+
+type PullDone struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Image *Image                 `protobuf:"bytes,1,opt,name=image,proto3" json:"image,omitempty"`
+	// manifests are the manifests fetched.
+	Manifests []*v1.Descriptor `protobuf:"bytes,2,rep,name=manifests,proto3" json:"manifests,omitempty"`
+	// unpacked is the manifest unpacked and chain_id its top snapshot.
+	Unpacked      *v1.Descriptor `protobuf:"bytes,3,opt,name=unpacked,proto3" json:"unpacked,omitempty"`
+	ChainId       string         `protobuf:"bytes,4,opt,name=chain_id,json=chainId,proto3" json:"chain_id,omitempty"`
+	Snapshotter   string         `protobuf:"bytes,5,opt,name=snapshotter,proto3" json:"snapshotter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PullDone) Reset() {
+	*x = PullDone{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PullDone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PullDone) ProtoMessage() {}
+
+func (x *PullDone) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PullDone.ProtoReflect.Descriptor instead.
+func (*PullDone) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *PullDone) GetImage() *Image {
+	if x != nil {
+		return x.Image
+	}
+	return nil
+}
+
+func (x *PullDone) GetManifests() []*v1.Descriptor {
+	if x != nil {
+		return x.Manifests
+	}
+	return nil
+}
+
+func (x *PullDone) GetUnpacked() *v1.Descriptor {
+	if x != nil {
+		return x.Unpacked
+	}
+	return nil
+}
+
+func (x *PullDone) GetChainId() string {
+	if x != nil {
+		return x.ChainId
+	}
+	return ""
+}
+
+func (x *PullDone) GetSnapshotter() string {
+	if x != nil {
+		return x.Snapshotter
+	}
+	return ""
+}
+
 type FetchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// ref is the image reference the blob belongs to (its repository is where
 	// the blob is asked for).
-	Ref           string      `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	Desc          *Descriptor `protobuf:"bytes,2,opt,name=desc,proto3" json:"desc,omitempty"`
+	Ref           string         `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Desc          *v1.Descriptor `protobuf:"bytes,2,opt,name=desc,proto3" json:"desc,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *FetchRequest) Reset() {
 	*x = FetchRequest{}
-	mi := &file_keel_v1_transfer_proto_msgTypes[0]
+	mi := &file_keel_v1_transfer_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -45,7 +522,7 @@ func (x *FetchRequest) String() string {
 func (*FetchRequest) ProtoMessage() {}
 
 func (x *FetchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_transfer_proto_msgTypes[0]
+	mi := &file_keel_v1_transfer_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -58,7 +535,7 @@ func (x *FetchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchRequest.ProtoReflect.Descriptor instead.
 func (*FetchRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{0}
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FetchRequest) GetRef() string {
@@ -68,7 +545,7 @@ func (x *FetchRequest) GetRef() string {
 	return ""
 }
 
-func (x *FetchRequest) GetDesc() *Descriptor {
+func (x *FetchRequest) GetDesc() *v1.Descriptor {
 	if x != nil {
 		return x.Desc
 	}
@@ -86,7 +563,7 @@ type FetchResponse struct {
 
 func (x *FetchResponse) Reset() {
 	*x = FetchResponse{}
-	mi := &file_keel_v1_transfer_proto_msgTypes[1]
+	mi := &file_keel_v1_transfer_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -98,7 +575,7 @@ func (x *FetchResponse) String() string {
 func (*FetchResponse) ProtoMessage() {}
 
 func (x *FetchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_transfer_proto_msgTypes[1]
+	mi := &file_keel_v1_transfer_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -111,7 +588,7 @@ func (x *FetchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchResponse.ProtoReflect.Descriptor instead.
 func (*FetchResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{1}
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *FetchResponse) GetResumedFrom() int64 {
@@ -121,18 +598,486 @@ func (x *FetchResponse) GetResumedFrom() int64 {
 	return 0
 }
 
+type PushRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ref is where to push, e.g. "registry.example.com/app:v1".
+	Ref string `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	// name is the local image record to push; ref when empty.
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushRequest) Reset() {
+	*x = PushRequest{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushRequest) ProtoMessage() {}
+
+func (x *PushRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushRequest.ProtoReflect.Descriptor instead.
+func (*PushRequest) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PushRequest) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *PushRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// PushProgress is one step of a push, for one blob or manifest.
+type PushProgress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Desc  *v1.Descriptor         `protobuf:"bytes,1,opt,name=desc,proto3" json:"desc,omitempty"`
+	// state is PUSHING (offset bytes sent so far), EXISTS or DONE.
+	State         BlobState `protobuf:"varint,2,opt,name=state,proto3,enum=keel.v1.BlobState" json:"state,omitempty"`
+	Offset        int64     `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PushProgress) Reset() {
+	*x = PushProgress{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PushProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PushProgress) ProtoMessage() {}
+
+func (x *PushProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PushProgress.ProtoReflect.Descriptor instead.
+func (*PushProgress) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PushProgress) GetDesc() *v1.Descriptor {
+	if x != nil {
+		return x.Desc
+	}
+	return nil
+}
+
+func (x *PushProgress) GetState() BlobState {
+	if x != nil {
+		return x.State
+	}
+	return BlobState_BLOB_STATE_UNSPECIFIED
+}
+
+func (x *PushProgress) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+type ExportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Names []string               `protobuf:"bytes,1,rep,name=names,proto3" json:"names,omitempty"`
+	// all_platforms insists on every manifest of an index being stored;
+	// without it an index is exported with the manifests that are.
+	AllPlatforms  bool `protobuf:"varint,2,opt,name=all_platforms,json=allPlatforms,proto3" json:"all_platforms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportRequest) Reset() {
+	*x = ExportRequest{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportRequest) ProtoMessage() {}
+
+func (x *ExportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportRequest.ProtoReflect.Descriptor instead.
+func (*ExportRequest) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ExportRequest) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+func (x *ExportRequest) GetAllPlatforms() bool {
+	if x != nil {
+		return x.AllPlatforms
+	}
+	return false
+}
+
+type ExportChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportChunk) Reset() {
+	*x = ExportChunk{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportChunk) ProtoMessage() {}
+
+func (x *ExportChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportChunk.ProtoReflect.Descriptor instead.
+func (*ExportChunk) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *ExportChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type ImportOptions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// all_platforms keeps every platform of an index; without it only the
+	// manifests matching keeld's platform are kept (gc.ref labels), the rest
+	// left to garbage collection.
+	AllPlatforms bool `protobuf:"varint,1,opt,name=all_platforms,json=allPlatforms,proto3" json:"all_platforms,omitempty"`
+	// unpack unpacks the images on the call's snapshotter.
+	Unpack bool `protobuf:"varint,2,opt,name=unpack,proto3" json:"unpack,omitempty"`
+	// base_name names images the archive leaves unnamed: base_name@<digest>
+	// ("import" when empty).
+	BaseName      string `protobuf:"bytes,3,opt,name=base_name,json=baseName,proto3" json:"base_name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportOptions) Reset() {
+	*x = ImportOptions{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportOptions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportOptions) ProtoMessage() {}
+
+func (x *ImportOptions) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportOptions.ProtoReflect.Descriptor instead.
+func (*ImportOptions) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ImportOptions) GetAllPlatforms() bool {
+	if x != nil {
+		return x.AllPlatforms
+	}
+	return false
+}
+
+func (x *ImportOptions) GetUnpack() bool {
+	if x != nil {
+		return x.Unpack
+	}
+	return false
+}
+
+func (x *ImportOptions) GetBaseName() string {
+	if x != nil {
+		return x.BaseName
+	}
+	return ""
+}
+
+type ImportRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Msg:
+	//
+	//	*ImportRequest_Options
+	//	*ImportRequest_Data
+	Msg           isImportRequest_Msg `protobuf_oneof:"msg"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportRequest) Reset() {
+	*x = ImportRequest{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportRequest) ProtoMessage() {}
+
+func (x *ImportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportRequest.ProtoReflect.Descriptor instead.
+func (*ImportRequest) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ImportRequest) GetMsg() isImportRequest_Msg {
+	if x != nil {
+		return x.Msg
+	}
+	return nil
+}
+
+func (x *ImportRequest) GetOptions() *ImportOptions {
+	if x != nil {
+		if x, ok := x.Msg.(*ImportRequest_Options); ok {
+			return x.Options
+		}
+	}
+	return nil
+}
+
+func (x *ImportRequest) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Msg.(*ImportRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isImportRequest_Msg interface {
+	isImportRequest_Msg()
+}
+
+type ImportRequest_Options struct {
+	Options *ImportOptions `protobuf:"bytes,1,opt,name=options,proto3,oneof"`
+}
+
+type ImportRequest_Data struct {
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*ImportRequest_Options) isImportRequest_Msg() {}
+
+func (*ImportRequest_Data) isImportRequest_Msg() {}
+
+type ImportResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Images        []*Image               `protobuf:"bytes,1,rep,name=images,proto3" json:"images,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportResponse) Reset() {
+	*x = ImportResponse{}
+	mi := &file_keel_v1_transfer_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportResponse) ProtoMessage() {}
+
+func (x *ImportResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_transfer_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportResponse.ProtoReflect.Descriptor instead.
+func (*ImportResponse) Descriptor() ([]byte, []int) {
+	return file_keel_v1_transfer_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *ImportResponse) GetImages() []*Image {
+	if x != nil {
+		return x.Images
+	}
+	return nil
+}
+
 var File_keel_v1_transfer_proto protoreflect.FileDescriptor
 
 const file_keel_v1_transfer_proto_rawDesc = "" +
 	"\n" +
-	"\x16keel/v1/transfer.proto\x12\akeel.v1\x1a\x14keel/v1/images.proto\"I\n" +
+	"\x16keel/v1/transfer.proto\x12\akeel.v1\x1a\x19keel/types/v1/types.proto\x1a\x14keel/v1/images.proto\"x\n" +
+	"\vPullRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x1a\n" +
+	"\bplatform\x18\x02 \x01(\tR\bplatform\x12#\n" +
+	"\rall_platforms\x18\x03 \x01(\bR\fallPlatforms\x12\x16\n" +
+	"\x06unpack\x18\x04 \x01(\bR\x06unpack\"\xa5\x01\n" +
+	"\fPullProgress\x12/\n" +
+	"\x04blob\x18\x01 \x01(\v2\x19.keel.v1.PullBlobProgressH\x00R\x04blob\x122\n" +
+	"\x05layer\x18\x02 \x01(\v2\x1a.keel.v1.PullLayerUnpackedH\x00R\x05layer\x12'\n" +
+	"\x04done\x18\x03 \x01(\v2\x11.keel.v1.PullDoneH\x00R\x04doneB\a\n" +
+	"\x05event\"\xba\x01\n" +
+	"\x10PullBlobProgress\x12-\n" +
+	"\x04desc\x18\x01 \x01(\v2\x19.keel.types.v1.DescriptorR\x04desc\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12(\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x12.keel.v1.BlobStateR\x05state\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12!\n" +
+	"\fresumed_from\x18\x05 \x01(\x03R\vresumedFrom\"\xc8\x01\n" +
+	"\x11PullLayerUnpacked\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12-\n" +
+	"\x04desc\x18\x02 \x01(\v2\x19.keel.types.v1.DescriptorR\x04desc\x12\x17\n" +
+	"\adiff_id\x18\x03 \x01(\tR\x06diffId\x12\x19\n" +
+	"\bchain_id\x18\x04 \x01(\tR\achainId\x12\x18\n" +
+	"\askipped\x18\x05 \x01(\bR\askipped\x12 \n" +
+	"\vsnapshotter\x18\x06 \x01(\tR\vsnapshotter\"\xdd\x01\n" +
+	"\bPullDone\x12$\n" +
+	"\x05image\x18\x01 \x01(\v2\x0e.keel.v1.ImageR\x05image\x127\n" +
+	"\tmanifests\x18\x02 \x03(\v2\x19.keel.types.v1.DescriptorR\tmanifests\x125\n" +
+	"\bunpacked\x18\x03 \x01(\v2\x19.keel.types.v1.DescriptorR\bunpacked\x12\x19\n" +
+	"\bchain_id\x18\x04 \x01(\tR\achainId\x12 \n" +
+	"\vsnapshotter\x18\x05 \x01(\tR\vsnapshotter\"O\n" +
 	"\fFetchRequest\x12\x10\n" +
-	"\x03ref\x18\x01 \x01(\tR\x03ref\x12'\n" +
-	"\x04desc\x18\x02 \x01(\v2\x13.keel.v1.DescriptorR\x04desc\"2\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12-\n" +
+	"\x04desc\x18\x02 \x01(\v2\x19.keel.types.v1.DescriptorR\x04desc\"2\n" +
 	"\rFetchResponse\x12!\n" +
-	"\fresumed_from\x18\x01 \x01(\x03R\vresumedFrom2B\n" +
-	"\bTransfer\x126\n" +
-	"\x05Fetch\x12\x15.keel.v1.FetchRequest\x1a\x16.keel.v1.FetchResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
+	"\fresumed_from\x18\x01 \x01(\x03R\vresumedFrom\"3\n" +
+	"\vPushRequest\x12\x10\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"\x7f\n" +
+	"\fPushProgress\x12-\n" +
+	"\x04desc\x18\x01 \x01(\v2\x19.keel.types.v1.DescriptorR\x04desc\x12(\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x12.keel.v1.BlobStateR\x05state\x12\x16\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\"J\n" +
+	"\rExportRequest\x12\x14\n" +
+	"\x05names\x18\x01 \x03(\tR\x05names\x12#\n" +
+	"\rall_platforms\x18\x02 \x01(\bR\fallPlatforms\"!\n" +
+	"\vExportChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"i\n" +
+	"\rImportOptions\x12#\n" +
+	"\rall_platforms\x18\x01 \x01(\bR\fallPlatforms\x12\x16\n" +
+	"\x06unpack\x18\x02 \x01(\bR\x06unpack\x12\x1b\n" +
+	"\tbase_name\x18\x03 \x01(\tR\bbaseName\"`\n" +
+	"\rImportRequest\x122\n" +
+	"\aoptions\x18\x01 \x01(\v2\x16.keel.v1.ImportOptionsH\x00R\aoptions\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x05\n" +
+	"\x03msg\"8\n" +
+	"\x0eImportResponse\x12&\n" +
+	"\x06images\x18\x01 \x03(\v2\x0e.keel.v1.ImageR\x06images*\x9f\x01\n" +
+	"\tBlobState\x12\x1a\n" +
+	"\x16BLOB_STATE_UNSPECIFIED\x10\x00\x12\x16\n" +
+	"\x12BLOB_STATE_WAITING\x10\x01\x12\x1a\n" +
+	"\x16BLOB_STATE_DOWNLOADING\x10\x02\x12\x16\n" +
+	"\x12BLOB_STATE_PUSHING\x10\x03\x12\x13\n" +
+	"\x0fBLOB_STATE_DONE\x10\x04\x12\x15\n" +
+	"\x11BLOB_STATE_EXISTS\x10\x052\xa7\x02\n" +
+	"\bTransfer\x125\n" +
+	"\x04Pull\x12\x14.keel.v1.PullRequest\x1a\x15.keel.v1.PullProgress0\x01\x126\n" +
+	"\x05Fetch\x12\x15.keel.v1.FetchRequest\x1a\x16.keel.v1.FetchResponse\x125\n" +
+	"\x04Push\x12\x14.keel.v1.PushRequest\x1a\x15.keel.v1.PushProgress0\x01\x128\n" +
+	"\x06Export\x12\x16.keel.v1.ExportRequest\x1a\x14.keel.v1.ExportChunk0\x01\x12;\n" +
+	"\x06Import\x12\x16.keel.v1.ImportRequest\x1a\x17.keel.v1.ImportResponse(\x01B1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_transfer_proto_rawDescOnce sync.Once
@@ -146,21 +1091,57 @@ func file_keel_v1_transfer_proto_rawDescGZIP() []byte {
 	return file_keel_v1_transfer_proto_rawDescData
 }
 
-var file_keel_v1_transfer_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_keel_v1_transfer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_keel_v1_transfer_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_keel_v1_transfer_proto_goTypes = []any{
-	(*FetchRequest)(nil),  // 0: keel.v1.FetchRequest
-	(*FetchResponse)(nil), // 1: keel.v1.FetchResponse
-	(*Descriptor)(nil),    // 2: keel.v1.Descriptor
+	(BlobState)(0),            // 0: keel.v1.BlobState
+	(*PullRequest)(nil),       // 1: keel.v1.PullRequest
+	(*PullProgress)(nil),      // 2: keel.v1.PullProgress
+	(*PullBlobProgress)(nil),  // 3: keel.v1.PullBlobProgress
+	(*PullLayerUnpacked)(nil), // 4: keel.v1.PullLayerUnpacked
+	(*PullDone)(nil),          // 5: keel.v1.PullDone
+	(*FetchRequest)(nil),      // 6: keel.v1.FetchRequest
+	(*FetchResponse)(nil),     // 7: keel.v1.FetchResponse
+	(*PushRequest)(nil),       // 8: keel.v1.PushRequest
+	(*PushProgress)(nil),      // 9: keel.v1.PushProgress
+	(*ExportRequest)(nil),     // 10: keel.v1.ExportRequest
+	(*ExportChunk)(nil),       // 11: keel.v1.ExportChunk
+	(*ImportOptions)(nil),     // 12: keel.v1.ImportOptions
+	(*ImportRequest)(nil),     // 13: keel.v1.ImportRequest
+	(*ImportResponse)(nil),    // 14: keel.v1.ImportResponse
+	(*v1.Descriptor)(nil),     // 15: keel.types.v1.Descriptor
+	(*Image)(nil),             // 16: keel.v1.Image
 }
 var file_keel_v1_transfer_proto_depIdxs = []int32{
-	2, // 0: keel.v1.FetchRequest.desc:type_name -> keel.v1.Descriptor
-	0, // 1: keel.v1.Transfer.Fetch:input_type -> keel.v1.FetchRequest
-	1, // 2: keel.v1.Transfer.Fetch:output_type -> keel.v1.FetchResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3,  // 0: keel.v1.PullProgress.blob:type_name -> keel.v1.PullBlobProgress
+	4,  // 1: keel.v1.PullProgress.layer:type_name -> keel.v1.PullLayerUnpacked
+	5,  // 2: keel.v1.PullProgress.done:type_name -> keel.v1.PullDone
+	15, // 3: keel.v1.PullBlobProgress.desc:type_name -> keel.types.v1.Descriptor
+	0,  // 4: keel.v1.PullBlobProgress.state:type_name -> keel.v1.BlobState
+	15, // 5: keel.v1.PullLayerUnpacked.desc:type_name -> keel.types.v1.Descriptor
+	16, // 6: keel.v1.PullDone.image:type_name -> keel.v1.Image
+	15, // 7: keel.v1.PullDone.manifests:type_name -> keel.types.v1.Descriptor
+	15, // 8: keel.v1.PullDone.unpacked:type_name -> keel.types.v1.Descriptor
+	15, // 9: keel.v1.FetchRequest.desc:type_name -> keel.types.v1.Descriptor
+	15, // 10: keel.v1.PushProgress.desc:type_name -> keel.types.v1.Descriptor
+	0,  // 11: keel.v1.PushProgress.state:type_name -> keel.v1.BlobState
+	12, // 12: keel.v1.ImportRequest.options:type_name -> keel.v1.ImportOptions
+	16, // 13: keel.v1.ImportResponse.images:type_name -> keel.v1.Image
+	1,  // 14: keel.v1.Transfer.Pull:input_type -> keel.v1.PullRequest
+	6,  // 15: keel.v1.Transfer.Fetch:input_type -> keel.v1.FetchRequest
+	8,  // 16: keel.v1.Transfer.Push:input_type -> keel.v1.PushRequest
+	10, // 17: keel.v1.Transfer.Export:input_type -> keel.v1.ExportRequest
+	13, // 18: keel.v1.Transfer.Import:input_type -> keel.v1.ImportRequest
+	2,  // 19: keel.v1.Transfer.Pull:output_type -> keel.v1.PullProgress
+	7,  // 20: keel.v1.Transfer.Fetch:output_type -> keel.v1.FetchResponse
+	9,  // 21: keel.v1.Transfer.Push:output_type -> keel.v1.PushProgress
+	11, // 22: keel.v1.Transfer.Export:output_type -> keel.v1.ExportChunk
+	14, // 23: keel.v1.Transfer.Import:output_type -> keel.v1.ImportResponse
+	19, // [19:24] is the sub-list for method output_type
+	14, // [14:19] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_keel_v1_transfer_proto_init() }
@@ -169,18 +1150,28 @@ func file_keel_v1_transfer_proto_init() {
 		return
 	}
 	file_keel_v1_images_proto_init()
+	file_keel_v1_transfer_proto_msgTypes[1].OneofWrappers = []any{
+		(*PullProgress_Blob)(nil),
+		(*PullProgress_Layer)(nil),
+		(*PullProgress_Done)(nil),
+	}
+	file_keel_v1_transfer_proto_msgTypes[12].OneofWrappers = []any{
+		(*ImportRequest_Options)(nil),
+		(*ImportRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_v1_transfer_proto_rawDesc), len(file_keel_v1_transfer_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   2,
+			NumEnums:      1,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_keel_v1_transfer_proto_goTypes,
 		DependencyIndexes: file_keel_v1_transfer_proto_depIdxs,
+		EnumInfos:         file_keel_v1_transfer_proto_enumTypes,
 		MessageInfos:      file_keel_v1_transfer_proto_msgTypes,
 	}.Build()
 	File_keel_v1_transfer_proto = out.File

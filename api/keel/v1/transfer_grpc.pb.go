@@ -19,23 +19,52 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Transfer_Fetch_FullMethodName = "/keel.v1.Transfer/Fetch"
+	Transfer_Pull_FullMethodName   = "/keel.v1.Transfer/Pull"
+	Transfer_Fetch_FullMethodName  = "/keel.v1.Transfer/Fetch"
+	Transfer_Push_FullMethodName   = "/keel.v1.Transfer/Push"
+	Transfer_Export_FullMethodName = "/keel.v1.Transfer/Export"
+	Transfer_Import_FullMethodName = "/keel.v1.Transfer/Import"
 )
 
 // TransferClient is the client API for Transfer service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Transfer moves content between registries and keeld's content store
-// through a resolver plugin: the one the keel-resolver metadata names, or
-// keeld's only one.
+// Transfer moves images between keeld and the world outside it, as
+// containerd's Transfer service does: from and to registries through a
+// resolver plugin (the one the keel-resolver metadata names, or keeld's only
+// one), and to and from image archives.
 type TransferClient interface {
+	// Pull brings an image from a registry into the content store of the
+	// call's namespace, unpacked into the snapshotter the keel-snapshotter
+	// metadata names (else the default). It resolves ref, fetches the
+	// manifest(s), configs and layers (at most max_concurrent_downloads blobs
+	// at once, each resumed from a partial ingest an earlier pull left),
+	// unpacks the chosen platform's layers as they arrive, and records the
+	// image. It streams progress and ends with the image record. The whole
+	// pull runs under a lease; the image record is written last.
+	Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullProgress], error)
 	// Fetch copies one blob or manifest of ref into the content store of the
 	// call's namespace (under the call's lease, if any) and returns once it is
 	// committed, its size and digest checked. An ingest an earlier fetch of
 	// the same blob left is resumed from where it stopped; a blob already
 	// stored is success with nothing fetched.
 	Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (*FetchResponse, error)
+	// Push uploads the image record name (or ref) to ref: what the registry
+	// lacks of its graph, blobs first, child manifests by digest, the top
+	// manifest or index under ref last. Progress streams per blob. Content
+	// missing from the store is FailedPrecondition.
+	Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PushProgress], error)
+	// Export streams an OCI image layout tar (oci-layout, index.json with
+	// one entry per image named by org.opencontainers.image.ref.name,
+	// blobs/sha256/...) of the named images.
+	Export(ctx context.Context, in *ExportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportChunk], error)
+	// Import reads an OCI image layout tar or a `docker save` tar: the first
+	// message carries the options, the others the tar bytes. Blobs are
+	// stored with their digests checked, under a lease (the call's, or one
+	// of its own), and the image records are written last. A bad archive
+	// leaves no image record.
+	Import(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportRequest, ImportResponse], error)
 }
 
 type transferClient struct {
@@ -45,6 +74,25 @@ type transferClient struct {
 func NewTransferClient(cc grpc.ClientConnInterface) TransferClient {
 	return &transferClient{cc}
 }
+
+func (c *transferClient) Pull(ctx context.Context, in *PullRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PullProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Transfer_ServiceDesc.Streams[0], Transfer_Pull_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PullRequest, PullProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transfer_PullClient = grpc.ServerStreamingClient[PullProgress]
 
 func (c *transferClient) Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (*FetchResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -56,20 +104,96 @@ func (c *transferClient) Fetch(ctx context.Context, in *FetchRequest, opts ...gr
 	return out, nil
 }
 
+func (c *transferClient) Push(ctx context.Context, in *PushRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PushProgress], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Transfer_ServiceDesc.Streams[1], Transfer_Push_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PushRequest, PushProgress]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transfer_PushClient = grpc.ServerStreamingClient[PushProgress]
+
+func (c *transferClient) Export(ctx context.Context, in *ExportRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ExportChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Transfer_ServiceDesc.Streams[2], Transfer_Export_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ExportRequest, ExportChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transfer_ExportClient = grpc.ServerStreamingClient[ExportChunk]
+
+func (c *transferClient) Import(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportRequest, ImportResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Transfer_ServiceDesc.Streams[3], Transfer_Import_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportRequest, ImportResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transfer_ImportClient = grpc.ClientStreamingClient[ImportRequest, ImportResponse]
+
 // TransferServer is the server API for Transfer service.
 // All implementations must embed UnimplementedTransferServer
 // for forward compatibility.
 //
-// Transfer moves content between registries and keeld's content store
-// through a resolver plugin: the one the keel-resolver metadata names, or
-// keeld's only one.
+// Transfer moves images between keeld and the world outside it, as
+// containerd's Transfer service does: from and to registries through a
+// resolver plugin (the one the keel-resolver metadata names, or keeld's only
+// one), and to and from image archives.
 type TransferServer interface {
+	// Pull brings an image from a registry into the content store of the
+	// call's namespace, unpacked into the snapshotter the keel-snapshotter
+	// metadata names (else the default). It resolves ref, fetches the
+	// manifest(s), configs and layers (at most max_concurrent_downloads blobs
+	// at once, each resumed from a partial ingest an earlier pull left),
+	// unpacks the chosen platform's layers as they arrive, and records the
+	// image. It streams progress and ends with the image record. The whole
+	// pull runs under a lease; the image record is written last.
+	Pull(*PullRequest, grpc.ServerStreamingServer[PullProgress]) error
 	// Fetch copies one blob or manifest of ref into the content store of the
 	// call's namespace (under the call's lease, if any) and returns once it is
 	// committed, its size and digest checked. An ingest an earlier fetch of
 	// the same blob left is resumed from where it stopped; a blob already
 	// stored is success with nothing fetched.
 	Fetch(context.Context, *FetchRequest) (*FetchResponse, error)
+	// Push uploads the image record name (or ref) to ref: what the registry
+	// lacks of its graph, blobs first, child manifests by digest, the top
+	// manifest or index under ref last. Progress streams per blob. Content
+	// missing from the store is FailedPrecondition.
+	Push(*PushRequest, grpc.ServerStreamingServer[PushProgress]) error
+	// Export streams an OCI image layout tar (oci-layout, index.json with
+	// one entry per image named by org.opencontainers.image.ref.name,
+	// blobs/sha256/...) of the named images.
+	Export(*ExportRequest, grpc.ServerStreamingServer[ExportChunk]) error
+	// Import reads an OCI image layout tar or a `docker save` tar: the first
+	// message carries the options, the others the tar bytes. Blobs are
+	// stored with their digests checked, under a lease (the call's, or one
+	// of its own), and the image records are written last. A bad archive
+	// leaves no image record.
+	Import(grpc.ClientStreamingServer[ImportRequest, ImportResponse]) error
 	mustEmbedUnimplementedTransferServer()
 }
 
@@ -80,8 +204,20 @@ type TransferServer interface {
 // pointer dereference when methods are called.
 type UnimplementedTransferServer struct{}
 
+func (UnimplementedTransferServer) Pull(*PullRequest, grpc.ServerStreamingServer[PullProgress]) error {
+	return status.Errorf(codes.Unimplemented, "method Pull not implemented")
+}
 func (UnimplementedTransferServer) Fetch(context.Context, *FetchRequest) (*FetchResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Fetch not implemented")
+}
+func (UnimplementedTransferServer) Push(*PushRequest, grpc.ServerStreamingServer[PushProgress]) error {
+	return status.Errorf(codes.Unimplemented, "method Push not implemented")
+}
+func (UnimplementedTransferServer) Export(*ExportRequest, grpc.ServerStreamingServer[ExportChunk]) error {
+	return status.Errorf(codes.Unimplemented, "method Export not implemented")
+}
+func (UnimplementedTransferServer) Import(grpc.ClientStreamingServer[ImportRequest, ImportResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method Import not implemented")
 }
 func (UnimplementedTransferServer) mustEmbedUnimplementedTransferServer() {}
 func (UnimplementedTransferServer) testEmbeddedByValue()                  {}
@@ -104,6 +240,17 @@ func RegisterTransferServer(s grpc.ServiceRegistrar, srv TransferServer) {
 	s.RegisterService(&Transfer_ServiceDesc, srv)
 }
 
+func _Transfer_Pull_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PullRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TransferServer).Pull(m, &grpc.GenericServerStream[PullRequest, PullProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transfer_PullServer = grpc.ServerStreamingServer[PullProgress]
+
 func _Transfer_Fetch_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(FetchRequest)
 	if err := dec(in); err != nil {
@@ -122,6 +269,35 @@ func _Transfer_Fetch_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Transfer_Push_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PushRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TransferServer).Push(m, &grpc.GenericServerStream[PushRequest, PushProgress]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transfer_PushServer = grpc.ServerStreamingServer[PushProgress]
+
+func _Transfer_Export_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(TransferServer).Export(m, &grpc.GenericServerStream[ExportRequest, ExportChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transfer_ExportServer = grpc.ServerStreamingServer[ExportChunk]
+
+func _Transfer_Import_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TransferServer).Import(&grpc.GenericServerStream[ImportRequest, ImportResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Transfer_ImportServer = grpc.ClientStreamingServer[ImportRequest, ImportResponse]
+
 // Transfer_ServiceDesc is the grpc.ServiceDesc for Transfer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -134,6 +310,27 @@ var Transfer_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Transfer_Fetch_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Pull",
+			Handler:       _Transfer_Pull_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Push",
+			Handler:       _Transfer_Push_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Export",
+			Handler:       _Transfer_Export_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Import",
+			Handler:       _Transfer_Import_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "keel/v1/transfer.proto",
 }

@@ -360,175 +360,6 @@ func (x *Mount) GetOptions() []string {
 	return nil
 }
 
-type Platform struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Os            string                 `protobuf:"bytes,1,opt,name=os,proto3" json:"os,omitempty"`
-	Architecture  string                 `protobuf:"bytes,2,opt,name=architecture,proto3" json:"architecture,omitempty"`
-	Variant       string                 `protobuf:"bytes,3,opt,name=variant,proto3" json:"variant,omitempty"`
-	OsVersion     string                 `protobuf:"bytes,4,opt,name=os_version,json=osVersion,proto3" json:"os_version,omitempty"`
-	OsFeatures    []string               `protobuf:"bytes,5,rep,name=os_features,json=osFeatures,proto3" json:"os_features,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Platform) Reset() {
-	*x = Platform{}
-	mi := &file_keel_plugin_v1_base_proto_msgTypes[6]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Platform) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Platform) ProtoMessage() {}
-
-func (x *Platform) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_base_proto_msgTypes[6]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Platform.ProtoReflect.Descriptor instead.
-func (*Platform) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_base_proto_rawDescGZIP(), []int{6}
-}
-
-func (x *Platform) GetOs() string {
-	if x != nil {
-		return x.Os
-	}
-	return ""
-}
-
-func (x *Platform) GetArchitecture() string {
-	if x != nil {
-		return x.Architecture
-	}
-	return ""
-}
-
-func (x *Platform) GetVariant() string {
-	if x != nil {
-		return x.Variant
-	}
-	return ""
-}
-
-func (x *Platform) GetOsVersion() string {
-	if x != nil {
-		return x.OsVersion
-	}
-	return ""
-}
-
-func (x *Platform) GetOsFeatures() []string {
-	if x != nil {
-		return x.OsFeatures
-	}
-	return nil
-}
-
-// Descriptor is an OCI content descriptor.
-type Descriptor struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MediaType     string                 `protobuf:"bytes,1,opt,name=media_type,json=mediaType,proto3" json:"media_type,omitempty"`
-	Digest        string                 `protobuf:"bytes,2,opt,name=digest,proto3" json:"digest,omitempty"`
-	Size          int64                  `protobuf:"varint,3,opt,name=size,proto3" json:"size,omitempty"`
-	Urls          []string               `protobuf:"bytes,4,rep,name=urls,proto3" json:"urls,omitempty"`
-	Annotations   map[string]string      `protobuf:"bytes,5,rep,name=annotations,proto3" json:"annotations,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Platform      *Platform              `protobuf:"bytes,6,opt,name=platform,proto3" json:"platform,omitempty"`
-	ArtifactType  string                 `protobuf:"bytes,7,opt,name=artifact_type,json=artifactType,proto3" json:"artifact_type,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Descriptor) Reset() {
-	*x = Descriptor{}
-	mi := &file_keel_plugin_v1_base_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Descriptor) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Descriptor) ProtoMessage() {}
-
-func (x *Descriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_base_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Descriptor.ProtoReflect.Descriptor instead.
-func (*Descriptor) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_base_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *Descriptor) GetMediaType() string {
-	if x != nil {
-		return x.MediaType
-	}
-	return ""
-}
-
-func (x *Descriptor) GetDigest() string {
-	if x != nil {
-		return x.Digest
-	}
-	return ""
-}
-
-func (x *Descriptor) GetSize() int64 {
-	if x != nil {
-		return x.Size
-	}
-	return 0
-}
-
-func (x *Descriptor) GetUrls() []string {
-	if x != nil {
-		return x.Urls
-	}
-	return nil
-}
-
-func (x *Descriptor) GetAnnotations() map[string]string {
-	if x != nil {
-		return x.Annotations
-	}
-	return nil
-}
-
-func (x *Descriptor) GetPlatform() *Platform {
-	if x != nil {
-		return x.Platform
-	}
-	return nil
-}
-
-func (x *Descriptor) GetArtifactType() string {
-	if x != nil {
-		return x.ArtifactType
-	}
-	return ""
-}
-
 var File_keel_plugin_v1_base_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_base_proto_rawDesc = "" +
@@ -555,28 +386,7 @@ const file_keel_plugin_v1_base_proto_rawDesc = "" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
 	"\x06target\x18\x03 \x01(\tR\x06target\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions\"\x98\x01\n" +
-	"\bPlatform\x12\x0e\n" +
-	"\x02os\x18\x01 \x01(\tR\x02os\x12\"\n" +
-	"\farchitecture\x18\x02 \x01(\tR\farchitecture\x12\x18\n" +
-	"\avariant\x18\x03 \x01(\tR\avariant\x12\x1d\n" +
-	"\n" +
-	"os_version\x18\x04 \x01(\tR\tosVersion\x12\x1f\n" +
-	"\vos_features\x18\x05 \x03(\tR\n" +
-	"osFeatures\"\xd5\x02\n" +
-	"\n" +
-	"Descriptor\x12\x1d\n" +
-	"\n" +
-	"media_type\x18\x01 \x01(\tR\tmediaType\x12\x16\n" +
-	"\x06digest\x18\x02 \x01(\tR\x06digest\x12\x12\n" +
-	"\x04size\x18\x03 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04urls\x18\x04 \x03(\tR\x04urls\x12M\n" +
-	"\vannotations\x18\x05 \x03(\v2+.keel.plugin.v1.Descriptor.AnnotationsEntryR\vannotations\x124\n" +
-	"\bplatform\x18\x06 \x01(\v2\x18.keel.plugin.v1.PlatformR\bplatform\x12#\n" +
-	"\rartifact_type\x18\a \x01(\tR\fartifactType\x1a>\n" +
-	"\x10AnnotationsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\x9b\x01\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions2\x9b\x01\n" +
 	"\x04Base\x12A\n" +
 	"\x04Info\x12\x1b.keel.plugin.v1.InfoRequest\x1a\x1c.keel.plugin.v1.InfoResponse\x12P\n" +
 	"\tConfigure\x12 .keel.plugin.v1.ConfigureRequest\x1a!.keel.plugin.v1.ConfigureResponseBIZGgithub.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1;pluginv1b\x06proto3"
@@ -593,7 +403,7 @@ func file_keel_plugin_v1_base_proto_rawDescGZIP() []byte {
 	return file_keel_plugin_v1_base_proto_rawDescData
 }
 
-var file_keel_plugin_v1_base_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_keel_plugin_v1_base_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_keel_plugin_v1_base_proto_goTypes = []any{
 	(*InfoRequest)(nil),       // 0: keel.plugin.v1.InfoRequest
 	(*InfoResponse)(nil),      // 1: keel.plugin.v1.InfoResponse
@@ -601,22 +411,17 @@ var file_keel_plugin_v1_base_proto_goTypes = []any{
 	(*ConfigureResponse)(nil), // 3: keel.plugin.v1.ConfigureResponse
 	(*Empty)(nil),             // 4: keel.plugin.v1.Empty
 	(*Mount)(nil),             // 5: keel.plugin.v1.Mount
-	(*Platform)(nil),          // 6: keel.plugin.v1.Platform
-	(*Descriptor)(nil),        // 7: keel.plugin.v1.Descriptor
-	nil,                       // 8: keel.plugin.v1.Descriptor.AnnotationsEntry
 }
 var file_keel_plugin_v1_base_proto_depIdxs = []int32{
-	8, // 0: keel.plugin.v1.Descriptor.annotations:type_name -> keel.plugin.v1.Descriptor.AnnotationsEntry
-	6, // 1: keel.plugin.v1.Descriptor.platform:type_name -> keel.plugin.v1.Platform
-	0, // 2: keel.plugin.v1.Base.Info:input_type -> keel.plugin.v1.InfoRequest
-	2, // 3: keel.plugin.v1.Base.Configure:input_type -> keel.plugin.v1.ConfigureRequest
-	1, // 4: keel.plugin.v1.Base.Info:output_type -> keel.plugin.v1.InfoResponse
-	3, // 5: keel.plugin.v1.Base.Configure:output_type -> keel.plugin.v1.ConfigureResponse
-	4, // [4:6] is the sub-list for method output_type
-	2, // [2:4] is the sub-list for method input_type
-	2, // [2:2] is the sub-list for extension type_name
-	2, // [2:2] is the sub-list for extension extendee
-	0, // [0:2] is the sub-list for field type_name
+	0, // 0: keel.plugin.v1.Base.Info:input_type -> keel.plugin.v1.InfoRequest
+	2, // 1: keel.plugin.v1.Base.Configure:input_type -> keel.plugin.v1.ConfigureRequest
+	1, // 2: keel.plugin.v1.Base.Info:output_type -> keel.plugin.v1.InfoResponse
+	3, // 3: keel.plugin.v1.Base.Configure:output_type -> keel.plugin.v1.ConfigureResponse
+	2, // [2:4] is the sub-list for method output_type
+	0, // [0:2] is the sub-list for method input_type
+	0, // [0:0] is the sub-list for extension type_name
+	0, // [0:0] is the sub-list for extension extendee
+	0, // [0:0] is the sub-list for field type_name
 }
 
 func init() { file_keel_plugin_v1_base_proto_init() }
@@ -630,7 +435,7 @@ func file_keel_plugin_v1_base_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_plugin_v1_base_proto_rawDesc), len(file_keel_plugin_v1_base_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

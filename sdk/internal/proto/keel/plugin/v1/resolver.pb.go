@@ -7,6 +7,7 @@
 package pluginv1
 
 import (
+	v1 "github.com/keel-runtime/keel/sdk/proto/keel/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -77,7 +78,7 @@ func (x *ResolveRequest) GetExplain() bool {
 type ResolveResponse struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
 	Name        string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Descriptor_ *Descriptor            `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Descriptor_ *v1.Descriptor         `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
 	// attempts are the hosts the resolver considered, in order (explain only).
 	Attempts      []*ResolveAttempt `protobuf:"bytes,3,rep,name=attempts,proto3" json:"attempts,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -121,7 +122,7 @@ func (x *ResolveResponse) GetName() string {
 	return ""
 }
 
-func (x *ResolveResponse) GetDescriptor_() *Descriptor {
+func (x *ResolveResponse) GetDescriptor_() *v1.Descriptor {
 	if x != nil {
 		return x.Descriptor_
 	}
@@ -211,7 +212,7 @@ func (x *ResolveAttempt) GetReason() string {
 type FetchRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	Descriptor_   *Descriptor            `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Descriptor_   *v1.Descriptor         `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
 	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -254,7 +255,7 @@ func (x *FetchRequest) GetRef() string {
 	return ""
 }
 
-func (x *FetchRequest) GetDescriptor_() *Descriptor {
+func (x *FetchRequest) GetDescriptor_() *v1.Descriptor {
 	if x != nil {
 		return x.Descriptor_
 	}
@@ -315,9 +316,9 @@ func (x *FetchResponse) GetData() []byte {
 type PushRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set in the first message only.
-	Ref           string      `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	Descriptor_   *Descriptor `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
-	Data          []byte      `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Ref           string         `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Descriptor_   *v1.Descriptor `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Data          []byte         `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -359,7 +360,7 @@ func (x *PushRequest) GetRef() string {
 	return ""
 }
 
-func (x *PushRequest) GetDescriptor_() *Descriptor {
+func (x *PushRequest) GetDescriptor_() *v1.Descriptor {
 	if x != nil {
 		return x.Descriptor_
 	}
@@ -422,33 +423,33 @@ var File_keel_plugin_v1_resolver_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_resolver_proto_rawDesc = "" +
 	"\n" +
-	"\x1dkeel/plugin/v1/resolver.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\"<\n" +
+	"\x1dkeel/plugin/v1/resolver.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/types/v1/types.proto\"<\n" +
 	"\x0eResolveRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x18\n" +
-	"\aexplain\x18\x02 \x01(\bR\aexplain\"\x9d\x01\n" +
+	"\aexplain\x18\x02 \x01(\bR\aexplain\"\x9c\x01\n" +
 	"\x0fResolveResponse\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12:\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\n" +
-	"descriptor\x18\x02 \x01(\v2\x1a.keel.plugin.v1.DescriptorR\n" +
+	"descriptor\x18\x02 \x01(\v2\x19.keel.types.v1.DescriptorR\n" +
 	"descriptor\x12:\n" +
 	"\battempts\x18\x03 \x03(\v2\x1e.keel.plugin.v1.ResolveAttemptR\battempts\"d\n" +
 	"\x0eResolveAttempt\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
 	"\x04used\x18\x03 \x01(\bR\x04used\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"t\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"s\n" +
 	"\fFetchRequest\x12\x10\n" +
-	"\x03ref\x18\x01 \x01(\tR\x03ref\x12:\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x129\n" +
 	"\n" +
-	"descriptor\x18\x02 \x01(\v2\x1a.keel.plugin.v1.DescriptorR\n" +
+	"descriptor\x18\x02 \x01(\v2\x19.keel.types.v1.DescriptorR\n" +
 	"descriptor\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\"#\n" +
 	"\rFetchResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"o\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"n\n" +
 	"\vPushRequest\x12\x10\n" +
-	"\x03ref\x18\x01 \x01(\tR\x03ref\x12:\n" +
+	"\x03ref\x18\x01 \x01(\tR\x03ref\x129\n" +
 	"\n" +
-	"descriptor\x18\x02 \x01(\v2\x1a.keel.plugin.v1.DescriptorR\n" +
+	"descriptor\x18\x02 \x01(\v2\x19.keel.types.v1.DescriptorR\n" +
 	"descriptor\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\"5\n" +
 	"\fPushResponse\x12%\n" +
@@ -479,13 +480,13 @@ var file_keel_plugin_v1_resolver_proto_goTypes = []any{
 	(*FetchResponse)(nil),   // 4: keel.plugin.v1.FetchResponse
 	(*PushRequest)(nil),     // 5: keel.plugin.v1.PushRequest
 	(*PushResponse)(nil),    // 6: keel.plugin.v1.PushResponse
-	(*Descriptor)(nil),      // 7: keel.plugin.v1.Descriptor
+	(*v1.Descriptor)(nil),   // 7: keel.types.v1.Descriptor
 }
 var file_keel_plugin_v1_resolver_proto_depIdxs = []int32{
-	7, // 0: keel.plugin.v1.ResolveResponse.descriptor:type_name -> keel.plugin.v1.Descriptor
+	7, // 0: keel.plugin.v1.ResolveResponse.descriptor:type_name -> keel.types.v1.Descriptor
 	2, // 1: keel.plugin.v1.ResolveResponse.attempts:type_name -> keel.plugin.v1.ResolveAttempt
-	7, // 2: keel.plugin.v1.FetchRequest.descriptor:type_name -> keel.plugin.v1.Descriptor
-	7, // 3: keel.plugin.v1.PushRequest.descriptor:type_name -> keel.plugin.v1.Descriptor
+	7, // 2: keel.plugin.v1.FetchRequest.descriptor:type_name -> keel.types.v1.Descriptor
+	7, // 3: keel.plugin.v1.PushRequest.descriptor:type_name -> keel.types.v1.Descriptor
 	0, // 4: keel.plugin.v1.Resolver.Resolve:input_type -> keel.plugin.v1.ResolveRequest
 	3, // 5: keel.plugin.v1.Resolver.Fetch:input_type -> keel.plugin.v1.FetchRequest
 	5, // 6: keel.plugin.v1.Resolver.Push:input_type -> keel.plugin.v1.PushRequest
@@ -504,7 +505,6 @@ func file_keel_plugin_v1_resolver_proto_init() {
 	if File_keel_plugin_v1_resolver_proto != nil {
 		return
 	}
-	file_keel_plugin_v1_base_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log"
+	"os"
 
 	"github.com/keel-runtime/keel/client"
 )
@@ -54,5 +55,61 @@ func ExampleWithAllPlatforms() {
 	defer c.Close()
 	if _, err := c.Pull(context.Background(), "registry.example.com/app:v2", client.WithAllPlatforms); err != nil {
 		log.Fatal(err)
+	}
+}
+
+// Push an image record to its registry, printing each blob as it ends.
+func ExampleClient_Push() {
+	c, err := client.New("/run/keel/keel.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Push(context.Background(), "registry.example.com/app:v1",
+		client.WithPushProgress(func(p client.PushProgress) {
+			if p.State != client.BlobPushing {
+				fmt.Println(p.State, p.Desc.Digest)
+			}
+		}))
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Export two images to an OCI image layout tar.
+func ExampleClient_Export() {
+	c, err := client.New("/run/keel/keel.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	f, err := os.Create("images.tar")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	if err := c.Export(context.Background(), f, []string{"example.com/a:v1", "example.com/b:v1"}); err != nil {
+		log.Fatal(err)
+	}
+}
+
+// Import a `docker save` or OCI layout tar, keeping every platform.
+func ExampleClient_Import() {
+	c, err := client.New("/run/keel/keel.sock")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	f, err := os.Open("images.tar")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer f.Close()
+	imgs, err := c.Import(context.Background(), f, client.WithImportAllPlatforms())
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, img := range imgs {
+		fmt.Println(img.Name, img.Target.Digest)
 	}
 }
