@@ -77,6 +77,10 @@ var rules = []rule{{
 	from:    func(p string) bool { return under(p, "client") },
 	allowed: func(_, imp string) bool { return underAny(imp, "api", "sdk", "client") },
 }, {
+	name:    "api/ imports only the SDK's public wire types (sdk/proto)",
+	from:    func(p string) bool { return under(p, "api") },
+	allowed: func(_, imp string) bool { return underAny(imp, "api", "sdk/proto") },
+}, {
 	name:    "test/ is imported only by tests",
 	from:    func(p string) bool { return !under(p, "test") },
 	allowed: func(_, imp string) bool { return !under(imp, "test") },
@@ -212,15 +216,17 @@ func TestRules(t *testing.T) {
 		{edge{"client", "sdk/errdefs"}, ""},
 		{edge{"client", "api/keel/v1"}, ""},
 		{edge{"client", "core/config"}, rules[4].name},
+		{edge{"api/keel/v1", "sdk/proto/keel/types/v1"}, ""},
+		{edge{"api/keel/v1", "sdk/errdefs"}, rules[5].name},
 		{edge{"test/e2e", "test/realimage"}, ""},
 		{edge{"cmd/keel", "sdk/conformance/runner"}, ""},
-		{edge{"cmd/keel", "test/realimage"}, rules[5].name},
-		{edge{"core/metadata", "test/realimage"}, rules[5].name},
+		{edge{"cmd/keel", "test/realimage"}, rules[6].name},
+		{edge{"core/metadata", "test/realimage"}, rules[6].name},
 		{edge{"sdk/conformance/snapshottest", "sdk/snapshot"}, ""},
 		{edge{"sdk/conformance/snapshottest", "core/metadata"}, rules[1].name},
 		{edge{"plugins/snapshotter-native/native", "sdk/snapshot/backend"}, ""},
-		{edge{"plugins/snapshotter-native/native", "sdk/host"}, rules[6].name},
-		{edge{"plugins/runtime-runc/runc", "sdk/fixture"}, rules[6].name},
+		{edge{"plugins/snapshotter-native/native", "sdk/host"}, rules[7].name},
+		{edge{"plugins/runtime-runc/runc", "sdk/fixture"}, rules[7].name},
 	}
 	for _, tt := range tests {
 		t.Run(tt.edge.String(), func(t *testing.T) {
