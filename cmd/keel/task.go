@@ -20,6 +20,7 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/client/oci"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/runtime"
 )
 
 func parseSignal(s string) (syscall.Signal, error) {
@@ -87,10 +88,10 @@ func taskCommand(g *globals) *cobra.Command {
 			t := table{header: []string{"TASK", "PID", "STATUS", "RUNTIME"}}
 			values := []taskJSON{}
 			for _, ti := range list {
-				status := ti.Status
-				v := taskJSON{ID: ti.ID, Runtime: ti.Runtime, Pid: ti.Pid, Status: ti.Status, Reason: ti.Reason}
+				status := ti.Status.String()
+				v := taskJSON{ID: ti.ID, Runtime: ti.Runtime, Pid: ti.Pid, Status: ti.Status.String(), Reason: ti.Reason}
 				// An unknown task has an exit only when its end was seen.
-				if ti.Status == "stopped" || !ti.ExitedAt.IsZero() {
+				if ti.Status == runtime.StatusStopped || !ti.ExitedAt.IsZero() {
 					code, at := ti.ExitStatus, ti.ExitedAt
 					v.ExitStatus = &code
 					if !at.IsZero() {
@@ -351,9 +352,9 @@ func taskCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if st.Status != "stopped" {
+				if st.Status != runtime.StatusStopped {
 					statusC, _ := t.Wait(ctx)
-					if st.Status == "paused" {
+					if st.Status == runtime.StatusPaused {
 						t.Resume(ctx)
 					}
 					if err := t.Kill(ctx, syscall.SIGKILL, client.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
