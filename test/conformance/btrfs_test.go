@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/conformance"
 )
 
@@ -62,20 +63,10 @@ func loopState(t *testing.T, prefix string) []string {
 
 func requireLoopback(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "loopback btrfs needs root")
-	}
+	testkit.RequireRoot(t, "mount a loopback btrfs")
 	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		skipOrFail(t, "needs mkfs.btrfs (btrfs-progs)")
+		testkit.SkipOrFail(t, "needs mkfs.btrfs (btrfs-progs)")
 	}
-}
-
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if v := os.Getenv(conformance.EnvStrict); v != "" && v != "0" && v != "false" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
 }
 
 // TestLoopbackTeardown: after Close, or after a failure midway, no mount

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/mount"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // fsOp changes a tree rooted at dir; a layer is a list of them. The same ops
@@ -257,7 +258,7 @@ func short(b []byte) []byte {
 // that unmounts it; the case's cleanup unmounts it too, even on failure.
 func mountTemp(t T, ms []mount.Mount) (string, func()) {
 	t.Helper()
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	target := t.TempDir()
 	if err := mount.All(ms, target); err != nil {
 		t.Fatalf("mount %v: %v", ms, err)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // Loopback is a filesystem made in a sparse image file, attached to a loop
@@ -233,18 +235,12 @@ type FixtureT interface {
 // LoopbackBtrfs mounts a fresh loopback btrfs (DefaultLoopbackSize,
 // ScratchMountOptions) for the test and returns where; t.Cleanup unmounts it, detaches the loop
 // device and deletes the image, also when the test fails. Without root or
-// mkfs.btrfs it skips, or fails under KEEL_TEST_STRICT=1.
+// mkfs.btrfs it skips, or fails when strict (sdk/testkit).
 func LoopbackBtrfs(t FixtureT) string {
 	t.Helper()
-	skip := t.Skipf
-	if strict() {
-		skip = t.Fatalf
-	}
-	if os.Geteuid() != 0 {
-		skip("a loopback btrfs needs root to mount")
-	}
+	testkit.RequireRoot(t, "mount a loopback btrfs")
 	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		skip("a loopback btrfs needs mkfs.btrfs (btrfs-progs): %v", err)
+		testkit.SkipOrFail(t, "a loopback btrfs needs mkfs.btrfs (btrfs-progs): %v", err)
 	}
 	l, err := NewLoopbackBtrfs(t.TempDir(), DefaultLoopbackSize, ScratchMountOptions)
 	if err != nil {

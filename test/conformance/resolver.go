@@ -19,6 +19,7 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/resolver"
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/conformance/registry"
 )
 
@@ -233,7 +234,7 @@ func resolverCase(fx *resolverFixture, fxErr error, name string, body func(ctx c
 	return testCase[resolver.Resolver]{name: name, body: func(ctx context.Context, t T, env *caseEnv[resolver.Resolver]) {
 		if fx == nil {
 			if errors.Is(fxErr, registry.ErrNoRegistry) {
-				skipUnlessStrict(t, "%v", fxErr)
+				testkit.SkipOrFail(t, "%v", fxErr)
 			}
 			t.Fatalf("resolver fixture: %v", fxErr)
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // taskWait bounds how long a case waits for a container to do something.
@@ -42,10 +43,10 @@ type taskEnv struct {
 
 func newTaskEnv(t T, env *caseEnv[keelruntime.Runtime]) *taskEnv {
 	t.Helper()
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	if _, err := os.Stat(BusyboxPath); err != nil {
 		if _, lerr := exec.LookPath("busybox"); lerr != nil {
-			skipUnlessStrict(t, "needs a static busybox (busybox-static) to build a rootfs")
+			testkit.SkipOrFail(t, "needs a static busybox (busybox-static) to build a rootfs")
 		}
 	}
 	dir := t.TempDir()

@@ -19,6 +19,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 var _ = addCLISuite(sdk.KindSnapshotter, func(t T, path string, opts ...Option) {
@@ -267,7 +268,7 @@ func chainLayers() [][]fsOp {
 }
 
 func snapLayerChain(ctx context.Context, t T, e *snapEnv) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	sn := e.P
 	layers := chainLayers()
 	parent := ""
@@ -283,7 +284,7 @@ func snapLayerChain(ctx context.Context, t T, e *snapEnv) {
 		for _, ops := range layers[:i+1] {
 			if err := applyOps(ref, ops...); err != nil {
 				if errors.Is(err, unix.ENOTSUP) {
-					skipUnlessStrict(t, "the test's temp dir lacks xattrs or device nodes: %v", err)
+					testkit.SkipOrFail(t, "the test's temp dir lacks xattrs or device nodes: %v", err)
 				}
 				t.Fatalf("build reference tree: %v", err)
 			}
@@ -310,7 +311,7 @@ func snapLayerChain(ctx context.Context, t T, e *snapEnv) {
 }
 
 func snapViewIsReadOnly(ctx context.Context, t T, e *snapEnv) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	sn := e.P
 	commitLayer(ctx, t, sn, "base", "", fsWrite("f", "data", 0o644))
 	ms, err := sn.View(ctx, "v", "base")
@@ -531,7 +532,7 @@ func snapUsage(ctx context.Context, t T, e *snapEnv) {
 	if err != nil {
 		t.Fatalf("usage: %v", err)
 	}
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	dir, unmount := mountTemp(t, ms)
 	const size = 1 << 20
 	if err := applyOps(dir, fsWrite("f", strings.Repeat("x", size), 0o644), fsLink("f", "f2")); err != nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/conformance"
 )
 
@@ -68,11 +69,6 @@ func overlayBinary(t *testing.T) string {
 }
 
 func TestSnapshotterOverlayBinary(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv(conformance.EnvStrict) == "1" {
-			t.Fatal("overlay needs root (" + conformance.EnvStrict + "=1)")
-		}
-		t.Skip("overlay needs root")
-	}
+	testkit.RequireRoot(t, "mount overlays")
 	conformance.Snapshotter(conformance.Go(t), conformance.BinarySnapshotter(overlayBinary(t)))
 }

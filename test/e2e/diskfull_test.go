@@ -14,9 +14,9 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/conformance"
 	"github.com/keel-runtime/keel/test/conformance/registry"
-	"github.com/keel-runtime/keel/test/testenv"
 )
 
 // enospc is how an error caused by a full disk must read.
@@ -33,9 +33,9 @@ const diskSize = 128 << 20
 // space comes back once gc has collected what the failure left.
 func TestDiskFull(t *testing.T) {
 	t.Parallel()
-	testenv.RequireRoot(t, "mount a loopback ext4")
+	testkit.RequireRoot(t, "mount a loopback ext4")
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		skipOrFail(t, "mkfs.ext4 (e2fsprogs): %v", err)
+		testkit.SkipOrFail(t, "mkfs.ext4 (e2fsprogs): %v", err)
 	}
 	l, err := conformance.NewLoopback(t.TempDir(), diskSize, "ext4", []string{"-q", "-F", "-m", "0"}, "")
 	if err != nil {

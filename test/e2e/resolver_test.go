@@ -28,6 +28,7 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/resolver"
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/conformance"
 	"github.com/keel-runtime/keel/test/conformance/registry"
 )
@@ -185,7 +186,7 @@ func startRegistry(t *testing.T) *registry.Registry {
 	t.Helper()
 	r, err := registry.Start(t, registry.Options{})
 	if errors.Is(err, registry.ErrNoRegistry) {
-		skipOrFail(t, "%v", err)
+		testkit.SkipOrFail(t, "%v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

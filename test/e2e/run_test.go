@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/conformance"
 	"github.com/keel-runtime/keel/test/conformance/registry"
 )
@@ -60,11 +61,11 @@ func startRunKeeldOn(t *testing.T, root, extra string) *runKeeld {
 func newRunKeeld(t *testing.T, root, extra string) *runKeeld {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to run containers")
+		testkit.SkipOrFail(t, "needs root to run containers")
 	}
 	for _, bin := range []string{"runc", registry.BusyboxPath} {
 		if _, err := exec.LookPath(bin); err != nil {
-			skipOrFail(t, "%s: %v (apt-get install runc busybox-static)", bin, err)
+			testkit.SkipOrFail(t, "%s: %v (apt-get install runc busybox-static)", bin, err)
 		}
 	}
 	reg := startRegistry(t)

@@ -3,8 +3,9 @@ package registry
 import (
 	"bytes"
 	"errors"
-	"os"
 	"testing"
+
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // TestVariants starts every variant, seeds an image and an index in OCI
@@ -14,8 +15,8 @@ func TestVariants(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			r, err := Start(t, opts)
-			if errors.Is(err, ErrNoRegistry) && os.Getenv("KEEL_TEST_STRICT") != "1" {
-				t.Skip(err)
+			if errors.Is(err, ErrNoRegistry) {
+				testkit.SkipOrFail(t, "%v", err)
 			}
 			if err != nil {
 				t.Fatal(err)
