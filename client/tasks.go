@@ -15,6 +15,7 @@ import (
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/client/cio"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/runtime"
 )
 
 // ExitStatus is how a process ended, or why waiting failed (Err).
@@ -33,7 +34,7 @@ type TaskInfo struct {
 	ExecID     string
 	Runtime    string
 	Pid        uint32
-	Status     string // created, running, stopped, paused, pausing, unknown
+	Status     runtime.Status
 	ExitStatus uint32
 	ExitedAt   time.Time
 	Terminal   bool
@@ -309,7 +310,7 @@ func (c *Client) Tasks(ctx context.Context) ([]TaskInfo, error) {
 
 func taskFromProto(t *keelv1.Task) TaskInfo {
 	return TaskInfo{
-		ID: t.Id, ExecID: t.ExecId, Runtime: t.Runtime, Pid: t.Pid, Status: t.Status,
+		ID: t.Id, ExecID: t.ExecId, Runtime: t.Runtime, Pid: t.Pid, Status: runtime.Status(t.Status),
 		ExitStatus: t.ExitStatus, ExitedAt: exitedAt(t.ExitedAt), Terminal: t.GetIo().GetTerminal(), Stdout: t.GetIo().GetStdout(), Reason: t.Reason,
 	}
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"fmt"
-
 	"github.com/spf13/cobra"
 
 	"github.com/keel-runtime/keel/client"
-	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 func checkCommand(g *globals) *cobra.Command {
@@ -30,35 +27,24 @@ checks with: keeld check --config FILE [--repair] [--format json]
 
 Exit status: 0 clean (or, with --repair, everything repaired), 1 problems
 left, 2 the check could not run (in full).`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			w, ew := cmd.OutOrStdout(), cmd.ErrOrStderr()
-			fail := func(err error) error {
-				fmt.Fprintf(ew, "keel: %v\n", err)
-				return exitCodeError{client.CheckError}
-			}
-			c, err := g.connect()
-			if err != nil {
-				if errdefs.IsUnavailable(err) || errdefs.IsNotFound(err) {
-					return fail(fmt.Errorf("%w; to check while keeld is stopped, run keeld check --config FILE [--repair]", err))
-				}
-				return fail(err)
-			}
-			defer c.Close()
+		Args:        cobra.NoArgs,
+		Annotations: map[string]string{offlineAnnotation: "to check while keeld is stopped, run keeld check --config FILE [--repair]"},
+		RunE: exitOnError(client.CheckError, g.connected(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			rep, err := c.Check(cmd.Context(), repair)
 			if err != nil {
-				return fail(err)
+				return err
 			}
+			w := cmd.OutOrStdout()
 			if g.format == "json" {
 				err = printJSON(w, rep)
 			} else {
 				err = rep.WriteTable(w)
 			}
 			if err != nil {
-				return fail(err)
+				return err
 			}
-			return exitCodeError{rep.ExitStatus()}
-		},
+			return exitCodeError{code: rep.ExitStatus()}
+		})),
 	}
 	cmd.Flags().BoolVar(&repair, "repair", false, "apply the safe fixes")
 	return cmd

@@ -35,39 +35,37 @@ func toContainerJSON(info client.ContainerInfo, spec bool) containerJSON {
 
 func containerCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "container", Aliases: []string{"containers", "c"}, Short: "Manage containers (records a task runs from)"}
+	cmd.AddCommand(containerCreateCommand(g), containerLsCommand(g), containerInfoCommand(g), containerRmCommand(g), containerLabelCommand(g))
+	return cmd
+}
+
+func containerCreateCommand(g *globals) *cobra.Command {
 	var f runFlags
 	create := &cobra.Command{
 		Use:   "create [flags] IMAGE ID [ARGS...]",
 		Short: "Record a container from an image (its rootfs a new snapshot)",
 		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			ctr, err := f.newContainer(cmd.Context(), c, args[0], args[1], args[2:])
 			if err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), ctr.ID())
 			return nil
-		},
+		}),
 	}
 	// Flags after IMAGE/ID belong to the process.
 	create.Flags().SetInterspersed(false)
 	f.register(create)
+	return create
+}
 
-	ls := &cobra.Command{
+func containerLsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
 		Use:     "ls [FILTER...]",
 		Aliases: []string{"list"},
 		Short:   "List containers (filters: id, image, runtime, snapshotter, labels.KEY)",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			list, err := c.Containers(cmd.Context(), args...)
 			if err != nil {
 				return err
@@ -84,39 +82,33 @@ func containerCommand(g *globals) *cobra.Command {
 				t.values = values
 			}
 			return g.print(cmd.OutOrStdout(), t)
-		},
+		}),
 	}
+}
 
-	info := &cobra.Command{
+func containerInfoCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
 		Use:   "info ID",
 		Short: "Print a container's record, spec included, as JSON",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			ct, err := c.LoadContainer(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			return printJSON(cmd.OutOrStdout(), toContainerJSON(ct.Info(), true))
-		},
+		}),
 	}
+}
 
+func containerRmCommand(g *globals) *cobra.Command {
 	var force bool
 	rm := &cobra.Command{
 		Use:     "rm [--force] ID...",
 		Aliases: []string{"remove", "delete"},
 		Short:   "Remove containers; refused while a task runs unless --force (which kills it)",
 		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			for _, id := range args {
 				ct, err := c.LoadContainer(cmd.Context(), id)
 				if err != nil {
@@ -131,20 +123,18 @@ func containerCommand(g *globals) *cobra.Command {
 				}
 			}
 			return nil
-		},
+		}),
 	}
 	rm.Flags().BoolVarP(&force, "force", "f", false, "kill and delete a running task first")
+	return rm
+}
 
-	label := &cobra.Command{
+func containerLabelCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
 		Use:   "label ID KEY=VALUE...",
 		Short: "Set (KEY=VALUE) or remove (KEY=) container labels",
 		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			ct, err := c.LoadContainer(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -163,8 +153,6 @@ func containerCommand(g *globals) *cobra.Command {
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), formatLabels(labels))
 			return nil
-		},
+		}),
 	}
-	cmd.AddCommand(create, ls, info, rm, label)
-	return cmd
 }

@@ -12,129 +12,140 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 func contentCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "content", Short: "Manage blobs in the content store"}
-	cmd.AddCommand(
-		&cobra.Command{
-			Use:     "ls [FILTER...]",
-			Aliases: []string{"list"},
-			Short:   "List blobs (filters: digest, size, labels.KEY; e.g. labels.\"a\"==b)",
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return withContent(g, func(cs content.Store) error {
-					var infos []content.Info
-					err := cs.Walk(cmd.Context(), func(info content.Info) error {
-						infos = append(infos, info)
-						return nil
-					}, args...)
-					if err != nil {
-						return err
-					}
-					t := table{header: []string{"DIGEST", "SIZE", "AGE", "LABELS"}, values: infos}
-					for _, info := range infos {
-						t.ids = append(t.ids, info.Digest.String())
-						t.rows = append(t.rows, []string{info.Digest.String(), strconv.FormatInt(info.Size, 10),
-							age(info.CreatedAt), formatLabels(info.Labels)})
-					}
-					return g.print(cmd.OutOrStdout(), t)
-				})
-			},
-		},
-		&cobra.Command{
-			Use:   "get DIGEST",
-			Short: "Write a blob to stdout",
-			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				dgst, err := parseDigest(args[0])
-				if err != nil {
-					return err
-				}
-				return withContent(g, func(cs content.Store) error {
-					info, err := cs.Info(cmd.Context(), dgst)
-					if err != nil {
-						return err
-					}
-					ra, err := cs.ReaderAt(cmd.Context(), ocispec.Descriptor{Digest: dgst, Size: info.Size})
-					if err != nil {
-						return err
-					}
-					defer ra.Close()
-					w := bufio.NewWriterSize(cmd.OutOrStdout(), 1<<20)
-					if _, err := io.Copy(w, content.NewReader(ra)); err != nil {
-						return err
-					}
-					return w.Flush()
-				})
-			},
-		},
-		ingestCommand(g),
-		&cobra.Command{
-			Use:     "rm DIGEST...",
-			Aliases: []string{"remove", "delete"},
-			Short:   "Remove blobs from the namespace",
-			Args:    cobra.MinimumNArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return withContent(g, func(cs content.Store) error {
-					for _, a := range args {
-						dgst, err := parseDigest(a)
-						if err != nil {
-							return err
-						}
-						if err := cs.Delete(cmd.Context(), dgst); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-			},
-		},
-		&cobra.Command{
-			Use:   "info DIGEST",
-			Short: "Show a blob's size, times and labels",
-			Args:  cobra.ExactArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				dgst, err := parseDigest(args[0])
-				if err != nil {
-					return err
-				}
-				return withContent(g, func(cs content.Store) error {
-					info, err := cs.Info(cmd.Context(), dgst)
-					if err != nil {
-						return err
-					}
-					return printJSON(cmd.OutOrStdout(), info)
-				})
-			},
-		},
-		&cobra.Command{
-			Use:   "label DIGEST KEY=VALUE...",
-			Short: "Set (KEY=VALUE) or remove (KEY=) labels of a blob",
-			Args:  cobra.MinimumNArgs(2),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				dgst, err := parseDigest(args[0])
-				if err != nil {
-					return err
-				}
-				labels, paths := parseLabels(args[1:])
-				return withContent(g, func(cs content.Store) error {
-					info, err := cs.Update(cmd.Context(), content.Info{Digest: dgst, Labels: labels}, paths...)
-					if err != nil {
-						return err
-					}
-					fmt.Fprintln(cmd.OutOrStdout(), formatLabels(info.Labels))
-					return nil
-				})
-			},
-		},
-		contentStatusCommand(g),
-	)
+	cmd.AddCommand(contentLsCommand(g), contentGetCommand(g), contentIngestCommand(g), contentRmCommand(g),
+		contentInfoCommand(g), contentLabelCommand(g), contentIngestsCommand(g))
 	return cmd
 }
 
-func ingestCommand(g *globals) *cobra.Command {
+func contentLsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls [FILTER...]",
+		Aliases: []string{"list"},
+		Short:   "List blobs (filters: digest, size, labels.KEY; e.g. labels.\"a\"==b)",
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			var infos []content.Info
+			err := c.ContentStore().Walk(cmd.Context(), func(info content.Info) error {
+				infos = append(infos, info)
+				return nil
+			}, args...)
+			if err != nil {
+				return err
+			}
+			t := table{header: []string{"DIGEST", "SIZE", "AGE", "LABELS"}, values: infos}
+			for _, info := range infos {
+				t.ids = append(t.ids, info.Digest.String())
+				t.rows = append(t.rows, []string{info.Digest.String(), strconv.FormatInt(info.Size, 10),
+					age(info.CreatedAt), formatLabels(info.Labels)})
+			}
+			return g.print(cmd.OutOrStdout(), t)
+		}),
+	}
+}
+
+func contentGetCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get DIGEST",
+		Short: "Write a blob to stdout",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dgst, err := parseDigest(args[0])
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(c *client.Client) error {
+				cs := c.ContentStore()
+				info, err := cs.Info(cmd.Context(), dgst)
+				if err != nil {
+					return err
+				}
+				ra, err := cs.ReaderAt(cmd.Context(), ocispec.Descriptor{Digest: dgst, Size: info.Size})
+				if err != nil {
+					return err
+				}
+				defer ra.Close()
+				w := bufio.NewWriterSize(cmd.OutOrStdout(), 1<<20)
+				if _, err := io.Copy(w, content.NewReader(ra)); err != nil {
+					return err
+				}
+				return w.Flush()
+			})
+		},
+	}
+}
+
+func contentRmCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm DIGEST...",
+		Aliases: []string{"remove", "delete"},
+		Short:   "Remove blobs from the namespace",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			for _, a := range args {
+				dgst, err := parseDigest(a)
+				if err != nil {
+					return err
+				}
+				if err := c.ContentStore().Delete(cmd.Context(), dgst); err != nil {
+					return err
+				}
+			}
+			return nil
+		}),
+	}
+}
+
+func contentInfoCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "info DIGEST",
+		Short: "Show a blob's size, times and labels",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dgst, err := parseDigest(args[0])
+			if err != nil {
+				return err
+			}
+			return g.withClient(cmd, func(c *client.Client) error {
+				info, err := c.ContentStore().Info(cmd.Context(), dgst)
+				if err != nil {
+					return err
+				}
+				return printJSON(cmd.OutOrStdout(), info)
+			})
+		},
+	}
+}
+
+func contentLabelCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "label DIGEST KEY=VALUE...",
+		Short: "Set (KEY=VALUE) or remove (KEY=) labels of a blob",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dgst, err := parseDigest(args[0])
+			if err != nil {
+				return err
+			}
+			labels, paths := parseLabels(args[1:])
+			return g.withClient(cmd, func(c *client.Client) error {
+				info, err := c.ContentStore().Update(cmd.Context(), content.Info{Digest: dgst, Labels: labels}, paths...)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), formatLabels(info.Labels))
+				return nil
+			})
+		},
+	}
+}
+
+func contentIngestCommand(g *globals) *cobra.Command {
 	var expected string
 	var size int64
 	cmd := &cobra.Command{
@@ -153,8 +164,8 @@ func ingestCommand(g *globals) *cobra.Command {
 				desc.Digest = d
 			}
 			desc.Size = size
-			return withContent(g, func(cs content.Store) error {
-				dgst, err := ingest(cmd.Context(), cs, args[0], bufio.NewReaderSize(cmd.InOrStdin(), 1<<20), desc)
+			return g.withClient(cmd, func(c *client.Client) error {
+				dgst, err := ingest(cmd.Context(), c.ContentStore(), args[0], bufio.NewReaderSize(cmd.InOrStdin(), 1<<20), desc)
 				if err != nil {
 					return err
 				}
@@ -196,55 +207,48 @@ func ingest(ctx context.Context, cs content.Store, ref string, r io.Reader, desc
 	return w.Digest(), nil
 }
 
-func contentStatusCommand(g *globals) *cobra.Command {
+// contentIngestsCommand is the group over ingests in progress.
+func contentIngestsCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "ingests", Short: "Inspect and abort ingests in progress"}
-	cmd.AddCommand(
-		&cobra.Command{
-			Use:     "ls [FILTER...]",
-			Aliases: []string{"list"},
-			Short:   "List ingests in progress",
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return withContent(g, func(cs content.Store) error {
-					sts, err := cs.ListStatuses(cmd.Context(), args...)
-					if err != nil {
-						return err
-					}
-					t := table{header: []string{"REF", "OFFSET", "TOTAL", "EXPECTED", "STARTED"}, values: sts}
-					for _, st := range sts {
-						t.ids = append(t.ids, st.Ref)
-						t.rows = append(t.rows, []string{st.Ref, strconv.FormatInt(st.Offset, 10),
-							strconv.FormatInt(st.Total, 10), orDash(st.Expected.String()), age(st.StartedAt)})
-					}
-					return g.print(cmd.OutOrStdout(), t)
-				})
-			},
-		},
-		&cobra.Command{
-			Use:   "abort REF...",
-			Short: "Abort ingests and drop their data",
-			Args:  cobra.MinimumNArgs(1),
-			RunE: func(cmd *cobra.Command, args []string) error {
-				return withContent(g, func(cs content.Store) error {
-					for _, ref := range args {
-						if err := cs.Abort(cmd.Context(), ref); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-			},
-		},
-	)
+	cmd.AddCommand(contentIngestsLsCommand(g), contentIngestsAbortCommand(g))
 	return cmd
 }
 
-func withContent(g *globals, fn func(content.Store) error) error {
-	c, err := g.connect()
-	if err != nil {
-		return err
+func contentIngestsLsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls [FILTER...]",
+		Aliases: []string{"list"},
+		Short:   "List ingests in progress",
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			sts, err := c.ContentStore().ListStatuses(cmd.Context(), args...)
+			if err != nil {
+				return err
+			}
+			t := table{header: []string{"REF", "OFFSET", "TOTAL", "EXPECTED", "STARTED"}, values: sts}
+			for _, st := range sts {
+				t.ids = append(t.ids, st.Ref)
+				t.rows = append(t.rows, []string{st.Ref, strconv.FormatInt(st.Offset, 10),
+					strconv.FormatInt(st.Total, 10), orDash(st.Expected.String()), age(st.StartedAt)})
+			}
+			return g.print(cmd.OutOrStdout(), t)
+		}),
 	}
-	defer c.Close()
-	return fn(c.ContentStore())
+}
+
+func contentIngestsAbortCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "abort REF...",
+		Short: "Abort ingests and drop their data",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			for _, ref := range args {
+				if err := c.ContentStore().Abort(cmd.Context(), ref); err != nil {
+					return err
+				}
+			}
+			return nil
+		}),
+	}
 }
 
 func parseDigest(s string) (digest.Digest, error) {

@@ -24,12 +24,7 @@ block's ingest_max_age (default 24h); --ingests removes them now.
 With --dry-run nothing changes; every decision is printed with the root
 that keeps an object or the reason it would go.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			var opts []client.GCOpt
 			if dry {
 				opts = append(opts, client.WithDryRun())
@@ -81,7 +76,7 @@ that keeps an object or the reason it would go.`,
 				fmt.Fprintf(w, "removed %d objects (%s of content, %s of partial ingests) in %s\n", len(rep.Removed), humanSize(freed), humanSize(ingested), rep.Duration.Round(1000))
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&dry, "dry-run", false, "change nothing; explain what is kept (and by which root) and what would go")
 	cmd.Flags().BoolVar(&ingests, "ingests", false, "also remove every partial ingest no running writer or live lease holds, however recent")

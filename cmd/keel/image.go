@@ -7,6 +7,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
@@ -35,15 +36,13 @@ func imageResolveCommand(g *globals) *cobra.Command {
 		Use:   "resolve [--explain] REF",
 		Short: "Resolve an image reference to its canonical name and descriptor",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			name, _ := cmd.Flags().GetString("resolver")
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			r := c.ResolverService(name)
-			var out resolved
+			var (
+				out resolved
+				err error
+			)
 			if explain {
 				out.Name, out.Descriptor, out.Attempts, err = resolver.Explain(cmd.Context(), r, args[0])
 			} else {
@@ -74,7 +73,7 @@ func imageResolveCommand(g *globals) *cobra.Command {
 				}
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&explain, "explain", false, "list the hosts tried, in order, and why each was used or skipped")
 	return cmd

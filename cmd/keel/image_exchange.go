@@ -106,19 +106,14 @@ func imagePushCommand(g *globals) *cobra.Command {
 		Long: "Push the image record REF (or LOCAL) to REF's registry through keeld's resolver plugin:\n" +
 			"layers and configs first, manifests last, skipping what the registry holds already.",
 		Args: cobra.RangeArgs(1, 2),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resolverName, _ := cmd.Flags().GetString("resolver")
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			rep := newPushReporter(cmd.ErrOrStderr(), g.quiet)
 			opts := []client.PushOpt{client.WithPushResolver(resolverName), client.WithPushProgress(rep.report)}
 			if len(args) == 2 {
 				opts = append(opts, client.WithPushImage(args[1]))
 			}
-			err = c.Push(cmd.Context(), args[0], opts...)
+			err := c.Push(cmd.Context(), args[0], opts...)
 			rep.finish()
 			if err != nil {
 				return err
@@ -127,7 +122,7 @@ func imagePushCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "pushed %s\n", args[0])
 			}
 			return nil
-		},
+		}),
 	}
 }
 
@@ -141,12 +136,7 @@ func imageExportCommand(g *globals) *cobra.Command {
 			"leaves an existing FILE as it was. A symlink is followed (its target is written); a device or\n" +
 			"FIFO is written through, never replaced; a directory is refused.",
 		Args: cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			var opts []client.ExportOpt
 			if all {
 				opts = append(opts, client.WithExportAllPlatforms())
@@ -160,7 +150,7 @@ func imageExportCommand(g *globals) *cobra.Command {
 				return err
 			}
 			return out.Commit()
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&all, "all-platforms", false, "fail unless every platform of an index is stored (default: export the index as stored)")
 	return cmd
@@ -173,12 +163,7 @@ func imageImportCommand(g *globals) *cobra.Command {
 		Use:   "import FILE",
 		Short: "Import images from an OCI image layout tar or a `docker save` tar (FILE - for stdin) and unpack them",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			var r io.Reader = cmd.InOrStdin()
 			if args[0] != "-" {
 				f, err := os.Open(args[0])
@@ -205,7 +190,7 @@ func imageImportCommand(g *globals) *cobra.Command {
 				t.ids = append(t.ids, img.Name)
 			}
 			return g.print(cmd.OutOrStdout(), t)
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&all, "all-platforms", false, "keep every platform of an index (default: keeld's platform only)")
 	cmd.Flags().StringVar(&base, "base-name", "", "name images the archive leaves unnamed NAME@<digest> (default import)")
@@ -220,12 +205,7 @@ func imageUnpackCommand(g *globals) *cobra.Command {
 		Use:   "unpack REF",
 		Short: "Unpack a stored image's layers into a snapshotter (what is there already is kept)",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			u, err := c.UnpackImage(cmd.Context(), args[0], snapshotter, platform)
 			if err != nil {
 				return err
@@ -241,7 +221,7 @@ func imageUnpackCommand(g *globals) *cobra.Command {
 					u.Image.Name, u.Snapshotter, u.Applied, u.Skipped, u.ChainID)
 			}
 			return err
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&platform, "platform", "", "manifest of an index to unpack, os/arch[/variant] (default: keeld's)")
 	cmd.Flags().StringVar(&snapshotter, "snapshotter", "", "snapshotter to unpack into (default: keeld's default_snapshotter)")
@@ -254,15 +234,10 @@ func imageMountCommand(g *globals) *cobra.Command {
 		Use:   "mount REF DIR",
 		Short: "Mount a read-only view of an unpacked image's root filesystem on DIR",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			return c.MountImage(cmd.Context(), args[0], args[1],
 				client.WithMountPlatform(platform), client.WithMountSnapshotter(snapshotter))
-		},
+		}),
 	}
 	cmd.Flags().StringVar(&platform, "platform", "", "manifest of an index to mount, os/arch[/variant] (default: keeld's)")
 	cmd.Flags().StringVar(&snapshotter, "snapshotter", "", "snapshotter the image is unpacked on (default: keeld's default)")
@@ -274,13 +249,8 @@ func imageUnmountCommand(g *globals) *cobra.Command {
 		Use:   "unmount DIR",
 		Short: "Unmount an image mounted by `keel image mount` and remove its view",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			return c.UnmountImage(cmd.Context(), args[0])
-		},
+		}),
 	}
 }

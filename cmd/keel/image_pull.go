@@ -27,12 +27,7 @@ layers into the snapshotter. Blobs already stored are not fetched again; an
 interrupted pull resumes where it stopped. On a terminal each blob gets a
 progress bar; otherwise one line per blob state. -q prints only the digest.`,
 		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			resolverName, _ := cmd.Flags().GetString("resolver")
 			opts := []client.PullOpt{client.WithPlatform(platform), client.WithPullSnapshotter(snapshotter), client.WithPullResolver(resolverName)}
 			if allPlatforms {
@@ -70,7 +65,7 @@ progress bar; otherwise one line per blob state. -q prints only the digest.`,
 				_, err = fmt.Fprintf(out, "pulled %s %s in %s\n", img.Name, img.Target.Digest, time.Since(start).Round(time.Millisecond))
 			}
 			return err
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&platform, "platform", "", "platform os/arch[/variant] to pull (default: the host's)")

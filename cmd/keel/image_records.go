@@ -53,12 +53,7 @@ func imageLsCommand(g *globals) *cobra.Command {
 		Use:     "ls [FILTER...]",
 		Aliases: []string{"list"},
 		Short:   "List image records (filters: name, target.digest, target.mediatype, labels.KEY)",
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			ctx := cmd.Context()
 			imgs, err := c.ListImages(ctx, args...)
 			if err != nil {
@@ -88,7 +83,7 @@ func imageLsCommand(g *globals) *cobra.Command {
 			}
 			t.values = rows
 			return g.print(cmd.OutOrStdout(), t)
-		},
+		}),
 	}
 }
 
@@ -97,12 +92,7 @@ func imageInspectCommand(g *globals) *cobra.Command {
 		Use:   "inspect NAME",
 		Short: "Print an image's record, manifests, configs and layers as JSON",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			img, err := c.GetImage(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -112,7 +102,7 @@ func imageInspectCommand(g *globals) *cobra.Command {
 				return fmt.Errorf("image %s: %w", img.Name, err)
 			}
 			return printJSON(cmd.OutOrStdout(), out)
-		},
+		}),
 	}
 }
 
@@ -121,19 +111,14 @@ func imageTagCommand(g *globals) *cobra.Command {
 		Use:   "tag SRC DST",
 		Short: "Record image DST with SRC's target and labels",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			img, err := c.TagImage(cmd.Context(), args[0], args[1])
 			if err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), img.Name)
 			return nil
-		},
+		}),
 	}
 }
 
@@ -144,12 +129,7 @@ func imageRmCommand(g *globals) *cobra.Command {
 		Aliases: []string{"remove", "delete"},
 		Short:   "Remove image records; garbage collection frees what nothing else holds",
 		Args:    cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			for i, name := range args {
 				var opts []client.DeleteOpt
 				if sync && i == len(args)-1 {
@@ -161,7 +141,7 @@ func imageRmCommand(g *globals) *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), name)
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&sync, "sync", false, "wait for garbage collection to free the content")
 	return cmd

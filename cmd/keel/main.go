@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -36,10 +37,14 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := newRoot().ExecuteContext(ctx)
 	stop()
-	if code, ok := exitCode(err); ok {
-		os.Exit(code)
-	}
-	if err != nil {
+	var ee exitCodeError
+	switch {
+	case errors.As(err, &ee):
+		if ee.err != nil {
+			fmt.Fprintf(os.Stderr, "keel: %v\n", ee.err)
+		}
+		os.Exit(ee.code)
+	case err != nil:
 		fmt.Fprintf(os.Stderr, "keel: %v\n", err)
 		os.Exit(1)
 	}
@@ -118,9 +123,34 @@ func envOr(key, def string) string {
 	return def
 }
 
-// connect dials keeld with the global namespace.
-func (g *globals) connect() (*client.Client, error) {
-	return client.New(g.address, client.WithNamespace(g.namespace))
+// offlineAnnotation, on a command that has a way to run while keeld is
+// stopped, is the hint that says how; it ends the message of a failed
+// connection.
+const offlineAnnotation = "keel.offline"
+
+// withClient connects to keeld (--address, -n), runs fn with the client and
+// closes it. It is the one place a command meets keeld's socket, and the
+// one place a failed connection becomes the user's message: the client's
+// error names the socket and the cause; a command that can run without
+// keeld adds how (offlineAnnotation).
+func (g *globals) withClient(cmd *cobra.Command, fn func(*client.Client) error) error {
+	c, err := client.New(g.address, client.WithNamespace(g.namespace))
+	if err != nil {
+		if hint := cmd.Annotations[offlineAnnotation]; hint != "" && (errdefs.IsUnavailable(err) || errdefs.IsNotFound(err)) {
+			return fmt.Errorf("%w; %s", err, hint)
+		}
+		return err
+	}
+	defer c.Close()
+	return fn(c)
+}
+
+// connected is a command's RunE that runs fn connected to keeld
+// (withClient).
+func (g *globals) connected(fn func(cmd *cobra.Command, c *client.Client, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		return g.withClient(cmd, func(c *client.Client) error { return fn(cmd, c, args) })
+	}
 }
 
 // table is what a listing command prints: a table for people, the values

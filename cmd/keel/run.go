@@ -20,10 +20,33 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
-// exitCodeError makes keel exit with a container's exit code, silently.
-type exitCodeError struct{ code int }
+// exitCodeError makes keel exit with code (a container's exit code, a
+// check's status): silently, or after printing err.
+type exitCodeError struct {
+	code int
+	err  error
+}
 
-func (e exitCodeError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+func (e exitCodeError) Error() string {
+	if e.err != nil {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("exit status %d", e.code)
+}
+
+func (e exitCodeError) Unwrap() error { return e.err }
+
+// exitOnError makes the errors of run exit with code instead of 1; an
+// exitCodeError of run's own keeps its code.
+func exitOnError(code int, run func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		err := run(cmd, args)
+		if ee := (exitCodeError{}); err == nil || errors.As(err, &ee) {
+			return err
+		}
+		return exitCodeError{code: code, err: err}
+	}
+}
 
 // runFlags are `keel run`'s and `keel container create`'s spec flags.
 type runFlags struct {
@@ -215,31 +238,28 @@ func runCommand(g *globals) *cobra.Command {
 			if rm && detach {
 				return fmt.Errorf("--rm and --detach: pick one: %w", errdefs.ErrInvalidArgument)
 			}
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			// Signals are forwarded, not fatal: keel's own context must
-			// outlive a SIGINT or SIGTERM.
-			ctx := context.WithoutCancel(cmd.Context())
-			ctr, err := f.newContainer(ctx, c, args[0], args[1], args[2:])
-			if err != nil {
-				return err
-			}
-			code, err := runTask(ctx, ctr, taskIOFlags{tty: f.tty, detach: detach, log: logf}, cmd)
-			if rm {
-				if derr := ctr.Delete(ctx, client.WithForce); derr != nil && err == nil {
-					err = derr
+			return g.withClient(cmd, func(c *client.Client) error {
+				// Signals are forwarded, not fatal: keel's own context must
+				// outlive a SIGINT or SIGTERM.
+				ctx := context.WithoutCancel(cmd.Context())
+				ctr, err := f.newContainer(ctx, c, args[0], args[1], args[2:])
+				if err != nil {
+					return err
 				}
-			}
-			if err != nil {
-				return err
-			}
-			if code != 0 {
-				return exitCodeError{code: code}
-			}
-			return nil
+				code, err := runTask(ctx, ctr, taskIOFlags{tty: f.tty, detach: detach, log: logf}, cmd)
+				if rm {
+					if derr := ctr.Delete(ctx, client.WithForce); derr != nil && err == nil {
+						err = derr
+					}
+				}
+				if err != nil {
+					return err
+				}
+				if code != 0 {
+					return exitCodeError{code: code}
+				}
+				return nil
+			})
 		},
 	}
 	// Flags after IMAGE/ID belong to the process.
@@ -359,13 +379,4 @@ func forwardSignals(ctx context.Context, p *client.Process, tty bool) (stop func
 		signal.Stop(sigc)
 		close(done)
 	}
-}
-
-// exitCode is the code main exits with for err.
-func exitCode(err error) (int, bool) {
-	var ee exitCodeError
-	if errors.As(err, &ee) {
-		return ee.code, true
-	}
-	return 0, false
 }

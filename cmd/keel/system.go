@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/version"
 )
 
@@ -16,13 +17,8 @@ func versionCommand(g *globals) *cobra.Command {
 		Use:   "version",
 		Short: "Print the versions of keel and keeld",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			out := map[string]any{"client": map[string]string{"version": version.Version, "go": runtime.Version()}}
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			v, err := c.Version(cmd.Context())
 			if err != nil {
 				return err
@@ -34,23 +30,23 @@ func versionCommand(g *globals) *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "Client:\n  Version: %s\n  Go:      %s\nServer:\n  Version: %s\n  Revision: %s\n  Go:      %s\n",
 				version.Version, runtime.Version(), v.Version, v.Revision, v.GoVersion)
 			return nil
-		},
+		}),
 	}
 }
 
 func pluginsCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "plugins", Short: "Inspect keeld's plugins"}
-	cmd.AddCommand(&cobra.Command{
+	cmd.AddCommand(pluginsLsCommand(g))
+	return cmd
+}
+
+func pluginsLsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List the plugins keeld runs",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			plugins, err := c.Plugins(cmd.Context())
 			if err != nil {
 				return err
@@ -62,9 +58,8 @@ func pluginsCommand(g *globals) *cobra.Command {
 					strconv.Itoa(p.Restarts), orDash(strings.Join(p.Capabilities, ",")), p.Path})
 			}
 			return g.print(cmd.OutOrStdout(), t)
-		},
-	})
-	return cmd
+		}),
+	}
 }
 
 func orDash(s string) string {

@@ -20,6 +20,7 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/client/oci"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/runtime"
 )
 
 func parseSignal(s string) (syscall.Signal, error) {
@@ -49,37 +50,34 @@ type taskJSON struct {
 
 func taskCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Aliases: []string{"tasks", "t"}, Short: "Manage tasks (a container's running processes)"}
-	// withTask connects and loads the container's task.
-	withTask := func(fn func(cmd *cobra.Command, c *client.Client, t *client.Task, args []string) error) func(*cobra.Command, []string) error {
-		return func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ct, err := c.LoadContainer(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			t, err := ct.Task(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return fn(cmd, c, t, args[1:])
-		}
-	}
+	cmd.AddCommand(taskLsCommand(g), taskStartCommand(g), taskAttachCommand(g), taskKillCommand(g), taskPsCommand(g), taskExecCommand(g),
+		taskPauseCommand(g), taskResumeCommand(g), taskMetricsCommand(g), taskRmCommand(g), taskCheckpointCommand(g))
+	return cmd
+}
 
-	ls := &cobra.Command{
+// withTask is a command's RunE that runs fn connected to keeld, on the task
+// of the container its first argument names.
+func withTask(g *globals, fn func(cmd *cobra.Command, t *client.Task, args []string) error) func(*cobra.Command, []string) error {
+	return g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
+		ct, err := c.LoadContainer(cmd.Context(), args[0])
+		if err != nil {
+			return err
+		}
+		t, err := ct.Task(cmd.Context())
+		if err != nil {
+			return err
+		}
+		return fn(cmd, t, args[1:])
+	})
+}
+
+func taskLsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List the namespace's tasks on every runtime",
 		Args:    cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, _ []string) error {
 			list, err := c.Tasks(cmd.Context())
 			if err != nil {
 				return err
@@ -87,10 +85,10 @@ func taskCommand(g *globals) *cobra.Command {
 			t := table{header: []string{"TASK", "PID", "STATUS", "RUNTIME"}}
 			values := []taskJSON{}
 			for _, ti := range list {
-				status := ti.Status
-				v := taskJSON{ID: ti.ID, Runtime: ti.Runtime, Pid: ti.Pid, Status: ti.Status, Reason: ti.Reason}
+				status := ti.Status.String()
+				v := taskJSON{ID: ti.ID, Runtime: ti.Runtime, Pid: ti.Pid, Status: ti.Status.String(), Reason: ti.Reason}
 				// An unknown task has an exit only when its end was seen.
-				if ti.Status == "stopped" || !ti.ExitedAt.IsZero() {
+				if ti.Status == runtime.StatusStopped || !ti.ExitedAt.IsZero() {
 					code, at := ti.ExitStatus, ti.ExitedAt
 					v.ExitStatus = &code
 					if !at.IsZero() {
@@ -107,20 +105,17 @@ func taskCommand(g *globals) *cobra.Command {
 			}
 			t.values = values
 			return g.print(cmd.OutOrStdout(), t)
-		},
+		}),
 	}
+}
 
+func taskStartCommand(g *globals) *cobra.Command {
 	var startIO taskIOFlags
 	start := &cobra.Command{
 		Use:   "start [-d] [-t] [--log FILE] ID",
 		Short: "Create and start a container's task; wait for it unless -d, and exit with its code",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			ctx := contextWithoutCancel(cmd)
 			ct, err := c.LoadContainer(ctx, args[0])
 			if err != nil {
@@ -137,19 +132,22 @@ func taskCommand(g *globals) *cobra.Command {
 				return exitCodeError{code: code}
 			}
 			return nil
-		},
+		}),
 	}
 	start.Flags().BoolVarP(&startIO.detach, "detach", "d", false, "return once started")
 	start.Flags().BoolVarP(&startIO.tty, "tty", "t", false, "a terminal (default: as the spec says)")
 	start.Flags().StringVar(&startIO.log, "log", "", "append stdout and stderr to FILE")
+	return start
+}
 
-	attach := &cobra.Command{
+func taskAttachCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
 		Use:   "attach ID",
 		Short: "Follow a task started with --log: print its log until it exits, then exit with its code",
 		Long: "Follow a task: the stdio of a task belongs to whoever created it, so attach can follow only a task\n" +
 			"whose output goes to a log file (run -d --log FILE); it prints the file as it grows until the task exits.",
 		Args: cobra.ExactArgs(1),
-		RunE: withTask(func(cmd *cobra.Command, c *client.Client, t *client.Task, _ []string) error {
+		RunE: withTask(g, func(cmd *cobra.Command, t *client.Task, _ []string) error {
 			st, err := t.Status(cmd.Context())
 			if err != nil {
 				return err
@@ -182,7 +180,9 @@ func taskCommand(g *globals) *cobra.Command {
 			}
 		}),
 	}
+}
 
+func taskKillCommand(g *globals) *cobra.Command {
 	var (
 		sig    string
 		all    bool
@@ -192,7 +192,7 @@ func taskCommand(g *globals) *cobra.Command {
 		Use:   "kill [-s SIGNAL] [--all] [--exec-id ID] ID",
 		Short: "Signal a task (SIGTERM by default)",
 		Args:  cobra.ExactArgs(1),
-		RunE: withTask(func(cmd *cobra.Command, c *client.Client, t *client.Task, _ []string) error {
+		RunE: withTask(g, func(cmd *cobra.Command, t *client.Task, _ []string) error {
 			s, err := parseSignal(sig)
 			if err != nil {
 				return err
@@ -210,12 +210,15 @@ func taskCommand(g *globals) *cobra.Command {
 	kill.Flags().StringVarP(&sig, "signal", "s", "SIGTERM", "signal, by name or number")
 	kill.Flags().BoolVarP(&all, "all", "a", false, "signal every process of the task")
 	kill.Flags().StringVar(&execID, "exec-id", "", "signal this exec'd process")
+	return kill
+}
 
-	ps := &cobra.Command{
+func taskPsCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
 		Use:   "ps ID",
 		Short: "List a task's processes",
 		Args:  cobra.ExactArgs(1),
-		RunE: withTask(func(cmd *cobra.Command, _ *client.Client, t *client.Task, _ []string) error {
+		RunE: withTask(g, func(cmd *cobra.Command, t *client.Task, _ []string) error {
 			pids, err := t.Pids(cmd.Context())
 			if err != nil {
 				return err
@@ -228,24 +231,22 @@ func taskCommand(g *globals) *cobra.Command {
 			return g.print(cmd.OutOrStdout(), tb)
 		}),
 	}
+}
 
+func taskExecCommand(g *globals) *cobra.Command {
 	var (
 		execIO  taskIOFlags
 		execEnv []string
 		execCwd string
 		execUsr string
+		execID  string
 	)
 	execCmd := &cobra.Command{
 		Use:   "exec [-t] [-d] [--exec-id ID] [--env K=V] [--cwd DIR] [--user USER[:GROUP]] ID ARGS...",
 		Short: "Run a process in a running task; exit with its code",
 		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) error {
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
 			ctx := contextWithoutCancel(cmd)
-			c, err := g.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			ct, err := c.LoadContainer(ctx, args[0])
 			if err != nil {
 				return err
@@ -293,7 +294,7 @@ func taskCommand(g *globals) *cobra.Command {
 				return exitCodeError{code: code}
 			}
 			return nil
-		},
+		}),
 	}
 	// Flags after IMAGE/ID belong to the process.
 	execCmd.Flags().SetInterspersed(false)
@@ -304,16 +305,85 @@ func taskCommand(g *globals) *cobra.Command {
 	execCmd.Flags().StringArrayVar(&execEnv, "env", nil, "environment variable K=V (repeatable)")
 	execCmd.Flags().StringVar(&execCwd, "cwd", "", "working directory")
 	execCmd.Flags().StringVar(&execUsr, "user", "", "uid, name, uid:gid or name:group (names from the container's /etc/passwd and /etc/group)")
+	return execCmd
+}
 
-	simple := func(use, short string, fn func(cmd *cobra.Command, t *client.Task) error) *cobra.Command {
-		return &cobra.Command{
-			Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
-			RunE: withTask(func(cmd *cobra.Command, _ *client.Client, t *client.Task, _ []string) error { return fn(cmd, t) }),
-		}
+func taskRmCommand(g *globals) *cobra.Command {
+	var rmForce bool
+	rm := &cobra.Command{
+		Use:     "rm [--force] ID",
+		Aliases: []string{"delete", "remove"},
+		Short:   "Delete a stopped task and print its exit status (--force kills a running one first)",
+		Args:    cobra.ExactArgs(1),
+		RunE: withTask(g, func(cmd *cobra.Command, t *client.Task, _ []string) error {
+			ctx := cmd.Context()
+			if rmForce {
+				st, err := t.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if st.Status != runtime.StatusStopped {
+					statusC, _ := t.Wait(ctx)
+					if st.Status == runtime.StatusPaused {
+						t.Resume(ctx)
+					}
+					if err := t.Kill(ctx, syscall.SIGKILL, client.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
+						return err
+					}
+					<-statusC
+				}
+			}
+			e, err := t.Delete(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d\n", e.Code)
+			return nil
+		}),
 	}
-	pause := simple("pause", "Freeze every process of a task", func(cmd *cobra.Command, t *client.Task) error { return t.Pause(cmd.Context()) })
-	resume := simple("resume", "Thaw a paused task", func(cmd *cobra.Command, t *client.Task) error { return t.Resume(cmd.Context()) })
-	metrics := simple("metrics", "Print a task's cgroup metrics as JSON", func(cmd *cobra.Command, t *client.Task) error {
+	rm.Flags().BoolVarP(&rmForce, "force", "f", false, "kill a running task first")
+	return rm
+}
+
+func taskCheckpointCommand(g *globals) *cobra.Command {
+	var (
+		ckptPath string
+		ckptExit bool
+	)
+	checkpoint := &cobra.Command{
+		Use:   "checkpoint --path DIR [--exit] ID",
+		Short: "Checkpoint a task with CRIU into DIR (where the runtime announces the checkpoint capability)",
+		Args:  cobra.ExactArgs(1),
+		RunE: withTask(g, func(cmd *cobra.Command, t *client.Task, _ []string) error {
+			if ckptPath == "" {
+				return fmt.Errorf("--path: required: %w", errdefs.ErrInvalidArgument)
+			}
+			return t.Checkpoint(cmd.Context(), ckptPath, ckptExit)
+		}),
+	}
+	checkpoint.Flags().StringVar(&ckptPath, "path", "", "directory the checkpoint image is written to")
+	checkpoint.Flags().BoolVar(&ckptExit, "exit", false, "stop the task once checkpointed")
+	return checkpoint
+}
+
+// taskSimpleCommand is a command that calls fn on the task of container ID.
+func taskSimpleCommand(g *globals, use, short string, fn func(cmd *cobra.Command, t *client.Task) error) *cobra.Command {
+	return &cobra.Command{
+		Use: use + " ID", Short: short, Args: cobra.ExactArgs(1),
+		RunE: withTask(g, func(cmd *cobra.Command, t *client.Task, _ []string) error { return fn(cmd, t) }),
+	}
+}
+
+func taskPauseCommand(g *globals) *cobra.Command {
+	return taskSimpleCommand(g, "pause", "Freeze every process of a task", func(cmd *cobra.Command, t *client.Task) error { return t.Pause(cmd.Context()) })
+}
+
+func taskResumeCommand(g *globals) *cobra.Command {
+	return taskSimpleCommand(g, "resume", "Thaw a paused task", func(cmd *cobra.Command, t *client.Task) error { return t.Resume(cmd.Context()) })
+}
+
+func taskMetricsCommand(g *globals) *cobra.Command {
+	return taskSimpleCommand(g, "metrics", "Print a task's cgroup metrics as JSON", func(cmd *cobra.Command, t *client.Task) error {
 		m, err := t.Metrics(cmd.Context())
 		if err != nil {
 			return err
@@ -337,61 +407,6 @@ func taskCommand(g *globals) *cobra.Command {
 		fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
 		return nil
 	})
-
-	var rmForce bool
-	rm := &cobra.Command{
-		Use:     "rm [--force] ID",
-		Aliases: []string{"delete", "remove"},
-		Short:   "Delete a stopped task and print its exit status (--force kills a running one first)",
-		Args:    cobra.ExactArgs(1),
-		RunE: withTask(func(cmd *cobra.Command, _ *client.Client, t *client.Task, _ []string) error {
-			ctx := cmd.Context()
-			if rmForce {
-				st, err := t.Status(ctx)
-				if err != nil {
-					return err
-				}
-				if st.Status != "stopped" {
-					statusC, _ := t.Wait(ctx)
-					if st.Status == "paused" {
-						t.Resume(ctx)
-					}
-					if err := t.Kill(ctx, syscall.SIGKILL, client.WithKillAll); err != nil && !errdefs.IsNotFound(err) {
-						return err
-					}
-					<-statusC
-				}
-			}
-			e, err := t.Delete(ctx)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%d\n", e.Code)
-			return nil
-		}),
-	}
-	rm.Flags().BoolVarP(&rmForce, "force", "f", false, "kill a running task first")
-
-	var (
-		ckptPath string
-		ckptExit bool
-	)
-	checkpoint := &cobra.Command{
-		Use:   "checkpoint --path DIR [--exit] ID",
-		Short: "Checkpoint a task with CRIU into DIR (where the runtime announces the checkpoint capability)",
-		Args:  cobra.ExactArgs(1),
-		RunE: withTask(func(cmd *cobra.Command, _ *client.Client, t *client.Task, _ []string) error {
-			if ckptPath == "" {
-				return fmt.Errorf("--path: required: %w", errdefs.ErrInvalidArgument)
-			}
-			return t.Checkpoint(cmd.Context(), ckptPath, ckptExit)
-		}),
-	}
-	checkpoint.Flags().StringVar(&ckptPath, "path", "", "directory the checkpoint image is written to")
-	checkpoint.Flags().BoolVar(&ckptExit, "exit", false, "stop the task once checkpointed")
-
-	cmd.AddCommand(ls, start, attach, kill, ps, execCmd, pause, resume, metrics, rm, checkpoint)
-	return cmd
 }
 
 // contextWithoutCancel is the command's context, not ended by SIGINT or

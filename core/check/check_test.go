@@ -26,7 +26,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/snapshot"
-	"github.com/keel-runtime/keel/test/testenv"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // fixture is a keeld's data over real plugin packages: the namespaced
@@ -325,7 +325,7 @@ func TestCheckIngests(t *testing.T) {
 }
 
 func TestCheckLeftovers(t *testing.T) {
-	testenv.RequireRoot(t, "mount tmpfs")
+	testkit.RequireRoot(t, "mount tmpfs")
 	f := newFixture(t)
 	mountAt := func(dir string) {
 		t.Helper()

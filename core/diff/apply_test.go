@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // capability is a valid security.capability value (v2, effective,
@@ -52,7 +53,7 @@ func kindsLayer(t testing.TB) []byte {
 }
 
 func TestApplyKinds(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	plain := kindsLayer(t)
 	for _, tc := range []struct {
 		name    string
@@ -138,7 +139,7 @@ func checkKinds(t *testing.T, root string) {
 }
 
 func TestApplyCompressions(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	plain := kindsLayer(t)
 	blobs := map[Compression][]byte{Uncompressed: plain, Gzip: gzipped(t, plain), Zstd: zstded(t, plain)}
 	media := map[Compression]string{
@@ -168,7 +169,7 @@ func TestApplyCompressions(t *testing.T) {
 }
 
 func TestApplyReplaces(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	root := t.TempDir()
 	outside := t.TempDir()
 	os.WriteFile(filepath.Join(outside, "f"), []byte("keep"), 0o644)
@@ -214,7 +215,7 @@ func TestApplyReplaces(t *testing.T) {
 }
 
 func TestApplyErrors(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	plain := layer(t, file("a", "aaaa"), dir("d/"), file("d/b", string(bytes.Repeat([]byte("b"), 100<<10))))
 	gz, zs := gzipped(t, plain), zstded(t, plain)
 	readFail := errors.New("connection reset")
@@ -267,7 +268,7 @@ func (f *failReader) Read([]byte) (int, error) { return 0, f.err }
 // TestApplyMaxSize: a gzip bomb stops at the limit, with nothing past it
 // written; a layer within it applies.
 func TestApplyMaxSize(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	bomb := gzipped(t, layer(t, file("zeros", string(make([]byte, 8<<20)))))
 	for _, tc := range []struct {
 		name string
@@ -300,7 +301,7 @@ func TestApplyMaxSize(t *testing.T) {
 // TestApplyZstdWindow: a zstd frame asking for a window over 128 MiB is
 // refused before the decoder allocates it.
 func TestApplyZstdWindow(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	// A frame by hand: no content size, window descriptor 2^29 (512 MiB),
 	// one raw last block holding the tar.
 	tarball := layer(t, file("a", "aaaa"))

@@ -14,6 +14,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
+
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // benchFiles is about the file count of the reference image.
@@ -140,7 +142,7 @@ func compressFile(b *testing.B, in, out string, mk func(io.Writer) io.WriteClose
 // (and through an overlay mount), beside GNU tar -xzf of the same layer.
 // Each run writes into a fresh dir; removing it and syncing are not timed.
 func BenchmarkApply(b *testing.B) {
-	needRoot(b)
+	testkit.RequireRoot(b, "set ownership and make devices")
 	gz, zst, files, size := benchLayer(b)
 	gzSt, _ := os.Stat(gz)
 	b.Logf("layer: %d files, %.1f MiB uncompressed, %.1f MiB gzip", files, float64(size)/(1<<20), float64(gzSt.Size())/(1<<20))

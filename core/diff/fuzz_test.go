@@ -13,9 +13,9 @@ import (
 
 	"github.com/keel-runtime/keel/core/diff"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/difftest"
 	"github.com/keel-runtime/keel/test/fstree"
-	"github.com/keel-runtime/keel/test/testenv"
 )
 
 // FuzzApplyContained applies layers onto base/a/b/root, where base also
@@ -28,7 +28,7 @@ import (
 // whiteouts and devices. test/difftest's FuzzApplyDifferential covers
 // the layers builders make, against containerd's applier.
 func FuzzApplyContained(f *testing.F) {
-	testenv.RequireRoot(f, "set ownership and make devices")
+	testkit.RequireRoot(f, "set ownership and make devices")
 	seeds := [][]byte{
 		{0}, {1, 0, 5, 1, 3, 0}, {1, 1, 7, 2, 0, 0, 9, 0, 1, 1}, {1, 0, 3, 2, 4, 3, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9},
 		append([]byte{0}, gz([]byte("not a tar"))...),

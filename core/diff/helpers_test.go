@@ -16,18 +16,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// needRoot skips a test that needs root, or fails it under KEEL_TEST_STRICT=1.
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("KEEL_TEST_STRICT") == "1" {
-		t.Fatal("needs root (KEEL_TEST_STRICT=1)")
-	}
-	t.Skip("needs root to set ownership and make devices")
-}
-
 // ent is one tar entry of a test layer.
 type ent struct {
 	name   string

@@ -7,13 +7,15 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // TestApplyNested applies layer stacks that delete, replace and re-create
 // directories below non-root parents, where the applier's cache of parent
 // descriptors holds the directories being removed (issue 9, item 1.1).
 func TestApplyNested(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	// manyDirs fills the parent cache so a later lookup evicts it while an
 	// entry still holds a descriptor from it.
 	var manyDirs []ent

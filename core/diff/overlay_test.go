@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/mount"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // overlayOf mounts lower (read-only), upper and work under dir and returns
@@ -24,10 +25,7 @@ func overlayOf(t *testing.T, tmp, lower string) (merged, upper string) {
 	}
 	m := mount.Overlay([]string{lower}, upper, work)
 	if err := m.Mount(merged); err != nil {
-		if os.Getenv("KEEL_TEST_STRICT") == "1" {
-			t.Fatalf("overlay mount: %v", err)
-		}
-		t.Skipf("overlay mount: %v", err)
+		testkit.SkipOrFail(t, "overlay mount: %v", err)
 	}
 	t.Cleanup(func() {
 		if err := mount.Unmount(merged); err != nil {
@@ -41,7 +39,7 @@ func overlayOf(t *testing.T, tmp, lower string) (merged, upper string) {
 // of the first: the whiteouts and opaque dirs hide the lower entries, and the
 // kernel records them in the upper dir.
 func TestApplyOverlayWhiteouts(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	tmp := t.TempDir()
 	lower := filepath.Join(tmp, "lower")
 	os.Mkdir(lower, 0o755)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // TestApplyRefusesEscapes applies crafted layers onto base/a/b/root and
@@ -19,7 +20,7 @@ import (
 // nothing changed outside the root: base (which holds a victim file next to
 // the root's parents), nor the host's / and /etc.
 func TestApplyRefusesEscapes(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	u := fmt.Sprintf("keel-diff-escape-%d", time.Now().UnixNano()) // a name nothing else uses
 	for _, tc := range []struct {
 		name  string
@@ -113,7 +114,7 @@ func TestApplyRefusesEscapes(t *testing.T) {
 // followed for parents (as containerd does), and a symlink in the last
 // component is replaced, never followed.
 func TestApplySymlinksInside(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	base := t.TempDir()
 	root := filepath.Join(base, "root")
 	os.Mkdir(root, 0o755)

@@ -12,15 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/core/pluginhost"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
-
-func skipUnlessStrict(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("KEEL_TEST_STRICT") == "1" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
-}
 
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
@@ -48,12 +41,12 @@ func TestChecksumIsOfTheExecutedFile(t *testing.T) {
 
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_LARGEFILE)
 	if err != nil {
-		skipUnlessStrict(t, "fanotify permission events unavailable: %v", err)
+		testkit.SkipOrFail(t, "fanotify permission events unavailable: %v", err)
 	}
 	fan := os.NewFile(uintptr(fd), "fanotify") // non-blocking: Close ends a pending Read
 	if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD, unix.FAN_ACCESS_PERM, unix.AT_FDCWD, path); err != nil {
 		fan.Close()
-		skipUnlessStrict(t, "fanotify mark: %v", err)
+		testkit.SkipOrFail(t, "fanotify mark: %v", err)
 	}
 	swapped := make(chan error, 1)
 	var wg sync.WaitGroup

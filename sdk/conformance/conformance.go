@@ -36,16 +36,11 @@ import (
 	"os"
 	"regexp"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
 )
-
-// EnvStrict names the environment variable that turns skips for missing
-// privileges or kernel features into failures (CI sets it).
-const EnvStrict = "KEEL_TEST_STRICT"
 
 // T is the small testing interface the suites need. *testing.T fits through
 // Go; the CLI brings its own (RunCLI).
@@ -269,29 +264,4 @@ func caseRoot(t T, under string) string {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	return dir
-}
-
-// Strict reports whether skips for missing privileges are failures.
-func Strict() bool {
-	v := strings.TrimSpace(os.Getenv(EnvStrict))
-	return v != "" && v != "0" && v != "false"
-}
-
-// SkipUnlessStrict skips the case with reason, or fails it under
-// KEEL_TEST_STRICT=1.
-func SkipUnlessStrict(t T, format string, args ...any) {
-	t.Helper()
-	if Strict() {
-		t.Fatalf(format+" ("+EnvStrict+" is set)", args...)
-	}
-	t.Skipf(format, args...)
-}
-
-// RequireRoot skips (or, strict, fails) a case that needs to be root, e.g.
-// to mount.
-func RequireRoot(t T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		SkipUnlessStrict(t, "needs root to mount")
-	}
 }

@@ -10,18 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("KEEL_TEST_STRICT") == "1" {
-		t.Fatal("needs root to mount (KEEL_TEST_STRICT=1)")
-	}
-	t.Skip("needs root to mount")
-}
 
 func TestOverlayOptions(t *testing.T) {
 	short := []string{"/l/2", "/l/1"}
@@ -65,7 +55,7 @@ func TestOverlayOptions(t *testing.T) {
 // TestOverlayDeepChain mounts 128 lower dirs with long absolute paths,
 // past mount(2)'s page: Mount takes the fsconfig path.
 func TestOverlayDeepChain(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	base := filepath.Join(t.TempDir(), strings.Repeat("long-directory-name-", 2))
 	var lowers []string
 	for i := range 128 {
@@ -108,7 +98,7 @@ func TestOverlayDeepChain(t *testing.T) {
 }
 
 func TestCheckOverlay(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	if err := CheckOverlay(t.TempDir()); err != nil {
 		t.Fatalf("a temp dir on %s: %v", FSType(os.TempDir()), err)
 	}

@@ -7,18 +7,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-)
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("KEEL_TEST_STRICT") == "1" {
-		t.Fatal("needs root to mount (KEEL_TEST_STRICT=1)")
-	}
-	t.Skip("needs root to mount")
-}
+	"github.com/keel-runtime/keel/sdk/testkit"
+)
 
 func mkdirs(t *testing.T, dirs ...string) {
 	t.Helper()
@@ -54,7 +45,7 @@ func TestEscape(t *testing.T) {
 }
 
 func TestFindAndRemove(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	dir := t.TempDir()
 	p := func(s string) string { return filepath.Join(dir, s) }
 	// Two mounts stacked on one stale path, one under another, a file, and

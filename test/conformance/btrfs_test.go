@@ -16,6 +16,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/conformance/runner"
 	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
 	"github.com/keel-runtime/keel/sdk/fixture"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // btrfsBinary returns $KEEL_BIN/keel-snapshotter-btrfs, or builds it.
@@ -65,20 +66,10 @@ func loopState(t *testing.T, prefix string) []string {
 
 func requireLoopback(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "loopback btrfs needs root")
-	}
+	testkit.RequireRoot(t, "mount a loopback btrfs")
 	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		skipOrFail(t, "needs mkfs.btrfs (btrfs-progs)")
+		testkit.SkipOrFail(t, "needs mkfs.btrfs (btrfs-progs)")
 	}
-}
-
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if v := os.Getenv(conformance.EnvStrict); v != "" && v != "0" && v != "false" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
 }
 
 // TestLoopbackTeardown: after Close, or after a failure midway, no mount

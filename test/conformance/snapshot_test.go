@@ -12,6 +12,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/conformance/runner"
 	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // nativeBinary returns $KEEL_BIN/keel-snapshotter-native, or builds it.
@@ -70,11 +71,6 @@ func overlayBinary(t *testing.T) string {
 }
 
 func TestSnapshotterOverlayBinary(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv(conformance.EnvStrict) == "1" {
-			t.Fatal("overlay needs root (" + conformance.EnvStrict + "=1)")
-		}
-		t.Skip("overlay needs root")
-	}
+	testkit.RequireRoot(t, "mount overlays")
 	snapshottest.Run(conformance.Go(t), snapshottest.Binary(overlayBinary(t)))
 }

@@ -18,15 +18,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/fstree"
-	"github.com/keel-runtime/keel/test/testenv"
 )
-
-// needRoot skips a test that needs root, or fails it under KEEL_TEST_STRICT=1.
-func needRoot(t testing.TB) {
-	t.Helper()
-	testenv.RequireRoot(t, "set ownership and make devices")
-}
 
 // outcome is what applying a stack with both appliers gave.
 type outcome struct {
@@ -120,7 +114,7 @@ func with(e Entry, change func(*Entry)) Entry {
 // TestHandWritten applies stacks written for one case each; the appliers
 // must agree on all of them.
 func TestHandWritten(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	for _, tc := range []struct {
 		name  string
 		stack Stack
@@ -239,7 +233,7 @@ var knownDifferences = []struct {
 }}
 
 func TestKnownDifferences(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	for _, kd := range knownDifferences {
 		t.Run(kd.name, func(t *testing.T) {
 			o := applyBoth(t, kd.stack)
@@ -280,7 +274,7 @@ func generatedSeeds() int {
 // appliers must agree on each. A failure names the seed and lists the
 // stack.
 func TestGenerated(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	for seed := range uint64(generatedSeeds()) {
 		s := Generate(rand.New(rand.NewPCG(seed, 0x6b65656c)), GenOptions{})
 		if o := applyBoth(t, s); o.refErr != nil || o.keelErr != nil || len(o.diffs) > 0 {
@@ -293,7 +287,7 @@ func TestGenerated(t *testing.T) {
 // mounts, as on keel's overlay snapshotter (see ApplyKeelOverlay), and
 // compares the view with containerd's plain dir.
 func TestGeneratedOverlay(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	for seed := range uint64(generatedSeeds() / 4) {
 		s := Generate(rand.New(rand.NewPCG(seed, 0x6b65656c)), GenOptions{SameLayerHardlinks: true})
 		if diffs := applyOverlay(t, s); len(diffs) > 0 {
@@ -311,7 +305,7 @@ func TestGeneratedOverlay(t *testing.T) {
 // overlay applier refuses such a layer (the target is not in the upper
 // dir).
 func TestKnownOverlayDifferences(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	s := Stack{
 		{f("a", "a"), with(hl("b", "a"), func(e *Entry) { e.Mode = 0o644 })},
 		{with(hl("c", "a"), func(e *Entry) { e.Mode = 0o600; e.UID = 7 })},
@@ -350,7 +344,7 @@ func applyOverlay(t *testing.T, s Stack) []fstree.Difference {
 	if err != nil {
 		var errno unix.Errno
 		if errors.As(err, &errno) && (errno == unix.ENODEV || errno == unix.EPERM) {
-			testenv.SkipOrFail(t, "no overlay mount here: %v", err)
+			testkit.SkipOrFail(t, "no overlay mount here: %v", err)
 		}
 		t.Fatalf("%v\non:\n%s", err, s)
 	}
@@ -375,7 +369,7 @@ func readers(tars [][]byte) []io.Reader {
 // FuzzApplyDifferential generates a stack from the fuzzer's bytes (each
 // byte a choice, see Bytes) and applies it with both appliers.
 func FuzzApplyDifferential(f *testing.F) {
-	needRoot(f)
+	testkit.RequireRoot(f, "set ownership and make devices")
 	for seed := range uint64(8) {
 		r := rand.New(rand.NewPCG(seed, 1))
 		b := make([]byte, 64+r.IntN(512))

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/fstree"
 	"github.com/keel-runtime/keel/test/realimage"
 )
@@ -16,7 +17,7 @@ import (
 // containerd's applier and with keel's, on a plain dir and through overlay
 // mounts as on keel's overlay snapshotter: the trees must agree.
 func TestRealImage(t *testing.T) {
-	needRoot(t)
+	testkit.RequireRoot(t, "set ownership and make devices")
 	img := realimage.Get(t)
 	var paths []string
 	for _, l := range img.Layers {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // check runs `keel check` (args after it) against k and decodes its JSON.
@@ -92,7 +93,7 @@ func layerMounts(t *testing.T, state string) []string {
 // kill mid-pull leaves another mount, which the next start sweeps.
 func TestCheckAfterKillMidPull(t *testing.T) {
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to mount snapshots")
+		testkit.SkipOrFail(t, "needs root to mount snapshots")
 	}
 	reg := startRegistry(t)
 	big, bigDiff := layerOf(t, tarEntry{name: "big", typ: tar.TypeReg, data: randomBytes(t, 24<<20)})

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // defaultDirs are what keeld uses with no config file: its root, its state
@@ -71,10 +72,10 @@ func TestDefaultConfig(t *testing.T) {
 func testDefaultConfig(t *testing.T, rootFS, snapshotter string) {
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
-		skipOrFail(t, "unshare(1) not found: %v", err)
+		testkit.SkipOrFail(t, "unshare(1) not found: %v", err)
 	}
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root for a mount namespace")
+		testkit.SkipOrFail(t, "needs root for a mount namespace")
 	}
 	for _, d := range defaultDirs {
 		if _, err := os.Stat(d); err == nil {
@@ -113,7 +114,7 @@ func testDefaultConfig(t *testing.T, rootFS, snapshotter string) {
 	if err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) && strings.Contains(stderr.String(), "unshare failed") {
-			skipOrFail(t, "no mount namespace here: %s", stderr.String())
+			testkit.SkipOrFail(t, "no mount namespace here: %s", stderr.String())
 		}
 		t.Fatalf("script: %v", err)
 	}

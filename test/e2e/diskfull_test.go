@@ -16,7 +16,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
-	"github.com/keel-runtime/keel/test/testenv"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // enospc is how an error caused by a full disk must read.
@@ -33,9 +33,9 @@ const diskSize = 128 << 20
 // space comes back once gc has collected what the failure left.
 func TestDiskFull(t *testing.T) {
 	t.Parallel()
-	testenv.RequireRoot(t, "mount a loopback ext4")
+	testkit.RequireRoot(t, "mount a loopback ext4")
 	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
-		skipOrFail(t, "mkfs.ext4 (e2fsprogs): %v", err)
+		testkit.SkipOrFail(t, "mkfs.ext4 (e2fsprogs): %v", err)
 	}
 	l, err := fixture.NewLoopback(t.TempDir(), diskSize, "ext4", []string{"-q", "-F", "-m", "0"}, "")
 	if err != nil {

@@ -96,18 +96,6 @@ func build(dir string) error {
 	return nil
 }
 
-// strict is set when a test must fail rather than skip for a missing
-// host feature.
-var strict = os.Getenv("KEEL_TEST_STRICT") == "1"
-
-func skipOrFail(t testing.TB, format string, args ...any) {
-	t.Helper()
-	if strict {
-		t.Fatalf("KEEL_TEST_STRICT=1: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // defaultPlugins are the plugin blocks of a normal keeld.
 const defaultPlugins = `
 plugin "snapshotter" "native" {

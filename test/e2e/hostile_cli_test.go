@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // TestExportKeepsSpecialFiles is the regression test of `keel image export
@@ -37,7 +38,7 @@ func TestExportKeepsSpecialFiles(t *testing.T) {
 	// never writes into the host's /dev.
 	dev := filepath.Join(dir, "null")
 	if err := unix.Mknod(dev, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
-		skipOrFail(t, "mknod needs CAP_MKNOD: %v", err)
+		testkit.SkipOrFail(t, "mknod needs CAP_MKNOD: %v", err)
 	}
 	k.ok("image", "export", dev, ref)
 	if fi, err := os.Lstat(dev); err != nil || fi.Mode()&fs.ModeCharDevice == 0 {

@@ -22,6 +22,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/regstub"
 )
 
@@ -34,7 +35,7 @@ const refusedWithin = 30 * time.Second
 func hostileKeeld(t *testing.T, stub *regstub.Server, extra string) *keeld {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to mount snapshots")
+		testkit.SkipOrFail(t, "needs root to mount snapshots")
 	}
 	block, err := resolverPlugin([]byte(plainHTTP(stub.Host)))
 	if err != nil {
@@ -301,7 +302,7 @@ func ociArchive(t *testing.T, img regstub.Built, name string, skip func(regstub.
 func TestImportHostile(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to mount snapshots")
+		testkit.SkipOrFail(t, "needs root to mount snapshots")
 	}
 	e := newEnv(t)
 	k := e.startWith(t, e.config(t, pullPlugins+`

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/mount"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // overlayPlugins run the overlay snapshotter as keeld's only one.
@@ -34,7 +35,7 @@ plugin "content" "local" {
 func TestOverlaySnapshots(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to mount overlays")
+		testkit.SkipOrFail(t, "needs root to mount overlays")
 	}
 	e := newEnv(t)
 	k := e.startWith(t, e.config(t, overlayPlugins))

@@ -32,6 +32,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // pullPlugins: native and overlay snapshotters (native the default), the
@@ -57,7 +58,7 @@ plugin "content" "local" {
 func startPullKeeld(t *testing.T, resolverCfg string) *keeld {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to mount snapshots")
+		testkit.SkipOrFail(t, "needs root to mount snapshots")
 	}
 	block, err := resolverPlugin(json.RawMessage(resolverCfg))
 	if err != nil {
@@ -258,7 +259,7 @@ func TestPull(t *testing.T) {
 func overlayUsable(t *testing.T, dir string) bool {
 	t.Helper()
 	if err := mount.CheckOverlay(dir); err != nil {
-		skipOrFail(t, "overlay unusable on %s: %v", dir, err)
+		testkit.SkipOrFail(t, "overlay unusable on %s: %v", dir, err)
 		return false
 	}
 	return true

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // TestReadme runs what README.md shows a new user, literally and in order,
@@ -36,15 +38,15 @@ import (
 //     `keel run -t … sh` reads a few shell lines from the test.
 func TestReadme(t *testing.T) {
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root: keeld mounts and runs containers")
+		testkit.SkipOrFail(t, "needs root: keeld mounts and runs containers")
 	}
 	unshare, err := exec.LookPath("unshare")
 	if err != nil {
-		skipOrFail(t, "unshare(1) not found: %v", err)
+		testkit.SkipOrFail(t, "unshare(1) not found: %v", err)
 	}
 	for _, bin := range []string{"runc", "docker-registry", "/bin/busybox"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			skipOrFail(t, "%s: %v (apt-get install runc docker-registry busybox-static)", bin, err)
+			testkit.SkipOrFail(t, "%s: %v (apt-get install runc docker-registry busybox-static)", bin, err)
 		}
 	}
 	root := moduleRoot(t)
@@ -122,7 +124,7 @@ func TestReadme(t *testing.T) {
 	if err != nil {
 		var exit *exec.ExitError
 		if errors.As(err, &exit) && strings.Contains(stderr.String(), "unshare failed") {
-			skipOrFail(t, "no mount namespace here: %s", stderr.String())
+			testkit.SkipOrFail(t, "no mount namespace here: %s", stderr.String())
 		}
 		t.Fatalf("the README's commands: %v (the trace below shows the one that failed)", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/mount"
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/fstree"
 	"github.com/keel-runtime/keel/test/realimage"
 )
@@ -35,10 +36,10 @@ awk 'BEGIN { print "awk runs" }'
 func TestRealImage(t *testing.T) {
 	t.Parallel()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to mount snapshots and run containers")
+		testkit.SkipOrFail(t, "needs root to mount snapshots and run containers")
 	}
 	if _, err := exec.LookPath("runc"); err != nil {
-		skipOrFail(t, "runc: %v (apt-get install runc)", err)
+		testkit.SkipOrFail(t, "runc: %v (apt-get install runc)", err)
 	}
 	img := realimage.Get(t)
 	want, err := img.Reference()

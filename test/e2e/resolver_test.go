@@ -31,6 +31,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/resolver"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // contentPlugin is the content store every keeld needs.
@@ -186,7 +187,7 @@ func startRegistry(t *testing.T) *registry.Registry {
 	t.Helper()
 	r, err := registry.Start(t, registry.Options{})
 	if errors.Is(err, registry.ErrNoRegistry) {
-		skipOrFail(t, "%v", err)
+		testkit.SkipOrFail(t, "%v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

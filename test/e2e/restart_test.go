@@ -14,6 +14,7 @@ import (
 
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/client/oci"
+	"github.com/keel-runtime/keel/sdk/runtime"
 )
 
 type taskRow struct {
@@ -197,7 +198,7 @@ func TestRestartHundredTasks(t *testing.T) {
 	}
 	took := time.Since(start)
 	for _, ti := range list {
-		if ti.Status != "running" {
+		if ti.Status != runtime.StatusRunning {
 			t.Errorf("%s: %s", ti.ID, ti.Status)
 		}
 	}

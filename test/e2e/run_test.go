@@ -13,6 +13,7 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // runtimePlugin is a runc runtime block with a cgroup parent of the test's
@@ -60,11 +61,11 @@ func startRunKeeldOn(t *testing.T, root, extra string) *runKeeld {
 func newRunKeeld(t *testing.T, root, extra string) *runKeeld {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root to run containers")
+		testkit.SkipOrFail(t, "needs root to run containers")
 	}
 	for _, bin := range []string{"runc", registry.BusyboxPath} {
 		if _, err := exec.LookPath(bin); err != nil {
-			skipOrFail(t, "%s: %v (apt-get install runc busybox-static)", bin, err)
+			testkit.SkipOrFail(t, "%s: %v (apt-get install runc busybox-static)", bin, err)
 		}
 	}
 	reg := startRegistry(t)

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/keel-runtime/keel/test/testenv"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 var mt = time.Date(2021, 2, 3, 4, 5, 6, 7000, time.UTC)
@@ -19,7 +19,7 @@ var mt = time.Date(2021, 2, 3, 4, 5, 6, 7000, time.UTC)
 // TestCompare checks CompareDirs reports each kind of difference, on
 // trees made by hand.
 func TestCompare(t *testing.T) {
-	testenv.RequireRoot(t, "set owners and trusted.* xattrs")
+	testkit.RequireRoot(t, "set owners and trusted.* xattrs")
 	mk := func(t *testing.T, setup func(dir string) error) string {
 		dir := t.TempDir()
 		if err := setup(dir); err != nil {

@@ -42,8 +42,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/fstree"
-	"github.com/keel-runtime/keel/test/testenv"
 )
 
 // The recipe. Changing any of it changes the cache key.
@@ -166,10 +166,10 @@ var getMu sync.Mutex
 // debootstrap it skips the test, or fails it under KEEL_TEST_STRICT=1.
 func Get(t TB) *Image {
 	t.Helper()
-	testenv.RequireRoot(t, "build a Debian image (debootstrap, chroot, overlay mounts)")
+	testkit.RequireRoot(t, "build a Debian image (debootstrap, chroot, overlay mounts)")
 	for _, bin := range []string{"debootstrap", "chroot"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			testenv.SkipOrFail(t, "building a Debian image needs %s (apt-get install debootstrap): %v", bin, err)
+			testkit.SkipOrFail(t, "building a Debian image needs %s (apt-get install debootstrap): %v", bin, err)
 		}
 	}
 	getMu.Lock()

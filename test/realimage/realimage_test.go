@@ -15,8 +15,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/keel-runtime/keel/sdk/testkit"
 	"github.com/keel-runtime/keel/test/fstree"
-	"github.com/keel-runtime/keel/test/testenv"
 )
 
 // tarEntries lists a layer's entries as "name type" lines, and fails on
@@ -53,7 +53,7 @@ func tarEntries(t *testing.T, l Layer) []string {
 // TestUpperToLayer makes an overlay upper dir by deleting and replacing
 // things through a real overlay mount, and checks the layer made of it.
 func TestUpperToLayer(t *testing.T) {
-	testenv.RequireRoot(t, "mount overlay")
+	testkit.RequireRoot(t, "mount overlay")
 	dir := t.TempDir()
 	lower, upper, work, merged := filepath.Join(dir, "lower"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"), filepath.Join(dir, "merged")
 	for _, p := range []string{"lower/a/b/c", "lower/d/e", "lower/keep", "upper", "work", "merged"} {
@@ -67,7 +67,7 @@ func TestUpperToLayer(t *testing.T) {
 		}
 	}
 	if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+lower+",upperdir="+upper+",workdir="+work+",redirect_dir=off,metacopy=off"); err != nil {
-		testenv.SkipOrFail(t, "mount overlay: %v", err)
+		testkit.SkipOrFail(t, "mount overlay: %v", err)
 	}
 	mounted := true
 	defer func() {

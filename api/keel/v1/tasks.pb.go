@@ -23,6 +23,67 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// TaskStatus is the state of a process, numbered as the runtime plugin
+// protocol numbers it.
+type TaskStatus int32
+
+const (
+	// TASK_STATUS_UNKNOWN: the runtime cannot tell (reason says why).
+	TaskStatus_TASK_STATUS_UNKNOWN TaskStatus = 0
+	TaskStatus_TASK_STATUS_CREATED TaskStatus = 1
+	TaskStatus_TASK_STATUS_RUNNING TaskStatus = 2
+	TaskStatus_TASK_STATUS_STOPPED TaskStatus = 3
+	TaskStatus_TASK_STATUS_PAUSED  TaskStatus = 4
+	TaskStatus_TASK_STATUS_PAUSING TaskStatus = 5
+)
+
+// Enum value maps for TaskStatus.
+var (
+	TaskStatus_name = map[int32]string{
+		0: "TASK_STATUS_UNKNOWN",
+		1: "TASK_STATUS_CREATED",
+		2: "TASK_STATUS_RUNNING",
+		3: "TASK_STATUS_STOPPED",
+		4: "TASK_STATUS_PAUSED",
+		5: "TASK_STATUS_PAUSING",
+	}
+	TaskStatus_value = map[string]int32{
+		"TASK_STATUS_UNKNOWN": 0,
+		"TASK_STATUS_CREATED": 1,
+		"TASK_STATUS_RUNNING": 2,
+		"TASK_STATUS_STOPPED": 3,
+		"TASK_STATUS_PAUSED":  4,
+		"TASK_STATUS_PAUSING": 5,
+	}
+)
+
+func (x TaskStatus) Enum() *TaskStatus {
+	p := new(TaskStatus)
+	*p = x
+	return p
+}
+
+func (x TaskStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (TaskStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_keel_v1_tasks_proto_enumTypes[0].Descriptor()
+}
+
+func (TaskStatus) Type() protoreflect.EnumType {
+	return &file_keel_v1_tasks_proto_enumTypes[0]
+}
+
+func (x TaskStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use TaskStatus.Descriptor instead.
+func (TaskStatus) EnumDescriptor() ([]byte, []int) {
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{0}
+}
+
 type TaskRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -783,13 +844,12 @@ func (x *TaskStats) GetData() []byte {
 }
 
 type Task struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Id      string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	ExecId  string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
-	Runtime string                 `protobuf:"bytes,3,opt,name=runtime,proto3" json:"runtime,omitempty"`
-	Pid     uint32                 `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
-	// status is created, running, stopped, paused, pausing or unknown.
-	Status     string                 `protobuf:"bytes,5,opt,name=status,proto3" json:"status,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	ExecId     string                 `protobuf:"bytes,2,opt,name=exec_id,json=execId,proto3" json:"exec_id,omitempty"`
+	Runtime    string                 `protobuf:"bytes,3,opt,name=runtime,proto3" json:"runtime,omitempty"`
+	Pid        uint32                 `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	Status     TaskStatus             `protobuf:"varint,10,opt,name=status,proto3,enum=keel.v1.TaskStatus" json:"status,omitempty"`
 	Io         *TaskIO                `protobuf:"bytes,6,opt,name=io,proto3" json:"io,omitempty"`
 	ExitStatus uint32                 `protobuf:"varint,7,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
 	ExitedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
@@ -857,11 +917,11 @@ func (x *Task) GetPid() uint32 {
 	return 0
 }
 
-func (x *Task) GetStatus() string {
+func (x *Task) GetStatus() TaskStatus {
 	if x != nil {
 		return x.Status
 	}
-	return ""
+	return TaskStatus_TASK_STATUS_UNKNOWN
 }
 
 func (x *Task) GetIo() *TaskIO {
@@ -1238,18 +1298,19 @@ const file_keel_v1_tasks_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\":\n" +
 	"\tTaskStats\x12\x19\n" +
 	"\btype_url\x18\x01 \x01(\tR\atypeUrl\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x86\x02\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xa1\x02\n" +
 	"\x04Task\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x18\n" +
 	"\aruntime\x18\x03 \x01(\tR\aruntime\x12\x10\n" +
-	"\x03pid\x18\x04 \x01(\rR\x03pid\x12\x16\n" +
-	"\x06status\x18\x05 \x01(\tR\x06status\x12\x1f\n" +
+	"\x03pid\x18\x04 \x01(\rR\x03pid\x12+\n" +
+	"\x06status\x18\n" +
+	" \x01(\x0e2\x13.keel.v1.TaskStatusR\x06status\x12\x1f\n" +
 	"\x02io\x18\x06 \x01(\v2\x0f.keel.v1.TaskIOR\x02io\x12\x1f\n" +
 	"\vexit_status\x18\a \x01(\rR\n" +
 	"exitStatus\x127\n" +
 	"\texited_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\x12\x16\n" +
-	"\x06reason\x18\t \x01(\tR\x06reason\"\x12\n" +
+	"\x06reason\x18\t \x01(\tR\x06reasonJ\x04\b\x05\x10\x06\"\x12\n" +
 	"\x10ListTasksRequest\"8\n" +
 	"\x11ListTasksResponse\x12#\n" +
 	"\x05tasks\x18\x01 \x03(\v2\r.keel.v1.TaskR\x05tasks\"%\n" +
@@ -1265,7 +1326,15 @@ const file_keel_v1_tasks_proto_rawDesc = "" +
 	"exitStatus\x127\n" +
 	"\texited_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\bexitedAt\x128\n" +
 	"\ttimestamp\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x18\n" +
-	"\aruntime\x18\t \x01(\tR\aruntime2\xd8\a\n" +
+	"\aruntime\x18\t \x01(\tR\aruntime*\xa1\x01\n" +
+	"\n" +
+	"TaskStatus\x12\x17\n" +
+	"\x13TASK_STATUS_UNKNOWN\x10\x00\x12\x17\n" +
+	"\x13TASK_STATUS_CREATED\x10\x01\x12\x17\n" +
+	"\x13TASK_STATUS_RUNNING\x10\x02\x12\x17\n" +
+	"\x13TASK_STATUS_STOPPED\x10\x03\x12\x16\n" +
+	"\x12TASK_STATUS_PAUSED\x10\x04\x12\x17\n" +
+	"\x13TASK_STATUS_PAUSING\x10\x052\xd8\a\n" +
 	"\x05Tasks\x12A\n" +
 	"\x06Create\x12\x1a.keel.v1.CreateTaskRequest\x1a\x1b.keel.v1.CreateTaskResponse\x129\n" +
 	"\x05Start\x12\x14.keel.v1.TaskRequest\x1a\x1a.keel.v1.StartTaskResponse\x121\n" +
@@ -1298,81 +1367,84 @@ func file_keel_v1_tasks_proto_rawDescGZIP() []byte {
 	return file_keel_v1_tasks_proto_rawDescData
 }
 
+var file_keel_v1_tasks_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_keel_v1_tasks_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_keel_v1_tasks_proto_goTypes = []any{
-	(*TaskRequest)(nil),           // 0: keel.v1.TaskRequest
-	(*TaskIO)(nil),                // 1: keel.v1.TaskIO
-	(*CreateTaskRequest)(nil),     // 2: keel.v1.CreateTaskRequest
-	(*CreateTaskResponse)(nil),    // 3: keel.v1.CreateTaskResponse
-	(*StartTaskResponse)(nil),     // 4: keel.v1.StartTaskResponse
-	(*TaskExit)(nil),              // 5: keel.v1.TaskExit
-	(*KillTaskRequest)(nil),       // 6: keel.v1.KillTaskRequest
-	(*ExecTaskRequest)(nil),       // 7: keel.v1.ExecTaskRequest
-	(*ResizePtyRequest)(nil),      // 8: keel.v1.ResizePtyRequest
-	(*PidsResponse)(nil),          // 9: keel.v1.PidsResponse
-	(*CheckpointTaskRequest)(nil), // 10: keel.v1.CheckpointTaskRequest
-	(*UpdateTaskRequest)(nil),     // 11: keel.v1.UpdateTaskRequest
-	(*TaskStats)(nil),             // 12: keel.v1.TaskStats
-	(*Task)(nil),                  // 13: keel.v1.Task
-	(*ListTasksRequest)(nil),      // 14: keel.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),     // 15: keel.v1.ListTasksResponse
-	(*TaskEventsRequest)(nil),     // 16: keel.v1.TaskEventsRequest
-	(*TaskEvent)(nil),             // 17: keel.v1.TaskEvent
-	(*PidsResponse_Process)(nil),  // 18: keel.v1.PidsResponse.Process
-	nil,                           // 19: keel.v1.UpdateTaskRequest.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil), // 20: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 21: google.protobuf.Empty
+	(TaskStatus)(0),               // 0: keel.v1.TaskStatus
+	(*TaskRequest)(nil),           // 1: keel.v1.TaskRequest
+	(*TaskIO)(nil),                // 2: keel.v1.TaskIO
+	(*CreateTaskRequest)(nil),     // 3: keel.v1.CreateTaskRequest
+	(*CreateTaskResponse)(nil),    // 4: keel.v1.CreateTaskResponse
+	(*StartTaskResponse)(nil),     // 5: keel.v1.StartTaskResponse
+	(*TaskExit)(nil),              // 6: keel.v1.TaskExit
+	(*KillTaskRequest)(nil),       // 7: keel.v1.KillTaskRequest
+	(*ExecTaskRequest)(nil),       // 8: keel.v1.ExecTaskRequest
+	(*ResizePtyRequest)(nil),      // 9: keel.v1.ResizePtyRequest
+	(*PidsResponse)(nil),          // 10: keel.v1.PidsResponse
+	(*CheckpointTaskRequest)(nil), // 11: keel.v1.CheckpointTaskRequest
+	(*UpdateTaskRequest)(nil),     // 12: keel.v1.UpdateTaskRequest
+	(*TaskStats)(nil),             // 13: keel.v1.TaskStats
+	(*Task)(nil),                  // 14: keel.v1.Task
+	(*ListTasksRequest)(nil),      // 15: keel.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),     // 16: keel.v1.ListTasksResponse
+	(*TaskEventsRequest)(nil),     // 17: keel.v1.TaskEventsRequest
+	(*TaskEvent)(nil),             // 18: keel.v1.TaskEvent
+	(*PidsResponse_Process)(nil),  // 19: keel.v1.PidsResponse.Process
+	nil,                           // 20: keel.v1.UpdateTaskRequest.AnnotationsEntry
+	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),         // 22: google.protobuf.Empty
 }
 var file_keel_v1_tasks_proto_depIdxs = []int32{
-	1,  // 0: keel.v1.CreateTaskRequest.io:type_name -> keel.v1.TaskIO
-	20, // 1: keel.v1.TaskExit.exited_at:type_name -> google.protobuf.Timestamp
-	1,  // 2: keel.v1.ExecTaskRequest.io:type_name -> keel.v1.TaskIO
-	18, // 3: keel.v1.PidsResponse.processes:type_name -> keel.v1.PidsResponse.Process
-	19, // 4: keel.v1.UpdateTaskRequest.annotations:type_name -> keel.v1.UpdateTaskRequest.AnnotationsEntry
-	1,  // 5: keel.v1.Task.io:type_name -> keel.v1.TaskIO
-	20, // 6: keel.v1.Task.exited_at:type_name -> google.protobuf.Timestamp
-	13, // 7: keel.v1.ListTasksResponse.tasks:type_name -> keel.v1.Task
-	20, // 8: keel.v1.TaskEvent.exited_at:type_name -> google.protobuf.Timestamp
-	20, // 9: keel.v1.TaskEvent.timestamp:type_name -> google.protobuf.Timestamp
-	2,  // 10: keel.v1.Tasks.Create:input_type -> keel.v1.CreateTaskRequest
-	0,  // 11: keel.v1.Tasks.Start:input_type -> keel.v1.TaskRequest
-	0,  // 12: keel.v1.Tasks.Delete:input_type -> keel.v1.TaskRequest
-	6,  // 13: keel.v1.Tasks.Kill:input_type -> keel.v1.KillTaskRequest
-	7,  // 14: keel.v1.Tasks.Exec:input_type -> keel.v1.ExecTaskRequest
-	8,  // 15: keel.v1.Tasks.ResizePty:input_type -> keel.v1.ResizePtyRequest
-	0,  // 16: keel.v1.Tasks.CloseIO:input_type -> keel.v1.TaskRequest
-	0,  // 17: keel.v1.Tasks.Pause:input_type -> keel.v1.TaskRequest
-	0,  // 18: keel.v1.Tasks.Resume:input_type -> keel.v1.TaskRequest
-	0,  // 19: keel.v1.Tasks.Pids:input_type -> keel.v1.TaskRequest
-	10, // 20: keel.v1.Tasks.Checkpoint:input_type -> keel.v1.CheckpointTaskRequest
-	11, // 21: keel.v1.Tasks.Update:input_type -> keel.v1.UpdateTaskRequest
-	0,  // 22: keel.v1.Tasks.Stats:input_type -> keel.v1.TaskRequest
-	0,  // 23: keel.v1.Tasks.Wait:input_type -> keel.v1.TaskRequest
-	0,  // 24: keel.v1.Tasks.Get:input_type -> keel.v1.TaskRequest
-	14, // 25: keel.v1.Tasks.List:input_type -> keel.v1.ListTasksRequest
-	16, // 26: keel.v1.Tasks.Events:input_type -> keel.v1.TaskEventsRequest
-	3,  // 27: keel.v1.Tasks.Create:output_type -> keel.v1.CreateTaskResponse
-	4,  // 28: keel.v1.Tasks.Start:output_type -> keel.v1.StartTaskResponse
-	5,  // 29: keel.v1.Tasks.Delete:output_type -> keel.v1.TaskExit
-	21, // 30: keel.v1.Tasks.Kill:output_type -> google.protobuf.Empty
-	21, // 31: keel.v1.Tasks.Exec:output_type -> google.protobuf.Empty
-	21, // 32: keel.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
-	21, // 33: keel.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
-	21, // 34: keel.v1.Tasks.Pause:output_type -> google.protobuf.Empty
-	21, // 35: keel.v1.Tasks.Resume:output_type -> google.protobuf.Empty
-	9,  // 36: keel.v1.Tasks.Pids:output_type -> keel.v1.PidsResponse
-	21, // 37: keel.v1.Tasks.Checkpoint:output_type -> google.protobuf.Empty
-	21, // 38: keel.v1.Tasks.Update:output_type -> google.protobuf.Empty
-	12, // 39: keel.v1.Tasks.Stats:output_type -> keel.v1.TaskStats
-	5,  // 40: keel.v1.Tasks.Wait:output_type -> keel.v1.TaskExit
-	13, // 41: keel.v1.Tasks.Get:output_type -> keel.v1.Task
-	15, // 42: keel.v1.Tasks.List:output_type -> keel.v1.ListTasksResponse
-	17, // 43: keel.v1.Tasks.Events:output_type -> keel.v1.TaskEvent
-	27, // [27:44] is the sub-list for method output_type
-	10, // [10:27] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	2,  // 0: keel.v1.CreateTaskRequest.io:type_name -> keel.v1.TaskIO
+	21, // 1: keel.v1.TaskExit.exited_at:type_name -> google.protobuf.Timestamp
+	2,  // 2: keel.v1.ExecTaskRequest.io:type_name -> keel.v1.TaskIO
+	19, // 3: keel.v1.PidsResponse.processes:type_name -> keel.v1.PidsResponse.Process
+	20, // 4: keel.v1.UpdateTaskRequest.annotations:type_name -> keel.v1.UpdateTaskRequest.AnnotationsEntry
+	0,  // 5: keel.v1.Task.status:type_name -> keel.v1.TaskStatus
+	2,  // 6: keel.v1.Task.io:type_name -> keel.v1.TaskIO
+	21, // 7: keel.v1.Task.exited_at:type_name -> google.protobuf.Timestamp
+	14, // 8: keel.v1.ListTasksResponse.tasks:type_name -> keel.v1.Task
+	21, // 9: keel.v1.TaskEvent.exited_at:type_name -> google.protobuf.Timestamp
+	21, // 10: keel.v1.TaskEvent.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 11: keel.v1.Tasks.Create:input_type -> keel.v1.CreateTaskRequest
+	1,  // 12: keel.v1.Tasks.Start:input_type -> keel.v1.TaskRequest
+	1,  // 13: keel.v1.Tasks.Delete:input_type -> keel.v1.TaskRequest
+	7,  // 14: keel.v1.Tasks.Kill:input_type -> keel.v1.KillTaskRequest
+	8,  // 15: keel.v1.Tasks.Exec:input_type -> keel.v1.ExecTaskRequest
+	9,  // 16: keel.v1.Tasks.ResizePty:input_type -> keel.v1.ResizePtyRequest
+	1,  // 17: keel.v1.Tasks.CloseIO:input_type -> keel.v1.TaskRequest
+	1,  // 18: keel.v1.Tasks.Pause:input_type -> keel.v1.TaskRequest
+	1,  // 19: keel.v1.Tasks.Resume:input_type -> keel.v1.TaskRequest
+	1,  // 20: keel.v1.Tasks.Pids:input_type -> keel.v1.TaskRequest
+	11, // 21: keel.v1.Tasks.Checkpoint:input_type -> keel.v1.CheckpointTaskRequest
+	12, // 22: keel.v1.Tasks.Update:input_type -> keel.v1.UpdateTaskRequest
+	1,  // 23: keel.v1.Tasks.Stats:input_type -> keel.v1.TaskRequest
+	1,  // 24: keel.v1.Tasks.Wait:input_type -> keel.v1.TaskRequest
+	1,  // 25: keel.v1.Tasks.Get:input_type -> keel.v1.TaskRequest
+	15, // 26: keel.v1.Tasks.List:input_type -> keel.v1.ListTasksRequest
+	17, // 27: keel.v1.Tasks.Events:input_type -> keel.v1.TaskEventsRequest
+	4,  // 28: keel.v1.Tasks.Create:output_type -> keel.v1.CreateTaskResponse
+	5,  // 29: keel.v1.Tasks.Start:output_type -> keel.v1.StartTaskResponse
+	6,  // 30: keel.v1.Tasks.Delete:output_type -> keel.v1.TaskExit
+	22, // 31: keel.v1.Tasks.Kill:output_type -> google.protobuf.Empty
+	22, // 32: keel.v1.Tasks.Exec:output_type -> google.protobuf.Empty
+	22, // 33: keel.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
+	22, // 34: keel.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
+	22, // 35: keel.v1.Tasks.Pause:output_type -> google.protobuf.Empty
+	22, // 36: keel.v1.Tasks.Resume:output_type -> google.protobuf.Empty
+	10, // 37: keel.v1.Tasks.Pids:output_type -> keel.v1.PidsResponse
+	22, // 38: keel.v1.Tasks.Checkpoint:output_type -> google.protobuf.Empty
+	22, // 39: keel.v1.Tasks.Update:output_type -> google.protobuf.Empty
+	13, // 40: keel.v1.Tasks.Stats:output_type -> keel.v1.TaskStats
+	6,  // 41: keel.v1.Tasks.Wait:output_type -> keel.v1.TaskExit
+	14, // 42: keel.v1.Tasks.Get:output_type -> keel.v1.Task
+	16, // 43: keel.v1.Tasks.List:output_type -> keel.v1.ListTasksResponse
+	18, // 44: keel.v1.Tasks.Events:output_type -> keel.v1.TaskEvent
+	28, // [28:45] is the sub-list for method output_type
+	11, // [11:28] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_keel_v1_tasks_proto_init() }
@@ -1385,13 +1457,14 @@ func file_keel_v1_tasks_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_v1_tasks_proto_rawDesc), len(file_keel_v1_tasks_proto_rawDesc)),
-			NumEnums:      0,
+			NumEnums:      1,
 			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_keel_v1_tasks_proto_goTypes,
 		DependencyIndexes: file_keel_v1_tasks_proto_depIdxs,
+		EnumInfos:         file_keel_v1_tasks_proto_enumTypes,
 		MessageInfos:      file_keel_v1_tasks_proto_msgTypes,
 	}.Build()
 	File_keel_v1_tasks_proto = out.File

@@ -25,6 +25,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/resolver"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 func TestParseRef(t *testing.T) {
@@ -59,8 +60,8 @@ func TestParseRef(t *testing.T) {
 func startRegistry(t *testing.T, opts registry.Options) *registry.Registry {
 	t.Helper()
 	r, err := registry.Start(t, opts)
-	if errors.Is(err, registry.ErrNoRegistry) && os.Getenv("KEEL_TEST_STRICT") != "1" {
-		t.Skip(err)
+	if errors.Is(err, registry.ErrNoRegistry) {
+		testkit.SkipOrFail(t, "%v", err)
 	}
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc"
 	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/conformance/runtimetest"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // envCrunNS marks the re-executed test binary that runs inside the private
@@ -42,10 +43,10 @@ func TestConformanceCrun(t *testing.T) {
 		return
 	}
 	if _, err := exec.LookPath("crun"); err != nil {
-		skipUnlessStrict(t, "crun is not installed: %v", err)
+		testkit.SkipOrFail(t, "crun is not installed: %v", err)
 	}
 	if os.Geteuid() != 0 {
-		skipUnlessStrict(t, "needs root for a mount namespace and containers")
+		testkit.SkipOrFail(t, "needs root for a mount namespace and containers")
 	}
 	// Go makes the new namespace's mounts private (MS_REC|MS_PRIVATE on /)
 	// before exec, so the unmounts stay in it.
@@ -65,14 +66,6 @@ func TestConformanceCrun(t *testing.T) {
 			t.Log(l)
 		}
 	}
-}
-
-func skipUnlessStrict(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if v := os.Getenv(conformance.EnvStrict); v != "" && v != "0" && v != "false" {
-		t.Fatalf(format+" ("+conformance.EnvStrict+" is set)", args...)
-	}
-	t.Skipf(format, args...)
 }
 
 // dropHybridCgroup2 unmounts every cgroup2 mounted below /sys/fs/cgroup when

@@ -19,28 +19,18 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv(conformance.EnvStrict) == "1" {
-		t.Fatal("needs root to mount overlays (" + conformance.EnvStrict + "=1)")
-	}
-	t.Skip("needs root to mount overlays")
-}
-
 func TestConformance(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(overlay.New))
 }
 
 // The other settings change how removal, labels and mounts are done: the
 // cases that exercise those run again with them.
 func TestConformanceConfigured(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(overlay.New),
 		conformance.WithConfig(json.RawMessage(`{"sync_remove": true, "upperdir_label": true, "mount_options": ["index=off", "volatile"]}`)),
 		conformance.WithRun(regexp.MustCompile(`^(Lifecycle|LayerChain|ViewIsReadOnly|Usage|Restart|Cleanup|Opaque.*|Rename.*|ChildChange.*)$`)))
@@ -90,7 +80,7 @@ func commit(t *testing.T, s snapshot.Snapshotter, name, parent string, write fun
 }
 
 func TestMountShapes(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	ctx := context.Background()
 	root := t.TempDir()
 	s := open(t, root, `{"mount_options": ["index=off", "volatile"]}`)
@@ -131,7 +121,7 @@ func TestMountShapes(t *testing.T) {
 // TestDeepChain: 128 committed layers, each adding a file, mount as one
 // overlay although their lowerdir option passes mount(2)'s page.
 func TestDeepChain(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	ctx := context.Background()
 	s := open(t, t.TempDir(), `{}`)
 	parent := ""
@@ -161,7 +151,7 @@ func TestDeepChain(t *testing.T) {
 // TestWhiteoutFormat: deletions and opaque dirs made through the mount are
 // in the kernel's format in the committed layer.
 func TestWhiteoutFormat(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	root := t.TempDir()
 	s := open(t, root, `{}`)
 	commit(t, s, "base", "", func(dir string) error {
@@ -197,7 +187,7 @@ func TestWhiteoutFormat(t *testing.T) {
 // TestRefusesOverlayRoot: a root on overlayfs cannot hold upper dirs, and
 // Configure says so.
 func TestRefusesOverlayRoot(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	base := t.TempDir()
 	for _, d := range []string{"l", "u", "w", "m"} {
 		if err := os.Mkdir(filepath.Join(base, d), 0o755); err != nil {
@@ -228,7 +218,7 @@ func TestConfig(t *testing.T) {
 			t.Errorf("config %s: got %v, want InvalidArgument with %q", c.config, err, c.want)
 		}
 	}
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	// root moves everything there.
 	other := t.TempDir()
 	s := open(t, t.TempDir(), fmt.Sprintf(`{"root": %q}`, other))
@@ -243,7 +233,7 @@ func TestConfig(t *testing.T) {
 }
 
 func TestUpperdirLabel(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	ctx := context.Background()
 	root := t.TempDir()
 	s := open(t, root, `{"upperdir_label": true}`)
@@ -265,7 +255,7 @@ func TestUpperdirLabel(t *testing.T) {
 // TestCleanupOrphans plants what crashes leave: a snapshot dir no record
 // owns and trash. Cleanup removes them and nothing else.
 func TestCleanupOrphans(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	ctx := context.Background()
 	root := t.TempDir()
 	s := open(t, root, `{}`)
@@ -294,7 +284,7 @@ func TestCleanupOrphans(t *testing.T) {
 // TestStartSweepsOverlayCheck: the overlay check a killed plugin was doing
 // (its scratch dir, its overlay mounted) is gone once the plugin starts.
 func TestStartSweepsOverlayCheck(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	root := t.TempDir()
 	merged := filepath.Join(root, "snapshots", mount.OverlayCheckPrefix+"123", "merged")
 	if err := os.MkdirAll(merged, 0o700); err != nil {

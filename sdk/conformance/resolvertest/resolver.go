@@ -21,6 +21,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
 	"github.com/keel-runtime/keel/sdk/resolver"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // Binary opens the resolver plugin executable at path as keeld
@@ -230,7 +231,7 @@ func resolverCase(fx *resolverFixture, fxErr error, name string, body func(ctx c
 	return conformance.Case[resolver.Resolver]{Name: name, Body: func(ctx context.Context, t conformance.T, env *conformance.Env[resolver.Resolver]) {
 		if fx == nil {
 			if errors.Is(fxErr, registry.ErrNoRegistry) {
-				conformance.SkipUnlessStrict(t, "%v", fxErr)
+				testkit.SkipOrFail(t, "%v", fxErr)
 			}
 			t.Fatalf("resolver fixture: %v", fxErr)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // taskWait bounds how long a case waits for a container to do something.
@@ -44,10 +45,10 @@ type taskEnv struct {
 
 func newTaskEnv(t conformance.T, env *conformance.Env[keelruntime.Runtime]) *taskEnv {
 	t.Helper()
-	conformance.RequireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	if _, err := os.Stat(fixture.BusyboxPath); err != nil {
 		if _, lerr := exec.LookPath("busybox"); lerr != nil {
-			conformance.SkipUnlessStrict(t, "needs a static busybox (busybox-static) to build a rootfs")
+			testkit.SkipOrFail(t, "needs a static busybox (busybox-static) to build a rootfs")
 		}
 	}
 	dir := t.TempDir()

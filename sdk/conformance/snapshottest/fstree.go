@@ -17,6 +17,7 @@ import (
 
 	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/mount"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // fsOp changes a tree rooted at dir; a layer is a list of them. The same ops
@@ -258,7 +259,7 @@ func short(b []byte) []byte {
 // that unmounts it; the case's cleanup unmounts it too, even on failure.
 func mountTemp(t conformance.T, ms []mount.Mount) (string, func()) {
 	t.Helper()
-	conformance.RequireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	target := t.TempDir()
 	if err := mount.All(ms, target); err != nil {
 		t.Fatalf("mount %v: %v", ms, err)

@@ -20,6 +20,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // Binary opens the snapshotter plugin executable at path as
@@ -263,7 +264,7 @@ func chainLayers() [][]fsOp {
 }
 
 func snapLayerChain(ctx context.Context, t conformance.T, e *snapEnv) {
-	conformance.RequireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	sn := e.P
 	layers := chainLayers()
 	parent := ""
@@ -279,7 +280,7 @@ func snapLayerChain(ctx context.Context, t conformance.T, e *snapEnv) {
 		for _, ops := range layers[:i+1] {
 			if err := applyOps(ref, ops...); err != nil {
 				if errors.Is(err, unix.ENOTSUP) {
-					conformance.SkipUnlessStrict(t, "the test's temp dir lacks xattrs or device nodes: %v", err)
+					testkit.SkipOrFail(t, "the test's temp dir lacks xattrs or device nodes: %v", err)
 				}
 				t.Fatalf("build reference tree: %v", err)
 			}
@@ -306,7 +307,7 @@ func snapLayerChain(ctx context.Context, t conformance.T, e *snapEnv) {
 }
 
 func snapViewIsReadOnly(ctx context.Context, t conformance.T, e *snapEnv) {
-	conformance.RequireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	sn := e.P
 	commitLayer(ctx, t, sn, "base", "", fsWrite("f", "data", 0o644))
 	ms, err := sn.View(ctx, "v", "base")
@@ -527,7 +528,7 @@ func snapUsage(ctx context.Context, t conformance.T, e *snapEnv) {
 	if err != nil {
 		t.Fatalf("usage: %v", err)
 	}
-	conformance.RequireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	dir, unmount := mountTemp(t, ms)
 	const size = 1 << 20
 	if err := applyOps(dir, fsWrite("f", strings.Repeat("x", size), 0o644), fsLink("f", "f2")); err != nil {
