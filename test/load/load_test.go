@@ -50,10 +50,24 @@ func TestStartStop(t *testing.T) {
 	if _, err := os.Stat(orphan); err == nil {
 		t.Errorf("%s left", orphan)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Stopped once the fsync writer has written.
+	written := filepath.Join(os.TempDir(), "keel-load-"+strconv.Itoa(os.Getpid())+"-*", "fsync")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if m, _ := filepath.Glob(written); len(m) == 1 {
+			if fi, err := os.Stat(m[0]); err == nil && fi.Size() > 0 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no fsync writes in %s within 10s", written)
+		}
+	}
 	stop()
 	if got := len(children(t)) - before; got != 0 {
 		t.Errorf("%d spinners left after stop", got)
+	}
+	if m, _ := filepath.Glob(filepath.Dir(written)); len(m) != 0 {
+		t.Errorf("writer dir left after stop: %q", m)
 	}
 }
 
