@@ -4,13 +4,18 @@ PLUGINS   := keel-snapshotter-native keel-snapshotter-overlay keel-content-local
 BINARIES  := keeld keel $(PLUGINS)
 PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+STATICCHECK_VERSION        := v0.8.2
+STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
+# Every module in the repo (the root one and sdk/, each with its go.mod):
+# go vet and staticcheck see one module at a time.
+MODULES   = $(shell git ls-files '*go.mod' | xargs -n1 dirname)
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/keel-runtime/keel/version.Version=$(VERSION) -X main.version=$(VERSION)
 # grpcnotrace leaves out gRPC's x/net/trace support, which keel does not use:
 # about 1 MB less resident code per process (make bench, BenchmarkIdleMemory).
 GOTAGS    ?= grpcnotrace
 
-.PHONY: all build test faults conformance bench proto tools clean vet demo fuzz
+.PHONY: all build test faults conformance bench proto tools clean vet lint staticcheck demo fuzz
 
 all: build
 
@@ -28,8 +33,7 @@ FORCE:
 # snapshotters and runs under KEEL_TEST_LOAD in CI.
 # Two modules: keel's and the SDK's (sdk/go.mod, what plugin authors require).
 test: build
-	cd sdk && KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 30m ./...
-	KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 30m ./...
+	for m in $(MODULES); do (cd $$m && KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 30m ./...) || exit 1; done
 
 # The crash trials (SIGKILL of keeld, each plugin and a shim mid-operation)
 # at full length, and the full-disk test; `make test` runs 2 trials per
@@ -57,8 +61,19 @@ fuzz:
 	FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 vet:
-	$(GO) vet ./...
-	cd sdk && $(GO) vet ./...
+	for m in $(MODULES); do (cd $$m && $(GO) vet ./...) || exit 1; done
+
+# gofmt (any file it lists fails), go vet and staticcheck over every module.
+lint: staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt -l lists files not formatted:" >&2; echo "$$out" >&2; exit 1; fi
+	for m in $(MODULES); do (cd $$m && $(GO) vet ./... && $(STATICCHECK) ./...) || exit 1; done
+
+# staticcheck at STATICCHECK_VERSION, installed from the module proxy unless
+# that version is already there.
+staticcheck:
+	@$(STATICCHECK) -version 2>/dev/null | grep -qF '($(STATICCHECK_VERSION:v%=%))' || \
+		$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 tools:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)

@@ -1,10 +1,13 @@
 // Package client is the Go client library for embedding keel: it talks to
 // keeld over its API socket.
 //
-//	c, err := client.New("/run/keel/keeld.sock", client.WithNamespace("ci"))
+//	c, err := client.New("/run/keel/keel.sock", client.WithNamespace("ci"))
 //	if err != nil { … }
 //	defer c.Close()
 //	v, err := c.Version(ctx)
+//
+// The examples (New, Client.Pull, Client.NewContainer for a container run
+// to its end, namespaces, leases) compile.
 //
 // Every call is scoped to a namespace, sent as gRPC metadata: the one set on
 // the call's context with WithNamespaceContext, else the client's own

@@ -2,9 +2,10 @@
 // service every plugin serves, and Serve, which runs a plugin process. Each
 // plugin kind has its own package (sdk/snapshot, sdk/content, sdk/resolver,
 // sdk/runtime) holding its Go interface, its gRPC glue and a Plugin function
-// that builds the Definition Serve takes:
+// that builds the Definition Serve takes (the package's Example, which
+// compiles; docs/example/snapshotter is a whole plugin):
 //
-//	func main() { sdk.Serve(snapshot.Plugin("native", native.New)) }
+//	func main() { sdk.Serve(snapshot.Plugin("copy", "0.1.0", New)) }
 //
 // A plugin's lifecycle: the process starts and answers Info; keeld calls
 // Configure, which decodes the config and builds the implementation (New);

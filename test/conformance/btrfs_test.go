@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +63,29 @@ func loopState(t *testing.T, prefix string) []string {
 		}
 	}
 	return left
+}
+
+// childRuns tells whether a child of this process runs the binary bin.
+func childRuns(bin string) bool {
+	if p, err := filepath.EvalSymlinks(bin); err == nil {
+		bin = p
+	}
+	exes, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, exe := range exes {
+		if p, err := os.Readlink(exe); err != nil || p != bin {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(filepath.Dir(exe), "stat"))
+		if err != nil {
+			continue
+		}
+		// State and parent pid follow the parenthesised command name.
+		f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+1:])
+		if len(f) > 1 && f[0] != "Z" && f[1] == strconv.Itoa(os.Getpid()) {
+			return true
+		}
+	}
+	return false
 }
 
 func requireLoopback(t *testing.T) {
@@ -143,8 +167,7 @@ func TestRunCLIInterrupted(t *testing.T) {
 	go func() {
 		// Cancel once the first case has its plugin running on the loopback.
 		for ctx.Err() == nil {
-			if len(loopState(t, os.TempDir()+"/keel-conformance-btrfs-")) > 0 {
-				time.Sleep(300 * time.Millisecond)
+			if len(loopState(t, os.TempDir()+"/keel-conformance-btrfs-")) > 0 && childRuns(bin) {
 				cancel()
 				return
 			}

@@ -3,10 +3,14 @@ package runc_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net/rpc"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
 	"github.com/keel-runtime/keel/sdk/fixture"
@@ -97,4 +101,62 @@ func socketOf(t *testing.T, state, id string) string {
 		t.Fatal(err)
 	}
 	return cfg.Socket
+}
+
+// TestShimShutdown: the shim answers Shutdown, and a call waiting when
+// Shutdown comes, before it exits; a connection left open does not hold it.
+func TestShimShutdown(t *testing.T) {
+	rt, state := openDirect(t)
+	ctx := context.Background()
+	const id = "shutdown"
+	mounts, err := fixture.BusyboxRootfs(filepath.Join(t.TempDir(), "rootfs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rt.Create(ctx, keelruntime.CreateOpts{ID: id, Spec: fixture.RuntimeSpec("sleep", "60"), Rootfs: mounts}); err != nil {
+		t.Fatal(err)
+	}
+	sp := shimPid(t, state, id)
+	pidfd, err := unix.PidfdOpen(sp, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	rt.Close() // the plugin would end the shim itself
+
+	socket := socketOf(t, state, id)
+	idle, err := shim.Dial(ctx, socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if err := idle.Call(ctx, "Delete", shim.ProcessRequest{}, &shim.ExitReply{}); err != nil {
+		t.Fatal(err)
+	}
+	// net/rpc itself: Go returns once the request is written, so the shim
+	// reads the Events call before Shutdown.
+	c, err := rpc.Dial("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	events := c.Go("Shim.Events", shim.EventsRequest{After: 1 << 62, Timeout: time.Minute}, &shim.EventsReply{}, nil)
+	if err := c.Call("Shim.Shutdown", shim.Empty{}, &shim.Empty{}); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	select {
+	case <-events.Done:
+		if events.Error != nil {
+			t.Errorf("events waiting at shutdown: %v, want an answer", events.Error)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("events waiting at shutdown: no answer in 20s")
+	}
+	fds := []unix.PollFd{{Fd: int32(pidfd), Events: unix.POLLIN}}
+	if n, err := unix.Poll(fds, 20_000); err != nil || n != 1 {
+		t.Fatalf("shim pid %d still runs 20s after shutdown (poll %d, %v)", sp, n, err)
+	}
+	if err := idle.Call(ctx, "State", shim.ProcessRequest{}, &shim.StateReply{}); !errors.Is(err, shim.ErrConnection) {
+		t.Errorf("call on a connection open across the shim's end: %v, want %v", err, shim.ErrConnection)
+	}
 }

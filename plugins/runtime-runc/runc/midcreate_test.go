@@ -61,7 +61,9 @@ func TestPluginKilledMidCreate(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(state) })
 	wrapper := filepath.Join(state, "slow-runc")
-	script := "#!/bin/sh\nfor a; do [ \"$a\" = create ] && sleep 3; done\nexec " + runcPath + " \"$@\"\n"
+	// The wrapper marks that the create has begun, then holds it 3s.
+	inCreate := filepath.Join(state, "in-create")
+	script := "#!/bin/sh\nfor a; do [ \"$a\" = create ] && : > " + inCreate + " && sleep 3; done\nexec " + runcPath + " \"$@\"\n"
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -75,13 +77,12 @@ func TestPluginKilledMidCreate(t *testing.T) {
 	defer plugin.Process.Kill()
 	// Killed once its shim is inside create.
 	deadline := time.Now().Add(20 * time.Second)
-	for !fileExists(filepath.Join(state, "tasks", id, "shim.json")) {
+	for !fileExists(inCreate) {
 		if time.Now().After(deadline) {
-			t.Fatal("the shim did not start")
+			t.Fatal("the shim did not begin the create")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(500 * time.Millisecond)
 	plugin.Process.Signal(syscall.SIGKILL)
 	plugin.Wait()
 

@@ -3,11 +3,13 @@ package runtimetest
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -600,11 +602,11 @@ func runtimeTaskCases() []taskCase {
 		{Name: "RestartMidTask", Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "long", "sleep", "60")
-			e.run(ctx, "short", "sh", "-c", "sleep 0.3; exit 9")
+			shortEnd := processEnd(t, e.run(ctx, "short", "sh", "-c", "sleep 0.3; exit 9"))
 			e.reopen(ctx)
 			rec := recordEvents(ctx, t, e.rt())
 			// "short" exits while the plugin is down, or just after.
-			time.Sleep(500 * time.Millisecond)
+			shortEnd()
 			list, err := e.rt().List(ctx)
 			if err != nil || len(list) != 2 {
 				t.Fatalf("list after restart: %+v, %v; want both tasks", list, err)
@@ -630,7 +632,15 @@ func runtimeTaskCases() []taskCase {
 		{Name: "CheckpointRestore", Needs: []string{keelruntime.CapabilityCheckpoint}, Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "cr", "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done")
-			time.Sleep(300 * time.Millisecond)
+			// Checkpointed once the loop has gone round.
+			for deadline := time.Now().Add(taskWait); ; time.Sleep(20 * time.Millisecond) {
+				if n, _ := strconv.Atoi(strings.TrimSpace(e.output(filepath.Join("cr-rootfs", "tmp", "n")))); n >= 2 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("the loop to checkpoint did not go round in %s", taskWait)
+				}
+			}
 			image := e.path("checkpoint")
 			if err := e.rt().Checkpoint(ctx, "cr", keelruntime.CheckpointOpts{Path: image, Exit: true}); err != nil {
 				t.Fatalf("checkpoint: %v", err)
@@ -646,6 +656,34 @@ func runtimeTaskCases() []taskCase {
 			}
 			e.status(ctx, "cr", keelruntime.StatusRunning)
 		}},
+	}
+}
+
+// processEnd returns a function that waits, up to taskWait, until
+// process pid has ended: its pidfd, opened now, turns readable.
+func processEnd(t conformance.T, pid uint32) func() {
+	t.Helper()
+	fd, err := unix.PidfdOpen(int(pid), 0)
+	if err != nil {
+		t.Fatalf("pidfd of %d: %v", pid, err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	return func() {
+		t.Helper()
+		for deadline := time.Now().Add(taskWait); ; {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds()))
+			switch {
+			case n == 1:
+				return
+			case errors.Is(err, unix.EINTR):
+				continue
+			case err != nil:
+				t.Fatalf("poll the pidfd of %d: %v", pid, err)
+			default:
+				t.Fatalf("process %d still runs after %s", pid, taskWait)
+			}
+		}
 	}
 }
 

@@ -11,7 +11,8 @@
 //	}
 //	return backend.New(ctx, store, myBackend{dir: env.Root})
 //
-// or, the same in one call, backend.Open(ctx, path, b).
+// or, the same in one call, backend.Open(ctx, path, b). The package's
+// example is a whole overlay-style Backend.
 //
 // # Ids
 //

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestMain: run as `<test binary> shim DIR` with KEEL_FAKE_SHIM set, the
@@ -51,7 +53,11 @@ func TestProcessAlive(t *testing.T) {
 		t.Fatal(err)
 	}
 	zombie.Process.Kill() // not reaped: a zombie until the cleanup's Wait
-	time.Sleep(100 * time.Millisecond)
+	// Wait for its exit, leaving it unreaped (WNOWAIT).
+	var info unix.Siginfo
+	if err := unix.Waitid(unix.P_PID, zombie.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range []struct {
 		name string

@@ -90,6 +90,61 @@ type Service struct {
 
 	done     chan struct{}
 	doneOnce sync.Once
+
+	rpc *rpcServer
+}
+
+// rpcServer serves the plugin's connections until the shim ends, then
+// drains them: every call it read has its reply written before the shim
+// exits, Shutdown's among them.
+type rpcServer struct {
+	lis       *net.UnixListener
+	accepting chan struct{} // closed once the accept loop has returned
+	served    sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[*net.UnixConn]struct{}
+}
+
+func serve(lis *net.UnixListener, srv *rpc.Server) *rpcServer {
+	// Shutdown removes the socket; closing must not remove a later one.
+	lis.SetUnlinkOnClose(false)
+	r := &rpcServer{lis: lis, accepting: make(chan struct{}), conns: map[*net.UnixConn]struct{}{}}
+	go func() {
+		defer close(r.accepting)
+		for {
+			conn, err := lis.AcceptUnix()
+			if err != nil {
+				return
+			}
+			r.mu.Lock()
+			r.conns[conn] = struct{}{}
+			r.mu.Unlock()
+			r.served.Add(1)
+			go func() {
+				defer r.served.Done()
+				// ServeConn returns once its reads end and every call it
+				// read has been answered; it closes conn.
+				srv.ServeConn(conn)
+				r.mu.Lock()
+				delete(r.conns, conn)
+				r.mu.Unlock()
+			}()
+		}
+	}()
+	return r
+}
+
+// drain stops accepting, ends the reads of every connection and returns
+// once each has written the replies to the calls it had read.
+func (r *rpcServer) drain() {
+	r.lis.Close()
+	<-r.accepting
+	r.mu.Lock()
+	for conn := range r.conns {
+		conn.CloseRead()
+	}
+	r.mu.Unlock()
+	r.served.Wait()
 }
 
 // Main runs the shim for the task directory args[0] and returns the exit
@@ -116,8 +171,9 @@ func Main(args []string) int {
 		ready.Close()
 	}
 	<-s.done
-	// Let the reply to Shutdown leave.
-	time.Sleep(20 * time.Millisecond)
+	// Exit once the reply to Shutdown (and to every other call answered
+	// at the end) is written.
+	s.rpc.drain()
 	return 0
 }
 
@@ -157,7 +213,7 @@ func start(dir string) (*Service, error) {
 	}
 
 	os.Remove(cfg.Socket)
-	lis, err := net.Listen("unix", cfg.Socket)
+	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: cfg.Socket, Net: "unix"})
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", cfg.Socket, err)
 	}
@@ -170,15 +226,7 @@ func start(dir string) (*Service, error) {
 	if err := srv.RegisterName(serviceName, s); err != nil {
 		return nil, err
 	}
-	go func() {
-		for {
-			conn, err := lis.Accept()
-			if err != nil {
-				return
-			}
-			go srv.ServeConn(conn)
-		}
-	}()
+	s.rpc = serve(lis, srv)
 	go s.watchOOM()
 	return s, nil
 }
