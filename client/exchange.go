@@ -10,7 +10,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/sdk"
@@ -65,7 +64,7 @@ func (c *Client) Push(ctx context.Context, ref string, opts ...PushOpt) error {
 	}
 	var cc grpc.ClientConnInterface = c.conn
 	if o.resolver != "" {
-		cc = metadataConn{cc: c.conn, key: keelv1.MetadataResolver, value: o.resolver}
+		cc = scopedConn{cc: c.conn, scope: keelv1.Scope{Resolver: o.resolver}}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -170,9 +169,7 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]
 	for _, opt := range opts {
 		opt(o)
 	}
-	if o.snapshotter != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataSnapshotter, o.snapshotter)
-	}
+	ctx = scoped(ctx, keelv1.Scope{Snapshotter: o.snapshotter})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := keelv1.NewExchangeClient(c.conn).Import(ctx)
@@ -244,7 +241,7 @@ func (c *Client) MountImage(ctx context.Context, name, dir string, opts ...Mount
 	}
 	var cc grpc.ClientConnInterface = c.conn
 	if o.snapshotter != "" {
-		cc = metadataConn{cc: c.conn, key: keelv1.MetadataSnapshotter, value: o.snapshotter}
+		cc = scopedConn{cc: c.conn, scope: keelv1.Scope{Snapshotter: o.snapshotter}}
 	}
 	resp, err := keelv1.NewImageMountsClient(cc).Mount(ctx, &keelv1.MountImageRequest{Name: name, Target: dir, Platform: o.platform})
 	if err != nil {

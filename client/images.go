@@ -8,7 +8,6 @@ import (
 	"github.com/distribution/reference"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"google.golang.org/grpc/metadata"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -169,9 +168,7 @@ type Unpacked struct {
 // or pulled-without-unpack image needs before a container runs from it.
 // NotFound when the image or a blob of it is not stored.
 func (c *Client) UnpackImage(ctx context.Context, name, snapshotter, platform string) (Unpacked, error) {
-	if snapshotter != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataSnapshotter, snapshotter)
-	}
+	ctx = scoped(ctx, keelv1.Scope{Snapshotter: snapshotter})
 	resp, err := keelv1.NewImagesClient(c.conn).Unpack(ctx, &keelv1.UnpackImageRequest{Name: name, Platform: platform})
 	if err != nil {
 		return Unpacked{}, errdefs.FromGRPC(err)

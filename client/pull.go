@@ -8,7 +8,6 @@ import (
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"google.golang.org/grpc/metadata"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -103,12 +102,7 @@ func (c *Client) Pull(ctx context.Context, ref string, opts ...PullOpt) (Image, 
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.resolver != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataResolver, o.resolver)
-	}
-	if o.snapshotter != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataSnapshotter, o.snapshotter)
-	}
+	ctx = scoped(ctx, keelv1.Scope{Resolver: o.resolver, Snapshotter: o.snapshotter})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := keelv1.NewPullClient(c.conn).Pull(ctx, &keelv1.PullRequest{

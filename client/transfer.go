@@ -37,7 +37,7 @@ func (c *Client) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor,
 	}
 	var cc grpc.ClientConnInterface = c.conn
 	if o.resolver != "" {
-		cc = metadataConn{cc: c.conn, key: keelv1.MetadataResolver, value: o.resolver}
+		cc = scopedConn{cc: c.conn, scope: keelv1.Scope{Resolver: o.resolver}}
 	}
 	resp, err := keelv1.NewTransferClient(cc).Fetch(ctx, &keelv1.FetchRequest{Ref: ref, Desc: &keelv1.Descriptor{
 		MediaType: desc.MediaType, Digest: desc.Digest.String(), Size: desc.Size, Annotations: desc.Annotations,

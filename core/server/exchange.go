@@ -14,7 +14,7 @@ import (
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/core/images"
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
@@ -171,14 +171,6 @@ type imageMountsService struct {
 	s *Server
 }
 
-// snapshotterName is the snapshotter a call names, or the default.
-func (s *Server) snapshotterName(ctx context.Context) string {
-	if name, ok := namespaces.Snapshotter(ctx); ok && name != "" {
-		return name
-	}
-	return s.cfg.DefaultSnapshotter
-}
-
 func (m imageMountsService) Mount(ctx context.Context, req *keelv1.MountImageRequest) (*keelv1.MountImageResponse, error) {
 	if req.Name == "" || !filepath.IsAbs(req.Target) {
 		return nil, errdefs.ToGRPC(fmt.Errorf("image mount needs an image and an absolute target: %w", errdefs.ErrInvalidArgument))
@@ -201,7 +193,7 @@ func (m imageMountsService) Mount(ctx context.Context, req *keelv1.MountImageReq
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	snName := m.s.snapshotterName(ctx)
+	snName := scope.Snapshotter(ctx)
 	target := filepath.Clean(req.Target)
 	ms, err := images.View(ctx, m.s.content, sn, snName, img.Name, img.Target, platform, target)
 	if err != nil {
