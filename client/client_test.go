@@ -230,15 +230,7 @@ func newClient(t *testing.T, sock string, opts ...Opt) *Client {
 	return c
 }
 
-const (
-	versionMethod   = "/keel.v1.Version/Version"
-	pluginsMethod   = "/keel.v1.Plugins/List"
-	nsCreateMethod  = "/keel.v1.Namespaces/Create"
-	statMethod      = "/keel.plugin.v1.Snapshotter/Stat"
-	walkMethod      = "/keel.plugin.v1.Snapshotter/Walk"
-	infoMethod      = "/keel.plugin.v1.Content/Info"
-	listBlobsMethod = "/keel.plugin.v1.Content/List"
-)
+const statMethod = "/keel.plugin.v1.Snapshotter/Stat"
 
 func TestSnapshotService(t *testing.T) {
 	sock, s := serve(t, &keeld{})
