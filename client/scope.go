@@ -10,39 +10,24 @@ import (
 )
 
 // A call's selectors (namespace, lease, snapshotter, resolver) travel in
-// its context as one keelv1.Scope; the client's interceptor (withScope)
-// writes them into the call's metadata, each key once. Options and context
-// helpers only change the Scope.
-
-type scopeKey struct{}
-
-// contextScope is the Scope ctx carries.
-func contextScope(ctx context.Context) keelv1.Scope {
-	s, _ := ctx.Value(scopeKey{}).(keelv1.Scope)
-	return s
-}
-
-// withContextScope returns ctx carrying its Scope as set changes it.
-func withContextScope(ctx context.Context, set func(*keelv1.Scope)) context.Context {
-	s := contextScope(ctx)
-	set(&s)
-	return context.WithValue(ctx, scopeKey{}, s)
-}
+// its context as one keelv1.Scope (keelv1.WithScope); the client's
+// interceptor (withScope) writes them into the call's metadata, each key
+// once. Options and context helpers only change the Scope.
 
 // scoped returns ctx whose Scope takes the selectors sel names.
 func scoped(ctx context.Context, sel keelv1.Scope) context.Context {
-	return withContextScope(ctx, func(s *keelv1.Scope) { *s = sel.Or(*s) })
+	return keelv1.WithScope(ctx, func(s *keelv1.Scope) { *s = sel.Or(*s) })
 }
 
 // WithNamespaceContext scopes the calls made with the returned context to
 // namespace ns, whatever the client's own namespace.
 func WithNamespaceContext(ctx context.Context, ns string) context.Context {
-	return withContextScope(ctx, func(s *keelv1.Scope) { s.Namespace = ns })
+	return keelv1.WithScope(ctx, func(s *keelv1.Scope) { s.Namespace = ns })
 }
 
 // NamespaceFromContext returns the namespace WithNamespaceContext set.
 func NamespaceFromContext(ctx context.Context) (string, bool) {
-	ns := contextScope(ctx).Namespace
+	ns := keelv1.ScopeFromContext(ctx).Namespace
 	return ns, ns != ""
 }
 
@@ -50,7 +35,7 @@ func NamespaceFromContext(ctx context.Context) (string, bool) {
 // context names, else those its outgoing metadata already holds.
 func callScope(ctx context.Context) keelv1.Scope {
 	md, _ := metadata.FromOutgoingContext(ctx)
-	return contextScope(ctx).Or(keelv1.ScopeFromMetadata(md))
+	return keelv1.ScopeFromContext(ctx).Or(keelv1.ScopeFromMetadata(md))
 }
 
 // withScope returns ctx whose outgoing metadata holds the call's Scope,

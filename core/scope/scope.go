@@ -1,9 +1,10 @@
-// Package scope carries a keel.v1 call's selectors — its namespace, lease,
-// snapshotter and resolver — in its context, as one keelv1.Scope. keeld's
-// interceptors read them from the call's gRPC metadata (keelv1.Metadata*
-// keys) and fill in keeld's defaults; code below reads each selector
-// through its accessor here. A selector is checked where it is used, so a
-// call that does not use one is not refused for it: the namespace name by
+// Package scope carries a keel.v1 call's selectors (its namespace, lease,
+// snapshotter and resolver) in its context, as one keelv1.Scope
+// (keelv1.ScopeFromContext). keeld's interceptors read them from the
+// call's gRPC metadata (the keelv1.Metadata* keys) and fill in keeld's
+// defaults; code below reads each selector through its accessor here. A
+// selector is checked where it is used, so a call that does not use one
+// is not refused for it: the namespace name by
 // namespaces.NamespaceRequired (InvalidArgument), the lease when something
 // is attached to it (NotFound), the snapshotter and resolver when keeld
 // picks the plugin (NotFound when none is configured by that name).
@@ -18,56 +19,44 @@ import (
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 )
 
-type scopeKey struct{}
-
-func from(ctx context.Context) keelv1.Scope {
-	s, _ := ctx.Value(scopeKey{}).(keelv1.Scope)
-	return s
-}
-
-func with(ctx context.Context, set func(*keelv1.Scope)) context.Context {
-	s := from(ctx)
-	set(&s)
-	return context.WithValue(ctx, scopeKey{}, s)
-}
-
 // Namespace returns the namespace ctx is scoped to, if any.
 func Namespace(ctx context.Context) (string, bool) {
-	ns := from(ctx).Namespace
+	ns := keelv1.ScopeFromContext(ctx).Namespace
 	return ns, ns != ""
 }
 
 // WithNamespace returns ctx scoped to namespace ns.
 func WithNamespace(ctx context.Context, ns string) context.Context {
-	return with(ctx, func(s *keelv1.Scope) { s.Namespace = ns })
+	return keelv1.WithScope(ctx, func(s *keelv1.Scope) { s.Namespace = ns })
 }
 
 // Lease returns the lease ctx is scoped to, if any.
 func Lease(ctx context.Context) (string, bool) {
-	id := from(ctx).Lease
+	id := keelv1.ScopeFromContext(ctx).Lease
 	return id, id != ""
 }
 
 // WithLease returns ctx scoped to lease id.
 func WithLease(ctx context.Context, id string) context.Context {
-	return with(ctx, func(s *keelv1.Scope) { s.Lease = id })
+	return keelv1.WithScope(ctx, func(s *keelv1.Scope) { s.Lease = id })
 }
 
 // Snapshotter returns the snapshotter ctx is scoped to: the one its call
 // named, else keeld's default; "" when neither is known.
-func Snapshotter(ctx context.Context) string { return from(ctx).Snapshotter }
+func Snapshotter(ctx context.Context) string { return keelv1.ScopeFromContext(ctx).Snapshotter }
 
 // Resolver returns the resolver ctx is scoped to: the one its call named,
 // else keeld's only one; "" when neither is known.
-func Resolver(ctx context.Context) string { return from(ctx).Resolver }
+func Resolver(ctx context.Context) string { return keelv1.ScopeFromContext(ctx).Resolver }
 
 // fromIncoming returns ctx scoped to the selectors its incoming gRPC
 // metadata names, the others taken from defaults (and the namespace from
 // keelv1.DefaultNamespace when defaults names none).
 func fromIncoming(ctx context.Context, defaults keelv1.Scope) context.Context {
 	md, _ := metadata.FromIncomingContext(ctx)
-	s := keelv1.ScopeFromMetadata(md).Or(defaults).Or(keelv1.Scope{Namespace: keelv1.DefaultNamespace})
-	return context.WithValue(ctx, scopeKey{}, s)
+	return keelv1.WithScope(ctx, func(s *keelv1.Scope) {
+		*s = keelv1.ScopeFromMetadata(md).Or(defaults).Or(keelv1.Scope{Namespace: keelv1.DefaultNamespace})
+	})
 }
 
 // UnaryServerInterceptor scopes each call to its selectors (fromIncoming).

@@ -1,6 +1,10 @@
 package keelv1
 
-import "google.golang.org/grpc/metadata"
+import (
+	"context"
+
+	"google.golang.org/grpc/metadata"
+)
 
 // gRPC metadata keys of keeld's API: the call-scoped selectors, read into
 // and written from a Scope.
@@ -82,4 +86,21 @@ func (s Scope) Or(def Scope) Scope {
 		}
 	}
 	return s
+}
+
+type scopeKey struct{}
+
+// ScopeFromContext returns the Scope ctx carries: in the Go client, the
+// selectors a call asks for; in keeld, those it is served under, defaults
+// filled in.
+func ScopeFromContext(ctx context.Context) Scope {
+	s, _ := ctx.Value(scopeKey{}).(Scope)
+	return s
+}
+
+// WithScope returns ctx carrying the Scope of ctx as set changes it.
+func WithScope(ctx context.Context, set func(*Scope)) context.Context {
+	s := ScopeFromContext(ctx)
+	set(&s)
+	return context.WithValue(ctx, scopeKey{}, s)
 }
