@@ -117,8 +117,8 @@ func New(address string, opts ...Opt) (*Client, error) {
 	dialOpts := append(host.DialOptions(),
 		grpc.WithContextDialer(dial.dial),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(c.unaryNamespace),
-		grpc.WithChainStreamInterceptor(c.streamNamespace),
+		grpc.WithChainUnaryInterceptor(c.unaryScope),
+		grpc.WithChainStreamInterceptor(c.streamScope),
 	)
 	dialOpts = append(dialOpts, o.dialOpts...)
 	conn, err := grpc.NewClient("unix://"+path, dialOpts...)
@@ -289,12 +289,12 @@ func (c *Client) ResolverService(name string) resolver.Resolver {
 	if name == "" {
 		return resolver.NewClient(c.conn)
 	}
-	return resolver.NewClient(metadataConn{cc: c.conn, key: keelv1.MetadataResolver, value: name})
+	return resolver.NewClient(scopedConn{cc: c.conn, scope: keelv1.Scope{Resolver: name}})
 }
 
 func (c *Client) SnapshotService(name string) snapshot.Snapshotter {
 	if name == "" {
 		return snapshot.NewClient(c.conn)
 	}
-	return snapshot.NewClient(metadataConn{cc: c.conn, key: keelv1.MetadataSnapshotter, value: name})
+	return snapshot.NewClient(scopedConn{cc: c.conn, scope: keelv1.Scope{Snapshotter: name}})
 }

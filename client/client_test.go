@@ -230,74 +230,7 @@ func newClient(t *testing.T, sock string, opts ...Opt) *Client {
 	return c
 }
 
-const (
-	versionMethod   = "/keel.v1.Version/Version"
-	pluginsMethod   = "/keel.v1.Plugins/List"
-	nsCreateMethod  = "/keel.v1.Namespaces/Create"
-	statMethod      = "/keel.plugin.v1.Snapshotter/Stat"
-	walkMethod      = "/keel.plugin.v1.Snapshotter/Walk"
-	infoMethod      = "/keel.plugin.v1.Content/Info"
-	listBlobsMethod = "/keel.plugin.v1.Content/List"
-)
-
-func TestNamespaceMetadata(t *testing.T) {
-	sock, s := serve(t, &keeld{})
-	def := newClient(t, sock)
-	ci := newClient(t, "unix://"+sock, WithNamespace("ci"))
-
-	tests := []struct {
-		name   string
-		call   func(ctx context.Context) error
-		method string
-		want   string
-	}{
-		{"Default", func(ctx context.Context) error { _, err := def.Version(ctx); return err }, versionMethod, "default"},
-		{"ClientNamespace", func(ctx context.Context) error { _, err := ci.Version(ctx); return err }, versionMethod, "ci"},
-		{"ContextNamespace", func(ctx context.Context) error {
-			_, err := ci.Version(WithNamespaceContext(ctx, "other"))
-			return err
-		}, versionMethod, "other"},
-		{"MetadataKept", func(ctx context.Context) error {
-			_, err := ci.Version(metadata.AppendToOutgoingContext(ctx, keelv1.MetadataNamespace, "from-md"))
-			return err
-		}, versionMethod, "from-md"},
-		{"ContextBeatsMetadata", func(ctx context.Context) error {
-			ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataNamespace, "from-md")
-			_, err := ci.Version(WithNamespaceContext(ctx, "from-ctx"))
-			return err
-		}, versionMethod, "from-ctx"},
-		{"Plugins", func(ctx context.Context) error { _, err := ci.Plugins(ctx); return err }, pluginsMethod, "ci"},
-		{"Namespaces", func(ctx context.Context) error {
-			_, err := ci.Namespaces().Create(ctx, "n1", nil)
-			return err
-		}, nsCreateMethod, "ci"},
-		{"ContentUnary", func(ctx context.Context) error {
-			_, err := ci.ContentStore().Info(WithNamespaceContext(ctx, "blobs"), digest.FromString("hello"))
-			return err
-		}, infoMethod, "blobs"},
-		{"ContentStream", func(ctx context.Context) error {
-			return ci.ContentStore().Walk(ctx, func(content.Info) error { return nil })
-		}, listBlobsMethod, "ci"},
-		{"SnapshotUnary", func(ctx context.Context) error {
-			_, err := ci.SnapshotService("overlay").Stat(ctx, "k")
-			return err
-		}, statMethod, "ci"},
-		{"SnapshotStream", func(ctx context.Context) error {
-			return ci.SnapshotService("overlay").Walk(WithNamespaceContext(ctx, "snaps"), func(context.Context, snapshot.Info) error { return nil })
-		}, walkMethod, "snaps"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := tt.call(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			got, n := s.last(tt.method, keelv1.MetadataNamespace)
-			if got != tt.want || n != 1 {
-				t.Fatalf("%s arrived with namespace %q (%d values), want %q once", tt.method, got, n, tt.want)
-			}
-		})
-	}
-}
+const statMethod = "/keel.plugin.v1.Snapshotter/Stat"
 
 func TestSnapshotService(t *testing.T) {
 	sock, s := serve(t, &keeld{})

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/grpc/metadata"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/client/oci"
@@ -161,7 +160,7 @@ func (c *Client) NewContainer(ctx context.Context, id string, opts ...NewContain
 	if err := runtime.ValidateContainerID(id); err != nil {
 		return nil, err
 	}
-	if _, ok := leaseOf(ctx); !ok {
+	if callScope(ctx).Lease == "" {
 		l, err := c.CreateLease(ctx, WithLeaseExpiration(time.Hour), WithLeaseLabels(map[string]string{"io.keel/container": id}))
 		if err != nil {
 			return nil, err
@@ -302,13 +301,4 @@ func containerFromProto(p *keelv1.Container) (ContainerInfo, error) {
 		}
 	}
 	return info, nil
-}
-
-// leaseOf is the lease ctx's calls are scoped to, if any.
-func leaseOf(ctx context.Context) (string, bool) {
-	md, _ := metadata.FromOutgoingContext(ctx)
-	if v := md.Get(keelv1.MetadataLease); len(v) > 0 && v[0] != "" {
-		return v[0], true
-	}
-	return "", false
 }

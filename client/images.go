@@ -11,7 +11,6 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/sdk/descriptor"
@@ -167,9 +166,7 @@ type Unpacked struct {
 // or pulled-without-unpack image needs before a container runs from it.
 // NotFound when the image or a blob of it is not stored.
 func (c *Client) UnpackImage(ctx context.Context, name, snapshotter, platform string) (Unpacked, error) {
-	if snapshotter != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataSnapshotter, snapshotter)
-	}
+	ctx = scoped(ctx, keelv1.Scope{Snapshotter: snapshotter})
 	resp, err := keelv1.NewImagesClient(c.conn).Unpack(ctx, &keelv1.UnpackImageRequest{Name: name, Platform: platform})
 	if err != nil {
 		return Unpacked{}, errdefs.FromGRPC(err)
@@ -214,7 +211,7 @@ func (c *Client) MountImage(ctx context.Context, name, dir string, opts ...Mount
 	}
 	var cc grpc.ClientConnInterface = c.conn
 	if o.snapshotter != "" {
-		cc = metadataConn{cc: c.conn, key: keelv1.MetadataSnapshotter, value: o.snapshotter}
+		cc = scopedConn{cc: c.conn, scope: keelv1.Scope{Snapshotter: o.snapshotter}}
 	}
 	resp, err := keelv1.NewImagesClient(cc).Mount(ctx, &keelv1.MountImageRequest{Name: name, Target: dir, Platform: o.platform})
 	if err != nil {

@@ -58,7 +58,7 @@ func WithLeaseExpiration(d time.Duration) LeaseOpt {
 // content committed, ingests opened and snapshots created by them are
 // attached to it.
 func WithLease(ctx context.Context, id string) context.Context {
-	return setMetadata(ctx, keelv1.MetadataLease, id)
+	return keelv1.WithScope(ctx, func(s *keelv1.Scope) { s.Lease = id })
 }
 
 // CreateLease makes a lease in the namespace. AlreadyExists when the id is

@@ -10,7 +10,6 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/sdk"
@@ -129,12 +128,7 @@ func (c *Client) Pull(ctx context.Context, ref string, opts ...PullOpt) (Image, 
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.resolver != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataResolver, o.resolver)
-	}
-	if o.snapshotter != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataSnapshotter, o.snapshotter)
-	}
+	ctx = scoped(ctx, keelv1.Scope{Resolver: o.resolver, Snapshotter: o.snapshotter})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := keelv1.NewTransferClient(c.conn).Pull(ctx, &keelv1.PullRequest{
@@ -196,7 +190,7 @@ func (c *Client) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor,
 	}
 	var cc grpc.ClientConnInterface = c.conn
 	if o.resolver != "" {
-		cc = metadataConn{cc: c.conn, key: keelv1.MetadataResolver, value: o.resolver}
+		cc = scopedConn{cc: c.conn, scope: keelv1.Scope{Resolver: o.resolver}}
 	}
 	resp, err := keelv1.NewTransferClient(cc).Fetch(ctx, &keelv1.FetchRequest{Ref: ref, Desc: descriptor.ToProto(desc)})
 	if err != nil {
@@ -248,7 +242,7 @@ func (c *Client) Push(ctx context.Context, ref string, opts ...PushOpt) error {
 	}
 	var cc grpc.ClientConnInterface = c.conn
 	if o.resolver != "" {
-		cc = metadataConn{cc: c.conn, key: keelv1.MetadataResolver, value: o.resolver}
+		cc = scopedConn{cc: c.conn, scope: keelv1.Scope{Resolver: o.resolver}}
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -346,9 +340,7 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]
 	for _, opt := range opts {
 		opt(o)
 	}
-	if o.snapshotter != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, keelv1.MetadataSnapshotter, o.snapshotter)
-	}
+	ctx = scoped(ctx, keelv1.Scope{Snapshotter: o.snapshotter})
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := keelv1.NewTransferClient(c.conn).Import(ctx)

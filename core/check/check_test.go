@@ -17,9 +17,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sys/unix"
 
-	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/metadata"
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/sdk"
@@ -64,7 +63,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func ctxNS(t *testing.T) context.Context { return namespaces.WithNamespace(t.Context(), "default") }
+func ctxNS(t *testing.T) context.Context { return scope.WithNamespace(t.Context(), "default") }
 
 func (f *fixture) writeBlob(t *testing.T, data []byte) ocispec.Descriptor {
 	t.Helper()
@@ -301,7 +300,7 @@ func TestCheckIngests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		abandon(t, f, leases.WithLease(ctx, l.ID), "pull-1")
+		abandon(t, f, scope.WithLease(ctx, l.ID), "pull-1")
 		f.expect(t)
 	})
 	t.Run("NoRecord", func(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"sync"
 
 	"github.com/keel-runtime/keel/core/metadata"
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
@@ -46,7 +46,7 @@ func (c *Checker) containerSnapshots(ctx context.Context) (map[string]string, er
 	}
 	used := map[string]string{}
 	for _, ns := range nss {
-		cs, err := c.DB.Containers().List(namespaces.WithNamespace(ctx, ns.Name))
+		cs, err := c.DB.Containers().List(scope.WithNamespace(ctx, ns.Name))
 		if err != nil {
 			return nil, err
 		}

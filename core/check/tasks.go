@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/runtime"
 )
 
@@ -48,7 +48,7 @@ func (c *Checker) task(ctx context.Context, name string, rt runtime.Runtime, st 
 	ns, id, ok := strings.Cut(st.ID, TaskIDSep)
 	owned := false
 	if ok {
-		ct, err := c.DB.Containers().Get(namespaces.WithNamespace(ctx, ns), id)
+		ct, err := c.DB.Containers().Get(scope.WithNamespace(ctx, ns), id)
 		owned = err == nil && ct.Runtime == name
 	}
 	switch {

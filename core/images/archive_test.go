@@ -18,7 +18,7 @@ import (
 
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/metadata"
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
@@ -34,7 +34,7 @@ type store struct {
 
 func newStore(t *testing.T) (context.Context, store) {
 	t.Helper()
-	ctx := namespaces.WithNamespace(t.Context(), "test")
+	ctx := scope.WithNamespace(t.Context(), "test")
 	backend, err := local.New(ctx, sdk.Env{Root: t.TempDir(), State: t.TempDir(), Config: json.RawMessage("{}")})
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/core/metadata"
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/snapshot"
@@ -46,7 +46,7 @@ func TestCommitLayerWaitsForConcurrentCommit(t *testing.T) {
 	g := &gatedCommit{Snapshotter: backend, entered: make(chan struct{}), release: make(chan struct{})}
 	sn := metadata.NewSnapshotter(db, "native", g)
 	defer sn.Close()
-	ctx := namespaces.WithNamespace(t.Context(), "ns")
+	ctx := scope.WithNamespace(t.Context(), "ns")
 	for _, key := range []string{"a", "b"} {
 		if _, err := sn.Prepare(ctx, key, ""); err != nil {
 			t.Fatal(err)

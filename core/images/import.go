@@ -20,8 +20,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/keel-runtime/keel/core/gc"
-	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -82,14 +82,14 @@ func Import(ctx context.Context, cs content.Store, is ImageStore, r io.Reader, o
 		opts.BaseName = "import"
 	}
 	opts.Limits = opts.Limits.withDefaults()
-	if _, ok := leases.FromContext(ctx); !ok && opts.Leases != nil {
+	if _, ok := scope.Lease(ctx); !ok && opts.Leases != nil {
 		l, err := opts.Leases.Create(ctx, metadata.Lease{Labels: map[string]string{
 			gc.LabelExpire: time.Now().Add(importLeaseExpiry).UTC().Format(time.RFC3339),
 		}})
 		if err != nil {
 			return nil, fmt.Errorf("import: lease: %w", err)
 		}
-		ctx = leases.WithLease(ctx, l.ID)
+		ctx = scope.WithLease(ctx, l.ID)
 		release, err := opts.Leases.Hold(ctx, l.ID)
 		if err != nil {
 			return nil, fmt.Errorf("import: lease: %w", err)

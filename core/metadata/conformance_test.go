@@ -15,7 +15,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/keel-runtime/keel/core/metadata"
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/sdk"
@@ -32,7 +32,7 @@ import (
 const suiteNamespace = "conformance"
 
 func withNS(ctx context.Context) context.Context {
-	return namespaces.WithNamespace(ctx, suiteNamespace)
+	return scope.WithNamespace(ctx, suiteNamespace)
 }
 
 func openDB(root string) (*metadata.DB, error) {

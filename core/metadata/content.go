@@ -12,8 +12,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
@@ -497,7 +497,7 @@ func (s *nsContent) Writer(ctx context.Context, opts ...content.WriterOpt) (cont
 			return nil, fmt.Errorf("ingest %q: reset for another blob: %w", wo.Ref, err)
 		}
 	}
-	lease, _ := leases.FromContext(ctx)
+	lease, _ := scope.Lease(ctx)
 	return &nsWriter{Writer: w, s: s, ns: ns, ref: wo.Ref, in: in, lease: lease, done: done}, nil
 }
 
@@ -570,8 +570,8 @@ func (w *nsWriter) Commit(ctx context.Context, size int64, expected digest.Diges
 	if err != nil {
 		return fmt.Errorf("content %s: after commit: %w", dgst, err)
 	}
-	if _, ok := leases.FromContext(ctx); !ok && w.lease != "" {
-		ctx = leases.WithLease(ctx, w.lease)
+	if _, ok := scope.Lease(ctx); !ok && w.lease != "" {
+		ctx = scope.WithLease(ctx, w.lease)
 	}
 	now := time.Now().UTC()
 	return w.s.db.update(func(tx *bolt.Tx) error {

@@ -17,8 +17,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/keel-runtime/keel/core/gc"
-	"github.com/keel-runtime/keel/core/leases"
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
@@ -193,7 +192,7 @@ func TestGarbageCollectLeases(t *testing.T) {
 	if _, err := ls.Create(ctx, Lease{ID: "live"}); !errdefs.IsAlreadyExists(err) {
 		t.Fatalf("second create = %v, want AlreadyExists", err)
 	}
-	live, old := leases.WithLease(ctx, "live"), leases.WithLease(ctx, "old")
+	live, old := scope.WithLease(ctx, "live"), scope.WithLease(ctx, "old")
 	held := f.blob(t, live, "held", nil)
 	f.committed(t, live, "snap", "", nil)
 	gone := f.blob(t, old, "gone", nil)
@@ -208,7 +207,7 @@ func TestGarbageCollectLeases(t *testing.T) {
 		t.Fatalf("bad type = %v, want InvalidArgument", err)
 	}
 	// A lease that does not exist refuses the work.
-	if _, err := f.sn.Prepare(leases.WithLease(ctx, "nope"), "x", ""); !errdefs.IsNotFound(err) {
+	if _, err := f.sn.Prepare(scope.WithLease(ctx, "nope"), "x", ""); !errdefs.IsNotFound(err) {
 		t.Fatalf("prepare under a missing lease = %v, want NotFound", err)
 	}
 
@@ -274,7 +273,7 @@ func TestGarbageCollectHeldLease(t *testing.T) {
 	if _, err := ls.Create(nsCtx(t, "other"), Lease{ID: "slow", Labels: map[string]string{gc.LabelExpire: time.Now().Add(-time.Second).Format(time.RFC3339)}}); err != nil {
 		t.Fatal(err)
 	}
-	blob := f.blob(t, leases.WithLease(ctx, "slow"), "in flight", nil)
+	blob := f.blob(t, scope.WithLease(ctx, "slow"), "in flight", nil)
 	if got := names(f.collect(t, false).Removed); !slices.Equal(got, []string{"other:slow"}) {
 		t.Errorf("removed while held: %v, want only the other namespace's lease", got)
 	}
@@ -428,7 +427,7 @@ func (f *gcFixture) partial(t *testing.T, ctx context.Context, ref string, n int
 		t.Fatal(err)
 	}
 	if age > 0 {
-		ns, _ := namespaces.Namespace(ctx)
+		ns, _ := scope.Namespace(ctx)
 		sum := sha256.Sum256([]byte(backendRef(ns, ref)))
 		data := filepath.Join(f.root, "ingest", hex.EncodeToString(sum[:]), "data")
 		then := time.Now().Add(-age)
@@ -463,9 +462,9 @@ func TestGarbageCollectIngests(t *testing.T) {
 
 	f.partial(t, ctx, "old", 100, 48*time.Hour)
 	f.partial(t, ctx, "young", 200, 0)
-	f.partial(t, leases.WithLease(ctx, "live"), "leased", 300, 48*time.Hour)
-	f.partial(t, leases.WithLease(ctx, "expired"), "expired-lease", 400, 48*time.Hour)
-	f.partial(t, leases.WithLease(ctx, "held"), "held-lease", 500, 48*time.Hour)
+	f.partial(t, scope.WithLease(ctx, "live"), "leased", 300, 48*time.Hour)
+	f.partial(t, scope.WithLease(ctx, "expired"), "expired-lease", 400, 48*time.Hour)
+	f.partial(t, scope.WithLease(ctx, "held"), "held-lease", 500, 48*time.Hour)
 	open, err := f.cs.Writer(ctx, content.WithRef("open"))
 	if err != nil {
 		t.Fatal(err)

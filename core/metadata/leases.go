@@ -12,8 +12,8 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
 )
@@ -237,7 +237,7 @@ func addLeaseResource(tx *bolt.Tx, ns, id string, r LeaseResource) error {
 
 // attachToLease attaches r to the lease ctx carries, if any.
 func attachToLease(ctx context.Context, tx *bolt.Tx, ns string, r LeaseResource) error {
-	id, ok := leases.FromContext(ctx)
+	id, ok := scope.Lease(ctx)
 	if !ok {
 		return nil
 	}

@@ -11,7 +11,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -39,7 +39,7 @@ func newSnapshotter(t *testing.T) (*DB, snapshot.Snapshotter, snapshot.Snapshott
 }
 
 func nsCtx(t *testing.T, ns string) context.Context {
-	return namespaces.WithNamespace(t.Context(), ns)
+	return scope.WithNamespace(t.Context(), ns)
 }
 
 func backendID(t *testing.T, db *DB, ns, key string) string {

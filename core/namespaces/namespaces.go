@@ -1,8 +1,6 @@
-// Package namespaces carries the namespace and the snapshotter name of a call
-// in its context. Clients send them in gRPC metadata under
-// keelv1.MetadataNamespace ("keel-namespace") and keelv1.MetadataSnapshotter;
-// keeld's interceptors read them into the context, and every store takes the
-// namespace from there with NamespaceRequired.
+// Package namespaces holds the rule for namespace names, and
+// NamespaceRequired: how every store takes the namespace of a call from
+// its context (core/scope), checked against that rule.
 package namespaces
 
 import (
@@ -10,6 +8,7 @@ import (
 	"fmt"
 	"regexp"
 
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
@@ -35,24 +34,10 @@ func Validate(name string) error {
 	return nil
 }
 
-type namespaceKey struct{}
-type snapshotterKey struct{}
-
-// WithNamespace returns ctx carrying namespace ns.
-func WithNamespace(ctx context.Context, ns string) context.Context {
-	return context.WithValue(ctx, namespaceKey{}, ns)
-}
-
-// Namespace returns the namespace ctx carries, if any.
-func Namespace(ctx context.Context) (string, bool) {
-	ns, ok := ctx.Value(namespaceKey{}).(string)
-	return ns, ok && ns != ""
-}
-
 // NamespaceRequired returns the namespace ctx carries; InvalidArgument when
 // there is none or it is not a valid name.
 func NamespaceRequired(ctx context.Context) (string, error) {
-	ns, ok := Namespace(ctx)
+	ns, ok := scope.Namespace(ctx)
 	if !ok {
 		return "", fmt.Errorf("namespace is required: %w", errdefs.ErrInvalidArgument)
 	}
@@ -60,15 +45,4 @@ func NamespaceRequired(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return ns, nil
-}
-
-// WithSnapshotter returns ctx carrying the snapshotter name.
-func WithSnapshotter(ctx context.Context, name string) context.Context {
-	return context.WithValue(ctx, snapshotterKey{}, name)
-}
-
-// Snapshotter returns the snapshotter name ctx carries, if any.
-func Snapshotter(ctx context.Context) (string, bool) {
-	name, ok := ctx.Value(snapshotterKey{}).(string)
-	return name, ok && name != ""
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
@@ -150,7 +151,7 @@ func (i imagesService) Mount(ctx context.Context, req *keelv1.MountImageRequest)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
-	snName := i.s.snapshotterName(ctx)
+	snName := scope.Snapshotter(ctx)
 	target := filepath.Clean(req.Target)
 	ms, err := images.View(ctx, i.s.content, sn, snName, img.Name, img.Target, platform, target)
 	if err != nil {

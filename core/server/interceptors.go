@@ -8,8 +8,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
 
-	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/core/pluginhost"
+	"github.com/keel-runtime/keel/core/scope"
 )
 
 // logUnary logs each call's failure once, at the edge, at Debug: the error
@@ -36,7 +36,7 @@ func (s *Server) logStream(srv any, ss grpc.ServerStream, info *grpc.StreamServe
 }
 
 func (s *Server) logCall(ctx context.Context, method string, err error) {
-	ns, _ := namespaces.Namespace(ctx)
+	ns, _ := scope.Namespace(ctx)
 	s.logger.Debug("call failed", "method", method, "namespace", ns, "code", status.Code(err).String(), "error", err)
 }
 

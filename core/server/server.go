@@ -4,7 +4,8 @@
 // The API is api/keel/v1 (Version, Plugins, Namespaces) plus the plugin
 // services Content and Snapshotter of the plugin protocol, served over keeld's
 // namespaced views of the plugins: the namespace and the snapshotter of a call
-// travel in gRPC metadata (keel-namespace, keel-snapshotter).
+// travel in gRPC metadata (keel-namespace, keel-snapshotter), read by one
+// interceptor (core/scope).
 package server
 
 import (
@@ -25,17 +26,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	grpcmd "google.golang.org/grpc/metadata"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/config"
 	"github.com/keel-runtime/keel/core/events"
 	"github.com/keel-runtime/keel/core/gc"
-	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/metadata"
-	"github.com/keel-runtime/keel/core/namespaces"
 	"github.com/keel-runtime/keel/core/pluginhost"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -165,8 +164,8 @@ func (s *Server) startPlugins(ctx context.Context) error {
 func (s *Server) newGRPCServer() *grpc.Server {
 	metrics := newGRPCMetrics()
 	srv := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), leases.UnaryServerInterceptor(), s.logUnary),
-		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), leases.StreamServerInterceptor(), s.logStream),
+		grpc.ChainUnaryInterceptor(metrics.unary, scope.UnaryServerInterceptor(s.defaultScope()), s.logUnary),
+		grpc.ChainStreamInterceptor(metrics.stream, scope.StreamServerInterceptor(s.defaultScope()), s.logStream),
 	}, append(host.ServerOptions(), grpc.MaxRecvMsgSize(maxRequestSize))...)...,
 	)
 	keelv1.RegisterVersionServer(srv, versionService{})
@@ -189,12 +188,22 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	return srv
 }
 
-// snapshotter picks the snapshotter a call names, or the default.
-func (s *Server) snapshotter(ctx context.Context) (snapshot.Snapshotter, error) {
-	name, ok := namespaces.Snapshotter(ctx)
-	if !ok || name == "" {
-		name = s.cfg.DefaultSnapshotter
+// defaultScope is what a call that names no snapshotter or resolver is
+// scoped to: the configured default_snapshotter, and the resolver when
+// only one is configured.
+func (s *Server) defaultScope() keelv1.Scope {
+	def := keelv1.Scope{Snapshotter: s.cfg.DefaultSnapshotter}
+	if len(s.resolvers) == 1 {
+		for name := range s.resolvers {
+			def.Resolver = name
+		}
 	}
+	return def
+}
+
+// snapshotter is the snapshotter plugin of the call's scope.
+func (s *Server) snapshotter(ctx context.Context) (snapshot.Snapshotter, error) {
+	name := scope.Snapshotter(ctx)
 	sn, ok := s.snapshotters[name]
 	if !ok {
 		return nil, fmt.Errorf("snapshotter %q is not configured: %w", name, errdefs.ErrNotFound)
@@ -202,44 +211,14 @@ func (s *Server) snapshotter(ctx context.Context) (snapshot.Snapshotter, error) 
 	return sn, nil
 }
 
-// snapshotterName is the snapshotter a call names, or the default.
-func (s *Server) snapshotterName(ctx context.Context) string {
-	if name, ok := namespaces.Snapshotter(ctx); ok && name != "" {
-		return name
-	}
-	return s.cfg.DefaultSnapshotter
-}
-
-// resolver picks the resolver a call names (keel-resolver metadata), or
-// the only one configured.
+// resolver is the resolver plugin of the call's scope.
 func (s *Server) resolver(ctx context.Context) (resolver.Resolver, error) {
-	return s.Resolver(ResolverName(ctx))
-}
-
-// ResolverName is the resolver a call's metadata names, "" for none.
-func ResolverName(ctx context.Context) string {
-	if md, ok := grpcmd.FromIncomingContext(ctx); ok {
-		if v := md.Get(keelv1.MetadataResolver); len(v) > 0 {
-			return v[0]
-		}
-	}
-	return ""
-}
-
-// Resolver returns the resolver plugin called name, or the only one when
-// name is "".
-func (s *Server) Resolver(name string) (resolver.Resolver, error) {
+	name := scope.Resolver(ctx)
 	if name == "" {
-		switch len(s.resolvers) {
-		case 0:
+		if len(s.resolvers) == 0 {
 			return nil, fmt.Errorf("no resolver plugin is configured: %w", errdefs.ErrNotFound)
-		case 1:
-			for _, r := range s.resolvers {
-				return r, nil
-			}
-		default:
-			return nil, fmt.Errorf("%d resolver plugins are configured: name one (%s metadata): %w", len(s.resolvers), keelv1.MetadataResolver, errdefs.ErrInvalidArgument)
 		}
+		return nil, fmt.Errorf("%d resolver plugins are configured: name one (%s metadata): %w", len(s.resolvers), keelv1.MetadataResolver, errdefs.ErrInvalidArgument)
 	}
 	r, ok := s.resolvers[name]
 	if !ok {

@@ -16,9 +16,8 @@ import (
 	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
-	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/metadata"
-	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -91,15 +90,12 @@ func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stre
 		if puller.Snapshotter, err = s.snapshotter(ctx); err != nil {
 			return err
 		}
-		puller.SnapshotterName, _ = namespaces.Snapshotter(ctx)
-		if puller.SnapshotterName == "" {
-			puller.SnapshotterName = s.cfg.DefaultSnapshotter
-		}
+		puller.SnapshotterName = scope.Snapshotter(ctx)
 	}
 
 	// Everything the pull writes is held by a lease until the image record
 	// holds it: the caller's, or one made (and removed) here.
-	if _, ok := leases.FromContext(ctx); !ok {
+	if _, ok := scope.Lease(ctx); !ok {
 		l, err := s.db.Leases().Create(ctx, metadata.Lease{Labels: map[string]string{
 			gc.LabelExpire: time.Now().Add(pullLeaseExpiry).UTC().Format(time.RFC3339),
 			"keel.io/pull": req.Ref,
@@ -107,7 +103,7 @@ func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stre
 		if err != nil {
 			return err
 		}
-		ctx = leases.WithLease(ctx, l.ID)
+		ctx = scope.WithLease(ctx, l.ID)
 		defer func() {
 			if derr := s.db.Leases().Delete(context.WithoutCancel(ctx), l.ID); derr != nil && err == nil {
 				err = derr
@@ -116,7 +112,7 @@ func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stre
 	}
 	// The caller's lease too is not collected under the pull, expired or
 	// not: a slow pull is not an abandoned one.
-	lid, _ := leases.FromContext(ctx)
+	lid, _ := scope.Lease(ctx)
 	release, err := s.db.Leases().Hold(ctx, lid)
 	if err != nil {
 		return err

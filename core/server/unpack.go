@@ -9,8 +9,8 @@ import (
 	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
-	"github.com/keel-runtime/keel/core/leases"
 	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
@@ -18,7 +18,7 @@ import (
 // withLease returns ctx holding what the call makes in a lease: the
 // caller's, or a new one (labelled with labels) that done removes.
 func (s *Server) withLease(ctx context.Context, labels map[string]string) (_ context.Context, done func() error, _ error) {
-	if _, ok := leases.FromContext(ctx); ok {
+	if _, ok := scope.Lease(ctx); ok {
 		return ctx, func() error { return nil }, nil
 	}
 	l := metadata.Lease{Labels: map[string]string{gc.LabelExpire: time.Now().Add(pullLeaseExpiry).UTC().Format(time.RFC3339)}}
@@ -29,7 +29,7 @@ func (s *Server) withLease(ctx context.Context, labels map[string]string) (_ con
 	if err != nil {
 		return nil, nil, err
 	}
-	return leases.WithLease(ctx, l.ID), func() error {
+	return scope.WithLease(ctx, l.ID), func() error {
 		return s.db.Leases().Delete(context.WithoutCancel(ctx), l.ID)
 	}, nil
 }
@@ -57,7 +57,7 @@ func (s *Server) unpackImage(ctx context.Context, img metadata.Image, platform s
 	if err != nil {
 		return out, err
 	}
-	out.snapshotter = s.snapshotterName(ctx)
+	out.snapshotter = scope.Snapshotter(ctx)
 	opts.Progress = func(p images.Progress) {
 		if p.Layer != nil && p.Layer.Skipped {
 			out.exists++
