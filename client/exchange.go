@@ -14,7 +14,6 @@ import (
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
 )
 
@@ -71,7 +70,7 @@ func (c *Client) Push(ctx context.Context, ref string, opts ...PushOpt) error {
 	defer cancel()
 	stream, err := keelv1.NewExchangeClient(cc).Push(ctx, &keelv1.PushRequest{Ref: ref, Name: o.local})
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	for {
 		p, err := stream.Recv()
@@ -79,7 +78,7 @@ func (c *Client) Push(ctx context.Context, ref string, opts ...PushOpt) error {
 			return nil
 		}
 		if err != nil {
-			return errdefs.FromGRPC(err)
+			return err
 		}
 		if o.progress != nil {
 			o.progress(PushProgress{Desc: exchangeDescriptor(p.Desc), Status: p.Status, Offset: p.Offset})
@@ -115,7 +114,7 @@ func (c *Client) Export(ctx context.Context, w io.Writer, names []string, opts .
 	defer cancel()
 	stream, err := keelv1.NewExchangeClient(c.conn).Export(ctx, req)
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	for {
 		chunk, err := stream.Recv()
@@ -123,7 +122,7 @@ func (c *Client) Export(ctx context.Context, w io.Writer, names []string, opts .
 			return nil
 		}
 		if err != nil {
-			return errdefs.FromGRPC(err)
+			return err
 		}
 		if _, err := w.Write(chunk.Data); err != nil {
 			return fmt.Errorf("export: write: %w", err)
@@ -177,10 +176,10 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]
 	defer cancel()
 	stream, err := keelv1.NewExchangeClient(c.conn).Import(ctx)
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	if err := stream.Send(&keelv1.ImportRequest{Msg: &keelv1.ImportRequest_Options{Options: &o.ImportOptions}}); err != nil && !errors.Is(err, io.EOF) {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	buf := make([]byte, sdk.ChunkSize)
 	for {
@@ -190,7 +189,7 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]
 				if errors.Is(err, io.EOF) {
 					break // keeld ended the call: CloseAndRecv says why
 				}
-				return nil, errdefs.FromGRPC(err)
+				return nil, err
 			}
 		}
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
@@ -202,7 +201,7 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]Image, len(resp.Images))
 	for i, img := range resp.Images {
@@ -248,7 +247,7 @@ func (c *Client) MountImage(ctx context.Context, name, dir string, opts ...Mount
 	}
 	resp, err := keelv1.NewImageMountsClient(cc).Mount(ctx, &keelv1.MountImageRequest{Name: name, Target: dir, Platform: o.platform})
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	ms := make([]mount.Mount, len(resp.Mounts))
 	for i, m := range resp.Mounts {
@@ -256,7 +255,7 @@ func (c *Client) MountImage(ctx context.Context, name, dir string, opts ...Mount
 	}
 	if err := mount.All(ms, dir); err != nil {
 		_, uerr := keelv1.NewImageMountsClient(c.conn).Unmount(context.WithoutCancel(ctx), &keelv1.UnmountImageRequest{Target: dir})
-		return errors.Join(fmt.Errorf("mount image %s on %s: %w", name, dir, err), errdefs.FromGRPC(uerr))
+		return errors.Join(fmt.Errorf("mount image %s on %s: %w", name, dir, err), uerr)
 	}
 	return nil
 }
@@ -272,7 +271,7 @@ func (c *Client) UnmountImage(ctx context.Context, dir string) error {
 		return err
 	}
 	if _, err := keelv1.NewImageMountsClient(c.conn).Unmount(ctx, &keelv1.UnmountImageRequest{Target: dir}); err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	return nil
 }

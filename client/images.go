@@ -49,7 +49,7 @@ func applyDelete(opts []DeleteOpt) deleteOptions {
 func (c *Client) CreateImage(ctx context.Context, img Image) (Image, error) {
 	resp, err := keelv1.NewImagesClient(c.conn).Create(ctx, &keelv1.CreateImageRequest{Image: imageToProto(img)})
 	if err != nil {
-		return Image{}, errdefs.FromGRPC(err)
+		return Image{}, err
 	}
 	return imageFromProto(resp), nil
 }
@@ -62,7 +62,7 @@ func (c *Client) CreateImage(ctx context.Context, img Image) (Image, error) {
 func (c *Client) GetImage(ctx context.Context, name string) (Image, error) {
 	resp, err := keelv1.NewImagesClient(c.conn).Get(ctx, &keelv1.GetImageRequest{Name: name})
 	if err != nil {
-		return Image{}, errdefs.FromGRPC(err)
+		return Image{}, err
 	}
 	return imageFromProto(resp), nil
 }
@@ -73,7 +73,7 @@ func (c *Client) GetImage(ctx context.Context, name string) (Image, error) {
 func (c *Client) ListImages(ctx context.Context, filters ...string) ([]Image, error) {
 	resp, err := keelv1.NewImagesClient(c.conn).List(ctx, &keelv1.ListImagesRequest{Filters: filters})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]Image, len(resp.Images))
 	for i, p := range resp.Images {
@@ -88,7 +88,7 @@ func (c *Client) ListImages(ctx context.Context, filters ...string) ([]Image, er
 func (c *Client) UpdateImage(ctx context.Context, img Image, fieldpaths ...string) (Image, error) {
 	resp, err := keelv1.NewImagesClient(c.conn).Update(ctx, &keelv1.UpdateImageRequest{Image: imageToProto(img), FieldPaths: fieldpaths})
 	if err != nil {
-		return Image{}, errdefs.FromGRPC(err)
+		return Image{}, err
 	}
 	return imageFromProto(resp), nil
 }
@@ -99,7 +99,7 @@ func (c *Client) UpdateImage(ctx context.Context, img Image, fieldpaths ...strin
 func (c *Client) DeleteImage(ctx context.Context, name string, opts ...DeleteOpt) error {
 	o := applyDelete(opts)
 	_, err := keelv1.NewImagesClient(c.conn).Delete(ctx, &keelv1.DeleteImageRequest{Name: name, Sync: o.sync})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // TagImage records dst pointing at src's target, with src's labels. Both
@@ -174,7 +174,7 @@ func (c *Client) UnpackImage(ctx context.Context, name, snapshotter, platform st
 	}
 	resp, err := keelv1.NewImagesClient(c.conn).Unpack(ctx, &keelv1.UnpackImageRequest{Name: name, Platform: platform})
 	if err != nil {
-		return Unpacked{}, errdefs.FromGRPC(err)
+		return Unpacked{}, err
 	}
 	u := Unpacked{
 		Image: imageFromProto(resp.Image), Snapshotter: resp.Snapshotter, ChainID: digest.Digest(resp.ChainId),

@@ -115,7 +115,7 @@ func (c *Client) Pull(ctx context.Context, ref string, opts ...PullOpt) (Image, 
 		Ref: ref, Platform: o.platform, AllPlatforms: o.allPlatforms, Unpack: o.unpack,
 	})
 	if err != nil {
-		return Image{}, errdefs.FromGRPC(err)
+		return Image{}, err
 	}
 	for {
 		msg, err := stream.Recv()
@@ -123,7 +123,7 @@ func (c *Client) Pull(ctx context.Context, ref string, opts ...PullOpt) (Image, 
 			return Image{}, fmt.Errorf("pull %s: keeld ended the stream without the image: %w", ref, errdefs.ErrUnknown)
 		}
 		if err != nil {
-			return Image{}, errdefs.FromGRPC(err)
+			return Image{}, err
 		}
 		switch ev := msg.Event.(type) {
 		case *keelv1.PullProgress_Done:

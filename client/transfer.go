@@ -7,7 +7,6 @@ import (
 	"google.golang.org/grpc"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
-	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // FetchOpt tunes a Fetch.
@@ -43,7 +42,7 @@ func (c *Client) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor,
 		MediaType: desc.MediaType, Digest: desc.Digest.String(), Size: desc.Size, Annotations: desc.Annotations,
 	}})
 	if err != nil {
-		return FetchResult{}, errdefs.FromGRPC(err)
+		return FetchResult{}, err
 	}
 	return FetchResult{ResumedFrom: resp.ResumedFrom}, nil
 }

@@ -40,10 +40,10 @@ func (e exchangeService) needContent() error {
 func (e exchangeService) Push(req *keelv1.PushRequest, stream grpc.ServerStreamingServer[keelv1.PushProgress]) error {
 	ctx := stream.Context()
 	if req.Ref == "" {
-		return errdefs.ToGRPC(fmt.Errorf("push needs a reference: %w", errdefs.ErrInvalidArgument))
+		return fmt.Errorf("push needs a reference: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := e.needContent(); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	name := req.Name
 	if name == "" {
@@ -51,11 +51,11 @@ func (e exchangeService) Push(req *keelv1.PushRequest, stream grpc.ServerStreami
 	}
 	img, err := images.Lookup(ctx, e.s.db.Images(), name)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	r, err := e.s.resolver(ctx)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	err = images.Push(ctx, r, e.s.content, req.Ref, img.Target, images.PushOptions{
 		Progress: func(p images.PushProgress) {
@@ -63,7 +63,7 @@ func (e exchangeService) Push(req *keelv1.PushRequest, stream grpc.ServerStreami
 			_ = stream.Send(&keelv1.PushProgress{Desc: descriptorToProto(p.Desc), Status: p.Status, Offset: p.Offset})
 		},
 	})
-	return errdefs.ToGRPC(err)
+	return err
 }
 
 // chunkSender sends what is written to it as ExportChunks.
@@ -82,25 +82,25 @@ func (c chunkSender) Write(p []byte) (int, error) {
 func (e exchangeService) Export(req *keelv1.ExportRequest, stream grpc.ServerStreamingServer[keelv1.ExportChunk]) error {
 	ctx := stream.Context()
 	if len(req.Names) == 0 {
-		return errdefs.ToGRPC(fmt.Errorf("export needs at least one image: %w", errdefs.ErrInvalidArgument))
+		return fmt.Errorf("export needs at least one image: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := e.needContent(); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	var imgs []images.Named
 	for _, n := range req.Names {
 		img, err := images.Lookup(ctx, e.s.db.Images(), n)
 		if err != nil {
-			return errdefs.ToGRPC(err)
+			return err
 		}
 		imgs = append(imgs, images.Named{Name: img.Name, Target: img.Target})
 	}
 	// Whole chunks make whole messages.
 	w := bufio.NewWriterSize(chunkSender{stream: stream}, sdk.ChunkSize)
 	if err := images.Export(ctx, e.s.content, w, imgs, images.ExportOptions{AllPlatforms: req.AllPlatforms}); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
-	return errdefs.ToGRPC(w.Flush())
+	return w.Flush()
 }
 
 // importReader reads the tar bytes of an Import stream.
@@ -129,17 +129,17 @@ func (e exchangeService) Import(stream grpc.ClientStreamingServer[keelv1.ImportR
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
-		return errdefs.ToGRPC(fmt.Errorf("import: empty stream: %w", errdefs.ErrInvalidArgument))
+		return fmt.Errorf("import: empty stream: %w", errdefs.ErrInvalidArgument)
 	}
 	if err != nil {
 		return err
 	}
 	opts := first.GetOptions()
 	if opts == nil {
-		return errdefs.ToGRPC(fmt.Errorf("import: the first message must carry the options: %w", errdefs.ErrInvalidArgument))
+		return fmt.Errorf("import: the first message must carry the options: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := e.needContent(); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	list, err := images.Import(ctx, e.s.content, e.s.db.Images(), &importReader{stream: stream}, images.ImportOptions{
 		AllPlatforms: opts.AllPlatforms,
@@ -148,14 +148,14 @@ func (e exchangeService) Import(stream grpc.ClientStreamingServer[keelv1.ImportR
 		Limits:       imageLimits(e.s.cfg),
 	})
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	if opts.Unpack {
 		for _, img := range list {
 			// An image with no manifest for keeld's platform is stored but
 			// cannot run here: nothing to unpack.
 			if _, err := e.s.unpackImage(ctx, img, ""); err != nil && !errdefs.IsNotFound(err) {
-				return errdefs.ToGRPC(err)
+				return err
 			}
 		}
 	}
@@ -181,31 +181,31 @@ func (s *Server) snapshotterName(ctx context.Context) string {
 
 func (m imageMountsService) Mount(ctx context.Context, req *keelv1.MountImageRequest) (*keelv1.MountImageResponse, error) {
 	if req.Name == "" || !filepath.IsAbs(req.Target) {
-		return nil, errdefs.ToGRPC(fmt.Errorf("image mount needs an image and an absolute target: %w", errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("image mount needs an image and an absolute target: %w", errdefs.ErrInvalidArgument)
 	}
 	if m.s.content == nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable))
+		return nil, fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable)
 	}
 	platform := platforms.Default()
 	if req.Platform != "" {
 		var err error
 		if platform, err = images.ParsePlatform(req.Platform); err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 	}
 	img, err := images.Lookup(ctx, m.s.db.Images(), req.Name)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	sn, err := m.s.snapshotter(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	snName := m.s.snapshotterName(ctx)
 	target := filepath.Clean(req.Target)
 	ms, err := images.View(ctx, m.s.content, sn, snName, img.Name, img.Target, platform, target)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.MountImageResponse{Snapshotter: snName, Key: images.ViewKey(target)}
 	for _, mt := range ms {
@@ -216,7 +216,7 @@ func (m imageMountsService) Mount(ctx context.Context, req *keelv1.MountImageReq
 
 func (m imageMountsService) Unmount(ctx context.Context, req *keelv1.UnmountImageRequest) (*keelv1.UnmountImageResponse, error) {
 	if !filepath.IsAbs(req.Target) {
-		return nil, errdefs.ToGRPC(fmt.Errorf("image unmount needs an absolute target: %w", errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("image unmount needs an absolute target: %w", errdefs.ErrInvalidArgument)
 	}
 	key := images.ViewKey(filepath.Clean(req.Target))
 	names := make([]string, 0, len(m.s.snapshotters))
@@ -229,12 +229,12 @@ func (m imageMountsService) Unmount(ctx context.Context, req *keelv1.UnmountImag
 		if _, err := sn.Stat(ctx, key); errdefs.IsNotFound(err) {
 			continue
 		} else if err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 		if err := sn.Remove(ctx, key); err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 		return &keelv1.UnmountImageResponse{}, nil
 	}
-	return nil, errdefs.ToGRPC(fmt.Errorf("no image view for %s: %w", req.Target, errdefs.ErrNotFound))
+	return nil, fmt.Errorf("no image view for %s: %w", req.Target, errdefs.ErrNotFound)
 }

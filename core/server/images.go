@@ -15,7 +15,6 @@ import (
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/metadata"
-	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // envGCCrash, set to "after-sweep" in a test, makes keeld SIGKILL itself
@@ -83,7 +82,7 @@ func imageFromProto(p *keelv1.Image) metadata.Image {
 func (i imagesService) Create(ctx context.Context, req *keelv1.CreateImageRequest) (*keelv1.Image, error) {
 	img, err := i.store.Create(ctx, imageFromProto(req.Image))
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return imageToProto(img), nil
 }
@@ -91,7 +90,7 @@ func (i imagesService) Create(ctx context.Context, req *keelv1.CreateImageReques
 func (i imagesService) Get(ctx context.Context, req *keelv1.GetImageRequest) (*keelv1.Image, error) {
 	img, err := images.Lookup(ctx, i.store, req.Name)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return imageToProto(img), nil
 }
@@ -99,7 +98,7 @@ func (i imagesService) Get(ctx context.Context, req *keelv1.GetImageRequest) (*k
 func (i imagesService) List(ctx context.Context, req *keelv1.ListImagesRequest) (*keelv1.ListImagesResponse, error) {
 	list, err := i.store.List(ctx, req.Filters...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.ListImagesResponse{}
 	for _, img := range list {
@@ -115,7 +114,7 @@ func (i imagesService) Update(ctx context.Context, req *keelv1.UpdateImageReques
 	}
 	img, err := i.store.Update(ctx, upd, req.FieldPaths...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return imageToProto(img), nil
 }
@@ -123,14 +122,14 @@ func (i imagesService) Update(ctx context.Context, req *keelv1.UpdateImageReques
 func (i imagesService) Delete(ctx context.Context, req *keelv1.DeleteImageRequest) (*keelv1.DeleteImageResponse, error) {
 	img, err := images.Lookup(ctx, i.store, req.Name)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if err := i.store.Delete(ctx, img.Name); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if req.Sync {
 		if _, err := i.gc.Collect(ctx, gc.Options{}); err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 	}
 	return &keelv1.DeleteImageResponse{}, nil
@@ -156,7 +155,7 @@ func resourceFromProto(r *keelv1.LeaseResource) metadata.LeaseResource {
 func (l leasesService) Create(ctx context.Context, req *keelv1.CreateLeaseRequest) (*keelv1.Lease, error) {
 	lease, err := l.store.Create(ctx, metadata.Lease{ID: req.Id, Labels: req.Labels})
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return leaseToProto(lease), nil
 }
@@ -164,7 +163,7 @@ func (l leasesService) Create(ctx context.Context, req *keelv1.CreateLeaseReques
 func (l leasesService) List(ctx context.Context, req *keelv1.ListLeasesRequest) (*keelv1.ListLeasesResponse, error) {
 	list, err := l.store.List(ctx, req.Filters...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.ListLeasesResponse{}
 	for _, lease := range list {
@@ -175,11 +174,11 @@ func (l leasesService) List(ctx context.Context, req *keelv1.ListLeasesRequest) 
 
 func (l leasesService) Delete(ctx context.Context, req *keelv1.DeleteLeaseRequest) (*keelv1.DeleteLeaseResponse, error) {
 	if err := l.store.Delete(ctx, req.Id); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if req.Sync {
 		if _, err := l.gc.Collect(ctx, gc.Options{}); err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 	}
 	return &keelv1.DeleteLeaseResponse{}, nil
@@ -187,14 +186,14 @@ func (l leasesService) Delete(ctx context.Context, req *keelv1.DeleteLeaseReques
 
 func (l leasesService) AddResource(ctx context.Context, req *keelv1.AddLeaseResourceRequest) (*keelv1.AddLeaseResourceResponse, error) {
 	if err := l.store.AddResource(ctx, req.Id, resourceFromProto(req.Resource)); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.AddLeaseResourceResponse{}, nil
 }
 
 func (l leasesService) DeleteResource(ctx context.Context, req *keelv1.DeleteLeaseResourceRequest) (*keelv1.DeleteLeaseResourceResponse, error) {
 	if err := l.store.DeleteResource(ctx, req.Id, resourceFromProto(req.Resource)); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.DeleteLeaseResourceResponse{}, nil
 }
@@ -202,7 +201,7 @@ func (l leasesService) DeleteResource(ctx context.Context, req *keelv1.DeleteLea
 func (l leasesService) ListResources(ctx context.Context, req *keelv1.ListLeaseResourcesRequest) (*keelv1.ListLeaseResourcesResponse, error) {
 	list, err := l.store.ListResources(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.ListLeaseResourcesResponse{}
 	for _, r := range list {
@@ -223,7 +222,7 @@ func gcObjectToProto(o gc.Object) *keelv1.GCObject {
 func (g gcService) Collect(ctx context.Context, req *keelv1.CollectRequest) (*keelv1.CollectResponse, error) {
 	rep, err := g.gc.Collect(ctx, gc.Options{DryRun: req.DryRun, Ingests: req.Ingests})
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.CollectResponse{Errors: rep.Errors, DurationNs: int64(rep.Duration)}
 	for _, o := range rep.Removed {

@@ -34,7 +34,7 @@ type pullService struct {
 }
 
 func (p pullService) Pull(req *keelv1.PullRequest, stream keelv1.Pull_PullServer) error {
-	return errdefs.ToGRPC(p.pull(stream.Context(), req, stream))
+	return p.pull(stream.Context(), req, stream)
 }
 
 func (p pullService) pull(ctx context.Context, req *keelv1.PullRequest, stream keelv1.Pull_PullServer) (err error) {

@@ -18,18 +18,18 @@ type transferService struct {
 
 func (t transferService) Fetch(ctx context.Context, req *keelv1.FetchRequest) (*keelv1.FetchResponse, error) {
 	if req.Ref == "" || req.Desc == nil || req.Desc.Digest == "" {
-		return nil, errdefs.ToGRPC(fmt.Errorf("fetch needs a reference and a descriptor with a digest: %w", errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("fetch needs a reference and a descriptor with a digest: %w", errdefs.ErrInvalidArgument)
 	}
 	desc := descriptorFromProto(req.Desc)
 	if err := desc.Digest.Validate(); err != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("fetch %s: digest %q: %v: %w", req.Ref, desc.Digest, err, errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("fetch %s: digest %q: %v: %w", req.Ref, desc.Digest, err, errdefs.ErrInvalidArgument)
 	}
 	if t.s.content == nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable))
+		return nil, fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable)
 	}
 	r, err := t.s.resolver(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	// What a previous fetch left, for the answer; Fetch itself resumes it.
 	var resumed int64
@@ -37,7 +37,7 @@ func (t transferService) Fetch(ctx context.Context, req *keelv1.FetchRequest) (*
 		resumed = st.Offset
 	}
 	if err := images.Fetch(ctx, r, t.s.content, req.Ref, desc); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.FetchResponse{ResumedFrom: resumed}, nil
 }
