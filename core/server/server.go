@@ -164,11 +164,7 @@ func (s *Server) startPlugins(ctx context.Context) error {
 
 func (s *Server) newGRPCServer() *grpc.Server {
 	metrics := newGRPCMetrics()
-	srv := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), leases.UnaryServerInterceptor(), s.logUnary),
-		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), leases.StreamServerInterceptor(), s.logStream),
-	}, append(host.ServerOptions(), grpc.MaxRecvMsgSize(maxRequestSize))...)...,
-	)
+	srv := grpc.NewServer(s.serverOptions(metrics)...)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
@@ -189,6 +185,16 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	healthpb.RegisterHealthServer(srv, s.health)
 	s.registerMetrics(metrics)
 	return srv
+}
+
+// serverOptions are the API's gRPC options. keeld's interceptors stand
+// before host.ServerOptions, whose interceptor turns a handler's error into
+// its status: so the metrics and the log see the code the call ends with.
+func (s *Server) serverOptions(metrics *grpcMetrics) []grpc.ServerOption {
+	return append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(metrics.unary, namespaces.UnaryServerInterceptor(), leases.UnaryServerInterceptor(), s.logUnary),
+		grpc.ChainStreamInterceptor(metrics.stream, namespaces.StreamServerInterceptor(), leases.StreamServerInterceptor(), s.logStream),
+	}, append(host.ServerOptions(), grpc.MaxRecvMsgSize(maxRequestSize))...)
 }
 
 // snapshotter picks the snapshotter a call names, or the default.
