@@ -7,7 +7,6 @@ import (
 	"text/tabwriter"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
-	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // CheckProblem is one problem keel check found.
@@ -109,7 +108,7 @@ func CheckReportFromProto(resp *keelv1.CheckResponse) CheckReport {
 func (c *Client) Check(ctx context.Context, repair bool) (CheckReport, error) {
 	resp, err := keelv1.NewCheckClient(c.conn).Check(ctx, &keelv1.CheckRequest{Repair: repair})
 	if err != nil {
-		return CheckReport{}, errdefs.FromGRPC(err)
+		return CheckReport{}, err
 	}
 	return CheckReportFromProto(resp), nil
 }

@@ -234,7 +234,7 @@ type Version struct {
 func (c *Client) Version(ctx context.Context) (Version, error) {
 	resp, err := keelv1.NewVersionClient(c.conn).Version(ctx, &keelv1.VersionRequest{})
 	if err != nil {
-		return Version{}, errdefs.FromGRPC(err)
+		return Version{}, err
 	}
 	return Version{Version: resp.Version, Revision: resp.Revision, GoVersion: resp.GoVersion}, nil
 }
@@ -257,7 +257,7 @@ type Plugin struct {
 func (c *Client) Plugins(ctx context.Context) ([]Plugin, error) {
 	resp, err := keelv1.NewPluginsClient(c.conn).List(ctx, &keelv1.ListPluginsRequest{})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]Plugin, len(resp.Plugins))
 	for i, p := range resp.Plugins {

@@ -18,9 +18,9 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
-	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/host"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -86,7 +86,7 @@ func (n namespaces) Create(_ context.Context, ns *keelv1.Namespace) (*keelv1.Nam
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if _, ok := n.namespaces[ns.Name]; ok {
-		return nil, errdefs.ToGRPC(fmt.Errorf("namespace %q: %w", ns.Name, errdefs.ErrAlreadyExists))
+		return nil, fmt.Errorf("namespace %q: %w", ns.Name, errdefs.ErrAlreadyExists)
 	}
 	n.namespaces[ns.Name] = maps.Clone(ns.Labels)
 	return ns, nil
@@ -97,7 +97,7 @@ func (n namespaces) Get(_ context.Context, req *keelv1.GetNamespaceRequest) (*ke
 	defer n.mu.Unlock()
 	labels, ok := n.namespaces[req.Name]
 	if !ok {
-		return nil, errdefs.ToGRPC(fmt.Errorf("namespace %q: %w", req.Name, errdefs.ErrNotFound))
+		return nil, fmt.Errorf("namespace %q: %w", req.Name, errdefs.ErrNotFound)
 	}
 	return &keelv1.Namespace{Name: req.Name, Labels: labels}, nil
 }
@@ -117,12 +117,12 @@ func (n namespaces) Update(_ context.Context, req *keelv1.UpdateNamespaceRequest
 	defer n.mu.Unlock()
 	labels, ok := n.namespaces[req.Namespace.Name]
 	if !ok {
-		return nil, errdefs.ToGRPC(fmt.Errorf("namespace %q: %w", req.Namespace.Name, errdefs.ErrNotFound))
+		return nil, fmt.Errorf("namespace %q: %w", req.Namespace.Name, errdefs.ErrNotFound)
 	}
 	for _, fp := range req.FieldPaths {
 		key, ok := strings.CutPrefix(fp, "labels.")
 		if !ok {
-			return nil, errdefs.ToGRPC(fmt.Errorf("field path %q: %w", fp, errdefs.ErrInvalidArgument))
+			return nil, fmt.Errorf("field path %q: %w", fp, errdefs.ErrInvalidArgument)
 		}
 		if v := req.Namespace.Labels[key]; v != "" {
 			labels[key] = v
@@ -137,7 +137,7 @@ func (n namespaces) Delete(_ context.Context, req *keelv1.DeleteNamespaceRequest
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if _, ok := n.namespaces[req.Name]; !ok {
-		return nil, errdefs.ToGRPC(fmt.Errorf("namespace %q: %w", req.Name, errdefs.ErrNotFound))
+		return nil, fmt.Errorf("namespace %q: %w", req.Name, errdefs.ErrNotFound)
 	}
 	delete(n.namespaces, req.Name)
 	return &keelv1.DeleteNamespaceResponse{}, nil
@@ -196,17 +196,18 @@ func serve(t *testing.T, k *keeld) (string, *seen) {
 		t.Fatal(err)
 	}
 	s := &seen{}
-	srv := grpc.NewServer(
-		grpc.MaxRecvMsgSize(sdk.MaxMessageSize), grpc.MaxSendMsgSize(sdk.MaxMessageSize),
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	// keeld's own server options, so its handlers here return plain
+	// errors of their class as keeld's do.
+	srv := grpc.NewServer(append(host.ServerOptions(),
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			s.record(ctx, info.FullMethod)
 			return h(ctx, req)
 		}),
-		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			s.record(ss.Context(), info.FullMethod)
 			return h(srv, ss)
 		}),
-	)
+	)...)
 	if k.namespaces == nil {
 		k.namespaces = map[string]map[string]string{keelv1.DefaultNamespace: nil}
 	}

@@ -193,7 +193,7 @@ func (c *Client) NewContainer(ctx context.Context, id string, opts ...NewContain
 	}
 	resp, err := keelv1.NewContainersClient(c.conn).Create(ctx, &keelv1.CreateContainerRequest{Container: p})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	recorded = true
 	out, err := containerFromProto(resp)
@@ -207,7 +207,7 @@ func (c *Client) NewContainer(ctx context.Context, id string, opts ...NewContain
 func (c *Client) LoadContainer(ctx context.Context, id string) (*Container, error) {
 	resp, err := keelv1.NewContainersClient(c.conn).Get(ctx, &keelv1.GetContainerRequest{Id: id})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	info, err := containerFromProto(resp)
 	if err != nil {
@@ -220,7 +220,7 @@ func (c *Client) LoadContainer(ctx context.Context, id string) (*Container, erro
 func (c *Client) Containers(ctx context.Context, filters ...string) ([]*Container, error) {
 	resp, err := keelv1.NewContainersClient(c.conn).List(ctx, &keelv1.ListContainersRequest{Filters: filters})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]*Container, 0, len(resp.Containers))
 	for _, p := range resp.Containers {
@@ -250,7 +250,7 @@ func (ct *Container) SetLabels(ctx context.Context, labels map[string]string) (m
 		Container: &keelv1.Container{Id: ct.info.ID, Labels: labels}, FieldPaths: paths,
 	})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	info, err := containerFromProto(resp)
 	if err != nil {
@@ -274,7 +274,7 @@ func (ct *Container) Delete(ctx context.Context, opts ...ContainerDeleteOpt) err
 		o(req)
 	}
 	_, err := keelv1.NewContainersClient(ct.c.conn).Delete(ctx, req)
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func containerToProto(info ContainerInfo) (*keelv1.Container, error) {

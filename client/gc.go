@@ -5,7 +5,6 @@ import (
 	"time"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
-	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // GCObject is one decision of a garbage collection.
@@ -53,7 +52,7 @@ func (c *Client) GarbageCollect(ctx context.Context, opts ...GCOpt) (GCReport, e
 	}
 	resp, err := keelv1.NewGCClient(c.conn).Collect(ctx, req)
 	if err != nil {
-		return GCReport{}, errdefs.FromGRPC(err)
+		return GCReport{}, err
 	}
 	rep := GCReport{Removed: []GCObject{}, Errors: resp.Errors, Duration: time.Duration(resp.DurationNs)}
 	conv := func(o *keelv1.GCObject) GCObject {

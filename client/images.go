@@ -53,7 +53,7 @@ func applyDelete(opts []DeleteOpt) deleteOptions {
 func (c *Client) CreateImage(ctx context.Context, img Image) (Image, error) {
 	resp, err := keelv1.NewImagesClient(c.conn).Create(ctx, &keelv1.CreateImageRequest{Image: imageToProto(img)})
 	if err != nil {
-		return Image{}, errdefs.FromGRPC(err)
+		return Image{}, err
 	}
 	return imageFromProto(resp), nil
 }
@@ -66,7 +66,7 @@ func (c *Client) CreateImage(ctx context.Context, img Image) (Image, error) {
 func (c *Client) GetImage(ctx context.Context, name string) (Image, error) {
 	resp, err := keelv1.NewImagesClient(c.conn).Get(ctx, &keelv1.GetImageRequest{Name: name})
 	if err != nil {
-		return Image{}, errdefs.FromGRPC(err)
+		return Image{}, err
 	}
 	return imageFromProto(resp), nil
 }
@@ -77,7 +77,7 @@ func (c *Client) GetImage(ctx context.Context, name string) (Image, error) {
 func (c *Client) ListImages(ctx context.Context, filters ...string) ([]Image, error) {
 	resp, err := keelv1.NewImagesClient(c.conn).List(ctx, &keelv1.ListImagesRequest{Filters: filters})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]Image, len(resp.Images))
 	for i, p := range resp.Images {
@@ -92,7 +92,7 @@ func (c *Client) ListImages(ctx context.Context, filters ...string) ([]Image, er
 func (c *Client) UpdateImage(ctx context.Context, img Image, fieldpaths ...string) (Image, error) {
 	resp, err := keelv1.NewImagesClient(c.conn).Update(ctx, &keelv1.UpdateImageRequest{Image: imageToProto(img), FieldPaths: fieldpaths})
 	if err != nil {
-		return Image{}, errdefs.FromGRPC(err)
+		return Image{}, err
 	}
 	return imageFromProto(resp), nil
 }
@@ -103,7 +103,7 @@ func (c *Client) UpdateImage(ctx context.Context, img Image, fieldpaths ...strin
 func (c *Client) DeleteImage(ctx context.Context, name string, opts ...DeleteOpt) error {
 	o := applyDelete(opts)
 	_, err := keelv1.NewImagesClient(c.conn).Delete(ctx, &keelv1.DeleteImageRequest{Name: name, Sync: o.sync})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // TagImage records dst pointing at src's target, with src's labels. Both
@@ -169,7 +169,7 @@ func (c *Client) UnpackImage(ctx context.Context, name, snapshotter, platform st
 	ctx = scoped(ctx, keelv1.Scope{Snapshotter: snapshotter})
 	resp, err := keelv1.NewImagesClient(c.conn).Unpack(ctx, &keelv1.UnpackImageRequest{Name: name, Platform: platform})
 	if err != nil {
-		return Unpacked{}, errdefs.FromGRPC(err)
+		return Unpacked{}, err
 	}
 	return Unpacked{
 		Image: imageFromProto(resp.Image), Snapshotter: resp.Snapshotter,
@@ -215,7 +215,7 @@ func (c *Client) MountImage(ctx context.Context, name, dir string, opts ...Mount
 	}
 	resp, err := keelv1.NewImagesClient(cc).Mount(ctx, &keelv1.MountImageRequest{Name: name, Target: dir, Platform: o.platform})
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	ms := make([]mount.Mount, len(resp.Mounts))
 	for i, m := range resp.Mounts {
@@ -223,7 +223,7 @@ func (c *Client) MountImage(ctx context.Context, name, dir string, opts ...Mount
 	}
 	if err := mount.All(ms, dir); err != nil {
 		_, uerr := keelv1.NewImagesClient(c.conn).Unmount(context.WithoutCancel(ctx), &keelv1.UnmountImageRequest{Target: dir})
-		return errors.Join(fmt.Errorf("mount image %s on %s: %w", name, dir, err), errdefs.FromGRPC(uerr))
+		return errors.Join(fmt.Errorf("mount image %s on %s: %w", name, dir, err), uerr)
 	}
 	return nil
 }
@@ -239,7 +239,7 @@ func (c *Client) UnmountImage(ctx context.Context, dir string) error {
 		return err
 	}
 	if _, err := keelv1.NewImagesClient(c.conn).Unmount(ctx, &keelv1.UnmountImageRequest{Target: dir}); err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	return nil
 }

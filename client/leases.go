@@ -5,7 +5,6 @@ import (
 	"time"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
-	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // LabelGCExpire is the lease label keeld reads as its expiry (RFC 3339);
@@ -70,7 +69,7 @@ func (c *Client) CreateLease(ctx context.Context, opts ...LeaseOpt) (Lease, erro
 	}
 	resp, err := keelv1.NewLeasesClient(c.conn).Create(ctx, req)
 	if err != nil {
-		return Lease{}, errdefs.FromGRPC(err)
+		return Lease{}, err
 	}
 	return leaseFromProto(resp), nil
 }
@@ -80,7 +79,7 @@ func (c *Client) CreateLease(ctx context.Context, opts ...LeaseOpt) (Lease, erro
 func (c *Client) ListLeases(ctx context.Context, filters ...string) ([]Lease, error) {
 	resp, err := keelv1.NewLeasesClient(c.conn).List(ctx, &keelv1.ListLeasesRequest{Filters: filters})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]Lease, len(resp.Leases))
 	for i, l := range resp.Leases {
@@ -94,27 +93,27 @@ func (c *Client) ListLeases(ctx context.Context, filters ...string) ([]Lease, er
 func (c *Client) DeleteLease(ctx context.Context, id string, opts ...DeleteOpt) error {
 	o := applyDelete(opts)
 	_, err := keelv1.NewLeasesClient(c.conn).Delete(ctx, &keelv1.DeleteLeaseRequest{Id: id, Sync: o.sync})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // AddLeaseResource attaches r to lease id. NotFound when the lease does
 // not exist.
 func (c *Client) AddLeaseResource(ctx context.Context, id string, r LeaseResource) error {
 	_, err := keelv1.NewLeasesClient(c.conn).AddResource(ctx, &keelv1.AddLeaseResourceRequest{Id: id, Resource: &keelv1.LeaseResource{Id: r.ID, Type: r.Type}})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // DeleteLeaseResource detaches r from lease id.
 func (c *Client) DeleteLeaseResource(ctx context.Context, id string, r LeaseResource) error {
 	_, err := keelv1.NewLeasesClient(c.conn).DeleteResource(ctx, &keelv1.DeleteLeaseResourceRequest{Id: id, Resource: &keelv1.LeaseResource{Id: r.ID, Type: r.Type}})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // ListLeaseResources returns what lease id holds.
 func (c *Client) ListLeaseResources(ctx context.Context, id string) ([]LeaseResource, error) {
 	resp, err := keelv1.NewLeasesClient(c.conn).ListResources(ctx, &keelv1.ListLeaseResourcesRequest{Id: id})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]LeaseResource, len(resp.Resources))
 	for i, r := range resp.Resources {

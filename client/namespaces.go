@@ -4,7 +4,6 @@ import (
 	"context"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
-	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // Namespace is a tenant of keeld: every image, container, lease, snapshot
@@ -29,7 +28,7 @@ func (c *Client) Namespaces() *NamespaceService {
 func (s *NamespaceService) Create(ctx context.Context, name string, labels map[string]string) (Namespace, error) {
 	resp, err := s.c.Create(ctx, &keelv1.Namespace{Name: name, Labels: labels})
 	if err != nil {
-		return Namespace{}, errdefs.FromGRPC(err)
+		return Namespace{}, err
 	}
 	return namespaceFromProto(resp), nil
 }
@@ -38,7 +37,7 @@ func (s *NamespaceService) Create(ctx context.Context, name string, labels map[s
 func (s *NamespaceService) Get(ctx context.Context, name string) (Namespace, error) {
 	resp, err := s.c.Get(ctx, &keelv1.GetNamespaceRequest{Name: name})
 	if err != nil {
-		return Namespace{}, errdefs.FromGRPC(err)
+		return Namespace{}, err
 	}
 	return namespaceFromProto(resp), nil
 }
@@ -47,7 +46,7 @@ func (s *NamespaceService) Get(ctx context.Context, name string) (Namespace, err
 func (s *NamespaceService) List(ctx context.Context) ([]Namespace, error) {
 	resp, err := s.c.List(ctx, &keelv1.ListNamespacesRequest{})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]Namespace, len(resp.Namespaces))
 	for i, ns := range resp.Namespaces {
@@ -65,7 +64,7 @@ func (s *NamespaceService) Update(ctx context.Context, ns Namespace, fieldpaths 
 		FieldPaths: fieldpaths,
 	})
 	if err != nil {
-		return Namespace{}, errdefs.FromGRPC(err)
+		return Namespace{}, err
 	}
 	return namespaceFromProto(resp), nil
 }
@@ -74,7 +73,7 @@ func (s *NamespaceService) Update(ctx context.Context, ns Namespace, fieldpaths 
 // FailedPrecondition while it holds anything.
 func (s *NamespaceService) Delete(ctx context.Context, name string) error {
 	_, err := s.c.Delete(ctx, &keelv1.DeleteNamespaceRequest{Name: name})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func namespaceFromProto(p *keelv1.Namespace) Namespace {

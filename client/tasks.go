@@ -89,7 +89,7 @@ func (ct *Container) NewTask(ctx context.Context, ioCreate cio.Creator, opts ...
 	resp, err := ct.c.tasks().Create(ctx, req)
 	if err != nil {
 		pio.Close()
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	return &Task{Process{c: ct.c, id: ct.info.ID, pid: resp.Pid, io: pio}}, nil
 }
@@ -99,7 +99,7 @@ func (ct *Container) NewTask(ctx context.Context, ioCreate cio.Creator, opts ...
 func (ct *Container) Task(ctx context.Context) (*Task, error) {
 	st, err := ct.c.tasks().Get(ctx, &keelv1.TaskRequest{Id: ct.info.ID})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	pio, _ := cio.NullIO("")
 	return &Task{Process{c: ct.c, id: ct.info.ID, pid: st.Pid, io: pio}}, nil
@@ -123,7 +123,7 @@ func (p *Process) req() *keelv1.TaskRequest { return &keelv1.TaskRequest{Id: p.i
 func (p *Process) Start(ctx context.Context) error {
 	resp, err := p.c.tasks().Start(ctx, p.req())
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	p.pid = resp.Pid
 	p.io.Started()
@@ -138,7 +138,7 @@ func (p *Process) Wait(ctx context.Context) (<-chan ExitStatus, error) {
 	go func() {
 		resp, err := p.c.tasks().Wait(ctx, p.req())
 		if err != nil {
-			ch <- ExitStatus{Code: 255, Err: errdefs.FromGRPC(err)}
+			ch <- ExitStatus{Code: 255, Err: err}
 			return
 		}
 		p.io.Wait()
@@ -167,7 +167,7 @@ func (p *Process) Kill(ctx context.Context, sig syscall.Signal, opts ...KillOpt)
 		o(req)
 	}
 	_, err := p.c.tasks().Kill(ctx, req)
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // Delete removes the stopped process and returns its exit; the stdio is
@@ -175,7 +175,7 @@ func (p *Process) Kill(ctx context.Context, sig syscall.Signal, opts ...KillOpt)
 func (p *Process) Delete(ctx context.Context) (ExitStatus, error) {
 	resp, err := p.c.tasks().Delete(ctx, p.req())
 	if err != nil {
-		return ExitStatus{}, errdefs.FromGRPC(err)
+		return ExitStatus{}, err
 	}
 	p.io.Close()
 	return ExitStatus{Code: resp.ExitStatus, ExitedAt: exitedAt(resp.ExitedAt)}, nil
@@ -184,20 +184,20 @@ func (p *Process) Delete(ctx context.Context) (ExitStatus, error) {
 // Resize resizes the process's console.
 func (p *Process) Resize(ctx context.Context, width, height uint32) error {
 	_, err := p.c.tasks().ResizePty(ctx, &keelv1.ResizePtyRequest{Id: p.id, ExecId: p.execID, Width: width, Height: height})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // CloseIO closes the process's stdin, so it reads EOF.
 func (p *Process) CloseIO(ctx context.Context) error {
 	_, err := p.c.tasks().CloseIO(ctx, p.req())
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // Status reports the process.
 func (p *Process) Status(ctx context.Context) (TaskInfo, error) {
 	resp, err := p.c.tasks().Get(ctx, p.req())
 	if err != nil {
-		return TaskInfo{}, errdefs.FromGRPC(err)
+		return TaskInfo{}, err
 	}
 	return taskFromProto(resp), nil
 }
@@ -219,7 +219,7 @@ func (t *Task) Exec(ctx context.Context, execID string, spec *specs.Process, ioC
 	cfg.Terminal = cfg.Terminal || spec.Terminal
 	if _, err := t.c.tasks().Exec(ctx, &keelv1.ExecTaskRequest{Id: t.id, ExecId: execID, Spec: b, Io: ioToProto(cfg)}); err != nil {
 		pio.Close()
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	return &Process{c: t.c, id: t.id, execID: execID, io: pio}, nil
 }
@@ -234,13 +234,13 @@ func (t *Task) LoadProcess(execID string) *Process {
 // Pause freezes every process of the task.
 func (t *Task) Pause(ctx context.Context) error {
 	_, err := t.c.tasks().Pause(ctx, t.req())
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // Resume thaws the task.
 func (t *Task) Resume(ctx context.Context) error {
 	_, err := t.c.tasks().Resume(ctx, t.req())
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // ProcessInfo is one process of a task.
@@ -253,7 +253,7 @@ type ProcessInfo struct {
 func (t *Task) Pids(ctx context.Context) ([]ProcessInfo, error) {
 	resp, err := t.c.tasks().Pids(ctx, t.req())
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]ProcessInfo, len(resp.Processes))
 	for i, p := range resp.Processes {
@@ -269,7 +269,7 @@ func (t *Task) Update(ctx context.Context, resources *specs.LinuxResources) erro
 		return fmt.Errorf("resources: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	_, err = t.c.tasks().Update(ctx, &keelv1.UpdateTaskRequest{Id: t.id, Resources: b})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // Metrics are a task's stats: Data is the message TypeURL names (the
@@ -283,7 +283,7 @@ type Metrics struct {
 func (t *Task) Metrics(ctx context.Context) (Metrics, error) {
 	resp, err := t.c.tasks().Stats(ctx, t.req())
 	if err != nil {
-		return Metrics{}, errdefs.FromGRPC(err)
+		return Metrics{}, err
 	}
 	return Metrics{TypeURL: resp.TypeUrl, Data: resp.Data}, nil
 }
@@ -292,14 +292,14 @@ func (t *Task) Metrics(ctx context.Context) (Metrics, error) {
 // after.
 func (t *Task) Checkpoint(ctx context.Context, dir string, exit bool) error {
 	_, err := t.c.tasks().Checkpoint(ctx, &keelv1.CheckpointTaskRequest{Id: t.id, Path: dir, Exit: exit})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // Tasks lists the tasks of the namespace, on every runtime.
 func (c *Client) Tasks(ctx context.Context) ([]TaskInfo, error) {
 	resp, err := c.tasks().List(ctx, &keelv1.ListTasksRequest{})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]TaskInfo, len(resp.Tasks))
 	for i, t := range resp.Tasks {
@@ -334,10 +334,10 @@ type TaskEvent struct {
 func (c *Client) TaskEvents(ctx context.Context, all bool) (<-chan TaskEvent, <-chan error, error) {
 	stream, err := c.tasks().Events(ctx, &keelv1.TaskEventsRequest{All: all})
 	if err != nil {
-		return nil, nil, errdefs.FromGRPC(err)
+		return nil, nil, err
 	}
 	if _, err := stream.Header(); err != nil {
-		return nil, nil, errdefs.FromGRPC(err)
+		return nil, nil, err
 	}
 	evs, errs := make(chan TaskEvent, 64), make(chan error, 1)
 	go func() {
@@ -347,7 +347,7 @@ func (c *Client) TaskEvents(ctx context.Context, all bool) (<-chan TaskEvent, <-
 			ev, err := stream.Recv()
 			if err != nil {
 				if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-					errs <- errdefs.FromGRPC(err)
+					errs <- err
 				}
 				return
 			}

@@ -135,7 +135,7 @@ func (c *Client) Pull(ctx context.Context, ref string, opts ...PullOpt) (Image, 
 		Ref: ref, Platform: o.platform, AllPlatforms: o.allPlatforms, Unpack: o.unpack,
 	})
 	if err != nil {
-		return Image{}, errdefs.FromGRPC(err)
+		return Image{}, err
 	}
 	for {
 		msg, err := stream.Recv()
@@ -143,7 +143,7 @@ func (c *Client) Pull(ctx context.Context, ref string, opts ...PullOpt) (Image, 
 			return Image{}, fmt.Errorf("pull %s: keeld ended the stream without the image: %w", ref, errdefs.ErrUnknown)
 		}
 		if err != nil {
-			return Image{}, errdefs.FromGRPC(err)
+			return Image{}, err
 		}
 		switch ev := msg.Event.(type) {
 		case *keelv1.PullProgress_Done:
@@ -194,7 +194,7 @@ func (c *Client) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor,
 	}
 	resp, err := keelv1.NewTransferClient(cc).Fetch(ctx, &keelv1.FetchRequest{Ref: ref, Desc: descriptor.ToProto(desc)})
 	if err != nil {
-		return FetchResult{}, errdefs.FromGRPC(err)
+		return FetchResult{}, err
 	}
 	return FetchResult{ResumedFrom: resp.ResumedFrom}, nil
 }
@@ -248,7 +248,7 @@ func (c *Client) Push(ctx context.Context, ref string, opts ...PushOpt) error {
 	defer cancel()
 	stream, err := keelv1.NewTransferClient(cc).Push(ctx, &keelv1.PushRequest{Ref: ref, Name: o.local})
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	for {
 		p, err := stream.Recv()
@@ -256,7 +256,7 @@ func (c *Client) Push(ctx context.Context, ref string, opts ...PushOpt) error {
 			return nil
 		}
 		if err != nil {
-			return errdefs.FromGRPC(err)
+			return err
 		}
 		if o.progress != nil {
 			o.progress(PushProgress{Desc: descriptor.FromProto(p.Desc), State: BlobState(p.State), Offset: p.Offset})
@@ -285,7 +285,7 @@ func (c *Client) Export(ctx context.Context, w io.Writer, names []string, opts .
 	defer cancel()
 	stream, err := keelv1.NewTransferClient(c.conn).Export(ctx, req)
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	for {
 		chunk, err := stream.Recv()
@@ -293,7 +293,7 @@ func (c *Client) Export(ctx context.Context, w io.Writer, names []string, opts .
 			return nil
 		}
 		if err != nil {
-			return errdefs.FromGRPC(err)
+			return err
 		}
 		if _, err := w.Write(chunk.Data); err != nil {
 			return fmt.Errorf("export: write: %w", err)
@@ -345,10 +345,10 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]
 	defer cancel()
 	stream, err := keelv1.NewTransferClient(c.conn).Import(ctx)
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	if err := stream.Send(&keelv1.ImportRequest{Msg: &keelv1.ImportRequest_Options{Options: &o.ImportOptions}}); err != nil && !errors.Is(err, io.EOF) {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	buf := make([]byte, sdk.ChunkSize)
 	for {
@@ -358,7 +358,7 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]
 				if errors.Is(err, io.EOF) {
 					break // keeld ended the call: CloseAndRecv says why
 				}
-				return nil, errdefs.FromGRPC(err)
+				return nil, err
 			}
 		}
 		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
@@ -370,7 +370,7 @@ func (c *Client) Import(ctx context.Context, r io.Reader, opts ...ImportOpt) ([]
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	out := make([]Image, len(resp.Images))
 	for i, img := range resp.Images {

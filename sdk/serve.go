@@ -124,19 +124,19 @@ func (b *baseServer) Configure(ctx context.Context, req *pluginv1.ConfigureReque
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.impl != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("already configured: %w", errdefs.ErrFailedPrecondition))
+		return nil, fmt.Errorf("already configured: %w", errdefs.ErrFailedPrecondition)
 	}
 	if req.Root == "" || req.State == "" {
-		return nil, errdefs.ToGRPC(fmt.Errorf("configure needs a root and a state directory: %w", errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("configure needs a root and a state directory: %w", errdefs.ErrInvalidArgument)
 	}
 	for _, dir := range []string{req.Root, req.State} {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 	}
 	lock, err := lockRoot(ctx, req.Root)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	env := Env{
 		Instance: req.Instance,
@@ -148,7 +148,7 @@ func (b *baseServer) Configure(ctx context.Context, req *pluginv1.ConfigureReque
 	impl, err := b.def.New(ctx, env)
 	if err != nil {
 		lock.Close()
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	caps := b.def.CapabilitiesFor(impl)
 	b.impl, b.caps, b.rootLock = impl, caps, lock

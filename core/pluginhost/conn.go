@@ -3,13 +3,13 @@ package pluginhost
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
+	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/host"
 )
 
@@ -63,25 +63,20 @@ func (s *stream) CloseSend() error {
 	return s.in.callError(s.ctx, s.p, s.ClientStream.CloseSend())
 }
 
-// callError prefixes a plugin's error with its name, keeping the code. A
-// call that failed because the process died fails with Unavailable saying so:
+// callError prefixes a plugin's error with its name, keeping its class (the
+// connection's errdefs interceptor has turned the status into one). A call
+// that failed because the process died fails with Unavailable saying so:
 // the connection breaks (Unavailable) or, once go-plugin has noticed the
 // exit and closed it, the call is cancelled under a caller who did not.
 func (in *instance) callError(ctx context.Context, p *host.Process, err error) error {
 	if err == nil || errors.Is(err, io.EOF) {
 		return err
 	}
-	st, ok := status.FromError(err)
-	if !ok {
-		return status.Error(codes.Unknown, in.id+": "+err.Error())
-	}
-	died := st.Code() == codes.Unavailable || (st.Code() == codes.Canceled && ctx.Err() == nil)
+	died := errdefs.IsUnavailable(err) || (errdefs.IsCanceled(err) && ctx.Err() == nil)
 	if died && in.exited(p) {
 		return unavailable(in.id, "plugin exited during the call")
 	}
-	pb := st.Proto()
-	pb.Message = in.id + ": " + pb.Message
-	return status.ErrorProto(pb)
+	return fmt.Errorf("%s: %w", in.id, err)
 }
 
 // exited tells whether p is gone. A plugin may itself answer Unavailable (an
@@ -108,5 +103,5 @@ func (in *instance) exited(p *host.Process) bool {
 }
 
 func unavailable(id, msg string) error {
-	return status.Error(codes.Unavailable, id+": "+msg)
+	return fmt.Errorf("%s: %s: %w", id, msg, errdefs.ErrUnavailable)
 }

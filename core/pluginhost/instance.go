@@ -349,7 +349,7 @@ func (in *instance) stop() {
 	<-in.done
 }
 
-// current returns the running process, or an Unavailable status naming the
+// current returns the running process, or an Unavailable error naming the
 // plugin while there is none.
 func (in *instance) current() (*host.Process, error) {
 	in.mu.Lock()

@@ -45,24 +45,24 @@ func (cs containersService) Create(ctx context.Context, req *keelv1.CreateContai
 	if c.Runtime == "" {
 		name, err := cs.s.defaultRuntime()
 		if err != nil {
-			return nil, errdefs.ToGRPC(fmt.Errorf("container %q: %w", c.ID, err))
+			return nil, fmt.Errorf("container %q: %w", c.ID, err)
 		}
 		c.Runtime = name
 	}
 	if _, ok := cs.s.runtimes[c.Runtime]; !ok {
-		return nil, errdefs.ToGRPC(fmt.Errorf("container %q: runtime %q is not configured: %w", c.ID, c.Runtime, errdefs.ErrNotFound))
+		return nil, fmt.Errorf("container %q: runtime %q is not configured: %w", c.ID, c.Runtime, errdefs.ErrNotFound)
 	}
 	if c.SnapshotKey != "" && c.Snapshotter == "" {
 		c.Snapshotter = cs.s.cfg.DefaultSnapshotter
 	}
 	if c.Snapshotter != "" {
 		if _, ok := cs.s.snapshotters[c.Snapshotter]; !ok {
-			return nil, errdefs.ToGRPC(fmt.Errorf("container %q: snapshotter %q is not configured: %w", c.ID, c.Snapshotter, errdefs.ErrNotFound))
+			return nil, fmt.Errorf("container %q: snapshotter %q is not configured: %w", c.ID, c.Snapshotter, errdefs.ErrNotFound)
 		}
 	}
 	out, err := cs.s.db.Containers().Create(ctx, c)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return containerToProto(out), nil
 }
@@ -70,7 +70,7 @@ func (cs containersService) Create(ctx context.Context, req *keelv1.CreateContai
 func (cs containersService) Get(ctx context.Context, req *keelv1.GetContainerRequest) (*keelv1.Container, error) {
 	c, err := cs.s.db.Containers().Get(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return containerToProto(c), nil
 }
@@ -78,7 +78,7 @@ func (cs containersService) Get(ctx context.Context, req *keelv1.GetContainerReq
 func (cs containersService) List(ctx context.Context, req *keelv1.ListContainersRequest) (*keelv1.ListContainersResponse, error) {
 	list, err := cs.s.db.Containers().List(ctx, req.Filters...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.ListContainersResponse{}
 	for _, c := range list {
@@ -90,7 +90,7 @@ func (cs containersService) List(ctx context.Context, req *keelv1.ListContainers
 func (cs containersService) Update(ctx context.Context, req *keelv1.UpdateContainerRequest) (*keelv1.Container, error) {
 	c, err := cs.s.db.Containers().Update(ctx, containerFromProto(req.Container), req.FieldPaths...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return containerToProto(c), nil
 }
@@ -103,16 +103,16 @@ const forceKillTimeout = 10 * time.Second
 func (cs containersService) Delete(ctx context.Context, req *keelv1.DeleteContainerRequest) (*keelv1.DeleteContainerResponse, error) {
 	c, err := cs.s.db.Containers().Get(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if err := cs.s.removeTask(ctx, c, req.Force); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if err := cs.s.db.Containers().Delete(ctx, req.Id); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if err := cs.s.removeContainerState(ctx, req.Id); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	cs.s.removeContainerSnapshot(ctx, c)
 	return &keelv1.DeleteContainerResponse{}, nil

@@ -76,7 +76,7 @@ func imageFromProto(p *keelv1.Image) metadata.Image {
 func (i imagesService) Create(ctx context.Context, req *keelv1.CreateImageRequest) (*keelv1.Image, error) {
 	img, err := i.store.Create(ctx, imageFromProto(req.Image))
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return imageToProto(img), nil
 }
@@ -84,7 +84,7 @@ func (i imagesService) Create(ctx context.Context, req *keelv1.CreateImageReques
 func (i imagesService) Get(ctx context.Context, req *keelv1.GetImageRequest) (*keelv1.Image, error) {
 	img, err := images.Lookup(ctx, i.store, req.Name)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return imageToProto(img), nil
 }
@@ -92,7 +92,7 @@ func (i imagesService) Get(ctx context.Context, req *keelv1.GetImageRequest) (*k
 func (i imagesService) List(ctx context.Context, req *keelv1.ListImagesRequest) (*keelv1.ListImagesResponse, error) {
 	list, err := i.store.List(ctx, req.Filters...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.ListImagesResponse{}
 	for _, img := range list {
@@ -108,7 +108,7 @@ func (i imagesService) Update(ctx context.Context, req *keelv1.UpdateImageReques
 	}
 	img, err := i.store.Update(ctx, upd, req.FieldPaths...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return imageToProto(img), nil
 }
@@ -116,14 +116,14 @@ func (i imagesService) Update(ctx context.Context, req *keelv1.UpdateImageReques
 func (i imagesService) Delete(ctx context.Context, req *keelv1.DeleteImageRequest) (*keelv1.DeleteImageResponse, error) {
 	img, err := images.Lookup(ctx, i.store, req.Name)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if err := i.store.Delete(ctx, img.Name); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if req.Sync {
 		if _, err := i.gc.Collect(ctx, gc.Options{}); err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 	}
 	return &keelv1.DeleteImageResponse{}, nil
@@ -131,31 +131,31 @@ func (i imagesService) Delete(ctx context.Context, req *keelv1.DeleteImageReques
 
 func (i imagesService) Mount(ctx context.Context, req *keelv1.MountImageRequest) (*keelv1.MountImageResponse, error) {
 	if req.Name == "" || !filepath.IsAbs(req.Target) {
-		return nil, errdefs.ToGRPC(fmt.Errorf("image mount needs an image and an absolute target: %w", errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("image mount needs an image and an absolute target: %w", errdefs.ErrInvalidArgument)
 	}
 	if i.s.content == nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable))
+		return nil, fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable)
 	}
 	platform := platforms.Default()
 	if req.Platform != "" {
 		var err error
 		if platform, err = images.ParsePlatform(req.Platform); err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 	}
 	img, err := images.Lookup(ctx, i.s.db.Images(), req.Name)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	sn, err := i.s.snapshotter(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	snName := scope.Snapshotter(ctx)
 	target := filepath.Clean(req.Target)
 	ms, err := images.View(ctx, i.s.content, sn, snName, img.Name, img.Target, platform, target)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.MountImageResponse{Snapshotter: snName, Key: images.ViewKey(target)}
 	for _, mt := range ms {
@@ -166,7 +166,7 @@ func (i imagesService) Mount(ctx context.Context, req *keelv1.MountImageRequest)
 
 func (i imagesService) Unmount(ctx context.Context, req *keelv1.UnmountImageRequest) (*keelv1.UnmountImageResponse, error) {
 	if !filepath.IsAbs(req.Target) {
-		return nil, errdefs.ToGRPC(fmt.Errorf("image unmount needs an absolute target: %w", errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("image unmount needs an absolute target: %w", errdefs.ErrInvalidArgument)
 	}
 	key := images.ViewKey(filepath.Clean(req.Target))
 	names := make([]string, 0, len(i.s.snapshotters))
@@ -179,14 +179,14 @@ func (i imagesService) Unmount(ctx context.Context, req *keelv1.UnmountImageRequ
 		if _, err := sn.Stat(ctx, key); errdefs.IsNotFound(err) {
 			continue
 		} else if err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 		if err := sn.Remove(ctx, key); err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 		return &keelv1.UnmountImageResponse{}, nil
 	}
-	return nil, errdefs.ToGRPC(fmt.Errorf("no image view for %s: %w", req.Target, errdefs.ErrNotFound))
+	return nil, fmt.Errorf("no image view for %s: %w", req.Target, errdefs.ErrNotFound)
 }
 
 type leasesService struct {
@@ -209,7 +209,7 @@ func resourceFromProto(r *keelv1.LeaseResource) metadata.LeaseResource {
 func (l leasesService) Create(ctx context.Context, req *keelv1.CreateLeaseRequest) (*keelv1.Lease, error) {
 	lease, err := l.store.Create(ctx, metadata.Lease{ID: req.Id, Labels: req.Labels})
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return leaseToProto(lease), nil
 }
@@ -217,7 +217,7 @@ func (l leasesService) Create(ctx context.Context, req *keelv1.CreateLeaseReques
 func (l leasesService) List(ctx context.Context, req *keelv1.ListLeasesRequest) (*keelv1.ListLeasesResponse, error) {
 	list, err := l.store.List(ctx, req.Filters...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.ListLeasesResponse{}
 	for _, lease := range list {
@@ -228,11 +228,11 @@ func (l leasesService) List(ctx context.Context, req *keelv1.ListLeasesRequest) 
 
 func (l leasesService) Delete(ctx context.Context, req *keelv1.DeleteLeaseRequest) (*keelv1.DeleteLeaseResponse, error) {
 	if err := l.store.Delete(ctx, req.Id); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if req.Sync {
 		if _, err := l.gc.Collect(ctx, gc.Options{}); err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 	}
 	return &keelv1.DeleteLeaseResponse{}, nil
@@ -240,14 +240,14 @@ func (l leasesService) Delete(ctx context.Context, req *keelv1.DeleteLeaseReques
 
 func (l leasesService) AddResource(ctx context.Context, req *keelv1.AddLeaseResourceRequest) (*keelv1.AddLeaseResourceResponse, error) {
 	if err := l.store.AddResource(ctx, req.Id, resourceFromProto(req.Resource)); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.AddLeaseResourceResponse{}, nil
 }
 
 func (l leasesService) DeleteResource(ctx context.Context, req *keelv1.DeleteLeaseResourceRequest) (*keelv1.DeleteLeaseResourceResponse, error) {
 	if err := l.store.DeleteResource(ctx, req.Id, resourceFromProto(req.Resource)); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.DeleteLeaseResourceResponse{}, nil
 }
@@ -255,7 +255,7 @@ func (l leasesService) DeleteResource(ctx context.Context, req *keelv1.DeleteLea
 func (l leasesService) ListResources(ctx context.Context, req *keelv1.ListLeaseResourcesRequest) (*keelv1.ListLeaseResourcesResponse, error) {
 	list, err := l.store.ListResources(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.ListLeaseResourcesResponse{}
 	for _, r := range list {
@@ -276,7 +276,7 @@ func gcObjectToProto(o gc.Object) *keelv1.GCObject {
 func (g gcService) Collect(ctx context.Context, req *keelv1.CollectRequest) (*keelv1.CollectResponse, error) {
 	rep, err := g.gc.Collect(ctx, gc.Options{DryRun: req.DryRun, Ingests: req.Ingests})
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.CollectResponse{Errors: rep.Errors, DurationNs: int64(rep.Duration)}
 	for _, o := range rep.Removed {

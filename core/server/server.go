@@ -163,11 +163,7 @@ func (s *Server) startPlugins(ctx context.Context) error {
 
 func (s *Server) newGRPCServer() *grpc.Server {
 	metrics := newGRPCMetrics()
-	srv := grpc.NewServer(append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.unary, scope.UnaryServerInterceptor(s.defaultScope()), s.logUnary),
-		grpc.ChainStreamInterceptor(metrics.stream, scope.StreamServerInterceptor(s.defaultScope()), s.logStream),
-	}, append(host.ServerOptions(), grpc.MaxRecvMsgSize(maxRequestSize))...)...,
-	)
+	srv := grpc.NewServer(s.serverOptions(metrics)...)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
@@ -186,6 +182,16 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	healthpb.RegisterHealthServer(srv, s.health)
 	s.registerMetrics(metrics)
 	return srv
+}
+
+// serverOptions are the API's gRPC options. keeld's interceptors stand
+// before host.ServerOptions, whose interceptor turns a handler's error into
+// its status: so the metrics and the log see the code the call ends with.
+func (s *Server) serverOptions(metrics *grpcMetrics) []grpc.ServerOption {
+	return append([]grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(metrics.unary, scope.UnaryServerInterceptor(s.defaultScope()), s.logUnary),
+		grpc.ChainStreamInterceptor(metrics.stream, scope.StreamServerInterceptor(s.defaultScope()), s.logStream),
+	}, append(host.ServerOptions(), grpc.MaxRecvMsgSize(maxRequestSize))...)
 }
 
 // defaultScope is what a call that names no snapshotter or resolver is

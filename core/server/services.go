@@ -58,7 +58,7 @@ func namespaceToProto(ns metadata.Namespace) *keelv1.Namespace {
 func (n namespacesService) Create(ctx context.Context, req *keelv1.Namespace) (*keelv1.Namespace, error) {
 	ns, err := n.store.Create(ctx, metadata.Namespace{Name: req.Name, Labels: req.Labels})
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return namespaceToProto(ns), nil
 }
@@ -66,7 +66,7 @@ func (n namespacesService) Create(ctx context.Context, req *keelv1.Namespace) (*
 func (n namespacesService) Get(ctx context.Context, req *keelv1.GetNamespaceRequest) (*keelv1.Namespace, error) {
 	ns, err := n.store.Get(ctx, req.Name)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return namespaceToProto(ns), nil
 }
@@ -74,7 +74,7 @@ func (n namespacesService) Get(ctx context.Context, req *keelv1.GetNamespaceRequ
 func (n namespacesService) List(ctx context.Context, _ *keelv1.ListNamespacesRequest) (*keelv1.ListNamespacesResponse, error) {
 	list, err := n.store.List(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.ListNamespacesResponse{}
 	for _, ns := range list {
@@ -85,18 +85,18 @@ func (n namespacesService) List(ctx context.Context, _ *keelv1.ListNamespacesReq
 
 func (n namespacesService) Update(ctx context.Context, req *keelv1.UpdateNamespaceRequest) (*keelv1.Namespace, error) {
 	if req.Namespace == nil {
-		return nil, errdefs.ToGRPC(errdefs.ErrInvalidArgument)
+		return nil, errdefs.ErrInvalidArgument
 	}
 	ns, err := n.store.Update(ctx, metadata.Namespace{Name: req.Namespace.Name, Labels: req.Namespace.Labels}, req.FieldPaths...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return namespaceToProto(ns), nil
 }
 
 func (n namespacesService) Delete(ctx context.Context, req *keelv1.DeleteNamespaceRequest) (*keelv1.DeleteNamespaceResponse, error) {
 	if err := n.store.Delete(ctx, req.Name); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.DeleteNamespaceResponse{}, nil
 }

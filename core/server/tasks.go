@@ -165,27 +165,27 @@ func exitToProto(e runtime.ExitStatus) *keelv1.TaskExit {
 func (ts tasksService) Create(ctx context.Context, req *keelv1.CreateTaskRequest) (*keelv1.CreateTaskResponse, error) {
 	c, err := ts.s.db.Containers().Get(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	rt, tid, err := ts.route(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	var spec specs.Spec
 	if err := json.Unmarshal(c.Spec, &spec); err != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("container %q: spec: %v: %w", c.ID, err, errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("container %q: spec: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
 	}
 	if err := ts.s.addHostNetFiles(ctx, c.ID, &spec); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	var rootfs []mount.Mount
 	if c.SnapshotKey != "" {
 		sn, ok := ts.s.snapshotters[c.Snapshotter]
 		if !ok {
-			return nil, errdefs.ToGRPC(fmt.Errorf("container %q: snapshotter %q is not configured: %w", c.ID, c.Snapshotter, errdefs.ErrNotFound))
+			return nil, fmt.Errorf("container %q: snapshotter %q is not configured: %w", c.ID, c.Snapshotter, errdefs.ErrNotFound)
 		}
 		if rootfs, err = sn.Mounts(ctx, c.SnapshotKey); err != nil {
-			return nil, errdefs.ToGRPC(fmt.Errorf("container %q: rootfs: %w", c.ID, err))
+			return nil, fmt.Errorf("container %q: rootfs: %w", c.ID, err)
 		}
 	}
 	pid, err := rt.Create(ctx, runtime.CreateOpts{
@@ -193,7 +193,7 @@ func (ts tasksService) Create(ctx context.Context, req *keelv1.CreateTaskRequest
 		Checkpoint: req.Checkpoint, Options: c.RuntimeOptions,
 	})
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.CreateTaskResponse{Pid: pid}, nil
 }
@@ -201,11 +201,11 @@ func (ts tasksService) Create(ctx context.Context, req *keelv1.CreateTaskRequest
 func (ts tasksService) Start(ctx context.Context, req *keelv1.TaskRequest) (*keelv1.StartTaskResponse, error) {
 	rt, tid, err := ts.route(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	pid, err := rt.Start(ctx, tid, req.ExecId)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.StartTaskResponse{Pid: pid}, nil
 }
@@ -213,11 +213,11 @@ func (ts tasksService) Start(ctx context.Context, req *keelv1.TaskRequest) (*kee
 func (ts tasksService) Delete(ctx context.Context, req *keelv1.TaskRequest) (*keelv1.TaskExit, error) {
 	rt, tid, err := ts.route(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	e, err := rt.Delete(ctx, tid, req.ExecId)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return exitToProto(e), nil
 }
@@ -226,10 +226,10 @@ func (ts tasksService) Delete(ctx context.Context, req *keelv1.TaskRequest) (*ke
 func (ts tasksService) simple(ctx context.Context, id string, fn func(rt runtime.Runtime, tid string) error) (*emptypb.Empty, error) {
 	rt, tid, err := ts.route(ctx, id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if err := fn(rt, tid); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &emptypb.Empty{}, nil
 }
@@ -243,7 +243,7 @@ func (ts tasksService) Kill(ctx context.Context, req *keelv1.KillTaskRequest) (*
 func (ts tasksService) Exec(ctx context.Context, req *keelv1.ExecTaskRequest) (*emptypb.Empty, error) {
 	var p specs.Process
 	if err := json.Unmarshal(req.Spec, &p); err != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("exec %q: process spec: %v: %w", req.ExecId, err, errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("exec %q: process spec: %v: %w", req.ExecId, err, errdefs.ErrInvalidArgument)
 	}
 	return ts.simple(ctx, req.Id, func(rt runtime.Runtime, tid string) error {
 		return rt.Exec(ctx, runtime.ExecOpts{ID: tid, ExecID: req.ExecId, Spec: &p, IO: ioFromProto(req.Io)})
@@ -279,7 +279,7 @@ func (ts tasksService) Update(ctx context.Context, req *keelv1.UpdateTaskRequest
 	if len(req.Resources) > 0 {
 		res = &specs.LinuxResources{}
 		if err := json.Unmarshal(req.Resources, res); err != nil {
-			return nil, errdefs.ToGRPC(fmt.Errorf("task %q: resources: %v: %w", req.Id, err, errdefs.ErrInvalidArgument))
+			return nil, fmt.Errorf("task %q: resources: %v: %w", req.Id, err, errdefs.ErrInvalidArgument)
 		}
 	}
 	return ts.simple(ctx, req.Id, func(rt runtime.Runtime, tid string) error {
@@ -290,11 +290,11 @@ func (ts tasksService) Update(ctx context.Context, req *keelv1.UpdateTaskRequest
 func (ts tasksService) Pids(ctx context.Context, req *keelv1.TaskRequest) (*keelv1.PidsResponse, error) {
 	rt, tid, err := ts.route(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	ps, err := rt.Pids(ctx, tid)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	resp := &keelv1.PidsResponse{}
 	for _, p := range ps {
@@ -306,11 +306,11 @@ func (ts tasksService) Pids(ctx context.Context, req *keelv1.TaskRequest) (*keel
 func (ts tasksService) Stats(ctx context.Context, req *keelv1.TaskRequest) (*keelv1.TaskStats, error) {
 	rt, tid, err := ts.route(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	st, err := rt.Stats(ctx, tid)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.TaskStats{TypeUrl: st.TypeURL, Data: st.Data}, nil
 }
@@ -320,7 +320,7 @@ func (ts tasksService) Stats(ctx context.Context, req *keelv1.TaskRequest) (*kee
 func (ts tasksService) Wait(ctx context.Context, req *keelv1.TaskRequest) (*keelv1.TaskExit, error) {
 	rt, tid, err := ts.route(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	for {
 		e, err := rt.Wait(ctx, tid, req.ExecId)
@@ -328,11 +328,11 @@ func (ts tasksService) Wait(ctx context.Context, req *keelv1.TaskRequest) (*keel
 			return exitToProto(e), nil
 		}
 		if !errdefs.IsUnavailable(err) || ctx.Err() != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, errdefs.ToGRPC(ctx.Err())
+			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -353,15 +353,15 @@ func taskToProto(rtName, id string, st runtime.TaskState) *keelv1.Task {
 func (ts tasksService) Get(ctx context.Context, req *keelv1.TaskRequest) (*keelv1.Task, error) {
 	c, err := ts.s.db.Containers().Get(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	rt, tid, err := ts.route(ctx, req.Id)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	st, err := rt.State(ctx, tid, req.ExecId)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return taskToProto(c.Runtime, req.Id, st), nil
 }
@@ -370,7 +370,7 @@ func (ts tasksService) Get(ctx context.Context, req *keelv1.TaskRequest) (*keelv
 func (ts tasksService) List(ctx context.Context, _ *keelv1.ListTasksRequest) (*keelv1.ListTasksResponse, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	var (
 		mu   sync.Mutex
@@ -396,7 +396,7 @@ func (ts tasksService) List(ctx context.Context, _ *keelv1.ListTasksRequest) (*k
 	}
 	wg.Wait()
 	if len(errs) > 0 {
-		return nil, errdefs.ToGRPC(errs[0])
+		return nil, errs[0]
 	}
 	slices.SortFunc(resp.Tasks, func(a, b *keelv1.Task) int { return strings.Compare(a.Id, b.Id) })
 	return resp, nil
@@ -408,7 +408,7 @@ func (ts tasksService) Events(req *keelv1.TaskEventsRequest, stream grpc.ServerS
 	if !req.All {
 		ns, err := namespaces.NamespaceRequired(ctx)
 		if err != nil {
-			return errdefs.ToGRPC(err)
+			return err
 		}
 		match = func(ev events.Envelope) bool { return ev.Namespace == ns }
 	}

@@ -50,7 +50,7 @@ type transferService struct {
 }
 
 func (t transferService) Pull(req *keelv1.PullRequest, stream keelv1.Transfer_PullServer) error {
-	return errdefs.ToGRPC(t.pull(stream.Context(), req, stream))
+	return t.pull(stream.Context(), req, stream)
 }
 
 func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stream keelv1.Transfer_PullServer) (err error) {
@@ -183,18 +183,18 @@ func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stre
 
 func (t transferService) Fetch(ctx context.Context, req *keelv1.FetchRequest) (*keelv1.FetchResponse, error) {
 	if req.Ref == "" || req.Desc == nil || req.Desc.Digest == "" {
-		return nil, errdefs.ToGRPC(fmt.Errorf("fetch needs a reference and a descriptor with a digest: %w", errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("fetch needs a reference and a descriptor with a digest: %w", errdefs.ErrInvalidArgument)
 	}
 	desc := descriptor.FromProto(req.Desc)
 	if err := desc.Digest.Validate(); err != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("fetch %s: digest %q: %v: %w", req.Ref, desc.Digest, err, errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("fetch %s: digest %q: %v: %w", req.Ref, desc.Digest, err, errdefs.ErrInvalidArgument)
 	}
 	if t.s.content == nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable))
+		return nil, fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable)
 	}
 	r, err := t.s.resolver(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	// What a previous fetch left, for the answer; Fetch itself resumes it.
 	var resumed int64
@@ -202,7 +202,7 @@ func (t transferService) Fetch(ctx context.Context, req *keelv1.FetchRequest) (*
 		resumed = st.Offset
 	}
 	if err := images.Fetch(ctx, r, t.s.content, req.Ref, desc); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.FetchResponse{ResumedFrom: resumed}, nil
 }
@@ -217,10 +217,10 @@ func (t transferService) needContent() error {
 func (t transferService) Push(req *keelv1.PushRequest, stream grpc.ServerStreamingServer[keelv1.PushProgress]) error {
 	ctx := stream.Context()
 	if req.Ref == "" {
-		return errdefs.ToGRPC(fmt.Errorf("push needs a reference: %w", errdefs.ErrInvalidArgument))
+		return fmt.Errorf("push needs a reference: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := t.needContent(); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	name := req.Name
 	if name == "" {
@@ -228,11 +228,11 @@ func (t transferService) Push(req *keelv1.PushRequest, stream grpc.ServerStreami
 	}
 	img, err := images.Lookup(ctx, t.s.db.Images(), name)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	r, err := t.s.resolver(ctx)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	err = images.Push(ctx, r, t.s.content, req.Ref, img.Target, images.PushOptions{
 		Progress: func(p images.PushProgress) {
@@ -240,7 +240,7 @@ func (t transferService) Push(req *keelv1.PushRequest, stream grpc.ServerStreami
 			_ = stream.Send(&keelv1.PushProgress{Desc: descriptor.ToProto(p.Desc), State: blobStateToProto[p.State], Offset: p.Offset})
 		},
 	})
-	return errdefs.ToGRPC(err)
+	return err
 }
 
 // chunkSender sends what is written to it as ExportChunks.
@@ -259,25 +259,25 @@ func (c chunkSender) Write(p []byte) (int, error) {
 func (t transferService) Export(req *keelv1.ExportRequest, stream grpc.ServerStreamingServer[keelv1.ExportChunk]) error {
 	ctx := stream.Context()
 	if len(req.Names) == 0 {
-		return errdefs.ToGRPC(fmt.Errorf("export needs at least one image: %w", errdefs.ErrInvalidArgument))
+		return fmt.Errorf("export needs at least one image: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := t.needContent(); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	var imgs []images.Named
 	for _, n := range req.Names {
 		img, err := images.Lookup(ctx, t.s.db.Images(), n)
 		if err != nil {
-			return errdefs.ToGRPC(err)
+			return err
 		}
 		imgs = append(imgs, images.Named{Name: img.Name, Target: img.Target})
 	}
 	// Whole chunks make whole messages.
 	w := bufio.NewWriterSize(chunkSender{stream: stream}, sdk.ChunkSize)
 	if err := images.Export(ctx, t.s.content, w, imgs, images.ExportOptions{AllPlatforms: req.AllPlatforms}); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
-	return errdefs.ToGRPC(w.Flush())
+	return w.Flush()
 }
 
 // importReader reads the tar bytes of an Import stream.
@@ -306,17 +306,17 @@ func (t transferService) Import(stream grpc.ClientStreamingServer[keelv1.ImportR
 	ctx := stream.Context()
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
-		return errdefs.ToGRPC(fmt.Errorf("import: empty stream: %w", errdefs.ErrInvalidArgument))
+		return fmt.Errorf("import: empty stream: %w", errdefs.ErrInvalidArgument)
 	}
 	if err != nil {
 		return err
 	}
 	opts := first.GetOptions()
 	if opts == nil {
-		return errdefs.ToGRPC(fmt.Errorf("import: the first message must carry the options: %w", errdefs.ErrInvalidArgument))
+		return fmt.Errorf("import: the first message must carry the options: %w", errdefs.ErrInvalidArgument)
 	}
 	if err := t.needContent(); err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	list, err := images.Import(ctx, t.s.content, t.s.db.Images(), &importReader{stream: stream}, images.ImportOptions{
 		AllPlatforms: opts.AllPlatforms,
@@ -325,14 +325,14 @@ func (t transferService) Import(stream grpc.ClientStreamingServer[keelv1.ImportR
 		Limits:       imageLimits(t.s.cfg),
 	})
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	if opts.Unpack {
 		for _, img := range list {
 			// An image with no manifest for keeld's platform is stored but
 			// cannot run here: nothing to unpack.
 			if _, err := t.s.unpackImage(ctx, img, ""); err != nil && !errdefs.IsNotFound(err) {
-				return errdefs.ToGRPC(err)
+				return err
 			}
 		}
 	}

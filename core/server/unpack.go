@@ -91,11 +91,11 @@ func (s *Server) unpackImage(ctx context.Context, img metadata.Image, platform s
 func (i imagesService) Unpack(ctx context.Context, req *keelv1.UnpackImageRequest) (*keelv1.UnpackImageResponse, error) {
 	img, err := images.Lookup(ctx, i.store, req.Name)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	u, err := i.s.unpackImage(ctx, img, req.Platform)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &keelv1.UnpackImageResponse{
 		Image: imageToProto(img), Snapshotter: u.snapshotter,

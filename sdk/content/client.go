@@ -33,7 +33,7 @@ var _ Store = (*client)(nil)
 func (c *client) Info(ctx context.Context, dgst digest.Digest) (Info, error) {
 	resp, err := c.c.Info(ctx, &pluginv1.ContentInfoRequest{Digest: dgst.String()})
 	if err != nil {
-		return Info{}, errdefs.FromGRPC(err)
+		return Info{}, err
 	}
 	return InfoFromProto(resp), nil
 }
@@ -41,7 +41,7 @@ func (c *client) Info(ctx context.Context, dgst digest.Digest) (Info, error) {
 func (c *client) Update(ctx context.Context, info Info, fieldpaths ...string) (Info, error) {
 	resp, err := c.c.Update(ctx, &pluginv1.UpdateContentRequest{Info: InfoToProto(info), FieldPaths: fieldpaths})
 	if err != nil {
-		return Info{}, errdefs.FromGRPC(err)
+		return Info{}, err
 	}
 	return InfoFromProto(resp), nil
 }
@@ -52,7 +52,7 @@ func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error
 	defer cancel()
 	stream, err := c.c.List(ctx, &pluginv1.ListContentRequest{Filters: filters})
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	for {
 		resp, err := stream.Recv()
@@ -60,7 +60,7 @@ func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error
 			return nil
 		}
 		if err != nil {
-			return errdefs.FromGRPC(err)
+			return err
 		}
 		for _, info := range resp.Infos {
 			if err := fn(InfoFromProto(info)); err != nil {
@@ -72,13 +72,13 @@ func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error
 
 func (c *client) Delete(ctx context.Context, dgst digest.Digest) error {
 	_, err := c.c.Delete(ctx, &pluginv1.ContentInfoRequest{Digest: dgst.String()})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) Status(ctx context.Context, ref string) (Status, error) {
 	resp, err := c.c.Status(ctx, &pluginv1.IngestRefRequest{Ref: ref})
 	if err != nil {
-		return Status{}, errdefs.FromGRPC(err)
+		return Status{}, err
 	}
 	return StatusFromProto(resp), nil
 }
@@ -88,7 +88,7 @@ func (c *client) ListStatuses(ctx context.Context, filters ...string) ([]Status,
 	defer cancel()
 	stream, err := c.c.ListStatuses(ctx, &pluginv1.ListStatusesRequest{Filters: filters})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	var out []Status
 	for {
@@ -97,7 +97,7 @@ func (c *client) ListStatuses(ctx context.Context, filters ...string) ([]Status,
 			return out, nil
 		}
 		if err != nil {
-			return nil, errdefs.FromGRPC(err)
+			return nil, err
 		}
 		for _, s := range resp.Statuses {
 			out = append(out, StatusFromProto(s))
@@ -107,7 +107,7 @@ func (c *client) ListStatuses(ctx context.Context, filters ...string) ([]Status,
 
 func (c *client) Abort(ctx context.Context, ref string) error {
 	_, err := c.c.Abort(ctx, &pluginv1.IngestRefRequest{Ref: ref})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // BlobPath asks the store for a committed blob's file; stores without the
@@ -115,7 +115,7 @@ func (c *client) Abort(ctx context.Context, ref string) error {
 func (c *client) BlobPath(ctx context.Context, dgst digest.Digest) (string, error) {
 	resp, err := c.c.BlobPath(ctx, &pluginv1.ContentInfoRequest{Digest: dgst.String()})
 	if err != nil {
-		return "", errdefs.FromGRPC(err)
+		return "", err
 	}
 	return resp.Path, nil
 }
@@ -167,7 +167,7 @@ func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
 		stream, err := r.c.Read(ctx, &pluginv1.ReadContentRequest{Digest: r.dgst.String(), Offset: off})
 		if err != nil {
 			cancel()
-			return 0, errdefs.FromGRPC(err)
+			return 0, err
 		}
 		r.stream, r.cancel, r.pos = stream, cancel, off
 	}
@@ -180,7 +180,7 @@ func (r *readerAt) ReadAt(p []byte, off int64) (int, error) {
 				if errors.Is(err, io.EOF) {
 					return n, fmt.Errorf("read %s: stream ended at %d of %d: %w", r.dgst, r.pos, r.size, io.ErrUnexpectedEOF)
 				}
-				return n, errdefs.FromGRPC(err)
+				return n, err
 			}
 			if resp.Offset != r.pos {
 				r.closeStream()
@@ -230,7 +230,7 @@ func (c *client) Writer(ctx context.Context, opts ...WriterOpt) (Writer, error) 
 	stream, err := c.c.Write(ctx)
 	if err != nil {
 		cancel()
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	w := &writer{stream: stream, cancel: cancel, ref: wo.Ref}
 	w.send(&pluginv1.WriteContentRequest{
@@ -272,7 +272,7 @@ func (w *writer) send(req *pluginv1.WriteContentRequest) error {
 	if err := w.stream.Send(req); err != nil {
 		// io.EOF: the server ended the stream; its status is in Recv.
 		if !errors.Is(err, io.EOF) {
-			w.err = errdefs.FromGRPC(err)
+			w.err = err
 			return w.err
 		}
 		for w.err == nil {
@@ -293,7 +293,7 @@ func (w *writer) recv() {
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("write %q: stream ended: %w", w.ref, errdefs.ErrUnavailable)
 		}
-		w.err = errdefs.FromGRPC(err)
+		w.err = err
 		return
 	}
 	w.pending--
@@ -403,7 +403,7 @@ func (w *writer) Close() error {
 		return nil // already reported by the call that met it
 	}
 	if err := w.stream.CloseSend(); err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	for {
 		_, err := w.stream.Recv()
@@ -411,7 +411,7 @@ func (w *writer) Close() error {
 			return nil
 		}
 		if err != nil {
-			return errdefs.FromGRPC(err)
+			return err
 		}
 	}
 }

@@ -38,15 +38,15 @@ var _ pluginv1.ContentServer = (*server)(nil)
 func (s *server) Info(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.ContentInfo, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	dgst, err := parseDigest(req.Digest)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	info, err := st.Info(ctx, dgst)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return InfoToProto(info), nil
 }
@@ -54,15 +54,15 @@ func (s *server) Info(ctx context.Context, req *pluginv1.ContentInfoRequest) (*p
 func (s *server) Update(ctx context.Context, req *pluginv1.UpdateContentRequest) (*pluginv1.ContentInfo, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	info := InfoFromProto(req.Info)
 	if _, err := parseDigest(info.Digest.String()); err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	info, err = st.Update(ctx, info, req.FieldPaths...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return InfoToProto(info), nil
 }
@@ -70,7 +70,7 @@ func (s *server) Update(ctx context.Context, req *pluginv1.UpdateContentRequest)
 func (s *server) List(req *pluginv1.ListContentRequest, stream grpc.ServerStreamingServer[pluginv1.ListContentResponse]) error {
 	st, err := s.impl(stream.Context())
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	var batch []*pluginv1.ContentInfo
 	err = st.Walk(stream.Context(), func(info Info) error {
@@ -85,19 +85,19 @@ func (s *server) List(req *pluginv1.ListContentRequest, stream grpc.ServerStream
 	if err == nil && len(batch) > 0 {
 		err = stream.Send(&pluginv1.ListContentResponse{Infos: batch})
 	}
-	return errdefs.ToGRPC(err)
+	return err
 }
 
 func (s *server) Delete(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.Empty, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	dgst, err := parseDigest(req.Digest)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
-	return &pluginv1.Empty{}, errdefs.ToGRPC(st.Delete(ctx, dgst))
+	return &pluginv1.Empty{}, st.Delete(ctx, dgst)
 }
 
 // Read streams the range in ChunkSize messages, reusing one buffer: Send
@@ -106,23 +106,23 @@ func (s *server) Read(req *pluginv1.ReadContentRequest, stream grpc.ServerStream
 	ctx := stream.Context()
 	st, err := s.impl(ctx)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	dgst, err := parseDigest(req.Digest)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	if req.Offset < 0 || req.Size < 0 {
-		return errdefs.ToGRPC(fmt.Errorf("read %s: negative offset or size: %w", dgst, errdefs.ErrInvalidArgument))
+		return fmt.Errorf("read %s: negative offset or size: %w", dgst, errdefs.ErrInvalidArgument)
 	}
 	ra, err := st.ReaderAt(ctx, ocispec.Descriptor{Digest: dgst})
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	defer ra.Close()
 	end := ra.Size()
 	if req.Offset > end {
-		return errdefs.ToGRPC(fmt.Errorf("read %s: offset %d past size %d: %w", dgst, req.Offset, end, errdefs.ErrOutOfRange))
+		return fmt.Errorf("read %s: offset %d past size %d: %w", dgst, req.Offset, end, errdefs.ErrOutOfRange)
 	}
 	if req.Size > 0 && req.Offset+req.Size < end {
 		end = req.Offset + req.Size
@@ -140,7 +140,7 @@ func (s *server) Read(req *pluginv1.ReadContentRequest, stream grpc.ServerStream
 			if errors.Is(err, io.EOF) {
 				err = fmt.Errorf("read %s: short blob at %d: %w", dgst, off, errdefs.ErrDataLoss)
 			}
-			return errdefs.ToGRPC(err)
+			return err
 		}
 	}
 	return nil
@@ -149,11 +149,11 @@ func (s *server) Read(req *pluginv1.ReadContentRequest, stream grpc.ServerStream
 func (s *server) Status(ctx context.Context, req *pluginv1.IngestRefRequest) (*pluginv1.IngestStatus, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	status, err := st.Status(ctx, req.Ref)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return StatusToProto(status), nil
 }
@@ -161,11 +161,11 @@ func (s *server) Status(ctx context.Context, req *pluginv1.IngestRefRequest) (*p
 func (s *server) ListStatuses(req *pluginv1.ListStatusesRequest, stream grpc.ServerStreamingServer[pluginv1.ListStatusesResponse]) error {
 	st, err := s.impl(stream.Context())
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	statuses, err := st.ListStatuses(stream.Context(), req.Filters...)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	for len(statuses) > 0 {
 		n := min(len(statuses), listBatch)
@@ -184,27 +184,27 @@ func (s *server) ListStatuses(req *pluginv1.ListStatusesRequest, stream grpc.Ser
 func (s *server) Abort(ctx context.Context, req *pluginv1.IngestRefRequest) (*pluginv1.Empty, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
-	return &pluginv1.Empty{}, errdefs.ToGRPC(st.Abort(ctx, req.Ref))
+	return &pluginv1.Empty{}, st.Abort(ctx, req.Ref)
 }
 
 func (s *server) BlobPath(ctx context.Context, req *pluginv1.ContentInfoRequest) (*pluginv1.BlobPathResponse, error) {
 	st, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	bp, ok := st.(BlobPather)
 	if !ok {
-		return nil, errdefs.ToGRPC(fmt.Errorf("blob path: %w", errdefs.ErrNotImplemented))
+		return nil, fmt.Errorf("blob path: %w", errdefs.ErrNotImplemented)
 	}
 	dgst, err := digest.Parse(req.Digest)
 	if err != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("digest %q: %v: %w", req.Digest, err, errdefs.ErrInvalidArgument))
+		return nil, fmt.Errorf("digest %q: %v: %w", req.Digest, err, errdefs.ErrInvalidArgument)
 	}
 	path, err := bp.BlobPath(ctx, dgst)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &pluginv1.BlobPathResponse{Path: path}, nil
 }
@@ -212,7 +212,7 @@ func (s *server) BlobPath(ctx context.Context, req *pluginv1.ContentInfoRequest)
 // Write holds one ingest for the life of the stream: the first message
 // names the ref, and each message gets one response.
 func (s *server) Write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]) error {
-	return errdefs.ToGRPC(s.write(stream))
+	return s.write(stream)
 }
 
 func (s *server) write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]) error {

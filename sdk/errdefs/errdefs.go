@@ -1,9 +1,12 @@
 // Package errdefs holds the error classes shared by keeld, its plugins and
 // its clients. They are containerd's classes (github.com/containerd/errdefs),
 // re-exported so plugin authors import only keel's sdk, and they survive a
-// gRPC hop (as status codes; a small mapping of our own rather than
-// containerd's errgrpc, whose type registry costs every plugin memory): the server side converts with ToGRPC, the client side with
-// FromGRPC, and errdefs.IsNotFound(err) holds on the far side.
+// gRPC hop as status codes (a small mapping of our own rather than
+// containerd's errgrpc, whose type registry costs every plugin memory):
+// the server side converts with ToGRPC, the client side with FromGRPC, and
+// errdefs.IsNotFound(err) holds on the far side. Neither is called by hand:
+// keel's gRPC servers and clients convert every call once, in the
+// interceptors of grpc.go.
 //
 // Classify at the source by wrapping a class with %w:
 //
@@ -99,14 +102,23 @@ func ToGRPC(err error) error {
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		return status.Error(codes.ResourceExhausted, err.Error())
 	}
+	// A status error wrapped with more context keeps its code.
+	if st, ok := status.FromError(err); ok {
+		return st.Err()
+	}
 	return status.Error(codes.Unknown, err.Error())
 }
 
 // FromGRPC turns a gRPC status error back into an error of its class, with
-// the same message. Other errors pass unchanged.
+// the same message. Other errors, and errors FromGRPC already made, pass
+// unchanged.
 func FromGRPC(err error) error {
 	if err == nil {
 		return nil
+	}
+	var remote *remoteError
+	if errors.As(err, &remote) {
+		return err
 	}
 	st, ok := status.FromError(err)
 	if !ok {
@@ -121,13 +133,16 @@ func FromGRPC(err error) error {
 	}
 	// The message usually ends with the class's own text already.
 	msg := strings.TrimSuffix(st.Message(), ": "+class.Error())
-	return &remoteError{msg: msg, class: class}
+	return &remoteError{msg: msg, class: class, code: st.Code()}
 }
 
 // remoteError is an error that crossed a gRPC hop: its message and class.
+// It keeps its status code too, so that code which asks gRPC for an
+// error's code (status.Code; go-plugin does) gets the one that crossed.
 type remoteError struct {
 	msg   string
 	class error
+	code  codes.Code
 }
 
 func (e *remoteError) Error() string {
@@ -138,3 +153,7 @@ func (e *remoteError) Error() string {
 }
 
 func (e *remoteError) Unwrap() error { return e.class }
+
+// GRPCStatus is the status the error crossed as, message and class text
+// as ToGRPC would send them on.
+func (e *remoteError) GRPCStatus() *status.Status { return status.New(e.code, e.Error()) }

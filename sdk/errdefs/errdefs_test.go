@@ -3,10 +3,14 @@ package errdefs
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"syscall"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -73,6 +77,49 @@ func TestFullDiskIsResourceExhausted(t *testing.T) {
 		back := FromGRPC(ToGRPC(orig))
 		if !IsResourceExhausted(back) || !strings.Contains(back.Error(), errno.Error()) {
 			t.Errorf("%v over the hop: %v, want resource exhausted naming %q", errno, back, errno.Error())
+		}
+	}
+}
+
+// TestConvertingTwiceIsHarmless: the interceptors convert every call, so a
+// conversion on top of one (a hand conversion left over, an error passed
+// on from one hop to the next) must change nothing.
+func TestConvertingTwiceIsHarmless(t *testing.T) {
+	st := status.Error(codes.NotFound, `snapshot "k": not found`)
+	if got := ToGRPC(st); got != st {
+		t.Errorf("ToGRPC of a status error made %v, want it kept", got)
+	}
+	native := fmt.Errorf("snapshot %q: %w", "k", ErrNotFound)
+	if got := FromGRPC(native); got != native {
+		t.Errorf("FromGRPC of a native error made %v, want it kept", got)
+	}
+	once := FromGRPC(st)
+	if got := FromGRPC(once); got != once {
+		t.Errorf("FromGRPC of its own result made %v, want it kept", got)
+	}
+	wrapped := fmt.Errorf("snapshotter.x: %w", once)
+	if got := FromGRPC(wrapped); got != wrapped {
+		t.Errorf("FromGRPC of its wrapped result made %v, want it kept", got)
+	}
+	if got := FromGRPC(io.EOF); got != io.EOF {
+		t.Errorf("FromGRPC(io.EOF) = %v", got)
+	}
+}
+
+// TestCodeKept: an error that crossed answers status.Code with the code it
+// crossed as (go-plugin's own clients ask), and goes on with it, wrapped
+// or not, as does a status error wrapped with more context.
+func TestCodeKept(t *testing.T) {
+	for _, code := range []codes.Code{codes.NotFound, codes.Unavailable, codes.Canceled, codes.Unauthenticated} {
+		back := FromGRPC(status.Error(code, "x"))
+		if got := status.Code(back); got != code {
+			t.Errorf("status.Code after FromGRPC = %v, want %v", got, code)
+		}
+		if got := status.Code(ToGRPC(back)); got != code {
+			t.Errorf("status.Code after FromGRPC, ToGRPC = %v, want %v", got, code)
+		}
+		if got := status.Code(ToGRPC(fmt.Errorf("y: %w", status.Error(code, "x")))); got != code {
+			t.Errorf("a wrapped %v status crossed as %v", code, got)
 		}
 	}
 }

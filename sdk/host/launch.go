@@ -131,7 +131,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	p.base = pluginv1.NewBaseClient(p.conn)
 	info, err := p.base.Info(ctx, &pluginv1.InfoRequest{})
 	if err != nil {
-		return fail(fmt.Errorf("%s: %s: info: %w", cfg.Instance, cfg.Path, errdefs.FromGRPC(err)))
+		return fail(fmt.Errorf("%s: %s: info: %w", cfg.Instance, cfg.Path, err))
 	}
 	p.info = Info{Kind: info.Kind, Name: info.Name, Version: info.Version, Capabilities: info.Capabilities}
 	if info.Kind != cfg.Kind {
@@ -243,7 +243,7 @@ func (p *Process) Configure(ctx context.Context, root, state string, config json
 		Config: config, Root: root, State: state, Instance: p.cfg.Instance,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: configure: %w", p.cfg.Instance, errdefs.FromGRPC(err))
+		return nil, fmt.Errorf("%s: configure: %w", p.cfg.Instance, err)
 	}
 	p.info.Capabilities = resp.Capabilities
 	return resp.Capabilities, nil
@@ -252,7 +252,7 @@ func (p *Process) Configure(ctx context.Context, root, state string, config json
 // Ping checks that the plugin answers.
 func (p *Process) Ping(ctx context.Context) error {
 	_, err := p.base.Info(ctx, &pluginv1.InfoRequest{})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // killGrace bounds a graceful stop: a plugin that does not answer the

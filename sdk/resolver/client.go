@@ -24,7 +24,7 @@ var _ Resolver = (*client)(nil)
 func (c *client) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
 	resp, err := c.c.Resolve(ctx, &pluginv1.ResolveRequest{Ref: ref})
 	if err != nil {
-		return "", ocispec.Descriptor{}, errdefs.FromGRPC(err)
+		return "", ocispec.Descriptor{}, err
 	}
 	return resp.Name, descriptor.FromProto(resp.Descriptor_), nil
 }
@@ -34,7 +34,7 @@ var _ Explainer = (*client)(nil)
 func (c *client) ResolveExplain(ctx context.Context, ref string) (string, ocispec.Descriptor, []Attempt, error) {
 	resp, err := c.c.Resolve(ctx, &pluginv1.ResolveRequest{Ref: ref, Explain: true})
 	if err != nil {
-		return "", ocispec.Descriptor{}, nil, errdefs.FromGRPC(err)
+		return "", ocispec.Descriptor{}, nil, err
 	}
 	var attempts []Attempt
 	for _, a := range resp.Attempts {
@@ -50,7 +50,7 @@ func (c *client) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor,
 	stream, err := c.c.Fetch(ctx, &pluginv1.FetchRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc), Offset: offset})
 	if err != nil {
 		cancel()
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	rc := &fetchReader{stream: stream, cancel: cancel}
 	// Receive the first message now so that a missing blob fails Fetch
@@ -74,9 +74,6 @@ type fetchReader struct {
 func (f *fetchReader) next() error {
 	msg, err := f.stream.Recv()
 	if err != nil {
-		if !errors.Is(err, io.EOF) {
-			err = errdefs.FromGRPC(err)
-		}
 		f.err = err
 		f.cancel()
 		return err
@@ -112,7 +109,7 @@ func (c *client) Push(ctx context.Context, ref string, desc ocispec.Descriptor, 
 	defer cancel()
 	stream, err := c.c.Push(ctx)
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	header := &pluginv1.PushRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc)}
 	if err := stream.Send(header); err != nil {
@@ -136,7 +133,7 @@ func (c *client) Push(ctx context.Context, ref string, desc ocispec.Descriptor, 
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	return alreadyExists(resp, desc)
 }
@@ -146,11 +143,11 @@ func (c *client) Push(ctx context.Context, ref string, desc ocispec.Descriptor, 
 // result is in the status.
 func (c *client) pushResult(stream pluginv1.Resolver_PushClient, desc ocispec.Descriptor, sendErr error) error {
 	if !errors.Is(sendErr, io.EOF) {
-		return errdefs.FromGRPC(sendErr)
+		return sendErr
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	return alreadyExists(resp, desc)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 )
 
 // fake is a Resolver whose methods are its fields.
@@ -96,26 +97,24 @@ func serve(t *testing.T, impl Resolver) (Resolver, *sizes, *sizes) {
 	t.Helper()
 	fetched, pushed := &sizes{}, &sizes{}
 	lis := bufconn.Listen(4 << 20)
-	s := grpc.NewServer(
-		grpc.MaxRecvMsgSize(sdk.MaxMessageSize), grpc.MaxSendMsgSize(sdk.MaxMessageSize),
-		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	s := grpc.NewServer(append(wire.ServerOptions(),
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			return h(srv, recvSizes{ss, pushed})
 		}),
-	)
+	)...)
 	RegisterServer(s, func(context.Context) (Resolver, error) { return impl, nil })
 	go s.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///bufconn",
+	conn, err := grpc.NewClient("passthrough:///bufconn", append(wire.DialOptions(),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageSize), grpc.MaxCallSendMsgSize(sdk.MaxMessageSize)),
-		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		grpc.WithChainStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 			cs, err := streamer(ctx, desc, cc, method, opts...)
 			if err != nil {
 				return nil, err
 			}
 			return clientSizes{cs, fetched}, nil
 		}),
-	)
+	)...)
 	if err != nil {
 		t.Fatal(err)
 	}

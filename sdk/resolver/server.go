@@ -29,12 +29,12 @@ var _ pluginv1.ResolverServer = (*server)(nil)
 func (s *server) Resolve(ctx context.Context, req *pluginv1.ResolveRequest) (*pluginv1.ResolveResponse, error) {
 	r, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	if req.Explain {
 		name, desc, attempts, err := Explain(ctx, r, req.Ref)
 		if err != nil {
-			return nil, errdefs.ToGRPC(err)
+			return nil, err
 		}
 		resp := &pluginv1.ResolveResponse{Name: name, Descriptor_: descriptor.ToProto(desc)}
 		for _, a := range attempts {
@@ -44,7 +44,7 @@ func (s *server) Resolve(ctx context.Context, req *pluginv1.ResolveRequest) (*pl
 	}
 	name, desc, err := r.Resolve(ctx, req.Ref)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &pluginv1.ResolveResponse{Name: name, Descriptor_: descriptor.ToProto(desc)}, nil
 }
@@ -53,11 +53,11 @@ func (s *server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_Fetc
 	ctx := stream.Context()
 	r, err := s.impl(ctx)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	rc, err := r.Fetch(ctx, req.Ref, descriptor.FromProto(req.Descriptor_), req.Offset)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	defer rc.Close()
 	for {
@@ -73,7 +73,7 @@ func (s *server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_Fetc
 		case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 			return nil
 		case err != nil:
-			return errdefs.ToGRPC(err)
+			return err
 		}
 	}
 }
@@ -82,11 +82,11 @@ func (s *server) Push(stream pluginv1.Resolver_PushServer) error {
 	ctx := stream.Context()
 	r, err := s.impl(ctx)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
-		return errdefs.ToGRPC(fmt.Errorf("push: no header message: %w", errdefs.ErrInvalidArgument))
+		return fmt.Errorf("push: no header message: %w", errdefs.ErrInvalidArgument)
 	}
 	if err != nil {
 		return err
@@ -97,7 +97,7 @@ func (s *server) Push(stream pluginv1.Resolver_PushServer) error {
 		return stream.SendAndClose(&pluginv1.PushResponse{AlreadyExists: true})
 	}
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	return stream.SendAndClose(&pluginv1.PushResponse{})
 }
@@ -116,9 +116,6 @@ func (p *pushReader) Read(b []byte) (int, error) {
 		}
 		msg, err := p.stream.Recv()
 		if err != nil {
-			if !errors.Is(err, io.EOF) {
-				err = errdefs.FromGRPC(err)
-			}
 			p.err = err
 			continue
 		}

@@ -38,7 +38,7 @@ func (c *client) Create(ctx context.Context, opts CreateOpts) (uint32, error) {
 		Options:    opts.Options,
 	})
 	if err != nil {
-		return 0, errdefs.FromGRPC(err)
+		return 0, err
 	}
 	return resp.Pid, nil
 }
@@ -46,7 +46,7 @@ func (c *client) Create(ctx context.Context, opts CreateOpts) (uint32, error) {
 func (c *client) Start(ctx context.Context, id, execID string) (uint32, error) {
 	resp, err := c.c.Start(ctx, &pluginv1.TaskProcessRequest{Id: id, ExecId: execID})
 	if err != nil {
-		return 0, errdefs.FromGRPC(err)
+		return 0, err
 	}
 	return resp.Pid, nil
 }
@@ -54,14 +54,14 @@ func (c *client) Start(ctx context.Context, id, execID string) (uint32, error) {
 func (c *client) Delete(ctx context.Context, id, execID string) (ExitStatus, error) {
 	resp, err := c.c.Delete(ctx, &pluginv1.TaskProcessRequest{Id: id, ExecId: execID})
 	if err != nil {
-		return ExitStatus{}, errdefs.FromGRPC(err)
+		return ExitStatus{}, err
 	}
 	return exitFromProto(resp), nil
 }
 
 func (c *client) Kill(ctx context.Context, id, execID string, sig syscall.Signal, all bool) error {
 	_, err := c.c.Kill(ctx, &pluginv1.KillRequest{Id: id, ExecId: execID, Signal: uint32(sig), All: all})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) Exec(ctx context.Context, opts ExecOpts) error {
@@ -78,33 +78,33 @@ func (c *client) Exec(ctx context.Context, opts ExecOpts) error {
 		Stderr:   opts.IO.Stderr,
 		Spec:     spec,
 	})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) ResizePty(ctx context.Context, id, execID string, width, height uint32) error {
 	_, err := c.c.ResizePty(ctx, &pluginv1.ResizePtyRequest{Id: id, ExecId: execID, Width: width, Height: height})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) CloseIO(ctx context.Context, id, execID string) error {
 	_, err := c.c.CloseIO(ctx, &pluginv1.CloseIORequest{Id: id, ExecId: execID, Stdin: true})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) Pause(ctx context.Context, id string) error {
 	_, err := c.c.Pause(ctx, &pluginv1.TaskRequest{Id: id})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) Resume(ctx context.Context, id string) error {
 	_, err := c.c.Resume(ctx, &pluginv1.TaskRequest{Id: id})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) Pids(ctx context.Context, id string) ([]ProcessInfo, error) {
 	resp, err := c.c.Pids(ctx, &pluginv1.TaskRequest{Id: id})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	ps := make([]ProcessInfo, len(resp.Processes))
 	for i, p := range resp.Processes {
@@ -115,7 +115,7 @@ func (c *client) Pids(ctx context.Context, id string) ([]ProcessInfo, error) {
 
 func (c *client) Checkpoint(ctx context.Context, id string, opts CheckpointOpts) error {
 	_, err := c.c.Checkpoint(ctx, &pluginv1.CheckpointTaskRequest{Id: id, Path: opts.Path, Exit: opts.Exit, Options: opts.Options})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) Update(ctx context.Context, id string, resources *specs.LinuxResources, annotations map[string]string) error {
@@ -124,13 +124,13 @@ func (c *client) Update(ctx context.Context, id string, resources *specs.LinuxRe
 		return err
 	}
 	_, err = c.c.Update(ctx, &pluginv1.UpdateTaskRequest{Id: id, Resources: res, Annotations: annotations})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) Stats(ctx context.Context, id string) (Stats, error) {
 	resp, err := c.c.Stats(ctx, &pluginv1.TaskRequest{Id: id})
 	if err != nil {
-		return Stats{}, errdefs.FromGRPC(err)
+		return Stats{}, err
 	}
 	return Stats{TypeURL: resp.TypeUrl, Data: resp.Data}, nil
 }
@@ -138,7 +138,7 @@ func (c *client) Stats(ctx context.Context, id string) (Stats, error) {
 func (c *client) Wait(ctx context.Context, id, execID string) (ExitStatus, error) {
 	resp, err := c.c.Wait(ctx, &pluginv1.TaskProcessRequest{Id: id, ExecId: execID})
 	if err != nil {
-		return ExitStatus{}, errdefs.FromGRPC(err)
+		return ExitStatus{}, err
 	}
 	return exitFromProto(resp), nil
 }
@@ -146,7 +146,7 @@ func (c *client) Wait(ctx context.Context, id, execID string) (ExitStatus, error
 func (c *client) State(ctx context.Context, id, execID string) (TaskState, error) {
 	resp, err := c.c.State(ctx, &pluginv1.TaskProcessRequest{Id: id, ExecId: execID})
 	if err != nil {
-		return TaskState{}, errdefs.FromGRPC(err)
+		return TaskState{}, err
 	}
 	return StateFromProto(resp), nil
 }
@@ -154,7 +154,7 @@ func (c *client) State(ctx context.Context, id, execID string) (TaskState, error
 func (c *client) List(ctx context.Context) ([]TaskState, error) {
 	resp, err := c.c.List(ctx, &pluginv1.Empty{})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	tasks := make([]TaskState, len(resp.Tasks))
 	for i, t := range resp.Tasks {
@@ -183,7 +183,7 @@ func (c *client) Events(ctx context.Context) (<-chan Event, <-chan error) {
 func (c *client) recvEvents(ctx context.Context, events chan<- Event) error {
 	stream, err := c.c.Events(ctx, &pluginv1.Empty{})
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	for {
 		msg, err := stream.Recv()
@@ -192,7 +192,7 @@ func (c *client) recvEvents(ctx context.Context, events chan<- Event) error {
 				// The subscriber did not ask for the end: tell it.
 				return fmt.Errorf("events: stream ended by the runtime: %w", errdefs.ErrUnavailable)
 			}
-			return errdefs.FromGRPC(err)
+			return err
 		}
 		select {
 		case events <- EventFromProto(msg):

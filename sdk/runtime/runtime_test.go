@@ -16,9 +16,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
 
-	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
+	"github.com/keel-runtime/keel/sdk/internal/wire"
 	"github.com/keel-runtime/keel/sdk/mount"
 )
 
@@ -70,13 +70,13 @@ func (f *fake) Events(ctx context.Context) (<-chan Event, <-chan error) { return
 func serve(t *testing.T, impl Runtime) (Runtime, *grpc.ClientConn) {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
-	s := grpc.NewServer(grpc.MaxRecvMsgSize(sdk.MaxMessageSize), grpc.MaxSendMsgSize(sdk.MaxMessageSize))
+	s := grpc.NewServer(wire.ServerOptions()...)
 	RegisterServer(s, func(context.Context) (Runtime, error) { return impl, nil })
 	go s.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///bufconn",
+	conn, err := grpc.NewClient("passthrough:///bufconn", append(wire.DialOptions(),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-	)
+	)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -246,7 +246,7 @@ func TestRoundTrip(t *testing.T) {
 func TestBadSpecIsInvalidArgument(t *testing.T) {
 	_, conn := serve(t, &fake{create: func(context.Context, CreateOpts) (uint32, error) { return 1, nil }})
 	_, err := pluginv1.NewRuntimeClient(conn).Create(t.Context(), &pluginv1.CreateTaskRequest{Id: "x", Spec: []byte("{not json")})
-	if err = errdefs.FromGRPC(err); !errdefs.IsInvalidArgument(err) {
+	if !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("create with a broken spec: %v, want InvalidArgument", err)
 	}
 }

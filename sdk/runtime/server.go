@@ -6,7 +6,6 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/keel-runtime/keel/sdk/errdefs"
 	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 	"github.com/keel-runtime/keel/sdk/mount"
 )
@@ -31,9 +30,9 @@ var empty = &pluginv1.Empty{}
 func (s *server) call(ctx context.Context, fn func(Runtime) error) error {
 	rt, err := s.impl(ctx)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
-	return errdefs.ToGRPC(fn(rt))
+	return fn(rt)
 }
 
 func (s *server) Create(ctx context.Context, req *pluginv1.CreateTaskRequest) (*pluginv1.CreateTaskResponse, error) {
@@ -248,7 +247,7 @@ func (s *server) Events(_ *pluginv1.Empty, stream pluginv1.Runtime_EventsServer)
 	ctx := stream.Context()
 	rt, err := s.impl(ctx)
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	events, errs := rt.Events(ctx)
 	for ev := range events {
@@ -258,8 +257,8 @@ func (s *server) Events(_ *pluginv1.Empty, stream pluginv1.Runtime_EventsServer)
 	}
 	select {
 	case err := <-errs:
-		return errdefs.ToGRPC(err)
+		return err
 	case <-ctx.Done():
-		return errdefs.ToGRPC(ctx.Err())
+		return ctx.Err()
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 
-	"github.com/keel-runtime/keel/sdk/errdefs"
 	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 	"github.com/keel-runtime/keel/sdk/mount"
 )
@@ -23,7 +22,7 @@ var (
 func (c *client) Stat(ctx context.Context, key string) (Info, error) {
 	resp, err := c.c.Stat(ctx, &pluginv1.SnapshotKeyRequest{Key: key})
 	if err != nil {
-		return Info{}, errdefs.FromGRPC(err)
+		return Info{}, err
 	}
 	return InfoFromProto(resp), nil
 }
@@ -31,7 +30,7 @@ func (c *client) Stat(ctx context.Context, key string) (Info, error) {
 func (c *client) Update(ctx context.Context, info Info, fieldpaths ...string) (Info, error) {
 	resp, err := c.c.Update(ctx, &pluginv1.UpdateSnapshotRequest{Info: InfoToProto(info), FieldPaths: fieldpaths})
 	if err != nil {
-		return Info{}, errdefs.FromGRPC(err)
+		return Info{}, err
 	}
 	return InfoFromProto(resp), nil
 }
@@ -39,7 +38,7 @@ func (c *client) Update(ctx context.Context, info Info, fieldpaths ...string) (I
 func (c *client) Usage(ctx context.Context, key string) (Usage, error) {
 	resp, err := c.c.Usage(ctx, &pluginv1.SnapshotKeyRequest{Key: key})
 	if err != nil {
-		return Usage{}, errdefs.FromGRPC(err)
+		return Usage{}, err
 	}
 	return Usage{Size: resp.Size, Inodes: resp.Inodes}, nil
 }
@@ -47,7 +46,7 @@ func (c *client) Usage(ctx context.Context, key string) (Usage, error) {
 func (c *client) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
 	resp, err := c.c.Mounts(ctx, &pluginv1.SnapshotKeyRequest{Key: key})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	return mount.FromProto(resp.Mounts), nil
 }
@@ -59,7 +58,7 @@ func (c *client) Prepare(ctx context.Context, key, parent string, opts ...Opt) (
 	}
 	resp, err := c.c.Prepare(ctx, &pluginv1.PrepareSnapshotRequest{Key: key, Parent: parent, Labels: info.Labels})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	return mount.FromProto(resp.Mounts), nil
 }
@@ -71,7 +70,7 @@ func (c *client) View(ctx context.Context, key, parent string, opts ...Opt) ([]m
 	}
 	resp, err := c.c.View(ctx, &pluginv1.PrepareSnapshotRequest{Key: key, Parent: parent, Labels: info.Labels})
 	if err != nil {
-		return nil, errdefs.FromGRPC(err)
+		return nil, err
 	}
 	return mount.FromProto(resp.Mounts), nil
 }
@@ -82,12 +81,12 @@ func (c *client) Commit(ctx context.Context, name, key string, opts ...Opt) erro
 		return err
 	}
 	_, err = c.c.Commit(ctx, &pluginv1.CommitSnapshotRequest{Name: name, Key: key, Labels: info.Labels})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) Remove(ctx context.Context, key string) error {
 	_, err := c.c.Remove(ctx, &pluginv1.SnapshotKeyRequest{Key: key})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error {
@@ -96,7 +95,7 @@ func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error
 	defer cancel()
 	stream, err := c.c.Walk(ctx, &pluginv1.WalkSnapshotsRequest{Filters: filters})
 	if err != nil {
-		return errdefs.FromGRPC(err)
+		return err
 	}
 	for {
 		resp, err := stream.Recv()
@@ -104,7 +103,7 @@ func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error
 			return nil
 		}
 		if err != nil {
-			return errdefs.FromGRPC(err)
+			return err
 		}
 		for _, info := range resp.Infos {
 			if err := fn(ctx, InfoFromProto(info)); err != nil {
@@ -116,7 +115,7 @@ func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error
 
 func (c *client) Cleanup(ctx context.Context) error {
 	_, err := c.c.Cleanup(ctx, &pluginv1.Empty{})
-	return errdefs.FromGRPC(err)
+	return err
 }
 
 // Close does nothing: the connection belongs to whoever made it.

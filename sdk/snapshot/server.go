@@ -30,11 +30,11 @@ var _ pluginv1.SnapshotterServer = (*server)(nil)
 func (s *server) Prepare(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	ms, err := sn.Prepare(ctx, req.Key, req.Parent, WithLabels(req.Labels))
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &pluginv1.MountsResponse{Mounts: mount.ToProto(ms)}, nil
 }
@@ -42,11 +42,11 @@ func (s *server) Prepare(ctx context.Context, req *pluginv1.PrepareSnapshotReque
 func (s *server) View(ctx context.Context, req *pluginv1.PrepareSnapshotRequest) (*pluginv1.MountsResponse, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	ms, err := sn.View(ctx, req.Key, req.Parent, WithLabels(req.Labels))
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &pluginv1.MountsResponse{Mounts: mount.ToProto(ms)}, nil
 }
@@ -54,11 +54,11 @@ func (s *server) View(ctx context.Context, req *pluginv1.PrepareSnapshotRequest)
 func (s *server) Mounts(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.MountsResponse, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	ms, err := sn.Mounts(ctx, req.Key)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &pluginv1.MountsResponse{Mounts: mount.ToProto(ms)}, nil
 }
@@ -66,27 +66,27 @@ func (s *server) Mounts(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (
 func (s *server) Commit(ctx context.Context, req *pluginv1.CommitSnapshotRequest) (*pluginv1.Empty, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
-	return &pluginv1.Empty{}, errdefs.ToGRPC(sn.Commit(ctx, req.Name, req.Key, WithLabels(req.Labels)))
+	return &pluginv1.Empty{}, sn.Commit(ctx, req.Name, req.Key, WithLabels(req.Labels))
 }
 
 func (s *server) Remove(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.Empty, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
-	return &pluginv1.Empty{}, errdefs.ToGRPC(sn.Remove(ctx, req.Key))
+	return &pluginv1.Empty{}, sn.Remove(ctx, req.Key)
 }
 
 func (s *server) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.SnapshotInfo, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	info, err := sn.Stat(ctx, req.Key)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return InfoToProto(info), nil
 }
@@ -94,11 +94,11 @@ func (s *server) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*p
 func (s *server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest) (*pluginv1.SnapshotInfo, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	info, err := sn.Update(ctx, InfoFromProto(req.Info), req.FieldPaths...)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return InfoToProto(info), nil
 }
@@ -106,11 +106,11 @@ func (s *server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest
 func (s *server) Usage(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.UsageResponse, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	u, err := sn.Usage(ctx, req.Key)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	return &pluginv1.UsageResponse{Size: u.Size, Inodes: u.Inodes}, nil
 }
@@ -118,7 +118,7 @@ func (s *server) Usage(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*
 func (s *server) Walk(req *pluginv1.WalkSnapshotsRequest, stream pluginv1.Snapshotter_WalkServer) error {
 	sn, err := s.impl(stream.Context())
 	if err != nil {
-		return errdefs.ToGRPC(err)
+		return err
 	}
 	var batch []*pluginv1.SnapshotInfo
 	err = sn.Walk(stream.Context(), func(_ context.Context, info Info) error {
@@ -133,19 +133,19 @@ func (s *server) Walk(req *pluginv1.WalkSnapshotsRequest, stream pluginv1.Snapsh
 	if err == nil && len(batch) > 0 {
 		err = stream.Send(&pluginv1.WalkSnapshotsResponse{Infos: batch})
 	}
-	return errdefs.ToGRPC(err)
+	return err
 }
 
 func (s *server) Cleanup(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.Empty, error) {
 	sn, err := s.impl(ctx)
 	if err != nil {
-		return nil, errdefs.ToGRPC(err)
+		return nil, err
 	}
 	c, ok := sn.(Cleaner)
 	if !ok {
-		return nil, errdefs.ToGRPC(errdefs.ErrNotImplemented)
+		return nil, errdefs.ErrNotImplemented
 	}
-	return &pluginv1.Empty{}, errdefs.ToGRPC(c.Cleanup(ctx))
+	return &pluginv1.Empty{}, c.Cleanup(ctx)
 }
 
 // InfoToProto converts an Info for the wire.

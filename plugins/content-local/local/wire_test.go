@@ -18,6 +18,7 @@ import (
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
+	"github.com/keel-runtime/keel/sdk/host"
 )
 
 // serve puts a local store behind the sdk's server and client on an
@@ -29,20 +30,19 @@ func serve(tb testing.TB) (content.Store, *atomic.Int64) {
 		tb.Fatal(err)
 	}
 	var reads atomic.Int64
-	srv := grpc.NewServer(grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+	srv := grpc.NewServer(append(host.ServerOptions(), grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		if strings.HasSuffix(info.FullMethod, "/Read") {
 			reads.Add(1)
 		}
 		return h(srv, ss)
-	}))
+	}))...)
 	content.RegisterServer(srv, func(context.Context) (content.Store, error) { return st, nil })
 	lis := bufconn.Listen(4 << 20)
 	go srv.Serve(lis)
-	conn, err := grpc.NewClient("passthrough:///content",
+	conn, err := grpc.NewClient("passthrough:///content", append(host.DialOptions(),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(sdk.MaxMessageSize)),
-	)
+	)...)
 	if err != nil {
 		tb.Fatal(err)
 	}
