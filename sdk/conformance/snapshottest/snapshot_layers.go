@@ -336,8 +336,8 @@ func snapConcurrentPrepareOneParent(ctx context.Context, t conformance.T, e *sna
 }
 
 // deepChainDepth is how many committed layers DeepChain stacks: keel's
-// image limit (max_layers), so a container's rootfs is an active snapshot
-// on a chain this deep.
+// default image limit (max_layers), so a container's rootfs may be an
+// active snapshot on a chain this deep.
 const deepChainDepth = 128
 
 // deepChainLayers are small layers with changes reaching far down the
