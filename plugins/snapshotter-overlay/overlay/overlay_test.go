@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/keel-runtime/keel/plugins/snapshotter-overlay/overlay"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/conformance/runner"
 	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
@@ -145,6 +147,83 @@ func TestDeepChain(t *testing.T) {
 		if b, err := os.ReadFile(filepath.Join(dir, name)); err != nil || string(b) != name {
 			t.Fatalf("file of layer %d: %q, %v", i, b, err)
 		}
+	}
+}
+
+// singleLowerdir is the overlay snapshotter with the mistake the suite's
+// DeepChain case is there to catch: its overlay mounts name the whole
+// chain in one lowerdir=A:B:C option, as a plugin formatting mount(2)'s
+// data string itself would. Past a page of options neither mount(2) nor
+// fsconfig(2) (256 bytes a value) takes it.
+type singleLowerdir struct{ snapshot.Snapshotter }
+
+func (s singleLowerdir) Prepare(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]mount.Mount, error) {
+	ms, err := s.Snapshotter.Prepare(ctx, key, parent, opts...)
+	return joinLowers(ms), err
+}
+
+func (s singleLowerdir) View(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]mount.Mount, error) {
+	ms, err := s.Snapshotter.View(ctx, key, parent, opts...)
+	return joinLowers(ms), err
+}
+
+func (s singleLowerdir) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
+	ms, err := s.Snapshotter.Mounts(ctx, key)
+	return joinLowers(ms), err
+}
+
+// joinLowers folds lowerdir+= options into one lowerdir= option.
+func joinLowers(ms []mount.Mount) []mount.Mount {
+	out := slices.Clone(ms)
+	for i, m := range out {
+		var lowers, rest []string
+		for _, o := range m.Options {
+			if l, ok := strings.CutPrefix(o, "lowerdir+="); ok {
+				lowers = append(lowers, l)
+			} else {
+				rest = append(rest, o)
+			}
+		}
+		if len(lowers) > 0 {
+			out[i].Options = append([]string{"lowerdir=" + strings.Join(lowers, ":")}, rest...)
+		}
+	}
+	return out
+}
+
+// TestDeepChainCatchesSingleLowerdir: the suite's DeepChain case passes
+// the overlay snapshotter and fails it once its mounts carry the chain in
+// one lowerdir= option.
+func TestDeepChainCatchesSingleLowerdir(t *testing.T) {
+	requireRoot(t)
+	for _, c := range []struct {
+		name    string
+		factory snapshot.Factory
+		want    string
+	}{
+		{"overlay", overlay.New, "pass"},
+		{"single-lowerdir", func(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
+			s, err := overlay.New(ctx, env)
+			if err != nil {
+				return nil, err
+			}
+			return singleLowerdir{s}, nil
+		}, "fail"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			results := runner.RunSuite(t.Context(), func(ct conformance.T) {
+				snapshottest.Run(ct, snapshottest.InProcess(c.factory), conformance.WithRun(regexp.MustCompile(`^DeepChain$`)))
+			})
+			if got := runner.StatusByCase(results)["DeepChain"]; got != c.want {
+				t.Errorf("DeepChain: %q, want %q (results: %+v)", got, c.want, results)
+			}
+			for _, r := range results {
+				for _, m := range r.Messages {
+					t.Logf("%s: …%s", r.Name, m[max(0, len(m)-300):]) // the mount error ends a long list of mounts
+				}
+			}
+		})
 	}
 }
 

@@ -75,6 +75,7 @@ func snapshotCases() []snapCase {
 	return []snapCase{
 		{Name: "Lifecycle", Body: snapLifecycle},
 		{Name: "LayerChain", Body: snapLayerChain},
+		{Name: "DeepChain", Body: snapDeepChain},
 		{Name: "ViewIsReadOnly", Body: snapViewIsReadOnly},
 		{Name: "StatUpdate", Body: snapStatUpdate},
 		{Name: "EmptyLabelValueDeletes", Body: snapEmptyLabelValueDeletes},
@@ -276,15 +277,7 @@ func snapLayerChain(ctx context.Context, t conformance.T, e *snapEnv) {
 	// Every layer, parents included, shows exactly its own history: a
 	// child's changes never leak into its parent.
 	for i := range layers {
-		ref := t.TempDir()
-		for _, ops := range layers[:i+1] {
-			if err := applyOps(ref, ops...); err != nil {
-				if errors.Is(err, unix.ENOTSUP) {
-					testkit.SkipOrFail(t, "the test's temp dir lacks xattrs or device nodes: %v", err)
-				}
-				t.Fatalf("build reference tree: %v", err)
-			}
-		}
+		ref := refTree(t, layers[:i+1]...)
 		for _, kind := range []snapshot.Kind{snapshot.KindView, snapshot.KindActive} {
 			key := fmt.Sprintf("check-%s-%d", kind, i)
 			var ms []mount.Mount

@@ -26,9 +26,9 @@ import (
 // viewKeys numbers the views wantTree makes.
 var viewKeys atomic.Int64
 
-// wantTree checks that a view of the committed snapshot name shows exactly
-// the tree layers' ops make in an empty dir, then removes the view.
-func wantTree(ctx context.Context, t conformance.T, sn snapshot.Snapshotter, name string, layers ...[]fsOp) {
+// refTree builds, in a fresh temp dir, the tree layers' ops make in an
+// empty dir: what a snapshot of those layers must show.
+func refTree(t conformance.T, layers ...[]fsOp) string {
 	t.Helper()
 	ref := t.TempDir()
 	for _, ops := range layers {
@@ -39,6 +39,14 @@ func wantTree(ctx context.Context, t conformance.T, sn snapshot.Snapshotter, nam
 			t.Fatalf("build reference tree: %v", err)
 		}
 	}
+	return ref
+}
+
+// wantTree checks that a view of the committed snapshot name shows exactly
+// the tree layers' ops make in an empty dir, then removes the view.
+func wantTree(ctx context.Context, t conformance.T, sn snapshot.Snapshotter, name string, layers ...[]fsOp) {
+	t.Helper()
+	ref := refTree(t, layers...)
 	key := fmt.Sprintf("check-%s-%d", name, viewKeys.Add(1))
 	ms, err := sn.View(ctx, key, name)
 	if err != nil {
@@ -326,4 +334,118 @@ func snapConcurrentPrepareOneParent(ctx context.Context, t conformance.T, e *sna
 		}
 	}
 	wantTree(ctx, t, sn, "base", []fsOp{fsMkdir("shared", 0o755), fsWrite("shared/f", "base", 0o644)})
+}
+
+// deepChainDepth is how many committed layers DeepChain stacks: keel's
+// default image limit (max_layers), so a container's rootfs may be an
+// active snapshot on a chain this deep.
+const deepChainDepth = 128
+
+// deepChainLayers are small layers with changes reaching far down the
+// chain: a file every layer adds, one every layer appends to, one
+// overwritten (mode too) every seventh layer, files and a dir deleted
+// tens of layers above where they were made (whiteouts over a deep lower
+// stack), a dir made again (opaque), a deleted name made again.
+func deepChainLayers() [][]fsOp {
+	layers := make([][]fsOp, deepChainDepth)
+	layers[0] = []fsOp{
+		fsMkdir("l", 0o755),
+		fsWrite("base-only", "from layer 0\n", 0o644),
+		fsWrite("shared", "layer 0\n", 0o644),
+		fsWrite("log", "0", 0o644),
+		fsMkdir("tree", 0o755),
+		fsWrite("tree/a", "a", 0o644),
+		fsMkdir("tree/sub", 0o700),
+		fsWrite("tree/sub/b", "b", 0o600),
+	}
+	for i := 1; i < deepChainDepth; i++ {
+		layers[i] = []fsOp{
+			fsWrite(fmt.Sprintf("l/%03d", i), fmt.Sprintf("layer %d\n", i), 0o644),
+			fsAppend("log", fmt.Sprintf(" %d", i)),
+		}
+		if i%7 == 0 {
+			layers[i] = append(layers[i], fsWrite("shared", fmt.Sprintf("layer %d\n", i), 0o640+uint32(i%2)))
+		}
+	}
+	more := map[int][]fsOp{
+		40:  {fsRemove("l/003")},
+		64:  {fsRemove("tree"), fsMkdir("tree", 0o750), fsWrite("tree/c", "c", 0o644)},
+		90:  {fsWrite("l/003", "again at 90\n", 0o600)},
+		100: {fsRemove("l/010"), fsRemove("l/011")},
+		120: {fsRemove("base-only")},
+		127: {fsRemove("l/126"), fsWrite("l/001", "top\n", 0o644)},
+	}
+	for i, ops := range more {
+		layers[i] = append(layers[i], ops...)
+	}
+	return layers
+}
+
+// snapDeepChain commits deepChainDepth layers, each written through the
+// mounts Prepare returned on the one below, then mounts an active
+// snapshot and a view of the top with the plugin's own mounts: both show
+// exactly the tree the layers make, and a change in the active snapshot
+// (a copy up from the bottom layer, a whiteout over all of them) shows in
+// it alone. An overlay plugin meets mount(2)'s one-page limit on its
+// options here: it must list the lower dirs so that sdk/mount can mount
+// them (see mount.Overlay), not in one lowerdir= string.
+func snapDeepChain(ctx context.Context, t conformance.T, e *snapEnv) {
+	conformance.RequireRoot(t)
+	sn := e.P
+	layers := deepChainLayers()
+	start := time.Now()
+	parent := ""
+	for i, ops := range layers {
+		name := fmt.Sprintf("layer-%03d", i)
+		commitLayer(ctx, t, sn, name, parent, ops...)
+		parent = name
+	}
+	t.Logf("committed %d layers in %s", len(layers), time.Since(start).Round(time.Millisecond))
+
+	ref := refTree(t, layers...)
+	vms, err := sn.View(ctx, "top-view", parent)
+	if err != nil {
+		t.Fatalf("view of %s: %v", parent, err)
+	}
+	ams, err := sn.Prepare(ctx, "top-active", parent)
+	if err != nil {
+		t.Fatalf("prepare on %s: %v", parent, err)
+	}
+	t.Logf("mounts of the active snapshot on top: %d, options %d bytes (mount(2) takes %d)",
+		len(ams), optionBytes(ams), os.Getpagesize())
+	view, _ := mountTemp(t, vms)
+	active, unmount := mountTemp(t, ams)
+	if err := compareTrees(ref, view); err != nil {
+		t.Errorf("view of %s differs:\n%v", parent, err)
+	}
+	if err := compareTrees(ref, active); err != nil {
+		t.Errorf("active snapshot on %s differs:\n%v", parent, err)
+	}
+
+	change := []fsOp{
+		fsAppend("tree/c", "+"),
+		fsAppend("l/002", "changed on top\n"),
+		fsRemove("l/005"),
+		fsWrite("new-on-top", "n", 0o644),
+	}
+	if err := applyOps(active, change...); err != nil {
+		t.Fatalf("change the active snapshot: %v", err)
+	}
+	if err := compareTrees(refTree(t, append(layers, change)...), active); err != nil {
+		t.Errorf("changed active snapshot on %s differs:\n%v", parent, err)
+	}
+	if err := compareTrees(ref, view); err != nil {
+		t.Errorf("view of %s after a change in an active sibling differs:\n%v", parent, err)
+	}
+	unmount()
+	t.Logf("whole case in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// optionBytes is the length of ms' options joined as mount(8) would.
+func optionBytes(ms []mount.Mount) int {
+	n := 0
+	for _, m := range ms {
+		n += len(strings.Join(m.Options, ","))
+	}
+	return n
 }
