@@ -195,7 +195,7 @@ func joinLowers(ms []mount.Mount) []mount.Mount {
 // the overlay snapshotter and fails it once its mounts carry the chain in
 // one lowerdir= option.
 func TestDeepChainCatchesSingleLowerdir(t *testing.T) {
-	requireRoot(t)
+	testkit.RequireRoot(t, "mount overlays")
 	for _, c := range []struct {
 		name    string
 		factory snapshot.Factory

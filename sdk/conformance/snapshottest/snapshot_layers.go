@@ -390,7 +390,7 @@ func deepChainLayers() [][]fsOp {
 // options here: it must list the lower dirs so that sdk/mount can mount
 // them (see mount.Overlay), not in one lowerdir= string.
 func snapDeepChain(ctx context.Context, t conformance.T, e *snapEnv) {
-	conformance.RequireRoot(t)
+	testkit.RequireRoot(t, "mount")
 	sn := e.P
 	layers := deepChainLayers()
 	start := time.Now()
