@@ -308,3 +308,29 @@ func TestSuitesLinkOnlyTheirFixtures(t *testing.T) {
 		})
 	}
 }
+
+// TestSDKLeavesOutContinuity holds the SDK module, tests included, to
+// code of its own for what only one helper needed: backend.DirUsage walks
+// a tree itself and the snapshotter suite copies with cp -a, so a plugin
+// author's go.mod gets no containerd/continuity, and with it no
+// containerd/log or logrus. A plugin that copies trees (native) imports
+// continuity itself.
+func TestSDKLeavesOutContinuity(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Fatalf("go command: %v", err)
+	}
+	cmd := exec.Command(goBin, "list", "-deps", "-test", "-f", "{{.ImportPath}}", "./...")
+	cmd.Dir = moduleDirs[1]
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, stderr.Bytes())
+	}
+	for p := range strings.SplitSeq(string(out), "\n") {
+		if underAny(p, "github.com/containerd/continuity", "github.com/containerd/log", "github.com/sirupsen/logrus") {
+			t.Errorf("the sdk module links %s", p)
+		}
+	}
+}

@@ -1,15 +1,19 @@
 // Package native is a copy-based snapshotter: every active snapshot and
 // view is a full copy of its parent's tree, handed out as a bind mount. It
 // needs no kernel feature beyond bind mounts and works on any filesystem,
-// at the cost of disk space and time per snapshot.
+// at the cost of disk space and time per snapshot. The metadata, lifecycle
+// and error classes come from sdk/snapshot/backend; this package is the
+// filesystem side.
 //
 // Layout under the plugin's root:
 //
 //	metadata.db        sdk/snapshot/storage metastore
-//	snapshots/<id>/    the tree of the snapshot with that id
-//	tmp/               copies being made and trees being removed; anything
-//	                   here after a crash is removed at start and by Cleanup; flagged
+//	snapshots/<id>/    the tree of the snapshot with that id; flagged
 //	                   top-dir where the filesystem has it (see markTopDir)
+//
+// Versions before backend made copies in a tmp/ dir beside snapshots/,
+// which New sweeps away; their metadata.db and snapshots/ are this
+// version's.
 package native
 
 import (
@@ -17,16 +21,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 
 	"github.com/containerd/continuity/fs"
 	"github.com/hashicorp/go-hclog"
-	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/snapshot/backend"
 	"github.com/keel-runtime/keel/sdk/snapshot/storage"
 	"github.com/keel-runtime/keel/sdk/sweep"
 )
@@ -34,22 +37,13 @@ import (
 // Config is the plugin's config block. It has no keys yet.
 type Config struct{}
 
-// Snapshotter is the native snapshotter.
-type Snapshotter struct {
-	root   string
-	store  *storage.Store
-	logger hclog.Logger
-
-	// staging is held shared by operations that own a directory under tmp/
-	// or a snapshot directory not yet recorded, and exclusively by Cleanup,
-	// so Cleanup never takes a tree that is being made.
-	staging sync.RWMutex
-}
+// copies is the backend: the tree of snapshot id in <copies>/<id>.
+type copies string
 
 // Interface guards.
 var (
-	_ snapshot.Snapshotter = (*Snapshotter)(nil)
-	_ snapshot.Cleaner     = (*Snapshotter)(nil)
+	_ backend.Backend = copies("")
+	_ backend.Lister  = copies("")
 )
 
 // New opens the native snapshotter on env.Root.
@@ -62,45 +56,53 @@ func New(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	for _, dir := range []string{"snapshots", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(env.Root, dir), 0o700); err != nil {
-			return nil, err
-		}
+	c := copies(filepath.Join(env.Root, "snapshots"))
+	if err := os.MkdirAll(string(c), 0o700); err != nil {
+		return nil, err
 	}
-	// Copies a killed plugin was making: nothing uses them before New returns.
-	if removed, err := sweep.Sweep([]string{filepath.Join(sweep.Escape(filepath.Clean(env.Root)), "tmp", "*")}, nil); err != nil {
-		logger.Warn("removing what a killed plugin left in tmp/", "error", err)
-	} else if len(removed) > 0 {
-		logger.Info("removed what a killed plugin left in tmp/", "removed", len(removed))
-	}
-	if err := markTopDir(filepath.Join(env.Root, "tmp")); err != nil {
+	if err := markTopDir(string(c)); err != nil {
 		logger.Debug("copies are made without the top-dir flag", "error", err)
+	}
+	// The staging dir of versions before backend: only copies being made
+	// and trees being removed.
+	if removed, err := sweep.Sweep([]string{filepath.Join(sweep.Escape(filepath.Clean(env.Root)), "tmp")}, nil); err != nil {
+		logger.Warn("removing the tmp/ dir an older version left", "error", err)
+	} else if len(removed) > 0 {
+		logger.Info("removed the tmp/ dir an older version left", "removed", len(removed))
 	}
 	store, err := storage.Open(filepath.Join(env.Root, "metadata.db"))
 	if err != nil {
 		return nil, err
 	}
-	s := &Snapshotter{root: env.Root, store: store, logger: logger}
-	if err := s.repair(ctx); err != nil {
-		store.Close()
+	s, err := backend.New(ctx, store, c)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.repair(ctx, store, logger); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-// repair rebuilds the tree of an active snapshot or view whose record was
-// made but whose copy never moved into place (a crash inside Prepare): its
-// mounts were never handed out, so a fresh copy of its parent is its tree.
-func (s *Snapshotter) repair(ctx context.Context) error {
-	type missing struct{ key, id, parentID string }
+// repair remakes the tree of an active snapshot or view that has a record
+// but no tree (a crash inside Prepare in versions before backend, which
+// recorded the snapshot before moving its copy into place): its mounts
+// were never handed out, so a fresh copy of its parent is its tree. A
+// committed snapshot without its tree is data lost, and refused.
+func (c copies) repair(ctx context.Context, store *storage.Store, logger hclog.Logger) error {
+	type missing struct {
+		key string
+		sn  storage.Snapshot
+	}
 	var todo []missing
-	err := s.store.View(ctx, func(tx *storage.Tx) error {
+	err := store.View(ctx, func(tx *storage.Tx) error {
 		ids, err := tx.IDs()
 		if err != nil {
 			return err
 		}
 		for id, key := range ids {
-			if _, err := os.Lstat(s.dir(id)); !os.IsNotExist(err) {
+			if _, err := os.Lstat(c.dir(id)); !os.IsNotExist(err) {
 				continue
 			}
 			sn, err := tx.Get(key)
@@ -108,13 +110,9 @@ func (s *Snapshotter) repair(ctx context.Context) error {
 				return err
 			}
 			if sn.Kind == snapshot.KindCommitted {
-				return fmt.Errorf("committed snapshot %q has no tree at %s: %w", key, s.dir(id), errdefs.ErrDataLoss)
+				return fmt.Errorf("committed snapshot %q has no tree at %s: %w", key, c.dir(id), errdefs.ErrDataLoss)
 			}
-			m := missing{key: key, id: id}
-			if len(sn.ParentIDs) > 0 {
-				m.parentID = sn.ParentIDs[0]
-			}
-			todo = append(todo, m)
+			todo = append(todo, missing{key, sn})
 		}
 		return nil
 	})
@@ -122,273 +120,61 @@ func (s *Snapshotter) repair(ctx context.Context) error {
 		return err
 	}
 	for _, m := range todo {
-		td, err := os.MkdirTemp(s.tmp(), "new-")
-		if err != nil {
-			return err
-		}
-		if m.parentID != "" {
-			err = fs.CopyDir(td, s.dir(m.parentID))
-		} else {
-			err = os.Chmod(td, 0o755)
+		// Copied aside and renamed into place, so a crash here leaves no
+		// half tree: what it leaves is a dir no id owns, for Cleanup.
+		aside := m.sn.ID + ".rebuild"
+		err := os.RemoveAll(c.dir(aside))
+		if err == nil {
+			err = c.Create(ctx, aside, m.sn.Kind, m.sn.ParentIDs)
 		}
 		if err == nil {
-			err = os.Rename(td, s.dir(m.id))
+			err = os.Rename(c.dir(aside), c.dir(m.sn.ID))
 		}
 		if err != nil {
-			os.RemoveAll(td)
+			os.RemoveAll(c.dir(aside))
 			return fmt.Errorf("rebuild snapshot %q: %w", m.key, err)
 		}
-		s.logger.Warn("rebuilt the tree of a snapshot interrupted at creation", "key", m.key)
+		logger.Warn("rebuilt the tree of a snapshot interrupted at creation", "key", m.key)
 	}
 	return nil
 }
 
-func (s *Snapshotter) dir(id string) string { return filepath.Join(s.root, "snapshots", id) }
-func (s *Snapshotter) tmp() string          { return filepath.Join(s.root, "tmp") }
+func (c copies) dir(id string) string { return filepath.Join(string(c), id) }
 
-// Stat returns the info of the snapshot key.
-func (s *Snapshotter) Stat(ctx context.Context, key string) (info snapshot.Info, err error) {
-	err = s.store.View(ctx, func(tx *storage.Tx) error {
-		info, err = tx.Info(key)
+// Create makes the tree of id: a copy of its parent's (modes, owners,
+// times, xattrs, hardlinks, symlinks, device nodes, fifos and sparse
+// files kept), or an empty dir.
+func (c copies) Create(ctx context.Context, id string, kind snapshot.Kind, parentIDs []string) error {
+	if len(parentIDs) > 0 {
+		return fs.CopyDir(c.dir(id), c.dir(parentIDs[0]))
+	}
+	if err := os.Mkdir(c.dir(id), 0o755); err != nil {
 		return err
-	})
-	return info, err
+	}
+	return os.Chmod(c.dir(id), 0o755) // whatever the umask
 }
 
-// Update changes the labels of a snapshot.
-func (s *Snapshotter) Update(ctx context.Context, info snapshot.Info, fieldpaths ...string) (out snapshot.Info, err error) {
-	err = s.store.Update(ctx, func(tx *storage.Tx) error {
-		out, err = tx.UpdateInfo(info, fieldpaths...)
-		return err
-	})
-	return out, err
-}
-
-// Usage is the disk use of the snapshot's own tree, hardlinks counted once.
-func (s *Snapshotter) Usage(ctx context.Context, key string) (snapshot.Usage, error) {
-	var sn storage.Snapshot
-	err := s.store.View(ctx, func(tx *storage.Tx) (err error) {
-		sn, err = tx.Get(key)
-		return err
-	})
-	if err != nil {
-		return snapshot.Usage{}, err
-	}
-	du, err := fs.DiskUsage(ctx, s.dir(sn.ID))
-	if err != nil {
-		return snapshot.Usage{}, fmt.Errorf("usage of %q: %w", key, err)
-	}
-	return snapshot.Usage{Size: du.Size, Inodes: du.Inodes}, nil
-}
-
-// Mounts of an active snapshot or a view.
-func (s *Snapshotter) Mounts(ctx context.Context, key string) ([]mount.Mount, error) {
-	var sn storage.Snapshot
-	err := s.store.View(ctx, func(tx *storage.Tx) (err error) {
-		sn, err = tx.Get(key)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if sn.Kind == snapshot.KindCommitted {
-		return nil, fmt.Errorf("mounts of %q: snapshot is committed: %w", key, errdefs.ErrFailedPrecondition)
-	}
-	return s.mounts(sn), nil
-}
-
-func (s *Snapshotter) mounts(sn storage.Snapshot) []mount.Mount {
+// Mounts bind the tree, read-only for a view.
+func (c copies) Mounts(id string, kind snapshot.Kind, parentIDs []string) []mount.Mount {
 	mode := "rw"
-	if sn.Kind == snapshot.KindView {
+	if kind == snapshot.KindView {
 		mode = "ro"
 	}
-	return []mount.Mount{{Type: "bind", Source: s.dir(sn.ID), Options: []string{"rbind", mode}}}
+	return []mount.Mount{{Type: "bind", Source: c.dir(id), Options: []string{"rbind", mode}}}
 }
 
-// Prepare makes an active snapshot holding a copy of parent's tree.
-func (s *Snapshotter) Prepare(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]mount.Mount, error) {
-	return s.create(ctx, snapshot.KindActive, key, parent, opts)
-}
-
-// View makes a read-only snapshot holding a copy of parent's tree.
-func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]mount.Mount, error) {
-	return s.create(ctx, snapshot.KindView, key, parent, opts)
-}
-
-// create copies parent's tree into tmp/ outside any transaction, then
-// records the snapshot and moves the copy into place in one transaction,
-// so a crash leaves either both or an orphan copy for Cleanup.
-func (s *Snapshotter) create(ctx context.Context, kind snapshot.Kind, key, parent string, opts []snapshot.Opt) ([]mount.Mount, error) {
-	s.staging.RLock()
-	defer s.staging.RUnlock()
-
-	// Fail early, before copying, on what the metastore will refuse anyway.
-	var parentID string
-	err := s.store.View(ctx, func(tx *storage.Tx) error {
-		if _, err := tx.Info(key); err == nil {
-			return fmt.Errorf("snapshot %q: %w", key, errdefs.ErrAlreadyExists)
-		} else if !errdefs.IsNotFound(err) {
-			return err
-		}
-		if parent == "" {
-			return nil
-		}
-		p, err := tx.Get(parent)
-		if err != nil {
-			return fmt.Errorf("snapshot %q: parent: %w", key, err)
-		}
-		if p.Kind != snapshot.KindCommitted {
-			return fmt.Errorf("snapshot %q: parent %q is %s, not committed: %w", key, parent, p.Kind, errdefs.ErrFailedPrecondition)
-		}
-		parentID = p.ID
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-
-	td, err := os.MkdirTemp(s.tmp(), "new-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(td) // gone by now when all went well
-	if parentID != "" {
-		if err := fs.CopyDir(td, s.dir(parentID)); err != nil {
-			return nil, fmt.Errorf("snapshot %q: copy parent %q: %w", key, parent, err)
-		}
-	} else if err := os.Chmod(td, 0o755); err != nil {
-		return nil, err
-	}
-
-	// The record is made in a shared batch (one disk sync for many calls);
-	// the copy moves into place after. A crash in between leaves a record
-	// without a tree, which New rebuilds: nobody has seen its mounts yet.
-	var sn storage.Snapshot
-	err = s.store.Batch(ctx, func(tx *storage.Tx) (err error) {
-		sn, err = tx.Create(kind, key, parent, opts...)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Rename(td, s.dir(sn.ID)); err != nil {
-		return nil, fmt.Errorf("snapshot %q: %w", key, err)
-	}
-	return s.mounts(sn), nil
-}
-
-// Commit makes the active snapshot key the committed snapshot name. The
-// tree's filesystem is synced first, so a committed snapshot survives a
+// Commit syncs the tree's filesystem, so a committed snapshot survives a
 // crash whole.
-func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snapshot.Opt) error {
-	var sn storage.Snapshot
-	err := s.store.View(ctx, func(tx *storage.Tx) (err error) {
-		sn, err = tx.Get(key)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	if sn.Kind != snapshot.KindActive {
-		return fmt.Errorf("commit of %q: snapshot is %s, not active: %w", key, sn.Kind, errdefs.ErrFailedPrecondition)
-	}
-	if err := syncfs(s.dir(sn.ID)); err != nil {
-		return fmt.Errorf("commit of %q: %w", key, err)
-	}
-	return s.store.Batch(ctx, func(tx *storage.Tx) error {
-		_, err := tx.Commit(key, name, opts...)
-		return err
-	})
+func (c copies) Commit(ctx context.Context, id string) error { return backend.SyncFS(c.dir(id)) }
+
+// Remove deletes the tree.
+func (c copies) Remove(ctx context.Context, id string) error { return os.RemoveAll(c.dir(id)) }
+
+// Usage is the disk use of the tree, hardlinks counted once.
+func (c copies) Usage(ctx context.Context, id string) (snapshot.Usage, error) {
+	return backend.DirUsage(ctx, c.dir(id))
 }
 
-// Remove deletes a snapshot with no children: the record first, then its
-// tree, which Cleanup removes should a crash come in between.
-func (s *Snapshotter) Remove(ctx context.Context, key string) error {
-	s.staging.RLock()
-	defer s.staging.RUnlock()
-	var id string
-	err := s.store.Batch(ctx, func(tx *storage.Tx) (err error) {
-		id, _, err = tx.Remove(key)
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	trash := filepath.Join(s.tmp(), "rm-"+id)
-	if err := os.Rename(s.dir(id), trash); err != nil {
-		if os.IsNotExist(err) {
-			return nil
-		}
-		trash = s.dir(id)
-	}
-	if err := os.RemoveAll(trash); err != nil {
-		// The record is gone; Cleanup takes what is left.
-		s.logger.Warn("removing snapshot tree failed", "key", key, "error", err)
-	}
-	return nil
-}
-
-// Walk calls fn for each snapshot matching filters.
-func (s *Snapshotter) Walk(ctx context.Context, fn snapshot.WalkFunc, filters ...string) error {
-	return s.store.View(ctx, func(tx *storage.Tx) error {
-		return tx.Walk(func(info snapshot.Info) error { return fn(ctx, info) }, filters...)
-	})
-}
-
-// Cleanup removes trees no snapshot owns: orphans of crashed operations and
-// anything left in tmp/.
-func (s *Snapshotter) Cleanup(ctx context.Context) error {
-	s.staging.Lock()
-	defer s.staging.Unlock()
-	var ids map[string]string
-	err := s.store.View(ctx, func(tx *storage.Tx) (err error) {
-		ids, err = tx.IDs()
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	var doomed []string
-	entries, err := os.ReadDir(filepath.Join(s.root, "snapshots"))
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if _, ok := ids[e.Name()]; !ok {
-			doomed = append(doomed, s.dir(e.Name()))
-		}
-	}
-	entries, err = os.ReadDir(s.tmp())
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		doomed = append(doomed, filepath.Join(s.tmp(), e.Name()))
-	}
-	for _, d := range doomed {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := os.RemoveAll(d); err != nil {
-			return fmt.Errorf("cleanup: %w", err)
-		}
-		s.logger.Debug("removed orphan tree", "path", d)
-	}
-	return nil
-}
-
-// Close closes the metastore.
-func (s *Snapshotter) Close() error { return s.store.Close() }
-
-// syncfs flushes the filesystem holding dir to disk.
-func syncfs(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := unix.Syncfs(int(f.Fd())); err != nil {
-		return fmt.Errorf("syncfs %s: %w", dir, err)
-	}
-	return nil
-}
+// List makes the snapshotter a snapshot.Cleaner: Cleanup removes the trees
+// of ids no snapshot owns.
+func (c copies) List(ctx context.Context) ([]string, error) { return backend.ListDir(string(c)) }

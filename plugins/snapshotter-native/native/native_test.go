@@ -16,6 +16,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/snapshot/storage"
 )
 
 func TestConformance(t *testing.T) {
@@ -31,8 +32,9 @@ func open(t *testing.T, root string) snapshot.Snapshotter {
 	return s
 }
 
-// TestCleanupOrphans plants what crashes leave behind: a tree no record
-// owns and leftovers in tmp/. Cleanup removes them and nothing else.
+// TestCleanupOrphans plants what crashes leave behind: trees no record
+// owns (a Remove cut short, a rebuild cut short). Cleanup removes them and
+// nothing else.
 func TestCleanupOrphans(t *testing.T) {
 	ctx := context.Background()
 	root := t.TempDir()
@@ -43,8 +45,7 @@ func TestCleanupOrphans(t *testing.T) {
 	}
 	orphans := []string{
 		filepath.Join(root, "snapshots", "999"),
-		filepath.Join(root, "tmp", "new-123"),
-		filepath.Join(root, "tmp", "rm-7"),
+		filepath.Join(root, "snapshots", "1.rebuild"),
 	}
 	for _, o := range orphans {
 		if err := os.MkdirAll(filepath.Join(o, "sub"), 0o755); err != nil {
@@ -67,37 +68,115 @@ func TestCleanupOrphans(t *testing.T) {
 	}
 }
 
-// TestRepairInterruptedPrepare simulates a crash between recording a
-// snapshot and moving its copy into place: reopening rebuilds the tree from
-// the parent.
-func TestRepairInterruptedPrepare(t *testing.T) {
+// TestRepairMissingTree: a snapshot recorded without its tree (a crash
+// inside Prepare in versions before backend, between the record and the
+// rename of the copy) gets a fresh copy of its parent at the next start,
+// when it is active or a view; a committed one is data lost, and New says
+// so.
+func TestRepairMissingTree(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		lose    string // the snapshot whose tree goes
+		rebuilt bool   // else New fails with DataLoss
+	}{
+		{name: "active", lose: "child", rebuilt: true},
+		{name: "view", lose: "view", rebuilt: true},
+		{name: "committed", lose: "base"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			root := t.TempDir()
+			s := open(t, root)
+			ms, err := s.Prepare(ctx, "base-a", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Write into the base through its directory, as a mount would.
+			if err := os.WriteFile(filepath.Join(ms[0].Source, "f"), []byte("parent data"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit(ctx, "base", "base-a"); err != nil {
+				t.Fatal(err)
+			}
+			trees := map[string]string{"base": ms[0].Source}
+			if ms, err = s.Prepare(ctx, "child", "base"); err != nil {
+				t.Fatal(err)
+			}
+			trees["child"] = ms[0].Source
+			if ms, err = s.View(ctx, "view", "base"); err != nil {
+				t.Fatal(err)
+			}
+			trees["view"] = ms[0].Source
+			s.Close()
+			if err := os.RemoveAll(trees[tc.lose]); err != nil {
+				t.Fatal(err)
+			}
+			s, err = native.New(ctx, sdk.Env{Root: root, Config: []byte(`{}`)})
+			if !tc.rebuilt {
+				if !errdefs.IsDataLoss(err) {
+					t.Fatalf("New over a committed snapshot without its tree: %v, want DataLoss", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			b, err := os.ReadFile(filepath.Join(trees[tc.lose], "f"))
+			if err != nil || string(b) != "parent data" {
+				t.Fatalf("rebuilt tree: %q, %v", b, err)
+			}
+			if entries, _ := os.ReadDir(filepath.Join(root, "snapshots")); len(entries) != 3 {
+				t.Errorf("snapshots/ holds %v, want the 3 trees", entries)
+			}
+		})
+	}
+}
+
+// TestCopyKeepsHoles: a sparse file in the parent stays sparse in the
+// copy, so a Prepare does not blow a disk image up to its full size.
+func TestCopyKeepsHoles(t *testing.T) {
 	ctx := context.Background()
-	root := t.TempDir()
-	s := open(t, root)
-	if _, err := s.Prepare(ctx, "base-a", ""); err != nil {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	ms, err := s.Prepare(ctx, "base-a", "")
+	if err != nil {
 		t.Fatal(err)
 	}
-	// Write into the base through its directory, as a mount would.
-	ms, _ := s.Mounts(ctx, "base-a")
-	if err := os.WriteFile(filepath.Join(ms[0].Source, "f"), []byte("parent data"), 0o644); err != nil {
+	f, err := os.Create(filepath.Join(ms[0].Source, "disk.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteAt([]byte("end"), 256<<20)
+	f.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Commit(ctx, "base", "base-a"); err != nil {
 		t.Fatal(err)
 	}
-	ms, err := s.Prepare(ctx, "child", "base")
+	if ms, err = s.Prepare(ctx, "child", "base"); err != nil {
+		t.Fatal(err)
+	}
+	if f, err = os.Open(filepath.Join(ms[0].Source, "disk.img")); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
-	if err := os.RemoveAll(ms[0].Source); err != nil {
+	b := make([]byte, 4)
+	n, _ := f.ReadAt(b, 256<<20)
+	if st.Size() != 256<<20+3 || string(b[:n]) != "end" {
+		t.Fatalf("copied sparse file: size %d, ends %q", st.Size(), b[:n])
+	}
+	u, err := s.Usage(ctx, "child")
+	if err != nil {
 		t.Fatal(err)
 	}
-	s = open(t, root)
-	defer s.Close()
-	b, err := os.ReadFile(filepath.Join(ms[0].Source, "f"))
-	if err != nil || string(b) != "parent data" {
-		t.Fatalf("rebuilt child tree: %q, %v", b, err)
+	if u.Size > 1<<20 {
+		t.Errorf("child uses %d bytes for a 256 MiB sparse file: holes filled", u.Size)
 	}
 }
 
@@ -145,17 +224,63 @@ func BenchmarkPrepareBusybox(b *testing.B) {
 	b.ReportMetric(float64(prepare[len(prepare)/2])/float64(time.Millisecond), "prepare-p50-ms")
 }
 
-// TestStartSweepsTmp: what a killed plugin was copying in tmp/ is gone
-// once the plugin starts again.
-func TestStartSweepsTmp(t *testing.T) {
+// TestOlderRoot opens a root as versions before backend left it: records
+// made by sdk/snapshot/storage alone, the trees in snapshots/<id>, and a
+// tmp/ dir holding a copy a killed plugin was making. The snapshots are
+// there as they were, the tmp/ dir is gone.
+func TestOlderRoot(t *testing.T) {
+	ctx := context.Background()
 	root := t.TempDir()
-	open(t, root).Close()
-	left := filepath.Join(root, "tmp", "new-123", "etc")
-	if err := os.MkdirAll(left, 0o700); err != nil {
+	store, err := storage.Open(filepath.Join(root, "metadata.db"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	open(t, root).Close()
-	if entries, err := os.ReadDir(filepath.Join(root, "tmp")); err != nil || len(entries) != 0 {
-		t.Errorf("tmp/ after a start: %v, %v", entries, err)
+	var base, active storage.Snapshot
+	err = store.Update(ctx, func(tx *storage.Tx) (err error) {
+		if base, err = tx.Create(snapshot.KindActive, "base-a", ""); err != nil {
+			return err
+		}
+		if _, err = tx.Commit("base-a", "base", snapshot.WithLabels(map[string]string{"l": "v"})); err != nil {
+			return err
+		}
+		active, err = tx.Create(snapshot.KindActive, "child", "base")
+		return err
+	})
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{
+		filepath.Join(root, "snapshots", base.ID, "f"),
+		filepath.Join(root, "snapshots", active.ID, "f"),
+		filepath.Join(root, "tmp", "new-123", "f"),
+	} {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	s := open(t, root)
+	defer s.Close()
+	if _, err := os.Stat(filepath.Join(root, "tmp")); !os.IsNotExist(err) {
+		t.Errorf("tmp/ after a start: %v", err)
+	}
+	if info, err := s.Stat(ctx, "base"); err != nil || info.Kind != snapshot.KindCommitted || info.Labels["l"] != "v" {
+		t.Errorf("Stat(base) = %+v, %v", info, err)
+	}
+	ms, err := s.Mounts(ctx, "child")
+	if err != nil || ms[0].Source != filepath.Join(root, "snapshots", active.ID) {
+		t.Fatalf("Mounts(child) = %v, %v", ms, err)
+	}
+	// A new snapshot on the old parent copies the old tree.
+	ms, err = s.Prepare(ctx, "new", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(ms[0].Source, "f")); err != nil || string(b) != filepath.Join(root, "snapshots", base.ID, "f") {
+		t.Errorf("new snapshot's copy: %q, %v", b, err)
 	}
 }

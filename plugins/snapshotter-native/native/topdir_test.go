@@ -11,9 +11,9 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 )
 
-// TestTmpIsTopDir checks New flags tmp/ top-dir where the filesystem
+// TestSnapshotsIsTopDir checks New flags snapshots/ top-dir where the filesystem
 // takes the flag (ext4 does; tmpfs, btrfs and xfs refuse it).
-func TestTmpIsTopDir(t *testing.T) {
+func TestSnapshotsIsTopDir(t *testing.T) {
 	root := t.TempDir()
 	if err := markTopDir(root); err != nil {
 		t.Skipf("the filesystem of %s has no top-dir flag: %v", root, err)
@@ -23,7 +23,7 @@ func TestTmpIsTopDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	f, err := os.Open(filepath.Join(root, "tmp"))
+	f, err := os.Open(filepath.Join(root, "snapshots"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,10 +33,10 @@ func TestTmpIsTopDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	if flags&fsTopdirFL == 0 {
-		t.Fatalf("tmp/ flags %#x lack top-dir", flags)
+		t.Fatalf("snapshots/ flags %#x lack top-dir", flags)
 	}
 	// A second open finds the flag set and leaves it.
-	if err := markTopDir(filepath.Join(root, "tmp")); err != nil {
+	if err := markTopDir(filepath.Join(root, "snapshots")); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
 
-	cfs "github.com/containerd/continuity/fs"
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/conformance"
@@ -305,9 +305,10 @@ func fsAppend(name, data string) fsOp {
 	}
 }
 
-// fsRename renames oldname to name as mv(1) does: a rename the filesystem
-// refuses across layers (EXDEV, as overlayfs does for a lower dir without
-// redirect_dir) becomes a copy, then a removal.
+// fsRename renames oldname to name: a rename the filesystem refuses
+// across layers (EXDEV, as overlayfs does for a lower dir without
+// redirect_dir) becomes a copy that keeps everything, hardlinks included
+// (cp -a), then a removal.
 func fsRename(oldname, name string) fsOp {
 	return func(dir string) error {
 		src, dst := filepath.Join(dir, oldname), filepath.Join(dir, name)
@@ -315,8 +316,8 @@ func fsRename(oldname, name string) fsOp {
 		if !errors.Is(err, unix.EXDEV) {
 			return err
 		}
-		if err := cfs.CopyDir(dst, src); err != nil {
-			return fmt.Errorf("copy %s after EXDEV: %w", oldname, err)
+		if out, err := exec.Command("cp", "-a", "-T", src, dst).CombinedOutput(); err != nil {
+			return fmt.Errorf("copy %s after EXDEV: %v: %s", oldname, err, out)
 		}
 		return os.RemoveAll(src)
 	}

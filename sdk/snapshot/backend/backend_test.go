@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/containerd/continuity/fs"
+	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/conformance"
@@ -63,7 +67,13 @@ func (d *dirs) Create(ctx context.Context, id string, kind snapshot.Kind, parent
 	if len(parentIDs) == 0 {
 		return os.MkdirAll(d.dir(id), 0o755)
 	}
-	return fs.CopyDir(d.dir(id), d.dir(parentIDs[0]))
+	// cp -a keeps what a snapshot copy must (owners, modes, times, xattrs,
+	// hardlinks, special files); this test copies with coreutils, native
+	// with continuity.
+	if out, err := exec.Command("cp", "-a", d.dir(parentIDs[0]), d.dir(id)).CombinedOutput(); err != nil {
+		return fmt.Errorf("cp -a: %v: %s", err, out)
+	}
+	return nil
 }
 
 func (d *dirs) Mounts(id string, kind snapshot.Kind, parentIDs []string) []mount.Mount {
@@ -479,6 +489,64 @@ func TestListDirMissing(t *testing.T) {
 	ids, err := backend.ListDir(filepath.Join(t.TempDir(), "none"))
 	if err != nil || ids != nil {
 		t.Errorf("ListDir of a missing dir = %v, %v", ids, err)
+	}
+}
+
+// TestDirUsage checks DirUsage against du(1) on a tree with a hardlink,
+// a sparse file, a symlink, a fifo and nested dirs: the same bytes (st_blocks)
+// and inodes, hardlinks counted once.
+func TestDirUsage(t *testing.T) {
+	dir := t.TempDir()
+	for _, op := range []func() error{
+		func() error { return os.MkdirAll(filepath.Join(dir, "a", "b"), 0o755) },
+		func() error { return os.WriteFile(filepath.Join(dir, "a", "f"), make([]byte, 10000), 0o644) },
+		func() error { return os.Link(filepath.Join(dir, "a", "f"), filepath.Join(dir, "a", "b", "link")) },
+		func() error { return os.Symlink("../f", filepath.Join(dir, "a", "b", "sym")) },
+		func() error { return unix.Mkfifo(filepath.Join(dir, "fifo"), 0o644) },
+		func() error {
+			f, err := os.Create(filepath.Join(dir, "sparse"))
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			_, err = f.WriteAt([]byte("end"), 64<<20)
+			return err
+		},
+	} {
+		if err := op(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u, err := backend.DirUsage(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	du := func(args ...string) int64 {
+		out, err := exec.Command("du", append(args, dir)...).Output()
+		if err != nil {
+			t.Fatalf("du %v: %v", args, err)
+		}
+		n, err := strconv.ParseInt(strings.Fields(string(out))[0], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	want := snapshot.Usage{Size: du("-s", "-B1"), Inodes: du("-s", "--inodes")}
+	if u != want {
+		t.Errorf("DirUsage = %+v, du says %+v", u, want)
+	}
+	if u.Inodes != 7 || u.Size >= 64<<20 {
+		t.Errorf("DirUsage = %+v, want 7 inodes (the hardlink once) and the sparse file's holes not counted", u)
+	}
+
+	if _, err := backend.DirUsage(t.Context(), filepath.Join(dir, "none")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("DirUsage of a missing dir: %v, want ErrNotExist", err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := backend.DirUsage(ctx, dir); !errors.Is(err, context.Canceled) {
+		t.Errorf("DirUsage with a cancelled context: %v", err)
 	}
 }
 

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
+	"syscall"
 
-	"github.com/containerd/continuity/fs"
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/snapshot"
@@ -31,13 +33,36 @@ func ListDir(dir string) ([]string, error) {
 	return names, nil
 }
 
-// DirUsage is the disk use of the tree at dir, hardlinks counted once.
+// DirUsage is the disk use of the tree at dir, dir included: the inodes
+// in it and the bytes allocated to them (st_blocks, so a sparse file's
+// holes count for nothing), hardlinks counted once, as du(1) counts.
 func DirUsage(ctx context.Context, dir string) (snapshot.Usage, error) {
-	du, err := fs.DiskUsage(ctx, dir)
+	type inode struct{ dev, ino uint64 }
+	seen := map[inode]struct{}{}
+	var size int64
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		k := inode{dev: uint64(st.Dev), ino: uint64(st.Ino)} // uint32 on some ports
+		if _, ok := seen[k]; !ok {
+			seen[k] = struct{}{}
+			size += st.Blocks * 512 // st_blocks is in 512-byte units, whatever the block size
+		}
+		return nil
+	})
 	if err != nil {
 		return snapshot.Usage{}, err
 	}
-	return snapshot.Usage{Size: du.Size, Inodes: du.Inodes}, nil
+	return snapshot.Usage{Size: size, Inodes: int64(len(seen))}, nil
 }
 
 // SyncFS flushes the whole filesystem holding path to disk (syncfs(2)):
