@@ -217,11 +217,7 @@ func (c *Client) MountImage(ctx context.Context, name, dir string, opts ...Mount
 	if err != nil {
 		return err
 	}
-	ms := make([]mount.Mount, len(resp.Mounts))
-	for i, m := range resp.Mounts {
-		ms[i] = mount.Mount{Type: m.Type, Source: m.Source, Options: m.Options}
-	}
-	if err := mount.All(ms, dir); err != nil {
+	if err := mount.All(mount.FromProto(resp.Mounts), dir); err != nil {
 		_, uerr := keelv1.NewImagesClient(c.conn).Unmount(context.WithoutCancel(ctx), &keelv1.UnmountImageRequest{Target: dir})
 		return errors.Join(fmt.Errorf("mount image %s on %s: %w", name, dir, err), uerr)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
 )
 
 // envGCCrash, set to "after-sweep" in a test, makes keeld SIGKILL itself
@@ -158,9 +159,7 @@ func (i imagesService) Mount(ctx context.Context, req *keelv1.MountImageRequest)
 		return nil, err
 	}
 	resp := &keelv1.MountImageResponse{Snapshotter: snName, Key: images.ViewKey(target)}
-	for _, mt := range ms {
-		resp.Mounts = append(resp.Mounts, &keelv1.Mount{Type: mt.Type, Source: mt.Source, Options: mt.Options})
-	}
+	resp.Mounts = mount.ToProto(ms)
 	return resp, nil
 }
 

@@ -35,15 +35,15 @@ func (c *client) Info(ctx context.Context, dgst digest.Digest) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	return InfoFromProto(resp), nil
+	return infoFromProto(resp), nil
 }
 
 func (c *client) Update(ctx context.Context, info Info, fieldpaths ...string) (Info, error) {
-	resp, err := c.c.Update(ctx, &pluginv1.UpdateContentRequest{Info: InfoToProto(info), FieldPaths: fieldpaths})
+	resp, err := c.c.Update(ctx, &pluginv1.UpdateContentRequest{Info: infoToProto(info), FieldPaths: fieldpaths})
 	if err != nil {
 		return Info{}, err
 	}
-	return InfoFromProto(resp), nil
+	return infoFromProto(resp), nil
 }
 
 func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error {
@@ -63,7 +63,7 @@ func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error
 			return err
 		}
 		for _, info := range resp.Infos {
-			if err := fn(InfoFromProto(info)); err != nil {
+			if err := fn(infoFromProto(info)); err != nil {
 				return err
 			}
 		}
@@ -80,7 +80,7 @@ func (c *client) Status(ctx context.Context, ref string) (Status, error) {
 	if err != nil {
 		return Status{}, err
 	}
-	return StatusFromProto(resp), nil
+	return statusFromProto(resp), nil
 }
 
 func (c *client) ListStatuses(ctx context.Context, filters ...string) ([]Status, error) {
@@ -100,7 +100,7 @@ func (c *client) ListStatuses(ctx context.Context, filters ...string) ([]Status,
 			return nil, err
 		}
 		for _, s := range resp.Statuses {
-			out = append(out, StatusFromProto(s))
+			out = append(out, statusFromProto(s))
 		}
 	}
 }

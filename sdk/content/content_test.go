@@ -77,15 +77,15 @@ func TestApplyWriterOpts(t *testing.T) {
 func TestProtoRoundTrip(t *testing.T) {
 	now := time.Unix(1700000000, 123).UTC()
 	info := Info{Digest: digest.FromString("x"), Size: 9, CreatedAt: now, UpdatedAt: now.Add(time.Second), Labels: map[string]string{"a": "b"}}
-	got := InfoFromProto(InfoToProto(info))
+	got := infoFromProto(infoToProto(info))
 	if got.Digest != info.Digest || got.Size != info.Size || !got.CreatedAt.Equal(info.CreatedAt) || !got.UpdatedAt.Equal(info.UpdatedAt) || got.Labels["a"] != "b" {
 		t.Errorf("info round trip: %+v, want %+v", got, info)
 	}
 	st := Status{Ref: "r", Offset: 1, Total: 2, Expected: info.Digest, StartedAt: now}
-	if gs := StatusFromProto(StatusToProto(st)); gs != st {
+	if gs := statusFromProto(statusToProto(st)); gs != st {
 		t.Errorf("status round trip: %+v, want %+v", gs, st)
 	}
-	if !InfoFromProto(InfoToProto(Info{})).CreatedAt.IsZero() {
+	if !infoFromProto(infoToProto(Info{})).CreatedAt.IsZero() {
 		t.Error("zero time does not survive the wire")
 	}
 }

@@ -48,7 +48,7 @@ func (s *server) Info(ctx context.Context, req *pluginv1.ContentInfoRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	return InfoToProto(info), nil
+	return infoToProto(info), nil
 }
 
 func (s *server) Update(ctx context.Context, req *pluginv1.UpdateContentRequest) (*pluginv1.ContentInfo, error) {
@@ -56,7 +56,7 @@ func (s *server) Update(ctx context.Context, req *pluginv1.UpdateContentRequest)
 	if err != nil {
 		return nil, err
 	}
-	info := InfoFromProto(req.Info)
+	info := infoFromProto(req.Info)
 	if _, err := parseDigest(info.Digest.String()); err != nil {
 		return nil, err
 	}
@@ -64,7 +64,7 @@ func (s *server) Update(ctx context.Context, req *pluginv1.UpdateContentRequest)
 	if err != nil {
 		return nil, err
 	}
-	return InfoToProto(info), nil
+	return infoToProto(info), nil
 }
 
 func (s *server) List(req *pluginv1.ListContentRequest, stream grpc.ServerStreamingServer[pluginv1.ListContentResponse]) error {
@@ -74,7 +74,7 @@ func (s *server) List(req *pluginv1.ListContentRequest, stream grpc.ServerStream
 	}
 	var batch []*pluginv1.ContentInfo
 	err = st.Walk(stream.Context(), func(info Info) error {
-		batch = append(batch, InfoToProto(info))
+		batch = append(batch, infoToProto(info))
 		if len(batch) < listBatch {
 			return nil
 		}
@@ -155,7 +155,7 @@ func (s *server) Status(ctx context.Context, req *pluginv1.IngestRefRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	return StatusToProto(status), nil
+	return statusToProto(status), nil
 }
 
 func (s *server) ListStatuses(req *pluginv1.ListStatusesRequest, stream grpc.ServerStreamingServer[pluginv1.ListStatusesResponse]) error {
@@ -171,7 +171,7 @@ func (s *server) ListStatuses(req *pluginv1.ListStatusesRequest, stream grpc.Ser
 		n := min(len(statuses), listBatch)
 		resp := &pluginv1.ListStatusesResponse{}
 		for _, status := range statuses[:n] {
-			resp.Statuses = append(resp.Statuses, StatusToProto(status))
+			resp.Statuses = append(resp.Statuses, statusToProto(status))
 		}
 		if err := stream.Send(resp); err != nil {
 			return err
@@ -322,8 +322,8 @@ func parseOptionalDigest(s string) (digest.Digest, error) {
 	return parseDigest(s)
 }
 
-// InfoToProto converts an Info for the wire.
-func InfoToProto(info Info) *pluginv1.ContentInfo {
+// infoToProto converts an Info for the wire.
+func infoToProto(info Info) *pluginv1.ContentInfo {
 	return &pluginv1.ContentInfo{
 		Digest:    info.Digest.String(),
 		Size:      info.Size,
@@ -333,8 +333,8 @@ func InfoToProto(info Info) *pluginv1.ContentInfo {
 	}
 }
 
-// InfoFromProto converts an Info from the wire.
-func InfoFromProto(p *pluginv1.ContentInfo) Info {
+// infoFromProto converts an Info from the wire.
+func infoFromProto(p *pluginv1.ContentInfo) Info {
 	if p == nil {
 		return Info{}
 	}
@@ -347,8 +347,8 @@ func InfoFromProto(p *pluginv1.ContentInfo) Info {
 	}
 }
 
-// StatusToProto converts a Status for the wire.
-func StatusToProto(s Status) *pluginv1.IngestStatus {
+// statusToProto converts a Status for the wire.
+func statusToProto(s Status) *pluginv1.IngestStatus {
 	return &pluginv1.IngestStatus{
 		Ref:       s.Ref,
 		Offset:    s.Offset,
@@ -359,8 +359,8 @@ func StatusToProto(s Status) *pluginv1.IngestStatus {
 	}
 }
 
-// StatusFromProto converts a Status from the wire.
-func StatusFromProto(p *pluginv1.IngestStatus) Status {
+// statusFromProto converts a Status from the wire.
+func statusFromProto(p *pluginv1.IngestStatus) Status {
 	if p == nil {
 		return Status{}
 	}

@@ -8,7 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
+	typesv1 "github.com/keel-runtime/keel/sdk/proto/keel/types/v1"
 )
 
 // Mount is one filesystem mount: what mount(8) would be given.
@@ -19,17 +19,18 @@ type Mount struct {
 	Options []string
 }
 
-// ToProto converts mounts for the wire.
-func ToProto(ms []Mount) []*pluginv1.Mount {
-	out := make([]*pluginv1.Mount, len(ms))
+// ToProto converts mounts for the wire (keel.types.v1, on keeld's API
+// and the plugin protocol alike).
+func ToProto(ms []Mount) []*typesv1.Mount {
+	out := make([]*typesv1.Mount, len(ms))
 	for i, m := range ms {
-		out[i] = &pluginv1.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options}
+		out[i] = &typesv1.Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options}
 	}
 	return out
 }
 
 // FromProto converts mounts from the wire.
-func FromProto(ms []*pluginv1.Mount) []Mount {
+func FromProto(ms []*typesv1.Mount) []Mount {
 	out := make([]Mount, len(ms))
 	for i, m := range ms {
 		out[i] = Mount{Type: m.Type, Source: m.Source, Target: m.Target, Options: m.Options}

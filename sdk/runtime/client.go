@@ -148,7 +148,7 @@ func (c *client) State(ctx context.Context, id, execID string) (TaskState, error
 	if err != nil {
 		return TaskState{}, err
 	}
-	return StateFromProto(resp), nil
+	return stateFromProto(resp), nil
 }
 
 func (c *client) List(ctx context.Context) ([]TaskState, error) {
@@ -158,7 +158,7 @@ func (c *client) List(ctx context.Context) ([]TaskState, error) {
 	}
 	tasks := make([]TaskState, len(resp.Tasks))
 	for i, t := range resp.Tasks {
-		tasks[i] = StateFromProto(t)
+		tasks[i] = stateFromProto(t)
 	}
 	return tasks, nil
 }
@@ -195,7 +195,7 @@ func (c *client) recvEvents(ctx context.Context, events chan<- Event) error {
 			return err
 		}
 		select {
-		case events <- EventFromProto(msg):
+		case events <- eventFromProto(msg):
 		case <-ctx.Done():
 			return nil
 		}

@@ -12,8 +12,8 @@ import (
 // Conversions between the Go types and the wire. Exported ones are for
 // keeld, which relays runtime types on its own API.
 
-// StateToProto converts a TaskState for the wire.
-func StateToProto(s TaskState) *pluginv1.TaskState {
+// stateToProto converts a TaskState for the wire.
+func stateToProto(s TaskState) *pluginv1.TaskState {
 	return &pluginv1.TaskState{
 		Id:         s.ID,
 		ExecId:     s.ExecID,
@@ -29,8 +29,8 @@ func StateToProto(s TaskState) *pluginv1.TaskState {
 	}
 }
 
-// StateFromProto converts a TaskState from the wire.
-func StateFromProto(p *pluginv1.TaskState) TaskState {
+// stateFromProto converts a TaskState from the wire.
+func stateFromProto(p *pluginv1.TaskState) TaskState {
 	if p == nil {
 		return TaskState{}
 	}
@@ -46,8 +46,8 @@ func StateFromProto(p *pluginv1.TaskState) TaskState {
 	}
 }
 
-// EventToProto converts an Event for the wire.
-func EventToProto(e Event) *pluginv1.TaskEvent {
+// eventToProto converts an Event for the wire.
+func eventToProto(e Event) *pluginv1.TaskEvent {
 	return &pluginv1.TaskEvent{
 		Topic:      e.Topic,
 		Id:         e.ID,
@@ -59,8 +59,8 @@ func EventToProto(e Event) *pluginv1.TaskEvent {
 	}
 }
 
-// EventFromProto converts an Event from the wire.
-func EventFromProto(p *pluginv1.TaskEvent) Event {
+// eventFromProto converts an Event from the wire.
+func eventFromProto(p *pluginv1.TaskEvent) Event {
 	if p == nil {
 		return Event{}
 	}

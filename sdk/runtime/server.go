@@ -222,7 +222,7 @@ func (s *server) State(ctx context.Context, req *pluginv1.TaskProcessRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	return StateToProto(st), nil
+	return stateToProto(st), nil
 }
 
 func (s *server) List(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.ListTasksResponse, error) {
@@ -236,7 +236,7 @@ func (s *server) List(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.ListTas
 	}
 	resp := &pluginv1.ListTasksResponse{Tasks: make([]*pluginv1.TaskState, len(tasks))}
 	for i, t := range tasks {
-		resp.Tasks[i] = StateToProto(t)
+		resp.Tasks[i] = stateToProto(t)
 	}
 	return resp, nil
 }
@@ -251,7 +251,7 @@ func (s *server) Events(_ *pluginv1.Empty, stream pluginv1.Runtime_EventsServer)
 	}
 	events, errs := rt.Events(ctx)
 	for ev := range events {
-		if err := stream.Send(EventToProto(ev)); err != nil {
+		if err := stream.Send(eventToProto(ev)); err != nil {
 			return err
 		}
 	}

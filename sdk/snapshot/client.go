@@ -24,15 +24,15 @@ func (c *client) Stat(ctx context.Context, key string) (Info, error) {
 	if err != nil {
 		return Info{}, err
 	}
-	return InfoFromProto(resp), nil
+	return infoFromProto(resp), nil
 }
 
 func (c *client) Update(ctx context.Context, info Info, fieldpaths ...string) (Info, error) {
-	resp, err := c.c.Update(ctx, &pluginv1.UpdateSnapshotRequest{Info: InfoToProto(info), FieldPaths: fieldpaths})
+	resp, err := c.c.Update(ctx, &pluginv1.UpdateSnapshotRequest{Info: infoToProto(info), FieldPaths: fieldpaths})
 	if err != nil {
 		return Info{}, err
 	}
-	return InfoFromProto(resp), nil
+	return infoFromProto(resp), nil
 }
 
 func (c *client) Usage(ctx context.Context, key string) (Usage, error) {
@@ -106,7 +106,7 @@ func (c *client) Walk(ctx context.Context, fn WalkFunc, filters ...string) error
 			return err
 		}
 		for _, info := range resp.Infos {
-			if err := fn(ctx, InfoFromProto(info)); err != nil {
+			if err := fn(ctx, infoFromProto(info)); err != nil {
 				return err
 			}
 		}

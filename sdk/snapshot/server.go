@@ -88,7 +88,7 @@ func (s *server) Stat(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	return InfoToProto(info), nil
+	return infoToProto(info), nil
 }
 
 func (s *server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest) (*pluginv1.SnapshotInfo, error) {
@@ -96,11 +96,11 @@ func (s *server) Update(ctx context.Context, req *pluginv1.UpdateSnapshotRequest
 	if err != nil {
 		return nil, err
 	}
-	info, err := sn.Update(ctx, InfoFromProto(req.Info), req.FieldPaths...)
+	info, err := sn.Update(ctx, infoFromProto(req.Info), req.FieldPaths...)
 	if err != nil {
 		return nil, err
 	}
-	return InfoToProto(info), nil
+	return infoToProto(info), nil
 }
 
 func (s *server) Usage(ctx context.Context, req *pluginv1.SnapshotKeyRequest) (*pluginv1.UsageResponse, error) {
@@ -122,7 +122,7 @@ func (s *server) Walk(req *pluginv1.WalkSnapshotsRequest, stream pluginv1.Snapsh
 	}
 	var batch []*pluginv1.SnapshotInfo
 	err = sn.Walk(stream.Context(), func(_ context.Context, info Info) error {
-		batch = append(batch, InfoToProto(info))
+		batch = append(batch, infoToProto(info))
 		if len(batch) < walkBatch {
 			return nil
 		}
@@ -148,8 +148,8 @@ func (s *server) Cleanup(ctx context.Context, _ *pluginv1.Empty) (*pluginv1.Empt
 	return &pluginv1.Empty{}, c.Cleanup(ctx)
 }
 
-// InfoToProto converts an Info for the wire.
-func InfoToProto(info Info) *pluginv1.SnapshotInfo {
+// infoToProto converts an Info for the wire.
+func infoToProto(info Info) *pluginv1.SnapshotInfo {
 	return &pluginv1.SnapshotInfo{
 		Name:      info.Name,
 		Parent:    info.Parent,
@@ -160,8 +160,8 @@ func InfoToProto(info Info) *pluginv1.SnapshotInfo {
 	}
 }
 
-// InfoFromProto converts an Info from the wire.
-func InfoFromProto(p *pluginv1.SnapshotInfo) Info {
+// infoFromProto converts an Info from the wire.
+func infoFromProto(p *pluginv1.SnapshotInfo) Info {
 	if p == nil {
 		return Info{}
 	}

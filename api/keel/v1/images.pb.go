@@ -618,69 +618,9 @@ func (x *MountImageRequest) GetPlatform() string {
 	return ""
 }
 
-type Mount struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
-	Options       []string               `protobuf:"bytes,3,rep,name=options,proto3" json:"options,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Mount) Reset() {
-	*x = Mount{}
-	mi := &file_keel_v1_images_proto_msgTypes[11]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Mount) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Mount) ProtoMessage() {}
-
-func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[11]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Mount.ProtoReflect.Descriptor instead.
-func (*Mount) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{11}
-}
-
-func (x *Mount) GetType() string {
-	if x != nil {
-		return x.Type
-	}
-	return ""
-}
-
-func (x *Mount) GetSource() string {
-	if x != nil {
-		return x.Source
-	}
-	return ""
-}
-
-func (x *Mount) GetOptions() []string {
-	if x != nil {
-		return x.Options
-	}
-	return nil
-}
-
 type MountImageResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mounts        []*Mount               `protobuf:"bytes,1,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Mounts        []*v1.Mount            `protobuf:"bytes,1,rep,name=mounts,proto3" json:"mounts,omitempty"`
 	Snapshotter   string                 `protobuf:"bytes,2,opt,name=snapshotter,proto3" json:"snapshotter,omitempty"`
 	Key           string                 `protobuf:"bytes,3,opt,name=key,proto3" json:"key,omitempty"`
 	unknownFields protoimpl.UnknownFields
@@ -689,7 +629,7 @@ type MountImageResponse struct {
 
 func (x *MountImageResponse) Reset() {
 	*x = MountImageResponse{}
-	mi := &file_keel_v1_images_proto_msgTypes[12]
+	mi := &file_keel_v1_images_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -701,7 +641,7 @@ func (x *MountImageResponse) String() string {
 func (*MountImageResponse) ProtoMessage() {}
 
 func (x *MountImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[12]
+	mi := &file_keel_v1_images_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -714,10 +654,10 @@ func (x *MountImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MountImageResponse.ProtoReflect.Descriptor instead.
 func (*MountImageResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{12}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *MountImageResponse) GetMounts() []*Mount {
+func (x *MountImageResponse) GetMounts() []*v1.Mount {
 	if x != nil {
 		return x.Mounts
 	}
@@ -747,7 +687,7 @@ type UnmountImageRequest struct {
 
 func (x *UnmountImageRequest) Reset() {
 	*x = UnmountImageRequest{}
-	mi := &file_keel_v1_images_proto_msgTypes[13]
+	mi := &file_keel_v1_images_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -759,7 +699,7 @@ func (x *UnmountImageRequest) String() string {
 func (*UnmountImageRequest) ProtoMessage() {}
 
 func (x *UnmountImageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[13]
+	mi := &file_keel_v1_images_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -772,7 +712,7 @@ func (x *UnmountImageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmountImageRequest.ProtoReflect.Descriptor instead.
 func (*UnmountImageRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{13}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UnmountImageRequest) GetTarget() string {
@@ -790,7 +730,7 @@ type UnmountImageResponse struct {
 
 func (x *UnmountImageResponse) Reset() {
 	*x = UnmountImageResponse{}
-	mi := &file_keel_v1_images_proto_msgTypes[14]
+	mi := &file_keel_v1_images_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -802,7 +742,7 @@ func (x *UnmountImageResponse) String() string {
 func (*UnmountImageResponse) ProtoMessage() {}
 
 func (x *UnmountImageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_images_proto_msgTypes[14]
+	mi := &file_keel_v1_images_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -815,7 +755,7 @@ func (x *UnmountImageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnmountImageResponse.ProtoReflect.Descriptor instead.
 func (*UnmountImageResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_images_proto_rawDescGZIP(), []int{14}
+	return file_keel_v1_images_proto_rawDescGZIP(), []int{13}
 }
 
 var File_keel_v1_images_proto protoreflect.FileDescriptor
@@ -863,13 +803,9 @@ const file_keel_v1_images_proto_rawDesc = "" +
 	"\x11MountImageRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06target\x18\x02 \x01(\tR\x06target\x12\x1a\n" +
-	"\bplatform\x18\x03 \x01(\tR\bplatform\"M\n" +
-	"\x05Mount\x12\x12\n" +
-	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
-	"\x06source\x18\x02 \x01(\tR\x06source\x12\x18\n" +
-	"\aoptions\x18\x03 \x03(\tR\aoptions\"p\n" +
-	"\x12MountImageResponse\x12&\n" +
-	"\x06mounts\x18\x01 \x03(\v2\x0e.keel.v1.MountR\x06mounts\x12 \n" +
+	"\bplatform\x18\x03 \x01(\tR\bplatform\"v\n" +
+	"\x12MountImageResponse\x12,\n" +
+	"\x06mounts\x18\x01 \x03(\v2\x14.keel.types.v1.MountR\x06mounts\x12 \n" +
 	"\vsnapshotter\x18\x02 \x01(\tR\vsnapshotter\x12\x10\n" +
 	"\x03key\x18\x03 \x01(\tR\x03key\"-\n" +
 	"\x13UnmountImageRequest\x12\x16\n" +
@@ -897,7 +833,7 @@ func file_keel_v1_images_proto_rawDescGZIP() []byte {
 	return file_keel_v1_images_proto_rawDescData
 }
 
-var file_keel_v1_images_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_keel_v1_images_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_keel_v1_images_proto_goTypes = []any{
 	(*Image)(nil),                 // 0: keel.v1.Image
 	(*CreateImageRequest)(nil),    // 1: keel.v1.CreateImageRequest
@@ -910,25 +846,25 @@ var file_keel_v1_images_proto_goTypes = []any{
 	(*UnpackImageRequest)(nil),    // 8: keel.v1.UnpackImageRequest
 	(*UnpackImageResponse)(nil),   // 9: keel.v1.UnpackImageResponse
 	(*MountImageRequest)(nil),     // 10: keel.v1.MountImageRequest
-	(*Mount)(nil),                 // 11: keel.v1.Mount
-	(*MountImageResponse)(nil),    // 12: keel.v1.MountImageResponse
-	(*UnmountImageRequest)(nil),   // 13: keel.v1.UnmountImageRequest
-	(*UnmountImageResponse)(nil),  // 14: keel.v1.UnmountImageResponse
-	nil,                           // 15: keel.v1.Image.LabelsEntry
-	(*v1.Descriptor)(nil),         // 16: keel.types.v1.Descriptor
-	(*timestamppb.Timestamp)(nil), // 17: google.protobuf.Timestamp
+	(*MountImageResponse)(nil),    // 11: keel.v1.MountImageResponse
+	(*UnmountImageRequest)(nil),   // 12: keel.v1.UnmountImageRequest
+	(*UnmountImageResponse)(nil),  // 13: keel.v1.UnmountImageResponse
+	nil,                           // 14: keel.v1.Image.LabelsEntry
+	(*v1.Descriptor)(nil),         // 15: keel.types.v1.Descriptor
+	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
+	(*v1.Mount)(nil),              // 17: keel.types.v1.Mount
 }
 var file_keel_v1_images_proto_depIdxs = []int32{
-	16, // 0: keel.v1.Image.target:type_name -> keel.types.v1.Descriptor
-	15, // 1: keel.v1.Image.labels:type_name -> keel.v1.Image.LabelsEntry
-	17, // 2: keel.v1.Image.created_at:type_name -> google.protobuf.Timestamp
-	17, // 3: keel.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
+	15, // 0: keel.v1.Image.target:type_name -> keel.types.v1.Descriptor
+	14, // 1: keel.v1.Image.labels:type_name -> keel.v1.Image.LabelsEntry
+	16, // 2: keel.v1.Image.created_at:type_name -> google.protobuf.Timestamp
+	16, // 3: keel.v1.Image.updated_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: keel.v1.CreateImageRequest.image:type_name -> keel.v1.Image
 	0,  // 5: keel.v1.ListImagesResponse.images:type_name -> keel.v1.Image
 	0,  // 6: keel.v1.UpdateImageRequest.image:type_name -> keel.v1.Image
 	0,  // 7: keel.v1.UnpackImageResponse.image:type_name -> keel.v1.Image
-	16, // 8: keel.v1.UnpackImageResponse.manifest:type_name -> keel.types.v1.Descriptor
-	11, // 9: keel.v1.MountImageResponse.mounts:type_name -> keel.v1.Mount
+	15, // 8: keel.v1.UnpackImageResponse.manifest:type_name -> keel.types.v1.Descriptor
+	17, // 9: keel.v1.MountImageResponse.mounts:type_name -> keel.types.v1.Mount
 	1,  // 10: keel.v1.Images.Create:input_type -> keel.v1.CreateImageRequest
 	2,  // 11: keel.v1.Images.Get:input_type -> keel.v1.GetImageRequest
 	3,  // 12: keel.v1.Images.List:input_type -> keel.v1.ListImagesRequest
@@ -936,15 +872,15 @@ var file_keel_v1_images_proto_depIdxs = []int32{
 	6,  // 14: keel.v1.Images.Delete:input_type -> keel.v1.DeleteImageRequest
 	8,  // 15: keel.v1.Images.Unpack:input_type -> keel.v1.UnpackImageRequest
 	10, // 16: keel.v1.Images.Mount:input_type -> keel.v1.MountImageRequest
-	13, // 17: keel.v1.Images.Unmount:input_type -> keel.v1.UnmountImageRequest
+	12, // 17: keel.v1.Images.Unmount:input_type -> keel.v1.UnmountImageRequest
 	0,  // 18: keel.v1.Images.Create:output_type -> keel.v1.Image
 	0,  // 19: keel.v1.Images.Get:output_type -> keel.v1.Image
 	4,  // 20: keel.v1.Images.List:output_type -> keel.v1.ListImagesResponse
 	0,  // 21: keel.v1.Images.Update:output_type -> keel.v1.Image
 	7,  // 22: keel.v1.Images.Delete:output_type -> keel.v1.DeleteImageResponse
 	9,  // 23: keel.v1.Images.Unpack:output_type -> keel.v1.UnpackImageResponse
-	12, // 24: keel.v1.Images.Mount:output_type -> keel.v1.MountImageResponse
-	14, // 25: keel.v1.Images.Unmount:output_type -> keel.v1.UnmountImageResponse
+	11, // 24: keel.v1.Images.Mount:output_type -> keel.v1.MountImageResponse
+	13, // 25: keel.v1.Images.Unmount:output_type -> keel.v1.UnmountImageResponse
 	18, // [18:26] is the sub-list for method output_type
 	10, // [10:18] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
@@ -963,7 +899,7 @@ func file_keel_v1_images_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_v1_images_proto_rawDesc), len(file_keel_v1_images_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

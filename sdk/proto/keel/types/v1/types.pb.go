@@ -25,6 +25,77 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Mount is one filesystem mount, what mount(8) would be given: what a
+// snapshotter returns and a runtime (or a client mounting an image view)
+// consumes, never mounted by the snapshotter itself.
+type Mount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	Target        string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
+	Options       []string               `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mount) Reset() {
+	*x = Mount{}
+	mi := &file_keel_types_v1_types_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mount) ProtoMessage() {}
+
+func (x *Mount) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_types_v1_types_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mount.ProtoReflect.Descriptor instead.
+func (*Mount) Descriptor() ([]byte, []int) {
+	return file_keel_types_v1_types_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *Mount) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Mount) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Mount) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *Mount) GetOptions() []string {
+	if x != nil {
+		return x.Options
+	}
+	return nil
+}
+
 // Descriptor is an OCI content descriptor.
 type Descriptor struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -41,7 +112,7 @@ type Descriptor struct {
 
 func (x *Descriptor) Reset() {
 	*x = Descriptor{}
-	mi := &file_keel_types_v1_types_proto_msgTypes[0]
+	mi := &file_keel_types_v1_types_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +124,7 @@ func (x *Descriptor) String() string {
 func (*Descriptor) ProtoMessage() {}
 
 func (x *Descriptor) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_types_v1_types_proto_msgTypes[0]
+	mi := &file_keel_types_v1_types_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +137,7 @@ func (x *Descriptor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Descriptor.ProtoReflect.Descriptor instead.
 func (*Descriptor) Descriptor() ([]byte, []int) {
-	return file_keel_types_v1_types_proto_rawDescGZIP(), []int{0}
+	return file_keel_types_v1_types_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *Descriptor) GetMediaType() string {
@@ -132,7 +203,7 @@ type Platform struct {
 
 func (x *Platform) Reset() {
 	*x = Platform{}
-	mi := &file_keel_types_v1_types_proto_msgTypes[1]
+	mi := &file_keel_types_v1_types_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -144,7 +215,7 @@ func (x *Platform) String() string {
 func (*Platform) ProtoMessage() {}
 
 func (x *Platform) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_types_v1_types_proto_msgTypes[1]
+	mi := &file_keel_types_v1_types_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -157,7 +228,7 @@ func (x *Platform) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Platform.ProtoReflect.Descriptor instead.
 func (*Platform) Descriptor() ([]byte, []int) {
-	return file_keel_types_v1_types_proto_rawDescGZIP(), []int{1}
+	return file_keel_types_v1_types_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *Platform) GetOs() string {
@@ -199,7 +270,12 @@ var File_keel_types_v1_types_proto protoreflect.FileDescriptor
 
 const file_keel_types_v1_types_proto_rawDesc = "" +
 	"\n" +
-	"\x19keel/types/v1/types.proto\x12\rkeel.types.v1\"\xd3\x02\n" +
+	"\x19keel/types/v1/types.proto\x12\rkeel.types.v1\"e\n" +
+	"\x05Mount\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
+	"\x06target\x18\x03 \x01(\tR\x06target\x12\x18\n" +
+	"\aoptions\x18\x04 \x03(\tR\aoptions\"\xd3\x02\n" +
 	"\n" +
 	"Descriptor\x12\x1d\n" +
 	"\n" +
@@ -234,15 +310,16 @@ func file_keel_types_v1_types_proto_rawDescGZIP() []byte {
 	return file_keel_types_v1_types_proto_rawDescData
 }
 
-var file_keel_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_keel_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_keel_types_v1_types_proto_goTypes = []any{
-	(*Descriptor)(nil), // 0: keel.types.v1.Descriptor
-	(*Platform)(nil),   // 1: keel.types.v1.Platform
-	nil,                // 2: keel.types.v1.Descriptor.AnnotationsEntry
+	(*Mount)(nil),      // 0: keel.types.v1.Mount
+	(*Descriptor)(nil), // 1: keel.types.v1.Descriptor
+	(*Platform)(nil),   // 2: keel.types.v1.Platform
+	nil,                // 3: keel.types.v1.Descriptor.AnnotationsEntry
 }
 var file_keel_types_v1_types_proto_depIdxs = []int32{
-	2, // 0: keel.types.v1.Descriptor.annotations:type_name -> keel.types.v1.Descriptor.AnnotationsEntry
-	1, // 1: keel.types.v1.Descriptor.platform:type_name -> keel.types.v1.Platform
+	3, // 0: keel.types.v1.Descriptor.annotations:type_name -> keel.types.v1.Descriptor.AnnotationsEntry
+	2, // 1: keel.types.v1.Descriptor.platform:type_name -> keel.types.v1.Platform
 	2, // [2:2] is the sub-list for method output_type
 	2, // [2:2] is the sub-list for method input_type
 	2, // [2:2] is the sub-list for extension type_name
@@ -261,7 +338,7 @@ func file_keel_types_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_types_v1_types_proto_rawDesc), len(file_keel_types_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -290,76 +290,6 @@ func (*Empty) Descriptor() ([]byte, []int) {
 	return file_keel_plugin_v1_base_proto_rawDescGZIP(), []int{4}
 }
 
-// Mount is what a snapshotter returns and a runtime consumes: never mounted
-// by the snapshotter itself.
-type Mount struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
-	Source        string                 `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
-	Target        string                 `protobuf:"bytes,3,opt,name=target,proto3" json:"target,omitempty"`
-	Options       []string               `protobuf:"bytes,4,rep,name=options,proto3" json:"options,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Mount) Reset() {
-	*x = Mount{}
-	mi := &file_keel_plugin_v1_base_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Mount) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Mount) ProtoMessage() {}
-
-func (x *Mount) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_base_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Mount.ProtoReflect.Descriptor instead.
-func (*Mount) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_base_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *Mount) GetType() string {
-	if x != nil {
-		return x.Type
-	}
-	return ""
-}
-
-func (x *Mount) GetSource() string {
-	if x != nil {
-		return x.Source
-	}
-	return ""
-}
-
-func (x *Mount) GetTarget() string {
-	if x != nil {
-		return x.Target
-	}
-	return ""
-}
-
-func (x *Mount) GetOptions() []string {
-	if x != nil {
-		return x.Options
-	}
-	return nil
-}
-
 var File_keel_plugin_v1_base_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_base_proto_rawDesc = "" +
@@ -381,12 +311,7 @@ const file_keel_plugin_v1_base_proto_rawDesc = "" +
 	"\binstance\x18\x04 \x01(\tR\binstance\"7\n" +
 	"\x11ConfigureResponse\x12\"\n" +
 	"\fcapabilities\x18\x01 \x03(\tR\fcapabilities\"\a\n" +
-	"\x05Empty\"e\n" +
-	"\x05Mount\x12\x12\n" +
-	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
-	"\x06source\x18\x02 \x01(\tR\x06source\x12\x16\n" +
-	"\x06target\x18\x03 \x01(\tR\x06target\x12\x18\n" +
-	"\aoptions\x18\x04 \x03(\tR\aoptions2\x9b\x01\n" +
+	"\x05Empty2\x9b\x01\n" +
 	"\x04Base\x12A\n" +
 	"\x04Info\x12\x1b.keel.plugin.v1.InfoRequest\x1a\x1c.keel.plugin.v1.InfoResponse\x12P\n" +
 	"\tConfigure\x12 .keel.plugin.v1.ConfigureRequest\x1a!.keel.plugin.v1.ConfigureResponseBIZGgithub.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1;pluginv1b\x06proto3"
@@ -403,14 +328,13 @@ func file_keel_plugin_v1_base_proto_rawDescGZIP() []byte {
 	return file_keel_plugin_v1_base_proto_rawDescData
 }
 
-var file_keel_plugin_v1_base_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_keel_plugin_v1_base_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_keel_plugin_v1_base_proto_goTypes = []any{
 	(*InfoRequest)(nil),       // 0: keel.plugin.v1.InfoRequest
 	(*InfoResponse)(nil),      // 1: keel.plugin.v1.InfoResponse
 	(*ConfigureRequest)(nil),  // 2: keel.plugin.v1.ConfigureRequest
 	(*ConfigureResponse)(nil), // 3: keel.plugin.v1.ConfigureResponse
 	(*Empty)(nil),             // 4: keel.plugin.v1.Empty
-	(*Mount)(nil),             // 5: keel.plugin.v1.Mount
 }
 var file_keel_plugin_v1_base_proto_depIdxs = []int32{
 	0, // 0: keel.plugin.v1.Base.Info:input_type -> keel.plugin.v1.InfoRequest
@@ -435,7 +359,7 @@ func file_keel_plugin_v1_base_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_plugin_v1_base_proto_rawDesc), len(file_keel_plugin_v1_base_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

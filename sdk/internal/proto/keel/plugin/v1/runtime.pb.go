@@ -7,6 +7,7 @@
 package pluginv1
 
 import (
+	v1 "github.com/keel-runtime/keel/sdk/proto/keel/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -83,12 +84,12 @@ type CreateTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// spec is the OCI runtime spec as JSON.
-	Spec     []byte   `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
-	Rootfs   []*Mount `protobuf:"bytes,3,rep,name=rootfs,proto3" json:"rootfs,omitempty"`
-	Stdin    string   `protobuf:"bytes,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	Stdout   string   `protobuf:"bytes,5,opt,name=stdout,proto3" json:"stdout,omitempty"`
-	Stderr   string   `protobuf:"bytes,6,opt,name=stderr,proto3" json:"stderr,omitempty"`
-	Terminal bool     `protobuf:"varint,7,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	Spec     []byte      `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	Rootfs   []*v1.Mount `protobuf:"bytes,3,rep,name=rootfs,proto3" json:"rootfs,omitempty"`
+	Stdin    string      `protobuf:"bytes,4,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout   string      `protobuf:"bytes,5,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr   string      `protobuf:"bytes,6,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Terminal bool        `protobuf:"varint,7,opt,name=terminal,proto3" json:"terminal,omitempty"`
 	// checkpoint, when set, restores the task from this image directory.
 	Checkpoint string `protobuf:"bytes,8,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	// options are runtime specific, as JSON.
@@ -141,7 +142,7 @@ func (x *CreateTaskRequest) GetSpec() []byte {
 	return nil
 }
 
-func (x *CreateTaskRequest) GetRootfs() []*Mount {
+func (x *CreateTaskRequest) GetRootfs() []*v1.Mount {
 	if x != nil {
 		return x.Rootfs
 	}
@@ -1270,11 +1271,11 @@ var File_keel_plugin_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\n" +
-	"\x1ckeel/plugin/v1/runtime.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\"\x82\x02\n" +
+	"\x1ckeel/plugin/v1/runtime.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\x1a\x19keel/types/v1/types.proto\"\x81\x02\n" +
 	"\x11CreateTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
-	"\x04spec\x18\x02 \x01(\fR\x04spec\x12-\n" +
-	"\x06rootfs\x18\x03 \x03(\v2\x15.keel.plugin.v1.MountR\x06rootfs\x12\x14\n" +
+	"\x04spec\x18\x02 \x01(\fR\x04spec\x12,\n" +
+	"\x06rootfs\x18\x03 \x03(\v2\x14.keel.types.v1.MountR\x06rootfs\x12\x14\n" +
 	"\x05stdin\x18\x04 \x01(\tR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x05 \x01(\tR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x06 \x01(\tR\x06stderr\x12\x1a\n" +
@@ -1428,11 +1429,11 @@ var file_keel_plugin_v1_runtime_proto_goTypes = []any{
 	(*ListTasksResponse)(nil),     // 17: keel.plugin.v1.ListTasksResponse
 	(*TaskEvent)(nil),             // 18: keel.plugin.v1.TaskEvent
 	nil,                           // 19: keel.plugin.v1.UpdateTaskRequest.AnnotationsEntry
-	(*Mount)(nil),                 // 20: keel.plugin.v1.Mount
+	(*v1.Mount)(nil),              // 20: keel.types.v1.Mount
 	(*Empty)(nil),                 // 21: keel.plugin.v1.Empty
 }
 var file_keel_plugin_v1_runtime_proto_depIdxs = []int32{
-	20, // 0: keel.plugin.v1.CreateTaskRequest.rootfs:type_name -> keel.plugin.v1.Mount
+	20, // 0: keel.plugin.v1.CreateTaskRequest.rootfs:type_name -> keel.types.v1.Mount
 	11, // 1: keel.plugin.v1.PidsResponse.processes:type_name -> keel.plugin.v1.ProcessInfo
 	19, // 2: keel.plugin.v1.UpdateTaskRequest.annotations:type_name -> keel.plugin.v1.UpdateTaskRequest.AnnotationsEntry
 	0,  // 3: keel.plugin.v1.TaskState.status:type_name -> keel.plugin.v1.TaskStatus

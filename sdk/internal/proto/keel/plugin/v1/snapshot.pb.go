@@ -7,6 +7,7 @@
 package pluginv1
 
 import (
+	v1 "github.com/keel-runtime/keel/sdk/proto/keel/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
@@ -220,7 +221,7 @@ func (x *PrepareSnapshotRequest) GetLabels() map[string]string {
 
 type MountsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Mounts        []*Mount               `protobuf:"bytes,1,rep,name=mounts,proto3" json:"mounts,omitempty"`
+	Mounts        []*v1.Mount            `protobuf:"bytes,1,rep,name=mounts,proto3" json:"mounts,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -255,7 +256,7 @@ func (*MountsResponse) Descriptor() ([]byte, []int) {
 	return file_keel_plugin_v1_snapshot_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *MountsResponse) GetMounts() []*Mount {
+func (x *MountsResponse) GetMounts() []*v1.Mount {
 	if x != nil {
 		return x.Mounts
 	}
@@ -563,7 +564,7 @@ var File_keel_plugin_v1_snapshot_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_snapshot_proto_rawDesc = "" +
 	"\n" +
-	"\x1dkeel/plugin/v1/snapshot.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\"\xa7\x02\n" +
+	"\x1dkeel/plugin/v1/snapshot.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\x1a\x19keel/types/v1/types.proto\"\xa7\x02\n" +
 	"\fSnapshotInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06parent\x18\x02 \x01(\tR\x06parent\x120\n" +
@@ -582,9 +583,9 @@ const file_keel_plugin_v1_snapshot_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v22.keel.plugin.v1.PrepareSnapshotRequest.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"?\n" +
-	"\x0eMountsResponse\x12-\n" +
-	"\x06mounts\x18\x01 \x03(\v2\x15.keel.plugin.v1.MountR\x06mounts\"&\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
+	"\x0eMountsResponse\x12,\n" +
+	"\x06mounts\x18\x01 \x03(\v2\x14.keel.types.v1.MountR\x06mounts\"&\n" +
 	"\x12SnapshotKeyRequest\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\"\xc3\x01\n" +
 	"\x15CommitSnapshotRequest\x12\x12\n" +
@@ -650,14 +651,14 @@ var file_keel_plugin_v1_snapshot_proto_goTypes = []any{
 	nil,                            // 10: keel.plugin.v1.SnapshotInfo.LabelsEntry
 	nil,                            // 11: keel.plugin.v1.PrepareSnapshotRequest.LabelsEntry
 	nil,                            // 12: keel.plugin.v1.CommitSnapshotRequest.LabelsEntry
-	(*Mount)(nil),                  // 13: keel.plugin.v1.Mount
+	(*v1.Mount)(nil),               // 13: keel.types.v1.Mount
 	(*Empty)(nil),                  // 14: keel.plugin.v1.Empty
 }
 var file_keel_plugin_v1_snapshot_proto_depIdxs = []int32{
 	0,  // 0: keel.plugin.v1.SnapshotInfo.kind:type_name -> keel.plugin.v1.SnapshotKind
 	10, // 1: keel.plugin.v1.SnapshotInfo.labels:type_name -> keel.plugin.v1.SnapshotInfo.LabelsEntry
 	11, // 2: keel.plugin.v1.PrepareSnapshotRequest.labels:type_name -> keel.plugin.v1.PrepareSnapshotRequest.LabelsEntry
-	13, // 3: keel.plugin.v1.MountsResponse.mounts:type_name -> keel.plugin.v1.Mount
+	13, // 3: keel.plugin.v1.MountsResponse.mounts:type_name -> keel.types.v1.Mount
 	12, // 4: keel.plugin.v1.CommitSnapshotRequest.labels:type_name -> keel.plugin.v1.CommitSnapshotRequest.LabelsEntry
 	1,  // 5: keel.plugin.v1.UpdateSnapshotRequest.info:type_name -> keel.plugin.v1.SnapshotInfo
 	1,  // 6: keel.plugin.v1.WalkSnapshotsResponse.infos:type_name -> keel.plugin.v1.SnapshotInfo
