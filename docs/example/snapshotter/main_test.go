@@ -7,19 +7,22 @@ import (
 
 	"github.com/keel-runtime/keel/sdk/conformance"
 	"github.com/keel-runtime/keel/sdk/conformance/snapshottest"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // In process: New served over in-memory gRPC, as keeld would call it.
 func TestConformance(t *testing.T) {
+	testkit.RequireRoot(t, "mount overlays")
 	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(New))
 }
 
 // The built executable, launched exactly as keeld launches it.
 func TestConformanceBinary(t *testing.T) {
+	testkit.RequireRoot(t, "mount overlays")
 	if testing.Short() {
 		t.Skip("builds the plugin")
 	}
-	bin := filepath.Join(t.TempDir(), "keel-snapshotter-copy")
+	bin := filepath.Join(t.TempDir(), "keel-snapshotter-layers")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
