@@ -1,9 +1,14 @@
 package testkit_test
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"os/exec"
 	"runtime"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/keel-runtime/keel/sdk/testkit"
 )
@@ -57,4 +62,66 @@ func TestSkipOrFail(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStopProcess: StopProcess returns with every thread of the process
+// stopped, even with the machine busy; resume continues it, once.
+func TestStopProcess(t *testing.T) {
+	// A multi-threaded process: every thread must be stopped.
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "TESTKIT_SPIN=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	resume := testkit.StopProcess(t, cmd.Process.Pid, time.Minute)
+	for _, tid := range threads(t, cmd.Process.Pid) {
+		if s := threadState(t, cmd.Process.Pid, tid); s != 'T' {
+			t.Errorf("thread %s in state %c after StopProcess, want T", tid, s)
+		}
+	}
+	resume()
+	resume()
+	if s := threadState(t, cmd.Process.Pid, fmt.Sprint(cmd.Process.Pid)); s == 'T' {
+		t.Errorf("still stopped after resume")
+	}
+}
+
+func threads(t *testing.T, pid int) []string {
+	entries, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tids []string
+	for _, e := range entries {
+		tids = append(tids, e.Name())
+	}
+	return tids
+}
+
+func threadState(t *testing.T, pid int, tid string) byte {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, tid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.LastIndex(b, []byte(") "))
+	return b[i+2]
+}
+
+// TestMain lets the test binary be the busy process TestStopProcess stops:
+// goroutines spinning on every CPU, so threads are running when the stop
+// comes.
+func TestMain(m *testing.M) {
+	if os.Getenv("TESTKIT_SPIN") == "1" {
+		var n atomic.Uint64
+		for range runtime.NumCPU() {
+			go func() {
+				for {
+					n.Add(1)
+				}
+			}()
+		}
+		select {}
+	}
+	os.Exit(m.Run())
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/client/oci"
 	"github.com/keel-runtime/keel/sdk/runtime"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 type taskRow struct {
@@ -219,16 +220,7 @@ func TestRestartShimStopped(t *testing.T) {
 		t.Fatalf("frozen: %+v", before)
 	}
 	shim := ppid(t, int(before.Pid))
-	if err := syscall.Kill(shim, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			syscall.Kill(shim, syscall.SIGCONT)
-		}
-	}
+	resume := testkit.StopProcess(t, shim, 30*time.Second)
 	t.Cleanup(resume) // before keeld's cleanup, which removes the container
 	wantReason := fmt.Sprintf("shim pid %d not answering", shim)
 	unknown := func(when string) {

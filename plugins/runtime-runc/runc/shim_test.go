@@ -19,6 +19,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // openDirect builds the runtime in this process, without gRPC: these tests
@@ -72,7 +73,9 @@ func running(pid int) bool {
 // SIGCONT the task is running again and is killed and waited normally.
 func TestShimStoppedAcrossRestart(t *testing.T) {
 	rt, state := openDirect(t)
-	ctx := context.Background()
+	// Bounded: a call that waits on the stopped shim fails the test, not CI.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel) // after the cleanups that use ctx
 	if err := createTask(t, rt, "sleepy", &keelruntime.CreateOpts{Spec: fixture.RuntimeSpec("sleep", "600")}); err != nil {
 		t.Fatal(err)
 	}
@@ -82,16 +85,7 @@ func TestShimStoppedAcrossRestart(t *testing.T) {
 	}
 	sp := shimPid(t, state, "sleepy")
 	rt.Close()
-	if err := syscall.Kill(sp, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	stopped := true
-	cont := func() {
-		if stopped {
-			stopped = false
-			syscall.Kill(sp, syscall.SIGCONT)
-		}
-	}
+	cont := testkit.StopProcess(t, sp, 30*time.Second)
 	defer cont()
 
 	rt = reopenDirect(t, state)

@@ -17,6 +17,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // TestShimStoppedWhileConnected: a shim stopped (SIGSTOP) under a running
@@ -35,7 +36,9 @@ func TestShimStoppedWhileConnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close() })
-	ctx := context.Background()
+	// Bounded: a call that waits on the stopped shim fails the test, not CI.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel) // after the cleanups that use ctx
 	mounts, err := fixture.BusyboxRootfs(filepath.Join(t.TempDir(), "rootfs"))
 	if err != nil {
 		t.Fatal(err)
@@ -59,16 +62,7 @@ func TestShimStoppedWhileConnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	sp, _ := strconv.Atoi(string(b))
-	if err := syscall.Kill(sp, syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			syscall.Kill(sp, syscall.SIGCONT)
-		}
-	}
+	resume := testkit.StopProcess(t, sp, 30*time.Second)
 	t.Cleanup(resume)
 
 	r := rt.(*Runtime)
