@@ -6,8 +6,9 @@ PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION        := v0.8.2
 STATICCHECK ?= $(shell $(GO) env GOPATH)/bin/staticcheck
-# Every module in the repo (the root one and sdk/, each with its go.mod):
-# go vet and staticcheck see one module at a time.
+# Every module in the repo (the root one, sdk/ and the third-party plugins
+# under test/thirdparty/, each with its go.mod): go vet and staticcheck see
+# one module at a time.
 MODULES   = $(shell git ls-files '*go.mod' | xargs -n1 dirname)
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/keel-runtime/keel/version.Version=$(VERSION) -X main.version=$(VERSION)
@@ -31,7 +32,9 @@ FORCE:
 
 # 30m, not go test's 10m: test/e2e pulls a 95 MB Debian image onto three
 # snapshotters and runs under KEEL_TEST_LOAD in CI.
-# Two modules: keel's and the SDK's (sdk/go.mod, what plugin authors require).
+# Every module: keel's, the SDK's (sdk/go.mod, what plugin authors require)
+# and each third-party plugin's (test/thirdparty/<name>, written from
+# docs/writing-a-plugin.md alone; test/conformance runs keel conformance on it).
 test: build
 	for m in $(MODULES); do (cd $$m && KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -timeout 30m ./...) || exit 1; done
 

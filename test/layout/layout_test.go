@@ -1,6 +1,8 @@
 // Package layout enforces DESIGN.md's import arrows between keel's own
 // packages: a third party must be able to build a plugin with sdk/ alone,
-// and the daemon must never reach into a plugin.
+// and the daemon must never reach into a plugin. The third-party plugins
+// kept in the repository to prove the first point (test/thirdparty/<name>,
+// each its own module written from the guide) are held to it too.
 //
 // Only the non-test graph is held to the rules: _test.go files may import
 // more (core/metadata's tests run the conformance suite over the native
@@ -24,8 +26,12 @@ import (
 // SDK's module is its sdk/ subtree.
 const module = "github.com/keel-runtime/keel"
 
-// moduleDirs are the repository's Go modules, from this package's directory.
+// moduleDirs are keel's own Go modules, from this package's directory.
 var moduleDirs = []string{filepath.Join("..", ".."), filepath.Join("..", "..", "sdk")}
+
+// thirdPartyDir holds modules written as a third party writes a plugin,
+// relative to the repository's root: test/thirdparty/<name>/go.mod.
+const thirdPartyDir = "test/thirdparty"
 
 // rule is one arrow of DESIGN.md: for every package from covers, allowed
 // says whether it may import imp (both relative to the module, e.g.
@@ -52,6 +58,16 @@ func pluginRoot(pkg string) string {
 		return pkg
 	}
 	return parts[0] + "/" + parts[1]
+}
+
+// thirdPartyRoot is "test/thirdparty/<name>" for any package of that module.
+func thirdPartyRoot(pkg string) string {
+	rest, ok := strings.CutPrefix(pkg, thirdPartyDir+"/")
+	if !ok {
+		return pkg
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	return thirdPartyDir + "/" + name
 }
 
 var rules = []rule{{
@@ -86,9 +102,17 @@ var rules = []rule{{
 	allowed: func(_, imp string) bool { return !under(imp, "test") },
 }, {
 	name: "a plugin binary links no host, conformance or fixture code of the SDK",
-	from: func(p string) bool { return under(p, "plugins") },
+	from: func(p string) bool { return underAny(p, "plugins", thirdPartyDir) },
 	allowed: func(_, imp string) bool {
 		return !underAny(imp, "sdk/host", "sdk/conformance", "sdk/fixture")
+	},
+}, {
+	// A third party has the SDK module alone: these modules prove it can be
+	// done, so they may not lean on anything else of keel's.
+	name: "third-party modules (test/thirdparty/<name>) import sdk/ only (and their own packages)",
+	from: func(p string) bool { return under(p, thirdPartyDir) },
+	allowed: func(p, imp string) bool {
+		return under(imp, "sdk") || under(imp, thirdPartyRoot(p))
 	},
 }}
 
@@ -117,19 +141,73 @@ type listed struct {
 	Error      *struct{ Err string }
 }
 
-// keelEdges lists the non-test imports between keel's packages.
+// thirdPartyModules maps the module path of each third-party module in the
+// repository to its directory relative to the root (test/thirdparty/<name>).
+// It finds them as the Makefile does, with git ls-files, and fails on a
+// go.mod that is neither keel's nor under test/thirdparty/: no rule here
+// would know what it may import.
+func thirdPartyModules(t *testing.T, goBin string) map[string]string {
+	t.Helper()
+	root := moduleDirs[0]
+	cmd := exec.Command("git", "ls-files", "*go.mod")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	mods := map[string]string{}
+	for f := range strings.FieldsSeq(string(out)) {
+		dir := filepath.Dir(f)
+		switch {
+		case dir == "." || dir == "sdk":
+			continue
+		case filepath.Dir(dir) != thirdPartyDir:
+			t.Errorf("module %s: keel's modules are . and sdk; a third-party one goes in %s/<name>", dir, thirdPartyDir)
+			continue
+		}
+		list := exec.Command(goBin, "list", "-m", "-f", "{{.Path}}")
+		list.Dir = filepath.Join(root, dir)
+		path, err := list.Output()
+		if err != nil {
+			t.Fatalf("go list -m in %s: %v", dir, err)
+		}
+		mods[strings.TrimSpace(string(path))] = dir
+	}
+	return mods
+}
+
+// keelEdges lists the non-test imports between keel's packages, and from
+// the third-party modules' packages (as test/thirdparty/<name>/...) to
+// keel's.
 func keelEdges(t *testing.T) []edge {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Fatalf("go command: %v", err)
 	}
+	thirdParty := thirdPartyModules(t, goBin)
+	dirs := slices.Clone(moduleDirs)
+	for _, dir := range thirdParty {
+		dirs = append(dirs, filepath.Join(moduleDirs[0], dir))
+	}
+	rel := func(path string) (string, bool) {
+		for mod, dir := range thirdParty {
+			if path == mod {
+				return dir, true
+			}
+			if rest, ok := strings.CutPrefix(path, mod+"/"); ok {
+				return dir + "/" + rest, true
+			}
+		}
+		return keelRel(path)
+	}
 	// -e: a package another helper is mid-way through editing still lists
 	// its imports.
-	// Both modules: keel's and the SDK's (sdk/go.mod), whose packages keel's
-	// listing shows only where keel imports them.
+	// keel's two modules (keel's and the SDK's, sdk/go.mod, whose packages
+	// keel's listing shows only where keel imports them) and the third-party
+	// ones.
 	var out []byte
-	for _, dir := range moduleDirs {
+	for _, dir := range dirs {
 		cmd := exec.Command(goBin, "list", "-e", "-deps", "-json=ImportPath,Imports,Error", "./...")
 		cmd.Dir = dir
 		var stderr bytes.Buffer
@@ -167,11 +245,16 @@ func keelEdges(t *testing.T) []edge {
 	if len(edges) == 0 {
 		t.Fatal("go list found no imports between keel packages")
 	}
+	for _, dir := range thirdParty {
+		if !slices.ContainsFunc(edges, func(e edge) bool { return under(e.from, dir) }) {
+			t.Errorf("go list found no imports of keel packages from %s", dir)
+		}
+	}
 	return edges
 }
 
-// rel is path relative to the module, when it is a keel package.
-func rel(path string) (string, bool) {
+// keelRel is path relative to the module, when it is a keel package.
+func keelRel(path string) (string, bool) {
 	if path == module {
 		return ".", true
 	}
@@ -227,6 +310,12 @@ func TestRules(t *testing.T) {
 		{edge{"plugins/snapshotter-native/native", "sdk/snapshot/backend"}, ""},
 		{edge{"plugins/snapshotter-native/native", "sdk/host"}, rules[7].name},
 		{edge{"plugins/runtime-runc/runc", "sdk/fixture"}, rules[7].name},
+		{edge{"test/thirdparty/snapshotter-layered", "sdk/snapshot/backend"}, ""},
+		{edge{"test/thirdparty/snapshotter-layered", "test/thirdparty/snapshotter-layered/store"}, ""},
+		{edge{"test/thirdparty/snapshotter-layered", "test/thirdparty/other"}, rules[8].name},
+		{edge{"test/thirdparty/snapshotter-layered", "core/metadata"}, rules[8].name},
+		{edge{"test/thirdparty/snapshotter-layered", "test/fstree"}, rules[8].name},
+		{edge{"test/thirdparty/snapshotter-layered", "sdk/conformance/snapshottest"}, rules[7].name},
 	}
 	for _, tt := range tests {
 		t.Run(tt.edge.String(), func(t *testing.T) {
