@@ -3,6 +3,7 @@ package overlay_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -33,8 +34,8 @@ func TestConformance(t *testing.T) {
 // cases that exercise those run again with them.
 func TestConformanceConfigured(t *testing.T) {
 	testkit.RequireRoot(t, "mount overlays")
-	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(overlay.New),
-		conformance.WithConfig(json.RawMessage(`{"sync_remove": true, "upperdir_label": true, "mount_options": ["index=off", "volatile"]}`)),
+	snapshottest.Run(conformance.Go(t),
+		snapshottest.InProcess(overlay.New, conformance.WithConfig(json.RawMessage(`{"sync_remove": true, "upperdir_label": true, "mount_options": ["index=off", "volatile"]}`))),
 		conformance.WithRun(regexp.MustCompile(`^(Lifecycle|LayerChain|ViewIsReadOnly|Usage|Restart|Cleanup|Opaque.*|Rename.*|ChildChange.*)$`)))
 }
 
@@ -117,6 +118,84 @@ func TestMountShapes(t *testing.T) {
 			t.Errorf("%s %s on %q:\n got %s\nwant %s", c.kind, c.key, c.parent, got, c.want)
 		}
 		mountOn(t, ms) // and the kernel takes it
+	}
+}
+
+// tryMount mounts ms on a fresh dir and unmounts it at once.
+func tryMount(t *testing.T, ms []mount.Mount) error {
+	t.Helper()
+	dir := t.TempDir()
+	if err := mount.All(ms, dir); err != nil {
+		return err
+	}
+	return mount.Unmount(dir)
+}
+
+// TestVolatileRemount: with volatile configured, an active snapshot mounts
+// again once its first mount is gone (overlay refuses a work dir a
+// volatile mount used until the plugin clears its mark), but not while a
+// mount of it is live, nor after a restart of the system (simulated: the
+// boot the plugin recorded is another).
+func TestVolatileRemount(t *testing.T) {
+	testkit.RequireRoot(t, "mount overlays")
+	ctx := context.Background()
+	root := t.TempDir()
+	s := open(t, root, `{"mount_options": ["volatile"]}`)
+	commit(t, s, "base", "", nil)
+	ms, err := s.Prepare(ctx, "a", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := filepath.Join(root, "snapshots", "2", "work", "work", "incompat", "volatile")
+	bootRecord := filepath.Join(root, "snapshots", "2", "volatile-boot")
+
+	dir := mountOn(t, ms)
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("overlay's volatile mark: %v (the test checks nothing without it)", err)
+	}
+	// Live: the mark stays and overlay refuses a second mount.
+	ms, err = s.Mounts(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Errorf("the mark of a live mount was removed: %v", err)
+	}
+	if err := tryMount(t, ms); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("second mount while the first is live: %v, want EINVAL", err)
+	}
+
+	// Unmounted: mounts again, twice, with what was written.
+	if err := mount.Unmount(dir); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		ms, err = s.Mounts(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = mountOn(t, ms)
+		if b, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || string(b) != "one" {
+			t.Errorf("mount %d: f = %q, %v", i+2, b, err)
+		}
+		if err := mount.Unmount(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// After a restart of the system the mark stays: the upper dir may have
+	// lost writes.
+	if err := os.WriteFile(bootRecord, []byte("00000000-0000-0000-0000-000000000000"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err = s.Mounts(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tryMount(t, ms); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("mount of a snapshot mounted volatile in another boot: %v, want EINVAL", err)
 	}
 }
 
