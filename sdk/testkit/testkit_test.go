@@ -2,6 +2,7 @@ package testkit_test
 
 import (
 	"fmt"
+	"os"
 	"runtime"
 	"testing"
 
@@ -57,4 +58,15 @@ func TestSkipOrFail(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRunAs runs itself again as nobody.
+func TestRunAs(t *testing.T) {
+	if os.Getenv("KEEL_TEST_RUN_AS") != "" {
+		if os.Geteuid() != testkit.Nobody || os.Getegid() != testkit.Nobody {
+			t.Fatalf("running as %d:%d, want nobody", os.Geteuid(), os.Getegid())
+		}
+		return
+	}
+	testkit.RunAs(t, testkit.Nobody, testkit.Nobody, t.Name(), "KEEL_TEST_RUN_AS=1")
 }

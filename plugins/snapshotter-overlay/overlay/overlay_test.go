@@ -1,6 +1,7 @@
 package overlay_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/plugins/snapshotter-overlay/overlay"
@@ -339,6 +341,29 @@ func TestWhiteoutFormat(t *testing.T) {
 	n, err := unix.Lgetxattr(filepath.Join(layer, "d"), "trusted.overlay.opaque", buf)
 	if err != nil || string(buf[:n]) != "y" {
 		t.Errorf("opaque d: trusted.overlay.opaque = %q, %v; want y", buf[:n], err)
+	}
+}
+
+// unprivilegedEnv marks the run of TestUnprivilegedStart as nobody.
+const unprivilegedEnv = "KEEL_TEST_UNPRIVILEGED"
+
+// TestUnprivilegedStart: without the privilege to mount, the plugin cannot
+// check its root; it says so in a warning and starts.
+func TestUnprivilegedStart(t *testing.T) {
+	if os.Getenv(unprivilegedEnv) == "" {
+		t.Logf("%s", testkit.RunAs(t, testkit.Nobody, testkit.Nobody, t.Name(), unprivilegedEnv+"=1"))
+		return
+	}
+	var log bytes.Buffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &log, Level: hclog.Warn})
+	s, err := overlay.New(context.Background(), sdk.Env{Root: t.TempDir(), Logger: logger})
+	if err != nil {
+		t.Fatalf("start as uid %d: %v", os.Geteuid(), err)
+	}
+	s.Close()
+	if !strings.Contains(log.String(), "cannot check the root for overlay without the privilege to mount") ||
+		!strings.Contains(log.String(), "operation not permitted") {
+		t.Errorf("start as uid %d logged %q; want the warning, with the EPERM", os.Geteuid(), log.String())
 	}
 }
 
