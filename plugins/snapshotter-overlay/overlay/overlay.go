@@ -231,7 +231,9 @@ const bootIDPath = "/proc/sys/kernel/random/boot_id"
 
 // readyVolatile readies the work dir of active snapshot id for another
 // volatile mount and records the boot handing it out; see Volatile mounts.
-// Failures are logged: the mount then fails, which is the safe side.
+// It is the only I/O Mounts does (reads, but for the record once a boot
+// and a mark to remove). Failures are logged; none removes the mark
+// without the checks, so the worst is a mount overlay refuses.
 func (l *layers) readyVolatile(id, work string) {
 	b, err := os.ReadFile(bootIDPath)
 	if err != nil {
@@ -247,16 +249,16 @@ func (l *layers) readyVolatile(id, work string) {
 	}
 	mark := filepath.Join(work, "work", "incompat", "volatile")
 	if _, err := os.Lstat(mark); err == nil {
-		switch live, err := workInUse(work); {
-		case string(prev) != boot:
+		if string(prev) != boot {
 			l.logger.Warn("snapshot was mounted volatile before the system restarted: its upper dir may have lost writes, and overlay refuses to mount it again; remove it",
 				"snapshot", id, "upper", l.fsDir(id))
 			return
-		case err != nil:
+		}
+		if live, err := workInUse(work); err != nil {
 			l.logger.Warn("volatile mount: listing mounts", "snapshot", id, "error", err)
 			return
-		case live:
-			l.logger.Debug("volatile mount: the snapshot is mounted already; overlay refuses a second mount", "snapshot", id)
+		} else if live {
+			l.logger.Info("volatile mount: the snapshot is mounted already, and overlay refuses a second mount while it is", "snapshot", id)
 			return
 		}
 		if err := backend.SyncFS(l.fsDir(id)); err != nil {
