@@ -29,7 +29,10 @@ func SweepOverlayChecks(dir string) ([]sweep.Leftover, error) {
 // and an opaque dir (a lower dir removed and made again). It works in a
 // scratch dir under dir, removed before it returns, and needs the
 // privilege to mount. A filesystem that cannot is a FailedPrecondition
-// error naming it (overlay itself, for one, is refused as an upper).
+// error naming it (overlay itself, for one, is refused as an upper). Errors
+// keep what caused them: a caller without the privilege to mount gets one
+// that is EPERM (errors.Is(err, os.ErrPermission)) and no FailedPrecondition,
+// as the filesystem was not judged.
 func CheckOverlay(dir string) (err error) {
 	scratch, err := os.MkdirTemp(dir, OverlayCheckPrefix)
 	if err != nil {
@@ -40,9 +43,9 @@ func CheckOverlay(dir string) (err error) {
 			err = fmt.Errorf("overlay check: %w", rerr)
 		}
 	}()
-	refuse := func(format string, args ...any) error {
-		return fmt.Errorf("%s (%s) cannot host overlay upper dirs: %s: %w",
-			dir, FSType(dir), fmt.Sprintf(format, args...), errdefs.ErrFailedPrecondition)
+	refuse := func(what string, cause error) error {
+		return fmt.Errorf("%s (%s) cannot host overlay upper dirs: %s: %w: %w",
+			dir, FSType(dir), what, cause, errdefs.ErrFailedPrecondition)
 	}
 	p := func(name string) string { return filepath.Join(scratch, name) }
 	for _, d := range []string{"lower/gone-dir", "upper", "work", "merged"} {
@@ -58,28 +61,30 @@ func CheckOverlay(dir string) (err error) {
 	if ok, err := hasDType(p("lower")); err != nil {
 		return fmt.Errorf("overlay check: %w", err)
 	} else if !ok {
-		return refuse("directory listings carry no entry types (d_type)")
+		return refuse("directory listings", errors.New("no entry types (d_type)"))
 	}
 	m := Overlay([]string{p("lower")}, p("upper"), p("work"))
-	if err := m.Mount(p("merged")); err != nil {
-		return refuse("%v", err)
+	if err := m.Mount(p("merged")); errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("overlay check in %s: %w", dir, err)
+	} else if err != nil {
+		return refuse("scratch overlay", err)
 	}
 	defer unix.Unmount(p("merged"), unix.MNT_DETACH)
 	if err := os.Remove(p("merged/gone-file")); err != nil {
-		return refuse("whiteout: %v", err)
+		return refuse("whiteout", err)
 	}
 	if err := os.RemoveAll(p("merged/gone-dir")); err != nil {
-		return refuse("remove a lower dir: %v", err)
+		return refuse("remove a lower dir", err)
 	}
 	if err := os.Mkdir(p("merged/gone-dir"), 0o755); err != nil {
-		return refuse("opaque dir: %v", err)
+		return refuse("opaque dir", err)
 	}
 	if err := unix.Unmount(p("merged"), 0); err != nil {
 		return fmt.Errorf("overlay check: unmount: %w", err)
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(p("upper/gone-file"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
-		return refuse("no whiteout device in the upper dir")
+		return refuse("whiteout", errors.New("no 0/0 character device in the upper dir"))
 	}
 	return nil
 }

@@ -1,10 +1,12 @@
 package mount
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -121,5 +123,27 @@ func TestCheckOverlay(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(filepath.Join(base, "m")); len(entries) != 0 {
 		t.Errorf("the refused check left %v", entries)
+	}
+}
+
+// unprivilegedEnv marks the run of TestCheckOverlayUnprivileged as nobody.
+const unprivilegedEnv = "KEEL_TEST_UNPRIVILEGED"
+
+// TestCheckOverlayUnprivileged: without the privilege to mount, the
+// check's error is EPERM, and not the filesystem's refusal. The check runs
+// in the test binary started again as nobody.
+func TestCheckOverlayUnprivileged(t *testing.T) {
+	if os.Getenv(unprivilegedEnv) == "" {
+		t.Logf("%s", testkit.RunAs(t, testkit.Nobody, testkit.Nobody, t.Name(), unprivilegedEnv+"=1"))
+		return
+	}
+	dir := t.TempDir()
+	err := CheckOverlay(dir)
+	if !errors.Is(err, syscall.EPERM) || !errors.Is(err, os.ErrPermission) || errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("check as uid %d: %v; want EPERM, no FailedPrecondition", os.Geteuid(), err)
+	}
+	t.Logf("check as uid %d: %v", os.Geteuid(), err)
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the unprivileged check left %v", entries)
 	}
 }

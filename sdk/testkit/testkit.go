@@ -13,12 +13,19 @@
 //		…
 //	}
 //
-// It imports only the standard library.
+// RunAs runs a test again as another user, e.g. to see what a plugin does
+// without the privilege to mount. It imports only the standard library.
 package testkit
 
 import (
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
+	"testing"
 )
 
 // Strict names the environment variable that turns skips into failures.
@@ -59,4 +66,55 @@ func RequireRoot(t TB, why string) {
 	if os.Geteuid() != 0 {
 		SkipOrFail(t, "needs root to %s", why)
 	}
+}
+
+// Nobody is the uid and gid of the unprivileged user nobody.
+const Nobody = 65534
+
+// RunAs runs the test named name of this test binary again, in a process
+// of uid and gid (e.g. Nobody) with env added, and returns its output; t
+// fails when that run does not pass. The test tells the two runs apart by
+// env, and works as that user in its own t.TempDir(). The process runs a
+// copy of the binary in a dir anyone can reach, as go test's own is root's
+// alone. Needs root (it skips, or fails when strict, without).
+func RunAs(t *testing.T, uid, gid int, name string, env ...string) string {
+	t.Helper()
+	RequireRoot(t, fmt.Sprintf("run a test as uid %d", uid))
+	dir := t.TempDir()
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, filepath.Base(os.Args[0]))
+	if err := copyFile(os.Args[0], bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^"+name+"$", "-test.v", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+name+" ") {
+		t.Fatalf("%s as uid %d: %v\n%s", name, uid, err, out)
+	}
+	return string(out)
+}
+
+// copyFile copies from to a new file to with mode.
+func copyFile(from, to string, mode os.FileMode) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_EXCL, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
 }

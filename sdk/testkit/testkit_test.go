@@ -125,3 +125,14 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(m.Run())
 }
+
+// TestRunAs runs itself again as nobody.
+func TestRunAs(t *testing.T) {
+	if os.Getenv("KEEL_TEST_RUN_AS") != "" {
+		if os.Geteuid() != testkit.Nobody || os.Getegid() != testkit.Nobody {
+			t.Fatalf("running as %d:%d, want nobody", os.Geteuid(), os.Getegid())
+		}
+		return
+	}
+	testkit.RunAs(t, testkit.Nobody, testkit.Nobody, t.Name(), "KEEL_TEST_RUN_AS=1")
+}

@@ -19,7 +19,9 @@
 // short decimal numbers. A chain deep enough that the lowerdir option would
 // pass mount(2)'s one-page limit gets one lowerdir+= option per layer
 // instead (Linux 6.8+), which sdk/mount sets one by one through fsconfig(2)
-// (see sdk/mount.Overlay).
+// (see sdk/mount.Overlay). With the volatile mount option configured,
+// handing out an active snapshot's mounts again readies its work dir for
+// another volatile mount (see Volatile mounts).
 //
 // Whiteouts are the kernel's: whoever writes through the mount (keeld's
 // layer applier) deletes and makes opaque dirs through overlayfs, which
@@ -34,9 +36,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/moby/sys/mountinfo"
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk"
@@ -188,7 +192,130 @@ func (l *layers) Mounts(id string, kind snapshot.Kind, parentIDs []string) []mou
 		opts := slices.DeleteFunc(slices.Clone(l.cfg.MountOptions), func(o string) bool { return o == "volatile" })
 		return []mount.Mount{mount.Overlay(lowers, "", "", opts...)}
 	}
-	return []mount.Mount{mount.Overlay(lowers, l.fsDir(id), filepath.Join(l.dir(id), "work"), l.cfg.MountOptions...)}
+	work := filepath.Join(l.dir(id), "work")
+	if slices.Contains(l.cfg.MountOptions, "volatile") {
+		l.readyVolatile(id, work)
+	}
+	return []mount.Mount{mount.Overlay(lowers, l.fsDir(id), work, l.cfg.MountOptions...)}
+}
+
+// Volatile mounts.
+//
+// A volatile overlay mount marks its work dir (overlay's own "work" dir in
+// ours, then incompat/volatile), and overlay refuses to mount that work
+// dir again, with EINVAL, while the mark is there: the mount skipped every
+// sync, so after a crash the upper dir may have lost writes. The kernel's
+// documentation (filesystems/overlayfs, "Volatile mount") allows removing
+// the mark where the system has not crashed since. So before handing out
+// an active snapshot's mounts again, readyVolatile removes the mark when
+//
+//   - the plugin handed out the snapshot's volatile mounts in this boot
+//     (the boot id it records in snapshots/<id>/volatile-boot, durably,
+//     before the mounts leave it), so no crash came in between;
+//   - no mount of the snapshot is live (in the plugin's mount namespace,
+//     keeld's, where keeld and keel's runtime shims mount), so none is
+//     writing unsynced data still; a second mount of a live one stays
+//     refused;
+//   - the upper dir's filesystem has been synced (syncfs), so what the
+//     earlier mount wrote is on disk before the mark goes.
+//
+// A mark left from an earlier boot stays, and the plugin warns: the
+// snapshot cannot be mounted again and should be removed.
+
+// volatileBootFile records, in a snapshot's dir, the boot that last got
+// its volatile mounts.
+const volatileBootFile = "volatile-boot"
+
+// bootIDPath is the kernel's id of the current boot.
+const bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// readyVolatile readies the work dir of active snapshot id for another
+// volatile mount and records the boot handing it out; see Volatile mounts.
+// It is the only I/O Mounts does (reads, but for the record once a boot
+// and a mark to remove). Failures are logged; none removes the mark
+// without the checks, so the worst is a mount overlay refuses.
+func (l *layers) readyVolatile(id, work string) {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		l.logger.Warn("volatile mount: reading the boot id", "error", err)
+		return
+	}
+	boot := strings.TrimSpace(string(b))
+	stamp := filepath.Join(l.dir(id), volatileBootFile)
+	prev, err := os.ReadFile(stamp)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		l.logger.Warn("volatile mount: reading the boot record", "snapshot", id, "error", err)
+		return
+	}
+	mark := filepath.Join(work, "work", "incompat", "volatile")
+	if _, err := os.Lstat(mark); err == nil {
+		if string(prev) != boot {
+			l.logger.Warn("snapshot was mounted volatile before the system restarted: its upper dir may have lost writes, and overlay refuses to mount it again; remove it",
+				"snapshot", id, "upper", l.fsDir(id))
+			return
+		}
+		if live, err := workInUse(work); err != nil {
+			l.logger.Warn("volatile mount: listing mounts", "snapshot", id, "error", err)
+			return
+		} else if live {
+			l.logger.Info("volatile mount: the snapshot is mounted already, and overlay refuses a second mount while it is", "snapshot", id)
+			return
+		}
+		if err := backend.SyncFS(l.fsDir(id)); err != nil {
+			l.logger.Warn("volatile mount: syncing the upper dir", "snapshot", id, "error", err)
+			return
+		}
+		if err := os.RemoveAll(mark); err != nil {
+			l.logger.Warn("volatile mount: removing overlay's mark", "snapshot", id, "error", err)
+			return
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		l.logger.Warn("volatile mount: checking overlay's mark", "snapshot", id, "error", err)
+		return
+	}
+	if string(prev) != boot {
+		if err := writeDurably(stamp, boot); err != nil {
+			l.logger.Warn("volatile mount: recording the boot", "snapshot", id, "error", err)
+		}
+	}
+}
+
+// workInUse reports whether an overlay mount with work dir work is live
+// in this mount namespace.
+func workInUse(work string) (bool, error) {
+	ms, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
+		return m.FSType != "overlay" || !slices.Contains(strings.Split(m.VFSOptions, ","), "workdir="+work), false
+	})
+	return len(ms) > 0, err
+}
+
+// writeDurably replaces file with data, on disk before it returns.
+func writeDurably(file, data string) error {
+	f, err := os.CreateTemp(filepath.Dir(file), "."+filepath.Base(file)+"-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.WriteString(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(f.Name(), file); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(file))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Commit flushes the layer to disk: it becomes a lower dir for others.

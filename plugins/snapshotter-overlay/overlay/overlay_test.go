@@ -1,8 +1,10 @@
 package overlay_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/plugins/snapshotter-overlay/overlay"
@@ -33,8 +36,8 @@ func TestConformance(t *testing.T) {
 // cases that exercise those run again with them.
 func TestConformanceConfigured(t *testing.T) {
 	testkit.RequireRoot(t, "mount overlays")
-	snapshottest.Run(conformance.Go(t), snapshottest.InProcess(overlay.New),
-		conformance.WithConfig(json.RawMessage(`{"sync_remove": true, "upperdir_label": true, "mount_options": ["index=off", "volatile"]}`)),
+	snapshottest.Run(conformance.Go(t),
+		snapshottest.InProcess(overlay.New, conformance.WithConfig(json.RawMessage(`{"sync_remove": true, "upperdir_label": true, "mount_options": ["index=off", "volatile"]}`))),
 		conformance.WithRun(regexp.MustCompile(`^(Lifecycle|LayerChain|ViewIsReadOnly|Usage|Restart|Cleanup|Opaque.*|Rename.*|ChildChange.*)$`)))
 }
 
@@ -117,6 +120,84 @@ func TestMountShapes(t *testing.T) {
 			t.Errorf("%s %s on %q:\n got %s\nwant %s", c.kind, c.key, c.parent, got, c.want)
 		}
 		mountOn(t, ms) // and the kernel takes it
+	}
+}
+
+// tryMount mounts ms on a fresh dir and unmounts it at once.
+func tryMount(t *testing.T, ms []mount.Mount) error {
+	t.Helper()
+	dir := t.TempDir()
+	if err := mount.All(ms, dir); err != nil {
+		return err
+	}
+	return mount.Unmount(dir)
+}
+
+// TestVolatileRemount: with volatile configured, an active snapshot mounts
+// again once its first mount is gone (overlay refuses a work dir a
+// volatile mount used until the plugin clears its mark), but not while a
+// mount of it is live, nor after a restart of the system (simulated: the
+// boot the plugin recorded is another).
+func TestVolatileRemount(t *testing.T) {
+	testkit.RequireRoot(t, "mount overlays")
+	ctx := context.Background()
+	root := t.TempDir()
+	s := open(t, root, `{"mount_options": ["volatile"]}`)
+	commit(t, s, "base", "", nil)
+	ms, err := s.Prepare(ctx, "a", "base")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mark := filepath.Join(root, "snapshots", "2", "work", "work", "incompat", "volatile")
+	bootRecord := filepath.Join(root, "snapshots", "2", "volatile-boot")
+
+	dir := mountOn(t, ms)
+	if err := os.WriteFile(filepath.Join(dir, "f"), []byte("one"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("overlay's volatile mark: %v (the test checks nothing without it)", err)
+	}
+	// Live: the mark stays and overlay refuses a second mount.
+	ms, err = s.Mounts(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(mark); err != nil {
+		t.Errorf("the mark of a live mount was removed: %v", err)
+	}
+	if err := tryMount(t, ms); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("second mount while the first is live: %v, want EINVAL", err)
+	}
+
+	// Unmounted: mounts again, twice, with what was written.
+	if err := mount.Unmount(dir); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		ms, err = s.Mounts(ctx, "a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = mountOn(t, ms)
+		if b, err := os.ReadFile(filepath.Join(dir, "f")); err != nil || string(b) != "one" {
+			t.Errorf("mount %d: f = %q, %v", i+2, b, err)
+		}
+		if err := mount.Unmount(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// After a restart of the system the mark stays: the upper dir may have
+	// lost writes.
+	if err := os.WriteFile(bootRecord, []byte("00000000-0000-0000-0000-000000000000"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ms, err = s.Mounts(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tryMount(t, ms); !errors.Is(err, unix.EINVAL) {
+		t.Errorf("mount of a snapshot mounted volatile in another boot: %v, want EINVAL", err)
 	}
 }
 
@@ -260,6 +341,29 @@ func TestWhiteoutFormat(t *testing.T) {
 	n, err := unix.Lgetxattr(filepath.Join(layer, "d"), "trusted.overlay.opaque", buf)
 	if err != nil || string(buf[:n]) != "y" {
 		t.Errorf("opaque d: trusted.overlay.opaque = %q, %v; want y", buf[:n], err)
+	}
+}
+
+// unprivilegedEnv marks the run of TestUnprivilegedStart as nobody.
+const unprivilegedEnv = "KEEL_TEST_UNPRIVILEGED"
+
+// TestUnprivilegedStart: without the privilege to mount, the plugin cannot
+// check its root; it says so in a warning and starts.
+func TestUnprivilegedStart(t *testing.T) {
+	if os.Getenv(unprivilegedEnv) == "" {
+		t.Logf("%s", testkit.RunAs(t, testkit.Nobody, testkit.Nobody, t.Name(), unprivilegedEnv+"=1"))
+		return
+	}
+	var log bytes.Buffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &log, Level: hclog.Warn})
+	s, err := overlay.New(context.Background(), sdk.Env{Root: t.TempDir(), Logger: logger})
+	if err != nil {
+		t.Fatalf("start as uid %d: %v", os.Geteuid(), err)
+	}
+	s.Close()
+	if !strings.Contains(log.String(), "cannot check the root for overlay without the privilege to mount") ||
+		!strings.Contains(log.String(), "operation not permitted") {
+		t.Errorf("start as uid %d logged %q; want the warning, with the EPERM", os.Geteuid(), log.String())
 	}
 }
 
