@@ -69,7 +69,10 @@ func CheckOverlay(dir string) (err error) {
 	} else if err != nil {
 		return refuse("scratch overlay", err)
 	}
-	defer unix.Unmount(p("merged"), unix.MNT_DETACH)
+	// Unmount falls back to a lazy unmount on EBUSY: a process forked
+	// meanwhile by another goroutine holds the fds opened in the mount
+	// below until it execs.
+	defer Unmount(p("merged"))
 	if err := os.Remove(p("merged/gone-file")); err != nil {
 		return refuse("whiteout", err)
 	}
@@ -78,9 +81,6 @@ func CheckOverlay(dir string) (err error) {
 	}
 	if err := os.Mkdir(p("merged/gone-dir"), 0o755); err != nil {
 		return refuse("opaque dir", err)
-	}
-	if err := unix.Unmount(p("merged"), 0); err != nil {
-		return fmt.Errorf("overlay check: unmount: %w", err)
 	}
 	var st unix.Stat_t
 	if err := unix.Lstat(p("upper/gone-file"), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR || st.Rdev != 0 {
