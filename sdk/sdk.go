@@ -67,6 +67,9 @@ type Env struct {
 	Root  string
 	State string
 	// Logger writes JSON to stderr, which keeld logs under the plugin's name.
+	// Serve and the conformance suites always set it, and a factory may
+	// use it unchecked: an Env built by hand (a plugin's own test calling
+	// its factory) must set one too, e.g. hclog.NewNullLogger().
 	Logger hclog.Logger
 	// Config is the plugin's `config {}` block as JSON ("{}" when absent).
 	Config json.RawMessage

@@ -33,7 +33,7 @@ func keelBinary(t *testing.T) string {
 
 // TestThirdPartyPlugin builds the third-party plugin in its own module, as
 // its author would, and runs `keel conformance` on it: the whole snapshotter
-// suite, DeepChain included, must pass.
+// suite, DeepChain and RootAttributes included, must pass.
 func TestThirdPartyPlugin(t *testing.T) {
 	testkit.RequireRoot(t, "mount overlays")
 	keel := keelBinary(t)
@@ -50,6 +50,7 @@ func TestThirdPartyPlugin(t *testing.T) {
 	}
 	for _, want := range []*regexp.Regexp{
 		regexp.MustCompile(`(?m)^DeepChain +PASS`),
+		regexp.MustCompile(`(?m)^RootAttributes +PASS`),
 		regexp.MustCompile(`(?m)^snapshotter .*: [1-9][0-9]* passed, 0 failed, `),
 	} {
 		if !want.Match(out) {

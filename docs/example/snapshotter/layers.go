@@ -18,6 +18,8 @@ type layers string
 func (l layers) dir(id string) string { return filepath.Join(string(l), id) }
 func (l layers) fs(id string) string  { return filepath.Join(string(l), id, "fs") }
 
+// Create makes the snapshot's dirs. Overlay shows the upper dir's own mode
+// and owner at the root of the tree: an active snapshot's takes its parent's.
 func (l layers) Create(ctx context.Context, id string, kind snapshot.Kind, parentIDs []string) error {
 	if err := os.MkdirAll(l.fs(id), 0o755); err != nil {
 		return err
@@ -25,7 +27,13 @@ func (l layers) Create(ctx context.Context, id string, kind snapshot.Kind, paren
 	if kind != snapshot.KindActive {
 		return nil
 	}
-	return os.Mkdir(filepath.Join(l.dir(id), "work"), 0o700)
+	if err := os.Mkdir(filepath.Join(l.dir(id), "work"), 0o700); err != nil {
+		return err
+	}
+	if len(parentIDs) == 0 {
+		return nil
+	}
+	return backend.CopyDirAttrs(l.fs(parentIDs[0]), l.fs(id))
 }
 
 // Mounts stacks the parents' layers, nearest first, under the snapshot's

@@ -163,14 +163,7 @@ func (l *layers) Create(ctx context.Context, id string, kind snapshot.Kind, pare
 	if len(parentIDs) == 0 {
 		return nil
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(l.fsDir(parentIDs[0]), &st); err != nil {
-		return fmt.Errorf("parent layer: %w", err)
-	}
-	if err := unix.Chown(l.fsDir(id), int(st.Uid), int(st.Gid)); err != nil {
-		return err
-	}
-	return unix.Chmod(l.fsDir(id), st.Mode&0o7777)
+	return backend.CopyDirAttrs(l.fsDir(parentIDs[0]), l.fsDir(id))
 }
 
 // Mounts: see the package doc.

@@ -272,36 +272,58 @@ func joinLowers(ms []mount.Mount) []mount.Mount {
 	return out
 }
 
-// TestDeepChainCatchesSingleLowerdir: the suite's DeepChain case passes
-// the overlay snapshotter and fails it once its mounts carry the chain in
-// one lowerdir= option.
-func TestDeepChainCatchesSingleLowerdir(t *testing.T) {
+// freshUpper is the overlay snapshotter with the mistake the suite's
+// RootAttributes case is there to catch: an active snapshot's upper dir
+// keeps Mkdir's mode and owner instead of taking its parent's.
+type freshUpper struct{ snapshot.Snapshotter }
+
+func (s freshUpper) Prepare(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]mount.Mount, error) {
+	ms, err := s.Snapshotter.Prepare(ctx, key, parent, opts...)
+	for _, m := range ms {
+		for _, o := range m.Options {
+			if upper, ok := strings.CutPrefix(o, "upperdir="); ok {
+				err = errors.Join(err, os.Chown(upper, 0, 0), os.Chmod(upper, 0o755))
+			}
+		}
+	}
+	return ms, err
+}
+
+// TestSuiteCatchesMistakes: the suite's cases pass the overlay snapshotter
+// and fail it once it makes the mistake each is there to catch.
+func TestSuiteCatchesMistakes(t *testing.T) {
 	testkit.RequireRoot(t, "mount overlays")
-	for _, c := range []struct {
-		name    string
-		factory snapshot.Factory
-		want    string
-	}{
-		{"overlay", overlay.New, "pass"},
-		{"single-lowerdir", func(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
+	wrapped := func(wrap func(snapshot.Snapshotter) snapshot.Snapshotter) snapshot.Factory {
+		return func(ctx context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
 			s, err := overlay.New(ctx, env)
 			if err != nil {
 				return nil, err
 			}
-			return singleLowerdir{s}, nil
-		}, "fail"},
+			return wrap(s), nil
+		}
+	}
+	for _, c := range []struct {
+		name     string
+		caseName string
+		factory  snapshot.Factory
+		want     string
+	}{
+		{"overlay", "DeepChain", overlay.New, "pass"},
+		{"single-lowerdir", "DeepChain", wrapped(func(s snapshot.Snapshotter) snapshot.Snapshotter { return singleLowerdir{s} }), "fail"},
+		{"overlay", "RootAttributes", overlay.New, "pass"},
+		{"fresh-upper", "RootAttributes", wrapped(func(s snapshot.Snapshotter) snapshot.Snapshotter { return freshUpper{s} }), "fail"},
 	} {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.caseName+"/"+c.name, func(t *testing.T) {
 			t.Parallel()
 			results := runner.RunSuite(t.Context(), func(ct conformance.T) {
-				snapshottest.Run(ct, snapshottest.InProcess(c.factory), conformance.WithRun(regexp.MustCompile(`^DeepChain$`)))
+				snapshottest.Run(ct, snapshottest.InProcess(c.factory), conformance.WithRun(regexp.MustCompile("^"+c.caseName+"$")))
 			})
-			if got := runner.StatusByCase(results)["DeepChain"]; got != c.want {
-				t.Errorf("DeepChain: %q, want %q (results: %+v)", got, c.want, results)
+			if got := runner.StatusByCase(results)[c.caseName]; got != c.want {
+				t.Errorf("%s: %q, want %q (results: %+v)", c.caseName, got, c.want, results)
 			}
 			for _, r := range results {
 				for _, m := range r.Messages {
-					t.Logf("%s: …%s", r.Name, m[max(0, len(m)-300):]) // the mount error ends a long list of mounts
+					t.Logf("%s: …%s", r.Name, m[max(0, len(m)-300):]) // a mount error ends a long list of mounts
 				}
 			}
 		})

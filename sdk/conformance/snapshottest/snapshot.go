@@ -96,6 +96,7 @@ func snapshotCases() []snapCase {
 		{Name: "MetadataSurvivesCommit", Body: snapMetadataSurvivesCommit},
 		{Name: "RenameParentDir", Body: snapRenameParentDir},
 		{Name: "OpaqueDir", Body: snapOpaqueDir},
+		{Name: "RootAttributes", Body: snapRootAttributes},
 		{Name: "WalkChainTree1000", Body: snapWalkChainTree1000},
 		{Name: "ConcurrentPrepareOneParent", Body: snapConcurrentPrepareOneParent},
 	}

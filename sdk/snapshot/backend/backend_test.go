@@ -25,6 +25,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/snapshot"
 	"github.com/keel-runtime/keel/sdk/snapshot/backend"
 	"github.com/keel-runtime/keel/sdk/snapshot/storage"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // dirs is a real copy backend keeping <root>/<id>. Its function fields,
@@ -489,6 +490,32 @@ func TestListDirMissing(t *testing.T) {
 	ids, err := backend.ListDir(filepath.Join(t.TempDir(), "none"))
 	if err != nil || ids != nil {
 		t.Errorf("ListDir of a missing dir = %v, %v", ids, err)
+	}
+}
+
+// TestCopyDirAttrs: the mode, special bits included, and the owner are
+// copied, whatever to had.
+func TestCopyDirAttrs(t *testing.T) {
+	testkit.RequireRoot(t, "chown")
+	from, to := t.TempDir(), t.TempDir()
+	if err := os.Chown(from, 1000, 1001); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Chmod(from, 0o2750); err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.CopyDirAttrs(from, to); err != nil {
+		t.Fatalf("CopyDirAttrs: %v", err)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(to, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&0o7777 != 0o2750 || st.Uid != 1000 || st.Gid != 1001 {
+		t.Errorf("to is mode %04o owner %d:%d, want 2750 1000:1001", st.Mode&0o7777, st.Uid, st.Gid)
+	}
+	if err := backend.CopyDirAttrs(filepath.Join(from, "none"), to); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("CopyDirAttrs from a missing dir: %v, want ErrNotExist", err)
 	}
 }
 

@@ -78,3 +78,23 @@ func SyncFS(path string) error {
 	}
 	return nil
 }
+
+// CopyDirAttrs gives the dir to the mode (setuid, setgid and sticky bits
+// included) and owner of the dir from. An overlay snapshotter's Create
+// calls it on an active snapshot's fresh upper dir with the nearest
+// parent's layer: overlayfs shows the upper dir's own mode and owner at the
+// root of the tree, not the lower dirs'.
+func CopyDirAttrs(from, to string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(from, &st); err != nil {
+		return fmt.Errorf("stat %s: %w", from, err)
+	}
+	if err := unix.Chown(to, int(st.Uid), int(st.Gid)); err != nil {
+		return fmt.Errorf("chown %s: %w", to, err)
+	}
+	// After chown, which clears setuid and setgid.
+	if err := unix.Chmod(to, st.Mode&0o7777); err != nil {
+		return fmt.Errorf("chmod %s: %w", to, err)
+	}
+	return nil
+}

@@ -3,12 +3,9 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
@@ -48,24 +45,7 @@ func (s store) Create(ctx context.Context, id string, kind snapshot.Kind, parent
 	if err := os.Mkdir(s.workDir(id), 0o700); err != nil {
 		return err
 	}
-	return copyRootAttrs(s.layer(parentIDs[0]), s.layer(id))
-}
-
-// copyRootAttrs gives dir the mode and owner of from.
-func copyRootAttrs(from, dir string) error {
-	fi, err := os.Stat(from)
-	if err != nil {
-		return err
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("stat %s: no owner", from)
-	}
-	if err := os.Lchown(dir, int(st.Uid), int(st.Gid)); err != nil {
-		return err
-	}
-	// Chmod after chown: chown clears setuid and setgid bits.
-	return os.Chmod(dir, fi.Mode()&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+	return backend.CopyDirAttrs(s.layer(parentIDs[0]), s.layer(id))
 }
 
 // Mounts follows overlay's rule: it needs an upper dir or two lower dirs.
