@@ -94,7 +94,7 @@ func BenchmarkPullUnpack(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		dropCaches()
+		syncDisks()
 		start := time.Now()
 		_, err = d.client.Pull(ctx, ref, client.WithPullUnpack)
 		el := time.Since(start)
@@ -135,10 +135,10 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-// dropCaches writes back dirty pages so one round's writeback does not
+// syncDisks writes back dirty pages so one round's writeback does not
 // land in the next; the registry's blobs stay cached (both sides read
 // them from memory).
-func dropCaches() { syscall.Sync() }
+func syncDisks() { syscall.Sync() }
 
 // containerdPull starts containerd in a fresh root, times `ctr images
 // pull` (which unpacks into overlayfs), and stops it.
@@ -196,7 +196,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	dropCaches()
+	syncDisks()
 	start := time.Now()
 	out, err := exec.CommandContext(ctx, ctr, "-a", sock, "-n", "bench", "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref).CombinedOutput()
 	el := time.Since(start)
