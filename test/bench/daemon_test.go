@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // namespace is where the benchmarks work.
@@ -185,6 +186,19 @@ func copyBinaries(src, dst string) (string, error) {
 
 func (d *daemon) socket() string { return filepath.Join(d.dir, "keel.sock") }
 
+// keel runs the keel CLI against this keeld in the bench namespace.
+func (d *daemon) keel(ctx context.Context, args ...string) ([]byte, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "keel"), append([]string{"--address", d.socket(), "-n", namespace}, args...)...).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("keel %s: %v: %s\nkeeld.log:\n%s", strings.Join(args, " "), err, out, d.logTail())
+	}
+	return out, nil
+}
+
 // connect waits for the socket, connects, and waits for every plugin to run.
 func (d *daemon) connect(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -209,7 +223,14 @@ func (d *daemon) connect(ctx context.Context) error {
 	}
 	d.client = c
 	for {
+		// The socket's file appears at bind, a moment before keeld
+		// listens on it: a refused connection is retried until the
+		// deadline.
 		ps, err := c.Plugins(ctx)
+		if errdefs.IsUnavailable(err) && ctx.Err() == nil {
+			<-tick.C
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -132,7 +132,7 @@ plugin "runtime" "runc" {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	rawMs, keelMs := ms(medianDuration(raw)), ms(medianDuration(keel))
+	rawMs, keelMs := ms(medianOf(raw)), ms(medianOf(keel))
 	b.ReportMetric(rawMs, "runc-run-ms")
 	b.ReportMetric(keelMs, "keel-run-ms")
 	b.ReportMetric(float64(n)/took.Seconds(), "concurrent-containers/s")
