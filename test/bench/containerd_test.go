@@ -166,7 +166,7 @@ func (c *ctrd) snapshotter(name string) snapshots.Snapshotter {
 // shims lists the pids of this containerd's shims (containerd-shim-runc-v2
 // processes started with its socket as -address); they outlive it.
 func (c *ctrd) shims() ([]int, error) {
-	return pidsWithArg(c.socket())
+	return pidsWithArg(func(arg string) bool { return arg == c.socket() })
 }
 
 // stop removes every task and container left in the bench namespace,
@@ -214,8 +214,8 @@ func (c *ctrd) logTail() string {
 	return string(b)
 }
 
-// pidsWithArg lists the processes one of whose arguments is arg.
-func pidsWithArg(arg string) ([]int, error) {
+// pidsWithArg lists the processes one of whose arguments matches.
+func pidsWithArg(match func(arg string) bool) ([]int, error) {
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
@@ -230,7 +230,7 @@ func pidsWithArg(arg string) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		if slices.Contains(strings.Split(string(b), "\x00"), arg) {
+		if slices.ContainsFunc(strings.Split(string(b), "\x00"), match) {
 			pids = append(pids, pid)
 		}
 	}

@@ -121,6 +121,7 @@ func startDaemonPlugins(ctx context.Context, privateBin bool, sn benchSnapshotte
 state = %q
 log_level = "warn"
 plugin_dir = %q
+default_snapshotter = %q
 grpc { address = %q }
 plugin "snapshotter" %q {
   path = "keel-snapshotter-%s"
@@ -129,7 +130,7 @@ plugin "snapshotter" %q {
   }
 }
 plugin "content" "local" { path = "keel-content-local" }
-%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), bin, d.socket(), sn.name, sn.name, sn.config, extra)
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), bin, sn.name, d.socket(), sn.name, sn.name, sn.config, extra)
 	if sn.prepare != nil {
 		pluginRoot := filepath.Join(dir, "root", "plugins", "snapshotter."+sn.name)
 		if err := os.MkdirAll(pluginRoot, 0o700); err != nil {
@@ -166,14 +167,19 @@ plugin "content" "local" { path = "keel-content-local" }
 	return d, nil
 }
 
-// copyBinaries copies keeld and the plugins from src into dst and drops
+// copyBinaries copies keeld, keel and the plugins from src into dst and drops
 // the copies' page cache, so they are read from disk as after a reboot.
 func copyBinaries(src, dst string) (string, error) {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return "", err
 	}
-	for _, name := range []string{"keeld", "keel-snapshotter-native", "keel-content-local"} {
-		b, err := os.ReadFile(filepath.Join(src, name))
+	names, err := filepath.Glob(filepath.Join(src, "keel*"))
+	if err != nil {
+		return "", err
+	}
+	for _, path := range names {
+		name := filepath.Base(path)
+		b, err := os.ReadFile(path)
 		if err != nil {
 			return "", err
 		}
@@ -265,9 +271,17 @@ func (d *daemon) stop() {
 			<-d.done
 		}
 	}
+	// Shims outlive keeld: kill any a benchmark left (their argument is
+	// their task's directory, under d.dir), and unmount what is left.
+	if pids, err := pidsWithArg(func(arg string) bool { return strings.HasPrefix(arg, d.dir+"/") }); err == nil {
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 	if d.undo != nil {
 		d.undo()
 	}
+	unmountUnder(d.dir)
 	os.RemoveAll(d.dir)
 }
 
