@@ -81,8 +81,8 @@ func (m memory) add(o memory) memory {
 // kind that has one without a registry or a container (version, content
 // Info, snapshot Prepare+Remove). containerd: its one process with its
 // default plugins, CRI included, after `ctr version` and `ctr plugins ls`.
-// Both from executables dropped from the page cache first, fresh roots
-// each round, read after settle.
+// Both from private copies of their executables, dropped from the page
+// cache first, fresh roots each round, read after settle.
 func BenchmarkFigureIdleMemory(b *testing.B) {
 	ctrBins(b)
 	figs := []figure{{order: 30, name: "idle memory: keeld + default plugins vs containerd alone (PSS)", unit: "MB"}}
@@ -105,7 +105,7 @@ func BenchmarkFigureIdleMemory(b *testing.B) {
 			return []float64{mb(total.pss)}, nil
 		},
 		containerd: func(ctx context.Context, round int) ([]float64, error) {
-			c, err := startContainerd(ctx, ctrdOptions{cri: true, coldBinary: true})
+			c, err := startContainerd(ctx, ctrdOptions{cri: true, privateBin: true})
 			if err != nil {
 				return nil, err
 			}
@@ -189,7 +189,7 @@ func BenchmarkFigureLoadedMemory(b *testing.B) {
 			return figures(daemons, sum), nil
 		},
 		containerd: func(ctx context.Context, round int) ([]float64, error) {
-			c, err := startContainerd(ctx, ctrdOptions{cri: true, coldBinary: true})
+			c, err := startContainerd(ctx, ctrdOptions{cri: true, privateBin: true})
 			if err != nil {
 				return nil, err
 			}
