@@ -259,12 +259,6 @@ func pssOf(pids []int) (memory, error) {
 	return sum, nil
 }
 
-func reportMemory(b *testing.B, total memory) {
-	b.ReportMetric(mb(total.pss), "pss-total-MB")
-	b.ReportMetric(mb(total.anon), "pss-anon-total-MB")
-	b.ReportMetric(mb(total.file), "pss-file-total-MB")
-}
-
 // warmUp makes one call of each kind, so every process has served a request.
 func warmUp(ctx context.Context, d *daemon) error {
 	if _, err := d.client.Version(ctx); err != nil {
