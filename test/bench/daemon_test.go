@@ -257,9 +257,19 @@ func (d *daemon) connect(ctx context.Context) error {
 	}
 }
 
-// stop ends keeld (its plugins end with it) and removes its directory.
+// stop removes the containers left, ends keeld (its plugins end with it)
+// and removes its directory.
 func (d *daemon) stop() {
 	if d.client != nil {
+		// Tasks outlive keeld: remove every container a benchmark left,
+		// its task killed first.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if cs, err := d.client.Containers(ctx); err == nil {
+			for _, c := range cs {
+				c.Delete(ctx, client.WithForce)
+			}
+		}
+		cancel()
 		d.client.Close()
 	}
 	if d.cmd != nil && d.cmd.Process != nil {

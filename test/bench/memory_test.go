@@ -160,7 +160,6 @@ func BenchmarkFigureLoadedMemory(b *testing.B) {
 				return nil, err
 			}
 			defer d.stop()
-			defer d.keel(ctx, append([]string{"container", "rm", "--force"}, ids...)...)
 			if _, err := d.keel(ctx, "image", "pull", "-q", ref); err != nil {
 				return nil, err
 			}
