@@ -13,7 +13,7 @@ MODULES   = $(shell git ls-files '*go.mod' | xargs -n1 dirname)
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS   := -s -w -X github.com/keel-runtime/keel/version.Version=$(VERSION) -X main.version=$(VERSION)
 # grpcnotrace leaves out gRPC's x/net/trace support, which keel does not use:
-# about 1 MB less resident code per process (make bench, BenchmarkIdleMemory).
+# about 1 MB less resident code per process (make bench, BenchmarkFigureIdleMemory).
 GOTAGS    ?= grpcnotrace
 
 .PHONY: all build test faults conformance bench proto tools clean vet lint staticcheck demo fuzz
@@ -54,8 +54,23 @@ conformance: build
 	$(BIN)/keel conformance --kind resolver $(BIN)/keel-resolver-docker
 	$(BIN)/keel conformance --kind runtime $(BIN)/keel-runtime-runc
 
+# Every figure of keel's side-by-side table, keel and Debian's containerd
+# 1.6 (ctr) in the same run: KEEL_BENCH_ROUNDS interleaved pairs per figure,
+# then a markdown summary (both medians, min–max, the median per-pair ratio
+# keel/containerd, the references), also written to KEEL_BENCH_OUT. It
+# reports and never asserts. Debian's containerd is installed when missing.
+# KEEL_BENCH is the go test -bench regexp: '.' adds keel's own diagnostics
+# (raw ceilings, CPU per process, per-call percentiles, deep chains, btrfs).
+# KEEL_BENCH_DIR puts the daemons' roots on another disk (not tmpfs).
+KEEL_BENCH        ?= ^BenchmarkFigure
+KEEL_BENCH_ROUNDS ?= 5
+KEEL_BENCH_OUT    ?= $(CURDIR)/$(BIN)/bench.md
 bench: build
-	KEEL_BIN=$(CURDIR)/$(BIN) $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./test/bench/
+	@command -v containerd >/dev/null && command -v ctr >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y containerd || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y containerd; }
+	KEEL_BIN=$(CURDIR)/$(BIN) KEEL_BENCH_ROUNDS=$(KEEL_BENCH_ROUNDS) KEEL_BENCH_OUT=$(KEEL_BENCH_OUT) \
+		$(GO) test -run '^$$' -bench '$(KEEL_BENCH)' -benchtime 1x -count 1 -timeout 4h ./test/bench/
 
 # Each fuzz target for FUZZTIME (go test -fuzztime), one after the other;
 # CI runs them for 10s each after make test.

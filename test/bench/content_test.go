@@ -44,8 +44,12 @@ func randomBlock() []byte {
 }
 
 // writeBlob writes blobSize bytes of block repeated to w.
-func writeBlob(w io.Writer, block []byte) error {
-	for range blobSize / blockSize {
+func writeBlob(w io.Writer, block []byte) error { return writeBlobN(w, block, blobSize) }
+
+// writeBlobN writes size bytes (a multiple of blockSize) of block repeated
+// to w.
+func writeBlobN(w io.Writer, block []byte, size int64) error {
+	for range size / blockSize {
 		if _, err := w.Write(block); err != nil {
 			return err
 		}
@@ -79,6 +83,10 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if shared.d != nil {
 		shared.d.stop()
+	}
+	if err := writeSummary(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		code = 1
 	}
 	os.Exit(code)
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // namespace is where the benchmarks work.
@@ -120,6 +121,7 @@ func startDaemonPlugins(ctx context.Context, privateBin bool, sn benchSnapshotte
 state = %q
 log_level = "warn"
 plugin_dir = %q
+default_snapshotter = %q
 grpc { address = %q }
 plugin "snapshotter" %q {
   path = "keel-snapshotter-%s"
@@ -128,7 +130,7 @@ plugin "snapshotter" %q {
   }
 }
 plugin "content" "local" { path = "keel-content-local" }
-%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), bin, d.socket(), sn.name, sn.name, sn.config, extra)
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), bin, sn.name, d.socket(), sn.name, sn.name, sn.config, extra)
 	if sn.prepare != nil {
 		pluginRoot := filepath.Join(dir, "root", "plugins", "snapshotter."+sn.name)
 		if err := os.MkdirAll(pluginRoot, 0o700); err != nil {
@@ -165,14 +167,19 @@ plugin "content" "local" { path = "keel-content-local" }
 	return d, nil
 }
 
-// copyBinaries copies keeld and the plugins from src into dst and drops
+// copyBinaries copies keeld, keel and the plugins from src into dst and drops
 // the copies' page cache, so they are read from disk as after a reboot.
 func copyBinaries(src, dst string) (string, error) {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return "", err
 	}
-	for _, name := range []string{"keeld", "keel-snapshotter-native", "keel-content-local"} {
-		b, err := os.ReadFile(filepath.Join(src, name))
+	names, err := filepath.Glob(filepath.Join(src, "keel*"))
+	if err != nil {
+		return "", err
+	}
+	for _, path := range names {
+		name := filepath.Base(path)
+		b, err := os.ReadFile(path)
 		if err != nil {
 			return "", err
 		}
@@ -184,6 +191,19 @@ func copyBinaries(src, dst string) (string, error) {
 }
 
 func (d *daemon) socket() string { return filepath.Join(d.dir, "keel.sock") }
+
+// keel runs the keel CLI against this keeld in the bench namespace.
+func (d *daemon) keel(ctx context.Context, args ...string) ([]byte, error) {
+	bin, err := binDir()
+	if err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "keel"), append([]string{"--address", d.socket(), "-n", namespace}, args...)...).CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("keel %s: %v: %s\nkeeld.log:\n%s", strings.Join(args, " "), err, out, d.logTail())
+	}
+	return out, nil
+}
 
 // connect waits for the socket, connects, and waits for every plugin to run.
 func (d *daemon) connect(ctx context.Context) error {
@@ -209,7 +229,14 @@ func (d *daemon) connect(ctx context.Context) error {
 	}
 	d.client = c
 	for {
+		// The socket's file appears at bind, a moment before keeld
+		// listens on it: a refused connection is retried until the
+		// deadline.
 		ps, err := c.Plugins(ctx)
+		if errdefs.IsUnavailable(err) && ctx.Err() == nil {
+			<-tick.C
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -230,9 +257,19 @@ func (d *daemon) connect(ctx context.Context) error {
 	}
 }
 
-// stop ends keeld (its plugins end with it) and removes its directory.
+// stop removes the containers left, ends keeld (its plugins end with it)
+// and removes its directory.
 func (d *daemon) stop() {
 	if d.client != nil {
+		// Tasks outlive keeld: remove every container a benchmark left,
+		// its task killed first.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if cs, err := d.client.Containers(ctx); err == nil {
+			for _, c := range cs {
+				c.Delete(ctx, client.WithForce)
+			}
+		}
+		cancel()
 		d.client.Close()
 	}
 	if d.cmd != nil && d.cmd.Process != nil {
@@ -244,9 +281,17 @@ func (d *daemon) stop() {
 			<-d.done
 		}
 	}
+	// Shims outlive keeld: kill any a benchmark left (their argument is
+	// their task's directory, under d.dir), and unmount what is left.
+	if pids, err := pidsWithArg(func(arg string) bool { return strings.HasPrefix(arg, d.dir+"/") }); err == nil {
+		for _, pid := range pids {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 	if d.undo != nil {
 		d.undo()
 	}
+	unmountUnder(d.dir)
 	os.RemoveAll(d.dir)
 }
 

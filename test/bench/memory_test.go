@@ -3,11 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,123 +17,245 @@ import (
 // settle is how long an idle daemon is left alone before its memory is read.
 const settle = 3 * time.Second
 
-// BenchmarkIdleMemory reports the proportional set size (PSS) of a fresh,
-// idle keeld and of each of its plugin processes, after one call of each
-// kind has warmed them up, in total and split into anonymous memory and
-// file-backed pages (the executables' code, which recent kernels map whole
-// once it is in the page cache). containerd 1.6's daemon alone is about
-// 37 MB: BenchmarkIdleMemoryContainerd measures it on this machine when it
-// is installed.
-//
-// keeld and the plugins run from private copies of the binaries, read from
-// disk as after a reboot (startDaemon's privateBin): PSS shares an
-// executable's pages among all processes mapping it, so another keeld on
+// defaultPlugins are the plugin blocks (HCL) that, beside the overlay
+// snapshotter startDaemonPlugins is given, make keel's default set: the
+// plugins of config.hcl.example a node runs containers with (btrfs aside,
+// which needs a btrfs root) — snapshotters overlay and native, content
+// local, resolver docker (told regHost is plain HTTP, when set), runtime
+// runc.
+func defaultPlugins(regHost string) string {
+	host := ""
+	if regHost != "" {
+		host = fmt.Sprintf("host %q { plain_http = true }", regHost)
+	}
+	return fmt.Sprintf(`plugin "snapshotter" "native" { path = "keel-snapshotter-native" }
+plugin "resolver" "docker" {
+  path = "keel-resolver-docker"
+  config {
+    %s
+  }
+}
+plugin "runtime" "runc" {
+  path = "keel-runtime-runc"
+  config { cgroup_parent = "/keel-bench" }
+}
+`, host)
+}
+
+// startDefaultDaemon starts keeld with the default plugins from private,
+// cold copies of the binaries (startDaemon's privateBin): PSS splits an
+// executable's pages among every process mapping it, so another keeld on
 // the same files would halve the file-backed part.
-func BenchmarkIdleMemory(b *testing.B) {
-	ctx := context.Background()
-	d, err := startDaemon(ctx, true)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.stop()
-	if err := warmUp(ctx, d); err != nil {
-		b.Fatal(err)
-	}
-	time.Sleep(settle)
+func startDefaultDaemon(ctx context.Context, regHost string) (*daemon, error) {
+	return startDaemonPlugins(ctx, true, benchSnapshotter{name: "overlay"}, defaultPlugins(regHost))
+}
+
+// daemonMemory sums the PSS of keeld and its plugins' processes and says
+// what each held.
+func daemonMemory(ctx context.Context, d *daemon) (memory, string, error) {
 	ps, err := d.procs(ctx)
 	if err != nil {
-		b.Fatal(err)
+		return memory{}, "", err
 	}
 	var total memory
 	var parts []string
 	for _, p := range ps {
 		m, err := readMemory(p.pid)
 		if err != nil {
-			b.Fatal(err)
+			return memory{}, "", err
 		}
-		total.pss += m.pss
-		total.anon += m.anon
-		total.file += m.file
-		b.ReportMetric(mb(m.pss), "pss-"+p.name+"-MB")
-		parts = append(parts, fmt.Sprintf("%s %.1f MB (anon %.1f, file %.1f)", p.name, mb(m.pss), mb(m.anon), mb(m.file)))
+		total = total.add(m)
+		parts = append(parts, fmt.Sprintf("%s %.1f (anon %.1f)", p.name, mb(m.pss), mb(m.anon)))
 	}
-	reportMemory(b, total)
-	b.Logf("idle PSS: %s; total %.1f MB", strings.Join(parts, ", "), mb(total.pss))
+	return total, strings.Join(parts, ", "), nil
 }
 
-// BenchmarkIdleMemoryContainerd is the same measure of containerd's daemon,
-// when containerd is installed (Debian's package is 1.6): its default
-// plugins, CRI included, on a scratch root, its executable read from disk.
-func BenchmarkIdleMemoryContainerd(b *testing.B) {
-	bin, err := exec.LookPath("containerd")
-	if err != nil {
-		b.Skip("containerd not installed: nothing to compare with")
-	}
-	if err := dropFileCache(bin); err != nil {
-		b.Fatal(err)
-	}
-	dir, err := benchDir("keel-bench-containerd-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	cfg := filepath.Join(dir, "config.toml")
-	if err := os.WriteFile(cfg, []byte("version = 2\n"), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	sock := filepath.Join(dir, "containerd.sock")
-	logf, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(bin, "--config", cfg, "--root", filepath.Join(dir, "root"),
-		"--state", filepath.Join(dir, "state"), "--address", sock, "--log-level", "warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	}()
-	// Wait for the socket, then let it settle as keeld does.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("containerd: no socket at %s", sock)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if ctr, err := exec.LookPath("ctr"); err == nil {
-		exec.Command(ctr, "--address", sock, "version").Run()
-		exec.Command(ctr, "--address", sock, "plugins", "ls").Run()
-	}
-	time.Sleep(settle)
-	m, err := readMemory(cmd.Process.Pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	reportMemory(b, m)
-	if out, err := exec.Command(bin, "--version").Output(); err == nil {
-		b.Logf("%s: idle PSS %.1f MB (anon %.1f, file %.1f)", strings.TrimSpace(string(out)), mb(m.pss), mb(m.anon), mb(m.file))
-	}
+func (m memory) add(o memory) memory {
+	return memory{pss: m.pss + o.pss, anon: m.anon + o.anon, file: m.file + o.file}
 }
 
-func reportMemory(b *testing.B, total memory) {
-	b.ReportMetric(mb(total.pss), "pss-total-MB")
-	b.ReportMetric(mb(total.anon), "pss-anon-total-MB")
-	b.ReportMetric(mb(total.file), "pss-file-total-MB")
+// BenchmarkFigureIdleMemory: idle memory, keeld + default plugins vs
+// containerd alone, MB of PSS (proportional set size, from
+// /proc/PID/smaps_rollup; MB = MiB here). keel: keeld and the processes
+// of its default plugins (defaultPlugins), summed, after one call of each
+// kind that has one without a registry or a container (version, content
+// Info, snapshot Prepare+Remove). containerd: its one process with its
+// default plugins, CRI included, after `ctr version` and `ctr plugins ls`.
+// Both from private copies of their executables, dropped from the page
+// cache first, fresh roots each round, read after settle.
+func BenchmarkFigureIdleMemory(b *testing.B) {
+	ctrBins(b)
+	figs := []figure{{order: 30, name: "idle memory: keeld + default plugins vs containerd alone (PSS)", unit: "MB"}}
+	comparePairs(b, figs, sides{
+		keel: func(ctx context.Context, round int) ([]float64, error) {
+			d, err := startDefaultDaemon(ctx, "")
+			if err != nil {
+				return nil, err
+			}
+			defer d.stop()
+			if err := warmUp(ctx, d); err != nil {
+				return nil, err
+			}
+			time.Sleep(settle)
+			total, parts, err := daemonMemory(ctx, d)
+			if err != nil {
+				return nil, err
+			}
+			b.Logf("keel idle PSS, round %d: %s; total %.1f MB (anon %.1f, file %.1f)", round+1, parts, mb(total.pss), mb(total.anon), mb(total.file))
+			return []float64{mb(total.pss)}, nil
+		},
+		containerd: func(ctx context.Context, round int) ([]float64, error) {
+			c, err := startContainerd(ctx, ctrdOptions{cri: true, privateBin: true})
+			if err != nil {
+				return nil, err
+			}
+			defer c.stop()
+			if _, err := c.ctr(ctx, "plugins", "ls"); err != nil {
+				return nil, err
+			}
+			time.Sleep(settle)
+			m, err := readMemory(c.cmd.Process.Pid)
+			if err != nil {
+				return nil, err
+			}
+			b.Logf("containerd idle PSS, round %d: %.1f MB (anon %.1f, file %.1f)", round+1, mb(m.pss), mb(m.anon), mb(m.file))
+			return []float64{mb(m.pss)}, nil
+		},
+	})
+}
+
+// liveContainers is how many containers BenchmarkFigureLoadedMemory runs.
+const liveContainers = 20
+
+// BenchmarkFigureLoadedMemory: the idle figure's daemons after a pull of
+// a busybox image from a loopback registry and with 20 containers
+// running `sleep` (busybox, overlay), started with `keel run -d` and
+// `ctr run -d`, MB of PSS. Figures:
+//   - daemons + shims: keel sums keeld, its default plugins' processes
+//     and the 20 shims (keel-runtime-runc processes serving one task
+//     each); containerd sums containerd and its 20 containerd-shim-runc-v2
+//     processes. The containers' own processes (sleep) are not counted on
+//     either side;
+//   - daemons only: the same without the shims;
+//   - PSS per shim: the 20 shims' sum / 20.
+func BenchmarkFigureLoadedMemory(b *testing.B) {
+	ctrBins(b)
+	reg, ref := busyboxRegistry(b)
+	figs := []figure{
+		{order: 40, name: fmt.Sprintf("the same with %d containers running, after a pull: daemons + %d shims (PSS)", liveContainers, liveContainers), unit: "MB"},
+		{order: 41, name: fmt.Sprintf("the same with %d containers running, after a pull: daemons only, shims not counted (PSS)", liveContainers), unit: "MB"},
+		{order: 70, name: fmt.Sprintf("PSS per shim, %d alive", liveContainers), unit: "MB"},
+	}
+	ids := make([]string, liveContainers)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("live-%d", i)
+	}
+	figures := func(daemons, shims memory) []float64 {
+		return []float64{mb(daemons.pss + shims.pss), mb(daemons.pss), mb(shims.pss) / liveContainers}
+	}
+	comparePairs(b, figs, sides{
+		keel: func(ctx context.Context, round int) ([]float64, error) {
+			d, err := startDefaultDaemon(ctx, reg.Host)
+			if err != nil {
+				return nil, err
+			}
+			defer d.stop()
+			if _, err := d.keel(ctx, "image", "pull", "-q", ref); err != nil {
+				return nil, err
+			}
+			for _, id := range ids {
+				if _, err := d.keel(ctx, "run", "-d", ref, id, "/bin/busybox", "sleep", "600"); err != nil {
+					return nil, err
+				}
+			}
+			time.Sleep(settle)
+			daemons, parts, err := daemonMemory(ctx, d)
+			if err != nil {
+				return nil, err
+			}
+			shims, err := keelShims(d)
+			if err != nil {
+				return nil, err
+			}
+			if len(shims) != liveContainers {
+				return nil, fmt.Errorf("%d keel shims for %d containers", len(shims), liveContainers)
+			}
+			sum, err := pssOf(shims)
+			if err != nil {
+				return nil, err
+			}
+			b.Logf("keel, round %d: %s; %d shims %.1f MB (anon %.1f)", round+1, parts, len(shims), mb(sum.pss), mb(sum.anon))
+			return figures(daemons, sum), nil
+		},
+		containerd: func(ctx context.Context, round int) ([]float64, error) {
+			c, err := startContainerd(ctx, ctrdOptions{cri: true, privateBin: true})
+			if err != nil {
+				return nil, err
+			}
+			defer c.stop()
+			if _, err := c.ctr(ctx, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref); err != nil {
+				return nil, err
+			}
+			for _, id := range ids {
+				if _, err := c.ctr(ctx, "run", "-d", "--snapshotter", "overlayfs", ref, id, "/bin/busybox", "sleep", "600"); err != nil {
+					return nil, err
+				}
+			}
+			time.Sleep(settle)
+			daemon, err := readMemory(c.cmd.Process.Pid)
+			if err != nil {
+				return nil, err
+			}
+			shims, err := c.shims()
+			if err != nil {
+				return nil, err
+			}
+			if len(shims) != liveContainers {
+				return nil, fmt.Errorf("%d containerd shims for %d containers", len(shims), liveContainers)
+			}
+			sum, err := pssOf(shims)
+			if err != nil {
+				return nil, err
+			}
+			b.Logf("containerd, round %d: containerd %.1f MB (anon %.1f); %d shims %.1f MB (anon %.1f)", round+1, mb(daemon.pss), mb(daemon.anon), len(shims), mb(sum.pss), mb(sum.anon))
+			return figures(daemon, sum), nil
+		},
+	})
+}
+
+// keelShims lists the pids of d's task shims, from their shim.pid files
+// in the runtime plugin's state.
+func keelShims(d *daemon) ([]int, error) {
+	var pids []int
+	err := filepath.WalkDir(filepath.Join(d.dir, "state"), func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.Name() != "shim.pid" {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		pids = append(pids, pid)
+		return nil
+	})
+	return pids, err
+}
+
+// pssOf sums the memory of pids.
+func pssOf(pids []int) (memory, error) {
+	var sum memory
+	for _, pid := range pids {
+		m, err := readMemory(pid)
+		if err != nil {
+			return memory{}, err
+		}
+		sum = sum.add(m)
+	}
+	return sum, nil
 }
 
 // warmUp makes one call of each kind, so every process has served a request.

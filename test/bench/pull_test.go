@@ -9,11 +9,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -23,7 +23,6 @@ import (
 	"github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
 )
 
@@ -34,9 +33,6 @@ var pullLayers = []string{"/usr/share", "/usr/lib", "/usr/include:/usr/bin:/usr/
 
 const pullLayerBudget = 45 << 20
 
-// pullRounds cold pulls are timed for each side; the median is reported.
-const pullRounds = 3
-
 // pullImage is the benchmark image, cached on disk between runs.
 type pullImage struct {
 	Manifest registry.Blob
@@ -46,13 +42,29 @@ type pullImage struct {
 	RawSize  int64
 }
 
-// BenchmarkPullUnpack: a cold pull and unpack (empty stores every round)
-// of a 3-layer image of this machine's files (≥ 100 MiB unpacked, gzip),
-// from a loopback docker-registry onto overlay: keel (keeld, the docker
-// resolver, the local content store, the overlay snapshotter) and, when
-// installed, containerd with ctr (its overlayfs snapshotter) in the same
-// run, with the ratio. Median of pullRounds rounds each.
-func BenchmarkPullUnpack(b *testing.B) {
+// BenchmarkFigurePull: fetch only, unpack only and cold pull+unpack of a
+// 3-layer image of this machine's files (about 52 MiB gzip, 130 MiB
+// unpacked; see buildPullImage) from a loopback docker-registry onto
+// overlay, through each side's CLI, ms:
+//
+//   - fetch only (registry → store): `keel image pull --no-unpack` vs
+//     `ctr content fetch`, each into a fresh, empty daemon; the floor is
+//     curl of the same blobs (manifest, config, layers), all at once,
+//     to /dev/null;
+//   - unpack only: then, on the same daemons, `keel image unpack` vs
+//     `ctr images pull` (every blob is stored: it resolves the tag on the
+//     registry and unpacks; ctr 1.6 has no unpack command); the floor is
+//     GNU `tar -xzf` of the three layers in order into an empty directory
+//     on the same disk;
+//   - cold pull+unpack: `keel image pull` vs `ctr images pull` into
+//     another fresh, empty daemon.
+//
+// keel runs keeld with the docker resolver, the local content store and
+// the overlay snapshotter; containerd its default plugins (CRI off), the
+// overlayfs snapshotter. The registry's blobs are in the page cache for
+// both sides; dirty pages are written back before each timing.
+func BenchmarkFigurePull(b *testing.B) {
+	ctrBins(b)
 	ctx := context.Background()
 	img, err := loadPullImage(b)
 	if err != nil {
@@ -80,131 +92,127 @@ func BenchmarkPullUnpack(b *testing.B) {
 		b.Fatal(err)
 	}
 	ref := reg.Host + "/" + repo + ":v1"
-	// Warm the registry's page cache for both sides alike.
-	for _, l := range img.Layers {
-		if _, err := reg.GetBlob(ctx, repo, l.Desc.Digest); err != nil {
-			b.Fatal(err)
+	// curl's URLs, which also warm the registry's page cache for both
+	// sides alike; GNU tar's layer files.
+	curlArgs := []string{"-sSf", "--parallel", "--parallel-max", "16", "-H", "Accept: " + ocispec.MediaTypeImageManifest, reg.URL() + "/v2/" + repo + "/manifests/v1", "-o", "/dev/null"}
+	work := b.TempDir()
+	var layerFiles []string
+	for i, l := range append([]registry.Blob{img.Config}, img.Layers...) {
+		curlArgs = append(curlArgs, reg.URL()+"/v2/"+repo+"/blobs/"+l.Desc.Digest.String(), "-o", "/dev/null")
+		if i > 0 {
+			f := filepath.Join(work, fmt.Sprintf("layer-%d.tar.gz", i))
+			if err := os.WriteFile(f, l.Data, 0o644); err != nil {
+				b.Fatal(err)
+			}
+			layerFiles = append(layerFiles, f)
 		}
 	}
+	if out, err := exec.CommandContext(ctx, "curl", curlArgs...).CombinedOutput(); err != nil {
+		b.Fatalf("curl (apt-get install curl): %v: %s", err, out)
+	}
 
-	plugin := fmt.Sprintf("plugin \"resolver\" \"docker\" {\n  path = \"keel-resolver-docker\"\n  config {\n    host %q { plain_http = true }\n  }\n}\n", reg.Host)
-	var keel []time.Duration
-	for range pullRounds {
-		d, err := startDaemonPlugins(ctx, false, benchSnapshotter{name: "overlay"}, plugin)
-		if err != nil {
-			b.Fatal(err)
-		}
-		dropCaches()
-		start := time.Now()
-		_, err = d.client.Pull(ctx, ref, client.WithPullUnpack)
-		el := time.Since(start)
-		if err != nil {
+	resolver := fmt.Sprintf("plugin \"resolver\" \"docker\" {\n  path = \"keel-resolver-docker\"\n  config {\n    host %q { plain_http = true }\n  }\n}\n", reg.Host)
+	keelDaemon := func(ctx context.Context) (*daemon, error) {
+		return startDaemonPlugins(ctx, false, benchSnapshotter{name: "overlay"}, resolver)
+	}
+	figs := []figure{
+		{order: 20, name: fmt.Sprintf("fetch only (registry → store), 3-layer %.0f MiB image", float64(gz)/(1<<20)), unit: "ms", ref: "curl"},
+		{order: 80, name: fmt.Sprintf("cold pull+unpack, 3-layer %.0f MiB image", float64(img.RawSize)/(1<<20)), unit: "ms"},
+		{order: 90, name: "unpack only", unit: "ms", ref: "GNU tar -xzf"},
+	}
+	comparePairs(b, figs, sides{
+		keel: func(ctx context.Context, _ int) (_ []float64, err error) {
+			d, err := keelDaemon(ctx)
+			if err != nil {
+				return nil, err
+			}
+			fetch, err := timed(func() error { _, err := d.keel(ctx, "image", "pull", "-q", "--no-unpack", ref); return err })
+			if err != nil {
+				d.stop()
+				return nil, err
+			}
+			unpack, err := timed(func() error { _, err := d.keel(ctx, "image", "unpack", ref); return err })
 			d.stop()
-			b.Fatalf("keel pull: %v\n%s", err, d.logTail())
-		}
-		keel = append(keel, el)
-		d.stop()
-	}
-	k := median(keel)
-	b.ReportMetric(k.Seconds(), "keel-s")
-	b.Logf("keel: cold pull+unpack on overlay %v (rounds %v)", k.Round(time.Millisecond), keel)
-
-	ctrd, err := exec.LookPath("containerd")
-	ctrBin, err2 := exec.LookPath("ctr")
-	if err != nil || err2 != nil {
-		b.Logf("containerd or ctr not installed (apt-get install containerd): the comparison is skipped")
-		return
-	}
-	var ctd []time.Duration
-	for range pullRounds {
-		el, err := containerdPull(ctx, ctrd, ctrBin, ref)
-		if err != nil {
-			b.Fatalf("containerd: %v", err)
-		}
-		ctd = append(ctd, el)
-	}
-	c := median(ctd)
-	b.ReportMetric(c.Seconds(), "containerd-s")
-	b.ReportMetric(k.Seconds()/c.Seconds(), "keel/containerd")
-	b.Logf("containerd 1.6: cold pull+unpack on overlayfs %v (rounds %v); keel/containerd = %.2f (target ≤ 0.8)", c.Round(time.Millisecond), ctd, k.Seconds()/c.Seconds())
+			if err != nil {
+				return nil, err
+			}
+			if d, err = keelDaemon(ctx); err != nil {
+				return nil, err
+			}
+			defer d.stop()
+			pull, err := timed(func() error { _, err := d.keel(ctx, "image", "pull", "-q", ref); return err })
+			return []float64{fetch, pull, unpack}, err
+		},
+		containerd: func(ctx context.Context, _ int) ([]float64, error) {
+			c, err := startContainerd(ctx, ctrdOptions{})
+			if err != nil {
+				return nil, err
+			}
+			fetch, err := timed(func() error { _, err := c.ctr(ctx, "content", "fetch", "--plain-http", ref); return err })
+			if err != nil {
+				c.stop()
+				return nil, err
+			}
+			unpack, err := timed(func() error {
+				_, err := c.ctr(ctx, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref)
+				return err
+			})
+			c.stop()
+			if err != nil {
+				return nil, err
+			}
+			if c, err = startContainerd(ctx, ctrdOptions{}); err != nil {
+				return nil, err
+			}
+			defer c.stop()
+			pull, err := timed(func() error {
+				_, err := c.ctr(ctx, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref)
+				return err
+			})
+			return []float64{fetch, pull, unpack}, err
+		},
+		ref: func(ctx context.Context, _ int) ([]float64, error) {
+			curl, err := timed(func() error {
+				out, err := exec.CommandContext(ctx, "curl", curlArgs...).CombinedOutput()
+				if err != nil {
+					return fmt.Errorf("curl: %v: %s", err, out)
+				}
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			dir, err := benchDir("tar-bench-")
+			if err != nil {
+				return nil, err
+			}
+			defer os.RemoveAll(dir)
+			tar, err := timed(func() error {
+				for _, f := range layerFiles {
+					if out, err := exec.CommandContext(ctx, "tar", "-xzf", f, "-C", dir).CombinedOutput(); err != nil {
+						return fmt.Errorf("tar -xzf %s: %v: %s", f, err, out)
+					}
+				}
+				return nil
+			})
+			return []float64{curl, math.NaN(), tar}, err
+		},
+	})
 }
 
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
+// timed runs f after writing back dirty pages (so one timing's writeback
+// does not land in the next) and returns how long f took, in ms.
+func timed(f func() error) (float64, error) {
+	syncDisks()
+	start := time.Now()
+	err := f()
+	return ms(time.Since(start)), err
 }
 
-// dropCaches writes back dirty pages so one round's writeback does not
+// syncDisks writes back dirty pages so one round's writeback does not
 // land in the next; the registry's blobs stay cached (both sides read
 // them from memory).
-func dropCaches() { syscall.Sync() }
-
-// containerdPull starts containerd in a fresh root, times `ctr images
-// pull` (which unpacks into overlayfs), and stops it.
-func containerdPull(ctx context.Context, ctrd, ctr, ref string) (time.Duration, error) {
-	dir, err := benchDir("ctrd-bench-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "c.sock")
-	cfg := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock, sock+".ttrpc")
-	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
-		return 0, err
-	}
-	log, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
-		return 0, err
-	}
-	defer log.Close()
-	cmd := exec.Command(ctrd, "--config", filepath.Join(dir, "config.toml"))
-	cmd.Stdout, cmd.Stderr = log, log
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		// Its overlay mounts are gone with the pull's end; unmount
-		// anything left before the root is removed.
-		exec.Command("umount", "-R", filepath.Join(dir, "root")).Run()
-	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if err := exec.CommandContext(ctx, ctr, "-a", sock, "version").Run(); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(log.Name())
-			return 0, fmt.Errorf("containerd did not answer: %s", b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	dropCaches()
-	start := time.Now()
-	out, err := exec.CommandContext(ctx, ctr, "-a", sock, "-n", "bench", "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref).CombinedOutput()
-	el := time.Since(start)
-	if err != nil {
-		return 0, fmt.Errorf("ctr images pull: %v\n%s", err, out)
-	}
-	return el, nil
-}
+func syncDisks() { syscall.Sync() }
 
 // loadPullImage reads the cached image, or builds and caches it.
 func loadPullImage(b *testing.B) (*pullImage, error) {

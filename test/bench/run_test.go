@@ -5,36 +5,24 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync"
 	"testing"
-	"time"
 
-	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
 )
 
-// BenchmarkKeelRun measures, for a busybox image pulled from a loopback
-// registry onto overlay:
-//   - `keel run --rm IMAGE id /bin/busybox true`, the CLI end to end
-//     (container record, snapshot, task, wait, delete), median latency;
-//   - raw `runc run` of a busybox bundle running true (the floor);
-//   - 20 `keel run --rm` at once, containers/s.
-//
-// (containerd's `ctr run --rm` is not run side by side yet.)
-func BenchmarkKeelRun(b *testing.B) {
+// busyboxRegistry starts a loopback registry holding a busybox image
+// (registry.BuildImage) and returns it with the image's reference.
+func busyboxRegistry(b *testing.B) (*registry.Registry, string) {
 	if os.Geteuid() != 0 {
 		b.Skip("needs root to run containers")
 	}
-	runcBin, err := exec.LookPath("runc")
-	if err != nil {
-		b.Skip("runc not installed")
-	}
-	ctx := context.Background()
 	reg, err := registry.Start(b, registry.Options{})
 	if errors.Is(err, registry.ErrNoRegistry) {
 		b.Skip(err)
@@ -46,41 +34,51 @@ func BenchmarkKeelRun(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := reg.PushImage(ctx, "bench/busybox", "v1", img); err != nil {
+	if err := reg.PushImage(context.Background(), "bench/busybox", "v1", img); err != nil {
 		b.Fatal(err)
 	}
-	plugins := fmt.Sprintf(`plugin "resolver" "docker" {
-  path = "keel-resolver-docker"
-  config {
-    host %q { plain_http = true }
-  }
+	return reg, reg.Host + "/bench/busybox:v1"
 }
-plugin "runtime" "runc" {
-  path = "keel-runtime-runc"
-  config { cgroup_parent = "/keel-bench-run" }
-}
-`, reg.Host)
-	d, err := startDaemonPlugins(ctx, false, benchSnapshotter{name: "overlay"}, plugins)
+
+// runsPerRound is how many sequential containers one round of the
+// `run --rm` figure runs on each side; the round's figure is their median.
+const runsPerRound = 5
+
+// concurrentRuns is how many `run --rm` the concurrent figure starts at once.
+const concurrentRuns = 20
+
+// BenchmarkFigureRun: `run --rm` of busybox `true`, ms, through each
+// side's CLI: `keel run --rm IMAGE ID /bin/busybox true` (keeld with the
+// default plugins: container record, overlay snapshot, task through
+// keel-runtime-runc and its shim, wait, delete) vs `ctr run --rm
+// --snapshotter overlayfs IMAGE ID /bin/busybox true` (containerd, CRI
+// off, containerd-shim-runc-v2), the image pulled beforehand on both. A
+// round is the median of runsPerRound runs. The floor is raw `runc run`
+// of a bundle whose root is a busybox rootfs directory, running `true`.
+// Beside it: 20 such runs at once, containers/s.
+func BenchmarkFigureRun(b *testing.B) {
+	ctrBins(b)
+	runcBin, err := exec.LookPath("runc")
+	if err != nil {
+		b.Skip("runc not installed")
+	}
+	ctx := context.Background()
+	reg, ref := busyboxRegistry(b)
+	d, err := startDaemonPlugins(ctx, false, benchSnapshotter{name: "overlay"}, defaultPlugins(reg.Host))
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer d.stop()
-	ref := reg.Host + "/bench/busybox:v1"
-	c := d.client
-	if _, err := c.Pull(client.WithNamespaceContext(ctx, namespace), ref, client.WithPullUnpack); err != nil {
+	if _, err := d.keel(ctx, "image", "pull", "-q", ref); err != nil {
 		b.Fatal(err)
 	}
-	bin, err := binDir()
+	c, err := startContainerd(ctx, ctrdOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	keelRun := func(id string) error {
-		out, err := exec.Command(filepath.Join(bin, "keel"), "--address", d.socket(), "-n", namespace,
-			"run", "--rm", ref, id, "/bin/busybox", "true").CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("keel run %s: %v: %s", id, err, out)
-		}
-		return nil
+	defer c.stop()
+	if _, err := c.ctr(ctx, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref); err != nil {
+		b.Fatal(err)
 	}
 
 	// The floor: runc run of a bundle whose root is a busybox rootfs.
@@ -90,52 +88,81 @@ plugin "runtime" "runc" {
 		b.Fatal(err)
 	}
 	bundle := filepath.Join(work, "bundle")
-	os.MkdirAll(bundle, 0o755)
+	if err := os.MkdirAll(bundle, 0o755); err != nil {
+		b.Fatal(err)
+	}
 	spec := fixture.RuntimeSpec("true")
 	spec.Root.Path = rootfs
 	spec.Linux.CgroupsPath = "/keel-bench-run/raw"
-	js, _ := json.Marshal(spec)
-	os.WriteFile(filepath.Join(bundle, "config.json"), js, 0o644)
-	var raw, keel []time.Duration
-	for i := range runtimeRuns {
-		start := time.Now()
-		out, err := exec.Command(runcBin, "--root", filepath.Join(work, "runc-root"), "run", "-b", bundle, fmt.Sprintf("raw-%d", i)).CombinedOutput()
-		if err != nil {
-			b.Fatalf("runc run: %v: %s", err, out)
-		}
-		raw = append(raw, time.Since(start))
-	}
-	b.ResetTimer()
-	for i := range runtimeRuns {
-		start := time.Now()
-		if err := keelRun(fmt.Sprintf("seq-%d", i)); err != nil {
-			b.Fatal(err)
-		}
-		keel = append(keel, time.Since(start))
-	}
-
-	const n = 20
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	start := time.Now()
-	for i := range n {
-		wg.Go(func() {
-			if err := keelRun(fmt.Sprintf("par-%d", i)); err != nil {
-				errs <- err
-			}
-		})
-	}
-	wg.Wait()
-	took := time.Since(start)
-	close(errs)
-	for err := range errs {
+	js, err := json.Marshal(spec)
+	if err != nil {
 		b.Fatal(err)
 	}
-	b.StopTimer()
-	rawMs, keelMs := ms(medianDuration(raw)), ms(medianDuration(keel))
-	b.ReportMetric(rawMs, "runc-run-ms")
-	b.ReportMetric(keelMs, "keel-run-ms")
-	b.ReportMetric(float64(n)/took.Seconds(), "concurrent-containers/s")
-	b.Logf("runc run %.1f ms; keel run --rm %.1f ms (+%.1f ms); %d concurrent keel run --rm: %.1f containers/s",
-		rawMs, keelMs, keelMs-rawMs, n, float64(n)/took.Seconds())
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), js, 0o644); err != nil {
+		b.Fatal(err)
+	}
+
+	// run measures one round of a side: runsPerRound sequential runs
+	// (their median) and concurrentRuns at once (containers/s).
+	run := func(round int, one func(id string) error) ([]float64, error) {
+		var seq []float64
+		for i := range runsPerRound {
+			t, err := timed(func() error { return one(fmt.Sprintf("r%d-seq-%d", round, i)) })
+			if err != nil {
+				return nil, err
+			}
+			seq = append(seq, t)
+		}
+		errs := make(chan error, concurrentRuns)
+		t, _ := timed(func() error {
+			var wg sync.WaitGroup
+			for i := range concurrentRuns {
+				wg.Go(func() { errs <- one(fmt.Sprintf("r%d-par-%d", round, i)) })
+			}
+			wg.Wait()
+			return nil
+		})
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				return nil, err
+			}
+		}
+		return []float64{medianOf(seq), concurrentRuns / (t / 1000)}, nil
+	}
+	figs := []figure{
+		{order: 60, name: "`run --rm` of busybox `true`", unit: "ms", ref: "raw runc run"},
+		{order: 61, name: fmt.Sprintf("%d concurrent `run --rm` of busybox `true`", concurrentRuns), unit: "/s"},
+	}
+	comparePairs(b, figs, sides{
+		keel: func(ctx context.Context, round int) ([]float64, error) {
+			return run(round, func(id string) error {
+				_, err := d.keel(ctx, "run", "--rm", ref, id, "/bin/busybox", "true")
+				return err
+			})
+		},
+		containerd: func(ctx context.Context, round int) ([]float64, error) {
+			return run(round, func(id string) error {
+				_, err := c.ctr(ctx, "run", "--rm", "--snapshotter", "overlayfs", ref, id, "/bin/busybox", "true")
+				return err
+			})
+		},
+		ref: func(ctx context.Context, round int) ([]float64, error) {
+			var raw []float64
+			for i := range runsPerRound {
+				t, err := timed(func() error {
+					out, err := exec.CommandContext(ctx, runcBin, "--root", filepath.Join(work, "runc-root"), "run", "-b", bundle, fmt.Sprintf("raw-%d-%d", round, i)).CombinedOutput()
+					if err != nil {
+						return fmt.Errorf("runc run: %v: %s", err, out)
+					}
+					return nil
+				})
+				if err != nil {
+					return nil, err
+				}
+				raw = append(raw, t)
+			}
+			return []float64{medianOf(raw), math.NaN()}, nil
+		},
+	})
 }

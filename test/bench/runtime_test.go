@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -161,7 +160,7 @@ func BenchmarkRuntimeRunc(b *testing.B) {
 		pss += m.pss
 		anon += m.anon
 	}
-	rawMed, keelMed := medianDuration(raw), medianDuration(keel)
+	rawMed, keelMed := medianOf(raw), medianOf(keel)
 	b.ReportMetric(ms(rawMed), "runc-run-ms")
 	b.ReportMetric(ms(keelMed), "keel-cycle-ms")
 	b.ReportMetric(perSec, "tasks/s-20-concurrent")
@@ -169,10 +168,4 @@ func BenchmarkRuntimeRunc(b *testing.B) {
 	b.ReportMetric(mb(anon/concurrent), "pss-anon-per-shim-MB")
 	b.Logf("runc run %.1f ms; keel create+start+wait+delete %.1f ms (+%.1f ms); 20 concurrent %.1f tasks/s; shim PSS %.2f MB (anon %.2f) with 20 alive",
 		ms(rawMed), ms(keelMed), ms(keelMed-rawMed), perSec, mb(pss/concurrent), mb(anon/concurrent))
-}
-
-func medianDuration(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }

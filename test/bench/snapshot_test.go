@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	csnapshots "github.com/containerd/containerd/v2/core/snapshots"
+
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	"github.com/keel-runtime/keel/sdk/mount"
@@ -343,3 +345,95 @@ func percentile(ds []time.Duration, p int) time.Duration {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// figureCycles is how many Prepare+Commit+Remove cycles one round of
+// BenchmarkFigureSnapshot runs on each side.
+const figureCycles = 100
+
+// BenchmarkFigureSnapshot: snapshot Prepare+Commit+Remove through the
+// API, overlay and native, ms per cycle. One cycle is Prepare(key, no
+// parent), Commit(name, key), Remove(name), each call a round trip through
+// the daemon's API: keel's client library to keeld and the snapshotter
+// plugin (keel-snapshotter-overlay, -native; one keeld each), containerd's
+// snapshot proxy to containerd's overlayfs and native snapshotters. A
+// round is the mean of figureCycles cycles.
+func BenchmarkFigureSnapshot(b *testing.B) {
+	ctrBins(b)
+	ctx := context.Background()
+	c, err := startContainerd(ctx, ctrdOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.stop()
+	type pair struct {
+		keel       snapshot.Snapshotter
+		containerd csnapshots.Snapshotter
+	}
+	var pairs []pair
+	for _, names := range [][2]string{{"overlay", "overlayfs"}, {"native", "native"}} {
+		d, err := startDaemonWith(ctx, false, benchSnapshotter{name: names[0]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer d.stop()
+		pairs = append(pairs, pair{d.client.SnapshotService(""), c.snapshotter(names[1])})
+	}
+	figs := []figure{
+		{order: 50, name: "snapshot Prepare+Commit+Remove through the API, overlay", unit: "ms"},
+		{order: 51, name: "snapshot Prepare+Commit+Remove through the API, native", unit: "ms"},
+	}
+	comparePairs(b, figs, sides{
+		keel: func(ctx context.Context, round int) ([]float64, error) {
+			var out []float64
+			for _, p := range pairs {
+				m, err := meanCycle(round, func(key, name string) error {
+					if _, err := p.keel.Prepare(ctx, key, ""); err != nil {
+						return err
+					}
+					if err := p.keel.Commit(ctx, name, key); err != nil {
+						return err
+					}
+					return p.keel.Remove(ctx, name)
+				})
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, m)
+			}
+			return out, nil
+		},
+		containerd: func(_ context.Context, round int) ([]float64, error) {
+			ctx := c.ctx
+			var out []float64
+			for _, p := range pairs {
+				m, err := meanCycle(round, func(key, name string) error {
+					if _, err := p.containerd.Prepare(ctx, key, ""); err != nil {
+						return err
+					}
+					if err := p.containerd.Commit(ctx, name, key); err != nil {
+						return err
+					}
+					return p.containerd.Remove(ctx, name)
+				})
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, m)
+			}
+			return out, nil
+		},
+	})
+}
+
+// meanCycle runs figureCycles cycles, each with a fresh key and name, and
+// returns their mean duration in ms.
+func meanCycle(round int, cycle func(key, name string) error) (float64, error) {
+	syncDisks()
+	start := time.Now()
+	for i := range figureCycles {
+		if err := cycle(fmt.Sprintf("r%d-active-%d", round, i), fmt.Sprintf("r%d-committed-%d", round, i)); err != nil {
+			return 0, err
+		}
+	}
+	return ms(time.Since(start)) / figureCycles, nil
+}
