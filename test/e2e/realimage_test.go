@@ -80,7 +80,8 @@ func TestRealImage(t *testing.T) {
 		t.Run(tc.sn, func(t *testing.T) {
 			k := tc.k.with(t)
 			k.okWithin(10*time.Minute, "image", "pull", "-q", "--snapshotter", tc.sn, ref)
-			r := k.keel("run", "--rm", "--snapshotter", tc.sn, ref, "debian-"+tc.sn, "sh", "-c", realImageCheck)
+			// A copy of the whole image on native, under load: no short bound.
+			r := runKeelWithin(t, k.env.socket, nil, 10*time.Minute, "run", "--rm", "--snapshotter", tc.sn, ref, "debian-"+tc.sn, "sh", "-c", realImageCheck)
 			if r.code != 0 || r.stdout != "/usr/bin/"+realimage.Installed+"\nawk runs\n" {
 				t.Errorf("command in the image: %v", r)
 			}
