@@ -11,11 +11,13 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
 	"github.com/keel-runtime/keel/sdk/labels"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/snapshot/storage"
 )
 
 // NewSnapshotter returns the namespaced view keeld serves over backend, the
@@ -26,11 +28,17 @@ import (
 // two namespaces never collide; parents are recorded by namespaced name, and
 // labels live here, not in the backend. Closing the view closes backend.
 //
-// Creating (Prepare, View, Commit) reserves a pending record, commits it,
-// calls the backend, then confirms the record or drops it; pending records
-// left by a crash are resolved against the backend on first use. Remove
-// deletes the record first and then the backend snapshot; a backend failure
-// there only leaves an orphan for Cleanup.
+// Prepare and View write once: they check the key, the parent and the
+// lease in a read transaction, hold the key and pin the parent in memory
+// (another Prepare of the key is AlreadyExists, a Remove of the parent
+// FailedPrecondition, a collection keeps it), call the backend, then
+// record the snapshot in one write transaction, or remove the backend
+// snapshot when that fails; a crash in between leaves an orphan for
+// Cleanup. Commit reserves a pending record, commits it, calls the
+// backend, then confirms the record or drops it; pending records left by
+// a crash are resolved against the backend on first use. Remove deletes
+// the record first and then the backend snapshot; a backend failure there
+// only leaves an orphan for Cleanup.
 func NewSnapshotter(db *DB, name string, backend snapshot.Snapshotter) snapshot.Snapshotter {
 	s := &nsSnapshotter{db: db, name: name, backend: backend}
 	db.register(func(r *backends) { r.snapshotters[name] = s })
@@ -41,6 +49,10 @@ type nsSnapshotter struct {
 	db      *DB
 	name    string
 	backend snapshot.Snapshotter
+	// inflight holds, for the Prepare and View calls between their check
+	// and their record, their keys, their parents (pinned: not removed, by
+	// Remove or a collection) and their backend keys (not orphans).
+	inflight storage.InFlight
 }
 
 var (
@@ -142,8 +154,8 @@ func lookup(b *bolt.Bucket, key string) (snapRecord, error) {
 }
 
 // newBackendKey makes a backend key unique across namespaces and restarts.
-func newBackendKey(tx *bolt.Tx) (string, error) {
-	seq, err := tx.Bucket(bucketMeta).NextSequence()
+func (db *DB) newBackendKey() (string, error) {
+	seq, err := db.nextSeq()
 	if err != nil {
 		return "", err
 	}
@@ -152,6 +164,14 @@ func newBackendKey(tx *bolt.Tx) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%d-%s", seq, hex.EncodeToString(rnd[:])), nil
+}
+
+// inflightKey names the snapshot key of namespace ns in s.inflight.
+func inflightKey(ns, key string) string {
+	if key == "" {
+		return ""
+	}
+	return ns + "\x00" + key
 }
 
 // begin returns the call's namespace once pending records of this
@@ -261,18 +281,14 @@ func (s *nsSnapshotter) View(ctx context.Context, key, parent string, opts ...sn
 	return s.create(ctx, snapshot.KindView, key, parent, opts)
 }
 
-// reserve records r pending under ns, after checking that its key is free
-// and its parent committed, and pins the parent with a children entry; a
-// lease in ctx takes the key. It returns the parent's backend key.
-func (s *nsSnapshotter) reserve(ctx context.Context, tx *bolt.Tx, ns string, r *snapRecord) (string, error) {
-	b, err := createSnapshotsBucket(tx, ns, s.name)
-	if err != nil {
-		return "", err
-	}
-	if b.Bucket([]byte(r.key)) != nil {
+// admit checks, in tx, that r can be recorded under ns: its key free, its
+// parent committed (and, when parentID is set, still that backend
+// snapshot), the lease in ctx there. It returns the parent's backend key.
+func (s *nsSnapshotter) admit(ctx context.Context, tx *bolt.Tx, ns string, r snapRecord, parentID string) (string, error) {
+	b := snapshotsBucket(tx, ns, s.name)
+	if b != nil && b.Bucket([]byte(r.key)) != nil {
 		return "", fmt.Errorf("snapshot %q: %w", r.key, errdefs.ErrAlreadyExists)
 	}
-	var parentID string
 	if r.parent != "" {
 		p, err := lookup(b, r.parent)
 		if err != nil {
@@ -281,19 +297,46 @@ func (s *nsSnapshotter) reserve(ctx context.Context, tx *bolt.Tx, ns string, r *
 		if p.kind != snapshot.KindCommitted {
 			return "", fmt.Errorf("parent %q: is %s, not committed: %w", r.parent, p.kind, errdefs.ErrFailedPrecondition)
 		}
-		if err := b.Bucket([]byte(r.parent)).Bucket(bucketChildren).Put([]byte(r.key), nil); err != nil {
-			return "", err
+		if parentID != "" && p.id != parentID {
+			return "", fmt.Errorf("parent %q: replaced while the snapshot was made: %w", r.parent, errdefs.ErrAborted)
 		}
 		parentID = p.id
 	}
-	if err := attachToLease(ctx, tx, ns, LeaseResource{ID: r.key, Type: ResourceSnapshot + "/" + s.name}); err != nil {
-		return "", err
+	if id, ok := scope.Lease(ctx); ok {
+		if lb := leasesBucket(tx, ns); lb == nil || lb.Bucket([]byte(id)) == nil {
+			return "", leaseNotFound(id)
+		}
 	}
-	if r.id, err = newBackendKey(tx); err != nil {
-		return "", err
+	return parentID, nil
+}
+
+// put records r under ns, admitted in tx, pins its parent with a children
+// entry and attaches it to the lease in ctx.
+func (s *nsSnapshotter) put(ctx context.Context, tx *bolt.Tx, ns string, r snapRecord) error {
+	b, err := createSnapshotsBucket(tx, ns, s.name)
+	if err != nil {
+		return err
+	}
+	if r.parent != "" {
+		if err := b.Bucket([]byte(r.parent)).Bucket(bucketChildren).Put([]byte(r.key), nil); err != nil {
+			return err
+		}
+	}
+	if err := attachToLease(ctx, tx, ns, LeaseResource{ID: r.key, Type: ResourceSnapshot + "/" + s.name}); err != nil {
+		return err
+	}
+	return writeSnap(b, r)
+}
+
+// reserve records r (its backend key set) pending under ns, after
+// checking that its key is free and its parent committed, and pins the
+// parent with a children entry; a lease in ctx takes the key.
+func (s *nsSnapshotter) reserve(ctx context.Context, tx *bolt.Tx, ns string, r *snapRecord) error {
+	if _, err := s.admit(ctx, tx, ns, *r, ""); err != nil {
+		return err
 	}
 	r.pending = true
-	return parentID, writeSnap(b, *r)
+	return s.put(ctx, tx, ns, *r)
 }
 
 // drop removes a pending record whose backend call failed.
@@ -350,9 +393,17 @@ func (s *nsSnapshotter) create(ctx context.Context, kind snapshot.Kind, key, par
 	base.Labels = labels.Clean(base.Labels)
 	now := time.Now().UTC()
 	r := snapRecord{key: key, kind: kind, parent: parent, labels: base.Labels, created: now, updated: now}
+	if r.id, err = s.db.newBackendKey(); err != nil {
+		return nil, err
+	}
+	done, err := s.inflight.Begin(inflightKey(ns, key), []string{inflightKey(ns, parent)}, r.id)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	var parentID string
-	if err := s.db.update(func(tx *bolt.Tx) error {
-		parentID, err = s.reserve(ctx, tx, ns, &r)
+	if err := s.db.view(func(tx *bolt.Tx) error {
+		parentID, err = s.admit(ctx, tx, ns, r, "")
 		return err
 	}); err != nil {
 		return nil, err
@@ -365,14 +416,20 @@ func (s *nsSnapshotter) create(ctx context.Context, kind snapshot.Kind, key, par
 		m, err = s.backend.Prepare(ctx, r.id, parentID, snapshot.WithLabels(base.Labels))
 	}
 	if err != nil {
-		if derr := s.drop(ns, r); derr != nil {
-			return nil, fmt.Errorf("snapshot %q: %w (and dropping its record: %v)", key, err, derr)
-		}
 		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
-	if err := s.db.update(func(tx *bolt.Tx) error { return confirm(snapshotsBucket(tx, ns, s.name), r) }); err != nil {
-		_ = s.backend.Remove(context.WithoutCancel(ctx), r.id)
-		return nil, err
+	// The backend snapshot exists: record it in one transaction, or take
+	// it away (a crash in between leaves an orphan for Cleanup).
+	if err := s.db.update(func(tx *bolt.Tx) error {
+		if _, err := s.admit(ctx, tx, ns, r, parentID); err != nil {
+			return err
+		}
+		return s.put(ctx, tx, ns, r)
+	}); err != nil {
+		if rerr := s.backend.Remove(context.WithoutCancel(ctx), r.id); rerr != nil {
+			return nil, fmt.Errorf("snapshot %q: %w (and removing its backend snapshot %s: %v)", key, err, r.id, rerr)
+		}
+		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
 	return m, nil
 }
@@ -395,6 +452,9 @@ func (s *nsSnapshotter) Commit(ctx context.Context, name, key string, opts ...sn
 	base.Labels = labels.Clean(base.Labels)
 	now := time.Now().UTC()
 	r := snapRecord{key: name, kind: snapshot.KindCommitted, labels: base.Labels, created: now, updated: now, commitFrom: key}
+	if r.id, err = s.db.newBackendKey(); err != nil {
+		return err
+	}
 	var activeID string
 	if err := s.db.update(func(tx *bolt.Tx) error {
 		active, err := lookup(snapshotsBucket(tx, ns, s.name), key)
@@ -405,8 +465,7 @@ func (s *nsSnapshotter) Commit(ctx context.Context, name, key string, opts ...sn
 			return fmt.Errorf("snapshot %q: is %s, not active: %w", key, active.kind, errdefs.ErrFailedPrecondition)
 		}
 		activeID, r.parent = active.id, active.parent
-		_, err = s.reserve(ctx, tx, ns, &r)
-		return err
+		return s.reserve(ctx, tx, ns, &r)
 	}); err != nil {
 		return err
 	}
@@ -437,6 +496,9 @@ func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
 			if child, _ := cb.Cursor().First(); child != nil {
 				return fmt.Errorf("remove %q: snapshot has children (%q): %w", key, child, errdefs.ErrFailedPrecondition)
 			}
+		}
+		if s.inflight.Pinned(inflightKey(ns, key)) {
+			return fmt.Errorf("remove %q: a snapshot is being made on it: %w", key, errdefs.ErrFailedPrecondition)
 		}
 		return deleteSnap(b, r)
 	}); err != nil {
@@ -525,10 +587,12 @@ func (s *nsSnapshotter) Cleanup(ctx context.Context) error {
 // removeOrphans removes (or, dry, lists) the backend snapshots no record
 // refers to, children before parents, and returns their backend keys.
 //
-// The backend is listed before the records are read: a record is written
-// before its backend snapshot exists and removed before it goes, and a
-// backend key is never reused, so a snapshot listed and then found
-// unreferenced can never become referenced again.
+// The backend is listed before the records are read: a backend snapshot
+// is either named by a record before it exists (a pending commit), or
+// in s.inflight from before it exists until its record is written; a
+// record is removed before its backend snapshot goes, and a backend key is
+// never reused. So a snapshot listed, then found neither making nor
+// referenced, can never become referenced again.
 func (s *nsSnapshotter) removeOrphans(ctx context.Context, dry bool) ([]string, error) {
 	if err := s.recover(ctx); err != nil {
 		return nil, err
@@ -540,13 +604,16 @@ func (s *nsSnapshotter) removeOrphans(ctx context.Context, dry bool) ([]string, 
 	}); err != nil {
 		return nil, err
 	}
+	// Backend snapshots being made are read before the records: one made
+	// since the listing is either still making, or recorded by now.
+	making := s.inflight.MakingIDs()
 	ids, err := s.referencedIDs()
 	if err != nil {
 		return nil, err
 	}
 	orphans := map[string]string{}
 	for id, parent := range all {
-		if !ids[id] {
+		if !ids[id] && !making[id] {
 			orphans[id] = parent
 		}
 	}

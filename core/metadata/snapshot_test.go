@@ -231,8 +231,9 @@ func TestSnapshotLabelsAndWalk(t *testing.T) {
 	}
 }
 
-// TestSnapshotCrashRecovery builds what a crash between the record and the
-// backend call leaves, and checks the next use resolves it.
+// TestSnapshotCrashRecovery builds what a crash between a pending record
+// (a commit's, or an older keeld's prepare) and the backend call leaves,
+// and checks the next use resolves it.
 func TestSnapshotCrashRecovery(t *testing.T) {
 	dir := t.TempDir()
 	broot := filepath.Join(dir, "native")
@@ -250,7 +251,11 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 
 	reserve := func(r snapRecord) snapRecord {
 		t.Helper()
-		if err := db.update(func(tx *bolt.Tx) error { _, err := s.reserve(t.Context(), tx, "ns", &r); return err }); err != nil {
+		var err error
+		if r.id, err = db.newBackendKey(); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.update(func(tx *bolt.Tx) error { return s.reserve(t.Context(), tx, "ns", &r) }); err != nil {
 			t.Fatal(err)
 		}
 		return r
