@@ -11,10 +11,12 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -341,5 +343,75 @@ func TestSnapshotCleanupRemovesOrphans(t *testing.T) {
 	}
 	if _, err := s.Stat(ctx, "kept"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// slowPrepare is a backend whose Prepare, once made, signals started and
+// waits for release before it returns.
+type slowPrepare struct {
+	snapshot.Snapshotter
+	started, release chan struct{}
+}
+
+func (s slowPrepare) Prepare(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]mount.Mount, error) {
+	ms, err := s.Snapshotter.Prepare(ctx, key, parent, opts...)
+	close(s.started)
+	<-s.release
+	return ms, err
+}
+
+// TestSnapshotPrepareInFlight: while the backend makes a snapshot, no
+// record names it, yet its key is taken, its parent can be neither removed
+// nor collected, and its backend snapshot is no orphan; once made, it is
+// recorded in one write transaction.
+func TestSnapshotPrepareInFlight(t *testing.T) {
+	db := newDB(t)
+	native := openNative(t, t.TempDir())
+	ctx := nsCtx(t, "ns")
+	base := NewSnapshotter(db, "native", native)
+	if _, err := base.Prepare(ctx, "base-a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := base.Commit(ctx, "base", "base-a"); err != nil {
+		t.Fatal(err)
+	}
+	slow := slowPrepare{Snapshotter: native, started: make(chan struct{}), release: make(chan struct{})}
+	s := NewSnapshotter(db, "native", slow) // takes base's place as "native"
+	t.Cleanup(func() { s.Close() })
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Prepare(ctx, "child", "base")
+		done <- err
+	}()
+	<-slow.started
+	if _, err := s.Stat(ctx, "child"); !errdefs.IsNotFound(err) {
+		t.Errorf("stat while being made: %v, want NotFound", err)
+	}
+	if _, err := s.Prepare(ctx, "child", ""); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("prepare of a key being made: %v, want AlreadyExists", err)
+	}
+	if err := s.Remove(ctx, "base"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("remove of the parent: %v, want FailedPrecondition", err)
+	}
+	rep, err := db.GarbageCollect(t.Context(), gc.Options{})
+	if err != nil || len(rep.Errors) > 0 {
+		t.Fatalf("collect: %v %v", err, rep.Errors)
+	}
+	if _, err := s.Stat(ctx, "base"); err != nil {
+		t.Errorf("the parent after a collection: %v", err)
+	}
+	close(slow.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The collection left the child's backend snapshot, made but not yet
+	// recorded, alone.
+	id := backendID(t, db, "ns", "child")
+	if _, err := native.Stat(t.Context(), id); err != nil {
+		t.Errorf("the child's backend snapshot %q: %v", id, err)
+	}
+	if _, err := s.Mounts(ctx, "child"); err != nil {
+		t.Errorf("mounts of the child: %v", err)
 	}
 }
