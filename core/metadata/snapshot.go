@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -28,17 +30,19 @@ import (
 // two namespaces never collide; parents are recorded by namespaced name, and
 // labels live here, not in the backend. Closing the view closes backend.
 //
-// Prepare and View write once: they check the key, the parent and the
-// lease in a read transaction, hold the key and pin the parent in memory
-// (another Prepare of the key is AlreadyExists, a Remove of the parent
-// FailedPrecondition, a collection keeps it), call the backend, then
-// record the snapshot in one write transaction, or remove the backend
-// snapshot when that fails; a crash in between leaves an orphan for
-// Cleanup. Commit reserves a pending record, commits it, calls the
-// backend, then confirms the record or drops it; pending records left by
-// a crash are resolved against the backend on first use. Remove deletes
-// the record first and then the backend snapshot; a backend failure there
-// only leaves an orphan for Cleanup.
+// Each call writes once. Prepare, View and Commit check the keys, the
+// parent and the lease in a read transaction, hold the new key and pin the
+// snapshot they stand on in memory (another call making the key is
+// AlreadyExists, a Remove of the pinned one FailedPrecondition, a
+// collection keeps it), call the backend, then record the result in one
+// write transaction. Should the record fail, Prepare and View remove the
+// backend snapshot (a crash in between leaves an orphan for Cleanup);
+// Commit labels the backend's committed snapshot with where it comes from
+// (LabelCommittedFrom, LabelCommittedAs), so that the first use after a
+// crash, or the next call after a failed record, finishes it. Pending
+// records an older keeld left are resolved against the backend on first
+// use too. Remove deletes the record first and then the backend snapshot;
+// a backend failure there only leaves an orphan for Cleanup.
 func NewSnapshotter(db *DB, name string, backend snapshot.Snapshotter) snapshot.Snapshotter {
 	s := &nsSnapshotter{db: db, name: name, backend: backend}
 	db.register(func(r *backends) { r.snapshotters[name] = s })
@@ -328,31 +332,6 @@ func (s *nsSnapshotter) put(ctx context.Context, tx *bolt.Tx, ns string, r snapR
 	return writeSnap(b, r)
 }
 
-// reserve records r (its backend key set) pending under ns, after
-// checking that its key is free and its parent committed, and pins the
-// parent with a children entry; a lease in ctx takes the key.
-func (s *nsSnapshotter) reserve(ctx context.Context, tx *bolt.Tx, ns string, r *snapRecord) error {
-	if _, err := s.admit(ctx, tx, ns, *r, ""); err != nil {
-		return err
-	}
-	r.pending = true
-	return s.put(ctx, tx, ns, *r)
-}
-
-// drop removes a pending record whose backend call failed.
-func (s *nsSnapshotter) drop(ns string, r snapRecord) error {
-	return s.db.update(func(tx *bolt.Tx) error {
-		b := snapshotsBucket(tx, ns, s.name)
-		if b == nil {
-			return nil
-		}
-		if cur, ok := readSnap(b, r.key); ok && cur.pending && cur.id == r.id {
-			return deleteSnap(b, cur)
-		}
-		return nil
-	})
-}
-
 // confirm makes a pending record visible; for a commit it also removes the
 // active record it came from. Aborted when the record is no longer ours.
 func confirm(b *bolt.Bucket, r snapRecord) error {
@@ -451,34 +430,92 @@ func (s *nsSnapshotter) Commit(ctx context.Context, name, key string, opts ...sn
 	}
 	base.Labels = labels.Clean(base.Labels)
 	now := time.Now().UTC()
-	r := snapRecord{key: name, kind: snapshot.KindCommitted, labels: base.Labels, created: now, updated: now, commitFrom: key}
+	r := snapRecord{key: name, kind: snapshot.KindCommitted, labels: base.Labels, created: now, updated: now}
 	if r.id, err = s.db.newBackendKey(); err != nil {
 		return err
 	}
+	done, err := s.inflight.Begin(inflightKey(ns, name), []string{inflightKey(ns, key)}, r.id)
+	if err != nil {
+		return err
+	}
+	defer done()
 	var activeID string
-	if err := s.db.update(func(tx *bolt.Tx) error {
-		active, err := lookup(snapshotsBucket(tx, ns, s.name), key)
+	if err := s.db.view(func(tx *bolt.Tx) error {
+		active, err := s.committable(tx, ns, key, "")
 		if err != nil {
 			return err
 		}
-		if active.kind != snapshot.KindActive {
-			return fmt.Errorf("snapshot %q: is %s, not active: %w", key, active.kind, errdefs.ErrFailedPrecondition)
-		}
 		activeID, r.parent = active.id, active.parent
-		return s.reserve(ctx, tx, ns, &r)
+		_, err = s.admit(ctx, tx, ns, r, "")
+		return err
 	}); err != nil {
 		return err
 	}
 
-	if err := s.backend.Commit(ctx, r.id, activeID, snapshot.WithLabels(base.Labels)); err != nil {
-		if derr := s.drop(ns, r); derr != nil {
-			return fmt.Errorf("commit %q to %q: %w (and dropping its record: %v)", key, name, err, derr)
-		}
+	// The backend snapshot tells where it comes from, so that recovery
+	// can finish the commit should a crash come before the record.
+	blabels := maps.Clone(base.Labels)
+	if blabels == nil {
+		blabels = map[string]string{}
+	}
+	blabels[LabelCommittedFrom], blabels[LabelCommittedAs] = activeID, ns+"/"+name
+	if err := s.backend.Commit(ctx, r.id, activeID, snapshot.WithLabels(blabels)); err != nil {
 		return fmt.Errorf("commit %q to %q: %w", key, name, err)
 	}
-	// The backend has committed: a failure here leaves the pending record
-	// for recovery, which finds the committed snapshot and confirms it.
-	return s.db.update(func(tx *bolt.Tx) error { return confirm(snapshotsBucket(tx, ns, s.name), r) })
+	// The backend has committed: the record follows in one transaction.
+	// Should it fail, the active record names a backend snapshot that is
+	// gone: the next call recovers the commit, as after a crash.
+	if err := s.db.update(func(tx *bolt.Tx) error { return s.commitRecord(ctx, tx, ns, r, key, activeID) }); err != nil {
+		s.db.recoverMu.Lock()
+		delete(s.db.recovered, s.name)
+		s.db.recoverMu.Unlock()
+		return fmt.Errorf("commit %q to %q: %w", key, name, err)
+	}
+	return nil
+}
+
+// Labels keeld gives a backend snapshot it commits: the backend key of the
+// active snapshot committed, and "<namespace>/<name>" of the committed one.
+// A backend snapshot with them that no record names, while the active
+// snapshot's record is there, is a commit the first use finishes.
+const (
+	LabelCommittedFrom = "io.keel/snapshot.committed-from"
+	LabelCommittedAs   = "io.keel/snapshot.committed-as"
+)
+
+// committable returns the active record key of ns, in tx: NotFound when
+// missing, FailedPrecondition when not active, Aborted when id is set and
+// the record names another backend snapshot.
+func (s *nsSnapshotter) committable(tx *bolt.Tx, ns, key, id string) (snapRecord, error) {
+	active, err := lookup(snapshotsBucket(tx, ns, s.name), key)
+	if err != nil {
+		return snapRecord{}, err
+	}
+	if active.kind != snapshot.KindActive {
+		return snapRecord{}, fmt.Errorf("snapshot %q: is %s, not active: %w", key, active.kind, errdefs.ErrFailedPrecondition)
+	}
+	if id != "" && active.id != id {
+		return snapRecord{}, fmt.Errorf("snapshot %q: replaced while it was committed: %w", key, errdefs.ErrAborted)
+	}
+	return active, nil
+}
+
+// commitRecord records, in tx, the backend's commit of the active snapshot
+// key (backend key activeID) as r: the active record goes, r takes its
+// place under the parent and on the lease in ctx.
+func (s *nsSnapshotter) commitRecord(ctx context.Context, tx *bolt.Tx, ns string, r snapRecord, key, activeID string) error {
+	active, err := s.committable(tx, ns, key, activeID)
+	if err != nil {
+		return err
+	}
+	r.parent = active.parent
+	if _, err := s.admit(ctx, tx, ns, r, ""); err != nil {
+		return err
+	}
+	if err := deleteSnap(snapshotsBucket(tx, ns, s.name), active); err != nil {
+		return err
+	}
+	return s.put(ctx, tx, ns, r)
 }
 
 func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
@@ -708,9 +745,71 @@ func (s *nsSnapshotter) recover(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if err := s.recoverCommits(ctx); err != nil {
+		return fmt.Errorf("snapshotter %s: %w", s.name, err)
+	}
 	if s.db.recovered == nil {
 		s.db.recovered = map[string]bool{}
 	}
 	s.db.recovered[s.name] = true
 	return nil
+}
+
+// recoverCommits finishes the commits a crash (or a failed write) cut
+// between the backend's commit and the record: a backend snapshot keeld
+// committed that no record names, whose active snapshot's record is
+// still there, is recorded in its place, with the labels the backend
+// keeps. Other unnamed ones are orphans, left to Cleanup.
+func (s *nsSnapshotter) recoverCommits(ctx context.Context) error {
+	var made []snapshot.Info
+	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
+		made = append(made, info)
+		return nil
+	}, `labels."`+LabelCommittedFrom+`"`); err != nil {
+		return err
+	}
+	if len(made) == 0 {
+		return nil
+	}
+	making := s.inflight.MakingIDs()
+	return s.db.update(func(tx *bolt.Tx) error {
+		type located struct {
+			ns string
+			r  snapRecord
+		}
+		byID := map[string]located{}
+		if err := forEachNamespace(tx, func(ns string) error {
+			b := snapshotsBucket(tx, ns, s.name)
+			if b == nil {
+				return nil
+			}
+			return b.ForEachBucket(func(k []byte) error {
+				r, _ := readSnap(b, string(k))
+				byID[r.id] = located{ns, r}
+				return nil
+			})
+		}); err != nil {
+			return err
+		}
+		for _, info := range made {
+			if _, named := byID[info.Name]; named || making[info.Name] {
+				continue
+			}
+			from := byID[info.Labels[LabelCommittedFrom]]
+			ns, name, _ := strings.Cut(info.Labels[LabelCommittedAs], "/")
+			if from.ns != ns || from.r.kind != snapshot.KindActive || from.r.pending || name == "" {
+				continue
+			}
+			lbls := maps.Clone(info.Labels)
+			delete(lbls, LabelCommittedFrom)
+			delete(lbls, LabelCommittedAs)
+			r := snapRecord{key: name, id: info.Name, kind: snapshot.KindCommitted, labels: lbls, created: info.Created, updated: info.Updated}
+			// No lease: the call that held one is gone.
+			err := s.commitRecord(context.WithoutCancel(scope.WithNamespace(context.Background(), ns)), tx, ns, r, from.r.key, from.r.id)
+			if err != nil && !errdefs.IsAlreadyExists(err) {
+				return fmt.Errorf("finishing the commit of %q to %q: %w", from.r.key, name, err)
+			}
+		}
+		return nil
+	})
 }

@@ -233,9 +233,9 @@ func TestSnapshotLabelsAndWalk(t *testing.T) {
 	}
 }
 
-// TestSnapshotCrashRecovery builds what a crash between a pending record
-// (a commit's, or an older keeld's prepare) and the backend call leaves,
-// and checks the next use resolves it.
+// TestSnapshotCrashRecovery builds what a crash left: pending records an
+// older keeld wrote before its backend call, and a commit the backend made
+// but no record names yet; and checks the next use resolves them.
 func TestSnapshotCrashRecovery(t *testing.T) {
 	dir := t.TempDir()
 	broot := filepath.Join(dir, "native")
@@ -257,7 +257,13 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 		if r.id, err = db.newBackendKey(); err != nil {
 			t.Fatal(err)
 		}
-		if err := db.update(func(tx *bolt.Tx) error { return s.reserve(t.Context(), tx, "ns", &r) }); err != nil {
+		r.pending = true
+		if err := db.update(func(tx *bolt.Tx) error {
+			if _, err := s.admit(t.Context(), tx, "ns", r, ""); err != nil {
+				return err
+			}
+			return s.put(t.Context(), tx, "ns", r)
+		}); err != nil {
 			t.Fatal(err)
 		}
 		return r
@@ -272,6 +278,26 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 	// Crashed after the backend Commit, before confirming.
 	done := reserve(snapRecord{key: "done", kind: snapshot.KindCommitted, commitFrom: "active"})
 	if err := backend.Commit(ctx, done.id, activeID); err != nil {
+		t.Fatal(err)
+	}
+	// Crashed after the backend Commit, before the one write of today's
+	// Commit: the backend snapshot says where it comes from.
+	if _, err := s.Prepare(ctx, "base-a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "base", "base-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "active2", "base"); err != nil {
+		t.Fatal(err)
+	}
+	active2ID := backendID(t, db, "ns", "active2")
+	done2ID, err := db.newBackendKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.Commit(ctx, done2ID, active2ID, snapshot.WithLabels(map[string]string{
+		"user": "x", LabelCommittedFrom: active2ID, LabelCommittedAs: "ns/done2"})); err != nil {
 		t.Fatal(err)
 	}
 	// Pending records are invisible.
@@ -298,6 +324,8 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 		{"made", true, snapshot.KindActive},
 		{"done", true, snapshot.KindCommitted},
 		{"active", false, 0}, // committed as done
+		{"done2", true, snapshot.KindCommitted},
+		{"active2", false, 0}, // committed as done2
 	} {
 		info, err := s.Stat(ctx, tc.key)
 		if tc.found && (err != nil || info.Kind != tc.kind) {
@@ -309,6 +337,18 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 	}
 	if _, err := s.Mounts(ctx, "made"); err != nil {
 		t.Errorf("mounts of recovered snapshot: %v", err)
+	}
+	if info, err := s.Stat(ctx, "done2"); err != nil || info.Parent != "base" || !maps.Equal(info.Labels, map[string]string{"user": "x"}) {
+		t.Errorf("done2 after recovery = %+v, %v; want parent base, labels user=x", info, err)
+	}
+	if backendID(t, db, "ns", "done2") != done2ID {
+		t.Errorf("done2 recorded with backend key %q, want %q", backendID(t, db, "ns", "done2"), done2ID)
+	}
+	if err := s.Remove(ctx, "base"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("remove of done2's parent: %v, want FailedPrecondition", err)
+	}
+	if _, err := s.Prepare(ctx, "on-done2", "done2"); err != nil {
+		t.Errorf("prepare on done2: %v", err)
 	}
 	_ = lost
 }
