@@ -460,18 +460,26 @@ func (s *nsSnapshotter) Commit(ctx context.Context, name, key string, opts ...sn
 	}
 	blabels[LabelCommittedFrom], blabels[LabelCommittedAs] = activeID, ns+"/"+name
 	if err := s.backend.Commit(ctx, r.id, activeID, snapshot.WithLabels(blabels)); err != nil {
+		// The plugin may have committed all the same (it died before it
+		// answered): the next call looks.
+		s.recoverAgain()
 		return fmt.Errorf("commit %q to %q: %w", key, name, err)
 	}
 	// The backend has committed: the record follows in one transaction.
 	// Should it fail, the active record names a backend snapshot that is
 	// gone: the next call recovers the commit, as after a crash.
 	if err := s.db.update(func(tx *bolt.Tx) error { return s.commitRecord(ctx, tx, ns, r, key, activeID) }); err != nil {
-		s.db.recoverMu.Lock()
-		delete(s.db.recovered, s.name)
-		s.db.recoverMu.Unlock()
+		s.recoverAgain()
 		return fmt.Errorf("commit %q to %q: %w", key, name, err)
 	}
 	return nil
+}
+
+// recoverAgain has the next call recover first.
+func (s *nsSnapshotter) recoverAgain() {
+	s.db.recoverMu.Lock()
+	defer s.db.recoverMu.Unlock()
+	delete(s.db.recovered, s.name)
 }
 
 // Labels keeld gives a backend snapshot it commits: the backend key of the

@@ -5,6 +5,7 @@ package metadata
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"path/filepath"
 	"testing"
@@ -453,5 +454,40 @@ func TestSnapshotPrepareInFlight(t *testing.T) {
 	}
 	if _, err := s.Mounts(ctx, "child"); err != nil {
 		t.Errorf("mounts of the child: %v", err)
+	}
+}
+
+// lostAnswer is a backend whose Commit commits, then fails as a plugin
+// that died before it answered.
+type lostAnswer struct{ snapshot.Snapshotter }
+
+func (l lostAnswer) Commit(ctx context.Context, name, key string, opts ...snapshot.Opt) error {
+	if err := l.Snapshotter.Commit(ctx, name, key, opts...); err != nil {
+		return err
+	}
+	return fmt.Errorf("plugin died: %w", errdefs.ErrUnavailable)
+}
+
+// TestSnapshotCommitAnswerLost: a commit the plugin made but did not
+// answer is recorded by the next call, labels and parent kept.
+func TestSnapshotCommitAnswerLost(t *testing.T) {
+	db := newDB(t)
+	native := openNative(t, t.TempDir())
+	ctx := nsCtx(t, "ns")
+	s := NewSnapshotter(db, "native", lostAnswer{native})
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Commit(ctx, "c", "a", snapshot.WithLabels(map[string]string{"k": "v"}))
+	if !errdefs.IsUnavailable(err) {
+		t.Fatalf("commit: %v, want the plugin's Unavailable", err)
+	}
+	info, err := s.Stat(ctx, "c")
+	if err != nil || info.Kind != snapshot.KindCommitted || !maps.Equal(info.Labels, map[string]string{"k": "v"}) {
+		t.Errorf("stat of the commit the plugin made = %+v, %v", info, err)
+	}
+	if _, err := s.Stat(ctx, "a"); !errdefs.IsNotFound(err) {
+		t.Errorf("stat of the active snapshot committed: %v, want NotFound", err)
 	}
 }
