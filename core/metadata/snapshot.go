@@ -53,8 +53,9 @@ type nsSnapshotter struct {
 	db      *DB
 	name    string
 	backend snapshot.Snapshotter
-	// inflight holds, for the Prepare and View calls between their check
-	// and their record, their keys, their parents (pinned: not removed, by
+	// inflight holds, for the Prepare, View and Commit calls between their
+	// check and their record, their new keys, the snapshots they stand on
+	// (a parent, a committed active snapshot: pinned, not removed by
 	// Remove or a collection) and their backend keys (not orphans).
 	inflight storage.InFlight
 }
@@ -633,8 +634,9 @@ func (s *nsSnapshotter) Cleanup(ctx context.Context) error {
 // refers to, children before parents, and returns their backend keys.
 //
 // The backend is listed before the records are read: a backend snapshot
-// is either named by a record before it exists (a pending commit), or
-// in s.inflight from before it exists until its record is written; a
+// is either named by a record before it exists (an older keeld's pending
+// record), or in s.inflight from before it exists until its record is
+// written (or, its record failed, until the next call recovers it); a
 // record is removed before its backend snapshot goes, and a backend key is
 // never reused. So a snapshot listed, then found neither making nor
 // referenced, can never become referenced again.
