@@ -9,6 +9,13 @@
 // filesystem steps (renames) inside Update so that the record and the
 // directory change together, and slow ones (copies, syncs) outside it.
 //
+// A snapshotter that makes a snapshot's data outside any transaction and
+// wants one write per call takes an id from Store.NewID, checks with
+// Tx.CheckCreate in a View, makes the data, then records it with
+// Tx.CreateWithID; InFlight holds the key and the parent meanwhile, and
+// Store.UnclaimedIDs names, after a crash, the ids whose data no record
+// claims. sdk/snapshot/backend does all of this.
+//
 // # Schema
 //
 //	v1                          bucket: layout version 1
