@@ -60,9 +60,11 @@ func (c *Checker) containerSnapshots(ctx context.Context) (map[string]string, er
 }
 
 func (c *Checker) snapshotter(ctx context.Context, name string, backend snapshot.Snapshotter, used map[string]string) ([]Problem, error) {
-	// The plugin is listed before the records are read: a record is made
-	// before its plugin snapshot and removed before it, so a snapshot
-	// listed and then found unreferenced is an orphan for good.
+	// The plugin is listed before the records are read: a record is
+	// removed before its plugin snapshot, so a snapshot listed and then
+	// found unreferenced is an orphan for good, unless a call in flight in
+	// keeld is about to record it (a Prepare made between its check and
+	// its one write): the repair, keeld's own orphan removal, spares those.
 	infos := map[string]snapshot.Info{}
 	if err := backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
 		infos[info.Name] = info
@@ -90,6 +92,15 @@ func (c *Checker) snapshotter(ctx context.Context, name string, backend snapshot
 		}
 	}
 
+	// Commits the plugin made that no record names yet, the active
+	// snapshot's record still there: finished on the plugin's first use.
+	finishing := map[string]bool{} // plugin keys: the active and the committed one
+	for id, info := range infos {
+		if from := info.Labels[metadata.LabelCommittedFrom]; from != "" && !ids[id] && ids[from] {
+			finishing[from], finishing[id] = true, true
+		}
+	}
+
 	var out []Problem
 	for _, r := range records {
 		if r.Pending {
@@ -98,7 +109,7 @@ func (c *Checker) snapshotter(ctx context.Context, name string, backend snapshot
 		k := nsKey{r.Namespace, r.Key}
 		object := r.Namespace + "/" + name + "/" + r.Key
 		info, inPlugin := infos[r.ID]
-		if !inPlugin && !committing[k] {
+		if !inPlugin && !committing[k] && !finishing[r.ID] {
 			if _, err := backend.Stat(ctx, r.ID); !errdefs.IsNotFound(err) {
 				continue // made meanwhile, or the plugin did not answer: not this check's to say
 			}
@@ -136,7 +147,7 @@ func (c *Checker) snapshotter(ctx context.Context, name string, backend snapshot
 
 	orphans := make([]string, 0, len(infos))
 	for id := range infos {
-		if !ids[id] {
+		if !ids[id] && !finishing[id] {
 			orphans = append(orphans, id)
 		}
 	}

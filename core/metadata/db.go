@@ -23,6 +23,10 @@ type DB struct {
 	recoverMu sync.Mutex
 	recovered map[string]bool // snapshotters whose pending records are resolved
 
+	// seqMu guards the block of sequence numbers nextSeq hands out.
+	seqMu            sync.Mutex
+	seqNext, seqLast uint64
+
 	digestLocks digestLocks
 
 	// The plugin views (set by NewContentStore and NewSnapshotter) and the
@@ -96,7 +100,11 @@ func open(path string, opts Options, ms []migration) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("metadata %s: %w", path, err)
 	}
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync})
+	// The freelist is rebuilt at open rather than written at each commit
+	// (as etcd does): commits write less, and a crash loses nothing, the
+	// freelist being derived from the pages.
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync,
+		NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("metadata %s: locked by another process (is another keeld running on this root?): %w", path, errdefs.ErrUnavailable)
@@ -166,6 +174,31 @@ func (db *DB) Path() string { return db.path }
 
 // Close closes the database and releases its lock.
 func (db *DB) Close() error { return db.db.Close() }
+
+// seqBlock is how many sequence numbers nextSeq reserves at a time.
+const seqBlock = 256
+
+// nextSeq hands out a number of the meta bucket's sequence, never handed
+// out before, across restarts too: numbers are reserved a block at a
+// time, durably, before any is handed out.
+func (db *DB) nextSeq() (uint64, error) {
+	db.seqMu.Lock()
+	defer db.seqMu.Unlock()
+	if db.seqNext == 0 || db.seqNext > db.seqLast {
+		var first, last uint64
+		if err := db.update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketMeta)
+			first, last = b.Sequence()+1, b.Sequence()+seqBlock
+			return b.SetSequence(last)
+		}); err != nil {
+			return 0, err
+		}
+		db.seqNext, db.seqLast = first, last
+	}
+	n := db.seqNext
+	db.seqNext++
+	return n, nil
+}
 
 func (db *DB) view(fn func(*bolt.Tx) error) error   { return db.db.View(fn) }
 func (db *DB) update(fn func(*bolt.Tx) error) error { return db.db.Update(fn) }

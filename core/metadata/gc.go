@@ -70,7 +70,7 @@ var _ gc.Collector = (*DB)(nil)
 // GarbageCollect marks from the roots of every namespace (images,
 // containers, unexpired leases and the leases held (see Leases.Hold),
 // objects labelled containerd.io/gc.root,
-// snapshots being created) along gc.ref labels, lease resources and
+// snapshots being created and those they are made on) along gc.ref labels, lease resources and
 // snapshot parents (see core/gc), then:
 //
 //  1. in one write transaction, removes the content and snapshot records
@@ -94,7 +94,7 @@ func (db *DB) GarbageCollect(ctx context.Context, opts gc.Options) (gc.Report, e
 	var leased map[string][]string // backend ingest ref -> live leases
 	fn := func(tx *bolt.Tx) error {
 		var err error
-		leased, err = markSweep(tx, time.Now(), held, opts.DryRun, &rep, swept)
+		leased, err = markSweep(tx, time.Now(), held, db.pinnedSnapshots(), opts.DryRun, &rep, swept)
 		return err
 	}
 	var err error
@@ -129,6 +129,19 @@ func (db *DB) GarbageCollect(ctx context.Context, opts gc.Options) (gc.Report, e
 	}
 	rep.Duration = time.Since(start)
 	return rep, nil
+}
+
+// pinnedSnapshots are the snapshots a Prepare or View in flight stands on.
+func (db *DB) pinnedSnapshots() []gc.Node {
+	_, sns := db.registered()
+	var out []gc.Node
+	for name, s := range sns {
+		for _, k := range s.inflight.PinnedKeys() {
+			ns, key, _ := strings.Cut(k, "\x00")
+			out = append(out, gc.Snapshot(ns, name, key))
+		}
+	}
+	return out
 }
 
 // graph is the reference graph of the whole database, read in one
@@ -277,8 +290,12 @@ func (g *graph) references(n gc.Node) []gc.Node {
 // markSweep marks, then (unless dry) removes the unreached records within
 // tx, reporting each decision; swept collects the backend objects phase 2
 // may delete. It returns the live leases of each backend ingest ref.
-func markSweep(tx *bolt.Tx, now time.Time, held map[leaseKey]bool, dry bool, rep *gc.Report, swept map[string]bool) (map[string][]string, error) {
+func markSweep(tx *bolt.Tx, now time.Time, held map[leaseKey]bool, pinned []gc.Node, dry bool, rep *gc.Report, swept map[string]bool) (map[string][]string, error) {
 	g := readGraph(tx, now, held)
+	for _, n := range pinned {
+		g.roots = append(g.roots, n)
+		g.why[n] = "a snapshot is being made on it"
+	}
 	return g.ingests, sweep(tx, g, dry, rep, swept)
 }
 

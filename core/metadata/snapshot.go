@@ -5,17 +5,21 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/filters"
 	"github.com/keel-runtime/keel/sdk/labels"
 	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
+	"github.com/keel-runtime/keel/sdk/snapshot/storage"
 )
 
 // NewSnapshotter returns the namespaced view keeld serves over backend, the
@@ -26,11 +30,19 @@ import (
 // two namespaces never collide; parents are recorded by namespaced name, and
 // labels live here, not in the backend. Closing the view closes backend.
 //
-// Creating (Prepare, View, Commit) reserves a pending record, commits it,
-// calls the backend, then confirms the record or drops it; pending records
-// left by a crash are resolved against the backend on first use. Remove
-// deletes the record first and then the backend snapshot; a backend failure
-// there only leaves an orphan for Cleanup.
+// Each call writes once. Prepare, View and Commit check the keys, the
+// parent and the lease in a read transaction, hold the new key and pin the
+// snapshot they stand on in memory (another call making the key is
+// AlreadyExists, a Remove of the pinned one FailedPrecondition, a
+// collection keeps it), call the backend, then record the result in one
+// write transaction. Should the record fail, Prepare and View remove the
+// backend snapshot (a crash in between leaves an orphan for Cleanup);
+// Commit labels the backend's committed snapshot with where it comes from
+// (LabelCommittedFrom, LabelCommittedAs), so that the first use after a
+// crash, or the next call after a failed record, finishes it. Pending
+// records an older keeld left are resolved against the backend on first
+// use too. Remove deletes the record first and then the backend snapshot;
+// a backend failure there only leaves an orphan for Cleanup.
 func NewSnapshotter(db *DB, name string, backend snapshot.Snapshotter) snapshot.Snapshotter {
 	s := &nsSnapshotter{db: db, name: name, backend: backend}
 	db.register(func(r *backends) { r.snapshotters[name] = s })
@@ -41,6 +53,11 @@ type nsSnapshotter struct {
 	db      *DB
 	name    string
 	backend snapshot.Snapshotter
+	// inflight holds, for the Prepare, View and Commit calls between their
+	// check and their record, their new keys, the snapshots they stand on
+	// (a parent, a committed active snapshot: pinned, not removed by
+	// Remove or a collection) and their backend keys (not orphans).
+	inflight storage.InFlight
 }
 
 var (
@@ -142,8 +159,8 @@ func lookup(b *bolt.Bucket, key string) (snapRecord, error) {
 }
 
 // newBackendKey makes a backend key unique across namespaces and restarts.
-func newBackendKey(tx *bolt.Tx) (string, error) {
-	seq, err := tx.Bucket(bucketMeta).NextSequence()
+func (db *DB) newBackendKey() (string, error) {
+	seq, err := db.nextSeq()
 	if err != nil {
 		return "", err
 	}
@@ -152,6 +169,14 @@ func newBackendKey(tx *bolt.Tx) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("%d-%s", seq, hex.EncodeToString(rnd[:])), nil
+}
+
+// inflightKey names the snapshot key of namespace ns in s.inflight.
+func inflightKey(ns, key string) string {
+	if key == "" {
+		return ""
+	}
+	return ns + "\x00" + key
 }
 
 // begin returns the call's namespace once pending records of this
@@ -261,18 +286,14 @@ func (s *nsSnapshotter) View(ctx context.Context, key, parent string, opts ...sn
 	return s.create(ctx, snapshot.KindView, key, parent, opts)
 }
 
-// reserve records r pending under ns, after checking that its key is free
-// and its parent committed, and pins the parent with a children entry; a
-// lease in ctx takes the key. It returns the parent's backend key.
-func (s *nsSnapshotter) reserve(ctx context.Context, tx *bolt.Tx, ns string, r *snapRecord) (string, error) {
-	b, err := createSnapshotsBucket(tx, ns, s.name)
-	if err != nil {
-		return "", err
-	}
-	if b.Bucket([]byte(r.key)) != nil {
+// admit checks, in tx, that r can be recorded under ns: its key free, its
+// parent committed (and, when parentID is set, still that backend
+// snapshot), the lease in ctx there. It returns the parent's backend key.
+func (s *nsSnapshotter) admit(ctx context.Context, tx *bolt.Tx, ns string, r snapRecord, parentID string) (string, error) {
+	b := snapshotsBucket(tx, ns, s.name)
+	if b != nil && b.Bucket([]byte(r.key)) != nil {
 		return "", fmt.Errorf("snapshot %q: %w", r.key, errdefs.ErrAlreadyExists)
 	}
-	var parentID string
 	if r.parent != "" {
 		p, err := lookup(b, r.parent)
 		if err != nil {
@@ -281,33 +302,35 @@ func (s *nsSnapshotter) reserve(ctx context.Context, tx *bolt.Tx, ns string, r *
 		if p.kind != snapshot.KindCommitted {
 			return "", fmt.Errorf("parent %q: is %s, not committed: %w", r.parent, p.kind, errdefs.ErrFailedPrecondition)
 		}
-		if err := b.Bucket([]byte(r.parent)).Bucket(bucketChildren).Put([]byte(r.key), nil); err != nil {
-			return "", err
+		if parentID != "" && p.id != parentID {
+			return "", fmt.Errorf("parent %q: replaced while the snapshot was made: %w", r.parent, errdefs.ErrAborted)
 		}
 		parentID = p.id
 	}
-	if err := attachToLease(ctx, tx, ns, LeaseResource{ID: r.key, Type: ResourceSnapshot + "/" + s.name}); err != nil {
-		return "", err
+	if id, ok := scope.Lease(ctx); ok {
+		if lb := leasesBucket(tx, ns); lb == nil || lb.Bucket([]byte(id)) == nil {
+			return "", leaseNotFound(id)
+		}
 	}
-	if r.id, err = newBackendKey(tx); err != nil {
-		return "", err
-	}
-	r.pending = true
-	return parentID, writeSnap(b, *r)
+	return parentID, nil
 }
 
-// drop removes a pending record whose backend call failed.
-func (s *nsSnapshotter) drop(ns string, r snapRecord) error {
-	return s.db.update(func(tx *bolt.Tx) error {
-		b := snapshotsBucket(tx, ns, s.name)
-		if b == nil {
-			return nil
+// put records r under ns, admitted in tx, pins its parent with a children
+// entry and attaches it to the lease in ctx.
+func (s *nsSnapshotter) put(ctx context.Context, tx *bolt.Tx, ns string, r snapRecord) error {
+	b, err := createSnapshotsBucket(tx, ns, s.name)
+	if err != nil {
+		return err
+	}
+	if r.parent != "" {
+		if err := b.Bucket([]byte(r.parent)).Bucket(bucketChildren).Put([]byte(r.key), nil); err != nil {
+			return err
 		}
-		if cur, ok := readSnap(b, r.key); ok && cur.pending && cur.id == r.id {
-			return deleteSnap(b, cur)
-		}
-		return nil
-	})
+	}
+	if err := attachToLease(ctx, tx, ns, LeaseResource{ID: r.key, Type: ResourceSnapshot + "/" + s.name}); err != nil {
+		return err
+	}
+	return writeSnap(b, r)
 }
 
 // confirm makes a pending record visible; for a commit it also removes the
@@ -350,9 +373,17 @@ func (s *nsSnapshotter) create(ctx context.Context, kind snapshot.Kind, key, par
 	base.Labels = labels.Clean(base.Labels)
 	now := time.Now().UTC()
 	r := snapRecord{key: key, kind: kind, parent: parent, labels: base.Labels, created: now, updated: now}
+	if r.id, err = s.db.newBackendKey(); err != nil {
+		return nil, err
+	}
+	done, err := s.inflight.Begin(inflightKey(ns, key), []string{inflightKey(ns, parent)}, r.id)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	var parentID string
-	if err := s.db.update(func(tx *bolt.Tx) error {
-		parentID, err = s.reserve(ctx, tx, ns, &r)
+	if err := s.db.view(func(tx *bolt.Tx) error {
+		parentID, err = s.admit(ctx, tx, ns, r, "")
 		return err
 	}); err != nil {
 		return nil, err
@@ -365,14 +396,20 @@ func (s *nsSnapshotter) create(ctx context.Context, kind snapshot.Kind, key, par
 		m, err = s.backend.Prepare(ctx, r.id, parentID, snapshot.WithLabels(base.Labels))
 	}
 	if err != nil {
-		if derr := s.drop(ns, r); derr != nil {
-			return nil, fmt.Errorf("snapshot %q: %w (and dropping its record: %v)", key, err, derr)
-		}
 		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
-	if err := s.db.update(func(tx *bolt.Tx) error { return confirm(snapshotsBucket(tx, ns, s.name), r) }); err != nil {
-		_ = s.backend.Remove(context.WithoutCancel(ctx), r.id)
-		return nil, err
+	// The backend snapshot exists: record it in one transaction, or take
+	// it away (a crash in between leaves an orphan for Cleanup).
+	if err := s.db.update(func(tx *bolt.Tx) error {
+		if _, err := s.admit(ctx, tx, ns, r, parentID); err != nil {
+			return err
+		}
+		return s.put(ctx, tx, ns, r)
+	}); err != nil {
+		if rerr := s.backend.Remove(context.WithoutCancel(ctx), r.id); rerr != nil {
+			return nil, fmt.Errorf("snapshot %q: %w (and removing its backend snapshot %s: %v)", key, err, r.id, rerr)
+		}
+		return nil, fmt.Errorf("snapshot %q: %w", key, err)
 	}
 	return m, nil
 }
@@ -394,32 +431,100 @@ func (s *nsSnapshotter) Commit(ctx context.Context, name, key string, opts ...sn
 	}
 	base.Labels = labels.Clean(base.Labels)
 	now := time.Now().UTC()
-	r := snapRecord{key: name, kind: snapshot.KindCommitted, labels: base.Labels, created: now, updated: now, commitFrom: key}
+	r := snapRecord{key: name, kind: snapshot.KindCommitted, labels: base.Labels, created: now, updated: now}
+	if r.id, err = s.db.newBackendKey(); err != nil {
+		return err
+	}
+	done, err := s.inflight.Begin(inflightKey(ns, name), []string{inflightKey(ns, key)}, r.id)
+	if err != nil {
+		return err
+	}
+	defer done()
 	var activeID string
-	if err := s.db.update(func(tx *bolt.Tx) error {
-		active, err := lookup(snapshotsBucket(tx, ns, s.name), key)
+	if err := s.db.view(func(tx *bolt.Tx) error {
+		active, err := s.committable(tx, ns, key, "")
 		if err != nil {
 			return err
 		}
-		if active.kind != snapshot.KindActive {
-			return fmt.Errorf("snapshot %q: is %s, not active: %w", key, active.kind, errdefs.ErrFailedPrecondition)
-		}
 		activeID, r.parent = active.id, active.parent
-		_, err = s.reserve(ctx, tx, ns, &r)
+		_, err = s.admit(ctx, tx, ns, r, "")
 		return err
 	}); err != nil {
 		return err
 	}
 
-	if err := s.backend.Commit(ctx, r.id, activeID, snapshot.WithLabels(base.Labels)); err != nil {
-		if derr := s.drop(ns, r); derr != nil {
-			return fmt.Errorf("commit %q to %q: %w (and dropping its record: %v)", key, name, err, derr)
-		}
+	// The backend snapshot tells where it comes from, so that recovery
+	// can finish the commit should a crash come before the record.
+	blabels := maps.Clone(base.Labels)
+	if blabels == nil {
+		blabels = map[string]string{}
+	}
+	blabels[LabelCommittedFrom], blabels[LabelCommittedAs] = activeID, ns+"/"+name
+	if err := s.backend.Commit(ctx, r.id, activeID, snapshot.WithLabels(blabels)); err != nil {
+		// The plugin may have committed all the same (it died before it
+		// answered): the next call looks.
+		s.recoverAgain()
 		return fmt.Errorf("commit %q to %q: %w", key, name, err)
 	}
-	// The backend has committed: a failure here leaves the pending record
-	// for recovery, which finds the committed snapshot and confirms it.
-	return s.db.update(func(tx *bolt.Tx) error { return confirm(snapshotsBucket(tx, ns, s.name), r) })
+	// The backend has committed: the record follows in one transaction.
+	// Should it fail, the active record names a backend snapshot that is
+	// gone: the next call recovers the commit, as after a crash.
+	if err := s.db.update(func(tx *bolt.Tx) error { return s.commitRecord(ctx, tx, ns, r, key, activeID) }); err != nil {
+		s.recoverAgain()
+		return fmt.Errorf("commit %q to %q: %w", key, name, err)
+	}
+	return nil
+}
+
+// recoverAgain has the next call recover first.
+func (s *nsSnapshotter) recoverAgain() {
+	s.db.recoverMu.Lock()
+	defer s.db.recoverMu.Unlock()
+	delete(s.db.recovered, s.name)
+}
+
+// Labels keeld gives a backend snapshot it commits: the backend key of the
+// active snapshot committed, and "<namespace>/<name>" of the committed one.
+// A backend snapshot with them that no record names, while the active
+// snapshot's record is there, is a commit the first use finishes.
+const (
+	LabelCommittedFrom = "io.keel/snapshot.committed-from"
+	LabelCommittedAs   = "io.keel/snapshot.committed-as"
+)
+
+// committable returns the active record key of ns, in tx: NotFound when
+// missing, FailedPrecondition when not active, Aborted when id is set and
+// the record names another backend snapshot.
+func (s *nsSnapshotter) committable(tx *bolt.Tx, ns, key, id string) (snapRecord, error) {
+	active, err := lookup(snapshotsBucket(tx, ns, s.name), key)
+	if err != nil {
+		return snapRecord{}, err
+	}
+	if active.kind != snapshot.KindActive {
+		return snapRecord{}, fmt.Errorf("snapshot %q: is %s, not active: %w", key, active.kind, errdefs.ErrFailedPrecondition)
+	}
+	if id != "" && active.id != id {
+		return snapRecord{}, fmt.Errorf("snapshot %q: replaced while it was committed: %w", key, errdefs.ErrAborted)
+	}
+	return active, nil
+}
+
+// commitRecord records, in tx, the backend's commit of the active snapshot
+// key (backend key activeID) as r: the active record goes, r takes its
+// place under the parent and on the lease in ctx.
+func (s *nsSnapshotter) commitRecord(ctx context.Context, tx *bolt.Tx, ns string, r snapRecord, key, activeID string) error {
+	active, err := s.committable(tx, ns, key, activeID)
+	if err != nil {
+		return err
+	}
+	r.parent = active.parent
+	if _, err := s.admit(ctx, tx, ns, r, ""); err != nil {
+		return err
+	}
+	if err := deleteSnap(snapshotsBucket(tx, ns, s.name), active); err != nil {
+		return err
+	}
+	return s.put(ctx, tx, ns, r)
 }
 
 func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
@@ -437,6 +542,9 @@ func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
 			if child, _ := cb.Cursor().First(); child != nil {
 				return fmt.Errorf("remove %q: snapshot has children (%q): %w", key, child, errdefs.ErrFailedPrecondition)
 			}
+		}
+		if s.inflight.Pinned(inflightKey(ns, key)) {
+			return fmt.Errorf("remove %q: a snapshot is being made on it: %w", key, errdefs.ErrFailedPrecondition)
 		}
 		return deleteSnap(b, r)
 	}); err != nil {
@@ -525,10 +633,13 @@ func (s *nsSnapshotter) Cleanup(ctx context.Context) error {
 // removeOrphans removes (or, dry, lists) the backend snapshots no record
 // refers to, children before parents, and returns their backend keys.
 //
-// The backend is listed before the records are read: a record is written
-// before its backend snapshot exists and removed before it goes, and a
-// backend key is never reused, so a snapshot listed and then found
-// unreferenced can never become referenced again.
+// The backend is listed before the records are read: a backend snapshot
+// is either named by a record before it exists (an older keeld's pending
+// record), or in s.inflight from before it exists until its record is
+// written (or, its record failed, until the next call recovers it); a
+// record is removed before its backend snapshot goes, and a backend key is
+// never reused. So a snapshot listed, then found neither making nor
+// referenced, can never become referenced again.
 func (s *nsSnapshotter) removeOrphans(ctx context.Context, dry bool) ([]string, error) {
 	if err := s.recover(ctx); err != nil {
 		return nil, err
@@ -540,13 +651,16 @@ func (s *nsSnapshotter) removeOrphans(ctx context.Context, dry bool) ([]string, 
 	}); err != nil {
 		return nil, err
 	}
+	// Backend snapshots being made are read before the records: one made
+	// since the listing is either still making, or recorded by now.
+	making := s.inflight.MakingIDs()
 	ids, err := s.referencedIDs()
 	if err != nil {
 		return nil, err
 	}
 	orphans := map[string]string{}
 	for id, parent := range all {
-		if !ids[id] {
+		if !ids[id] && !making[id] {
 			orphans[id] = parent
 		}
 	}
@@ -641,9 +755,71 @@ func (s *nsSnapshotter) recover(ctx context.Context) error {
 	}); err != nil {
 		return err
 	}
+	if err := s.recoverCommits(ctx); err != nil {
+		return fmt.Errorf("snapshotter %s: %w", s.name, err)
+	}
 	if s.db.recovered == nil {
 		s.db.recovered = map[string]bool{}
 	}
 	s.db.recovered[s.name] = true
 	return nil
+}
+
+// recoverCommits finishes the commits a crash (or a failed write) cut
+// between the backend's commit and the record: a backend snapshot keeld
+// committed that no record names, whose active snapshot's record is
+// still there, is recorded in its place, with the labels the backend
+// keeps. Other unnamed ones are orphans, left to Cleanup.
+func (s *nsSnapshotter) recoverCommits(ctx context.Context) error {
+	var made []snapshot.Info
+	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
+		made = append(made, info)
+		return nil
+	}, `labels."`+LabelCommittedFrom+`"`); err != nil {
+		return err
+	}
+	if len(made) == 0 {
+		return nil
+	}
+	making := s.inflight.MakingIDs()
+	return s.db.update(func(tx *bolt.Tx) error {
+		type located struct {
+			ns string
+			r  snapRecord
+		}
+		byID := map[string]located{}
+		if err := forEachNamespace(tx, func(ns string) error {
+			b := snapshotsBucket(tx, ns, s.name)
+			if b == nil {
+				return nil
+			}
+			return b.ForEachBucket(func(k []byte) error {
+				r, _ := readSnap(b, string(k))
+				byID[r.id] = located{ns, r}
+				return nil
+			})
+		}); err != nil {
+			return err
+		}
+		for _, info := range made {
+			if _, named := byID[info.Name]; named || making[info.Name] {
+				continue
+			}
+			from := byID[info.Labels[LabelCommittedFrom]]
+			ns, name, _ := strings.Cut(info.Labels[LabelCommittedAs], "/")
+			if from.ns != ns || from.r.kind != snapshot.KindActive || from.r.pending || name == "" {
+				continue
+			}
+			lbls := maps.Clone(info.Labels)
+			delete(lbls, LabelCommittedFrom)
+			delete(lbls, LabelCommittedAs)
+			r := snapRecord{key: name, id: info.Name, kind: snapshot.KindCommitted, labels: lbls, created: info.Created, updated: info.Updated}
+			// No lease: the call that held one is gone.
+			err := s.commitRecord(context.WithoutCancel(scope.WithNamespace(context.Background(), ns)), tx, ns, r, from.r.key, from.r.id)
+			if err != nil && !errdefs.IsAlreadyExists(err) {
+				return fmt.Errorf("finishing the commit of %q to %q: %w", from.r.key, name, err)
+			}
+		}
+		return nil
+	})
 }

@@ -5,16 +5,19 @@ package metadata
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"path/filepath"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -231,8 +234,9 @@ func TestSnapshotLabelsAndWalk(t *testing.T) {
 	}
 }
 
-// TestSnapshotCrashRecovery builds what a crash between the record and the
-// backend call leaves, and checks the next use resolves it.
+// TestSnapshotCrashRecovery builds what a crash left: pending records an
+// older keeld wrote before its backend call, and a commit the backend made
+// but no record names yet; and checks the next use resolves them.
 func TestSnapshotCrashRecovery(t *testing.T) {
 	dir := t.TempDir()
 	broot := filepath.Join(dir, "native")
@@ -250,7 +254,17 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 
 	reserve := func(r snapRecord) snapRecord {
 		t.Helper()
-		if err := db.update(func(tx *bolt.Tx) error { _, err := s.reserve(t.Context(), tx, "ns", &r); return err }); err != nil {
+		var err error
+		if r.id, err = db.newBackendKey(); err != nil {
+			t.Fatal(err)
+		}
+		r.pending = true
+		if err := db.update(func(tx *bolt.Tx) error {
+			if _, err := s.admit(t.Context(), tx, "ns", r, ""); err != nil {
+				return err
+			}
+			return s.put(t.Context(), tx, "ns", r)
+		}); err != nil {
 			t.Fatal(err)
 		}
 		return r
@@ -265,6 +279,26 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 	// Crashed after the backend Commit, before confirming.
 	done := reserve(snapRecord{key: "done", kind: snapshot.KindCommitted, commitFrom: "active"})
 	if err := backend.Commit(ctx, done.id, activeID); err != nil {
+		t.Fatal(err)
+	}
+	// Crashed after the backend Commit, before the one write of today's
+	// Commit: the backend snapshot says where it comes from.
+	if _, err := s.Prepare(ctx, "base-a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "base", "base-a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Prepare(ctx, "active2", "base"); err != nil {
+		t.Fatal(err)
+	}
+	active2ID := backendID(t, db, "ns", "active2")
+	done2ID, err := db.newBackendKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := backend.Commit(ctx, done2ID, active2ID, snapshot.WithLabels(map[string]string{
+		"user": "x", LabelCommittedFrom: active2ID, LabelCommittedAs: "ns/done2"})); err != nil {
 		t.Fatal(err)
 	}
 	// Pending records are invisible.
@@ -291,6 +325,8 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 		{"made", true, snapshot.KindActive},
 		{"done", true, snapshot.KindCommitted},
 		{"active", false, 0}, // committed as done
+		{"done2", true, snapshot.KindCommitted},
+		{"active2", false, 0}, // committed as done2
 	} {
 		info, err := s.Stat(ctx, tc.key)
 		if tc.found && (err != nil || info.Kind != tc.kind) {
@@ -302,6 +338,18 @@ func TestSnapshotCrashRecovery(t *testing.T) {
 	}
 	if _, err := s.Mounts(ctx, "made"); err != nil {
 		t.Errorf("mounts of recovered snapshot: %v", err)
+	}
+	if info, err := s.Stat(ctx, "done2"); err != nil || info.Parent != "base" || !maps.Equal(info.Labels, map[string]string{"user": "x"}) {
+		t.Errorf("done2 after recovery = %+v, %v; want parent base, labels user=x", info, err)
+	}
+	if backendID(t, db, "ns", "done2") != done2ID {
+		t.Errorf("done2 recorded with backend key %q, want %q", backendID(t, db, "ns", "done2"), done2ID)
+	}
+	if err := s.Remove(ctx, "base"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("remove of done2's parent: %v, want FailedPrecondition", err)
+	}
+	if _, err := s.Prepare(ctx, "on-done2", "done2"); err != nil {
+		t.Errorf("prepare on done2: %v", err)
 	}
 	_ = lost
 }
@@ -336,5 +384,110 @@ func TestSnapshotCleanupRemovesOrphans(t *testing.T) {
 	}
 	if _, err := s.Stat(ctx, "kept"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// slowPrepare is a backend whose Prepare, once made, signals started and
+// waits for release before it returns.
+type slowPrepare struct {
+	snapshot.Snapshotter
+	started, release chan struct{}
+}
+
+func (s slowPrepare) Prepare(ctx context.Context, key, parent string, opts ...snapshot.Opt) ([]mount.Mount, error) {
+	ms, err := s.Snapshotter.Prepare(ctx, key, parent, opts...)
+	close(s.started)
+	<-s.release
+	return ms, err
+}
+
+// TestSnapshotPrepareInFlight: while the backend makes a snapshot, no
+// record names it, yet its key is taken, its parent can be neither removed
+// nor collected, and its backend snapshot is no orphan; once made, it is
+// recorded in one write transaction.
+func TestSnapshotPrepareInFlight(t *testing.T) {
+	db := newDB(t)
+	native := openNative(t, t.TempDir())
+	ctx := nsCtx(t, "ns")
+	base := NewSnapshotter(db, "native", native)
+	if _, err := base.Prepare(ctx, "base-a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := base.Commit(ctx, "base", "base-a"); err != nil {
+		t.Fatal(err)
+	}
+	slow := slowPrepare{Snapshotter: native, started: make(chan struct{}), release: make(chan struct{})}
+	s := NewSnapshotter(db, "native", slow) // takes base's place as "native"
+	t.Cleanup(func() { s.Close() })
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Prepare(ctx, "child", "base")
+		done <- err
+	}()
+	<-slow.started
+	if _, err := s.Stat(ctx, "child"); !errdefs.IsNotFound(err) {
+		t.Errorf("stat while being made: %v, want NotFound", err)
+	}
+	if _, err := s.Prepare(ctx, "child", ""); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("prepare of a key being made: %v, want AlreadyExists", err)
+	}
+	if err := s.Remove(ctx, "base"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("remove of the parent: %v, want FailedPrecondition", err)
+	}
+	rep, err := db.GarbageCollect(t.Context(), gc.Options{})
+	if err != nil || len(rep.Errors) > 0 {
+		t.Fatalf("collect: %v %v", err, rep.Errors)
+	}
+	if _, err := s.Stat(ctx, "base"); err != nil {
+		t.Errorf("the parent after a collection: %v", err)
+	}
+	close(slow.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The collection left the child's backend snapshot, made but not yet
+	// recorded, alone.
+	id := backendID(t, db, "ns", "child")
+	if _, err := native.Stat(t.Context(), id); err != nil {
+		t.Errorf("the child's backend snapshot %q: %v", id, err)
+	}
+	if _, err := s.Mounts(ctx, "child"); err != nil {
+		t.Errorf("mounts of the child: %v", err)
+	}
+}
+
+// lostAnswer is a backend whose Commit commits, then fails as a plugin
+// that died before it answered.
+type lostAnswer struct{ snapshot.Snapshotter }
+
+func (l lostAnswer) Commit(ctx context.Context, name, key string, opts ...snapshot.Opt) error {
+	if err := l.Snapshotter.Commit(ctx, name, key, opts...); err != nil {
+		return err
+	}
+	return fmt.Errorf("plugin died: %w", errdefs.ErrUnavailable)
+}
+
+// TestSnapshotCommitAnswerLost: a commit the plugin made but did not
+// answer is recorded by the next call, labels and parent kept.
+func TestSnapshotCommitAnswerLost(t *testing.T) {
+	db := newDB(t)
+	native := openNative(t, t.TempDir())
+	ctx := nsCtx(t, "ns")
+	s := NewSnapshotter(db, "native", lostAnswer{native})
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Prepare(ctx, "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Commit(ctx, "c", "a", snapshot.WithLabels(map[string]string{"k": "v"}))
+	if !errdefs.IsUnavailable(err) {
+		t.Fatalf("commit: %v, want the plugin's Unavailable", err)
+	}
+	info, err := s.Stat(ctx, "c")
+	if err != nil || info.Kind != snapshot.KindCommitted || !maps.Equal(info.Labels, map[string]string{"k": "v"}) {
+		t.Errorf("stat of the commit the plugin made = %+v, %v", info, err)
+	}
+	if _, err := s.Stat(ctx, "a"); !errdefs.IsNotFound(err) {
+		t.Errorf("stat of the active snapshot committed: %v, want NotFound", err)
 	}
 }

@@ -28,13 +28,17 @@
 // No caller ever sees a half-made snapshot, and a crash leaves at most
 // data no snapshot owns, which Cleanup removes:
 //
-//   - Prepare and View record the snapshot first, marked pending (the mark
-//     is the reserved label LabelPending): a pending snapshot is hidden from
-//     Stat, Walk and every other call, but its key is taken and its id
-//     reserved. Then Backend.Create runs, outside any transaction, and the
-//     mark is cleared. When Create fails, Remove undoes it and the record
-//     goes. A pending record found by New (a crash in between) is undone
-//     the same way.
+//   - Prepare and View check the key and the parent, take an id from
+//     storage.Store.NewID, have Backend.Create make the data outside any
+//     transaction, and then record the snapshot: one write transaction.
+//     Until then the key is taken and the parent pinned in memory
+//     (storage.InFlight): a Prepare of the same key is AlreadyExists, a
+//     Remove of the parent FailedPrecondition. When Create or the record
+//     fails, Remove(id) undoes the data. A crash in between leaves data
+//     under an id no record holds, which New removes
+//     (storage.Store.UnclaimedIDs). Snapshots an older version left marked
+//     pending (the reserved label LabelPending) are hidden and undone by
+//     New too.
 //   - Commit calls Backend.Commit (make the data durable), then records the
 //     commit. Should the record fail, the snapshot stays active, so
 //     Backend.Commit must leave it usable as such. A CommitFinisher then
@@ -52,6 +56,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"slices"
 	"sync"
 
@@ -130,6 +135,10 @@ func New(ctx context.Context, store *storage.Store, b Backend) (snapshot.Snapsho
 		store.Close()
 		return nil, err
 	}
+	if err := s.removeUnclaimed(ctx); err != nil {
+		store.Close()
+		return nil, err
+	}
 	_, lists := b.(Lister)
 	_, cleans := b.(snapshot.Cleaner)
 	if lists || cleans {
@@ -157,6 +166,9 @@ type Snapshotter struct {
 	// exclusively by Cleanup, which so never takes data being made or
 	// removed.
 	changing sync.RWMutex
+	// inflight holds the parents of snapshots being made, which Remove
+	// refuses, and their keys.
+	inflight storage.InFlight
 }
 
 // cleaner is a Snapshotter whose backend can clean up.
@@ -185,6 +197,21 @@ func (s *Snapshotter) undoPending(ctx context.Context) error {
 	for _, key := range pending {
 		if err := s.undoCreate(ctx, key); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// removeUnclaimed removes the data of ids handed out to snapshots a crash
+// stopped before they were recorded (see storage.Store.UnclaimedIDs).
+func (s *Snapshotter) removeUnclaimed(ctx context.Context) error {
+	ids, err := s.store.UnclaimedIDs(ctx)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := s.b.Remove(ctx, id); err != nil {
+			return fmt.Errorf("removing the data of unrecorded snapshot id %s: %w", id, err)
 		}
 	}
 	return nil
@@ -337,52 +364,53 @@ func (s *Snapshotter) View(ctx context.Context, key, parent string, opts ...snap
 	return s.create(ctx, snapshot.KindView, key, parent, opts)
 }
 
-// create records the snapshot as pending, has the backend make it and
-// clears the mark; see the package doc.
+// create has the backend make the snapshot's data under a new id, then
+// records it in one write transaction; see the package doc.
 func (s *Snapshotter) create(ctx context.Context, kind snapshot.Kind, key, parent string, opts []snapshot.Opt) ([]mount.Mount, error) {
 	l, err := labels(key, opts)
 	if err != nil {
 		return nil, err
 	}
-	pending := map[string]string{LabelPending: "true"}
-	for k, v := range l {
-		pending[k] = v
-	}
 
 	s.changing.RLock()
 	defer s.changing.RUnlock()
+	id, err := s.store.NewID(ctx)
+	if err != nil {
+		return nil, err
+	}
+	done, err := s.inflight.Begin(key, []string{parent}, id)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	var parentIDs []string
+	err = s.store.View(ctx, func(tx *storage.Tx) (err error) {
+		parentIDs, err = tx.CheckCreate(kind, key, parent)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	// From here on, an error must take the data away: finish even if the
+	// caller has gone.
+	undo := func(err error) error {
+		if rerr := s.b.Remove(context.WithoutCancel(ctx), id); rerr != nil {
+			err = errors.Join(err, fmt.Errorf("snapshot %q: removing what its creation left: %w", key, rerr))
+		}
+		return err
+	}
+	if err := s.b.Create(ctx, id, kind, slices.Clone(parentIDs)); err != nil {
+		return nil, undo(fmt.Errorf("snapshot %q: %w", key, err))
+	}
+	all := s.backendLabels(id, kind, l)
+	maps.Copy(all, l)
 	var sn storage.Snapshot
-	err = s.store.Batch(ctx, func(tx *storage.Tx) (err error) {
-		sn, err = tx.Create(kind, key, parent, snapshot.WithLabels(pending))
+	err = s.store.Batch(context.WithoutCancel(ctx), func(tx *storage.Tx) (err error) {
+		sn, err = tx.CreateWithID(id, kind, key, parent, snapshot.WithLabels(all))
 		return err
 	})
 	if err != nil {
-		return nil, err
-	}
-	if err := s.b.Create(ctx, sn.ID, kind, slices.Clone(sn.ParentIDs)); err != nil {
-		err = fmt.Errorf("snapshot %q: %w", key, err)
-		if uerr := s.undoCreate(ctx, key); uerr != nil {
-			err = errors.Join(err, uerr)
-		}
-		return nil, err
-	}
-	// Past this point the snapshot exists for the caller: finish even if
-	// the caller has gone.
-	err = s.store.Batch(context.WithoutCancel(ctx), func(tx *storage.Tx) error {
-		info := snapshot.Info{Name: key}
-		paths := []string{"labels." + LabelPending}
-		if extra := s.backendLabels(sn.ID, kind, l); len(extra) > 0 {
-			info.Labels = extra
-			for k := range extra {
-				paths = append(paths, "labels."+k)
-			}
-		}
-		// Not an update the caller made: Updated stays equal to Created.
-		_, err := tx.Relabel(info, paths...)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("snapshot %q: %w", key, err)
+		return nil, undo(err)
 	}
 	return s.b.Mounts(sn.ID, sn.Kind, sn.ParentIDs), nil
 }
@@ -423,9 +451,7 @@ func (s *Snapshotter) Commit(ctx context.Context, name, key string, opts ...snap
 			return err
 		}
 		all := s.backendLabels(sn.ID, snapshot.KindCommitted, l)
-		for k, v := range l {
-			all[k] = v
-		}
+		maps.Copy(all, l)
 		_, err := tx.Commit(key, name, snapshot.WithLabels(all))
 		return err
 	})
@@ -464,6 +490,9 @@ func (s *Snapshotter) Remove(ctx context.Context, key string) error {
 	err := s.store.Batch(ctx, func(tx *storage.Tx) (err error) {
 		if _, _, err := get(tx, key); err != nil {
 			return err
+		}
+		if s.inflight.Pinned(key) {
+			return fmt.Errorf("remove %q: a snapshot is being made on it: %w", key, errdefs.ErrFailedPrecondition)
 		}
 		id, _, err = tx.Remove(key)
 		return err

@@ -237,11 +237,17 @@ func TestCreateFails(t *testing.T) {
 }
 
 // TestPendingHidden: while Create runs, the snapshot is nowhere to be seen,
-// its key is taken, and Cleanup waits.
+// its key is taken, its parent cannot be removed, and Cleanup waits.
 func TestPendingHidden(t *testing.T) {
 	ctx := context.Background()
 	d := &dirs{}
 	s := open(t, t.TempDir(), d)
+	if _, err := s.Prepare(ctx, "base-a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(ctx, "base", "base-a"); err != nil {
+		t.Fatal(err)
+	}
 	started, release := make(chan struct{}), make(chan struct{})
 	d.create = func(string, []string) error {
 		close(started)
@@ -250,10 +256,13 @@ func TestPendingHidden(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() {
-		_, err := s.Prepare(ctx, "slow", "", snapshot.WithLabels(map[string]string{"k": "v"}))
+		_, err := s.Prepare(ctx, "slow", "base", snapshot.WithLabels(map[string]string{"k": "v"}))
 		done <- err
 	}()
 	<-started
+	if err := s.Remove(ctx, "base"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("remove of the parent of a pending snapshot: %v, want FailedPrecondition", err)
+	}
 	if _, err := s.Stat(ctx, "slow"); !errdefs.IsNotFound(err) {
 		t.Errorf("stat of a pending snapshot: %v, want NotFound", err)
 	}
@@ -271,8 +280,8 @@ func TestPendingHidden(t *testing.T) {
 	}
 	n := 0
 	s.Walk(ctx, func(context.Context, snapshot.Info) error { n++; return nil })
-	if n != 0 {
-		t.Errorf("walk saw %d snapshots, want none", n)
+	if n != 1 {
+		t.Errorf("walk saw %d snapshots, want the parent only", n)
 	}
 	cleaned := make(chan error, 1)
 	go func() { cleaned <- s.(snapshot.Cleaner).Cleanup(ctx) }()
@@ -292,8 +301,57 @@ func TestPendingHidden(t *testing.T) {
 	if err != nil || fmt.Sprint(info.Labels) != "map[k:v]" {
 		t.Errorf("stat = %+v, %v; want labels k=v only", info, err)
 	}
-	if !exists(d.dir("1")) {
+	if !exists(d.dir("2")) {
 		t.Errorf("cleanup took a live snapshot's data")
+	}
+	if err := s.Remove(ctx, "base"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("remove of a parent: %v, want FailedPrecondition", err)
+	}
+}
+
+// TestCrashAfterCreate: data a crash left made but not recorded (the
+// backend's Create done, the record not written) is removed when the
+// snapshotter opens; recorded snapshots keep theirs.
+func TestCrashAfterCreate(t *testing.T) {
+	ctx := context.Background()
+	root := t.TempDir()
+	s := open(t, root, &dirs{})
+	if _, err := s.Prepare(ctx, "kept", ""); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	store, err := storage.Open(filepath.Join(root, "metadata.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := store.NewID(ctx)
+	store.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	torn := filepath.Join(root, "snapshots", id, "partial")
+	if err := os.MkdirAll(torn, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	d := &dirs{}
+	s = open(t, root, d)
+	if exists(torn) {
+		t.Errorf("the data of unrecorded id %s survived the open", id)
+	}
+	if slices.Contains(d.Calls(), "remove 1") || !exists(d.dir("1")) {
+		t.Errorf("the open removed the recorded snapshot's data; calls %q", d.Calls())
+	}
+	if _, err := s.Mounts(ctx, "kept"); err != nil {
+		t.Errorf("mounts of the recorded snapshot: %v", err)
+	}
+	ms, err := s.Prepare(ctx, "new", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms[0].Source == d.dir(id) {
+		t.Errorf("id %s handed out again", id)
 	}
 }
 

@@ -8,6 +8,7 @@ var (
 	bucketChildren  = []byte("children")
 
 	keyVersion = []byte("version")
+	keyIDBlock = []byte("idblock")
 	keyID      = []byte("id")
 	keyKind    = []byte("kind")
 	keyParent  = []byte("parent")

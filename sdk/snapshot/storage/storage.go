@@ -9,10 +9,18 @@
 // filesystem steps (renames) inside Update so that the record and the
 // directory change together, and slow ones (copies, syncs) outside it.
 //
+// A snapshotter that makes a snapshot's data outside any transaction and
+// wants one write per call takes an id from Store.NewID, checks with
+// Tx.CheckCreate in a View, makes the data, then records it with
+// Tx.CreateWithID; InFlight holds the key and the parent meanwhile, and
+// Store.UnclaimedIDs names, after a crash, the ids whose data no record
+// claims. sdk/snapshot/backend does all of this.
+//
 // # Schema
 //
 //	v1                          bucket: layout version 1
 //	├── version                 uvarint schema version (1)
+//	├── idblock                 uvarint first, uvarint last id of NewID's last block
 //	└── snapshots               bucket: one bucket per snapshot, by key
 //	    └── <key>               bucket (key of an active/view, name of a committed)
 //	        ├── id              uvarint, from snapshots' NextSequence; never reused
@@ -39,6 +47,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -60,6 +69,10 @@ type Store struct {
 	db *bolt.DB
 	// writers counts Batch calls in flight: a lone one commits at once.
 	writers atomic.Int32
+
+	// ids is the block of ids NewID hands out: next up to end.
+	idMu      sync.Mutex
+	next, end uint64
 }
 
 // Open opens (creating it when missing) the metastore at path.
@@ -67,7 +80,7 @@ func Open(path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: OpenTimeout})
+	db, err := bolt.Open(path, 0o600, boltOptions)
 	if err != nil {
 		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("snapshot metastore %s is locked by another process: %w", path, errdefs.ErrUnavailable)
@@ -96,6 +109,72 @@ func Open(path string) (*Store, error) {
 	}
 	db.MaxBatchDelay = batchDelay
 	return &Store{db: db}, nil
+}
+
+// boltOptions open the metastore. The freelist is not written at each
+// commit but rebuilt by Open (as etcd does): a commit writes less, and a
+// crash loses nothing, since the freelist is only derived from the pages.
+var boltOptions = &bolt.Options{Timeout: OpenTimeout, NoFreelistSync: true, FreelistType: bolt.FreelistMapType}
+
+// idBlock is how many ids NewID reserves with one write transaction.
+const idBlock = 64
+
+// NewID hands out an id no snapshot has had, for Tx.CreateWithID. Ids are
+// reserved a block at a time, durably, before any is handed out, so an id
+// is never handed out twice, even across a crash.
+func (s *Store) NewID(ctx context.Context) (string, error) {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	if s.next == 0 || s.next > s.end {
+		var start, end uint64
+		err := s.Update(ctx, func(tx *Tx) error {
+			start, end = tx.snap.Sequence()+1, tx.snap.Sequence()+idBlock
+			if err := tx.snap.SetSequence(end); err != nil {
+				return err
+			}
+			return tx.tx.Bucket(bucketV1).Put(keyIDBlock, binary.AppendUvarint(uvarint(start), end))
+		})
+		if err != nil {
+			return "", fmt.Errorf("reserving snapshot ids: %w", err)
+		}
+		s.next, s.end = start, end
+	}
+	id := s.next
+	s.next++
+	return strconv.FormatUint(id, 10), nil
+}
+
+// UnclaimedIDs are the ids of the block NewID reserved last that no
+// snapshot holds: handed out to calls a crash (or a failure) stopped before
+// they recorded their snapshot, never handed out, or held by snapshots
+// since removed. Whatever data a snapshotter keeps under them belongs to
+// no snapshot. Only the last block can have such ids: a snapshotter
+// removes their data when it opens the store, before NewID reserves
+// another block.
+func (s *Store) UnclaimedIDs(ctx context.Context) ([]string, error) {
+	var out []string
+	err := s.View(ctx, func(tx *Tx) error {
+		raw := tx.tx.Bucket(bucketV1).Get(keyIDBlock)
+		if raw == nil {
+			return nil
+		}
+		start, n := binary.Uvarint(raw)
+		end, m := binary.Uvarint(raw[max(n, 0):])
+		if n <= 0 || m <= 0 || end < start || end-start >= 1<<20 {
+			return fmt.Errorf("snapshot metastore: bad id block record: %w", errdefs.ErrDataLoss)
+		}
+		live, err := tx.IDs()
+		if err != nil {
+			return err
+		}
+		for id := start; id <= end; id++ {
+			if sid := strconv.FormatUint(id, 10); live[sid] == "" {
+				out = append(out, sid)
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // batchDelay is how long a Batch call waits for others to join it; short,
@@ -190,31 +269,67 @@ func (t *Tx) Info(key string) (snapshot.Info, error) {
 // Create records a new active snapshot or view named key on parent (empty
 // for none) with the labels opts set, and returns it with its new id.
 func (t *Tx) Create(kind snapshot.Kind, key, parent string, opts ...snapshot.Opt) (Snapshot, error) {
+	return t.create(kind, key, parent, "", opts)
+}
+
+// CreateWithID is Create with an id Store.NewID handed out, for a
+// snapshotter that makes a snapshot's data before it records it (so that
+// making a snapshot costs one write transaction; a crash in between leaves
+// data Store.UnclaimedIDs names).
+func (t *Tx) CreateWithID(id string, kind snapshot.Kind, key, parent string, opts ...snapshot.Opt) (Snapshot, error) {
+	if id == "" {
+		return Snapshot{}, fmt.Errorf("snapshot %q: id is empty: %w", key, errdefs.ErrInvalidArgument)
+	}
+	return t.create(kind, key, parent, id, opts)
+}
+
+// CheckCreate returns what Create would refuse, else the ids of the parent
+// chain the new snapshot would have, nearest first.
+func (t *Tx) CheckCreate(kind snapshot.Kind, key, parent string) ([]string, error) {
 	if kind != snapshot.KindActive && kind != snapshot.KindView {
-		return Snapshot{}, fmt.Errorf("snapshot %q: cannot create a %s snapshot: %w", key, kind, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("snapshot %q: cannot create a %s snapshot: %w", key, kind, errdefs.ErrInvalidArgument)
 	}
 	if key == "" {
-		return Snapshot{}, fmt.Errorf("snapshot key is empty: %w", errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("snapshot key is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if t.snap.Bucket([]byte(key)) != nil {
+		return nil, fmt.Errorf("snapshot %q: %w", key, errdefs.ErrAlreadyExists)
+	}
+	if parent == "" {
+		return nil, nil
+	}
+	pb := t.snap.Bucket([]byte(parent))
+	if pb == nil {
+		return nil, fmt.Errorf("snapshot %q: parent %q: %w", key, parent, errdefs.ErrNotFound)
+	}
+	if k := snapshot.Kind(readKind(pb)); k != snapshot.KindCommitted {
+		return nil, fmt.Errorf("snapshot %q: parent %q is %s, not committed: %w", key, parent, k, errdefs.ErrFailedPrecondition)
+	}
+	p, err := t.Get(parent)
+	if err != nil {
+		return nil, err
+	}
+	return append([]string{p.ID}, p.ParentIDs...), nil
+}
+
+// create is Create, with the id given (from Store.NewID) or, when empty,
+// the next of the sequence.
+func (t *Tx) create(kind snapshot.Kind, key, parent, id string, opts []snapshot.Opt) (Snapshot, error) {
+	if _, err := t.CheckCreate(kind, key, parent); err != nil {
+		return Snapshot{}, err
 	}
 	base, err := snapshot.ApplyOpts(opts...)
 	if err != nil {
 		return Snapshot{}, err
 	}
-	if t.snap.Bucket([]byte(key)) != nil {
-		return Snapshot{}, fmt.Errorf("snapshot %q: %w", key, errdefs.ErrAlreadyExists)
+	var seq uint64
+	if id == "" {
+		seq, err = t.snap.NextSequence()
+	} else {
+		seq, err = strconv.ParseUint(id, 10, 64)
 	}
-	if parent != "" {
-		pb := t.snap.Bucket([]byte(parent))
-		if pb == nil {
-			return Snapshot{}, fmt.Errorf("snapshot %q: parent %q: %w", key, parent, errdefs.ErrNotFound)
-		}
-		if k := snapshot.Kind(readKind(pb)); k != snapshot.KindCommitted {
-			return Snapshot{}, fmt.Errorf("snapshot %q: parent %q is %s, not committed: %w", key, parent, k, errdefs.ErrFailedPrecondition)
-		}
-	}
-	seq, err := t.snap.NextSequence()
 	if err != nil {
-		return Snapshot{}, err
+		return Snapshot{}, fmt.Errorf("snapshot %q: id %q: %w", key, id, err)
 	}
 	info := snapshot.Info{Kind: kind, Name: key, Parent: parent, Labels: base.Labels, Created: t.now, Updated: t.now}
 	if err := t.put(info, seq); err != nil {

@@ -3,6 +3,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -300,4 +301,108 @@ func TestBatch(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestNewID: ids NewID hands out are never handed out again, by NewID or
+// Create, across a reopen; those of the last block no snapshot holds are
+// unclaimed, and CreateWithID records a snapshot under one.
+func TestNewID(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "metadata.db")
+	s, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	handOut := func() string {
+		t.Helper()
+		id, err := s.NewID(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seen[id] {
+			t.Fatalf("id %s handed out twice", id)
+		}
+		seen[id] = true
+		return id
+	}
+	for range idBlock + 2 {
+		handOut()
+	}
+	recorded := handOut()
+	err = s.Update(ctx, func(tx *Tx) error {
+		if _, err := tx.CheckCreate(snapshot.KindActive, "a", ""); err != nil {
+			return err
+		}
+		sn, err := tx.CreateWithID(recorded, snapshot.KindActive, "a", "")
+		if err == nil && sn.ID != recorded {
+			err = fmt.Errorf("recorded under id %s, want %s", sn.ID, recorded)
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if s, err = Open(path); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	unclaimed, err := s.UnclaimedIDs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(unclaimed) != idBlock-1 || slices.Contains(unclaimed, recorded) {
+		t.Errorf("unclaimed = %v: want the last block of %d but %s", unclaimed, idBlock, recorded)
+	}
+	handOut()
+	err = s.Update(ctx, func(tx *Tx) error {
+		sn, err := tx.Create(snapshot.KindActive, "b", "")
+		if err == nil && seen[sn.ID] {
+			err = fmt.Errorf("create reused id %s", sn.ID)
+		}
+		return err
+	})
+	if err != nil {
+		t.Error(err)
+	}
+	err = s.View(ctx, func(tx *Tx) error {
+		_, err := tx.CheckCreate(snapshot.KindActive, "a", "")
+		return err
+	})
+	if !errdefs.IsAlreadyExists(err) {
+		t.Errorf("check of a key in use: %v, want AlreadyExists", err)
+	}
+}
+
+// TestInFlight: a key being made is taken, a pinned snapshot stays pinned
+// until every call pinning it is done, and done may run twice.
+func TestInFlight(t *testing.T) {
+	var f InFlight
+	done1, err := f.Begin("a", []string{"p", ""}, "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Begin("a", nil, "2"); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("second begin of a: %v, want AlreadyExists", err)
+	}
+	done2, err := f.Begin("b", []string{"p"}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Pinned("p") || f.Pinned("") || !f.Making("1") || !slices.Equal(f.PinnedKeys(), []string{"p"}) {
+		t.Errorf("pinned p %v, making 1 %v, pinned keys %q", f.Pinned("p"), f.Making("1"), f.PinnedKeys())
+	}
+	done1()
+	done1()
+	if !f.Pinned("p") || f.Making("1") || len(f.MakingIDs()) != 0 {
+		t.Errorf("after one done: pinned p %v, making 1 %v", f.Pinned("p"), f.Making("1"))
+	}
+	done2()
+	if f.Pinned("p") {
+		t.Errorf("p still pinned")
+	}
+	if _, err := f.Begin("a", nil, ""); err != nil {
+		t.Errorf("begin of a once done: %v", err)
+	}
 }
