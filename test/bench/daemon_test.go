@@ -171,7 +171,28 @@ func copyBinaries(src, dst string) (string, error) {
 	if err := os.MkdirAll(dst, 0o755); err != nil {
 		return "", err
 	}
+	// Hard links stay links (keel-plugins under each plugin's name): one
+	// copy, its pages shared, as installed.
+	copied := map[string]os.FileInfo{}
 	for _, name := range []string{"keeld", "keel-snapshotter-native", "keel-content-local"} {
+		st, err := os.Stat(filepath.Join(src, name))
+		if err != nil {
+			return "", err
+		}
+		linked := false
+		for first, fi := range copied {
+			if os.SameFile(fi, st) {
+				if err := os.Link(filepath.Join(dst, first), filepath.Join(dst, name)); err != nil {
+					return "", err
+				}
+				linked = true
+				break
+			}
+		}
+		if linked {
+			continue
+		}
+		copied[name] = st
 		b, err := os.ReadFile(filepath.Join(src, name))
 		if err != nil {
 			return "", err
