@@ -130,7 +130,7 @@ func (s *Server) startPlugins(ctx context.Context) error {
 	var specs []pluginhost.Spec
 	for _, p := range cfg.Plugins {
 		specs = append(specs, pluginhost.Spec{
-			Kind: p.Kind, Name: p.Name, Path: p.Path, SHA256: p.SHA256, Config: p.Config,
+			Kind: p.Kind, Name: p.Name, Path: p.Path, SHA256: p.SHA256, Env: p.Env, Config: p.Config,
 			Root: p.Root(cfg), State: p.State(cfg),
 		})
 	}
