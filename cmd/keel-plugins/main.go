@@ -6,6 +6,9 @@
 //
 // `keel-plugins NAME [ARGS]` runs the plugin NAME as well, for a name that
 // cannot be the executable's.
+//
+// keel-runtime-runc is not in it yet: it is its tasks' shim too, and every
+// shim would map the larger executable (see the Makefile).
 package main
 
 import (
@@ -17,7 +20,6 @@ import (
 
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/plugins/resolver-docker/docker"
-	"github.com/keel-runtime/keel/plugins/runtime-runc/runc"
 	"github.com/keel-runtime/keel/plugins/snapshotter-btrfs/btrfs"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/plugins/snapshotter-overlay/overlay"
@@ -30,7 +32,6 @@ var version = "dev"
 var plugins = map[string]func(version string){
 	"keel-content-local":       local.Main,
 	"keel-resolver-docker":     docker.Main,
-	"keel-runtime-runc":        runc.Main,
 	"keel-snapshotter-btrfs":   btrfs.Main,
 	"keel-snapshotter-native":  native.Main,
 	"keel-snapshotter-overlay": overlay.Main,
