@@ -65,7 +65,7 @@ func Serve(def Definition) {
 			def.Kind: &grpcPlugin{register: base.register},
 		}},
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
-			opts = append(opts, newReclaimer(reclaimQuiet, reclaimSlack).serverOptions()...)
+			opts = append(opts, wire.NewReclaimer(wire.PluginWork).ServerOptions()...)
 			opts = append(opts, wire.ServerOptions()...)
 			return grpc.NewServer(opts...)
 		},

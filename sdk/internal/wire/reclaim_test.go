@@ -1,4 +1,4 @@
-package sdk
+package wire
 
 import (
 	"runtime"
@@ -14,7 +14,7 @@ var sink [][]byte
 
 func TestReclaimGivesMemoryBack(t *testing.T) {
 	runtime.GC()
-	r := newReclaimer(time.Hour, 8<<20)
+	r := newReclaimer(time.Hour, 8<<20, PluginWork)
 	if r.reclaim() {
 		t.Fatal("reclaimed with nothing gained since the start")
 	}
@@ -42,7 +42,7 @@ func TestReclaimGivesMemoryBack(t *testing.T) {
 // A quiet period starts when the last call in flight ends, not before;
 // the runtime's event stream and go-plugin's own streams do not count.
 func TestReclaimAfterQuiet(t *testing.T) {
-	r := newReclaimer(time.Millisecond, 0)
+	r := newReclaimer(time.Millisecond, 0, PluginWork)
 	r.base = 0
 	reclaimed := func() bool {
 		r.runMu.Lock()
