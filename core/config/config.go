@@ -127,6 +127,9 @@ type Plugin struct {
 	Path string `json:"path"`
 	// SHA256 is the executable's expected digest in lower-case hex, or "".
 	SHA256 string `json:"sha256,omitempty"`
+	// Env is set in the plugin's environment, over keeld's own: e.g. the Go
+	// runtime's GOGC, GOMEMLIMIT or GOMAXPROCS for this plugin.
+	Env map[string]string `json:"env,omitempty"`
 	// Config is the config block as a JSON object ("{}" when absent).
 	Config json.RawMessage `json:"config"`
 	// Range is the plugin block's header, ConfigRange its config block's

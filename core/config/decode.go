@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 
 	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/host"
 )
 
 // fileSchema is the file as written; pointers tell a key left out from a
@@ -65,10 +67,12 @@ type pluginSchema struct {
 	NameRange hcl.Range `hcl:"name,label_range"`
 	DefRange  hcl.Range `hcl:",def_range"`
 
-	Path        string    `hcl:"path"`
-	PathRange   hcl.Range `hcl:"path,attr_value_range"`
-	SHA256      *string   `hcl:"sha256,optional"`
-	SHA256Range hcl.Range `hcl:"sha256,attr_value_range"`
+	Path        string            `hcl:"path"`
+	PathRange   hcl.Range         `hcl:"path,attr_value_range"`
+	SHA256      *string           `hcl:"sha256,optional"`
+	SHA256Range hcl.Range         `hcl:"sha256,attr_value_range"`
+	Env         map[string]string `hcl:"env,optional"`
+	EnvRange    hcl.Range         `hcl:"env,attr_value_range"`
 
 	Config *configSchema `hcl:"config,block"`
 }
@@ -84,6 +88,7 @@ var executable = os.Executable
 var (
 	instanceName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 	hexSHA256    = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	envName      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 )
 
 // Parse parses and checks a config file's contents; filename is what
@@ -253,6 +258,20 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 				p.SHA256 = strings.ToLower(*ps.SHA256)
 			} else {
 				fail(ps.SHA256Range, "Invalid sha256", "sha256 must be 64 hex digits, not %q.", *ps.SHA256)
+			}
+		}
+
+		for _, k := range slices.Sorted(maps.Keys(ps.Env)) {
+			switch {
+			case !envName.MatchString(k):
+				fail(ps.EnvRange, "Invalid plugin env", "env name %q must be letters, digits and '_', not starting with a digit.", k)
+			case host.ReservedEnv(k):
+				fail(ps.EnvRange, "Invalid plugin env", "env name %q is keeld's to set: the plugin handshake uses PLUGIN_* and KEEL_PLUGIN*.", k)
+			default:
+				if p.Env == nil {
+					p.Env = map[string]string{}
+				}
+				p.Env[k] = ps.Env[k]
 			}
 		}
 

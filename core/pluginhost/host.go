@@ -46,6 +46,8 @@ type Spec struct {
 	// Path of the executable; SHA256, when set, is the hex digest it must have.
 	Path   string
 	SHA256 string
+	// Env is added to the plugin's environment, over keeld's own.
+	Env map[string]string
 	// Config is the instance's config block as JSON (nil for none).
 	Config json.RawMessage
 	// Root and State are the directories handed to the plugin at Configure.

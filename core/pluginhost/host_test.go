@@ -186,6 +186,33 @@ func TestStartAndCall(t *testing.T) {
 	}
 }
 
+// A plugin's env reaches its process over keeld's own environment; the
+// handshake's variables stay the host's.
+func TestPluginEnv(t *testing.T) {
+	t.Setenv("GOGC", "100")
+	s := spec(t, "mem", filepath.Join(bin, "memsnap"))
+	s.Env = map[string]string{"GOGC": "50", "KEEL_TEST_ENV": "x y", "PLUGIN_MIN_PORT": "7"}
+	h := startHost(t, []pluginhost.Spec{s})
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", onlyStatus(t, h).Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for kv := range strings.SplitSeq(string(b), "\x00") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			got[k] = v // the last one wins, as for getenv
+		}
+	}
+	for k, want := range map[string]string{"GOGC": "50", "KEEL_TEST_ENV": "x y"} {
+		if got[k] != want {
+			t.Errorf("plugin env %s = %q, want %q", k, got[k], want)
+		}
+	}
+	if got["PLUGIN_MIN_PORT"] == "7" {
+		t.Error("the plugin's env set the handshake's PLUGIN_MIN_PORT")
+	}
+}
+
 func TestStartFailures(t *testing.T) {
 	dir := t.TempDir()
 	junk := filepath.Join(dir, "junk.sh")

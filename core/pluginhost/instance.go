@@ -64,6 +64,7 @@ func (in *instance) launch(ctx context.Context) (*host.Process, error) {
 	p, err := host.Launch(ctx, host.LaunchConfig{
 		Path:         in.spec.Path,
 		SHA256:       in.spec.SHA256,
+		Env:          in.spec.Env,
 		Kind:         in.spec.Kind,
 		Instance:     in.id,
 		Logger:       in.h.base,

@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -130,7 +131,7 @@ func (s *Server) startPlugins(ctx context.Context) error {
 	var specs []pluginhost.Spec
 	for _, p := range cfg.Plugins {
 		specs = append(specs, pluginhost.Spec{
-			Kind: p.Kind, Name: p.Name, Path: p.Path, SHA256: p.SHA256, Config: p.Config,
+			Kind: p.Kind, Name: p.Name, Path: p.Path, SHA256: p.SHA256, Env: p.Env, Config: p.Config,
 			Root: p.Root(cfg), State: p.State(cfg),
 		})
 	}
@@ -191,7 +192,18 @@ func (s *Server) serverOptions(metrics *grpcMetrics) []grpc.ServerOption {
 	return append([]grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(metrics.unary, scope.UnaryServerInterceptor(s.defaultScope()), s.logUnary),
 		grpc.ChainStreamInterceptor(metrics.stream, scope.StreamServerInterceptor(s.defaultScope()), s.logStream),
-	}, append(host.ServerOptions(), grpc.MaxRecvMsgSize(maxRequestSize))...)
+	}, append(append(host.ServerOptions(), host.ReclaimOptions(apiWork)...), grpc.MaxRecvMsgSize(maxRequestSize))...)
+}
+
+// apiWork says whether an API call is work after which keeld gives its
+// free memory back: keel's calls, except those that last as long as their
+// caller (the task event stream, a wait for an exit).
+func apiWork(method string) bool {
+	switch method {
+	case keelv1.Tasks_Events_FullMethodName, keelv1.Tasks_Wait_FullMethodName:
+		return false
+	}
+	return strings.HasPrefix(method, "/keel.v1.")
 }
 
 // defaultScope is what a call that names no snapshotter or resolver is

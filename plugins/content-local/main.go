@@ -2,13 +2,9 @@
 // as files under its root, addressed by digest.
 package main
 
-import (
-	"github.com/keel-runtime/keel/plugins/content-local/local"
-	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/content"
-)
+import "github.com/keel-runtime/keel/plugins/content-local/local"
 
 // version is set by the build (-ldflags "-X main.version=...").
 var version = "dev"
 
-func main() { sdk.Serve(content.Plugin("local", version, local.New)) }
+func main() { local.Main(version) }

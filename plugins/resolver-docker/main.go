@@ -3,13 +3,9 @@
 // Docker) registries and keeld.
 package main
 
-import (
-	"github.com/keel-runtime/keel/plugins/resolver-docker/docker"
-	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/resolver"
-)
+import "github.com/keel-runtime/keel/plugins/resolver-docker/docker"
 
 // version is set by the build (-ldflags "-X main.version=...").
 var version = "dev"
 
-func main() { sdk.Serve(resolver.Plugin("docker", version, docker.New)) }
+func main() { docker.Main(version) }

@@ -2,21 +2,9 @@
 // Run as `keel-runtime-runc shim DIR`, it is the shim of one task.
 package main
 
-import (
-	"os"
+import "github.com/keel-runtime/keel/plugins/runtime-runc/runc"
 
-	"github.com/keel-runtime/keel/plugins/runtime-runc/runc"
-	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
-	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/runtime"
-)
-
-// version is set at build time.
+// version is set by the build (-ldflags "-X main.version=...").
 var version = "dev"
 
-func main() {
-	if len(os.Args) > 1 && os.Args[1] == shim.Arg {
-		os.Exit(shim.Main(os.Args[2:]))
-	}
-	sdk.Serve(runtime.Plugin("runc", version, runc.New))
-}
+func main() { runc.Main(version) }

@@ -2,15 +2,9 @@
 // snapshot is a btrfs subvolume, so Prepare and Commit copy no data.
 package main
 
-import (
-	"github.com/keel-runtime/keel/plugins/snapshotter-btrfs/btrfs"
-	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/snapshot"
-)
+import "github.com/keel-runtime/keel/plugins/snapshotter-btrfs/btrfs"
 
-// version is set at build time.
+// version is set by the build (-ldflags "-X main.version=...").
 var version = "dev"
 
-func main() {
-	sdk.Serve(snapshot.Plugin("btrfs", version, btrfs.New))
-}
+func main() { btrfs.Main(version) }

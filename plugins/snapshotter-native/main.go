@@ -2,15 +2,9 @@
 // it works on any filesystem, at the cost of a full copy per snapshot.
 package main
 
-import (
-	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
-	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/snapshot"
-)
+import "github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 
-// version is set at build time.
+// version is set by the build (-ldflags "-X main.version=...").
 var version = "dev"
 
-func main() {
-	sdk.Serve(snapshot.Plugin("native", version, native.New))
-}
+func main() { native.Main(version) }

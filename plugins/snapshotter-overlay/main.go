@@ -3,15 +3,9 @@
 // costs no copy. See README.md.
 package main
 
-import (
-	"github.com/keel-runtime/keel/plugins/snapshotter-overlay/overlay"
-	"github.com/keel-runtime/keel/sdk"
-	"github.com/keel-runtime/keel/sdk/snapshot"
-)
+import "github.com/keel-runtime/keel/plugins/snapshotter-overlay/overlay"
 
-// version is set at build time.
+// version is set by the build (-ldflags "-X main.version=...").
 var version = "dev"
 
-func main() {
-	sdk.Serve(snapshot.Plugin("overlay", version, overlay.New))
-}
+func main() { overlay.Main(version) }

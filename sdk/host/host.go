@@ -19,6 +19,16 @@ import (
 // API serves with the same ones as each plugin.
 func ServerOptions() []grpc.ServerOption { return wire.ServerOptions() }
 
+// ReclaimOptions are server options that give the process's free memory
+// back to the system once no call work says is work has been in flight for
+// a second, after it allocated 8 MiB or more since the last time: as every
+// plugin does (sdk.Serve). work names the calls that are work by full
+// method; calls that last as long as their caller (event streams, waits)
+// are not.
+func ReclaimOptions(work func(method string) bool) []grpc.ServerOption {
+	return wire.NewReclaimer(work).ServerOptions()
+}
+
 // DialOptions are the matching client options.
 func DialOptions() []grpc.DialOption { return wire.DialOptions() }
 

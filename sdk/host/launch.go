@@ -8,9 +8,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +37,10 @@ type LaunchConfig struct {
 	// SHA256, when set, is the hex digest the executable must have. It is
 	// taken of the very file that is then executed.
 	SHA256 string
+	// Env is added to the environment the plugin inherits from the host,
+	// over it (e.g. GOGC, GOMEMLIMIT, GOMAXPROCS for the plugin's Go
+	// runtime); the handshake's own variables (ReservedEnv) are left out.
+	Env map[string]string
 	// Kind is the kind the plugin must report.
 	Kind string
 	// Instance names the plugin in logs and errors: "<kind>.<name>".
@@ -97,7 +103,7 @@ func Launch(ctx context.Context, cfg LaunchConfig) (*Process, error) {
 	// very file through /proc, whatever happens to the path meanwhile.
 	defer exe.Close()
 
-	run := &processRunner{exe: exe, path: cfg.Path, name: cfg.Instance, done: make(chan struct{}),
+	run := &processRunner{exe: exe, path: cfg.Path, name: cfg.Instance, env: cfg.Env, done: make(chan struct{}),
 		logger: cfg.Logger.Named(cfg.Instance)}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
@@ -284,6 +290,7 @@ type processRunner struct {
 	exe  *os.File
 	path string
 	name string
+	env  map[string]string
 	cmd  *exec.Cmd
 	pid  int
 
@@ -301,7 +308,7 @@ func (r *processRunner) prepare(env []string) error {
 	r.cmd = &exec.Cmd{
 		Path:       "/proc/self/fd/3",
 		Args:       []string{r.path},
-		Env:        append(env, sdk.EnvLogLevel+"="+r.logger.GetLevel().String()),
+		Env:        append(r.environ(env), sdk.EnvLogLevel+"="+r.logger.GetLevel().String()),
 		ExtraFiles: []*os.File{r.exe},
 		SysProcAttr: &syscall.SysProcAttr{
 			Setpgid:   true,
@@ -320,6 +327,25 @@ func (r *processRunner) prepare(env []string) error {
 	}
 	r.cmd.Stderr = w
 	return nil
+}
+
+// environ is the child's environment: go-plugin's (the host's and the
+// handshake's) with the configured variables last, so they win over the
+// host's; the handshake's own (ReservedEnv) are not theirs to set.
+func (r *processRunner) environ(env []string) []string {
+	for _, k := range slices.Sorted(maps.Keys(r.env)) {
+		if !ReservedEnv(k) {
+			env = append(env, k+"="+r.env[k])
+		}
+	}
+	return env
+}
+
+// ReservedEnv says whether an environment variable is the plugin
+// handshake's (go-plugin's PLUGIN_*, keel's KEEL_PLUGIN*): LaunchConfig.Env
+// cannot set it.
+func ReservedEnv(name string) bool {
+	return strings.HasPrefix(name, "PLUGIN_") || strings.HasPrefix(name, "KEEL_PLUGIN")
 }
 
 func (r *processRunner) Start(context.Context) error {

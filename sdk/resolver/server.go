@@ -60,9 +60,10 @@ func (s *server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_Fetc
 		return err
 	}
 	defer rc.Close()
+	// One buffer for every message, as the content server's Read: Send has
+	// marshaled the message when it returns.
+	buf := make([]byte, sdk.ChunkSize)
 	for {
-		// A fresh buffer per message: gRPC may still hold the last one.
-		buf := make([]byte, sdk.ChunkSize)
 		n, err := io.ReadFull(rc, buf)
 		if n > 0 {
 			if serr := stream.Send(&pluginv1.FetchResponse{Data: buf[:n]}); serr != nil {

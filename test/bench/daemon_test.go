@@ -177,8 +177,29 @@ func copyBinaries(src, dst string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	// Hard links stay links (keel-plugins under each plugin's name): one
+	// copy, its pages shared, as installed.
+	copied := map[string]os.FileInfo{}
 	for _, path := range names {
 		name := filepath.Base(path)
+		st, err := os.Stat(path)
+		if err != nil {
+			return "", err
+		}
+		linked := false
+		for first, fi := range copied {
+			if os.SameFile(fi, st) {
+				if err := os.Link(filepath.Join(dst, first), filepath.Join(dst, name)); err != nil {
+					return "", err
+				}
+				linked = true
+				break
+			}
+		}
+		if linked {
+			continue
+		}
+		copied[name] = st
 		b, err := os.ReadFile(path)
 		if err != nil {
 			return "", err

@@ -101,8 +101,14 @@ var rules = []rule{{
 	from:    func(p string) bool { return !under(p, "test") },
 	allowed: func(_, imp string) bool { return !under(imp, "test") },
 }, {
+	// keel-plugins is the plugins keel ships in one executable: it is a
+	// plugin binary, under the plugins' rules.
+	name:    "cmd/keel-plugins imports plugins/ and sdk/ only",
+	from:    func(p string) bool { return under(p, "cmd/keel-plugins") },
+	allowed: func(_, imp string) bool { return underAny(imp, "plugins", "sdk") },
+}, {
 	name: "a plugin binary links no host, conformance or fixture code of the SDK",
-	from: func(p string) bool { return underAny(p, "plugins", thirdPartyDir) },
+	from: func(p string) bool { return underAny(p, "plugins", thirdPartyDir, "cmd/keel-plugins") },
 	allowed: func(_, imp string) bool {
 		return !underAny(imp, "sdk/host", "sdk/conformance", "sdk/fixture")
 	},
@@ -308,14 +314,19 @@ func TestRules(t *testing.T) {
 		{edge{"sdk/conformance/snapshottest", "sdk/snapshot"}, ""},
 		{edge{"sdk/conformance/snapshottest", "core/metadata"}, rules[1].name},
 		{edge{"plugins/snapshotter-native/native", "sdk/snapshot/backend"}, ""},
-		{edge{"plugins/snapshotter-native/native", "sdk/host"}, rules[7].name},
-		{edge{"plugins/runtime-runc/runc", "sdk/fixture"}, rules[7].name},
+		{edge{"plugins/snapshotter-native/native", "sdk/host"}, rules[8].name},
+		{edge{"plugins/runtime-runc/runc", "sdk/fixture"}, rules[8].name},
 		{edge{"test/thirdparty/snapshotter-layered", "sdk/snapshot/backend"}, ""},
 		{edge{"test/thirdparty/snapshotter-layered", "test/thirdparty/snapshotter-layered/store"}, ""},
-		{edge{"test/thirdparty/snapshotter-layered", "test/thirdparty/other"}, rules[8].name},
-		{edge{"test/thirdparty/snapshotter-layered", "core/metadata"}, rules[8].name},
-		{edge{"test/thirdparty/snapshotter-layered", "test/fstree"}, rules[8].name},
-		{edge{"test/thirdparty/snapshotter-layered", "sdk/conformance/snapshottest"}, rules[7].name},
+		{edge{"test/thirdparty/snapshotter-layered", "test/thirdparty/other"}, rules[9].name},
+		{edge{"test/thirdparty/snapshotter-layered", "core/metadata"}, rules[9].name},
+		{edge{"test/thirdparty/snapshotter-layered", "test/fstree"}, rules[9].name},
+		{edge{"test/thirdparty/snapshotter-layered", "sdk/conformance/snapshottest"}, rules[8].name},
+		{edge{"cmd/keel-plugins", "plugins/content-local/local"}, ""},
+		{edge{"cmd/keel-plugins", "sdk"}, ""},
+		{edge{"cmd/keel-plugins", "core/config"}, rules[7].name},
+		{edge{"cmd/keel-plugins", "version"}, rules[7].name},
+		{edge{"cmd/keel-plugins", "sdk/host"}, rules[8].name},
 	}
 	for _, tt := range tests {
 		t.Run(tt.edge.String(), func(t *testing.T) {

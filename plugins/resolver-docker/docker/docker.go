@@ -76,6 +76,24 @@ type Resolver struct {
 	seen map[string]map[digest.Digest]string
 
 	auth authCache
+
+	// parts recycles the part_size buffers of parallel fetches across
+	// fetches; the collector drops them once fetches stop.
+	parts sync.Pool
+}
+
+// getPart returns a buffer of part_size bytes.
+func (r *Resolver) getPart() []byte {
+	if b, ok := r.parts.Get().(*[]byte); ok {
+		return *b
+	}
+	return make([]byte, r.cfg.partSize)
+}
+
+// putPart hands a buffer from getPart back.
+func (r *Resolver) putPart(b []byte) {
+	b = b[:cap(b)]
+	r.parts.Put(&b)
 }
 
 var (

@@ -247,8 +247,11 @@ func (f *blobFetch) stream(ctx context.Context, offset int64) (io.ReadCloser, er
 		cancel()
 		return nil, err
 	}
+	// One buffer serves every step: the verifier hands a chunk out whole
+	// before it asks for the next.
+	chunk := make([]byte, min(streamChunk, f.desc.Size-offset))
 	return &verifier{f: f, next: func() ([]byte, error) {
-		buf := make([]byte, min(streamChunk, f.desc.Size-offset))
+		buf := chunk[:min(int64(len(chunk)), f.desc.Size-offset)]
 		if len(buf) == 0 {
 			return nil, io.EOF
 		}
@@ -312,23 +315,10 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 	}
 	slot := func(i int) chan result { return results[i%len(results)] }
 	slots := make(chan struct{}, f.r.cfg.parallel)
-	// Parts in flight are bounded by slots, so a small free list recycles
-	// their buffers.
-	free := make(chan []byte, f.r.cfg.parallel+1)
-	getBuf := func() []byte {
-		select {
-		case b := <-free:
-			return b
-		default:
-			return make([]byte, part)
-		}
-	}
-	putBuf := func(b []byte) {
-		select {
-		case free <- b:
-		default:
-		}
-	}
+	// Part buffers come from the resolver's pool, shared by every fetch, and
+	// go back to it as they are handed over (or dropped with a failed part).
+	getBuf := f.r.getPart
+	putBuf := f.r.putPart
 
 	// The first part is read here, so that a registry ignoring ranges is
 	// found before anything is handed over.
@@ -361,7 +351,7 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 	var held []byte
 	return &verifier{f: f, next: func() ([]byte, error) {
 		if held != nil {
-			putBuf(held[:cap(held)])
+			putBuf(held)
 			held = nil
 			<-slots
 		}

@@ -646,7 +646,7 @@ func (r *Runtime) startShim(ctx context.Context, t *task) (shim.Ready, error) {
 	}
 	cmd := &exec.Cmd{
 		Path: r.exe,
-		Args: []string{filepath.Base(r.exe), shim.Arg, t.dir},
+		Args: []string{"keel-runtime-runc", shim.Arg, t.dir}, // the name keel-plugins dispatches on
 		Dir:  t.dir,
 		// One P: the shim mostly waits, and each P costs resident memory
 		// (about 0.3 MB PSS per shim); the shim drops the variable again
