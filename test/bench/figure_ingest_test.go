@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"testing"
 	"time"
 
 	ccontent "github.com/containerd/containerd/v2/core/content"
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
-	"testing"
 
 	"github.com/keel-runtime/keel/sdk/content"
 )
@@ -58,47 +58,49 @@ func BenchmarkFigureIngest(b *testing.B) {
 		}
 		blobs[i] = blob{block, ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayer, Size: ingestSize, Digest: digest.NewDigest(digest.SHA256, h)}}
 	}
-	rate := func(start time.Time) []float64 { return []float64{ingestSize / 1e6 / time.Since(start).Seconds()} }
-
 	cs := d.client.ContentStore()
 	ccs := c.contentStore()
 	comparePairs(b, []figure{{order: 10, name: "512 MiB content ingest through the API", unit: "MB/s"}}, sides{
 		keel: func(ctx context.Context, round int) ([]float64, error) {
 			bl := blobs[round]
-			syncDisks()
-			start := time.Now()
-			w, err := cs.Writer(ctx, content.WithRef(fmt.Sprintf("figure-ingest-%d", round)), content.WithDescriptor(bl.desc))
-			if err != nil {
-				return nil, err
-			}
-			defer w.Close()
-			if err := writeBlobN(w, bl.block, ingestSize); err != nil {
-				return nil, err
-			}
-			if err := w.Commit(ctx, ingestSize, bl.desc.Digest); err != nil {
-				return nil, err
-			}
-			r := rate(start)
-			return r, cs.Delete(ctx, bl.desc.Digest)
+			return timedIngest(bl.block,
+				func() (content.Writer, error) {
+					return cs.Writer(ctx, content.WithRef(fmt.Sprintf("figure-ingest-%d", round)), content.WithDescriptor(bl.desc))
+				},
+				func(w content.Writer) error { return w.Commit(ctx, ingestSize, bl.desc.Digest) },
+				func() error { return cs.Delete(ctx, bl.desc.Digest) })
 		},
 		containerd: func(_ context.Context, round int) ([]float64, error) {
 			bl := blobs[round]
 			ctx := c.ctx
-			syncDisks()
-			start := time.Now()
-			w, err := ccs.Writer(ctx, ccontent.WithRef(fmt.Sprintf("figure-ingest-%d", round)), ccontent.WithDescriptor(bl.desc))
-			if err != nil {
-				return nil, err
-			}
-			defer w.Close()
-			if err := writeBlobN(w, bl.block, ingestSize); err != nil {
-				return nil, err
-			}
-			if err := w.Commit(ctx, ingestSize, bl.desc.Digest); err != nil {
-				return nil, err
-			}
-			r := rate(start)
-			return r, ccs.Delete(ctx, bl.desc.Digest)
+			return timedIngest(bl.block,
+				func() (ccontent.Writer, error) {
+					return ccs.Writer(ctx, ccontent.WithRef(fmt.Sprintf("figure-ingest-%d", round)), ccontent.WithDescriptor(bl.desc))
+				},
+				func(w ccontent.Writer) error { return w.Commit(ctx, ingestSize, bl.desc.Digest) },
+				func() error { return ccs.Delete(ctx, bl.desc.Digest) })
 		},
 	})
+}
+
+// timedIngest writes ingestSize bytes of block through a writer from open,
+// commits it and returns the rate in MB/s from open to commit; remove then
+// deletes the blob, off the clock. One body for both sides, so they are
+// timed alike.
+func timedIngest[W io.WriteCloser](block []byte, open func() (W, error), commit func(W) error, remove func() error) ([]float64, error) {
+	syncDisks()
+	start := time.Now()
+	w, err := open()
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	if err := writeBlobN(w, block, ingestSize); err != nil {
+		return nil, err
+	}
+	if err := commit(w); err != nil {
+		return nil, err
+	}
+	rate := []float64{ingestSize / 1e6 / time.Since(start).Seconds()}
+	return rate, remove()
 }
