@@ -157,7 +157,9 @@ func (s *Server) startPlugins(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.content = metadata.NewContentStore(s.db, content.NewClient(conn))
+		// Bytes keeld takes in (ingest, fetch, import) go straight into
+		// the store's ingest file when the plugin names one.
+		s.content = metadata.NewContentStore(s.db, content.NewClient(conn, content.WithIngestFiles(cs[0].Root(cfg))))
 	}
 	return nil
 }

@@ -36,7 +36,7 @@ func InProcess(factory resolver.Factory, opts ...conformance.Option) conformance
 	return conformance.InProcess(resolver.Plugin("conformance", "dev", factory), wrapResolver, opts...)
 }
 
-func wrapResolver(conn grpc.ClientConnInterface, stop func() error) resolver.Resolver {
+func wrapResolver(conn grpc.ClientConnInterface, _ string, stop func() error) resolver.Resolver {
 	return &stoppingResolver{Resolver: resolver.NewClient(conn), stop: stop}
 }
 
