@@ -453,7 +453,9 @@ func (w *writer) Truncate(size int64) error {
 	return nil
 }
 
-// Commit sends the labels opts set; the server checks size and digest.
+// Commit sends the labels opts set; the server checks size and digest. A
+// STAT goes just before, in the same flight, so that Digest answers after
+// a failed Commit too (the stream ends with it).
 func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...Opt) error {
 	info, err := ApplyOpts(opts...)
 	if err != nil {
@@ -461,6 +463,9 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest,
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.send(&pluginv1.WriteContentRequest{Action: pluginv1.WriteAction_WRITE_ACTION_STAT}); err != nil {
+		return err
+	}
 	if err := w.send(&pluginv1.WriteContentRequest{
 		Action:   pluginv1.WriteAction_WRITE_ACTION_COMMIT,
 		Total:    size,
