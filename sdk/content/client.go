@@ -399,16 +399,54 @@ func (w *writer) writeFile(p []byte) (int, error) {
 	if err != nil {
 		return n, fmt.Errorf("write %q: %s: %w", w.ref, w.path, err)
 	}
-	if w.offset >= w.probeAt {
-		w.probeAt = w.offset + fileProbe
-		if err := w.flush(); err != nil {
-			return n, err
-		}
-		if err := w.send(&pluginv1.WriteContentRequest{Action: pluginv1.WriteAction_WRITE_ACTION_STAT}); err != nil {
-			return n, err
-		}
+	return n, w.probe()
+}
+
+var _ IngestFile = (*writer)(nil)
+
+// Path names the ingest file the writer puts bytes into; "" when it sends
+// them on the stream.
+func (w *writer) Path() string {
+	if w.file == nil {
+		return ""
 	}
-	return n, nil
+	return w.path
+}
+
+// ReadAt reads back the ingest file.
+func (w *writer) ReadAt(p []byte, off int64) (int, error) {
+	if w.file == nil {
+		return 0, fmt.Errorf("read %q: no ingest file: %w", w.ref, errdefs.ErrFailedPrecondition)
+	}
+	return w.file.ReadAt(p, off)
+}
+
+// Wrote moves the writer to offset, which another process wrote the
+// ingest file up to, probing the store as writeFile does.
+func (w *writer) Wrote(offset int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.file == nil || w.closed {
+		return fmt.Errorf("write %q: no ingest file: %w", w.ref, errdefs.ErrFailedPrecondition)
+	}
+	if offset < w.offset {
+		return fmt.Errorf("write %q: wrote to %d, behind %d: %w", w.ref, offset, w.offset, errdefs.ErrInvalidArgument)
+	}
+	w.offset = offset
+	return w.probe()
+}
+
+// probe sends a STAT once the writer passed probeAt, after reading the
+// answer to the last one.
+func (w *writer) probe() error {
+	if w.offset < w.probeAt {
+		return w.err
+	}
+	w.probeAt = w.offset + fileProbe
+	if err := w.flush(); err != nil {
+		return err
+	}
+	return w.send(&pluginv1.WriteContentRequest{Action: pluginv1.WriteAction_WRITE_ACTION_STAT})
 }
 
 // Digest asks the store unless its last answer was for every byte

@@ -184,6 +184,35 @@ type IngestPather interface {
 // CapabilityIngestPath is announced by stores that implement IngestPather.
 const CapabilityIngestPath = "ingest-path"
 
+// IngestFile is a Writer that puts its bytes into the store's ingest file
+// (a client made WithIngestFiles, of a store with the capability
+// "ingest-path"). Another process of the host may write them there
+// instead: at Path, in order, from Status().Offset on; the host reports
+// how far each write reached with Wrote, which has the store take the
+// bytes in as Write would. ReadAt reads back what is in the file.
+type IngestFile interface {
+	Writer
+	io.ReaderAt
+	Path() string
+	Wrote(offset int64) error
+}
+
+// AsIngestFile returns the IngestFile behind w, looking through writers
+// that wrap another (an Unwrap() Writer method), if w writes into one.
+func AsIngestFile(w Writer) (IngestFile, bool) {
+	for w != nil {
+		if f, ok := w.(IngestFile); ok && f.Path() != "" {
+			return f, true
+		}
+		u, ok := w.(interface{ Unwrap() Writer })
+		if !ok {
+			break
+		}
+		w = u.Unwrap()
+	}
+	return nil, false
+}
+
 // Opt changes the Info of a blob being committed.
 type Opt func(*Info) error
 

@@ -11,7 +11,7 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
-// openIngestFile opens for writing the ingest file a store named, refusing
+// openIngestFile opens for reading and writing the ingest file a store named, refusing
 // one that is not beneath root, is reached through a symbolic link or
 // another file system, or is not a regular file of its own: a store's
 // answer never makes its host write anywhere else.
@@ -29,7 +29,7 @@ func openIngestFile(root, path string) (*os.File, error) {
 	}
 	defer dir.Close()
 	fd, err := unix.Openat2(int(dir.Fd()), rel, &unix.OpenHow{
-		Flags:   unix.O_WRONLY | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NOFOLLOW,
+		Flags:   unix.O_RDWR | unix.O_CLOEXEC | unix.O_NOCTTY | unix.O_NOFOLLOW,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | unix.RESOLVE_NO_XDEV,
 	})
 	if err != nil {
