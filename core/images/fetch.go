@@ -83,7 +83,10 @@ func discard(ctx context.Context, cs content.Ingester, w content.Writer, ref str
 	}
 }
 
-// fetchInto fetches desc from the offset w holds on and commits it.
+// fetchInto fetches desc from the offset w holds on and commits it. When
+// w writes into the store's ingest file and the resolver can write files
+// (FileFetcher), the resolver puts the bytes there itself; otherwise they
+// come over its stream and go through w.
 func fetchInto(ctx context.Context, r resolver.Resolver, w content.Writer, ref string, desc ocispec.Descriptor, hooks fetchHooks, opts ...content.Opt) error {
 	st, err := w.Status()
 	if err != nil {
@@ -99,47 +102,101 @@ func fetchInto(ctx context.Context, r resolver.Resolver, w content.Writer, ref s
 	if hooks.start != nil {
 		tee = hooks.start(st.Offset)
 	}
-	rc, err := r.Fetch(ctx, ref, desc, st.Offset)
-	if err != nil {
-		return fmt.Errorf("fetch %s of %s from %d: %w", desc.Digest, ref, st.Offset, err)
-	}
-	defer rc.Close()
-	// Whole chunks make whole messages on the way to the content plugin.
-	buf := make([]byte, sdk.ChunkSize)
-	offset := st.Offset
 	var teeErr error
-	for {
-		n, rerr := io.ReadFull(rc, buf)
-		if n > 0 {
-			if _, err := w.Write(buf[:n]); err != nil {
-				return fmt.Errorf("fetch %s of %s: write: %w", desc.Digest, ref, err)
-			}
-			if tee != nil {
-				if _, err := tee.Write(buf[:n]); err != nil {
-					teeErr = fmt.Errorf("fetch %s of %s: apply: %w", desc.Digest, ref, err)
-					if !errdefs.IsDataLoss(err) {
-						return teeErr
-					}
-					// Bytes that do not decode: fetch the rest, so that
-					// bytes not matching their digest are named as such.
-					tee = nil
-				}
-			}
-			offset += int64(n)
-			if hooks.wrote != nil {
-				hooks.wrote(offset)
-			}
+	// feed hands fetched bytes to the tee. Bytes that do not decode stop
+	// the tee, not the fetch, so that bytes not matching their digest are
+	// named as such.
+	feed := func(p []byte) error {
+		if tee == nil {
+			return nil
 		}
-		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
-			break
+		if _, err := tee.Write(p); err != nil {
+			teeErr = fmt.Errorf("fetch %s of %s: apply: %w", desc.Digest, ref, err)
+			if !errdefs.IsDataLoss(err) {
+				return teeErr
+			}
+			tee = nil
 		}
-		if rerr != nil {
-			// The ingest keeps what came: the next Fetch resumes there.
-			return fmt.Errorf("fetch %s of %s: %w", desc.Digest, ref, rerr)
+		return nil
+	}
+	err = errdefs.ErrNotImplemented
+	ff, canFile := r.(resolver.FileFetcher)
+	if f, ok := content.AsIngestFile(w); ok && canFile {
+		err = fetchToFile(ctx, ff, f, ref, desc, st.Offset, feed, hooks.wrote)
+	}
+	if errdefs.IsNotImplemented(err) {
+		err = fetchStream(ctx, r, w, ref, desc, st.Offset, feed, hooks.wrote)
+	}
+	if err != nil {
+		if teeErr != nil && errors.Is(err, teeErr) {
+			return teeErr
 		}
+		// The ingest keeps what came: the next Fetch resumes there.
+		return fmt.Errorf("fetch %s of %s: %w", desc.Digest, ref, err)
 	}
 	if err := w.Commit(ctx, desc.Size, desc.Digest, opts...); err != nil && !errdefs.IsAlreadyExists(err) {
 		return fmt.Errorf("fetch %s of %s: %w", desc.Digest, ref, err)
 	}
 	return teeErr
+}
+
+// fetchToFile has the resolver write desc from offset on into w's file,
+// reading back what it wrote for feed (when anything is fed).
+func fetchToFile(ctx context.Context, ff resolver.FileFetcher, w content.IngestFile, ref string, desc ocispec.Descriptor, offset int64, feed func([]byte) error, wrote func(int64)) error {
+	var buf []byte
+	pos := offset
+	return ff.FetchToFile(ctx, ref, desc, offset, w.Path(), func(at int64) error {
+		if err := w.Wrote(at); err != nil {
+			return err
+		}
+		for pos < at {
+			if buf == nil {
+				buf = make([]byte, sdk.ChunkSize)
+			}
+			n := int(min(int64(len(buf)), at-pos))
+			if _, err := w.ReadAt(buf[:n], pos); err != nil {
+				return fmt.Errorf("read back %s: %w", w.Path(), err)
+			}
+			if err := feed(buf[:n]); err != nil {
+				return err
+			}
+			pos += int64(n)
+		}
+		if wrote != nil {
+			wrote(at)
+		}
+		return nil
+	})
+}
+
+// fetchStream reads desc from offset on from the resolver's stream into w.
+func fetchStream(ctx context.Context, r resolver.Resolver, w content.Writer, ref string, desc ocispec.Descriptor, offset int64, feed func([]byte) error, wrote func(int64)) error {
+	rc, err := r.Fetch(ctx, ref, desc, offset)
+	if err != nil {
+		return fmt.Errorf("from %d: %w", offset, err)
+	}
+	defer rc.Close()
+	// Whole chunks make whole messages on the way to the content plugin.
+	buf := make([]byte, sdk.ChunkSize)
+	for {
+		n, rerr := io.ReadFull(rc, buf)
+		if n > 0 {
+			if _, err := w.Write(buf[:n]); err != nil {
+				return fmt.Errorf("write: %w", err)
+			}
+			if err := feed(buf[:n]); err != nil {
+				return err
+			}
+			offset += int64(n)
+			if wrote != nil {
+				wrote(offset)
+			}
+		}
+		if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return nil
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
 }

@@ -534,6 +534,9 @@ type nsWriter struct {
 	done func()
 }
 
+// Unwrap is the backend's writer (content.AsIngestFile).
+func (w *nsWriter) Unwrap() content.Writer { return w.Writer }
+
 func (w *nsWriter) Close() error {
 	err := w.Writer.Close()
 	w.done()

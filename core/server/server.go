@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -157,7 +158,9 @@ func (s *Server) startPlugins(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.content = metadata.NewContentStore(s.db, content.NewClient(conn))
+		// Bytes keeld takes in (ingest, fetch, import) go straight into
+		// the store's ingest file when the plugin names one.
+		s.content = metadata.NewContentStore(s.db, content.NewClient(conn, content.WithIngestFiles(cs[0].Root(cfg))))
 	}
 	return nil
 }
@@ -176,7 +179,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 		})
 	}
 	snapshot.RegisterServer(srv, s.snapshotter)
-	resolver.RegisterServer(srv, s.resolver)
+	resolver.RegisterServer(srv, s.apiResolver)
 	keelv1.RegisterTransferServer(srv, transferService{s: s})
 	keelv1.RegisterCheckServer(srv, checkService{s: s})
 	s.health = health.NewServer()
@@ -243,6 +246,28 @@ func (s *Server) resolver(ctx context.Context) (resolver.Resolver, error) {
 		return nil, fmt.Errorf("resolver %q is not configured: %w", name, errdefs.ErrNotFound)
 	}
 	return r, nil
+}
+
+// apiResolver is the resolver keeld's API serves: the named plugin, minus
+// FetchToFile, whose file only keeld chooses (the content store's ingest
+// file), never an API caller.
+func (s *Server) apiResolver(ctx context.Context) (resolver.Resolver, error) {
+	r, err := s.resolver(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return streamOnlyResolver{r}, nil
+}
+
+type streamOnlyResolver struct{ resolver.Resolver }
+
+func (r streamOnlyResolver) ResolveExplain(ctx context.Context, ref string) (string, ocispec.Descriptor, []resolver.Attempt, error) {
+	e, ok := r.Resolver.(resolver.Explainer)
+	if !ok {
+		name, desc, err := r.Resolve(ctx, ref)
+		return name, desc, nil, err
+	}
+	return e.ResolveExplain(ctx, ref)
 }
 
 // Serve listens on the API socket (and the metrics address) and serves until

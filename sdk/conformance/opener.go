@@ -18,11 +18,11 @@ import (
 	"github.com/keel-runtime/keel/sdk/host"
 )
 
-// Wrap turns a connection to a plugin into the kind's Go interface. stop
-// ends the plugin (kills the process, or stops the in-process server and
-// closes the implementation); the returned value's Close must call it. It
-// is idempotent.
-type Wrap[P any] func(conn grpc.ClientConnInterface, stop func() error) P
+// Wrap turns a connection to a plugin configured on root into the kind's Go
+// interface. stop ends the plugin (kills the process, or stops the
+// in-process server and closes the implementation); the returned value's
+// Close must call it. It is idempotent.
+type Wrap[P any] func(conn grpc.ClientConnInterface, root string, stop func() error) P
 
 // Binary opens the plugin executable at path, launched exactly as keeld
 // launches it (host.Launch: go-plugin, AutoMTLS, its own process group),
@@ -60,7 +60,7 @@ func Binary[P any](path, kind string, wrap Wrap[P], opts ...Option) Opener[P] {
 			return zero, err
 		}
 		ReportCapabilities(t, caps)
-		return wrap(proc.Conn(), stop), nil
+		return wrap(proc.Conn(), root, stop), nil
 	}
 }
 
@@ -115,7 +115,7 @@ func InProcess[P any](def sdk.Definition, wrap Wrap[P], opts ...Option) Opener[P
 		})
 		t.Cleanup(func() { stop() })
 		ReportCapabilities(t, caps)
-		return wrap(conn, stop), nil
+		return wrap(conn, root, stop), nil
 	}
 }
 

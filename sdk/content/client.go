@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	digest "github.com/opencontainers/go-digest"
@@ -19,13 +20,33 @@ import (
 
 // NewClient returns the Store served on conn. It is how keeld and the CLI
 // reach a content plugin or keeld's content API.
-func NewClient(conn grpc.ClientConnInterface) Store {
-	return &client{c: pluginv1.NewContentClient(conn)}
+func NewClient(conn grpc.ClientConnInterface, opts ...ClientOpt) Store {
+	c := &client{c: pluginv1.NewContentClient(conn)}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+// ClientOpt changes a client NewClient makes.
+type ClientOpt func(*client)
+
+// WithIngestFiles has the client's writers write an ingest's bytes into the
+// file the store names (IngestPather, capability "ingest-path") instead of
+// sending them on the stream, for a host on the store's machine. The file
+// must lie beneath root, the store's root directory, reached without a
+// symbolic link, and be a regular file with one link: a writer the store
+// names another file for fails, naming it. A store without the capability
+// is written over the stream.
+func WithIngestFiles(root string) ClientOpt {
+	return func(c *client) { c.ingestRoot = root }
 }
 
 // client is a Store reached over gRPC.
 type client struct {
 	c pluginv1.ContentClient
+	// ingestRoot, when set, is where ingest files the store names may be.
+	ingestRoot string
 }
 
 var _ Store = (*client)(nil)
@@ -220,6 +241,12 @@ func (r *readerAt) Close() error {
 // client does not wait a round trip per chunk.
 const writeWindow = 32
 
+// fileProbe is how many bytes a writer puts in an ingest file between two
+// STATs. Each STAT has the store hash what came (while the next bytes are
+// written), and its answer shows the store is still there: a writer whose
+// store died stops within two probes.
+const fileProbe = 4 << 20
+
 func (c *client) Writer(ctx context.Context, opts ...WriterOpt) (Writer, error) {
 	wo, err := ApplyWriterOpts(opts...)
 	if err != nil {
@@ -238,28 +265,42 @@ func (c *client) Writer(ctx context.Context, opts ...WriterOpt) (Writer, error) 
 		Ref:      wo.Ref,
 		Total:    wo.Desc.Size,
 		Expected: wo.Desc.Digest.String(),
+		WantPath: c.ingestRoot != "",
 	})
 	if err := w.flush(); err != nil {
 		cancel()
 		return nil, err
 	}
 	w.offset = w.status.Offset
+	if w.path != "" {
+		if w.file, err = openIngestFile(c.ingestRoot, w.path); err != nil {
+			w.Close()
+			return nil, fmt.Errorf("write %q: %w", wo.Ref, err)
+		}
+		w.probeAt = w.offset + fileProbe
+	}
 	return w, nil
 }
 
-// writer is an ingest held through one Write stream.
+// writer is an ingest held through one Write stream. With an ingest file
+// (WithIngestFiles), bytes go into the file and the stream carries only
+// STAT, TRUNCATE and COMMIT.
 type writer struct {
 	stream grpc.BidiStreamingClient[pluginv1.WriteContentRequest, pluginv1.WriteContentResponse]
 	cancel context.CancelFunc
 	ref    string
 
-	mu      sync.Mutex
-	pending int   // requests sent whose response is not read yet
-	offset  int64 // offset after the requests sent
-	status  Status
-	digest  digest.Digest
-	err     error // the stream's end; sticky
-	closed  bool
+	mu       sync.Mutex
+	pending  int   // requests sent whose response is not read yet
+	offset   int64 // offset after the requests sent (or the bytes put in file)
+	status   Status
+	digest   digest.Digest
+	digestAt int64    // the offset digest is of
+	path     string   // the ingest file the store named
+	file     *os.File // the ingest file, open for writing
+	probeAt  int64    // offset at which the next probe STAT goes
+	err      error    // the stream's end; sticky
+	closed   bool
 }
 
 var _ Writer = (*writer)(nil)
@@ -305,7 +346,12 @@ func (w *writer) recv() {
 		StartedAt: wire.Time(resp.StartedAt),
 		UpdatedAt: wire.Time(resp.UpdatedAt),
 	}
-	w.digest = digest.Digest(resp.Digest)
+	if resp.Digest != "" {
+		w.digest, w.digestAt = digest.Digest(resp.Digest), resp.Offset
+	}
+	if resp.Path != "" {
+		w.path = resp.Path
+	}
 }
 
 // flush reads every pending response.
@@ -321,6 +367,9 @@ func (w *writer) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	if w.closed {
 		return 0, fmt.Errorf("write %q: writer closed: %w", w.ref, errdefs.ErrFailedPrecondition)
+	}
+	if w.file != nil {
+		return w.writeFile(p)
 	}
 	n := 0
 	for n < len(p) {
@@ -338,20 +387,91 @@ func (w *writer) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// writeFile puts p in the ingest file at the writer's offset, probing the
+// store every fileProbe bytes: the last probe's answer is awaited before
+// the next one goes, so the store's hashing keeps pace with the writes.
+func (w *writer) writeFile(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n, err := w.file.WriteAt(p, w.offset)
+	w.offset += int64(n)
+	if err != nil {
+		return n, fmt.Errorf("write %q: %s: %w", w.ref, w.path, err)
+	}
+	return n, w.probe()
+}
+
+var _ IngestFile = (*writer)(nil)
+
+// Path names the ingest file the writer puts bytes into; "" when it sends
+// them on the stream.
+func (w *writer) Path() string {
+	if w.file == nil {
+		return ""
+	}
+	return w.path
+}
+
+// ReadAt reads back the ingest file.
+func (w *writer) ReadAt(p []byte, off int64) (int, error) {
+	if w.file == nil {
+		return 0, fmt.Errorf("read %q: no ingest file: %w", w.ref, errdefs.ErrFailedPrecondition)
+	}
+	return w.file.ReadAt(p, off)
+}
+
+// Wrote moves the writer to offset, which another process wrote the
+// ingest file up to, probing the store as writeFile does.
+func (w *writer) Wrote(offset int64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.file == nil || w.closed {
+		return fmt.Errorf("write %q: no ingest file: %w", w.ref, errdefs.ErrFailedPrecondition)
+	}
+	if offset < w.offset {
+		return fmt.Errorf("write %q: wrote to %d, behind %d: %w", w.ref, offset, w.offset, errdefs.ErrInvalidArgument)
+	}
+	w.offset = offset
+	return w.probe()
+}
+
+// probe sends a STAT once the writer passed probeAt, after reading the
+// answer to the last one.
+func (w *writer) probe() error {
+	if w.offset < w.probeAt {
+		return w.err
+	}
+	w.probeAt = w.offset + fileProbe
+	if err := w.flush(); err != nil {
+		return err
+	}
+	return w.send(&pluginv1.WriteContentRequest{Action: pluginv1.WriteAction_WRITE_ACTION_STAT})
+}
+
+// Digest asks the store unless its last answer was for every byte
+// written: WRITE answers carry no digest.
 func (w *writer) Digest() digest.Digest {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.flush()
+	if w.flush() == nil && (w.digest == "" || w.digestAt != w.offset) {
+		w.stat()
+	}
 	return w.digest
+}
+
+// stat asks for the ingest's status and waits for it.
+func (w *writer) stat() error {
+	if err := w.send(&pluginv1.WriteContentRequest{Action: pluginv1.WriteAction_WRITE_ACTION_STAT}); err != nil {
+		return err
+	}
+	return w.flush()
 }
 
 func (w *writer) Status() (Status, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if err := w.send(&pluginv1.WriteContentRequest{Action: pluginv1.WriteAction_WRITE_ACTION_STAT}); err != nil {
-		return Status{}, err
-	}
-	if err := w.flush(); err != nil {
+	if err := w.stat(); err != nil {
 		return Status{}, err
 	}
 	return w.status, nil
@@ -367,10 +487,13 @@ func (w *writer) Truncate(size int64) error {
 		return err
 	}
 	w.offset = w.status.Offset
+	w.probeAt = w.offset + fileProbe
 	return nil
 }
 
-// Commit sends the labels opts set; the server checks size and digest.
+// Commit sends the labels opts set; the server checks size and digest. A
+// STAT goes just before, in the same flight, so that Digest answers after
+// a failed Commit too (the stream ends with it).
 func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest, opts ...Opt) error {
 	info, err := ApplyOpts(opts...)
 	if err != nil {
@@ -378,6 +501,9 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest,
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.send(&pluginv1.WriteContentRequest{Action: pluginv1.WriteAction_WRITE_ACTION_STAT}); err != nil {
+		return err
+	}
 	if err := w.send(&pluginv1.WriteContentRequest{
 		Action:   pluginv1.WriteAction_WRITE_ACTION_COMMIT,
 		Total:    size,
@@ -399,6 +525,11 @@ func (w *writer) Close() error {
 	}
 	w.closed = true
 	defer w.cancel()
+	if w.file != nil {
+		// Before the stream ends: the store takes in the file's bytes
+		// when it lets go of the ingest.
+		w.file.Close()
+	}
 	if w.err != nil {
 		return nil // already reported by the call that met it
 	}

@@ -166,6 +166,53 @@ type BlobPather interface {
 // CapabilityBlobPath is announced by stores that implement BlobPather.
 const CapabilityBlobPath = "blob-path"
 
+// IngestPather is a store that can name the file an open ingest's bytes go
+// to (capability "ingest-path"), so that a host on the same machine writes
+// them itself: they then cross no process boundary on their way into the
+// store, and the store hashes each byte once. The file must lie beneath
+// the store's root and be a regular file of its own (one link).
+//
+// From the call on, w's data is whatever is in the file: the host writes
+// at offsets from Status().Offset on, and the store takes in what it finds
+// there at w's next Status, Digest, Write, Truncate, Commit or Close. So
+// after a crash of the host the bytes it wrote are resumable like any
+// others; Commit still checks size and digest.
+type IngestPather interface {
+	IngestPath(ctx context.Context, w Writer) (string, error)
+}
+
+// CapabilityIngestPath is announced by stores that implement IngestPather.
+const CapabilityIngestPath = "ingest-path"
+
+// IngestFile is a Writer that puts its bytes into the store's ingest file
+// (a client made WithIngestFiles, of a store with the capability
+// "ingest-path"). Another process of the host may write them there
+// instead: at Path, in order, from Status().Offset on; the host reports
+// how far each write reached with Wrote, which has the store take the
+// bytes in as Write would. ReadAt reads back what is in the file.
+type IngestFile interface {
+	Writer
+	io.ReaderAt
+	Path() string
+	Wrote(offset int64) error
+}
+
+// AsIngestFile returns the IngestFile behind w, looking through writers
+// that wrap another (an Unwrap() Writer method), if w writes into one.
+func AsIngestFile(w Writer) (IngestFile, bool) {
+	for w != nil {
+		if f, ok := w.(IngestFile); ok && f.Path() != "" {
+			return f, true
+		}
+		u, ok := w.(interface{ Unwrap() Writer })
+		if !ok {
+			break
+		}
+		w = u.Unwrap()
+	}
+	return nil, false
+}
+
 // Opt changes the Info of a blob being committed.
 type Opt func(*Info) error
 

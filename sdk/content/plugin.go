@@ -21,10 +21,14 @@ func Plugin(name, version string, factory Factory) sdk.Definition {
 		RegisterServer(s, impl)
 	})
 	def.CapabilitiesOf = func(impl io.Closer) []string {
+		var caps []string
 		if _, ok := impl.(BlobPather); ok {
-			return []string{CapabilityBlobPath}
+			caps = append(caps, CapabilityBlobPath)
 		}
-		return nil
+		if _, ok := impl.(IngestPather); ok {
+			caps = append(caps, CapabilityIngestPath)
+		}
+		return caps
 	}
 	return def
 }

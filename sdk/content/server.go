@@ -239,6 +239,15 @@ func (s *server) write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequ
 		return err
 	}
 	defer w.Close()
+	// The offset is kept here, not asked of w per message: w may be a
+	// writer across another stream (keeld's API over a plugin), where each
+	// Status is a round trip. Once the client writes the file itself, the
+	// data grows outside this stream and only w knows its end.
+	status, err := w.Status()
+	if err != nil {
+		return err
+	}
+	pathGiven := false
 	for {
 		if req.Ref != "" && req.Ref != ref {
 			return fmt.Errorf("write %q: ref changed to %q: %w", ref, req.Ref, errdefs.ErrInvalidArgument)
@@ -252,47 +261,60 @@ func (s *server) write(stream grpc.BidiStreamingServer[pluginv1.WriteContentRequ
 			}
 		}
 		resp := &pluginv1.WriteContentResponse{Action: req.Action}
+		withDigest := true
 		switch req.Action {
 		case pluginv1.WriteAction_WRITE_ACTION_STAT:
-		case pluginv1.WriteAction_WRITE_ACTION_WRITE:
-			status, err := w.Status()
-			if err != nil {
+			if status, err = w.Status(); err != nil {
 				return err
+			}
+			if req.WantPath {
+				if ip, ok := st.(IngestPather); ok {
+					if resp.Path, err = ip.IngestPath(ctx, w); err != nil {
+						return err
+					}
+					pathGiven = true
+				}
+			}
+		case pluginv1.WriteAction_WRITE_ACTION_WRITE:
+			if pathGiven {
+				if status, err = w.Status(); err != nil {
+					return err
+				}
 			}
 			if req.Offset != status.Offset {
 				return fmt.Errorf("write %q: offset %d, ingest is at %d: %w", ref, req.Offset, status.Offset, errdefs.ErrInvalidArgument)
 			}
-			if _, err := w.Write(req.Data); err != nil {
+			n, err := w.Write(req.Data)
+			if err != nil {
 				return err
 			}
+			status.Offset += int64(n)
+			status.UpdatedAt = time.Now()
+			withDigest = false
 		case pluginv1.WriteAction_WRITE_ACTION_TRUNCATE:
 			if err := w.Truncate(req.Offset); err != nil {
 				return err
 			}
+			if status, err = w.Status(); err != nil {
+				return err
+			}
 		case pluginv1.WriteAction_WRITE_ACTION_COMMIT:
-			status, err := w.Status()
-			if err != nil {
+			if status, err = w.Status(); err != nil {
 				return err
 			}
 			if err := w.Commit(ctx, total, expected, WithLabels(req.Labels)); err != nil {
 				return err
 			}
-			resp.Offset, resp.Total = status.Offset, total
-			resp.Digest = w.Digest().String()
-			resp.StartedAt, resp.UpdatedAt = wire.UnixNano(status.StartedAt), wire.UnixNano(time.Now())
+			status.UpdatedAt = time.Now()
 		default:
 			return fmt.Errorf("write %q: unknown action %v: %w", ref, req.Action, errdefs.ErrInvalidArgument)
 		}
-		if req.Action != pluginv1.WriteAction_WRITE_ACTION_COMMIT {
-			status, err := w.Status()
-			if err != nil {
-				return err
-			}
-			resp.Offset, resp.Total = status.Offset, status.Total
-			if total != 0 {
-				resp.Total = total
-			}
-			resp.StartedAt, resp.UpdatedAt = wire.UnixNano(status.StartedAt), wire.UnixNano(status.UpdatedAt)
+		resp.Offset, resp.Total = status.Offset, status.Total
+		if total != 0 {
+			resp.Total = total
+		}
+		resp.StartedAt, resp.UpdatedAt = wire.UnixNano(status.StartedAt), wire.UnixNano(status.UpdatedAt)
+		if withDigest {
 			resp.Digest = w.Digest().String()
 		}
 		if err := stream.Send(resp); err != nil {

@@ -62,6 +62,35 @@ func (c *client) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor,
 	return rc, nil
 }
 
+var _ FileFetcher = (*client)(nil)
+
+// FetchToFile asks the plugin to write the bytes into path. A plugin
+// without the capability answers NotImplemented before any byte is
+// written, and so does one built before it (its first answer is data).
+func (c *client) FetchToFile(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64, path string, progress func(offset int64) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.c.Fetch(ctx, &pluginv1.FetchRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc), Offset: offset, Path: path})
+	if err != nil {
+		return err
+	}
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(msg.Data) > 0 {
+			return fmt.Errorf("fetch to a file: the plugin sends the bytes instead: %w", errdefs.ErrNotImplemented)
+		}
+		if err := progress(msg.Offset); err != nil {
+			return err
+		}
+	}
+}
+
 // fetchReader reads a Fetch stream.
 type fetchReader struct {
 	stream pluginv1.Resolver_FetchClient

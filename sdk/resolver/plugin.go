@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"context"
+	"io"
 
 	"google.golang.org/grpc"
 
@@ -16,9 +17,16 @@ type Factory func(ctx context.Context, env sdk.Env) (Resolver, error)
 //
 //	func main() { sdk.Serve(resolver.Plugin("docker", version, docker.New)) }
 func Plugin(name, version string, factory Factory) sdk.Definition {
-	return sdk.Define(sdk.KindResolver, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Resolver, error)) {
+	def := sdk.Define(sdk.KindResolver, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Resolver, error)) {
 		RegisterServer(s, impl)
 	})
+	def.CapabilitiesOf = func(impl io.Closer) []string {
+		if _, ok := impl.(FileFetcher); ok {
+			return []string{CapabilityFetchToFile}
+		}
+		return nil
+	}
+	return def
 }
 
 // NewClient returns the Resolver served on conn. Its Close does not close

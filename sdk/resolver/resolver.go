@@ -49,6 +49,25 @@ type Resolver interface {
 	Close() error
 }
 
+// FileFetcher is a resolver that can write what it fetches into a file on
+// its machine (capability "fetch-to-file"): keeld hands it the content
+// store's ingest file, and a blob's bytes then cross no process boundary
+// after the registry's.
+type FileFetcher interface {
+	// FetchToFile writes the content of desc, which belongs to ref, from
+	// offset on into the file at path, each byte at its own offset, and
+	// calls progress with the offset reached after each write; an error
+	// from progress stops the fetch and is returned. The file exists: it
+	// is opened for writing, never made or truncated, and refused unless
+	// it is a regular file with one link. The bytes are not verified
+	// here: whoever commits the file checks the digest. Errors as Fetch.
+	FetchToFile(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64, path string, progress func(offset int64) error) error
+}
+
+// CapabilityFetchToFile is announced by resolvers that implement
+// FileFetcher.
+const CapabilityFetchToFile = "fetch-to-file"
+
 // Attempt is one host a Resolve considered, for `keel image resolve
 // --explain`.
 type Attempt struct {

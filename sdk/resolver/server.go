@@ -55,6 +55,15 @@ func (s *server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_Fetc
 	if err != nil {
 		return err
 	}
+	if req.Path != "" {
+		ff, ok := r.(FileFetcher)
+		if !ok {
+			return fmt.Errorf("fetch to a file: %w", errdefs.ErrNotImplemented)
+		}
+		return ff.FetchToFile(ctx, req.Ref, descriptor.FromProto(req.Descriptor_), req.Offset, req.Path, func(offset int64) error {
+			return stream.Send(&pluginv1.FetchResponse{Offset: offset})
+		})
+	}
 	rc, err := r.Fetch(ctx, req.Ref, descriptor.FromProto(req.Descriptor_), req.Offset)
 	if err != nil {
 		return err

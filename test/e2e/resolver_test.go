@@ -101,7 +101,11 @@ func keeldResolverOpener() conformance.Opener[resolver.Resolver] {
 		}
 		for _, p := range plugins {
 			if p.Kind == "resolver" {
-				conformance.ReportCapabilities(t, p.Capabilities)
+				// keeld's API keeps FetchToFile for keeld (it names the
+				// content store's file): the service does not offer it.
+				conformance.ReportCapabilities(t, slices.DeleteFunc(slices.Clone(p.Capabilities), func(c string) bool {
+					return c == resolver.CapabilityFetchToFile
+				}))
 			}
 		}
 		return &keeldResolver{Resolver: c.ResolverService(""), close: func() error {
@@ -523,3 +527,27 @@ func TestFetchResumesAfterPluginKill(t *testing.T) {
 // ingestRef is the content ingest keeld fetches desc into (as
 // core/images.IngestRef names it).
 func ingestRef(desc ocispec.Descriptor) string { return "fetch-" + desc.Digest.String() }
+
+// keeld's API writes no file an API caller names: its resolver service
+// refuses FetchToFile (keeld alone hands the resolver a file, the content
+// store's ingest file), and the file stays as it was.
+func TestResolverServiceRefusesFetchToFile(t *testing.T) {
+	t.Parallel()
+	k := startPullKeeld(t, plainHTTP("127.0.0.1:1"))
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ff, ok := k.client(t, "default").ResolverService("").(resolver.FileFetcher)
+	if !ok {
+		t.Fatal("the resolver service client is no resolver.FileFetcher")
+	}
+	desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromString("x"), Size: 1}
+	err := ff.FetchToFile(t.Context(), "127.0.0.1:1/a/b:c", desc, 0, victim, func(int64) error { return nil })
+	if !errdefs.IsNotImplemented(err) {
+		t.Errorf("FetchToFile through keeld's API: %v, want NotImplemented", err)
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "keep" {
+		t.Errorf("the file now holds %q", got)
+	}
+}

@@ -224,11 +224,56 @@ type writer struct {
 	expected digest.Digest
 	hash     hash.Hash
 	alg      digest.Algorithm
-	done     bool // committed
-	closed   bool // ref released
+	// inFile is set once the data file was handed out (IngestPath): bytes
+	// then also arrive in it from outside, and each call takes them in.
+	inFile bool
+	done   bool // committed
+	closed bool // ref released
 }
 
-var _ content.Writer = (*writer)(nil)
+var (
+	_ content.Writer       = (*writer)(nil)
+	_ content.IngestPather = (*Store)(nil)
+)
+
+// IngestPath hands out w's data file: its host writes the bytes there
+// itself, and w hashes them as it finds them (takeIn).
+func (s *Store) IngestPath(ctx context.Context, cw content.Writer) (string, error) {
+	w, ok := cw.(*writer)
+	if !ok || w.s != s {
+		return "", fmt.Errorf("ingest path: not a writer of this store: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := w.usable(); err != nil {
+		return "", err
+	}
+	w.inFile = true
+	return w.f.Name(), nil
+}
+
+// takeIn hashes the bytes the host put in the data file since the last
+// call, once each. Data that shrank under the writer is hashed again.
+func (w *writer) takeIn() error {
+	if !w.inFile || w.f == nil {
+		return nil
+	}
+	fi, err := w.f.Stat()
+	if err != nil {
+		return err
+	}
+	switch size := fi.Size(); {
+	case size < w.status.Offset:
+		w.s.logger.Warn("ingest data shrank under its writer; hashing it again", "ref", w.ref)
+		return w.rehash()
+	case size > w.status.Offset:
+		n, err := io.Copy(w.hash, io.NewSectionReader(w.f, w.status.Offset, size-w.status.Offset))
+		w.status.Offset += n
+		w.status.UpdatedAt = time.Now().UTC()
+		if err != nil {
+			return fmt.Errorf("ingest %q: take in: %w", w.ref, err)
+		}
+	}
+	return nil
+}
 
 // rehash hashes the data already in the ingest, the price of a resume, and
 // leaves the file offset at its end.
@@ -320,18 +365,29 @@ func (w *writer) Write(p []byte) (int, error) {
 	if err := w.usable(); err != nil {
 		return 0, err
 	}
-	n, err := w.f.Write(p)
+	if err := w.takeIn(); err != nil {
+		return 0, err
+	}
+	n, err := w.f.WriteAt(p, w.status.Offset)
 	w.hash.Write(p[:n])
 	w.status.Offset += int64(n)
 	w.status.UpdatedAt = time.Now().UTC()
 	return n, err
 }
 
+// Digest is of the data so far; one that cannot take in the file's new
+// bytes is of those it had.
 func (w *writer) Digest() digest.Digest {
+	if err := w.takeIn(); err != nil {
+		w.s.logger.Warn("ingest: take in the file's bytes failed", "ref", w.ref, "error", err)
+	}
 	return digest.NewDigest(w.alg, w.hash)
 }
 
 func (w *writer) Status() (content.Status, error) {
+	if err := w.takeIn(); err != nil {
+		return content.Status{}, err
+	}
 	if w.status.UpdatedAt.IsZero() {
 		w.status.UpdatedAt = w.status.StartedAt
 	}
@@ -341,6 +397,9 @@ func (w *writer) Status() (content.Status, error) {
 // Truncate cuts the data to size and hashes what is left again.
 func (w *writer) Truncate(size int64) error {
 	if err := w.usable(); err != nil {
+		return err
+	}
+	if err := w.takeIn(); err != nil {
 		return err
 	}
 	if size < 0 || size > w.status.Offset {
@@ -364,6 +423,9 @@ func (w *writer) Commit(ctx context.Context, size int64, expected digest.Digest,
 	}
 	base, err := content.ApplyOpts(opts...)
 	if err != nil {
+		return err
+	}
+	if err := w.takeIn(); err != nil {
 		return err
 	}
 	if size == 0 {
@@ -442,9 +504,9 @@ func (w *writer) rehashWith(alg digest.Algorithm) error {
 // Close releases the ref; the data stays for a later writer, which reports
 // the UpdatedAt this one did.
 func (w *writer) Close() error {
-	var err error
+	err := w.takeIn()
 	if w.f != nil {
-		err = w.f.Close()
+		err = errors.Join(err, w.f.Close())
 		w.f = nil
 		err = errors.Join(err, w.keepUpdatedAt(), w.keepVerified())
 	}

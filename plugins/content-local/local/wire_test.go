@@ -23,12 +23,18 @@ import (
 
 // serve puts a local store behind the sdk's server and client on an
 // in-memory connection, counting Read streams.
-func serve(tb testing.TB) (content.Store, *atomic.Int64) {
+func serve(tb testing.TB, opts ...content.ClientOpt) (content.Store, *atomic.Int64) {
 	tb.Helper()
 	st, err := local.Open(tb.TempDir(), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return serveStore(tb, st, opts...)
+}
+
+// serveStore puts st behind the sdk's server and a client made with opts.
+func serveStore(tb testing.TB, st content.Store, opts ...content.ClientOpt) (content.Store, *atomic.Int64) {
+	tb.Helper()
 	var reads atomic.Int64
 	srv := grpc.NewServer(append(host.ServerOptions(), grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 		if strings.HasSuffix(info.FullMethod, "/Read") {
@@ -47,7 +53,7 @@ func serve(tb testing.TB) (content.Store, *atomic.Int64) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { conn.Close(); srv.Stop(); st.Close() })
-	return content.NewClient(conn), &reads
+	return content.NewClient(conn, opts...), &reads
 }
 
 func writeRandom(tb testing.TB, s content.Store, size int64) ocispec.Descriptor {
@@ -118,9 +124,22 @@ func BenchmarkSequentialRead(b *testing.B) {
 	}
 }
 
-// BenchmarkWrite measures WriteBlob through one gRPC hop.
+// BenchmarkWrite measures WriteBlob through one gRPC hop, and through the
+// store's ingest file.
 func BenchmarkWrite(b *testing.B) {
-	s, _ := serve(b)
+	b.Run("stream", func(b *testing.B) { s, _ := serve(b); benchWrite(b, s) })
+	b.Run("file", func(b *testing.B) {
+		root := b.TempDir()
+		st, err := local.Open(root, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, _ := serveStore(b, st, content.WithIngestFiles(root))
+		benchWrite(b, s)
+	})
+}
+
+func benchWrite(b *testing.B, s content.Store) {
 	const size = 128 << 20
 	data := make([]byte, size)
 	rand.Read(data)

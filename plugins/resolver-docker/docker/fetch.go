@@ -8,9 +8,11 @@ import (
 	"hash"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	digest "github.com/opencontainers/go-digest"
@@ -21,6 +23,68 @@ import (
 
 // Fetch implements resolver.Resolver.
 func (r *Resolver) Fetch(ctx context.Context, s string, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
+	return r.fetch(ctx, s, desc, offset, true)
+}
+
+// FetchToFile implements resolver.FileFetcher. The bytes go into the file
+// unhashed: the content store that commits it checks the digest, so each
+// byte is hashed once.
+func (r *Resolver) FetchToFile(ctx context.Context, s string, desc ocispec.Descriptor, offset int64, path string, progress func(int64) error) error {
+	f, err := openFetchFile(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rc, err := r.fetch(ctx, s, desc, offset, false)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	// Each Read's bytes are written at once: a stalled registry leaves in
+	// the file all that came.
+	buf := r.getPart()
+	defer r.putPart(buf)
+	for {
+		n, err := rc.Read(buf)
+		if n > 0 {
+			if _, werr := f.WriteAt(buf[:n], offset); werr != nil {
+				return fmt.Errorf("fetch %s into %s: %w", desc.Digest, path, werr)
+			}
+			offset += int64(n)
+			if perr := progress(offset); perr != nil {
+				return perr
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// openFetchFile opens the file FetchToFile writes: one that exists, is no
+// symbolic link, and is a regular file with one link.
+func openFetchFile(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("fetch into %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	fi, err := f.Stat()
+	if err == nil && (!fi.Mode().IsRegular() || fi.Sys().(*syscall.Stat_t).Nlink != 1) {
+		err = errors.New("not a regular file with one link")
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("fetch into %s: %v: %w", path, err, errdefs.ErrInvalidArgument)
+	}
+	return f, nil
+}
+
+// fetch fetches desc; verify checks a blob's digest as it comes (when read
+// from its start).
+func (r *Resolver) fetch(ctx context.Context, s string, desc ocispec.Descriptor, offset int64, verify bool) (io.ReadCloser, error) {
 	rf, err := parseRef(s)
 	if err != nil {
 		return nil, err
@@ -37,7 +101,7 @@ func (r *Resolver) Fetch(ctx context.Context, s string, desc ocispec.Descriptor,
 	}
 	var errs []error
 	for _, h := range hosts {
-		rc, err := r.fetchOn(ctx, h, rf, desc, offset)
+		rc, err := r.fetchOn(ctx, h, rf, desc, offset, verify)
 		if err == nil {
 			return rc, nil
 		}
@@ -54,7 +118,7 @@ func (r *Resolver) Fetch(ctx context.Context, s string, desc ocispec.Descriptor,
 	return nil, err
 }
 
-func (r *Resolver) fetchOn(ctx context.Context, h *host, rf ref, desc ocispec.Descriptor, offset int64) (io.ReadCloser, error) {
+func (r *Resolver) fetchOn(ctx context.Context, h *host, rf ref, desc ocispec.Descriptor, offset int64, verify bool) (io.ReadCloser, error) {
 	if isManifest(desc.MediaType) || desc.Size <= 0 && desc.MediaType == "" {
 		if desc.Size > r.cfg.maxManifest {
 			return nil, r.tooLarge(h, rf, desc.Size)
@@ -71,7 +135,7 @@ func (r *Resolver) fetchOn(ctx context.Context, h *host, rf ref, desc ocispec.De
 	if offset == desc.Size {
 		return io.NopCloser(bytes.NewReader(nil)), nil
 	}
-	f := &blobFetch{r: r, h: h, rf: rf, desc: desc}
+	f := &blobFetch{r: r, h: h, rf: rf, desc: desc, verify: verify}
 	r.mu.Lock()
 	ranges := !r.noRanges[h.host]
 	r.mu.Unlock()
@@ -93,10 +157,11 @@ var errNoRanges = errors.New("registry ignored the range")
 
 // blobFetch reads one blob from one host.
 type blobFetch struct {
-	r    *Resolver
-	h    *host
-	rf   ref
-	desc ocispec.Descriptor
+	r      *Resolver
+	h      *host
+	rf     ref
+	desc   ocispec.Descriptor
+	verify bool // hash the bytes and check them at the end
 }
 
 // get opens [start, end) of the blob (end 0: to the end). When the
@@ -284,13 +349,14 @@ func (f *blobFetch) stream(ctx context.Context, offset int64) (io.ReadCloser, er
 		if rc != nil {
 			rc.Close()
 		}
-	}, hash: hasherFrom(offset, f.desc.Digest)}, nil
+	}, hash: f.hasherFrom(offset)}, nil
 }
 
 // hasherFrom verifies only reads from the start: the bytes before offset
 // are not seen here.
-func hasherFrom(offset int64, d digest.Digest) hash.Hash {
-	if offset != 0 || !d.Algorithm().Available() {
+func (f *blobFetch) hasherFrom(offset int64) hash.Hash {
+	d := f.desc.Digest
+	if !f.verify || offset != 0 || !d.Algorithm().Available() {
 		return nil
 	}
 	return d.Algorithm().Hash()
@@ -369,7 +435,7 @@ func (f *blobFetch) parallel(ctx context.Context, offset int64) (io.ReadCloser, 
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-	}, close: cancel, hash: hasherFrom(offset, f.desc.Digest)}, nil
+	}, close: cancel, hash: f.hasherFrom(offset)}, nil
 }
 
 // verifier hands out the chunks next returns and, when the blob was read

@@ -33,14 +33,36 @@ func InProcess(factory content.Factory, opts ...conformance.Option) conformance.
 	return conformance.InProcess(content.Plugin("conformance", "dev", factory), wrapContent, opts...)
 }
 
-func wrapContent(conn grpc.ClientConnInterface, stop func() error) content.Store {
-	return &stoppingStore{Store: content.NewClient(conn), stop: stop}
+// wrapContent makes the client keeld makes: it writes ingests into the
+// store's files when the store names them (capability "ingest-path").
+func wrapContent(conn grpc.ClientConnInterface, root string, stop func() error) content.Store {
+	return &stoppingStore{
+		Store:  content.NewClient(conn, content.WithIngestFiles(root)),
+		stream: content.NewClient(conn),
+		stop:   stop,
+	}
 }
 
 // stoppingStore is the sdk client whose Close ends the plugin.
 type stoppingStore struct {
 	content.Store
-	stop func() error
+	// stream is a client of the same plugin that sends every byte on the
+	// Write stream, as a host without the store's files does.
+	stream content.Store
+	stop   func() error
+}
+
+// overStream runs body on the plugin's stream-only client: for a store
+// with the capability "ingest-path", the way without it must still work.
+func overStream(body func(context.Context, conformance.T, *conformance.Env[content.Store])) func(context.Context, conformance.T, *conformance.Env[content.Store]) {
+	return func(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
+		s, ok := env.P.(*stoppingStore)
+		if !ok {
+			t.Skipf("the opener's store (%T) wraps the suite's client: the stream way is the plugin's own suite's to test", env.P)
+		}
+		env.P = &stoppingStore{Store: s.stream, stream: s.stream, stop: s.stop}
+		body(ctx, t, env)
+	}
 }
 
 // BlobPath reaches the plugin's BlobPath; the plugin answers NotImplemented
@@ -68,7 +90,7 @@ func Run(t conformance.T, open conformance.Opener[content.Store], opts ...confor
 const largeBlobSize = 256 << 20
 
 func contentCases() []conformance.Case[content.Store] {
-	return []conformance.Case[content.Store]{
+	cases := []conformance.Case[content.Store]{
 		{Name: "WriteReadBack", Body: contentWriteReadBack},
 		{Name: "MissingBlob", Body: contentMissingBlob},
 		{Name: "WriterNeedsRef", Body: contentWriterNeedsRef},
@@ -91,7 +113,25 @@ func contentCases() []conformance.Case[content.Store] {
 		{Name: "BlobPath", Needs: []string{content.CapabilityBlobPath}, Body: contentBlobPath},
 		{Name: "LargeBlobStreamed", Body: contentLargeBlob},
 		{Name: "RestartKeepsBlobsAndIngests", Body: contentRestart},
+		{Name: "IngestFileHostDies", Needs: []string{content.CapabilityIngestPath}, Body: contentIngestFileHostDies},
 	}
+	// A store with ingest files is written through them above; these
+	// write over the stream again.
+	for _, c := range []conformance.Case[content.Store]{
+		{Name: "WriteReadBack", Body: contentWriteReadBack},
+		{Name: "CommitWrongDigest", Body: contentCommitWrongDigest},
+		{Name: "ResumeIngest", Body: contentResumeIngest},
+		{Name: "WriterStatusAfterWrite", Body: contentWriterStatusAfterWrite},
+		{Name: "TruncateIngest", Body: contentTruncateIngest},
+		{Name: "LargeBlobStreamed", Body: contentLargeBlob},
+	} {
+		cases = append(cases, conformance.Case[content.Store]{
+			Name:  c.Name + "OverStream",
+			Needs: []string{content.CapabilityIngestPath},
+			Body:  overStream(c.Body),
+		})
+	}
+	return cases
 }
 
 // blob is test data with its descriptor.
@@ -951,4 +991,42 @@ func contentBlobPath(ctx context.Context, t conformance.T, env *conformance.Env[
 	if _, err := bp.BlobPath(ctx, newBlob(14, 10).desc.Digest); !errdefs.IsNotFound(err) {
 		t.Errorf("blob path of a missing blob: %v, want not found", err)
 	}
+}
+
+// contentIngestFileHostDies: a host that dies while writing an ingest file
+// (its stream cut, nothing closed) leaves an ingest that resumes at the
+// last byte it put in the file, and the blob commits whole.
+func contentIngestFileHostDies(ctx context.Context, t conformance.T, env *conformance.Env[content.Store]) {
+	s := env.P
+	b := newBlob(90, 3*sdk.ChunkSize+77)
+	half := int64(len(b.data) / 2)
+	hostCtx, die := context.WithCancel(ctx)
+	w, err := s.Writer(hostCtx, content.WithRef("host-dies"), content.WithDescriptor(b.desc))
+	if err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	if _, err := w.Write(b.data[:half]); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	die()
+	defer w.Close()
+	w2, err := content.OpenWriter(ctx, s, content.WithRef("host-dies"), content.WithDescriptor(b.desc))
+	if err != nil {
+		t.Fatalf("writer after the host died: %v", err)
+	}
+	defer w2.Close()
+	st, err := w2.Status()
+	if err != nil {
+		t.Fatalf("status: %v", err)
+	}
+	if st.Offset != half {
+		t.Fatalf("resumed at %d, want %d (every byte the host put in the file)", st.Offset, half)
+	}
+	if _, err := w2.Write(b.data[half:]); err != nil {
+		t.Fatalf("write rest: %v", err)
+	}
+	if err := w2.Commit(ctx, b.desc.Size, b.desc.Digest); err != nil {
+		t.Fatalf("commit: %v", err)
+	}
+	checkBlob(ctx, t, s, b)
 }

@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 
 	digest "github.com/opencontainers/go-digest"
@@ -36,7 +38,7 @@ func InProcess(factory resolver.Factory, opts ...conformance.Option) conformance
 	return conformance.InProcess(resolver.Plugin("conformance", "dev", factory), wrapResolver, opts...)
 }
 
-func wrapResolver(conn grpc.ClientConnInterface, stop func() error) resolver.Resolver {
+func wrapResolver(conn grpc.ClientConnInterface, _ string, stop func() error) resolver.Resolver {
 	return &stoppingResolver{Resolver: resolver.NewClient(conn), stop: stop}
 }
 
@@ -47,6 +49,12 @@ type stoppingResolver struct {
 }
 
 var _ resolver.Resolver = (*stoppingResolver)(nil)
+
+// FetchToFile reaches the plugin's FetchToFile; the plugin answers
+// NotImplemented when it lacks the capability.
+func (r *stoppingResolver) FetchToFile(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64, path string, progress func(int64) error) error {
+	return r.Resolver.(resolver.FileFetcher).FetchToFile(ctx, ref, desc, offset, path, progress)
+}
 
 func (r *stoppingResolver) Close() error {
 	err := r.Resolver.Close()
@@ -262,6 +270,81 @@ func resolverCases(fx *resolverFixture, fxErr error) []conformance.Case[resolver
 		resolverCase(fx, fxErr, "BadCredentials", badCredentials),
 		resolverCase(fx, fxErr, "LyingRegistryRefused", lyingRegistry),
 		resolverCase(fx, fxErr, "MirrorDownFallback", mirrorFallback),
+		needs(resolverCase(fx, fxErr, "FetchToFile", fetchToFile), resolver.CapabilityFetchToFile),
+	}
+}
+
+func needs[P any](c conformance.Case[P], caps ...string) conformance.Case[P] {
+	c.Needs = caps
+	return c
+}
+
+// fetchToFile: a resolver with the capability "fetch-to-file" writes each
+// blob into an existing file at its offsets, from any offset, reporting
+// progress up to the size; it makes no file and follows no link.
+func fetchToFile(ctx context.Context, t conformance.T, r resolver.Resolver, fx *resolverFixture) {
+	ff, ok := r.(resolver.FileFetcher)
+	if !ok {
+		t.Fatalf("%T announces %q but is no resolver.FileFetcher", r, resolver.CapabilityFetchToFile)
+	}
+	ref := fx.ref(fx.open, repoImage, "latest")
+	dir, err := os.MkdirTemp("", "keel-fetch-to-file-")
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	defer os.RemoveAll(dir)
+	blobs := append([]registry.Blob{fx.image.Manifest}, fx.image.Blobs()...)
+	for i, b := range blobs {
+		for _, from := range []int64{0, b.Desc.Size / 2} {
+			path := filepath.Join(dir, fmt.Sprintf("blob-%d-%d", i, from))
+			if err := os.WriteFile(path, b.Data[:from], 0o600); err != nil {
+				t.Fatalf("%v", err)
+			}
+			last := from
+			err := ff.FetchToFile(ctx, ref, b.Desc, from, path, func(offset int64) error {
+				if offset <= last || offset > b.Desc.Size {
+					t.Errorf("%s from %d: progress %d after %d", b.Desc.Digest, from, offset, last)
+				}
+				last = offset
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("FetchToFile(%s from %d): %v", b.Desc.Digest, from, err)
+			}
+			if got, _ := os.ReadFile(path); !bytes.Equal(got, b.Data) {
+				t.Errorf("FetchToFile(%s from %d): the file holds %d bytes that differ from the %d pushed", b.Desc.Digest, from, len(got), len(b.Data))
+			}
+			if from < b.Desc.Size && last != b.Desc.Size {
+				t.Errorf("FetchToFile(%s from %d): progress ended at %d of %d", b.Desc.Digest, from, last, b.Desc.Size)
+			}
+		}
+	}
+	layer := fx.image.Layers[0]
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o600); err != nil {
+		t.Fatalf("%v", err)
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatalf("%v", err)
+	}
+	noop := func(int64) error { return nil }
+	if err := ff.FetchToFile(ctx, ref, layer.Desc, 0, link, noop); err == nil {
+		t.Errorf("FetchToFile into a symbolic link succeeded")
+	}
+	if got, _ := os.ReadFile(victim); string(got) != "keep" {
+		t.Errorf("FetchToFile through a symbolic link wrote its target: %q", got)
+	}
+	absent := filepath.Join(dir, "absent")
+	if err := ff.FetchToFile(ctx, ref, layer.Desc, 0, absent, noop); err == nil {
+		t.Errorf("FetchToFile into a missing file succeeded")
+	}
+	if _, err := os.Lstat(absent); err == nil {
+		t.Errorf("FetchToFile made the file it was given")
+	}
+	missing := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromString("no such blob"), Size: 12}
+	if err := ff.FetchToFile(ctx, ref, missing, 0, victim, noop); !errdefs.IsNotFound(err) {
+		t.Errorf("FetchToFile of a missing blob: %v, want NotFound", err)
 	}
 }
 

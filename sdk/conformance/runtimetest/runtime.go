@@ -24,7 +24,7 @@ func InProcess(factory keelruntime.Factory, opts ...conformance.Option) conforma
 	return conformance.InProcess(keelruntime.Plugin("conformance", "dev", factory), wrapRuntime, opts...)
 }
 
-func wrapRuntime(conn grpc.ClientConnInterface, stop func() error) keelruntime.Runtime {
+func wrapRuntime(conn grpc.ClientConnInterface, _ string, stop func() error) keelruntime.Runtime {
 	return &stoppingRuntime{Runtime: keelruntime.NewClient(conn), stop: stop}
 }
 

@@ -35,7 +35,7 @@ func InProcess(factory snapshot.Factory, opts ...conformance.Option) conformance
 	return conformance.InProcess(snapshot.Plugin("conformance", "dev", factory), wrapSnapshotter, opts...)
 }
 
-func wrapSnapshotter(conn grpc.ClientConnInterface, stop func() error) snapshot.Snapshotter {
+func wrapSnapshotter(conn grpc.ClientConnInterface, _ string, stop func() error) snapshot.Snapshotter {
 	return &stoppingSnapshotter{Snapshotter: snapshot.NewClient(conn), stop: stop}
 }
 

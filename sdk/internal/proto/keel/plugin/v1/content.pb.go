@@ -717,7 +717,11 @@ type WriteContentRequest struct {
 	Offset int64  `protobuf:"varint,5,opt,name=offset,proto3" json:"offset,omitempty"`
 	Data   []byte `protobuf:"bytes,6,opt,name=data,proto3" json:"data,omitempty"`
 	// labels are set on commit.
-	Labels        map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Labels map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// want_path (STAT) asks for the ingest's data file, which the client then
+	// writes itself: the bytes cross no stream (optional: capability
+	// "ingest-path"; a store without it answers no path).
+	WantPath      bool `protobuf:"varint,8,opt,name=want_path,json=wantPath,proto3" json:"want_path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -801,6 +805,13 @@ func (x *WriteContentRequest) GetLabels() map[string]string {
 	return nil
 }
 
+func (x *WriteContentRequest) GetWantPath() bool {
+	if x != nil {
+		return x.WantPath
+	}
+	return false
+}
+
 type WriteContentResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Action    WriteAction            `protobuf:"varint,1,opt,name=action,proto3,enum=keel.plugin.v1.WriteAction" json:"action,omitempty"`
@@ -808,8 +819,12 @@ type WriteContentResponse struct {
 	UpdatedAt int64                  `protobuf:"varint,3,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
 	Offset    int64                  `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
 	Total     int64                  `protobuf:"varint,5,opt,name=total,proto3" json:"total,omitempty"`
-	// digest of the data written so far; on COMMIT, the committed digest.
-	Digest        string `protobuf:"bytes,6,opt,name=digest,proto3" json:"digest,omitempty"`
+	// digest of the data written so far (STAT, TRUNCATE); on COMMIT, the
+	// committed digest. WRITE answers leave it empty: hashing is the store's,
+	// and the client asks with a STAT when it needs the digest.
+	Digest string `protobuf:"bytes,6,opt,name=digest,proto3" json:"digest,omitempty"`
+	// path of the ingest's data file, answering a STAT with want_path.
+	Path          string `protobuf:"bytes,7,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -886,6 +901,13 @@ func (x *WriteContentResponse) GetDigest() string {
 	return ""
 }
 
+func (x *WriteContentResponse) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 var File_keel_plugin_v1_content_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_content_proto_rawDesc = "" +
@@ -935,7 +957,7 @@ const file_keel_plugin_v1_content_proto_rawDesc = "" +
 	"\x13ListStatusesRequest\x12\x18\n" +
 	"\afilters\x18\x01 \x03(\tR\afilters\"P\n" +
 	"\x14ListStatusesResponse\x128\n" +
-	"\bstatuses\x18\x01 \x03(\v2\x1c.keel.plugin.v1.IngestStatusR\bstatuses\"\xbe\x02\n" +
+	"\bstatuses\x18\x01 \x03(\v2\x1c.keel.plugin.v1.IngestStatusR\bstatuses\"\xdb\x02\n" +
 	"\x13WriteContentRequest\x123\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x1b.keel.plugin.v1.WriteActionR\x06action\x12\x10\n" +
 	"\x03ref\x18\x02 \x01(\tR\x03ref\x12\x14\n" +
@@ -943,10 +965,11 @@ const file_keel_plugin_v1_content_proto_rawDesc = "" +
 	"\bexpected\x18\x04 \x01(\tR\bexpected\x12\x16\n" +
 	"\x06offset\x18\x05 \x01(\x03R\x06offset\x12\x12\n" +
 	"\x04data\x18\x06 \x01(\fR\x04data\x12G\n" +
-	"\x06labels\x18\a \x03(\v2/.keel.plugin.v1.WriteContentRequest.LabelsEntryR\x06labels\x1a9\n" +
+	"\x06labels\x18\a \x03(\v2/.keel.plugin.v1.WriteContentRequest.LabelsEntryR\x06labels\x12\x1b\n" +
+	"\twant_path\x18\b \x01(\bR\bwantPath\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcf\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe3\x01\n" +
 	"\x14WriteContentResponse\x123\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x1b.keel.plugin.v1.WriteActionR\x06action\x12\x1d\n" +
 	"\n" +
@@ -955,7 +978,8 @@ const file_keel_plugin_v1_content_proto_rawDesc = "" +
 	"updated_at\x18\x03 \x01(\x03R\tupdatedAt\x12\x16\n" +
 	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x14\n" +
 	"\x05total\x18\x05 \x01(\x03R\x05total\x12\x16\n" +
-	"\x06digest\x18\x06 \x01(\tR\x06digest*p\n" +
+	"\x06digest\x18\x06 \x01(\tR\x06digest\x12\x12\n" +
+	"\x04path\x18\a \x01(\tR\x04path*p\n" +
 	"\vWriteAction\x12\x15\n" +
 	"\x11WRITE_ACTION_STAT\x10\x00\x12\x16\n" +
 	"\x12WRITE_ACTION_WRITE\x10\x01\x12\x17\n" +

@@ -210,10 +210,15 @@ func (x *ResolveAttempt) GetReason() string {
 }
 
 type FetchRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ref           string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	Descriptor_   *v1.Descriptor         `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
-	Offset        int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Ref         string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Descriptor_ *v1.Descriptor         `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Offset      int64                  `protobuf:"varint,3,opt,name=offset,proto3" json:"offset,omitempty"`
+	// path, when set, asks the resolver to write the bytes into this file
+	// at their offsets instead of sending them, unverified (optional:
+	// capability "fetch-to-file"; Unimplemented otherwise). The answers then
+	// carry only the offset reached.
+	Path          string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,9 +274,18 @@ func (x *FetchRequest) GetOffset() int64 {
 	return 0
 }
 
+func (x *FetchRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
 type FetchResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	// offset reached in the file, answering a fetch with a path.
+	Offset        int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -311,6 +325,13 @@ func (x *FetchResponse) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *FetchResponse) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
 }
 
 type PushRequest struct {
@@ -437,15 +458,17 @@ const file_keel_plugin_v1_resolver_proto_rawDesc = "" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
 	"\x04used\x18\x03 \x01(\bR\x04used\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"s\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x87\x01\n" +
 	"\fFetchRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x129\n" +
 	"\n" +
 	"descriptor\x18\x02 \x01(\v2\x19.keel.types.v1.DescriptorR\n" +
 	"descriptor\x12\x16\n" +
-	"\x06offset\x18\x03 \x01(\x03R\x06offset\"#\n" +
+	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x12\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\";\n" +
 	"\rFetchResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"n\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"n\n" +
 	"\vPushRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x129\n" +
 	"\n" +

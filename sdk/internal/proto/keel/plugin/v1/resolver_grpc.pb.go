@@ -32,7 +32,8 @@ const (
 type ResolverClient interface {
 	// Resolve turns a reference into its canonical name and a descriptor.
 	Resolve(ctx context.Context, in *ResolveRequest, opts ...grpc.CallOption) (*ResolveResponse, error)
-	// Fetch streams a blob or manifest from offset on.
+	// Fetch streams a blob or manifest from offset on, or writes it into a
+	// file (FetchRequest.path).
 	Fetch(ctx context.Context, in *FetchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[FetchResponse], error)
 	// Push sends a header message, then data messages.
 	Push(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PushRequest, PushResponse], error)
@@ -96,7 +97,8 @@ type Resolver_PushClient = grpc.ClientStreamingClient[PushRequest, PushResponse]
 type ResolverServer interface {
 	// Resolve turns a reference into its canonical name and a descriptor.
 	Resolve(context.Context, *ResolveRequest) (*ResolveResponse, error)
-	// Fetch streams a blob or manifest from offset on.
+	// Fetch streams a blob or manifest from offset on, or writes it into a
+	// file (FetchRequest.path).
 	Fetch(*FetchRequest, grpc.ServerStreamingServer[FetchResponse]) error
 	// Push sends a header message, then data messages.
 	Push(grpc.ClientStreamingServer[PushRequest, PushResponse]) error
