@@ -214,7 +214,6 @@ func (in *instance) startOnCall() *host.Process {
 			continue
 		}
 		in.setRunning(p)
-		in.lastErr = ""
 		close(a.done)
 		in.mu.Unlock()
 		in.logger.Info("plugin started on demand", "pid", p.Pid(), "took", time.Since(began).Round(time.Millisecond))

@@ -27,6 +27,12 @@ func TestIdleStop(t *testing.T) {
 		return true
 	}
 	waitFor(t, allIdle)
+	// The table shows no pid for a plugin with no process.
+	for _, line := range strings.Split(strings.TrimSpace(k.ok("plugins", "ls")), "\n")[1:] {
+		if f := strings.Fields(line); len(f) < 6 || f[3] != "-" || f[4] != "idle" || f[5] != "0" {
+			t.Errorf("plugins ls row of an idle plugin: %q, want pid -, idle, 0 restarts", line)
+		}
+	}
 
 	// A pull starts the resolver, the content store and the snapshotter.
 	k.ok("image", "pull", "-q", k.ref)
