@@ -90,7 +90,7 @@ func startDefaultDaemon(ctx context.Context, regHost string) (*daemon, error) {
 }
 
 // daemonMemory sums the PSS of keeld and its plugins' processes and says
-// what each held.
+// what each held, and which plugins had no process (stopped for idleness).
 func daemonMemory(ctx context.Context, d *daemon) (memory, string, error) {
 	ps, err := d.procs(ctx)
 	if err != nil {
@@ -105,6 +105,16 @@ func daemonMemory(ctx context.Context, d *daemon) (memory, string, error) {
 		}
 		total = total.add(m)
 		parts = append(parts, fmt.Sprintf("%s %.1f (anon %.1f)", p.name, mb(m.pss), mb(m.anon)))
+	}
+	// The plugins with no process count nothing; say which.
+	all, err := d.client.Plugins(ctx)
+	if err != nil {
+		return memory{}, "", err
+	}
+	for _, p := range all {
+		if p.Pid == 0 {
+			parts = append(parts, fmt.Sprintf("%s.%s %s (no process)", p.Kind, p.Name, p.State))
+		}
 	}
 	return total, strings.Join(parts, ", "), nil
 }
