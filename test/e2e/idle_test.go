@@ -78,3 +78,33 @@ func TestIdleStop(t *testing.T) {
 		}
 	}
 }
+
+// TestLazyStartFailure: a lazy_start plugin whose executable does not
+// match its sha256 lets keeld start; the first call that needs it fails
+// with one line naming the plugin and why, and plugins ls shows it failed
+// with that reason.
+func TestLazyStartFailure(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	bad := strings.Repeat("ab", 32)
+	k := e.startWith(t, e.config(t, pullPlugins+`
+plugin "resolver" "docker" {
+  path       = "keel-resolver-docker"
+  sha256     = "`+bad+`"
+  lazy_start = true
+}
+`))
+	if p := k.plugins()["resolver.docker"]; p.State != "idle" || p.Pid != 0 {
+		t.Fatalf("a lazy plugin before its first call: %+v", p)
+	}
+	msg := oneLineError(t, k.keel("image", "pull", "127.0.0.1:1/x/y:z"))
+	for _, want := range []string{"resolver.docker: plugin failed to start", "sha256 mismatch", bad} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("pull through a plugin that cannot start: %q lacks %q", msg, want)
+		}
+	}
+	p := k.plugins()["resolver.docker"]
+	if p.State != "failed" || p.Pid != 0 || !strings.Contains(p.LastError, "sha256 mismatch") {
+		t.Errorf("plugins ls after the failed start: %+v", p)
+	}
+}
