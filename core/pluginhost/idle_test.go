@@ -379,3 +379,69 @@ func TestCrashAfterIdleStartIsARestart(t *testing.T) {
 		t.Errorf("a crash of a plugin started on demand: %+v, want one restart", st)
 	}
 }
+
+// Passive calls (keeld's event subscription, the busy hook) neither start
+// a plugin nor hold it: one waits for the plugin to run, a passive stream
+// open at an idle stop is ended by it, and a host stopping ends the wait.
+func TestPassiveCalls(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	s := spec(t, "mem", filepath.Join(bin, "memsnap"))
+	s.Lazy, s.IdleStop = true, idle
+	tap := &logTap{t: t}
+	h := pluginhost.New(hclog.New(&hclog.LoggerOptions{Name: "keeld", Level: hclog.Debug, Output: tap}))
+	if err := h.Start(context.Background(), []pluginhost.Spec{s}); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			_ = h.Stop(context.Background())
+		}
+	})
+	sn := snapshotter(t, h, "mem")
+	passive := pluginhost.Passive(context.Background())
+
+	waited := make(chan error, 1)
+	go func() { _, err := sn.Stat(passive, "p"); waited <- err }()
+	time.Sleep(3 * idle)
+	wantState(t, h, pluginhost.StateIdle)
+	select {
+	case err := <-waited:
+		t.Fatalf("a passive call on an idle plugin returned: %v", err)
+	default:
+	}
+	if _, err := sn.Prepare(context.Background(), "a", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; !errdefs.IsNotFound(err) {
+		t.Errorf("the passive call once the plugin runs: %v, want not found from the plugin", err)
+	}
+
+	walk := make(chan error, 1)
+	go func() {
+		walk <- sn.Walk(passive, func(context.Context, snapshot.Info) error { return nil }, "block")
+	}()
+	waitState(t, h, pluginhost.StateIdle, 10*time.Second)
+	select {
+	case err := <-walk:
+		if err == nil {
+			t.Error("a passive stream open at an idle stop ended without an error")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a passive stream held the idle stop up")
+	}
+
+	go func() { _, err := sn.Stat(passive, "p"); waited <- err }()
+	stopped = true
+	if err := h.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-waited:
+		if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "snapshotter.mem: plugin is stopped") {
+			t.Errorf("a passive call when the host stops: %v, want unavailable, stopped", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a passive call still waits after the host stopped")
+	}
+}

@@ -248,11 +248,14 @@ func (in *instance) supervise(p *host.Process) {
 	}
 }
 
-// endStarts fails a start a call still waits for once the supervisor ends.
+// endStarts fails a start a call still waits for once the supervisor ends,
+// and wakes the passive calls waiting for a process: none will run.
 func (in *instance) endStarts() {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	in.idle = false
+	close(in.running)
+	in.running = make(chan struct{})
 	if a := in.starting; a != nil {
 		a.err = unavailable(in.id, "plugin is stopped")
 		close(a.done)
