@@ -54,7 +54,11 @@ func pluginsLsCommand(g *globals) *cobra.Command {
 			t := table{header: []string{"KIND", "NAME", "VERSION", "PID", "STATE", "RESTARTS", "CAPABILITIES", "PATH"}, values: plugins}
 			for _, p := range plugins {
 				t.ids = append(t.ids, p.Kind+"."+p.Name)
-				t.rows = append(t.rows, []string{p.Kind, p.Name, p.Version, strconv.Itoa(p.Pid), p.State,
+				pid := "-" // no process: idle, starting, restarting, failed or stopped
+				if p.Pid > 0 {
+					pid = strconv.Itoa(p.Pid)
+				}
+				t.rows = append(t.rows, []string{p.Kind, p.Name, orDash(p.Version), pid, p.State,
 					strconv.Itoa(p.Restarts), orDash(strings.Join(p.Capabilities, ",")), p.Path})
 			}
 			return g.print(cmd.OutOrStdout(), t)

@@ -56,6 +56,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 
@@ -76,6 +77,11 @@ const (
 	DefaultMaxConcurrentDownloads = 3
 	// The API socket defaults to <state>/keel.sock.
 	DefaultSocketName = "keel.sock"
+	// DefaultIdleStop is a plugin block's idle_stop when it has none: a
+	// plugin (a runtime: one without tasks) unused this long is stopped
+	// and started again by its next call, so an idle node runs keeld
+	// alone.
+	DefaultIdleStop = 30 * time.Second
 )
 
 // LogLevels are the values log_level accepts, most verbose first.
@@ -130,6 +136,13 @@ type Plugin struct {
 	// Env is set in the plugin's environment, over keeld's own: e.g. the Go
 	// runtime's GOGC, GOMEMLIMIT or GOMAXPROCS for this plugin.
 	Env map[string]string `json:"env,omitempty"`
+	// LazyStart: keeld does not start the plugin with itself but on its
+	// first call. Never for a runtime, which adopts running tasks.
+	LazyStart bool `json:"lazy_start"`
+	// IdleStop is how long the plugin may go without a call in flight (a
+	// runtime: and without a task) before keeld stops it, gracefully; the
+	// next call starts it again. 0: never stopped.
+	IdleStop Duration `json:"idle_stop"`
 	// Config is the config block as a JSON object ("{}" when absent).
 	Config json.RawMessage `json:"config"`
 	// Range is the plugin block's header, ConfigRange its config block's

@@ -74,6 +74,11 @@ type pluginSchema struct {
 	Env         map[string]string `hcl:"env,optional"`
 	EnvRange    hcl.Range         `hcl:"env,attr_value_range"`
 
+	LazyStart      *bool     `hcl:"lazy_start,optional"`
+	LazyStartRange hcl.Range `hcl:"lazy_start,attr_value_range"`
+	IdleStop       *string   `hcl:"idle_stop,optional"`
+	IdleStopRange  hcl.Range `hcl:"idle_stop,attr_value_range"`
+
 	Config *configSchema `hcl:"config,block"`
 }
 
@@ -272,6 +277,15 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 					p.Env = map[string]string{}
 				}
 				p.Env[k] = ps.Env[k]
+			}
+		}
+
+		p.IdleStop = Duration(DefaultIdleStop)
+		decodeDuration(fail, ps.IdleStop, ps.IdleStopRange, "plugin idle_stop", &p.IdleStop)
+		if ps.LazyStart != nil {
+			p.LazyStart = *ps.LazyStart
+			if p.LazyStart && p.Kind == sdk.KindRuntime {
+				fail(ps.LazyStartRange, "Invalid lazy_start", "a runtime plugin starts with keeld, to adopt the tasks that run: lazy_start must be false for it (idle_stop stops it while it has no task).")
 			}
 		}
 

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"strings"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -58,24 +59,30 @@ type gcSchema struct {
 	IngestMaxAgeRange hcl.Range `hcl:"ingest_max_age,attr_value_range"`
 }
 
-func decodeGC(g *gcSchema, fail func(r hcl.Range, summary, detail string, args ...any)) *GC {
+func decodeGC(g *gcSchema, fail failFunc) *GC {
 	out := &GC{Interval: Duration(DefaultGCInterval), IngestMaxAge: Duration(DefaultGCIngestMaxAge)}
-	// duration sets *to from the attribute value v, when given.
-	duration := func(v *string, r hcl.Range, name string, to *Duration) {
-		if v == nil {
-			return
-		}
-		d, err := time.ParseDuration(*v)
-		switch {
-		case err != nil:
-			fail(r, "Invalid gc "+name, "%s %q is not a duration such as \"10m\" or \"0\": %v.", name, *v, err)
-		case d < 0:
-			fail(r, "Invalid gc "+name, "%s %q is negative.", name, *v)
-		default:
-			*to = Duration(d)
-		}
-	}
-	duration(g.Interval, g.IntervalRange, "interval", &out.Interval)
-	duration(g.IngestMaxAge, g.IngestMaxAgeRange, "ingest_max_age", &out.IngestMaxAge)
+	decodeDuration(fail, g.Interval, g.IntervalRange, "gc interval", &out.Interval)
+	decodeDuration(fail, g.IngestMaxAge, g.IngestMaxAgeRange, "gc ingest_max_age", &out.IngestMaxAge)
 	return out
+}
+
+// failFunc reports a problem at r.
+type failFunc func(r hcl.Range, summary, detail string, args ...any)
+
+// decodeDuration sets *to from the attribute value v, when given: a Go
+// duration, not negative. what names the key ("gc interval").
+func decodeDuration(fail failFunc, v *string, r hcl.Range, what string, to *Duration) {
+	if v == nil {
+		return
+	}
+	name := what[strings.LastIndex(what, " ")+1:]
+	d, err := time.ParseDuration(*v)
+	switch {
+	case err != nil:
+		fail(r, "Invalid "+what, "%s %q is not a duration such as \"10m\" or \"0\": %v.", name, *v, err)
+	case d < 0:
+		fail(r, "Invalid "+what, "%s %q is negative.", name, *v)
+	default:
+		*to = Duration(d)
+	}
 }

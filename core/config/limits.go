@@ -47,7 +47,7 @@ type limitsSchema struct {
 	MaxArchiveEntriesRange    hcl.Range `hcl:"max_archive_entries,attr_value_range"`
 }
 
-func decodeLimits(l *limitsSchema, fail func(r hcl.Range, summary, detail string, args ...any)) *Limits {
+func decodeLimits(l *limitsSchema, fail failFunc) *Limits {
 	out := &Limits{}
 	count := func(v *int, r hcl.Range, key string, to *int) {
 		if v == nil {

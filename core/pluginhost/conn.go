@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"google.golang.org/grpc"
@@ -23,31 +24,54 @@ type conn struct{ in *instance }
 var _ grpc.ClientConnInterface = (*conn)(nil)
 
 func (c *conn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	p, err := c.in.current()
+	p, release, err := c.in.acquire(ctx)
 	if err != nil {
 		return err
+	}
+	defer release()
+	if isPassive(ctx) {
+		var cancel context.CancelFunc
+		ctx, cancel = c.in.passiveContext(ctx, p)
+		defer cancel()
 	}
 	return c.in.callError(ctx, p, p.Conn().Invoke(ctx, method, args, reply, opts...))
 }
 
 func (c *conn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	p, err := c.in.current()
+	p, release, err := c.in.acquire(ctx)
 	if err != nil {
 		return nil, err
 	}
+	end := release
+	if isPassive(ctx) {
+		var cancel context.CancelFunc
+		ctx, cancel = c.in.passiveContext(ctx, p)
+		end = func() { cancel(); release() }
+	}
 	s, err := p.Conn().NewStream(ctx, desc, method, opts...)
 	if err != nil {
+		end()
 		return nil, c.in.callError(ctx, p, err)
 	}
-	return &stream{ClientStream: s, in: c.in, p: p, ctx: ctx}, nil
+	// The stream is in flight until it ends: RecvMsg fails (io.EOF
+	// included) or brings a client stream's one reply, or its context
+	// ends.
+	var once sync.Once
+	done := func() { once.Do(end) }
+	stop := context.AfterFunc(ctx, done)
+	return &stream{ClientStream: s, in: c.in, p: p, ctx: ctx, end: func() { stop(); done() }, oneReply: !desc.ServerStreams}, nil
 }
 
-// stream gives a stream's errors the plugin's name.
+// stream gives a stream's errors the plugin's name and holds the plugin
+// running until it ends.
 type stream struct {
 	grpc.ClientStream
 	in  *instance
 	p   *host.Process
 	ctx context.Context
+	end func()
+	// oneReply: the stream ends with its one reply (client streaming).
+	oneReply bool
 }
 
 func (s *stream) SendMsg(m any) error {
@@ -56,7 +80,11 @@ func (s *stream) SendMsg(m any) error {
 }
 
 func (s *stream) RecvMsg(m any) error {
-	return s.in.callError(s.ctx, s.p, s.ClientStream.RecvMsg(m))
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil || s.oneReply {
+		s.end()
+	}
+	return s.in.callError(s.ctx, s.p, err)
 }
 
 func (s *stream) CloseSend() error {

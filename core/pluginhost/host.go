@@ -21,6 +21,19 @@
 // down a call fails at once with Unavailable naming it; a call in flight when
 // the process dies fails the same way. Every error a plugin returns keeps its
 // class (gRPC code) and gains the prefix "<kind>.<name>: ".
+//
+// # Starting on first use, stopping when idle
+//
+// A plugin may be lazy (Spec.Lazy: not launched by Start) and may have an
+// idle stop (Spec.IdleStop). The connection counts the calls and streams
+// in flight; once none has been for IdleStop, and the Busy hook (if any)
+// says the plugin has no other work, the plugin is stopped gracefully: its
+// process exits normally, which is no failure and no restart (Restarts and
+// the logs say so), and its state is idle. A call that finds it idle starts
+// it and waits; concurrent calls share one start. A start that fails fails
+// those calls with Unavailable naming the plugin and why (checksum,
+// handshake, exit...), the state is failed with that reason, and the next
+// call tries again. Calls marked Passive neither start a plugin nor hold it.
 package pluginhost
 
 import (
@@ -53,6 +66,17 @@ type Spec struct {
 	// Root and State are the directories handed to the plugin at Configure.
 	Root  string
 	State string
+	// Lazy: Start does not launch the plugin; its first call does.
+	Lazy bool
+	// IdleStop, when positive, stops the plugin gracefully once no call
+	// has been in flight for that long (and Busy, if set, says it has
+	// nothing to do); the next call starts it again. 0: never.
+	IdleStop time.Duration
+	// Busy, when set, is asked before an idle stop whether the plugin
+	// still has work though no call is in flight (a runtime's tasks):
+	// true, or an error, keeps it running for another IdleStop. Its
+	// calls through conn neither start the plugin nor count as in flight.
+	Busy func(ctx context.Context, conn grpc.ClientConnInterface) (bool, error)
 }
 
 // ID is the instance's name in logs and errors: "<kind>.<name>".
@@ -83,8 +107,14 @@ const (
 	// still go to it.
 	StateUnresponsive = "unresponsive"
 	StateRestarting   = "restarting" // down, a restart is pending
-	StateFailed       = "failed"     // the last restart failed; retried with backoff
-	StateStopped      = "stopped"
+	// StateFailed: the last start failed: retried with backoff after a
+	// crash, by the next call after an idle stop. Status.LastError says
+	// why.
+	StateFailed  = "failed"
+	StateStopped = "stopped" // by Stop: keeld is stopping
+	// StateIdle: stopped gracefully for idleness (Spec.IdleStop), or not
+	// started yet (Spec.Lazy); the next call starts it.
+	StateIdle = "idle"
 )
 
 // Status is what the host knows of one plugin instance.
@@ -93,7 +123,8 @@ type Status struct {
 	Version          string
 	Pid              int // 0 while no process runs
 	State            string
-	// Restarts counts the restart attempts since Start.
+	// Restarts counts the restart attempts since Start; starts after an
+	// idle stop are no restarts.
 	Restarts     int
 	Capabilities []string
 	LastError    string

@@ -40,6 +40,23 @@ type instance struct {
 	restarts int
 	lastErr  string
 	info     host.Info
+
+	// procCtx lives as long as proc serves: cancelled when it is stopped
+	// for idleness, which ends the passive calls to it.
+	procCtx    context.Context
+	procCancel context.CancelFunc
+	// running is closed, and replaced, each time a process starts
+	// serving: passive calls wait on it.
+	running chan struct{}
+	// inflight counts the calls (and open streams) that hold the plugin
+	// running; lastUse is when the last one ended.
+	inflight int
+	lastUse  time.Time
+	// idle: the plugin is stopped for idleness, or not started yet (lazy);
+	// the next call starts it (starting, wake).
+	idle     bool
+	starting *startAttempt
+	wake     chan struct{}
 }
 
 func newInstance(h *Host, s Spec) *instance {
@@ -54,6 +71,8 @@ func newInstance(h *Host, s Spec) *instance {
 		cancel:  cancel,
 		done:    make(chan struct{}),
 		state:   StateStarting,
+		running: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
 	}
 }
 
@@ -89,8 +108,17 @@ func (in *instance) launch(ctx context.Context) (*host.Process, error) {
 	return p, nil
 }
 
-// start launches the first process and hands it to a supervisor.
+// start launches the first process and hands it to a supervisor; a lazy
+// plugin's supervisor waits for its first call instead.
 func (in *instance) start(ctx context.Context) error {
+	if in.spec.Lazy {
+		in.mu.Lock()
+		in.idle, in.state = true, StateIdle
+		in.mu.Unlock()
+		in.logger.Info("plugin starts on its first call", "path", in.spec.Path)
+		go in.supervise(nil)
+		return nil
+	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	go func() { // stop aborts a launch in progress
@@ -125,30 +153,53 @@ func (in *instance) start(ctx context.Context) error {
 // setRunning records a configured process; in.mu is held.
 func (in *instance) setRunning(p *host.Process) {
 	in.proc, in.state, in.info = p, StateRunning, p.Info()
+	in.idle, in.lastUse = false, time.Now()
+	in.procCtx, in.procCancel = context.WithCancel(context.Background())
+	close(in.running)
+	in.running = make(chan struct{})
 }
 
 func (in *instance) finish() { in.doneOnce.Do(func() { close(in.done) }) }
 
 // supervise watches p and restarts the plugin whenever it goes down, until
-// stop.
+// stop. A plugin unused for its idle stop is stopped gracefully, which is
+// no failure and no restart, and started again by the next call (p is nil
+// while it is stopped so).
 func (in *instance) supervise(p *host.Process) {
 	defer in.finish()
+	defer in.endStarts()
 	o := in.h.opts
 	backoff := o.backoffMin
 	for {
+		if p == nil {
+			if p = in.startOnCall(); p == nil {
+				in.setState(StateStopped)
+				return
+			}
+		}
 		upSince := time.Now()
-		quit := in.watch(p)
+		why := in.watch(p)
 		in.mu.Lock()
-		in.proc = nil
-		in.state = StateRestarting
-		if quit {
+		if in.proc == p {
+			in.proc = nil
+		}
+		in.procCancel() // p's: no other process ran since
+		switch why {
+		case watchQuit:
 			in.state = StateStopped
+		case watchExited:
+			in.state = StateRestarting
 		}
 		in.mu.Unlock()
 		p.Kill() // graceful on stop; after an exit it releases the client
-		if quit {
+		switch why {
+		case watchQuit:
 			in.logger.Info("plugin stopped")
 			return
+		case watchIdle:
+			in.logger.Info("plugin stopped: idle", "pid", p.Pid(), "idle_stop", in.spec.IdleStop)
+			p = nil
+			continue
 		}
 		if time.Since(upSince) >= o.stableAfter {
 			backoff = o.backoffMin
@@ -197,15 +248,46 @@ func (in *instance) supervise(p *host.Process) {
 	}
 }
 
-// watch returns when p has exited (false) or stop was asked (true). It
+// endStarts fails a start a call still waits for once the supervisor ends,
+// and wakes the passive calls waiting for a process: none will run.
+func (in *instance) endStarts() {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.idle = false
+	close(in.running)
+	in.running = make(chan struct{})
+	if a := in.starting; a != nil {
+		a.err = unavailable(in.id, "plugin is stopped")
+		close(a.done)
+		in.starting = nil
+	}
+}
+
+// Why watch returned.
+const (
+	watchExited = iota // the process exited (or was killed as hung)
+	watchQuit          // stop was asked
+	watchIdle          // unused for its idle stop: taken out of service
+)
+
+// watch returns when p has exited, stop was asked, or p went unused for
+// the idle stop (and is taken out of service: beginIdleStop). It
 // pings p, one ping at a time, each given as long as it takes: a plugin
 // that answered no ping for healthTimeout is unresponsive, an answer makes
 // it running again. Only a process that could run and answered nothing for
 // hangTimeout is killed (see the package doc).
-func (in *instance) watch(p *host.Process) (quit bool) {
+func (in *instance) watch(p *host.Process) int {
 	o := in.h.opts
 	tick := time.NewTicker(o.healthInterval)
 	defer tick.Stop()
+	// idle fires when the plugin may have gone unused for its idle stop.
+	var idle <-chan time.Time
+	var idleTimer *time.Timer
+	if d := in.spec.IdleStop; d > 0 {
+		idleTimer = time.NewTimer(d)
+		defer idleTimer.Stop()
+		idle = idleTimer.C
+	}
 	var (
 		ping    chan error // the ping in flight, if any
 		pingErr error      // how the last ping failed
@@ -217,10 +299,25 @@ func (in *instance) watch(p *host.Process) (quit bool) {
 	for {
 		select {
 		case <-in.quit:
-			return true
+			return watchQuit
 		case <-p.Done():
 			in.logger.Info("plugin exited", "pid", p.Pid())
-			return false
+			return watchExited
+		case <-idle:
+			left, since := in.idleLeft(p)
+			if left == 0 {
+				if busy, why := in.busy(p); busy {
+					in.logger.Debug("plugin idle but busy: kept running", "reason", why)
+					in.touch()
+					left = in.spec.IdleStop
+				} else if in.beginIdleStop(p, since) {
+					return watchIdle
+				} else {
+					left, _ = in.idleLeft(p)
+				}
+			}
+			idleTimer.Reset(max(left, 10*time.Millisecond))
+			continue
 		case pingErr = <-ping:
 			ping = nil
 			if pingErr == nil {
@@ -273,7 +370,7 @@ func (in *instance) watch(p *host.Process) (quit bool) {
 		// before Done.
 		_ = unix.Kill(p.Pid(), unix.SIGKILL)
 		<-p.Done()
-		return false
+		return watchExited
 	}
 }
 
@@ -350,23 +447,18 @@ func (in *instance) stop() {
 	<-in.done
 }
 
-// current returns the running process, or an Unavailable error naming the
-// plugin while there is none.
-func (in *instance) current() (*host.Process, error) {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.proc != nil {
-		return in.proc, nil
-	}
+// unavailableLocked is the Unavailable error, naming the plugin, of a call
+// while no process serves; in.mu is held.
+func (in *instance) unavailableLocked() error {
 	switch in.state {
 	case StateStopped:
-		return nil, unavailable(in.id, "plugin is stopped")
+		return unavailable(in.id, "plugin is stopped")
 	case StateStarting:
-		return nil, unavailable(in.id, "plugin is starting")
+		return unavailable(in.id, "plugin is starting")
 	case StateFailed:
-		return nil, unavailable(in.id, "plugin is down: "+strings.TrimPrefix(in.lastErr, in.id+": "))
+		return unavailable(in.id, "plugin is down: "+strings.TrimPrefix(in.lastErr, in.id+": "))
 	default:
-		return nil, unavailable(in.id, "plugin is restarting")
+		return unavailable(in.id, "plugin is restarting")
 	}
 }
 

@@ -88,12 +88,15 @@ var (
 	pluginUpDesc = prometheus.NewDesc("keel_plugin_up",
 		"1 when the plugin process is running and configured.", []string{"kind", "name"}, nil)
 	pluginRestartsDesc = prometheus.NewDesc("keel_plugin_restarts_total",
-		"Restarts of the plugin since keeld started.", []string{"kind", "name"}, nil)
+		"Restarts of the plugin since keeld started; starts after an idle stop are none.", []string{"kind", "name"}, nil)
+	pluginIdleDesc = prometheus.NewDesc("keel_plugin_idle",
+		"1 when the plugin is stopped for idleness (or not started yet, lazy_start): its next call starts it.", []string{"kind", "name"}, nil)
 )
 
 func (c pluginCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pluginUpDesc
 	ch <- pluginRestartsDesc
+	ch <- pluginIdleDesc
 }
 
 func (c pluginCollector) Collect(ch chan<- prometheus.Metric) {
@@ -104,5 +107,10 @@ func (c pluginCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(pluginUpDesc, prometheus.GaugeValue, up, st.Kind, st.Name)
 		ch <- prometheus.MustNewConstMetric(pluginRestartsDesc, prometheus.CounterValue, float64(st.Restarts), st.Kind, st.Name)
+		idle := 0.0
+		if st.State == pluginhost.StateIdle {
+			idle = 1
+		}
+		ch <- prometheus.MustNewConstMetric(pluginIdleDesc, prometheus.GaugeValue, idle, st.Kind, st.Name)
 	}
 }

@@ -131,10 +131,15 @@ func (s *Server) startPlugins(ctx context.Context) error {
 	s.plugins = pluginhost.New(s.logger, pluginhost.WithSocketDir(sockets))
 	var specs []pluginhost.Spec
 	for _, p := range cfg.Plugins {
-		specs = append(specs, pluginhost.Spec{
+		spec := pluginhost.Spec{
 			Kind: p.Kind, Name: p.Name, Path: p.Path, SHA256: p.SHA256, Env: p.Env, Config: p.Config,
 			Root: p.Root(cfg), State: p.State(cfg),
-		})
+			Lazy: p.LazyStart, IdleStop: time.Duration(p.IdleStop),
+		}
+		if p.Kind == sdk.KindRuntime {
+			spec.Busy = runtimeHasTasks
+		}
+		specs = append(specs, spec)
 	}
 	if err := s.plugins.Start(ctx, specs); err != nil {
 		return locatePluginErrors(cfg, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/keel-runtime/keel/core/check"
 	"github.com/keel-runtime/keel/core/events"
 	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
@@ -64,6 +65,13 @@ func (s *Server) startRuntimes() error {
 	return nil
 }
 
+// runtimeHasTasks tells whether the runtime plugin behind conn has a task:
+// one that has, however idle, is never stopped for idleness.
+func runtimeHasTasks(ctx context.Context, conn grpc.ClientConnInterface) (bool, error) {
+	tasks, err := runtime.NewClient(conn).List(ctx)
+	return len(tasks) > 0, err
+}
+
 // stopRuntimes ends the event relays.
 func (s *Server) stopRuntimes() {
 	if s.stopEvents != nil {
@@ -74,9 +82,13 @@ func (s *Server) stopRuntimes() {
 
 // relayEvents subscribes to a runtime's events and republishes them, again
 // after each end of the stream (a plugin restart): the plugin keeps what
-// nobody received, so a resubscription loses nothing.
+// nobody received, so a resubscription loses nothing. The subscription is
+// passive: it neither holds the runtime running nor starts it after an
+// idle stop (with no task, the runtime has no event to tell), and waits
+// for its next start.
 func (s *Server) relayEvents(ctx context.Context, name string, rt runtime.Runtime) {
 	log := s.logger.Named("events").With("runtime", name)
+	ctx = pluginhost.Passive(ctx)
 	for ctx.Err() == nil {
 		evs, errs := rt.Events(ctx)
 		for ev := range evs {

@@ -339,6 +339,9 @@ func (d *daemon) procs(ctx context.Context) ([]proc, error) {
 		return nil, err
 	}
 	for _, p := range ps {
+		if p.Pid == 0 {
+			continue // no process: stopped (idle_stop) or not started yet
+		}
 		out = append(out, proc{p.Kind + "." + p.Name, p.Pid})
 	}
 	return out, nil

@@ -20,7 +20,8 @@
 //   - BenchmarkFigurePull: fetch only (registry → store), unpack only and
 //     cold pull+unpack of a 3-layer image of this machine's files, ms;
 //   - BenchmarkFigureIdleMemory: keeld + default plugins vs containerd
-//     alone, PSS;
+//     alone, PSS, after keel's idle_stop (30 s) without a call on both
+//     sides: keeld has then stopped its unused plugins;
 //   - BenchmarkFigureLoadedMemory: the same after a pull with 20
 //     containers running, with and without the shims, and PSS per shim;
 //   - BenchmarkFigureSnapshot: Prepare+Commit+Remove through the API,
@@ -39,7 +40,8 @@
 // against the raw ceilings of the same machine: sha256 in process, a file
 // write and fsync on the same disk, the CPU seconds of each process of an
 // ingest or a fetch, per-call percentiles of snapshot calls, deep chains,
-// btrfs.
+// btrfs, and what the first call to a plugin stopped for idleness costs
+// (BenchmarkPluginStartOnDemand).
 //
 // KEEL_BIN names the directory holding keeld, keel and the plugin binaries
 // (`make build` puts them in bin/). KEEL_BENCH_DIR, when set, is where the

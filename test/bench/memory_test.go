@@ -11,11 +11,50 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/core/config"
+	"github.com/keel-runtime/keel/core/pluginhost"
+	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // settle is how long an idle daemon is left alone before its memory is read.
 const settle = 3 * time.Second
+
+// quiet is how long the memory figures leave both daemons without a call
+// before they read them: keel's default idle_stop, after which keeld has
+// stopped every plugin with nothing to do (the runtime is kept while it
+// has tasks). keel's side waits until its plugins say so (waitIdle);
+// containerd's is left alone as long.
+const quiet = config.DefaultIdleStop
+
+// waitIdle waits until every plugin of d that keep does not name has been
+// stopped for idleness; keep names the plugins that have work (a runtime
+// with tasks) and stay running.
+func waitIdle(ctx context.Context, d *daemon, keep func(client.Plugin) bool) error {
+	ctx, cancel := context.WithTimeout(ctx, quiet+time.Minute)
+	defer cancel()
+	for {
+		ps, err := d.client.Plugins(ctx)
+		if err != nil {
+			return err
+		}
+		var busy []string
+		for _, p := range ps {
+			if p.State != pluginhost.StateIdle && (keep == nil || !keep(p)) {
+				busy = append(busy, p.Kind+"."+p.Name+" "+p.State)
+			}
+		}
+		if len(busy) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("plugins not stopped after %s of quiet (idle_stop): %s", quiet, strings.Join(busy, ", "))
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
 
 // defaultPlugins are the plugin blocks (HCL) that, beside the overlay
 // snapshotter startDaemonPlugins is given, make keel's default set: the
@@ -51,7 +90,7 @@ func startDefaultDaemon(ctx context.Context, regHost string) (*daemon, error) {
 }
 
 // daemonMemory sums the PSS of keeld and its plugins' processes and says
-// what each held.
+// what each held, and which plugins had no process (stopped for idleness).
 func daemonMemory(ctx context.Context, d *daemon) (memory, string, error) {
 	ps, err := d.procs(ctx)
 	if err != nil {
@@ -67,6 +106,16 @@ func daemonMemory(ctx context.Context, d *daemon) (memory, string, error) {
 		total = total.add(m)
 		parts = append(parts, fmt.Sprintf("%s %.1f (anon %.1f)", p.name, mb(m.pss), mb(m.anon)))
 	}
+	// The plugins with no process count nothing; say which.
+	all, err := d.client.Plugins(ctx)
+	if err != nil {
+		return memory{}, "", err
+	}
+	for _, p := range all {
+		if p.Pid == 0 {
+			parts = append(parts, fmt.Sprintf("%s.%s %s (no process)", p.Kind, p.Name, p.State))
+		}
+	}
 	return total, strings.Join(parts, ", "), nil
 }
 
@@ -77,15 +126,18 @@ func (m memory) add(o memory) memory {
 // BenchmarkFigureIdleMemory: idle memory, keeld + default plugins vs
 // containerd alone, MB of PSS (proportional set size, from
 // /proc/PID/smaps_rollup; MB = MiB here). keel: keeld and the processes
-// of its default plugins (defaultPlugins), summed, after one call of each
-// kind that has one without a registry or a container (version, content
-// Info, snapshot Prepare+Remove). containerd: its one process with its
-// default plugins, CRI included, after `ctr version` and `ctr plugins ls`.
+// of its default plugins (defaultPlugins, with their default idle_stop),
+// summed, after one call of each kind that has one without a registry or
+// a container (version, content Info, snapshot Prepare+Remove), then
+// quiet (30 s, keel's default idle_stop): by then keeld has stopped every
+// plugin, as none has a task, and only the processes that run count.
+// containerd: its one process with its default plugins, CRI included,
+// after `ctr version` and `ctr plugins ls`, then as long without a call.
 // Both from private copies of their executables, dropped from the page
 // cache first, fresh roots each round, read after settle.
 func BenchmarkFigureIdleMemory(b *testing.B) {
 	ctrBins(b)
-	figs := []figure{{order: 30, name: "idle memory: keeld + default plugins vs containerd alone (PSS)", unit: "MB"}}
+	figs := []figure{{order: 30, name: fmt.Sprintf("idle memory: keeld + default plugins vs containerd alone (PSS), after %s without a call (keel's idle_stop)", quiet), unit: "MB"}}
 	comparePairs(b, figs, sides{
 		keel: func(ctx context.Context, round int) ([]float64, error) {
 			d, err := startDefaultDaemon(ctx, "")
@@ -94,6 +146,9 @@ func BenchmarkFigureIdleMemory(b *testing.B) {
 			}
 			defer d.stop()
 			if err := warmUp(ctx, d); err != nil {
+				return nil, err
+			}
+			if err := waitIdle(ctx, d, nil); err != nil {
 				return nil, err
 			}
 			time.Sleep(settle)
@@ -113,7 +168,7 @@ func BenchmarkFigureIdleMemory(b *testing.B) {
 			if _, err := c.ctr(ctx, "plugins", "ls"); err != nil {
 				return nil, err
 			}
-			time.Sleep(settle)
+			time.Sleep(quiet + settle)
 			m, err := readMemory(c.cmd.Process.Pid)
 			if err != nil {
 				return nil, err
@@ -130,7 +185,8 @@ const liveContainers = 20
 // BenchmarkFigureLoadedMemory: the idle figure's daemons after a pull of
 // a busybox image from a loopback registry and with 20 containers
 // running `sleep` (busybox, overlay), started with `keel run -d` and
-// `ctr run -d`, MB of PSS. Figures:
+// `ctr run -d`, MB of PSS, read after quiet as the idle figure (keeld has
+// then stopped every plugin but the runtime, which has tasks). Figures:
 //   - daemons + shims: keel sums keeld, its default plugins' processes
 //     and the 20 shims (keel-runtime-runc processes serving one task
 //     each); containerd sums containerd and its 20 containerd-shim-runc-v2
@@ -142,8 +198,8 @@ func BenchmarkFigureLoadedMemory(b *testing.B) {
 	ctrBins(b)
 	reg, ref := busyboxRegistry(b)
 	figs := []figure{
-		{order: 40, name: fmt.Sprintf("the same with %d containers running, after a pull: daemons + %d shims (PSS)", liveContainers, liveContainers), unit: "MB"},
-		{order: 41, name: fmt.Sprintf("the same with %d containers running, after a pull: daemons only, shims not counted (PSS)", liveContainers), unit: "MB"},
+		{order: 40, name: fmt.Sprintf("the same with %d containers running, after a pull and %s without a call: daemons + %d shims (PSS)", liveContainers, quiet, liveContainers), unit: "MB"},
+		{order: 41, name: fmt.Sprintf("the same with %d containers running, after a pull and %s without a call: daemons only, shims not counted (PSS)", liveContainers, quiet), unit: "MB"},
 		{order: 70, name: fmt.Sprintf("PSS per shim, %d alive", liveContainers), unit: "MB"},
 	}
 	ids := make([]string, liveContainers)
@@ -167,6 +223,9 @@ func BenchmarkFigureLoadedMemory(b *testing.B) {
 				if _, err := d.keel(ctx, "run", "-d", ref, id, "/bin/busybox", "sleep", "600"); err != nil {
 					return nil, err
 				}
+			}
+			if err := waitIdle(ctx, d, func(p client.Plugin) bool { return p.Kind == sdk.KindRuntime }); err != nil {
+				return nil, err
 			}
 			time.Sleep(settle)
 			daemons, parts, err := daemonMemory(ctx, d)
@@ -201,7 +260,7 @@ func BenchmarkFigureLoadedMemory(b *testing.B) {
 					return nil, err
 				}
 			}
-			time.Sleep(settle)
+			time.Sleep(quiet + settle)
 			daemon, err := readMemory(c.cmd.Process.Pid)
 			if err != nil {
 				return nil, err

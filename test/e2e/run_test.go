@@ -60,6 +60,13 @@ func startRunKeeldOn(t *testing.T, root, extra string) *runKeeld {
 // registry as ref, not yet in keeld.
 func newRunKeeld(t *testing.T, root, extra string) *runKeeld {
 	t.Helper()
+	return newRunKeeldEdit(t, root, extra, nil)
+}
+
+// newRunKeeldEdit is newRunKeeld with its config's text passed through
+// edit, when set.
+func newRunKeeldEdit(t *testing.T, root, extra string, edit func(string) string) *runKeeld {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		testkit.SkipOrFail(t, "needs root to run containers")
 	}
@@ -84,7 +91,11 @@ func newRunKeeld(t *testing.T, root, extra string) *runKeeld {
 	if root != "" {
 		e.root = root
 	}
-	k := e.startWith(t, e.config(t, pullPlugins+block+runtimePlugin(e)+extra))
+	body := pullPlugins + block + runtimePlugin(e) + extra
+	if edit != nil {
+		body = edit(body)
+	}
+	k := e.startWith(t, e.config(t, body))
 	rk := &runKeeld{keeld: k, ref: reg.Host + "/e2e/busybox:v1", reg: reg}
 	t.Cleanup(func() { rk.cleanup() })
 	return rk

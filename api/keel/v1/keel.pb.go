@@ -164,7 +164,10 @@ type Plugin struct {
 	Path    string                 `protobuf:"bytes,3,opt,name=path,proto3" json:"path,omitempty"`
 	Version string                 `protobuf:"bytes,4,opt,name=version,proto3" json:"version,omitempty"`
 	Pid     int32                  `protobuf:"varint,5,opt,name=pid,proto3" json:"pid,omitempty"`
-	// state is "starting", "running", "restarting" or "failed".
+	// state is "starting", "running", "unresponsive", "restarting",
+	// "failed" (last_error says why), "idle" (stopped for idleness, or
+	// not started yet: the next call starts it) or "stopped" (keeld is
+	// stopping). pid is 0 while no process runs.
 	State         string   `protobuf:"bytes,6,opt,name=state,proto3" json:"state,omitempty"`
 	Restarts      int32    `protobuf:"varint,7,opt,name=restarts,proto3" json:"restarts,omitempty"`
 	Capabilities  []string `protobuf:"bytes,8,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
