@@ -610,6 +610,10 @@ func (s *nsSnapshotter) Close() error {
 // they were added, on a goroutine that runs while there are some. The zero
 // value is ready.
 type removals struct {
+	// busy is held by the goroutine while it removes one snapshot, and
+	// by hold.
+	busy sync.Mutex
+
 	mu      sync.Mutex
 	queue   []removal
 	running bool
@@ -653,13 +657,21 @@ func (q *removals) run() {
 		q.queue = q.queue[1:]
 		q.mu.Unlock()
 		// Whatever the outcome: a snapshot left is an orphan for Cleanup.
+		q.busy.Lock()
 		_ = r.remove(r.ctx, r.id)
+		q.busy.Unlock()
 		q.mu.Lock()
 		q.done++
 		close(q.progress)
 		q.progress = make(chan struct{})
 		q.mu.Unlock()
 	}
+}
+
+// hold keeps the goroutine from removing anything until release is called.
+func (q *removals) hold() (release func()) {
+	q.busy.Lock()
+	return q.busy.Unlock
 }
 
 // settle waits until every removal added before it has finished, or ctx
@@ -735,9 +747,13 @@ func (s *nsSnapshotter) removeOrphans(ctx context.Context, dry bool) ([]string, 
 	if err := s.recover(ctx); err != nil {
 		return nil, err
 	}
+	// The backend snapshots whose records are gone are removed first;
+	// those queued since wait for this pass, so that a parent is never
+	// removed here while its child is being removed there.
 	if err := s.removals.settle(ctx); err != nil {
 		return nil, err
 	}
+	defer s.removals.hold()()
 	all := map[string]string{} // backend key -> parent
 	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
 		all[info.Name] = info.Parent
