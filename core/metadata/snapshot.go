@@ -47,7 +47,7 @@ import (
 // Removes (children before their parents), as containerd's collection
 // does. A backend failure there, or a crash before it, only leaves an
 // orphan for Cleanup; Cleanup, a collection and keel check first wait for
-// the removals queued before them (SettleRemovals).
+// the removals queued before them (DB.SettleSnapshotRemovals).
 func NewSnapshotter(db *DB, name string, backend snapshot.Snapshotter) snapshot.Snapshotter {
 	s := &nsSnapshotter{db: db, name: name, backend: backend}
 	db.register(func(r *backends) { r.snapshotters[name] = s })
@@ -599,7 +599,7 @@ func (s *nsSnapshotter) Walk(ctx context.Context, fn snapshot.WalkFunc, fs ...st
 	return nil
 }
 
-// Close waits for the backend removals queued (see SettleRemovals), then
+// Close waits for the backend removals queued (see removals), then
 // closes the backend.
 func (s *nsSnapshotter) Close() error {
 	s.removals.settle(context.Background())
