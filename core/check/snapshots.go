@@ -65,6 +65,11 @@ func (c *Checker) snapshotter(ctx context.Context, name string, backend snapshot
 	// found unreferenced is an orphan for good, unless a call in flight in
 	// keeld is about to record it (a Prepare made between its check and
 	// its one write): the repair, keeld's own orphan removal, spares those.
+	// Snapshots whose records are removed are removed from the plugin in
+	// the background: those removals are done before it is listed.
+	if err := c.DB.SettleSnapshotRemovals(ctx); err != nil {
+		return nil, err
+	}
 	infos := map[string]snapshot.Info{}
 	if err := backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
 		infos[info.Name] = info

@@ -130,6 +130,20 @@ func (db *DB) RemoveOrphanSnapshots(ctx context.Context, name string) ([]string,
 	return s.removeOrphans(ctx, false)
 }
 
+// SettleSnapshotRemovals waits until the plugins of the registered
+// snapshotters have been asked to remove every snapshot whose record a
+// Remove deleted so far (they do so in the background), or ctx ends: what
+// a check of the plugins against the records, or a stop, waits for.
+func (db *DB) SettleSnapshotRemovals(ctx context.Context) error {
+	_, sns := db.registered()
+	for _, s := range sns {
+		if err := s.removals.settle(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // BlobRecords returns the namespaces that record each digest.
 func (db *DB) BlobRecords() (map[digest.Digest][]string, error) {
 	out := map[digest.Digest][]string{}

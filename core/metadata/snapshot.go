@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -41,8 +42,12 @@ import (
 // (LabelCommittedFrom, LabelCommittedAs), so that the first use after a
 // crash, or the next call after a failed record, finishes it. Pending
 // records an older keeld left are resolved against the backend on first
-// use too. Remove deletes the record first and then the backend snapshot;
-// a backend failure there only leaves an orphan for Cleanup.
+// use too. Remove deletes the record, durably, and returns; the backend
+// snapshot is removed after it, in the background and in the order of the
+// Removes (children before their parents), as containerd's collection
+// does. A backend failure there, or a crash before it, only leaves an
+// orphan for Cleanup; Cleanup, a collection and keel check first wait for
+// the removals queued before them (DB.SettleSnapshotRemovals).
 func NewSnapshotter(db *DB, name string, backend snapshot.Snapshotter) snapshot.Snapshotter {
 	s := &nsSnapshotter{db: db, name: name, backend: backend}
 	db.register(func(r *backends) { r.snapshotters[name] = s })
@@ -58,6 +63,9 @@ type nsSnapshotter struct {
 	// (a parent, a committed active snapshot: pinned, not removed by
 	// Remove or a collection) and their backend keys (not orphans).
 	inflight storage.InFlight
+	// removals are the backend snapshots whose records Remove deleted,
+	// removed from the backend in the background.
+	removals removals
 }
 
 var (
@@ -550,8 +558,10 @@ func (s *nsSnapshotter) Remove(ctx context.Context, key string) error {
 	}); err != nil {
 		return err
 	}
-	// The name is gone; a backend failure leaves an orphan for Cleanup.
-	_ = s.backend.Remove(ctx, r.id)
+	// The name is gone, durably: the backend snapshot goes after it, in
+	// the background. A failure, or a crash first, leaves an orphan for
+	// Cleanup.
+	s.removals.add(context.WithoutCancel(ctx), r.id, s.backend.Remove)
 	return nil
 }
 
@@ -589,8 +599,101 @@ func (s *nsSnapshotter) Walk(ctx context.Context, fn snapshot.WalkFunc, fs ...st
 	return nil
 }
 
-// Close closes the backend.
-func (s *nsSnapshotter) Close() error { return s.backend.Close() }
+// Close waits for the backend removals queued (see removals), then
+// closes the backend.
+func (s *nsSnapshotter) Close() error {
+	s.removals.settle(context.Background())
+	return s.backend.Close()
+}
+
+// removals removes backend snapshots one after the other, in the order
+// they were added, on a goroutine that runs while there are some. The zero
+// value is ready.
+type removals struct {
+	// busy is held by the goroutine while it removes one snapshot, and
+	// by hold.
+	busy sync.Mutex
+
+	mu      sync.Mutex
+	queue   []removal
+	running bool
+	// added and done count the removals added and finished; progress is
+	// closed, and replaced, each time done grows.
+	added, done uint64
+	progress    chan struct{}
+}
+
+type removal struct {
+	ctx    context.Context
+	id     string
+	remove func(context.Context, string) error
+}
+
+// add queues the removal of the backend snapshot id with remove.
+func (q *removals) add(ctx context.Context, id string, remove func(context.Context, string) error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.queue = append(q.queue, removal{ctx, id, remove})
+	q.added++
+	if q.progress == nil {
+		q.progress = make(chan struct{})
+	}
+	if !q.running {
+		q.running = true
+		go q.run()
+	}
+}
+
+func (q *removals) run() {
+	for {
+		q.mu.Lock()
+		if len(q.queue) == 0 {
+			q.running = false
+			q.mu.Unlock()
+			return
+		}
+		r := q.queue[0]
+		q.queue[0] = removal{}
+		q.queue = q.queue[1:]
+		q.mu.Unlock()
+		// Whatever the outcome: a snapshot left is an orphan for Cleanup.
+		q.busy.Lock()
+		_ = r.remove(r.ctx, r.id)
+		q.busy.Unlock()
+		q.mu.Lock()
+		q.done++
+		close(q.progress)
+		q.progress = make(chan struct{})
+		q.mu.Unlock()
+	}
+}
+
+// hold keeps the goroutine from removing anything until release is called.
+func (q *removals) hold() (release func()) {
+	q.busy.Lock()
+	return q.busy.Unlock
+}
+
+// settle waits until every removal added before it has finished, or ctx
+// ends.
+func (q *removals) settle(ctx context.Context) error {
+	q.mu.Lock()
+	want := q.added
+	q.mu.Unlock()
+	for {
+		q.mu.Lock()
+		done, progress := q.done, q.progress
+		q.mu.Unlock()
+		if done >= want {
+			return nil
+		}
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
 // referencedIDs returns every backend key a record of this snapshotter
 // refers to, pending ones included, across namespaces.
@@ -644,6 +747,13 @@ func (s *nsSnapshotter) removeOrphans(ctx context.Context, dry bool) ([]string, 
 	if err := s.recover(ctx); err != nil {
 		return nil, err
 	}
+	// The backend snapshots whose records are gone are removed first;
+	// those queued since wait for this pass, so that a parent is never
+	// removed here while its child is being removed there.
+	if err := s.removals.settle(ctx); err != nil {
+		return nil, err
+	}
+	defer s.removals.hold()()
 	all := map[string]string{} // backend key -> parent
 	if err := s.backend.Walk(ctx, func(_ context.Context, info snapshot.Info) error {
 		all[info.Name] = info.Parent

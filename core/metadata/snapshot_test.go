@@ -5,9 +5,12 @@ package metadata
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -95,6 +98,10 @@ func TestSnapshotNamespaceIsolation(t *testing.T) {
 	}
 	if info, err := s.Stat(b, "k"); err != nil || info.Parent != "base" || info.Kind != snapshot.KindActive {
 		t.Fatalf("b's k = %+v, %v", info, err)
+	}
+	// The backend snapshot goes in the background, before a settle ends.
+	if err := db.SettleSnapshotRemovals(t.Context()); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := backend.Stat(t.Context(), ida); !errdefs.IsNotFound(err) {
 		t.Fatalf("backend snapshot of removed key: %v", err)
@@ -489,5 +496,101 @@ func TestSnapshotCommitAnswerLost(t *testing.T) {
 	}
 	if _, err := s.Stat(ctx, "a"); !errdefs.IsNotFound(err) {
 		t.Errorf("stat of the active snapshot committed: %v, want NotFound", err)
+	}
+}
+
+// gatedRemove is a backend whose Remove waits for release, records the
+// keys it was called with and fails for those in fail.
+type gatedRemove struct {
+	snapshot.Snapshotter
+	release chan struct{}
+	mu      sync.Mutex
+	removed []string
+	fail    map[string]bool
+}
+
+func (g *gatedRemove) Remove(ctx context.Context, key string) error {
+	<-g.release
+	g.mu.Lock()
+	g.removed = append(g.removed, key)
+	fail := g.fail[key]
+	g.mu.Unlock()
+	if fail {
+		return fmt.Errorf("remove %q: %w", key, errdefs.ErrUnavailable)
+	}
+	return g.Snapshotter.Remove(ctx, key)
+}
+
+// TestSnapshotRemoveInBackground: Remove deletes the record and returns;
+// the backend snapshots go after it, in the order removed (a child before
+// its parent), done once a settle returns; one the backend fails to
+// remove, like one a crash left, is an orphan that Cleanup removes.
+func TestSnapshotRemoveInBackground(t *testing.T) {
+	db := newDB(t)
+	native := openNative(t, t.TempDir())
+	g := &gatedRemove{Snapshotter: native, release: make(chan struct{}), fail: map[string]bool{}}
+	s := NewSnapshotter(db, "native", g)
+	ctx := nsCtx(t, "ns")
+	for _, step := range []func() error{
+		func() error { _, err := s.Prepare(ctx, "base-a", ""); return err },
+		func() error { return s.Commit(ctx, "base", "base-a") },
+		func() error { _, err := s.Prepare(ctx, "child-a", "base"); return err },
+		func() error { return s.Commit(ctx, "child", "child-a") },
+		func() error { _, err := s.Prepare(ctx, "other", ""); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	base, child, other := backendID(t, db, "ns", "base"), backendID(t, db, "ns", "child"), backendID(t, db, "ns", "other")
+	g.fail[other] = true
+
+	// The backend's Remove is held: Remove returns all the same.
+	for _, key := range []string{"child", "base", "other"} {
+		if err := s.Remove(ctx, key); err != nil {
+			t.Fatalf("remove %s: %v", key, err)
+		}
+		if _, err := s.Stat(ctx, key); !errdefs.IsNotFound(err) {
+			t.Fatalf("stat %s after remove = %v, want NotFound", key, err)
+		}
+	}
+	for _, id := range []string{child, base, other} {
+		if _, err := native.Stat(ctx, id); err != nil {
+			t.Fatalf("backend snapshot %s before its removal ran: %v", id, err)
+		}
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := db.SettleSnapshotRemovals(cancelled); !errors.Is(err, context.Canceled) {
+		t.Fatalf("settle while removals wait = %v, want context.Canceled", err)
+	}
+
+	close(g.release)
+	if err := db.SettleSnapshotRemovals(ctx); err != nil {
+		t.Fatal(err)
+	}
+	g.mu.Lock()
+	order := slices.Clone(g.removed)
+	g.mu.Unlock()
+	if want := []string{child, base, other}; !slices.Equal(order, want) {
+		t.Fatalf("backend removals %v, want %v (the order of the Removes)", order, want)
+	}
+	for _, id := range []string{child, base} {
+		if _, err := native.Stat(ctx, id); !errdefs.IsNotFound(err) {
+			t.Fatalf("backend snapshot %s after settle: %v, want NotFound", id, err)
+		}
+	}
+	if _, err := native.Stat(ctx, other); err != nil {
+		t.Fatalf("the snapshot the backend failed to remove: %v, want it left", err)
+	}
+	// Left as an orphan: Cleanup takes it.
+	g.mu.Lock()
+	delete(g.fail, other)
+	g.mu.Unlock()
+	if err := s.(snapshot.Cleaner).Cleanup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := native.Stat(ctx, other); !errdefs.IsNotFound(err) {
+		t.Fatalf("orphan after cleanup: %v", err)
 	}
 }

@@ -322,6 +322,14 @@ func (s *Server) Stop(ctx context.Context) {
 		s.gc.Stop()
 	}
 	s.stopRuntimes()
+	if s.db != nil {
+		// Snapshots removed from the records go from their plugins
+		// before the plugins stop; what a stop cut short is an orphan
+		// for the next collection.
+		if err := s.db.SettleSnapshotRemovals(ctx); err != nil {
+			s.logger.Warn("removing snapshots from their plugins", "error", err)
+		}
+	}
 	if s.plugins != nil {
 		if err := s.plugins.Stop(ctx); err != nil {
 			s.logger.Warn("stopping plugins", "error", err)
