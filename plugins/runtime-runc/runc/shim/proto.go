@@ -11,18 +11,19 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
-	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/mount"
-	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
+	errdefs "github.com/containerd/errdefs"
 )
 
 // The plugin talks to a shim with net/rpc (gob) over the shim's unix
 // socket: one connection, calls multiplexed, no generated code, and a
 // small footprint in the shim. Error classes cross as the gRPC code in
-// front of the message.
+// front of the message (see codes.go).
+//
+// The shim is an executable of its own that links neither gRPC nor
+// protobuf nor keel's sdk: its wire types below mirror sdk/runtime's
+// field for field (gob matches fields by name, so shims of older plugins,
+// which sent sdk/runtime's types, still answer), and TestWireTypesMirrorSDK
+// keeps them so.
 
 // serviceName is the shim's net/rpc service.
 const serviceName = "Shim"
@@ -37,8 +38,10 @@ type Config struct {
 	// --root.
 	Runtime     string
 	RuntimeRoot string
-	Rootfs      []mount.Mount
-	IO          keelruntime.IO
+	// The rootfs is mounted on Bundle/rootfs by the plugin before the shim
+	// starts (task.json of older plugins listed the mounts, for their shim
+	// to make); the shim unmounts it at Delete.
+	IO IO
 	// Checkpoint, when set, restores from this image directory.
 	Checkpoint string
 	// CgroupPath is the container's cgroup (spec's cgroupsPath).
@@ -55,7 +58,7 @@ type ProcessRequest struct{ ExecID string }
 type PidReply struct{ Pid uint32 }
 
 // ExitReply is a process's exit.
-type ExitReply struct{ Exit keelruntime.ExitStatus }
+type ExitReply struct{ Exit ExitStatus }
 
 // KillRequest signals a process.
 type KillRequest struct {
@@ -68,7 +71,7 @@ type KillRequest struct {
 type ExecRequest struct {
 	ExecID string
 	Spec   []byte
-	IO     keelruntime.IO
+	IO     IO
 }
 
 // ResizeRequest resizes a process's console.
@@ -78,7 +81,7 @@ type ResizeRequest struct {
 }
 
 // PidsReply lists the task's processes.
-type PidsReply struct{ Processes []keelruntime.ProcessInfo }
+type PidsReply struct{ Processes []ProcessInfo }
 
 // CheckpointRequest checkpoints the task.
 type CheckpointRequest struct {
@@ -91,11 +94,8 @@ type CheckpointRequest struct {
 // UpdateRequest changes resources (OCI LinuxResources as JSON).
 type UpdateRequest struct{ Resources []byte }
 
-// StatsReply carries the cgroup metrics.
-type StatsReply struct{ Stats keelruntime.Stats }
-
 // StateReply is a process's state.
-type StateReply struct{ State keelruntime.TaskState }
+type StateReply struct{ State TaskState }
 
 // EventsRequest asks for the events after sequence After, blocking until
 // there is one (or Timeout). After 0 means after the last acknowledged
@@ -108,19 +108,11 @@ type EventsRequest struct {
 // SeqEvent is an event and its place in the shim's order.
 type SeqEvent struct {
 	Seq   uint64
-	Event keelruntime.Event
+	Event Event
 }
 
 // EventsReply carries events in order.
 type EventsReply struct{ Events []SeqEvent }
-
-// errCode is err's class as a gRPC code.
-func errCode(err error) int { return int(status.Code(errdefs.ToGRPC(err))) }
-
-// ErrorFromCode restores an error a shim reported with its class code.
-func ErrorFromCode(code int, msg string) error {
-	return errdefs.FromGRPC(status.Error(codes.Code(code), msg))
-}
 
 // wireError encodes err's class in front of its message.
 func wireError(err error) error {

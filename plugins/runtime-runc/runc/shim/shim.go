@@ -1,5 +1,8 @@
-// Package shim is the per-task shim of keel-runtime-runc: the plugin's own
-// binary run as `keel-runtime-runc shim DIR`, detached in its own session.
+// Package shim is the per-task shim of keel-runtime-runc, run as
+// `keel-runtime-runc-shim DIR` (cmd/keel-runtime-runc-shim; or, with no
+// such executable beside the plugin's, `keel-runtime-runc shim DIR`),
+// detached in its own session. It links no sdk package, no gRPC and no
+// protobuf, so that each shim stays small.
 // It is a child subreaper that runs the OCI runtime (runc create, start,
 // exec), owns the container's stdio, reaps the container and its exec'd
 // processes, writes the init process's exit durably to DIR/exit.json, and
@@ -22,16 +25,19 @@ import (
 	"syscall"
 	"time"
 
+	errdefs "github.com/containerd/errdefs"
 	gorunc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/mount"
-	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
 )
 
-// Arg, as the binary's first argument, runs it as a shim.
+// Executable is the shim's own executable, installed beside the plugin's:
+// run as `keel-runtime-runc-shim DIR`.
+const Executable = "keel-runtime-runc-shim"
+
+// Arg, as the plugin executable's first argument, runs it as a shim:
+// `keel-runtime-runc shim DIR`, what the plugin runs when no Executable
+// is beside it, and what plugins before Executable ran.
 const Arg = "shim"
 
 // Files in a task's directory.
@@ -60,12 +66,12 @@ type process struct {
 	spec   *specs.Process // exec'd processes
 	io     *procIO
 	pid    int
-	status keelruntime.Status
+	status Status
 	// starting holds back an exit reaped while Start is still to report
 	// the start, so the start event always comes first.
 	starting    bool
 	pendingExit *gorunc.Exit
-	exit        keelruntime.ExitStatus
+	exit        ExitStatus
 	exited      chan struct{}
 }
 
@@ -231,28 +237,14 @@ func start(dir string) (*Service, error) {
 	return s, nil
 }
 
-// create mounts the rootfs and creates the container (a restore waits for
-// Start).
+// create creates the container on the rootfs the plugin mounted (a
+// restore waits for Start).
 func (s *Service) create() (err error) {
-	rootfs := filepath.Join(s.cfg.Bundle, "rootfs")
-	if len(s.cfg.Rootfs) > 0 {
-		if err := os.MkdirAll(rootfs, 0o755); err != nil {
-			return err
-		}
-		if err := mount.All(s.cfg.Rootfs, rootfs); err != nil {
-			return fmt.Errorf("mount rootfs: %w", err)
-		}
-		defer func() {
-			if err != nil {
-				UnmountAll(rootfs)
-			}
-		}()
-	}
 	pio, err := newProcIO(s.cfg.IO)
 	if err != nil {
 		return fmt.Errorf("open stdio: %w", err)
 	}
-	p := &process{io: pio, status: keelruntime.StatusCreated, exited: make(chan struct{})}
+	p := &process{io: pio, status: StatusCreated, exited: make(chan struct{})}
 	if s.cfg.Checkpoint == "" {
 		err := s.rt.Create(context.Background(), s.cfg.ID, s.cfg.Bundle, &gorunc.CreateOpts{
 			PidFile:       filepath.Join(s.dir, InitPid),
@@ -276,7 +268,7 @@ func (s *Service) create() (err error) {
 	}
 	s.mu.Lock()
 	s.procs[""] = p
-	s.publish(keelruntime.Event{Topic: keelruntime.TopicCreate, ID: s.cfg.ID, Pid: uint32(p.pid)})
+	s.publish(Event{Topic: TopicCreate, ID: s.cfg.ID, Pid: uint32(p.pid)})
 	s.claimLocked(p)
 	s.mu.Unlock()
 	return nil
@@ -329,7 +321,7 @@ func (s *Service) onExit(e gorunc.Exit) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.procs {
-		if p.pid == e.Pid && p.status != keelruntime.StatusStopped {
+		if p.pid == e.Pid && p.status != StatusStopped {
 			s.exitedLocked(p, e)
 			return
 		}
@@ -356,13 +348,13 @@ func (s *Service) exitedLocked(p *process, e gorunc.Exit) {
 		p.pendingExit = &e
 		return
 	}
-	p.status = keelruntime.StatusStopped
-	p.exit = keelruntime.ExitStatus{Pid: uint32(e.Pid), Status: uint32(e.Status), ExitedAt: e.Timestamp}
+	p.status = StatusStopped
+	p.exit = ExitStatus{Pid: uint32(e.Pid), Status: uint32(e.Status), ExitedAt: e.Timestamp}
 	var execs []*process
 	if p.execID == "" {
 		s.paused = false
 		for _, x := range s.procs {
-			if x.execID != "" && x.pid != 0 && x.status == keelruntime.StatusRunning {
+			if x.execID != "" && x.pid != 0 && x.status == StatusRunning {
 				execs = append(execs, x)
 			}
 		}
@@ -379,7 +371,7 @@ func (s *Service) exitedLocked(p *process, e gorunc.Exit) {
 			writeFileSync(filepath.Join(s.dir, ExitFile), p.exit)
 		}
 		s.mu.Lock()
-		s.publish(keelruntime.Event{Topic: keelruntime.TopicExit, ID: s.cfg.ID, ExecID: p.execID,
+		s.publish(Event{Topic: TopicExit, ID: s.cfg.ID, ExecID: p.execID,
 			Pid: p.exit.Pid, ExitStatus: p.exit.Status, ExitedAt: p.exit.ExitedAt})
 		close(p.exited)
 		s.mu.Unlock()
@@ -420,7 +412,7 @@ func writeFileSync(path string, v any) error {
 
 // publish appends an event; callers hold s.mu, which orders events as the
 // transitions they report.
-func (s *Service) publish(ev keelruntime.Event) {
+func (s *Service) publish(ev Event) {
 	ev.Timestamp = time.Now()
 	s.evMu.Lock()
 	s.seq++
@@ -446,7 +438,7 @@ func (s *Service) proc(execID string) (*process, error) {
 func (s *Service) Start(req ProcessRequest, reply *PidReply) error {
 	s.mu.Lock()
 	p, err := s.proc(req.ExecID)
-	if err == nil && (p.status != keelruntime.StatusCreated || p.starting) {
+	if err == nil && (p.status != StatusCreated || p.starting) {
 		err = fmt.Errorf("process %q of task %q is %s: %w", req.ExecID, s.cfg.ID, p.status, errdefs.ErrFailedPrecondition)
 	}
 	if err != nil {
@@ -467,12 +459,12 @@ func (s *Service) Start(req ProcessRequest, reply *PidReply) error {
 		}
 		return wireError(err)
 	}
-	p.status = keelruntime.StatusRunning
-	topic := keelruntime.TopicStart
+	p.status = StatusRunning
+	topic := TopicStart
 	if p.execID != "" {
-		topic = keelruntime.TopicExecStarted
+		topic = TopicExecStarted
 	}
-	s.publish(keelruntime.Event{Topic: topic, ID: s.cfg.ID, ExecID: p.execID, Pid: uint32(p.pid)})
+	s.publish(Event{Topic: topic, ID: s.cfg.ID, ExecID: p.execID, Pid: uint32(p.pid)})
 	if p.pendingExit != nil {
 		s.exitedLocked(p, *p.pendingExit)
 	} else {
@@ -548,7 +540,7 @@ func (s *Service) Exec(req ExecRequest, _ *Empty) error {
 	if err != nil {
 		return wireError(err)
 	}
-	if init.status != keelruntime.StatusRunning {
+	if init.status != StatusRunning {
 		return wireError(fmt.Errorf("task %q is %s: %w", s.cfg.ID, init.status, errdefs.ErrFailedPrecondition))
 	}
 	if _, ok := s.procs[req.ExecID]; ok {
@@ -560,8 +552,8 @@ func (s *Service) Exec(req ExecRequest, _ *Empty) error {
 		return wireError(fmt.Errorf("open stdio: %w", err))
 	}
 	s.procs[req.ExecID] = &process{execID: req.ExecID, spec: &spec, io: pio,
-		status: keelruntime.StatusCreated, exited: make(chan struct{})}
-	s.publish(keelruntime.Event{Topic: keelruntime.TopicExecAdded, ID: s.cfg.ID, ExecID: req.ExecID})
+		status: StatusCreated, exited: make(chan struct{})}
+	s.publish(Event{Topic: TopicExecAdded, ID: s.cfg.ID, ExecID: req.ExecID})
 	return nil
 }
 
@@ -569,7 +561,7 @@ func (s *Service) Exec(req ExecRequest, _ *Empty) error {
 func (s *Service) Kill(req KillRequest, _ *Empty) error {
 	s.mu.Lock()
 	p, err := s.proc(req.ExecID)
-	if err == nil && p.status == keelruntime.StatusStopped && !req.All {
+	if err == nil && p.status == StatusStopped && !req.All {
 		err = fmt.Errorf("process %q of task %q: already exited: %w", req.ExecID, s.cfg.ID, errdefs.ErrNotFound)
 	}
 	if err == nil && req.ExecID != "" && p.pid == 0 {
@@ -586,7 +578,7 @@ func (s *Service) Kill(req KillRequest, _ *Empty) error {
 		return nil
 	}
 	if err := s.rt.Kill(context.Background(), s.cfg.ID, req.Signal, &gorunc.KillOpts{All: req.All}); err != nil {
-		if req.All && p.status == keelruntime.StatusStopped {
+		if req.All && p.status == StatusStopped {
 			return nil
 		}
 		return wireError(s.runtimeError("kill", err))
@@ -599,7 +591,7 @@ func (s *Service) Kill(req KillRequest, _ *Empty) error {
 func (s *Service) Delete(req ProcessRequest, reply *ExitReply) error {
 	s.mu.Lock()
 	p, err := s.proc(req.ExecID)
-	if err == nil && (p.status == keelruntime.StatusRunning || p.starting) {
+	if err == nil && (p.status == StatusRunning || p.starting) {
 		err = fmt.Errorf("process %q of task %q is running: %w", req.ExecID, s.cfg.ID, errdefs.ErrFailedPrecondition)
 	}
 	s.mu.Unlock()
@@ -614,7 +606,7 @@ func (s *Service) Delete(req ProcessRequest, reply *ExitReply) error {
 		reply.Exit = p.exit
 		return nil
 	}
-	if p.status == keelruntime.StatusCreated && p.pid != 0 {
+	if p.status == StatusCreated && p.pid != 0 {
 		// Never started: the force kills the waiting init.
 		if err := s.rt.Delete(context.Background(), s.cfg.ID, &gorunc.DeleteOpts{Force: true}); err != nil {
 			return wireError(s.runtimeError("delete", err))
@@ -631,22 +623,22 @@ func (s *Service) Delete(req ProcessRequest, reply *ExitReply) error {
 			}
 		}
 	}
-	if len(s.cfg.Rootfs) > 0 {
-		if err := UnmountAll(filepath.Join(s.cfg.Bundle, "rootfs")); err != nil {
-			return wireError(err)
-		}
+	// The rootfs the plugin mounted, if any (nothing mounted there is
+	// no error).
+	if err := UnmountAll(filepath.Join(s.cfg.Bundle, "rootfs")); err != nil {
+		return wireError(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p.status != keelruntime.StatusStopped {
+	if p.status != StatusStopped {
 		// The exit did not come (a created task that never ran): record it.
-		p.status = keelruntime.StatusStopped
-		p.exit = keelruntime.ExitStatus{Pid: uint32(p.pid), Status: 255, ExitedAt: time.Now()}
+		p.status = StatusStopped
+		p.exit = ExitStatus{Pid: uint32(p.pid), Status: 255, ExitedAt: time.Now()}
 		writeFileSync(filepath.Join(s.dir, ExitFile), p.exit)
 		close(p.exited)
 	}
 	s.deleted = true
-	s.publish(keelruntime.Event{Topic: keelruntime.TopicDelete, ID: s.cfg.ID, Pid: p.exit.Pid,
+	s.publish(Event{Topic: TopicDelete, ID: s.cfg.ID, Pid: p.exit.Pid,
 		ExitStatus: p.exit.Status, ExitedAt: p.exit.ExitedAt})
 	reply.Exit = p.exit
 	return nil
@@ -703,30 +695,30 @@ func (s *Service) Resume(_ Empty, _ *Empty) error { return s.freeze(false) }
 func (s *Service) freeze(pause bool) error {
 	s.mu.Lock()
 	p, err := s.proc("")
-	if err == nil && (p.status != keelruntime.StatusRunning || s.paused == pause) {
+	if err == nil && (p.status != StatusRunning || s.paused == pause) {
 		err = fmt.Errorf("task %q is %s: %w", s.cfg.ID, s.statusLocked(p), errdefs.ErrFailedPrecondition)
 	}
 	s.mu.Unlock()
 	if err != nil {
 		return wireError(err)
 	}
-	op, f, topic := "pause", s.rt.Pause, keelruntime.TopicPaused
+	op, f, topic := "pause", s.rt.Pause, TopicPaused
 	if !pause {
-		op, f, topic = "resume", s.rt.Resume, keelruntime.TopicResumed
+		op, f, topic = "resume", s.rt.Resume, TopicResumed
 	}
 	if err := f(context.Background(), s.cfg.ID); err != nil {
 		return wireError(s.runtimeError(op, err))
 	}
 	s.mu.Lock()
 	s.paused = pause
-	s.publish(keelruntime.Event{Topic: topic, ID: s.cfg.ID})
+	s.publish(Event{Topic: topic, ID: s.cfg.ID})
 	s.mu.Unlock()
 	return nil
 }
 
-func (s *Service) statusLocked(p *process) keelruntime.Status {
-	if p.execID == "" && s.paused && p.status == keelruntime.StatusRunning {
-		return keelruntime.StatusPaused
+func (s *Service) statusLocked(p *process) Status {
+	if p.execID == "" && s.paused && p.status == StatusRunning {
+		return StatusPaused
 	}
 	return p.status
 }
@@ -746,7 +738,7 @@ func (s *Service) Pids(_ Empty, reply *PidsReply) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, pid := range pids {
-		info := keelruntime.ProcessInfo{Pid: uint32(pid)}
+		info := ProcessInfo{Pid: uint32(pid)}
 		for _, p := range s.procs {
 			if p.pid == pid && p.execID != "" {
 				info.ExecID = p.execID
@@ -761,7 +753,7 @@ func (s *Service) Pids(_ Empty, reply *PidsReply) error {
 func (s *Service) Checkpoint(req CheckpointRequest, _ *Empty) error {
 	s.mu.Lock()
 	p, err := s.proc("")
-	if err == nil && p.status != keelruntime.StatusRunning {
+	if err == nil && p.status != StatusRunning {
 		err = fmt.Errorf("task %q is %s: %w", s.cfg.ID, p.status, errdefs.ErrFailedPrecondition)
 	}
 	s.mu.Unlock()
@@ -817,7 +809,7 @@ func (s *Service) Update(req UpdateRequest, _ *Empty) error {
 	}
 	s.mu.Lock()
 	p, err := s.proc("")
-	if err == nil && p.status == keelruntime.StatusStopped {
+	if err == nil && p.status == StatusStopped {
 		err = fmt.Errorf("task %q is stopped: %w", s.cfg.ID, errdefs.ErrFailedPrecondition)
 	}
 	s.mu.Unlock()
@@ -858,7 +850,7 @@ func (s *Service) State(req ProcessRequest, reply *StateReply) error {
 	if err != nil {
 		return wireError(err)
 	}
-	reply.State = keelruntime.TaskState{
+	reply.State = TaskState{
 		ID: s.cfg.ID, ExecID: p.execID, Pid: uint32(p.pid), Status: s.statusLocked(p), IO: p.io.paths,
 		ExitStatus: p.exit.Status, ExitedAt: p.exit.ExitedAt,
 	}
