@@ -53,6 +53,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
+	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shimclient"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/mount"
@@ -153,7 +154,7 @@ type task struct {
 	pid atomic.Uint32
 
 	mu     sync.Mutex
-	client *shim.Client // nil while there is no connection
+	client *shimclient.Client // nil while there is no connection
 	// unknown says why the shim does not answer, "" while it does;
 	// answered is closed while it does.
 	unknown  string
@@ -189,7 +190,7 @@ func (t *task) dead() bool {
 }
 
 // conn returns the shim's connection and, when it does not answer, why.
-func (t *task) conn() (*shim.Client, string) {
+func (t *task) conn() (*shimclient.Client, string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.client, t.unknown
@@ -203,7 +204,7 @@ func (t *task) waitAnswer() <-chan struct{} {
 }
 
 // answering records that the shim answered on c.
-func (t *task) answering(c *shim.Client) {
+func (t *task) answering(c *shimclient.Client) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.client, t.unknown = c, ""
@@ -216,7 +217,7 @@ func (t *task) answering(c *shim.Client) {
 
 // notAnswering records why the shim does not answer; a broken connection c
 // is dropped, so the next attempt makes a new one.
-func (t *task) notAnswering(c *shim.Client, reason string, broken bool) {
+func (t *task) notAnswering(c *shimclient.Client, reason string, broken bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if broken && c != nil && t.client == c {
@@ -233,9 +234,9 @@ func (t *task) notAnswering(c *shim.Client, reason string, broken bool) {
 
 // callFailed records a call on c that failed for want of an answer: a
 // broken connection or, with timedOut, no reply in time.
-func (t *task) callFailed(c *shim.Client, method string, err error, timedOut bool) {
+func (t *task) callFailed(c *shimclient.Client, method string, err error, timedOut bool) {
 	switch {
-	case errors.Is(err, shim.ErrConnection):
+	case errors.Is(err, shimclient.ErrConnection):
 		t.notAnswering(c, fmt.Sprintf("%s not answering: %v", t.proc, err), true)
 	case timedOut:
 		t.notAnswering(c, fmt.Sprintf("%s not answering: no reply to %s", t.proc, strings.ToLower(method)), false)
@@ -449,7 +450,7 @@ func (r *Runtime) probe(ctx context.Context, t *task) error {
 	c, _ := t.conn()
 	if c == nil {
 		var err error
-		if c, err = shim.Dial(ctx, t.cfg.Socket); err != nil {
+		if c, err = shimclient.Dial(ctx, t.cfg.Socket); err != nil {
 			t.notAnswering(nil, fmt.Sprintf("%s not answering: %v", t.proc, err), false)
 			return nil
 		}
@@ -458,7 +459,7 @@ func (r *Runtime) probe(ctx context.Context, t *task) error {
 		t.mu.Unlock()
 	}
 	err := c.Call(ctx, "State", shim.ProcessRequest{}, &shim.StateReply{})
-	if err != nil && (errors.Is(err, shim.ErrConnection) || ctx.Err() != nil) {
+	if err != nil && (errors.Is(err, shimclient.ErrConnection) || ctx.Err() != nil) {
 		t.callFailed(c, "state", err, ctx.Err() != nil)
 		return nil
 	}
@@ -498,7 +499,7 @@ func (r *Runtime) reach(t *task) bool {
 	wait := retryMin
 	var (
 		probe      chan error // the State call in flight on probed, if any
-		probed     *shim.Client
+		probed     *shimclient.Client
 		probeStart time.Time
 	)
 	for {
@@ -513,7 +514,7 @@ func (r *Runtime) reach(t *task) bool {
 		c, _ := t.conn()
 		if c == nil {
 			dctx, cancel := context.WithTimeout(r.ctx, probeTimeout)
-			nc, err := shim.Dial(dctx, t.cfg.Socket)
+			nc, err := shimclient.Dial(dctx, t.cfg.Socket)
 			cancel()
 			if err != nil {
 				t.notAnswering(nil, fmt.Sprintf("%s not answering: %v", t.proc, err), false)
@@ -537,7 +538,7 @@ func (r *Runtime) reach(t *task) bool {
 			if r.ctx.Err() != nil {
 				return false
 			}
-			if !errors.Is(err, shim.ErrConnection) {
+			if !errors.Is(err, shimclient.ErrConnection) {
 				r.logger.Info("shim answers again", "task", t.id, "pid", t.proc.Pid)
 				t.answering(probed)
 				return true
@@ -855,7 +856,7 @@ func (r *Runtime) startPoller(t *task) {
 				return
 			}
 			if err != nil {
-				if !errors.Is(err, shim.ErrConnection) && !timedOut {
+				if !errors.Is(err, shimclient.ErrConnection) && !timedOut {
 					// An answer all the same.
 					r.logger.Warn("events call failed", "task", t.id, "error", err)
 					time.Sleep(retryMin)
@@ -948,7 +949,7 @@ func (r *Runtime) call(ctx context.Context, id, method string, req, reply any) e
 		return err
 	}
 	if err := c.Call(ctx, method, req, reply); err != nil {
-		if errors.Is(err, shim.ErrConnection) {
+		if errors.Is(err, shimclient.ErrConnection) {
 			t.callFailed(c, method, err, false)
 			return fmt.Errorf("task %q: %w", id, err)
 		}
@@ -958,7 +959,7 @@ func (r *Runtime) call(ctx context.Context, id, method string, req, reply any) e
 }
 
 // answeringConn returns the connection to t's shim while it answers.
-func (t *task) answeringConn() (*shim.Client, error) {
+func (t *task) answeringConn() (*shimclient.Client, error) {
 	if t.dead() {
 		return nil, fmt.Errorf("task %q: %s: %w", t.id, t.deadReason, errdefs.ErrFailedPrecondition)
 	}
@@ -1125,7 +1126,7 @@ func (r *Runtime) Wait(ctx context.Context, id, execID string) (keelruntime.Exit
 		if c, unknown := t.conn(); unknown == "" && c != nil {
 			var reply shim.ExitReply
 			err := c.Call(ctx, "Wait", shim.ProcessRequest{ExecID: execID}, &reply)
-			if err == nil || !errors.Is(err, shim.ErrConnection) {
+			if err == nil || !errors.Is(err, shimclient.ErrConnection) {
 				return keelruntime.ExitStatus(reply.Exit), err
 			}
 			t.callFailed(c, "wait", err, false)
@@ -1160,7 +1161,7 @@ func (r *Runtime) taskState(ctx context.Context, t *task, execID string) (keelru
 		err := c.Call(sctx, "State", shim.ProcessRequest{ExecID: execID}, &reply)
 		timedOut := sctx.Err() != nil && ctx.Err() == nil
 		cancel()
-		if err == nil || !(errors.Is(err, shim.ErrConnection) || timedOut) {
+		if err == nil || !(errors.Is(err, shimclient.ErrConnection) || timedOut) {
 			return taskState(reply.State), err
 		}
 		if timedOut {

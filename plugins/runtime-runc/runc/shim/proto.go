@@ -1,14 +1,10 @@
 package shim
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/rpc"
 	"strconv"
-	"strings"
 	"time"
 
 	errdefs "github.com/containerd/errdefs"
@@ -25,8 +21,8 @@ import (
 // which sent sdk/runtime's types, still answer), and TestWireTypesMirrorSDK
 // keeps them so.
 
-// serviceName is the shim's net/rpc service.
-const serviceName = "Shim"
+// ServiceName is the shim's net/rpc service.
+const ServiceName = "Shim"
 
 // Config is what the plugin hands a new shim, written to task.json in
 // the task's directory before the shim starts.
@@ -121,64 +117,6 @@ func wireError(err error) error {
 	}
 	return errors.New(strconv.Itoa(errCode(err)) + ":" + err.Error())
 }
-
-// fromWire restores the class of an error a shim returned.
-func fromWire(err error) error {
-	var se rpc.ServerError
-	if !errors.As(err, &se) {
-		return err
-	}
-	code, msg, ok := strings.Cut(string(se), ":")
-	n, cerr := strconv.Atoi(code)
-	if !ok || cerr != nil {
-		return errors.New(string(se))
-	}
-	return ErrorFromCode(n, msg)
-}
-
-// Client is the plugin's end of a shim connection.
-type Client struct {
-	c *rpc.Client
-}
-
-// Dial connects to the shim listening on socket, failing fast when nothing
-// listens there.
-func Dial(ctx context.Context, socket string) (*Client, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", socket)
-	if err != nil {
-		return nil, fmt.Errorf("dial shim %s: %v: %w", socket, err, errdefs.ErrUnavailable)
-	}
-	return &Client{c: rpc.NewClient(conn)}, nil
-}
-
-// ErrConnection marks a call that failed because the shim went away.
-var ErrConnection = errors.New("shim connection lost")
-
-// Call calls method and waits for its reply or ctx.
-func (c *Client) Call(ctx context.Context, method string, req, reply any) error {
-	call := c.c.Go(serviceName+"."+method, req, reply, make(chan *rpc.Call, 1))
-	select {
-	case <-call.Done:
-		if call.Error == nil {
-			return nil
-		}
-		if errors.Is(call.Error, rpc.ErrShutdown) || isConnError(call.Error) {
-			return fmt.Errorf("%s: %w: %w", strings.ToLower(method), ErrConnection, errdefs.ErrUnavailable)
-		}
-		return fromWire(call.Error)
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func isConnError(err error) bool {
-	var se rpc.ServerError
-	return !errors.As(err, &se)
-}
-
-// Close closes the connection.
-func (c *Client) Close() error { return c.c.Close() }
 
 // decodeJSON decodes b into v as InvalidArgument when it does not fit.
 func decodeJSON(what string, b []byte, v any) error {

@@ -16,7 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/rpc"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -100,59 +99,6 @@ type Service struct {
 	rpc *rpcServer
 }
 
-// rpcServer serves the plugin's connections until the shim ends, then
-// drains them: every call it read has its reply written before the shim
-// exits, Shutdown's among them.
-type rpcServer struct {
-	lis       *net.UnixListener
-	accepting chan struct{} // closed once the accept loop has returned
-	served    sync.WaitGroup
-	mu        sync.Mutex
-	conns     map[*net.UnixConn]struct{}
-}
-
-func serve(lis *net.UnixListener, srv *rpc.Server) *rpcServer {
-	// Shutdown removes the socket; closing must not remove a later one.
-	lis.SetUnlinkOnClose(false)
-	r := &rpcServer{lis: lis, accepting: make(chan struct{}), conns: map[*net.UnixConn]struct{}{}}
-	go func() {
-		defer close(r.accepting)
-		for {
-			conn, err := lis.AcceptUnix()
-			if err != nil {
-				return
-			}
-			r.mu.Lock()
-			r.conns[conn] = struct{}{}
-			r.mu.Unlock()
-			r.served.Add(1)
-			go func() {
-				defer r.served.Done()
-				// ServeConn returns once its reads end and every call it
-				// read has been answered; it closes conn.
-				srv.ServeConn(conn)
-				r.mu.Lock()
-				delete(r.conns, conn)
-				r.mu.Unlock()
-			}()
-		}
-	}()
-	return r
-}
-
-// drain stops accepting, ends the reads of every connection and returns
-// once each has written the replies to the calls it had read.
-func (r *rpcServer) drain() {
-	r.lis.Close()
-	<-r.accepting
-	r.mu.Lock()
-	for conn := range r.conns {
-		conn.CloseRead()
-	}
-	r.mu.Unlock()
-	r.served.Wait()
-}
-
 // Main runs the shim for the task directory args[0] and returns the exit
 // code.
 func Main(args []string) int {
@@ -228,11 +174,7 @@ func start(dir string) (*Service, error) {
 		os.Remove(cfg.Socket)
 		return nil, err
 	}
-	srv := rpc.NewServer()
-	if err := srv.RegisterName(serviceName, s); err != nil {
-		return nil, err
-	}
-	s.rpc = serve(lis, srv)
+	s.rpc = serve(lis, s.methods())
 	go s.watchOOM()
 	return s, nil
 }
