@@ -132,7 +132,7 @@ const liveContainers = 20
 // running `sleep` (busybox, overlay), started with `keel run -d` and
 // `ctr run -d`, MB of PSS. Figures:
 //   - daemons + shims: keel sums keeld, its default plugins' processes
-//     and the 20 shims (keel-runtime-runc processes serving one task
+//     and the 20 shims (keel-runtime-runc-shim processes serving one task
 //     each); containerd sums containerd and its 20 containerd-shim-runc-v2
 //     processes. The containers' own processes (sleep) are not counted on
 //     either side;
