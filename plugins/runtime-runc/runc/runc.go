@@ -876,8 +876,11 @@ func (r *Runtime) startPoller(t *task) {
 				}
 				r.broker.publish(keelruntime.Event(ev.Event))
 				if ev.Event.Topic == keelruntime.TopicDelete {
-					// Acknowledge, then let the shim go.
-					c.Call(r.ctx, "Events", shim.EventsRequest{After: after, Timeout: time.Millisecond}, &shim.EventsReply{})
+					// Let the shim go: its events go with it, so no
+					// acknowledgement first (a plugin that dies before
+					// Shutdown leaves the shim to the next, which finds
+					// the task deleted and forwards its events again:
+					// letGo).
 					c.Call(r.ctx, "Shutdown", shim.Empty{}, &shim.Empty{})
 					c.Close()
 					// Deleted, whoever asked: a plugin that died after

@@ -323,7 +323,13 @@ func (s *Service) exitedLocked(p *process, e gorunc.Exit) {
 
 // writeFileSync writes v as JSON so that it survives a crash: a temporary
 // file synced, renamed over the target, and the directory synced.
-func writeFileSync(path string, v any) error {
+func writeFileSync(path string, v any) error { return writeFileAtomic(path, v, true) }
+
+// writeFileAtomic writes v as JSON through a temporary file renamed over
+// the target, so a reader finds the old content or the new, whole; with
+// durable, the file and the directory are synced too, so that it survives
+// the machine's crash.
+func writeFileAtomic(path string, v any, durable bool) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -337,13 +343,18 @@ func writeFileSync(path string, v any) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	f.Close()
 	if err := os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		d.Sync()
