@@ -267,14 +267,14 @@ func New(ctx context.Context, env sdk.Env) (keelruntime.Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("find own executable: %w", err)
 	}
-	shimExe, err := openShim(filepath.Join(filepath.Dir(exe), shim.Executable), cfg.ShimSHA256)
-	if err != nil {
-		return nil, err
-	}
 	for _, d := range []string{filepath.Join(env.State, "tasks"), filepath.Join(env.State, "s"), cfg.RuntimeRoot} {
 		if err := os.MkdirAll(d, 0o711); err != nil {
 			return nil, err
 		}
+	}
+	shimExe, err := openShim(filepath.Join(filepath.Dir(exe), shim.Executable), cfg.ShimSHA256)
+	if err != nil {
+		return nil, err
 	}
 	logger := env.Logger
 	if logger == nil {
