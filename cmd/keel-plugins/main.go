@@ -7,8 +7,8 @@
 // `keel-plugins NAME [ARGS]` runs the plugin NAME as well, for a name that
 // cannot be the executable's.
 //
-// keel-runtime-runc is not in it yet: it is its tasks' shim too, and every
-// shim would map the larger executable (see the Makefile).
+// keel-runtime-runc's task shims are not: they run keel-runtime-runc-shim
+// (cmd/keel-runtime-runc-shim), a small executable of their own.
 package main
 
 import (
@@ -20,6 +20,7 @@ import (
 
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/plugins/resolver-docker/docker"
+	"github.com/keel-runtime/keel/plugins/runtime-runc/runc"
 	"github.com/keel-runtime/keel/plugins/snapshotter-btrfs/btrfs"
 	"github.com/keel-runtime/keel/plugins/snapshotter-native/native"
 	"github.com/keel-runtime/keel/plugins/snapshotter-overlay/overlay"
@@ -32,6 +33,7 @@ var version = "dev"
 var plugins = map[string]func(version string){
 	"keel-content-local":       local.Main,
 	"keel-resolver-docker":     docker.Main,
+	"keel-runtime-runc":        runc.Main,
 	"keel-snapshotter-btrfs":   btrfs.Main,
 	"keel-snapshotter-native":  native.Main,
 	"keel-snapshotter-overlay": overlay.Main,

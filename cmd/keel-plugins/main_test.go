@@ -11,20 +11,22 @@ import (
 )
 
 // Every plugin under plugins/ is in keel-plugins and linked by the
-// Makefile, or built alone by it (ALONE): a plugin added without either
-// would be missing from bin/.
+// Makefile, and every command under cmd/ is built by it: one added
+// without either would be missing from bin/.
 func TestEveryPluginDispatched(t *testing.T) {
-	entries, err := os.ReadDir(filepath.Join("..", "..", "plugins"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dirs []string
-	for _, e := range entries {
-		if e.IsDir() {
-			dirs = append(dirs, "keel-"+e.Name())
+	dirs := func(parent, prefix string) []string {
+		entries, err := os.ReadDir(filepath.Join("..", "..", parent))
+		if err != nil {
+			t.Fatal(err)
 		}
+		var names []string
+		for _, e := range entries {
+			if e.IsDir() {
+				names = append(names, prefix+e.Name())
+			}
+		}
+		return names
 	}
-	names := slices.Sorted(maps.Keys(plugins))
 	mk, err := os.ReadFile(filepath.Join("..", "..", "Makefile"))
 	if err != nil {
 		t.Fatal(err)
@@ -34,15 +36,19 @@ func TestEveryPluginDispatched(t *testing.T) {
 		if m == nil {
 			t.Fatalf("no %s := line in the Makefile", name)
 		}
-		return strings.Fields(string(m[1]))
+		return slices.Sorted(slices.Values(strings.Fields(string(m[1]))))
 	}
-	linked, alone := list("PLUGINS"), list("ALONE")
-	slices.Sort(linked)
-	if !slices.Equal(linked, names) {
+	names := slices.Sorted(maps.Keys(plugins))
+	if linked := list("PLUGINS"); !slices.Equal(linked, names) {
 		t.Errorf("the Makefile links %v, keel-plugins dispatches %v", linked, names)
 	}
-	all := slices.Sorted(slices.Values(append(names, alone...)))
-	if !slices.Equal(dirs, all) {
-		t.Errorf("plugins/ holds %v; keel-plugins dispatches %v and the Makefile builds %v alone", dirs, names, alone)
+	if plugins := dirs("plugins", "keel-"); !slices.Equal(plugins, names) {
+		t.Errorf("plugins/ holds %v; keel-plugins dispatches %v", plugins, names)
+	}
+	built := list("BINARIES")
+	for _, cmd := range dirs("cmd", "") {
+		if !slices.Contains(built, cmd) {
+			t.Errorf("cmd/%s is not in the Makefile's BINARIES %v", cmd, built)
+		}
 	}
 }

@@ -1,5 +1,7 @@
 // Command keel-runtime-runc is keel's runtime plugin over runc (or crun).
-// Run as `keel-runtime-runc shim DIR`, it is the shim of one task.
+// Its tasks' shims run keel-runtime-runc-shim, installed beside it; run as
+// `keel-runtime-runc shim DIR`, it is the shim of one task too (without
+// that executable, and for shims of older plugins).
 package main
 
 import "github.com/keel-runtime/keel/plugins/runtime-runc/runc"

@@ -188,7 +188,7 @@ const liveContainers = 20
 // `ctr run -d`, MB of PSS, read after quiet as the idle figure (keeld has
 // then stopped every plugin but the runtime, which has tasks). Figures:
 //   - daemons + shims: keel sums keeld, its default plugins' processes
-//     and the 20 shims (keel-runtime-runc processes serving one task
+//     and the 20 shims (keel-runtime-runc-shim processes serving one task
 //     each); containerd sums containerd and its 20 containerd-shim-runc-v2
 //     processes. The containers' own processes (sleep) are not counted on
 //     either side;

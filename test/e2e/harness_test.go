@@ -38,6 +38,7 @@ var binaries = map[string]string{
 	"keel-content-local":       "./plugins/content-local",
 	"keel-resolver-docker":     "./plugins/resolver-docker",
 	"keel-runtime-runc":        "./plugins/runtime-runc",
+	"keel-runtime-runc-shim":   "./cmd/keel-runtime-runc-shim",
 }
 
 func TestMain(m *testing.M) {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
+	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shimclient"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
 )
@@ -50,7 +51,7 @@ func TestDeletedUnderDeadPlugin(t *testing.T) {
 
 			// What the dead plugin did last: the shim's Delete, and
 			// perhaps the acknowledgement of the delete event.
-			c, err := shim.Dial(ctx, socketOf(t, state, id))
+			c, err := shimclient.Dial(ctx, socketOf(t, state, id))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +126,7 @@ func TestShimShutdown(t *testing.T) {
 	rt.Close() // the plugin would end the shim itself
 
 	socket := socketOf(t, state, id)
-	idle, err := shim.Dial(ctx, socket)
+	idle, err := shimclient.Dial(ctx, socket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestShimShutdown(t *testing.T) {
 	if n, err := unix.Poll(fds, 20_000); err != nil || n != 1 {
 		t.Fatalf("shim pid %d still runs 20s after shutdown (poll %d, %v)", sp, n, err)
 	}
-	if err := idle.Call(ctx, "State", shim.ProcessRequest{}, &shim.StateReply{}); !errors.Is(err, shim.ErrConnection) {
-		t.Errorf("call on a connection open across the shim's end: %v, want %v", err, shim.ErrConnection)
+	if err := idle.Call(ctx, "State", shim.ProcessRequest{}, &shim.StateReply{}); !errors.Is(err, shimclient.ErrConnection) {
+		t.Errorf("call on a connection open across the shim's end: %v, want %v", err, shimclient.ErrConnection)
 	}
 }

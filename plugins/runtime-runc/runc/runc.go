@@ -1,6 +1,7 @@
 // Package runc is keel's runtime plugin over runc (or crun): a router that
-// starts a shim per task (this binary again, in shim mode, see package
-// shim) and talks to each over its unix socket. Tasks outlive the plugin:
+// starts a shim per task (keel-runtime-runc-shim beside the plugin's
+// executable, else this binary again in shim mode; see package shim) and
+// talks to each over its unix socket. Tasks outlive the plugin:
 // a restarted plugin finds its shims again from its state directory.
 //
 // # A shim is dead only when its process is gone
@@ -33,6 +34,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,8 +53,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shim"
+	"github.com/keel-runtime/keel/plugins/runtime-runc/runc/shimclient"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/mount"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
 	"github.com/keel-runtime/keel/sdk/sweep"
 )
@@ -71,6 +75,10 @@ type Config struct {
 	// crun 1.8 refuses the 1.3.0 that runtime-spec writes ("unknown version
 	// specified") but runs the same spec labelled 1.1.0.
 	OCIVersion string `json:"oci_version"`
+	// ShimSHA256, when set, is the hex digest the shim executable
+	// (keel-runtime-runc-shim beside the plugin's) must have, checked as
+	// keeld checks a plugin's sha256.
+	ShimSHA256 string `json:"shim_sha256"`
 }
 
 // Bounds of the shim connections. None of them makes a shim dead (only
@@ -108,11 +116,16 @@ const deadShimStatus = 255
 
 // Runtime is the runc runtime plugin.
 type Runtime struct {
-	cfg    Config
-	state  string
-	exe    string
-	logger hclog.Logger
-	broker *broker
+	cfg   Config
+	state string
+	exe   string
+	// shimExe is the shim executable, opened (and checked) once: shims
+	// run this very file through /proc, whatever happens to its path
+	// later. Nil when there is none beside the plugin: its own executable
+	// is then the shim (`keel-runtime-runc shim DIR`).
+	shimExe *os.File
+	logger  hclog.Logger
+	broker  *broker
 
 	ctx    context.Context // ends at Close: stops the event pollers
 	cancel context.CancelFunc
@@ -141,7 +154,7 @@ type task struct {
 	pid atomic.Uint32
 
 	mu     sync.Mutex
-	client *shim.Client // nil while there is no connection
+	client *shimclient.Client // nil while there is no connection
 	// unknown says why the shim does not answer, "" while it does;
 	// answered is closed while it does.
 	unknown  string
@@ -177,7 +190,7 @@ func (t *task) dead() bool {
 }
 
 // conn returns the shim's connection and, when it does not answer, why.
-func (t *task) conn() (*shim.Client, string) {
+func (t *task) conn() (*shimclient.Client, string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.client, t.unknown
@@ -191,7 +204,7 @@ func (t *task) waitAnswer() <-chan struct{} {
 }
 
 // answering records that the shim answered on c.
-func (t *task) answering(c *shim.Client) {
+func (t *task) answering(c *shimclient.Client) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.client, t.unknown = c, ""
@@ -204,7 +217,7 @@ func (t *task) answering(c *shim.Client) {
 
 // notAnswering records why the shim does not answer; a broken connection c
 // is dropped, so the next attempt makes a new one.
-func (t *task) notAnswering(c *shim.Client, reason string, broken bool) {
+func (t *task) notAnswering(c *shimclient.Client, reason string, broken bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if broken && c != nil && t.client == c {
@@ -221,9 +234,9 @@ func (t *task) notAnswering(c *shim.Client, reason string, broken bool) {
 
 // callFailed records a call on c that failed for want of an answer: a
 // broken connection or, with timedOut, no reply in time.
-func (t *task) callFailed(c *shim.Client, method string, err error, timedOut bool) {
+func (t *task) callFailed(c *shimclient.Client, method string, err error, timedOut bool) {
 	switch {
-	case errors.Is(err, shim.ErrConnection):
+	case errors.Is(err, shimclient.ErrConnection):
 		t.notAnswering(c, fmt.Sprintf("%s not answering: %v", t.proc, err), true)
 	case timedOut:
 		t.notAnswering(c, fmt.Sprintf("%s not answering: no reply to %s", t.proc, strings.ToLower(method)), false)
@@ -259,21 +272,62 @@ func New(ctx context.Context, env sdk.Env) (keelruntime.Runtime, error) {
 			return nil, err
 		}
 	}
+	shimExe, err := openShim(filepath.Join(filepath.Dir(exe), shim.Executable), cfg.ShimSHA256)
+	if err != nil {
+		return nil, err
+	}
 	logger := env.Logger
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
 	rctx, cancel := context.WithCancel(context.Background())
+	if shimExe == nil {
+		logger.Info("no shim executable beside the plugin: the plugin's own executable is the shim", "missing", filepath.Join(filepath.Dir(exe), shim.Executable))
+	}
 	r := &Runtime{
-		cfg: cfg, state: env.State, exe: exe, logger: logger,
+		cfg: cfg, state: env.State, exe: exe, shimExe: shimExe, logger: logger,
 		broker: newBroker(), ctx: rctx, cancel: cancel, tasks: map[string]*task{},
 	}
 	if err := r.reconnect(ctx); err != nil {
 		cancel()
+		if shimExe != nil {
+			shimExe.Close()
+		}
 		return nil, err
 	}
 	r.sweep()
 	return r, nil
+}
+
+// openShim opens the shim executable at path and, when want is set,
+// checks its sha256 from the open file, as keeld checks a plugin's. A
+// missing shim is nil, unless a digest is wanted.
+func openShim(path, want string) (*os.File, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) && want == "" {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("shim executable: %v: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() || st.Mode()&0o111 == 0 {
+		f.Close()
+		return nil, fmt.Errorf("shim executable %s is not an executable file: %w", path, errdefs.ErrFailedPrecondition)
+	}
+	if want == "" {
+		return f, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); !strings.EqualFold(got, strings.TrimPrefix(want, "sha256:")) {
+		f.Close()
+		return nil, fmt.Errorf("shim executable %s: sha256 mismatch: config wants %s, file has %s: %w",
+			path, strings.TrimPrefix(want, "sha256:"), got, errdefs.ErrFailedPrecondition)
+	}
+	return f, nil
 }
 
 // shimTmp is the TMPDIR of the shim whose socket is socket: what it makes
@@ -396,7 +450,7 @@ func (r *Runtime) probe(ctx context.Context, t *task) error {
 	c, _ := t.conn()
 	if c == nil {
 		var err error
-		if c, err = shim.Dial(ctx, t.cfg.Socket); err != nil {
+		if c, err = shimclient.Dial(ctx, t.cfg.Socket); err != nil {
 			t.notAnswering(nil, fmt.Sprintf("%s not answering: %v", t.proc, err), false)
 			return nil
 		}
@@ -405,7 +459,7 @@ func (r *Runtime) probe(ctx context.Context, t *task) error {
 		t.mu.Unlock()
 	}
 	err := c.Call(ctx, "State", shim.ProcessRequest{}, &shim.StateReply{})
-	if err != nil && (errors.Is(err, shim.ErrConnection) || ctx.Err() != nil) {
+	if err != nil && (errors.Is(err, shimclient.ErrConnection) || ctx.Err() != nil) {
 		t.callFailed(c, "state", err, ctx.Err() != nil)
 		return nil
 	}
@@ -426,7 +480,7 @@ func (r *Runtime) letGo(t *task) {
 	var reply shim.EventsReply
 	if err := c.Call(ctx, "Events", shim.EventsRequest{Timeout: time.Millisecond}, &reply); err == nil && len(reply.Events) > 0 {
 		for _, ev := range reply.Events {
-			r.broker.publish(ev.Event)
+			r.broker.publish(keelruntime.Event(ev.Event))
 		}
 		c.Call(ctx, "Events", shim.EventsRequest{After: reply.Events[len(reply.Events)-1].Seq, Timeout: time.Millisecond}, &shim.EventsReply{})
 	}
@@ -445,7 +499,7 @@ func (r *Runtime) reach(t *task) bool {
 	wait := retryMin
 	var (
 		probe      chan error // the State call in flight on probed, if any
-		probed     *shim.Client
+		probed     *shimclient.Client
 		probeStart time.Time
 	)
 	for {
@@ -460,7 +514,7 @@ func (r *Runtime) reach(t *task) bool {
 		c, _ := t.conn()
 		if c == nil {
 			dctx, cancel := context.WithTimeout(r.ctx, probeTimeout)
-			nc, err := shim.Dial(dctx, t.cfg.Socket)
+			nc, err := shimclient.Dial(dctx, t.cfg.Socket)
 			cancel()
 			if err != nil {
 				t.notAnswering(nil, fmt.Sprintf("%s not answering: %v", t.proc, err), false)
@@ -484,7 +538,7 @@ func (r *Runtime) reach(t *task) bool {
 			if r.ctx.Err() != nil {
 				return false
 			}
-			if !errors.Is(err, shim.ErrConnection) {
+			if !errors.Is(err, shimclient.ErrConnection) {
 				r.logger.Info("shim answers again", "task", t.id, "pid", t.proc.Pid)
 				t.answering(probed)
 				return true
@@ -594,8 +648,7 @@ func (r *Runtime) create(ctx context.Context, t *task, opts keelruntime.CreateOp
 		Socket:      filepath.Join(r.state, "s", hex.EncodeToString(sum[:8])+".sock"),
 		Runtime:     r.cfg.Runtime,
 		RuntimeRoot: r.cfg.RuntimeRoot,
-		Rootfs:      opts.Rootfs,
-		IO:          opts.IO,
+		IO:          shim.IO(opts.IO),
 		Checkpoint:  opts.Checkpoint,
 		CgroupPath:  spec.Linux.CgroupsPath,
 	}
@@ -604,6 +657,19 @@ func (r *Runtime) create(ctx context.Context, t *task, opts keelruntime.CreateOp
 	}
 	if err := os.WriteFile(filepath.Join(t.dir, shim.ConfigFile), b, 0o600); err != nil {
 		return 0, err
+	}
+	// The rootfs is mounted here, not in the shim (which then links no
+	// sdk), after task.json: a plugin killed from now on leaves a task
+	// whose shim its next start finds gone, and unmounts (shimDied); a
+	// failed create unmounts in Create.
+	if len(opts.Rootfs) > 0 {
+		rootfs := filepath.Join(bundle, "rootfs")
+		if err := os.MkdirAll(rootfs, 0o755); err != nil {
+			return 0, err
+		}
+		if err := mount.All(opts.Rootfs, rootfs); err != nil {
+			return 0, fmt.Errorf("task %q: mount rootfs: %w", opts.ID, err)
+		}
 	}
 	start := time.Now()
 	ready, err := r.startShim(ctx, t)
@@ -644,9 +710,15 @@ func (r *Runtime) startShim(ctx context.Context, t *task) (shim.Ready, error) {
 		wr.Close()
 		return shim.Ready{}, err
 	}
+	path, args := r.exe, []string{"keel-runtime-runc", shim.Arg, t.dir} // the name keel-plugins dispatches on
+	if r.shimExe != nil {
+		// The open file, through the plugin's own fd (close-on-exec, so
+		// the shim does not inherit it).
+		path, args = "/proc/"+strconv.Itoa(os.Getpid())+"/fd/"+strconv.Itoa(int(r.shimExe.Fd())), []string{shim.Executable, t.dir}
+	}
 	cmd := &exec.Cmd{
-		Path: r.exe,
-		Args: []string{"keel-runtime-runc", shim.Arg, t.dir}, // the name keel-plugins dispatches on
+		Path: path,
+		Args: args,
 		Dir:  t.dir,
 		// One P: the shim mostly waits, and each P costs resident memory
 		// (about 0.3 MB PSS per shim); the shim drops the variable again
@@ -784,7 +856,7 @@ func (r *Runtime) startPoller(t *task) {
 				return
 			}
 			if err != nil {
-				if !errors.Is(err, shim.ErrConnection) && !timedOut {
+				if !errors.Is(err, shimclient.ErrConnection) && !timedOut {
 					// An answer all the same.
 					r.logger.Warn("events call failed", "task", t.id, "error", err)
 					time.Sleep(retryMin)
@@ -802,10 +874,13 @@ func (r *Runtime) startPoller(t *task) {
 						t.exitSeen.Store(true)
 					}
 				}
-				r.broker.publish(ev.Event)
+				r.broker.publish(keelruntime.Event(ev.Event))
 				if ev.Event.Topic == keelruntime.TopicDelete {
-					// Acknowledge, then let the shim go.
-					c.Call(r.ctx, "Events", shim.EventsRequest{After: after, Timeout: time.Millisecond}, &shim.EventsReply{})
+					// Let the shim go: its events go with it, so no
+					// acknowledgement first (a plugin that dies before
+					// Shutdown leaves the shim to the next, which finds
+					// the task deleted and forwards its events again:
+					// letGo).
 					c.Call(r.ctx, "Shutdown", shim.Empty{}, &shim.Empty{})
 					c.Close()
 					// Deleted, whoever asked: a plugin that died after
@@ -840,9 +915,7 @@ func (r *Runtime) shimDied(t *task, reason string) {
 		bg := context.Background()
 		rt.Kill(bg, t.id, int(unix.SIGKILL), &gorunc.KillOpts{All: true})
 		rt.Delete(bg, t.id, &gorunc.DeleteOpts{Force: true})
-		if len(t.cfg.Rootfs) > 0 {
-			shim.UnmountAll(filepath.Join(t.cfg.Bundle, "rootfs"))
-		}
+		shim.UnmountAll(filepath.Join(t.cfg.Bundle, "rootfs"))
 		t.deadReason = reason
 		t.deadExit = exit
 		if pid := t.started.Load(); pid != 0 && !t.startSeen.Load() {
@@ -879,7 +952,7 @@ func (r *Runtime) call(ctx context.Context, id, method string, req, reply any) e
 		return err
 	}
 	if err := c.Call(ctx, method, req, reply); err != nil {
-		if errors.Is(err, shim.ErrConnection) {
+		if errors.Is(err, shimclient.ErrConnection) {
 			t.callFailed(c, method, err, false)
 			return fmt.Errorf("task %q: %w", id, err)
 		}
@@ -889,7 +962,7 @@ func (r *Runtime) call(ctx context.Context, id, method string, req, reply any) e
 }
 
 // answeringConn returns the connection to t's shim while it answers.
-func (t *task) answeringConn() (*shim.Client, error) {
+func (t *task) answeringConn() (*shimclient.Client, error) {
 	if t.dead() {
 		return nil, fmt.Errorf("task %q: %s: %w", t.id, t.deadReason, errdefs.ErrFailedPrecondition)
 	}
@@ -934,7 +1007,7 @@ func (r *Runtime) Delete(ctx context.Context, id, execID string) (keelruntime.Ex
 		return keelruntime.ExitStatus{}, err
 	}
 	if execID != "" {
-		return reply.Exit, nil
+		return keelruntime.ExitStatus(reply.Exit), nil
 	}
 	shimDeleted := time.Since(start)
 	select {
@@ -944,7 +1017,7 @@ func (r *Runtime) Delete(ctx context.Context, id, execID string) (keelruntime.Ex
 	}
 	r.forget(t)
 	r.logger.Debug("task deleted", "task", id, "shim_delete", shimDeleted, "took", time.Since(start))
-	return reply.Exit, nil
+	return keelruntime.ExitStatus(reply.Exit), nil
 }
 
 // forget removes a deleted task's files, then its entry (so a new task of
@@ -984,7 +1057,7 @@ func (r *Runtime) Exec(ctx context.Context, opts keelruntime.ExecOpts) error {
 	if err != nil {
 		return fmt.Errorf("exec %q: %v: %w", opts.ExecID, err, errdefs.ErrInvalidArgument)
 	}
-	return r.call(ctx, opts.ID, "Exec", shim.ExecRequest{ExecID: opts.ExecID, Spec: b, IO: opts.IO}, &shim.Empty{})
+	return r.call(ctx, opts.ID, "Exec", shim.ExecRequest{ExecID: opts.ExecID, Spec: b, IO: shim.IO(opts.IO)}, &shim.Empty{})
 }
 
 func (r *Runtime) ResizePty(ctx context.Context, id, execID string, width, height uint32) error {
@@ -1006,7 +1079,11 @@ func (r *Runtime) Resume(ctx context.Context, id string) error {
 func (r *Runtime) Pids(ctx context.Context, id string) ([]keelruntime.ProcessInfo, error) {
 	var reply shim.PidsReply
 	err := r.call(ctx, id, "Pids", shim.Empty{}, &reply)
-	return reply.Processes, err
+	procs := make([]keelruntime.ProcessInfo, len(reply.Processes))
+	for i, p := range reply.Processes {
+		procs[i] = keelruntime.ProcessInfo(p)
+	}
+	return procs, err
 }
 
 func (r *Runtime) Checkpoint(ctx context.Context, id string, opts keelruntime.CheckpointOpts) error {
@@ -1028,10 +1105,16 @@ func (r *Runtime) Update(ctx context.Context, id string, resources *specs.LinuxR
 	return r.call(ctx, id, "Update", shim.UpdateRequest{Resources: b}, &shim.Empty{})
 }
 
+// Stats reads the task's cgroup here, not in its shim (see stats.go).
 func (r *Runtime) Stats(ctx context.Context, id string) (keelruntime.Stats, error) {
-	var reply shim.StatsReply
-	err := r.call(ctx, id, "Stats", shim.Empty{}, &reply)
-	return reply.Stats, err
+	t, err := r.get(id)
+	if err != nil {
+		return keelruntime.Stats{}, err
+	}
+	if t.dead() {
+		return keelruntime.Stats{}, fmt.Errorf("task %q: %s: %w", t.id, t.deadReason, errdefs.ErrFailedPrecondition)
+	}
+	return cgroupStats(t.cfg.CgroupPath)
 }
 
 // Wait waits for a process's exit. A shim that dies meanwhile ends the
@@ -1046,8 +1129,8 @@ func (r *Runtime) Wait(ctx context.Context, id, execID string) (keelruntime.Exit
 		if c, unknown := t.conn(); unknown == "" && c != nil {
 			var reply shim.ExitReply
 			err := c.Call(ctx, "Wait", shim.ProcessRequest{ExecID: execID}, &reply)
-			if err == nil || !errors.Is(err, shim.ErrConnection) {
-				return reply.Exit, err
+			if err == nil || !errors.Is(err, shimclient.ErrConnection) {
+				return keelruntime.ExitStatus(reply.Exit), err
 			}
 			t.callFailed(c, "wait", err, false)
 		}
@@ -1081,8 +1164,8 @@ func (r *Runtime) taskState(ctx context.Context, t *task, execID string) (keelru
 		err := c.Call(sctx, "State", shim.ProcessRequest{ExecID: execID}, &reply)
 		timedOut := sctx.Err() != nil && ctx.Err() == nil
 		cancel()
-		if err == nil || !(errors.Is(err, shim.ErrConnection) || timedOut) {
-			return reply.State, err
+		if err == nil || !(errors.Is(err, shimclient.ErrConnection) || timedOut) {
+			return taskState(reply.State), err
 		}
 		if timedOut {
 			// Said for this answer only: the poller decides for the task.
@@ -1097,15 +1180,23 @@ func (r *Runtime) taskState(ctx context.Context, t *task, execID string) (keelru
 			return keelruntime.TaskState{}, fmt.Errorf("exec %q in task %q: %w", execID, t.id, errdefs.ErrNotFound)
 		}
 		return keelruntime.TaskState{
-			ID: t.id, Pid: t.deadExit.Pid, Status: keelruntime.StatusStopped, IO: t.cfg.IO,
+			ID: t.id, Pid: t.deadExit.Pid, Status: keelruntime.StatusStopped, IO: keelruntime.IO(t.cfg.IO),
 			ExitStatus: t.deadExit.Status, ExitedAt: t.deadExit.ExitedAt, Reason: t.deadReason,
 		}, nil
 	}
 	st := keelruntime.TaskState{ID: t.id, ExecID: execID, Status: keelruntime.StatusUnknown, Reason: unknown}
 	if execID == "" {
-		st.Pid, st.IO = t.pid.Load(), t.cfg.IO
+		st.Pid, st.IO = t.pid.Load(), keelruntime.IO(t.cfg.IO)
 	}
 	return st, nil
+}
+
+// taskState is a shim's answer as sdk/runtime has it.
+func taskState(st shim.TaskState) keelruntime.TaskState {
+	return keelruntime.TaskState{
+		ID: st.ID, ExecID: st.ExecID, Pid: st.Pid, Status: keelruntime.Status(st.Status), IO: keelruntime.IO(st.IO),
+		ExitStatus: st.ExitStatus, ExitedAt: st.ExitedAt, Reason: st.Reason,
+	}
 }
 
 // List reports every task, dead shims' included, ordered by id.
@@ -1153,5 +1244,8 @@ func (r *Runtime) Close() error {
 	r.mu.Unlock()
 	r.wg.Wait()
 	r.broker.close()
+	if r.shimExe != nil {
+		r.shimExe.Close()
+	}
 	return nil
 }

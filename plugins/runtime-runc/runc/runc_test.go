@@ -29,18 +29,25 @@ func TestConformance(t *testing.T) {
 	runtimetest.Run(conformance.Go(t), runtimetest.InProcess(runc.New))
 }
 
-// pluginBinary returns $KEEL_BIN/keel-runtime-runc, or builds it.
+// pluginBinary returns $KEEL_BIN/keel-runtime-runc, or builds it, with
+// its shim executable beside it.
 func pluginBinary(t *testing.T) string {
 	t.Helper()
 	if dir := os.Getenv("KEEL_BIN"); dir != "" {
-		if p := filepath.Join(dir, "keel-runtime-runc"); fileExists(p) {
+		if p := filepath.Join(dir, "keel-runtime-runc"); fileExists(p) && fileExists(filepath.Join(dir, shim.Executable)) {
 			return p
 		}
 	}
-	bin := filepath.Join(t.TempDir(), "keel-runtime-runc")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/keel-runtime/keel/plugins/runtime-runc").CombinedOutput()
+	dir := t.TempDir()
+	out, err := exec.Command("go", "build", "-o", dir+"/",
+		"github.com/keel-runtime/keel/plugins/runtime-runc", "github.com/keel-runtime/keel/cmd/keel-runtime-runc-shim").CombinedOutput()
 	if err != nil {
-		t.Fatalf("build keel-runtime-runc: %v\n%s", err, out)
+		t.Fatalf("build keel-runtime-runc and its shim: %v\n%s", err, out)
+	}
+	// go build names each after its directory.
+	bin := filepath.Join(dir, "keel-runtime-runc")
+	if err := os.Rename(filepath.Join(dir, "runtime-runc"), bin); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }

@@ -11,8 +11,6 @@ import (
 	"github.com/containerd/console"
 	gorunc "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
-
-	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
 )
 
 // procIO is a process's stdio. Without a terminal, a file or log path is
@@ -22,7 +20,7 @@ import (
 // holds, so CloseIO can give the process EOF. With a terminal, the shim
 // copies between the paths and the console master runc sends it.
 type procIO struct {
-	paths keelruntime.IO
+	paths IO
 
 	// The process's ends, closed once runc has started it.
 	stdin, stdout, stderr *os.File
@@ -40,7 +38,7 @@ type procIO struct {
 
 var _ gorunc.IO = (*procIO)(nil)
 
-func newProcIO(paths keelruntime.IO) (_ *procIO, err error) {
+func newProcIO(paths IO) (_ *procIO, err error) {
 	p := &procIO{paths: paths, inDone: make(chan struct{}), outDone: make(chan struct{})}
 	defer func() {
 		if err != nil {

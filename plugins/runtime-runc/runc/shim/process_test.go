@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"golang.org/x/sys/unix"
 )
 
@@ -110,5 +111,38 @@ func TestLoadProcess(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(legacy, ProcessFile)); err != nil {
 		t.Errorf("the recognised shim was not recorded: %v", err)
+	}
+}
+
+// TestProcStatAgreesWithProcfs: the shim's own reading of /proc/<pid>/stat
+// finds what prometheus/procfs finds, for this process and a child whose
+// command holds a space and parentheses.
+func TestProcStatAgreesWithProcfs(t *testing.T) {
+	odd := filepath.Join(t.TempDir(), "a) b (c")
+	if err := os.Symlink(os.Args[0], odd); err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(odd, Arg, t.TempDir())
+	child.Env = append(os.Environ(), "KEEL_FAKE_SHIM=1")
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Process.Kill(); child.Wait() })
+	for _, pid := range []int{os.Getpid(), child.Process.Pid} {
+		state, start, err := procStat(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := procfs.NewProc(pid)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := p.Stat()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if state != st.State || start != st.Starttime {
+			t.Errorf("pid %d (%s): state %s, start %d; procfs: %s, %d", pid, st.Comm, state, start, st.State, st.Starttime)
+		}
 	}
 }

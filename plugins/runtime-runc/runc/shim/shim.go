@@ -1,5 +1,8 @@
-// Package shim is the per-task shim of keel-runtime-runc: the plugin's own
-// binary run as `keel-runtime-runc shim DIR`, detached in its own session.
+// Package shim is the per-task shim of keel-runtime-runc, run as
+// `keel-runtime-runc-shim DIR` (cmd/keel-runtime-runc-shim; or, with no
+// such executable beside the plugin's, `keel-runtime-runc shim DIR`),
+// detached in its own session. It links no sdk package, no gRPC and no
+// protobuf, so that each shim stays small.
 // It is a child subreaper that runs the OCI runtime (runc create, start,
 // exec), owns the container's stdio, reaps the container and its exec'd
 // processes, writes the init process's exit durably to DIR/exit.json, and
@@ -13,7 +16,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/rpc"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,16 +24,19 @@ import (
 	"syscall"
 	"time"
 
+	errdefs "github.com/containerd/errdefs"
 	gorunc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
-
-	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/mount"
-	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
 )
 
-// Arg, as the binary's first argument, runs it as a shim.
+// Executable is the shim's own executable, installed beside the plugin's:
+// run as `keel-runtime-runc-shim DIR`.
+const Executable = "keel-runtime-runc-shim"
+
+// Arg, as the plugin executable's first argument, runs it as a shim:
+// `keel-runtime-runc shim DIR`, what the plugin runs when no Executable
+// is beside it, and what plugins before Executable ran.
 const Arg = "shim"
 
 // Files in a task's directory.
@@ -60,12 +65,12 @@ type process struct {
 	spec   *specs.Process // exec'd processes
 	io     *procIO
 	pid    int
-	status keelruntime.Status
+	status Status
 	// starting holds back an exit reaped while Start is still to report
 	// the start, so the start event always comes first.
 	starting    bool
 	pendingExit *gorunc.Exit
-	exit        keelruntime.ExitStatus
+	exit        ExitStatus
 	exited      chan struct{}
 }
 
@@ -92,59 +97,6 @@ type Service struct {
 	doneOnce sync.Once
 
 	rpc *rpcServer
-}
-
-// rpcServer serves the plugin's connections until the shim ends, then
-// drains them: every call it read has its reply written before the shim
-// exits, Shutdown's among them.
-type rpcServer struct {
-	lis       *net.UnixListener
-	accepting chan struct{} // closed once the accept loop has returned
-	served    sync.WaitGroup
-	mu        sync.Mutex
-	conns     map[*net.UnixConn]struct{}
-}
-
-func serve(lis *net.UnixListener, srv *rpc.Server) *rpcServer {
-	// Shutdown removes the socket; closing must not remove a later one.
-	lis.SetUnlinkOnClose(false)
-	r := &rpcServer{lis: lis, accepting: make(chan struct{}), conns: map[*net.UnixConn]struct{}{}}
-	go func() {
-		defer close(r.accepting)
-		for {
-			conn, err := lis.AcceptUnix()
-			if err != nil {
-				return
-			}
-			r.mu.Lock()
-			r.conns[conn] = struct{}{}
-			r.mu.Unlock()
-			r.served.Add(1)
-			go func() {
-				defer r.served.Done()
-				// ServeConn returns once its reads end and every call it
-				// read has been answered; it closes conn.
-				srv.ServeConn(conn)
-				r.mu.Lock()
-				delete(r.conns, conn)
-				r.mu.Unlock()
-			}()
-		}
-	}()
-	return r
-}
-
-// drain stops accepting, ends the reads of every connection and returns
-// once each has written the replies to the calls it had read.
-func (r *rpcServer) drain() {
-	r.lis.Close()
-	<-r.accepting
-	r.mu.Lock()
-	for conn := range r.conns {
-		conn.CloseRead()
-	}
-	r.mu.Unlock()
-	r.served.Wait()
 }
 
 // Main runs the shim for the task directory args[0] and returns the exit
@@ -222,37 +174,19 @@ func start(dir string) (*Service, error) {
 		os.Remove(cfg.Socket)
 		return nil, err
 	}
-	srv := rpc.NewServer()
-	if err := srv.RegisterName(serviceName, s); err != nil {
-		return nil, err
-	}
-	s.rpc = serve(lis, srv)
+	s.rpc = serve(lis, s.methods())
 	go s.watchOOM()
 	return s, nil
 }
 
-// create mounts the rootfs and creates the container (a restore waits for
-// Start).
+// create creates the container on the rootfs the plugin mounted (a
+// restore waits for Start).
 func (s *Service) create() (err error) {
-	rootfs := filepath.Join(s.cfg.Bundle, "rootfs")
-	if len(s.cfg.Rootfs) > 0 {
-		if err := os.MkdirAll(rootfs, 0o755); err != nil {
-			return err
-		}
-		if err := mount.All(s.cfg.Rootfs, rootfs); err != nil {
-			return fmt.Errorf("mount rootfs: %w", err)
-		}
-		defer func() {
-			if err != nil {
-				UnmountAll(rootfs)
-			}
-		}()
-	}
 	pio, err := newProcIO(s.cfg.IO)
 	if err != nil {
 		return fmt.Errorf("open stdio: %w", err)
 	}
-	p := &process{io: pio, status: keelruntime.StatusCreated, exited: make(chan struct{})}
+	p := &process{io: pio, status: StatusCreated, exited: make(chan struct{})}
 	if s.cfg.Checkpoint == "" {
 		err := s.rt.Create(context.Background(), s.cfg.ID, s.cfg.Bundle, &gorunc.CreateOpts{
 			PidFile:       filepath.Join(s.dir, InitPid),
@@ -276,7 +210,7 @@ func (s *Service) create() (err error) {
 	}
 	s.mu.Lock()
 	s.procs[""] = p
-	s.publish(keelruntime.Event{Topic: keelruntime.TopicCreate, ID: s.cfg.ID, Pid: uint32(p.pid)})
+	s.publish(Event{Topic: TopicCreate, ID: s.cfg.ID, Pid: uint32(p.pid)})
 	s.claimLocked(p)
 	s.mu.Unlock()
 	return nil
@@ -329,7 +263,7 @@ func (s *Service) onExit(e gorunc.Exit) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, p := range s.procs {
-		if p.pid == e.Pid && p.status != keelruntime.StatusStopped {
+		if p.pid == e.Pid && p.status != StatusStopped {
 			s.exitedLocked(p, e)
 			return
 		}
@@ -356,13 +290,13 @@ func (s *Service) exitedLocked(p *process, e gorunc.Exit) {
 		p.pendingExit = &e
 		return
 	}
-	p.status = keelruntime.StatusStopped
-	p.exit = keelruntime.ExitStatus{Pid: uint32(e.Pid), Status: uint32(e.Status), ExitedAt: e.Timestamp}
+	p.status = StatusStopped
+	p.exit = ExitStatus{Pid: uint32(e.Pid), Status: uint32(e.Status), ExitedAt: e.Timestamp}
 	var execs []*process
 	if p.execID == "" {
 		s.paused = false
 		for _, x := range s.procs {
-			if x.execID != "" && x.pid != 0 && x.status == keelruntime.StatusRunning {
+			if x.execID != "" && x.pid != 0 && x.status == StatusRunning {
 				execs = append(execs, x)
 			}
 		}
@@ -379,7 +313,7 @@ func (s *Service) exitedLocked(p *process, e gorunc.Exit) {
 			writeFileSync(filepath.Join(s.dir, ExitFile), p.exit)
 		}
 		s.mu.Lock()
-		s.publish(keelruntime.Event{Topic: keelruntime.TopicExit, ID: s.cfg.ID, ExecID: p.execID,
+		s.publish(Event{Topic: TopicExit, ID: s.cfg.ID, ExecID: p.execID,
 			Pid: p.exit.Pid, ExitStatus: p.exit.Status, ExitedAt: p.exit.ExitedAt})
 		close(p.exited)
 		s.mu.Unlock()
@@ -389,7 +323,13 @@ func (s *Service) exitedLocked(p *process, e gorunc.Exit) {
 
 // writeFileSync writes v as JSON so that it survives a crash: a temporary
 // file synced, renamed over the target, and the directory synced.
-func writeFileSync(path string, v any) error {
+func writeFileSync(path string, v any) error { return writeFileAtomic(path, v, true) }
+
+// writeFileAtomic writes v as JSON through a temporary file renamed over
+// the target, so a reader finds the old content or the new, whole; with
+// durable, the file and the directory are synced too, so that it survives
+// the machine's crash.
+func writeFileAtomic(path string, v any, durable bool) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -403,13 +343,18 @@ func writeFileSync(path string, v any) error {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
+	if durable {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
 	}
 	f.Close()
 	if err := os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if !durable {
+		return nil
 	}
 	if d, err := os.Open(filepath.Dir(path)); err == nil {
 		d.Sync()
@@ -420,7 +365,7 @@ func writeFileSync(path string, v any) error {
 
 // publish appends an event; callers hold s.mu, which orders events as the
 // transitions they report.
-func (s *Service) publish(ev keelruntime.Event) {
+func (s *Service) publish(ev Event) {
 	ev.Timestamp = time.Now()
 	s.evMu.Lock()
 	s.seq++
@@ -446,7 +391,7 @@ func (s *Service) proc(execID string) (*process, error) {
 func (s *Service) Start(req ProcessRequest, reply *PidReply) error {
 	s.mu.Lock()
 	p, err := s.proc(req.ExecID)
-	if err == nil && (p.status != keelruntime.StatusCreated || p.starting) {
+	if err == nil && (p.status != StatusCreated || p.starting) {
 		err = fmt.Errorf("process %q of task %q is %s: %w", req.ExecID, s.cfg.ID, p.status, errdefs.ErrFailedPrecondition)
 	}
 	if err != nil {
@@ -467,12 +412,12 @@ func (s *Service) Start(req ProcessRequest, reply *PidReply) error {
 		}
 		return wireError(err)
 	}
-	p.status = keelruntime.StatusRunning
-	topic := keelruntime.TopicStart
+	p.status = StatusRunning
+	topic := TopicStart
 	if p.execID != "" {
-		topic = keelruntime.TopicExecStarted
+		topic = TopicExecStarted
 	}
-	s.publish(keelruntime.Event{Topic: topic, ID: s.cfg.ID, ExecID: p.execID, Pid: uint32(p.pid)})
+	s.publish(Event{Topic: topic, ID: s.cfg.ID, ExecID: p.execID, Pid: uint32(p.pid)})
 	if p.pendingExit != nil {
 		s.exitedLocked(p, *p.pendingExit)
 	} else {
@@ -548,7 +493,7 @@ func (s *Service) Exec(req ExecRequest, _ *Empty) error {
 	if err != nil {
 		return wireError(err)
 	}
-	if init.status != keelruntime.StatusRunning {
+	if init.status != StatusRunning {
 		return wireError(fmt.Errorf("task %q is %s: %w", s.cfg.ID, init.status, errdefs.ErrFailedPrecondition))
 	}
 	if _, ok := s.procs[req.ExecID]; ok {
@@ -560,8 +505,8 @@ func (s *Service) Exec(req ExecRequest, _ *Empty) error {
 		return wireError(fmt.Errorf("open stdio: %w", err))
 	}
 	s.procs[req.ExecID] = &process{execID: req.ExecID, spec: &spec, io: pio,
-		status: keelruntime.StatusCreated, exited: make(chan struct{})}
-	s.publish(keelruntime.Event{Topic: keelruntime.TopicExecAdded, ID: s.cfg.ID, ExecID: req.ExecID})
+		status: StatusCreated, exited: make(chan struct{})}
+	s.publish(Event{Topic: TopicExecAdded, ID: s.cfg.ID, ExecID: req.ExecID})
 	return nil
 }
 
@@ -569,7 +514,7 @@ func (s *Service) Exec(req ExecRequest, _ *Empty) error {
 func (s *Service) Kill(req KillRequest, _ *Empty) error {
 	s.mu.Lock()
 	p, err := s.proc(req.ExecID)
-	if err == nil && p.status == keelruntime.StatusStopped && !req.All {
+	if err == nil && p.status == StatusStopped && !req.All {
 		err = fmt.Errorf("process %q of task %q: already exited: %w", req.ExecID, s.cfg.ID, errdefs.ErrNotFound)
 	}
 	if err == nil && req.ExecID != "" && p.pid == 0 {
@@ -586,7 +531,7 @@ func (s *Service) Kill(req KillRequest, _ *Empty) error {
 		return nil
 	}
 	if err := s.rt.Kill(context.Background(), s.cfg.ID, req.Signal, &gorunc.KillOpts{All: req.All}); err != nil {
-		if req.All && p.status == keelruntime.StatusStopped {
+		if req.All && p.status == StatusStopped {
 			return nil
 		}
 		return wireError(s.runtimeError("kill", err))
@@ -599,7 +544,7 @@ func (s *Service) Kill(req KillRequest, _ *Empty) error {
 func (s *Service) Delete(req ProcessRequest, reply *ExitReply) error {
 	s.mu.Lock()
 	p, err := s.proc(req.ExecID)
-	if err == nil && (p.status == keelruntime.StatusRunning || p.starting) {
+	if err == nil && (p.status == StatusRunning || p.starting) {
 		err = fmt.Errorf("process %q of task %q is running: %w", req.ExecID, s.cfg.ID, errdefs.ErrFailedPrecondition)
 	}
 	s.mu.Unlock()
@@ -614,7 +559,7 @@ func (s *Service) Delete(req ProcessRequest, reply *ExitReply) error {
 		reply.Exit = p.exit
 		return nil
 	}
-	if p.status == keelruntime.StatusCreated && p.pid != 0 {
+	if p.status == StatusCreated && p.pid != 0 {
 		// Never started: the force kills the waiting init.
 		if err := s.rt.Delete(context.Background(), s.cfg.ID, &gorunc.DeleteOpts{Force: true}); err != nil {
 			return wireError(s.runtimeError("delete", err))
@@ -631,22 +576,22 @@ func (s *Service) Delete(req ProcessRequest, reply *ExitReply) error {
 			}
 		}
 	}
-	if len(s.cfg.Rootfs) > 0 {
-		if err := UnmountAll(filepath.Join(s.cfg.Bundle, "rootfs")); err != nil {
-			return wireError(err)
-		}
+	// The rootfs the plugin mounted, if any (nothing mounted there is
+	// no error).
+	if err := UnmountAll(filepath.Join(s.cfg.Bundle, "rootfs")); err != nil {
+		return wireError(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if p.status != keelruntime.StatusStopped {
+	if p.status != StatusStopped {
 		// The exit did not come (a created task that never ran): record it.
-		p.status = keelruntime.StatusStopped
-		p.exit = keelruntime.ExitStatus{Pid: uint32(p.pid), Status: 255, ExitedAt: time.Now()}
+		p.status = StatusStopped
+		p.exit = ExitStatus{Pid: uint32(p.pid), Status: 255, ExitedAt: time.Now()}
 		writeFileSync(filepath.Join(s.dir, ExitFile), p.exit)
 		close(p.exited)
 	}
 	s.deleted = true
-	s.publish(keelruntime.Event{Topic: keelruntime.TopicDelete, ID: s.cfg.ID, Pid: p.exit.Pid,
+	s.publish(Event{Topic: TopicDelete, ID: s.cfg.ID, Pid: p.exit.Pid,
 		ExitStatus: p.exit.Status, ExitedAt: p.exit.ExitedAt})
 	reply.Exit = p.exit
 	return nil
@@ -703,30 +648,30 @@ func (s *Service) Resume(_ Empty, _ *Empty) error { return s.freeze(false) }
 func (s *Service) freeze(pause bool) error {
 	s.mu.Lock()
 	p, err := s.proc("")
-	if err == nil && (p.status != keelruntime.StatusRunning || s.paused == pause) {
+	if err == nil && (p.status != StatusRunning || s.paused == pause) {
 		err = fmt.Errorf("task %q is %s: %w", s.cfg.ID, s.statusLocked(p), errdefs.ErrFailedPrecondition)
 	}
 	s.mu.Unlock()
 	if err != nil {
 		return wireError(err)
 	}
-	op, f, topic := "pause", s.rt.Pause, keelruntime.TopicPaused
+	op, f, topic := "pause", s.rt.Pause, TopicPaused
 	if !pause {
-		op, f, topic = "resume", s.rt.Resume, keelruntime.TopicResumed
+		op, f, topic = "resume", s.rt.Resume, TopicResumed
 	}
 	if err := f(context.Background(), s.cfg.ID); err != nil {
 		return wireError(s.runtimeError(op, err))
 	}
 	s.mu.Lock()
 	s.paused = pause
-	s.publish(keelruntime.Event{Topic: topic, ID: s.cfg.ID})
+	s.publish(Event{Topic: topic, ID: s.cfg.ID})
 	s.mu.Unlock()
 	return nil
 }
 
-func (s *Service) statusLocked(p *process) keelruntime.Status {
-	if p.execID == "" && s.paused && p.status == keelruntime.StatusRunning {
-		return keelruntime.StatusPaused
+func (s *Service) statusLocked(p *process) Status {
+	if p.execID == "" && s.paused && p.status == StatusRunning {
+		return StatusPaused
 	}
 	return p.status
 }
@@ -746,7 +691,7 @@ func (s *Service) Pids(_ Empty, reply *PidsReply) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, pid := range pids {
-		info := keelruntime.ProcessInfo{Pid: uint32(pid)}
+		info := ProcessInfo{Pid: uint32(pid)}
 		for _, p := range s.procs {
 			if p.pid == pid && p.execID != "" {
 				info.ExecID = p.execID
@@ -761,7 +706,7 @@ func (s *Service) Pids(_ Empty, reply *PidsReply) error {
 func (s *Service) Checkpoint(req CheckpointRequest, _ *Empty) error {
 	s.mu.Lock()
 	p, err := s.proc("")
-	if err == nil && p.status != keelruntime.StatusRunning {
+	if err == nil && p.status != StatusRunning {
 		err = fmt.Errorf("task %q is %s: %w", s.cfg.ID, p.status, errdefs.ErrFailedPrecondition)
 	}
 	s.mu.Unlock()
@@ -817,7 +762,7 @@ func (s *Service) Update(req UpdateRequest, _ *Empty) error {
 	}
 	s.mu.Lock()
 	p, err := s.proc("")
-	if err == nil && p.status == keelruntime.StatusStopped {
+	if err == nil && p.status == StatusStopped {
 		err = fmt.Errorf("task %q is stopped: %w", s.cfg.ID, errdefs.ErrFailedPrecondition)
 	}
 	s.mu.Unlock()
@@ -858,7 +803,7 @@ func (s *Service) State(req ProcessRequest, reply *StateReply) error {
 	if err != nil {
 		return wireError(err)
 	}
-	reply.State = keelruntime.TaskState{
+	reply.State = TaskState{
 		ID: s.cfg.ID, ExecID: p.execID, Pid: uint32(p.pid), Status: s.statusLocked(p), IO: p.io.paths,
 		ExitStatus: p.exit.Status, ExitedAt: p.exit.ExitedAt,
 	}
