@@ -171,6 +171,10 @@ type task struct {
 	// two still owes its start event, which shimDied then sends.
 	startSeen atomic.Bool
 	started   atomic.Uint32
+	// createSeen and created are the same for the create event: the shim
+	// may die before the poller has read it.
+	createSeen atomic.Bool
+	created    atomic.Uint32
 
 	pollerDone chan struct{}
 	forgotten  sync.Once // the task left the table (see forget)
@@ -686,6 +690,7 @@ func (r *Runtime) create(ctx context.Context, t *task, opts keelruntime.CreateOp
 		r.logger.Warn("shim process record unreadable", "task", t.id, "error", err)
 	}
 	r.probe(ctx, t)
+	t.created.Store(ready.Pid)
 	r.logger.Debug("task created", "task", opts.ID, "shim_ready", shimReady, "took", time.Since(start))
 	return ready.Pid, nil
 }
@@ -868,6 +873,8 @@ func (r *Runtime) startPoller(t *task) {
 				after = ev.Seq
 				if ev.Event.ExecID == "" {
 					switch ev.Event.Topic {
+					case keelruntime.TopicCreate:
+						t.createSeen.Store(true)
 					case keelruntime.TopicStart:
 						t.startSeen.Store(true)
 					case keelruntime.TopicExit:
@@ -918,6 +925,9 @@ func (r *Runtime) shimDied(t *task, reason string) {
 		shim.UnmountAll(filepath.Join(t.cfg.Bundle, "rootfs"))
 		t.deadReason = reason
 		t.deadExit = exit
+		if pid := t.created.Load(); pid != 0 && !t.createSeen.Load() {
+			r.broker.publish(keelruntime.Event{Topic: keelruntime.TopicCreate, ID: t.id, Pid: pid, Timestamp: time.Now()})
+		}
 		if pid := t.started.Load(); pid != 0 && !t.startSeen.Load() {
 			r.broker.publish(keelruntime.Event{Topic: keelruntime.TopicStart, ID: t.id, Pid: pid, Timestamp: time.Now()})
 		}
