@@ -122,7 +122,7 @@ func fetchInto(ctx context.Context, r resolver.Resolver, w content.Writer, ref s
 	err = errdefs.ErrNotImplemented
 	ff, canFile := r.(resolver.FileFetcher)
 	if f, ok := content.AsIngestFile(w); ok && canFile {
-		err = fetchToFile(ctx, ff, f, ref, desc, st.Offset, feed, hooks.wrote)
+		err = fetchToFile(ctx, ff, f, ref, desc, st.Offset, func() bool { return tee != nil }, feed, hooks.wrote)
 	}
 	if errdefs.IsNotImplemented(err) {
 		err = fetchStream(ctx, r, w, ref, desc, st.Offset, feed, hooks.wrote)
@@ -141,13 +141,17 @@ func fetchInto(ctx context.Context, r resolver.Resolver, w content.Writer, ref s
 }
 
 // fetchToFile has the resolver write desc from offset on into w's file,
-// reading back what it wrote for feed (when anything is fed).
-func fetchToFile(ctx context.Context, ff resolver.FileFetcher, w content.IngestFile, ref string, desc ocispec.Descriptor, offset int64, feed func([]byte) error, wrote func(int64)) error {
+// reading back what it wrote for feed only while feeding says a tee takes
+// the bytes (a fetch without unpack reads nothing back).
+func fetchToFile(ctx context.Context, ff resolver.FileFetcher, w content.IngestFile, ref string, desc ocispec.Descriptor, offset int64, feeding func() bool, feed func([]byte) error, wrote func(int64)) error {
 	var buf []byte
 	pos := offset
 	return ff.FetchToFile(ctx, ref, desc, offset, w.Path(), func(at int64) error {
 		if err := w.Wrote(at); err != nil {
 			return err
+		}
+		if !feeding() {
+			pos = at
 		}
 		for pos < at {
 			if buf == nil {
