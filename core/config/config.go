@@ -104,6 +104,9 @@ type Config struct {
 	// Limits bound the work one image may cause; nil when the file has
 	// no limits block (defaults apply).
 	Limits *Limits `json:"limits,omitempty"`
+	// Network is the network block; nil when the file has none (see
+	// NetworkConfig for the defaults).
+	Network *Network `json:"network,omitempty"`
 	// MaxConcurrentDownloads bounds the blobs one pull fetches at once.
 	MaxConcurrentDownloads int `json:"max_concurrent_downloads"`
 	// DefaultSnapshotter names the snapshotter used when a call names none;

@@ -43,6 +43,7 @@ type fileSchema struct {
 	Metrics *metricsSchema `hcl:"metrics,block"`
 	GC      *gcSchema      `hcl:"gc,block"`
 	Limits  *limitsSchema  `hcl:"limits,block"`
+	Network *networkSchema `hcl:"network,block"`
 	Plugins []pluginSchema `hcl:"plugin,block"`
 }
 
@@ -226,6 +227,9 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 	}
 	if l := fs.Limits; l != nil {
 		c.Limits = decodeLimits(l, fail)
+	}
+	if n := fs.Network; n != nil {
+		c.Network = decodeNetwork(n, fail)
 	}
 
 	seen := map[string]hcl.Range{}
