@@ -84,6 +84,13 @@ func Hosts(hostname string, ips []string, extra []HostEntry) []byte {
 			fmt.Fprintf(&b, "%s\t%s\n", ip, hostname)
 		}
 	}
+	b.Write(ExtraHosts(extra))
+	return b.Bytes()
+}
+
+// ExtraHosts are extra's /etc/hosts lines.
+func ExtraHosts(extra []HostEntry) []byte {
+	var b bytes.Buffer
 	for _, e := range extra {
 		fmt.Fprintf(&b, "%s\t%s\n", e.IP, e.Host)
 	}

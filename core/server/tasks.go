@@ -187,9 +187,6 @@ func (ts tasksService) Create(ctx context.Context, req *keelv1.CreateTaskRequest
 	if err := json.Unmarshal(c.Spec, &spec); err != nil {
 		return nil, fmt.Errorf("container %q: spec: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
 	}
-	if err := ts.s.addHostNetFiles(ctx, c.ID, &spec); err != nil {
-		return nil, err
-	}
 	var rootfs []mount.Mount
 	if c.SnapshotKey != "" {
 		sn, ok := ts.s.snapshotters[c.Snapshotter]
@@ -200,10 +197,15 @@ func (ts tasksService) Create(ctx context.Context, req *keelv1.CreateTaskRequest
 			return nil, fmt.Errorf("container %q: rootfs: %w", c.ID, err)
 		}
 	}
+	settle, err := ts.s.setupNetwork(ctx, c, tid, &spec)
+	if err != nil {
+		return nil, err
+	}
 	pid, err := rt.Create(ctx, runtime.CreateOpts{
 		ID: tid, Spec: &spec, Rootfs: rootfs, IO: ioFromProto(req.Io),
 		Checkpoint: req.Checkpoint, Options: c.RuntimeOptions,
 	})
+	settle(err == nil)
 	if err != nil {
 		return nil, err
 	}
@@ -228,6 +230,9 @@ func (ts tasksService) Delete(ctx context.Context, req *keelv1.TaskRequest) (*ke
 		return nil, err
 	}
 	e, err := rt.Delete(ctx, tid, req.ExecId)
+	if req.ExecId == "" && (err == nil || errdefs.IsNotFound(err)) {
+		ts.s.teardownNetwork(ctx, tid)
+	}
 	if err != nil {
 		return nil, err
 	}
