@@ -88,6 +88,8 @@ func newRoot() *cobra.Command {
 		containerCommand(g),
 		taskCommand(g),
 		runCommand(g),
+		psCommand(g),
+		networkCommand(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root

@@ -96,20 +96,3 @@ func ExtraHosts(extra []HostEntry) []byte {
 	}
 	return b.Bytes()
 }
-
-// ValidHostname is name cut to a valid hostname: at most 63 characters
-// of letters, digits and '-' (other characters become '-'), not starting
-// or ending with '-'.
-func ValidHostname(name string) string {
-	b := []byte(name)
-	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
-			b[i] = '-'
-		}
-	}
-	s := strings.Trim(string(b), "-")
-	if len(s) > 63 {
-		s = strings.TrimRight(s[:63], "-")
-	}
-	return s
-}

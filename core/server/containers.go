@@ -43,6 +43,9 @@ func containerFromProto(c *keelv1.Container) metadata.Container {
 
 func (cs containersService) Create(ctx context.Context, req *keelv1.CreateContainerRequest) (*keelv1.Container, error) {
 	c := containerFromProto(req.Container)
+	if n := req.Container.GetNetwork(); n.GetMode() == keelv1.NetworkMode_NETWORK_MODE_CNI && len(n.Networks) == 0 {
+		n.Networks = []string{cs.s.net.DefaultName()}
+	}
 	if err := cs.s.validateNetwork(c.ID, req.Container.GetNetwork()); err != nil {
 		return nil, err
 	}
