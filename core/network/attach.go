@@ -179,6 +179,9 @@ func (m *Manager) Attach(ctx context.Context, tid string, networks []string, por
 	if err := m.writeRecord(a); err != nil {
 		return a, err
 	}
+	if m.afterRecord != nil {
+		m.afterRecord()
+	}
 	if err := newNetNS(a.NetNS); err != nil {
 		return a, err
 	}

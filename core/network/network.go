@@ -56,7 +56,14 @@ type Manager struct {
 	touched  map[string]bool
 	// reconcileMu makes one Reconcile at a time (they share touched).
 	reconcileMu sync.Mutex
+	// afterRecord, when set (a crash test's), runs once an attachment's
+	// record is written, before anything else is made.
+	afterRecord func()
 }
+
+// SetAfterRecordHook sets a function that runs right after each
+// attachment record is first written (for crash tests).
+func (m *Manager) SetAfterRecordHook(fn func()) { m.afterRecord = fn }
 
 // New returns the manager of cfg (defaults filled in: config's
 // NetworkConfig), keeping attachments under state.

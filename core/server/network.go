@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -23,11 +24,23 @@ import (
 	"github.com/keel-runtime/keel/sdk/runtime"
 )
 
+// envNetworkCrash, set to "after-record" in a test, makes keeld SIGKILL
+// itself once a network attachment's record is written, before its
+// namespace and CNI ADD: the leak a crash mid-create leaves.
+const envNetworkCrash = "KEEL_TEST_NETWORK_CRASH"
+
 // startNetwork makes the network manager and tears down the attachments
 // whose tasks a killed keeld (or a runtime's lost state) left: a running
 // task keeps its network.
 func (s *Server) startNetwork() {
 	s.net = network.New(s.cfg.NetworkConfig(), s.cfg.State, s.logger.Named("network"))
+	if os.Getenv(envNetworkCrash) == "after-record" {
+		s.net.SetAfterRecordHook(func() {
+			s.logger.Warn("crashing after a network attachment's record", "env", envNetworkCrash)
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the kill lands first
+		})
+	}
 	s.reconcileNetworks(context.Background())
 }
 
