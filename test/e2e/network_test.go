@@ -13,6 +13,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/client/cio"
+	"github.com/keel-runtime/keel/client/oci"
 )
 
 // httpdScript serves "hello from NAME" on port 80 with busybox httpd.
@@ -398,23 +402,35 @@ func TestNetworkRunRmLeaves(t *testing.T) {
 	// One first, so the plugins' own chains (CNI-FORWARD, CNI-HOSTPORT-*)
 	// exist before the baseline.
 	port := freePort(t)
-	k.ok("run", "--rm", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), k.ref, "warm", "true")
+	k.ok("run", "--rm", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), k.ref, "warm", "/bin/busybox", "true")
 	before := iptablesRules(t)
+	// The 200 go through the Go client (what an embedder does, without
+	// a CLI process each); a CLI sample gives the user's timing.
+	c := k.client(t, "default")
+	ctx := t.Context()
+	img, err := c.GetImage(ctx, k.ref)
+	if err != nil {
+		t.Fatal(err)
+	}
 	const runs = 200
 	start := time.Now()
 	for i := range runs {
 		id := fmt.Sprintf("rm%d", i)
-		if r := k.keel("run", "--rm", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), k.ref, id, "true"); r.code != 0 {
-			t.Fatalf("run %d: %v", i, r)
+		if code := runRm(t, c, img, id, client.WithNetwork(), client.WithPortMap(client.PortMapping{HostIP: "127.0.0.1", HostPort: uint16(port), ContainerPort: 80})); code != 0 {
+			t.Fatalf("run %d: exit %d", i, code)
 		}
 	}
-	bridgeTook := time.Since(start)
-	start = time.Now()
-	for i := range 20 {
-		k.ok("run", "--rm", "--net", "none", k.ref, fmt.Sprintf("none%d", i), "true")
+	clientTook := time.Since(start) / runs
+	timeCLI := func(args ...string) time.Duration {
+		start := time.Now()
+		for i := range 20 {
+			k.ok(append(append([]string{"run", "--rm"}, args...), k.ref, fmt.Sprintf("cli%d", i), "/bin/busybox", "true")...)
+		}
+		return time.Since(start) / 20
 	}
-	noneTook := time.Since(start)
-	t.Logf("keel run --rm: bridge (with -p) %v each over %d, none %v each over 20", bridgeTook/runs, runs, noneTook/20)
+	bridgeTook := timeCLI("-p", fmt.Sprintf("127.0.0.1:%d:80", port))
+	noneTook := timeCLI("--net", "none")
+	t.Logf("run --rm each: Go client on the bridge with a port %v (over %d); keel run --rm: bridge with -p %v, --net none %v (over 20)", clientTook, runs, bridgeTook, noneTook)
 	if left := k.netLeftovers(t); len(left) > 0 {
 		t.Errorf("left after %d runs: %v", runs, left)
 	}
@@ -565,6 +581,10 @@ func onlyOf(left []string, tid string) bool {
 func loseTask(t *testing.T, state, tid string, pid int) {
 	t.Helper()
 	shim := ppid(t, pid)
+	cg, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range []int{shim, pid} {
 		if err := syscall.Kill(p, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -580,8 +600,62 @@ func loseTask(t *testing.T, state, tid string, pid int) {
 	if len(dirs) != 1 {
 		t.Fatalf("task dir of %s: %v", tid, dirs)
 	}
+	// What the runtime would have undone: the rootfs mount, the cgroup.
+	if err := syscall.Unmount(filepath.Join(dirs[0], "bundle", "rootfs"), syscall.MNT_DETACH); err != nil && err != syscall.EINVAL {
+		t.Fatal(err)
+	}
 	if err := os.RemoveAll(dirs[0]); err != nil {
 		t.Fatal(err)
 	}
+	for _, l := range strings.Split(strings.TrimSpace(string(cg)), "\n") {
+		f := strings.SplitN(l, ":", 3)
+		if len(f) != 3 || f[2] == "/" {
+			continue
+		}
+		for _, ctl := range []string{strings.TrimPrefix(f[1], "name="), "unified"} {
+			if ctl != "" {
+				os.Remove(filepath.Join("/sys/fs/cgroup", ctl, f[2]))
+			}
+		}
+		os.Remove(filepath.Join("/sys/fs/cgroup", f[2]))
+	}
 }
 
+
+// runRm is keel run --rm through the Go client: a container of img with
+// opts runs /bin/busybox true and goes; its exit code.
+func runRm(t *testing.T, c *client.Client, img client.Image, id string, opts ...client.NewContainerOpt) uint32 {
+	t.Helper()
+	ctx := t.Context()
+	ct, err := c.NewContainer(ctx, id, append([]client.NewContainerOpt{
+		client.WithImage(img), client.WithNewSnapshot(id, img),
+		client.WithNewSpec(oci.WithImageConfig(c.LocalImage(img)), oci.WithProcessArgs("/bin/busybox", "true")),
+	}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := ct.Delete(ctx, client.WithForce); err != nil {
+			t.Fatal(err)
+		}
+	}()
+	task, err := ct.NewTask(ctx, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exited, err := task.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	code, _, err := (<-exited).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := task.Delete(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return code
+}
