@@ -225,29 +225,11 @@ func describe(data []byte) (Network, error) {
 // List returns the networks, the default one among them, by name.
 func (m *Manager) List() ([]Network, error) {
 	m.mu.Lock()
-	err := m.ensureDefault()
-	m.mu.Unlock()
-	if err != nil {
+	defer m.mu.Unlock()
+	if err := m.ensureDefault(); err != nil {
 		return nil, err
 	}
-	files, err := libcni.ConfFiles(m.cfg.CNIConfDir, []string{".conflist"})
-	if err != nil {
-		return nil, err
-	}
-	var out []Network
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, err
-		}
-		n, err := describe(data)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
-		}
-		out = append(out, n)
-	}
-	slices.SortFunc(out, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
-	return out, nil
+	return m.listLocked()
 }
 
 // CreateOpts are a new bridge network's settings.
@@ -313,7 +295,7 @@ func (m *Manager) Create(o CreateOpts) (Network, error) {
 	return describe(data)
 }
 
-// listLocked is List's body without ensureDefault; m.mu is held.
+// listLocked reads the conf dir's networks, by name; m.mu is held.
 func (m *Manager) listLocked() ([]Network, error) {
 	files, err := libcni.ConfFiles(m.cfg.CNIConfDir, []string{".conflist"})
 	if err != nil {
@@ -325,10 +307,13 @@ func (m *Manager) listLocked() ([]Network, error) {
 		if err != nil {
 			return nil, err
 		}
-		if n, err := describe(data); err == nil {
-			out = append(out, n)
+		n, err := describe(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", f, err)
 		}
+		out = append(out, n)
 	}
+	slices.SortFunc(out, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
 }
 

@@ -61,10 +61,17 @@ func (s *Server) reconcileNetworks(ctx context.Context) {
 // liveTasks are every runtime's task ids; an error when any runtime
 // cannot say (then nothing is torn down).
 func (s *Server) liveTasks(ctx context.Context) (map[string]bool, error) {
+	live := map[string]bool{}
+	err := s.listTasks(ctx, func(_ string, st runtime.TaskState) { live[st.ID] = true })
+	return live, err
+}
+
+// listTasks asks every runtime for its tasks at once and calls fn for
+// each (one call at a time); the errors are joined.
+func (s *Server) listTasks(ctx context.Context, fn func(runtime string, st runtime.TaskState)) error {
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
-		live = map[string]bool{}
 		errs []error
 	)
 	for name, rt := range s.runtimes {
@@ -77,12 +84,12 @@ func (s *Server) liveTasks(ctx context.Context) (map[string]bool, error) {
 				return
 			}
 			for _, st := range list {
-				live[st.ID] = true
+				fn(name, st)
 			}
 		})
 	}
 	wg.Wait()
-	return live, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // networkedGC is a collection followed by a network reconcile.

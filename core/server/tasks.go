@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -383,37 +382,21 @@ func (ts tasksService) Get(ctx context.Context, req *keelv1.TaskRequest) (*keelv
 	return taskToProto(c.Runtime, req.Id, st), nil
 }
 
-// List asks every runtime at once and keeps the call's namespace's tasks.
+// List asks every runtime at once (listTasks) and keeps the call's
+// namespace's tasks.
 func (ts tasksService) List(ctx context.Context, _ *keelv1.ListTasksRequest) (*keelv1.ListTasksResponse, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		resp = &keelv1.ListTasksResponse{}
-		errs []error
-	)
-	for name, rt := range ts.s.runtimes {
-		wg.Go(func() {
-			list, err := rt.List(ctx)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("runtime %q: %w", name, err))
-				return
-			}
-			for _, st := range list {
-				if tns, id, ok := splitTaskID(st.ID); ok && tns == ns {
-					resp.Tasks = append(resp.Tasks, taskToProto(name, id, st))
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return nil, errs[0]
+	resp := &keelv1.ListTasksResponse{}
+	err = ts.s.listTasks(ctx, func(name string, st runtime.TaskState) {
+		if tns, id, ok := splitTaskID(st.ID); ok && tns == ns {
+			resp.Tasks = append(resp.Tasks, taskToProto(name, id, st))
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(resp.Tasks, func(a, b *keelv1.Task) int { return strings.Compare(a.Id, b.Id) })
 	return resp, nil

@@ -621,7 +621,6 @@ func loseTask(t *testing.T, state, tid string, pid int) {
 	}
 }
 
-
 // runRm is keel run --rm through the Go client: a container of img with
 // opts runs /bin/busybox true and goes; its exit code.
 func runRm(t *testing.T, c *client.Client, img client.Image, id string, opts ...client.NewContainerOpt) uint32 {
