@@ -195,7 +195,10 @@ func (s *Server) setupNetwork(ctx context.Context, c metadata.Container, tid str
 		cn = &keelv1.ContainerNetwork{}
 	}
 	mode := cn.Mode
-	if mode == keelv1.NetworkMode_NETWORK_MODE_UNSPECIFIED {
+	// Unspecified, the spec's namespaces stand as they are (a path the
+	// embedder set included); only the files are written.
+	fromSpec := mode == keelv1.NetworkMode_NETWORK_MODE_UNSPECIFIED
+	if fromSpec {
 		mode = keelv1.NetworkMode_NETWORK_MODE_NONE
 		if usesHostNetwork(spec) {
 			mode = keelv1.NetworkMode_NETWORK_MODE_HOST
@@ -216,7 +219,9 @@ func (s *Server) setupNetwork(ctx context.Context, c metadata.Container, tid str
 	}
 	switch mode {
 	case keelv1.NetworkMode_NETWORK_MODE_HOST:
-		setNetNS(spec, false, "")
+		if !fromSpec {
+			setNetNS(spec, false, "")
+		}
 		// The host's own files, as they are: its loopback resolver is
 		// the container's too.
 		hosts, err := os.ReadFile("/etc/hosts")
@@ -229,7 +234,9 @@ func (s *Server) setupNetwork(ctx context.Context, c metadata.Container, tid str
 			files["/etc/resolv.conf"] = network.ResolvConf(hostResolv, dns)
 		}
 	case keelv1.NetworkMode_NETWORK_MODE_NONE:
-		setNetNS(spec, true, "")
+		if !fromSpec {
+			setNetNS(spec, true, "")
+		}
 		files["/etc/hosts"] = network.Hosts(spec.Hostname, nil, extra)
 		files["/etc/resolv.conf"] = network.ResolvConf(hostResolv, dns)
 	case keelv1.NetworkMode_NETWORK_MODE_CNI:
