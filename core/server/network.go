@@ -92,12 +92,16 @@ func (s *Server) listTasks(ctx context.Context, fn func(runtime string, st runti
 	return errors.Join(errs...)
 }
 
-// networkedGC is a collection followed by a network reconcile.
+// networkedGC is a collection, then a network reconcile in the
+// background: it lists every runtime's tasks, which may take a while, and
+// the scheduler's next collection must not wait for it.
 type networkedGC struct{ s *Server }
 
 func (g networkedGC) GarbageCollect(ctx context.Context, opts gc.Options) (gc.Report, error) {
 	r, err := g.s.db.GarbageCollect(ctx, opts)
-	g.s.reconcileNetworks(ctx)
+	if !opts.DryRun {
+		go g.s.reconcileNetworks(context.WithoutCancel(ctx))
+	}
 	return r, err
 }
 
