@@ -522,14 +522,7 @@ func TestNetworkRestart(t *testing.T) {
 	k.ok("run", "-d", k.ref, "lost2", "/bin/busybox", "sleep", "1000")
 	lostPid = int(k.tasks()["lost2"].Pid)
 	loseTask(t, k.env.state, "default--lost2", lostPid)
-	plug := k.plugins()["runtime.runc"]
-	if err := syscall.Kill(plug.Pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool {
-		p := k.plugins()["runtime.runc"]
-		return p.Restarts >= 1 && p.State == "running"
-	})
+	killRuntimePlugin(t, k.keeld)
 	if _, ok := k.tasks()["lost2"]; ok {
 		t.Fatalf("lost2's task is still listed")
 	}
