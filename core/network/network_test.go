@@ -17,6 +17,7 @@ import (
 
 	"github.com/keel-runtime/keel/core/config"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 var bridgeN atomic.Int32
@@ -28,7 +29,7 @@ var bridgeN atomic.Int32
 func newTestManager(t *testing.T) *Manager {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("needs root (network namespaces, bridges)")
+		testkit.SkipOrFail(t, "needs root (network namespaces, bridges)")
 	}
 	dir := t.TempDir()
 	bridge := fmt.Sprintf("kn%d-%d", os.Getpid()%100000, bridgeN.Add(1))
