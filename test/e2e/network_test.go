@@ -469,6 +469,15 @@ func diffLines(a, b []string) []string {
 func TestNetworkRestart(t *testing.T) {
 	needCNI(t)
 	k := startRunKeeld(t, "")
+	// A failure while keeld is killed leaves running containers and
+	// their networks: a keeld started again removes them.
+	t.Cleanup(func() {
+		select {
+		case <-k.done:
+			k.restart(t)
+		default:
+		}
+	})
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	k.ok("run", "-d", "-p", fmt.Sprintf("127.0.0.1:%d:80", port), k.ref, "web", "sh", "-c", httpdScript("web"))
