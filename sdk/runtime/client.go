@@ -34,6 +34,7 @@ func (c *client) Create(ctx context.Context, opts CreateOpts) (uint32, error) {
 		Stdout:     opts.IO.Stdout,
 		Stderr:     opts.IO.Stderr,
 		Terminal:   opts.IO.Terminal,
+		Log:        logToProto(opts.IO),
 		Checkpoint: opts.Checkpoint,
 		Options:    opts.Options,
 	})
@@ -76,6 +77,7 @@ func (c *client) Exec(ctx context.Context, opts ExecOpts) error {
 		Stdin:    opts.IO.Stdin,
 		Stdout:   opts.IO.Stdout,
 		Stderr:   opts.IO.Stderr,
+		Log:      logToProto(opts.IO),
 		Spec:     spec,
 	})
 	return err

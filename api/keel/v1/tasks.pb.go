@@ -137,11 +137,13 @@ func (x *TaskRequest) GetExecId() string {
 }
 
 type TaskIO struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stdin         string                 `protobuf:"bytes,1,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	Stdout        string                 `protobuf:"bytes,2,opt,name=stdout,proto3" json:"stdout,omitempty"`
-	Stderr        string                 `protobuf:"bytes,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
-	Terminal      bool                   `protobuf:"varint,4,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stdin    string                 `protobuf:"bytes,1,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout   string                 `protobuf:"bytes,2,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr   string                 `protobuf:"bytes,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Terminal bool                   `protobuf:"varint,4,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	// log, when set, keeps the output in a log as well (see TaskLog).
+	Log           *TaskLog `protobuf:"bytes,5,opt,name=log,proto3" json:"log,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -202,6 +204,13 @@ func (x *TaskIO) GetTerminal() bool {
 		return x.Terminal
 	}
 	return false
+}
+
+func (x *TaskIO) GetLog() *TaskLog {
+	if x != nil {
+		return x.Log
+	}
+	return nil
 }
 
 type CreateTaskRequest struct {
@@ -1240,15 +1249,16 @@ var File_keel_v1_tasks_proto protoreflect.FileDescriptor
 
 const file_keel_v1_tasks_proto_rawDesc = "" +
 	"\n" +
-	"\x13keel/v1/tasks.proto\x12\akeel.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n" +
+	"\x13keel/v1/tasks.proto\x12\akeel.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12keel/v1/logs.proto\"6\n" +
 	"\vTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"j\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\x8e\x01\n" +
 	"\x06TaskIO\x12\x14\n" +
 	"\x05stdin\x18\x01 \x01(\tR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\tR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x03 \x01(\tR\x06stderr\x12\x1a\n" +
-	"\bterminal\x18\x04 \x01(\bR\bterminal\"d\n" +
+	"\bterminal\x18\x04 \x01(\bR\bterminal\x12\"\n" +
+	"\x03log\x18\x05 \x01(\v2\x10.keel.v1.TaskLogR\x03log\"d\n" +
 	"\x11CreateTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\x02io\x18\x02 \x01(\v2\x0f.keel.v1.TaskIOR\x02io\x12\x1e\n" +
@@ -1391,60 +1401,62 @@ var file_keel_v1_tasks_proto_goTypes = []any{
 	(*TaskEvent)(nil),             // 18: keel.v1.TaskEvent
 	(*PidsResponse_Process)(nil),  // 19: keel.v1.PidsResponse.Process
 	nil,                           // 20: keel.v1.UpdateTaskRequest.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 22: google.protobuf.Empty
+	(*TaskLog)(nil),               // 21: keel.v1.TaskLog
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),         // 23: google.protobuf.Empty
 }
 var file_keel_v1_tasks_proto_depIdxs = []int32{
-	2,  // 0: keel.v1.CreateTaskRequest.io:type_name -> keel.v1.TaskIO
-	21, // 1: keel.v1.TaskExit.exited_at:type_name -> google.protobuf.Timestamp
-	2,  // 2: keel.v1.ExecTaskRequest.io:type_name -> keel.v1.TaskIO
-	19, // 3: keel.v1.PidsResponse.processes:type_name -> keel.v1.PidsResponse.Process
-	20, // 4: keel.v1.UpdateTaskRequest.annotations:type_name -> keel.v1.UpdateTaskRequest.AnnotationsEntry
-	0,  // 5: keel.v1.Task.status:type_name -> keel.v1.TaskStatus
-	2,  // 6: keel.v1.Task.io:type_name -> keel.v1.TaskIO
-	21, // 7: keel.v1.Task.exited_at:type_name -> google.protobuf.Timestamp
-	14, // 8: keel.v1.ListTasksResponse.tasks:type_name -> keel.v1.Task
-	21, // 9: keel.v1.TaskEvent.exited_at:type_name -> google.protobuf.Timestamp
-	21, // 10: keel.v1.TaskEvent.timestamp:type_name -> google.protobuf.Timestamp
-	3,  // 11: keel.v1.Tasks.Create:input_type -> keel.v1.CreateTaskRequest
-	1,  // 12: keel.v1.Tasks.Start:input_type -> keel.v1.TaskRequest
-	1,  // 13: keel.v1.Tasks.Delete:input_type -> keel.v1.TaskRequest
-	7,  // 14: keel.v1.Tasks.Kill:input_type -> keel.v1.KillTaskRequest
-	8,  // 15: keel.v1.Tasks.Exec:input_type -> keel.v1.ExecTaskRequest
-	9,  // 16: keel.v1.Tasks.ResizePty:input_type -> keel.v1.ResizePtyRequest
-	1,  // 17: keel.v1.Tasks.CloseIO:input_type -> keel.v1.TaskRequest
-	1,  // 18: keel.v1.Tasks.Pause:input_type -> keel.v1.TaskRequest
-	1,  // 19: keel.v1.Tasks.Resume:input_type -> keel.v1.TaskRequest
-	1,  // 20: keel.v1.Tasks.Pids:input_type -> keel.v1.TaskRequest
-	11, // 21: keel.v1.Tasks.Checkpoint:input_type -> keel.v1.CheckpointTaskRequest
-	12, // 22: keel.v1.Tasks.Update:input_type -> keel.v1.UpdateTaskRequest
-	1,  // 23: keel.v1.Tasks.Stats:input_type -> keel.v1.TaskRequest
-	1,  // 24: keel.v1.Tasks.Wait:input_type -> keel.v1.TaskRequest
-	1,  // 25: keel.v1.Tasks.Get:input_type -> keel.v1.TaskRequest
-	15, // 26: keel.v1.Tasks.List:input_type -> keel.v1.ListTasksRequest
-	17, // 27: keel.v1.Tasks.Events:input_type -> keel.v1.TaskEventsRequest
-	4,  // 28: keel.v1.Tasks.Create:output_type -> keel.v1.CreateTaskResponse
-	5,  // 29: keel.v1.Tasks.Start:output_type -> keel.v1.StartTaskResponse
-	6,  // 30: keel.v1.Tasks.Delete:output_type -> keel.v1.TaskExit
-	22, // 31: keel.v1.Tasks.Kill:output_type -> google.protobuf.Empty
-	22, // 32: keel.v1.Tasks.Exec:output_type -> google.protobuf.Empty
-	22, // 33: keel.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
-	22, // 34: keel.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
-	22, // 35: keel.v1.Tasks.Pause:output_type -> google.protobuf.Empty
-	22, // 36: keel.v1.Tasks.Resume:output_type -> google.protobuf.Empty
-	10, // 37: keel.v1.Tasks.Pids:output_type -> keel.v1.PidsResponse
-	22, // 38: keel.v1.Tasks.Checkpoint:output_type -> google.protobuf.Empty
-	22, // 39: keel.v1.Tasks.Update:output_type -> google.protobuf.Empty
-	13, // 40: keel.v1.Tasks.Stats:output_type -> keel.v1.TaskStats
-	6,  // 41: keel.v1.Tasks.Wait:output_type -> keel.v1.TaskExit
-	14, // 42: keel.v1.Tasks.Get:output_type -> keel.v1.Task
-	16, // 43: keel.v1.Tasks.List:output_type -> keel.v1.ListTasksResponse
-	18, // 44: keel.v1.Tasks.Events:output_type -> keel.v1.TaskEvent
-	28, // [28:45] is the sub-list for method output_type
-	11, // [11:28] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	21, // 0: keel.v1.TaskIO.log:type_name -> keel.v1.TaskLog
+	2,  // 1: keel.v1.CreateTaskRequest.io:type_name -> keel.v1.TaskIO
+	22, // 2: keel.v1.TaskExit.exited_at:type_name -> google.protobuf.Timestamp
+	2,  // 3: keel.v1.ExecTaskRequest.io:type_name -> keel.v1.TaskIO
+	19, // 4: keel.v1.PidsResponse.processes:type_name -> keel.v1.PidsResponse.Process
+	20, // 5: keel.v1.UpdateTaskRequest.annotations:type_name -> keel.v1.UpdateTaskRequest.AnnotationsEntry
+	0,  // 6: keel.v1.Task.status:type_name -> keel.v1.TaskStatus
+	2,  // 7: keel.v1.Task.io:type_name -> keel.v1.TaskIO
+	22, // 8: keel.v1.Task.exited_at:type_name -> google.protobuf.Timestamp
+	14, // 9: keel.v1.ListTasksResponse.tasks:type_name -> keel.v1.Task
+	22, // 10: keel.v1.TaskEvent.exited_at:type_name -> google.protobuf.Timestamp
+	22, // 11: keel.v1.TaskEvent.timestamp:type_name -> google.protobuf.Timestamp
+	3,  // 12: keel.v1.Tasks.Create:input_type -> keel.v1.CreateTaskRequest
+	1,  // 13: keel.v1.Tasks.Start:input_type -> keel.v1.TaskRequest
+	1,  // 14: keel.v1.Tasks.Delete:input_type -> keel.v1.TaskRequest
+	7,  // 15: keel.v1.Tasks.Kill:input_type -> keel.v1.KillTaskRequest
+	8,  // 16: keel.v1.Tasks.Exec:input_type -> keel.v1.ExecTaskRequest
+	9,  // 17: keel.v1.Tasks.ResizePty:input_type -> keel.v1.ResizePtyRequest
+	1,  // 18: keel.v1.Tasks.CloseIO:input_type -> keel.v1.TaskRequest
+	1,  // 19: keel.v1.Tasks.Pause:input_type -> keel.v1.TaskRequest
+	1,  // 20: keel.v1.Tasks.Resume:input_type -> keel.v1.TaskRequest
+	1,  // 21: keel.v1.Tasks.Pids:input_type -> keel.v1.TaskRequest
+	11, // 22: keel.v1.Tasks.Checkpoint:input_type -> keel.v1.CheckpointTaskRequest
+	12, // 23: keel.v1.Tasks.Update:input_type -> keel.v1.UpdateTaskRequest
+	1,  // 24: keel.v1.Tasks.Stats:input_type -> keel.v1.TaskRequest
+	1,  // 25: keel.v1.Tasks.Wait:input_type -> keel.v1.TaskRequest
+	1,  // 26: keel.v1.Tasks.Get:input_type -> keel.v1.TaskRequest
+	15, // 27: keel.v1.Tasks.List:input_type -> keel.v1.ListTasksRequest
+	17, // 28: keel.v1.Tasks.Events:input_type -> keel.v1.TaskEventsRequest
+	4,  // 29: keel.v1.Tasks.Create:output_type -> keel.v1.CreateTaskResponse
+	5,  // 30: keel.v1.Tasks.Start:output_type -> keel.v1.StartTaskResponse
+	6,  // 31: keel.v1.Tasks.Delete:output_type -> keel.v1.TaskExit
+	23, // 32: keel.v1.Tasks.Kill:output_type -> google.protobuf.Empty
+	23, // 33: keel.v1.Tasks.Exec:output_type -> google.protobuf.Empty
+	23, // 34: keel.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
+	23, // 35: keel.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
+	23, // 36: keel.v1.Tasks.Pause:output_type -> google.protobuf.Empty
+	23, // 37: keel.v1.Tasks.Resume:output_type -> google.protobuf.Empty
+	10, // 38: keel.v1.Tasks.Pids:output_type -> keel.v1.PidsResponse
+	23, // 39: keel.v1.Tasks.Checkpoint:output_type -> google.protobuf.Empty
+	23, // 40: keel.v1.Tasks.Update:output_type -> google.protobuf.Empty
+	13, // 41: keel.v1.Tasks.Stats:output_type -> keel.v1.TaskStats
+	6,  // 42: keel.v1.Tasks.Wait:output_type -> keel.v1.TaskExit
+	14, // 43: keel.v1.Tasks.Get:output_type -> keel.v1.Task
+	16, // 44: keel.v1.Tasks.List:output_type -> keel.v1.ListTasksResponse
+	18, // 45: keel.v1.Tasks.Events:output_type -> keel.v1.TaskEvent
+	29, // [29:46] is the sub-list for method output_type
+	12, // [12:29] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_keel_v1_tasks_proto_init() }
@@ -1452,6 +1464,7 @@ func file_keel_v1_tasks_proto_init() {
 	if File_keel_v1_tasks_proto != nil {
 		return
 	}
+	file_keel_v1_logs_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

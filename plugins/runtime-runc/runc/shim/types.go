@@ -48,12 +48,16 @@ const (
 	TopicDelete      = "/tasks/delete"
 )
 
-// IO names the stdio of a process (sdk/runtime's IO).
+// IO names the stdio of a process (sdk/runtime's IO): LogPath, when set,
+// is a CRI format log the shim writes the output to as well.
 type IO struct {
-	Stdin    string
-	Stdout   string
-	Stderr   string
-	Terminal bool
+	Stdin       string
+	Stdout      string
+	Stderr      string
+	Terminal    bool
+	LogPath     string
+	LogMaxSize  int64
+	LogMaxFiles int
 }
 
 // ExitStatus is a process's exit (sdk/runtime's ExitStatus).
