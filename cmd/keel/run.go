@@ -228,7 +228,7 @@ func runCommand(g *globals) *cobra.Command {
 		f      runFlags
 		rm     bool
 		detach bool
-		logf   string
+		logIO  taskIOFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] IMAGE ID [ARGS...]",
@@ -246,7 +246,9 @@ func runCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				code, err := runTask(ctx, ctr, taskIOFlags{tty: f.tty, detach: detach, log: logf}, cmd)
+				tio := logIO
+				tio.tty, tio.detach = f.tty, detach
+				code, err := runTask(ctx, ctr, tio, cmd)
 				if rm {
 					if derr := ctr.Delete(ctx, client.WithForce); derr != nil && err == nil {
 						err = derr
@@ -266,28 +268,32 @@ func runCommand(g *globals) *cobra.Command {
 	cmd.Flags().SetInterspersed(false)
 	f.register(cmd)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the container (and its task) once it exits")
-	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and return; no stdio unless --log")
-	cmd.Flags().StringVar(&logf, "log", "", "append the task's stdout and stderr to FILE (the runtime writes it)")
+	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and return; its output goes to its log (keel logs, keel task attach)")
+	registerLogFlags(cmd, &logIO)
 	return cmd
 }
 
 type taskIOFlags struct {
-	tty    bool
-	detach bool
-	log    string
+	tty     bool
+	detach  bool
+	log     string  // --log: "" for the container's log, none, or a file
+	logOpts cio.Log // --log-opt
 }
 
-// creator picks the task's stdio.
+// creator picks the task's stdio: the caller's unless detached, and the
+// container's log (see logs.go) unless --log says otherwise.
 func (o taskIOFlags) creator() cio.Creator {
 	switch {
-	case o.log != "":
+	case o.log == logNone && o.detach:
+		return cio.NullIO
+	case o.log != "" && o.log != logNone:
 		return cio.LogFile(o.log)
 	case o.detach:
-		return cio.NullIO
+		return cio.ContainerLog(o.logOpts)
 	case o.tty:
-		return cio.NewCreator(cio.WithStdio, cio.WithTerminal)
+		return cio.NewCreator(append([]cio.Opt{cio.WithStdio, cio.WithTerminal}, o.containerLogOpts()...)...)
 	}
-	return cio.NewCreator(cio.WithStdio)
+	return cio.NewCreator(append([]cio.Opt{cio.WithStdio}, o.containerLogOpts()...)...)
 }
 
 // runTask creates and starts ctr's task and, unless detached, waits for it
