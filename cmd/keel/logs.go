@@ -134,7 +134,7 @@ func logsCommand(g *globals) *cobra.Command {
 		}),
 	}
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "follow the log until the task exits")
-	cmd.Flags().StringVarP(&tail, "tail", "n", "all", "print the last N lines only")
+	cmd.Flags().StringVar(&tail, "tail", "all", "print the last N lines only")
 	cmd.Flags().BoolVarP(&timestamps, "timestamps", "t", false, "print each line's time (RFC 3339, nanoseconds) first")
 	cmd.Flags().StringVar(&since, "since", "", "print the lines written since a time (2006-01-02T15:04:05Z, Unix seconds) or a duration before now (10m)")
 	return cmd
