@@ -202,24 +202,42 @@ func (f *lineFilter) pass(r crilog.Record) bool {
 	return keep
 }
 
-// tailCut returns the index in recs where the last n lines begin.
-func tailCut(recs []crilog.Record, n int64) int {
-	if n <= 0 {
-		return len(recs)
-	}
-	// A record begins a line when its stream's previous one ended one.
+// tailLines keeps the records of the last n lines of recs: lines are
+// counted where they begin, and a line begun before the last n (a part of
+// it may come after another stream's line) goes whole.
+func tailLines(recs []crilog.Record, n int64) []crilog.Record {
+	// line[i] is where record i's line begins: at a record whose stream's
+	// previous record ended a line.
+	line := make([]int, len(recs))
 	var starts []int
-	open := map[string]bool{}
+	begun := map[string]int{}
 	for i, r := range recs {
-		if !open[r.Stream] {
+		b, mid := begun[r.Stream]
+		if !mid {
+			b = i
 			starts = append(starts, i)
 		}
-		open[r.Stream] = r.Partial
+		line[i] = b
+		if r.Partial {
+			begun[r.Stream] = b
+		} else {
+			delete(begun, r.Stream)
+		}
 	}
-	if int64(len(starts)) <= n {
-		return 0
+	if n < 0 || int64(len(starts)) <= n {
+		return recs // a negative tail is no tail
 	}
-	return starts[int64(len(starts))-n]
+	cut := len(recs)
+	if n > 0 {
+		cut = starts[int64(len(starts))-n]
+	}
+	var out []crilog.Record
+	for i, r := range recs {
+		if line[i] >= cut {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // Read serves a container's log: the records of its files in order, then,
@@ -272,7 +290,7 @@ func (ls logsService) Read(req *keelv1.ReadLogsRequest, stream grpc.ServerStream
 		return err
 	}
 	if req.Tail != nil {
-		recs = recs[tailCut(recs, *req.Tail):]
+		recs = tailLines(recs, *req.Tail)
 	}
 	for _, r := range recs {
 		if err := out.add(r); err != nil {
