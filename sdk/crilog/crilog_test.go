@@ -63,26 +63,11 @@ func TestAppendRecordFormat(t *testing.T) {
 // readAll reads every record of the log at path, oldest file first.
 func readAll(t *testing.T, path string) []Record {
 	t.Helper()
-	var out []Record
-	for _, p := range Files(path) {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := NewScanner(f)
-		for {
-			r, ok, err := s.Next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ok {
-				break
-			}
-			out = append(out, r)
-		}
-		f.Close()
+	recs, err := ReadAll(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return recs
 }
 
 // join gives back each stream's bytes from records.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"os"
 )
 
 // maxLine bounds a record line a Scanner reads: MaxRecord of content and
@@ -58,4 +59,30 @@ func (s *Scanner) Next() (rec Record, ok bool, err error) {
 		r.Content = append([]byte(nil), r.Content...)
 		return r, true, nil
 	}
+}
+
+// ReadAll returns the records of the log at path, across its rotated
+// files, oldest first.
+func ReadAll(path string) ([]Record, error) {
+	var out []Record
+	for _, p := range Files(path) {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		s := NewScanner(f)
+		for {
+			r, ok, err := s.Next()
+			if err != nil {
+				f.Close()
+				return nil, err
+			}
+			if !ok {
+				break
+			}
+			out = append(out, r)
+		}
+		f.Close()
+	}
+	return out, nil
 }

@@ -14,34 +14,21 @@ import (
 )
 
 // readLog joins the records of the log at path back into each stream's
-// output.
+// output, and counts them.
 func readLog(t *testing.T, path string) (map[string]string, int) {
 	t.Helper()
-	out := map[string]*strings.Builder{crilog.Stdout: {}, crilog.Stderr: {}}
-	n := 0
-	for _, p := range crilog.Files(path) {
-		f, err := os.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := crilog.NewScanner(f)
-		for {
-			r, ok, err := s.Next()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ok {
-				break
-			}
-			n++
-			out[r.Stream].Write(r.Content)
-			if !r.Partial {
-				out[r.Stream].WriteByte('\n')
-			}
-		}
-		f.Close()
+	recs, err := crilog.ReadAll(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return map[string]string{crilog.Stdout: out[crilog.Stdout].String(), crilog.Stderr: out[crilog.Stderr].String()}, n
+	out := map[string]*strings.Builder{crilog.Stdout: {}, crilog.Stderr: {}}
+	for _, r := range recs {
+		out[r.Stream].Write(r.Content)
+		if !r.Partial {
+			out[r.Stream].WriteByte('\n')
+		}
+	}
+	return map[string]string{crilog.Stdout: out[crilog.Stdout].String(), crilog.Stderr: out[crilog.Stderr].String()}, len(recs)
 }
 
 // TestShimWritesLog: the shim keeps a task's output in its CRI log, byte
