@@ -46,6 +46,9 @@ type LogsOpts struct {
 	Tail int64
 	// Since, when not zero, skips the lines written before it.
 	Since time.Time
+	// Started, when set, is called once keeld has read what was written:
+	// what is written after reaches the caller.
+	Started func()
 }
 
 // LogsOpt sets LogsOpts.
@@ -56,6 +59,10 @@ func WithFollow(o *LogsOpts) { o.Follow = true }
 
 // WithTail starts at the last n lines.
 func WithTail(n int64) LogsOpt { return func(o *LogsOpts) { o.Tail = n } }
+
+// WithStarted calls fn once what is written from then on reaches the
+// caller.
+func WithStarted(fn func()) LogsOpt { return func(o *LogsOpts) { o.Started = fn } }
 
 // WithSince skips the lines written before t.
 func WithSince(t time.Time) LogsOpt { return func(o *LogsOpts) { o.Since = t } }
@@ -86,6 +93,13 @@ func (ct *Container) Logs(ctx context.Context, fn func(LogRecord) error, opts ..
 	stream, err := ct.c.logs().Read(ctx, req)
 	if err != nil {
 		return err
+	}
+	if o.Started != nil {
+		// keeld sends its headers once it has read what was written (or
+		// fails, which Recv reports).
+		if _, err := stream.Header(); err == nil {
+			o.Started()
+		}
 	}
 	for {
 		msg, err := stream.Recv()
@@ -138,6 +152,44 @@ func (w *LogWriter) Write(r LogRecord) error {
 	w.midLine[i] = r.Partial
 	_, err := out.Write(buf)
 	return err
+}
+
+// WriteStdin copies r to the stdin of a task created with
+// cio.KeepStdin, until r ends (which leaves the task's stdin open: CloseIO
+// closes it) or ctx does.
+func (t *Task) WriteStdin(ctx context.Context, r io.Reader) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := t.c.tasks().WriteStdin(ctx)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 32<<10)
+	first := true
+	for {
+		n, rerr := r.Read(buf)
+		if n > 0 || first {
+			chunk := &keelv1.StdinChunk{Data: buf[:n]}
+			if first {
+				chunk.Id, first = t.id, false
+			}
+			if err := stream.Send(chunk); err != nil {
+				// The reason comes with the close.
+				_, cerr := stream.CloseAndRecv()
+				if cerr != nil {
+					return cerr
+				}
+				return err
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			_, err := stream.CloseAndRecv()
+			return err
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
 }
 
 func logToProto(l *cio.Log) *keelv1.TaskLog {

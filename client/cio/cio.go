@@ -31,6 +31,10 @@ type Config struct {
 	Stderr   string
 	Terminal bool
 	Log      *Log
+	// KeepStdin, with no Stdin, gives the process a stdin keeld holds
+	// open, which Task.WriteStdin writes to (keel task attach), attach
+	// after attach, until CloseIO.
+	KeepStdin bool
 }
 
 // Log asks for the process's output in a CRI format log, which the
@@ -120,6 +124,26 @@ func LogFile(path string) Creator {
 		}
 		return &fixed{cfg: Config{Stdout: abs, Stderr: abs}}, nil
 	}
+}
+
+// KeepStdin gives the processes c makes a stdin keeld holds open (see
+// Config.KeepStdin); c must give them no stdin of the caller's.
+func KeepStdin(c Creator) Creator {
+	return func(id string) (IO, error) {
+		io, err := c(id)
+		if err != nil {
+			return nil, err
+		}
+		return keptStdin{io}, nil
+	}
+}
+
+type keptStdin struct{ IO }
+
+func (k keptStdin) Config() Config {
+	cfg := k.IO.Config()
+	cfg.KeepStdin = true
+	return cfg
 }
 
 // fixed is stdio the runtime handles alone.

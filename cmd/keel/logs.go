@@ -141,8 +141,9 @@ func logsCommand(g *globals) *cobra.Command {
 }
 
 // attachTask follows the output of the task of the container args[0]
-// names from now until it exits, then returns its exit.
-func attachTask(cmd *cobra.Command, c *client.Client, args []string) error {
+// names from now until it exits, then returns its exit; its stdin goes to
+// a task keeld keeps a stdin for, unless noStdin.
+func attachTask(cmd *cobra.Command, c *client.Client, args []string, noStdin bool) error {
 	ctx := cmd.Context()
 	ct, err := c.LoadContainer(ctx, args[0])
 	if err != nil {
@@ -165,10 +166,28 @@ func attachTask(cmd *cobra.Command, c *client.Client, args []string) error {
 	switch {
 	case st.Log != nil:
 		w := client.NewLogWriter(cmd.OutOrStdout(), cmd.ErrOrStderr(), false)
-		if err := ct.Logs(ctx, w.Write, client.WithFollow, client.WithTail(0)); err != nil {
+		// Stdin goes to a task keeld keeps one for, once the output it
+		// causes is sure to be followed.
+		var stdinErr chan error
+		started := func() {}
+		if st.KeepStdin && !noStdin {
+			stdinErr = make(chan error, 1)
+			started = func() { go func() { stdinErr <- t.WriteStdin(ctx, cmd.InOrStdin()) }() }
+		}
+		if err := ct.Logs(ctx, w.Write, client.WithFollow, client.WithTail(0), client.WithStarted(started)); err != nil {
 			return err
 		}
 		s = <-statusC
+		if stdinErr != nil {
+			select {
+			case err := <-stdinErr:
+				// A stdin closed by the task's end is no failure.
+				if err != nil && !errdefs.IsFailedPrecondition(err) && !errdefs.IsNotFound(err) {
+					return err
+				}
+			default:
+			}
+		}
 	case isRegularFile(st.Stdout):
 		// --log FILE: the runtime appends to a file of the user's, here.
 		if s, err = followFile(ctx, st.Stdout, cmd.OutOrStdout(), statusC); err != nil {

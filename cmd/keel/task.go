@@ -139,14 +139,20 @@ func taskStartCommand(g *globals) *cobra.Command {
 }
 
 func taskAttachCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "attach ID",
+	var noStdin bool
+	cmd := &cobra.Command{
+		Use:   "attach [--no-stdin] ID",
 		Short: "Follow a task's output from now until it exits, then exit with its code",
 		Long: "Follow a task: print its output as it comes, from the container's log (stdout to stdout, stderr to\n" +
-			"stderr), or from the file a task started with --log FILE appends to, until the task exits.",
+			"stderr), or from the file a task started with --log FILE appends to, until the task exits. A task\n" +
+			"whose stdin keeld keeps open (started with -i and -d) gets attach's stdin.",
 		Args: cobra.ExactArgs(1),
-		RunE: g.connected(attachTask),
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			return attachTask(cmd, c, args, noStdin)
+		}),
 	}
+	cmd.Flags().BoolVar(&noStdin, "no-stdin", false, "do not send stdin to the task")
+	return cmd
 }
 
 func taskKillCommand(g *globals) *cobra.Command {

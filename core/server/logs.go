@@ -58,12 +58,15 @@ func (s *Server) removeContainerLog(ctx context.Context, id string) error {
 	return nil
 }
 
-// taskIO is the runtime's IO for a task of c: with a log asked for, its
-// path (the container's own for none given) and rotation (keeld's
-// defaults for none given). FailedPrecondition when c's runtime does not
-// write logs.
+// taskIO is the runtime's IO for a task of c: a stdin keeld keeps when
+// asked (stdin.go); with a log asked for, its path (the container's own
+// for none given) and rotation (keeld's defaults for none given).
+// FailedPrecondition when c's runtime does not write logs.
 func (s *Server) taskIO(ctx context.Context, c metadata.Container, in *keelv1.TaskIO) (runtime.IO, error) {
 	io := ioFromProto(in)
+	if err := s.withKeptStdin(ctx, c.ID, in, &io); err != nil {
+		return io, err
+	}
 	l := in.GetLog()
 	if l == nil {
 		return io, nil
@@ -291,6 +294,11 @@ func (ls logsService) Read(req *keelv1.ReadLogsRequest, stream grpc.ServerStream
 	}
 	if req.Tail != nil {
 		recs = tailLines(recs, *req.Tail)
+	}
+	// Headers now: the caller knows that what is written from here on
+	// reaches it (attach writes stdin only then).
+	if err := stream.SendHeader(nil); err != nil {
+		return err
 	}
 	for _, r := range recs {
 		if err := out.add(r); err != nil {

@@ -361,7 +361,7 @@ func (ts tasksService) Wait(ctx context.Context, req *keelv1.TaskRequest) (*keel
 func taskToProto(rtName, id string, st runtime.TaskState) *keelv1.Task {
 	t := &keelv1.Task{
 		Id: id, ExecId: st.ExecID, Runtime: rtName, Pid: st.Pid, Status: keelv1.TaskStatus(st.Status),
-		Io:         &keelv1.TaskIO{Stdin: st.IO.Stdin, Stdout: st.IO.Stdout, Stderr: st.IO.Stderr, Terminal: st.IO.Terminal, Log: taskLogToProto(st.IO)},
+		Io:         &keelv1.TaskIO{Stdin: st.IO.Stdin, Stdout: st.IO.Stdout, Stderr: st.IO.Stderr, Terminal: st.IO.Terminal, Log: taskLogToProto(st.IO), KeepStdin: st.IO.KeepStdin},
 		ExitStatus: st.ExitStatus, Reason: st.Reason,
 	}
 	if !st.ExitedAt.IsZero() {

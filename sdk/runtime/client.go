@@ -35,6 +35,7 @@ func (c *client) Create(ctx context.Context, opts CreateOpts) (uint32, error) {
 		Stderr:     opts.IO.Stderr,
 		Terminal:   opts.IO.Terminal,
 		Log:        logToProto(opts.IO),
+		KeepStdin:  opts.IO.KeepStdin,
 		Checkpoint: opts.Checkpoint,
 		Options:    opts.Options,
 	})
@@ -77,8 +78,9 @@ func (c *client) Exec(ctx context.Context, opts ExecOpts) error {
 		Stdin:    opts.IO.Stdin,
 		Stdout:   opts.IO.Stdout,
 		Stderr:   opts.IO.Stderr,
-		Log:      logToProto(opts.IO),
-		Spec:     spec,
+		Log:       logToProto(opts.IO),
+		KeepStdin: opts.IO.KeepStdin,
+		Spec:      spec,
 	})
 	return err
 }

@@ -107,6 +107,9 @@ const CapabilityCRILog = "cri-log"
 // keeping LogMaxFiles files, the current one included. The runtime writes
 // it for as long as the process runs, whoever else holds its stdio, and
 // reports the exit once the output is in it.
+//
+// KeepStdin keeps the process's stdin open while the writers of the Stdin
+// FIFO come and go (attach after attach): only CloseIO ends it.
 type IO struct {
 	Stdin       string
 	Stdout      string
@@ -115,6 +118,7 @@ type IO struct {
 	LogPath     string
 	LogMaxSize  int64
 	LogMaxFiles int
+	KeepStdin   bool
 }
 
 func logToProto(io IO) *pluginv1.LogFile {
@@ -125,8 +129,8 @@ func logToProto(io IO) *pluginv1.LogFile {
 }
 
 // ioFromProto gathers the stdio fields of a request or state.
-func ioFromProto(stdin, stdout, stderr string, terminal bool, log *pluginv1.LogFile) IO {
-	io := IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Terminal: terminal}
+func ioFromProto(stdin, stdout, stderr string, terminal, keepStdin bool, log *pluginv1.LogFile) IO {
+	io := IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Terminal: terminal, KeepStdin: keepStdin}
 	if log != nil {
 		io.LogPath, io.LogMaxSize, io.LogMaxFiles = log.Path, log.MaxSize, int(log.MaxFiles)
 	}

@@ -15,6 +15,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keel-runtime/keel/client/cio"
+	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // logDir is where keeld keeps container id's log, in the default
@@ -358,5 +361,53 @@ func TestLogsSurviveRestarts(t *testing.T) {
 	lines := strings.Split(strings.TrimSuffix(k.ok("logs", "w"), "\n"), "\n")
 	if last := checkRun(t, "logs after restarts", lines, "", 1); last < 10 {
 		t.Errorf("only %d lines", last)
+	}
+}
+
+// TestAttachStdin: a task created with a stdin keeld keeps (the -d -i
+// case) reads what writer after writer sends: the client library's
+// WriteStdin, then attach's stdin; neither's end closes it.
+func TestAttachStdin(t *testing.T) {
+	t.Parallel()
+	k := startRunKeeld(t, "")
+	k.ok("container", "create", k.ref, "in", "sh", "-c", "read a; echo got $a; read b; echo got $b >&2; exit 4")
+	c := k.client(t, "default")
+	ctx := t.Context()
+	ct, err := c.LoadContainer(ctx, "in")
+	if err != nil {
+		t.Fatal(err)
+	}
+	task, err := ct.NewTask(ctx, cio.KeepStdin(cio.ContainerLog(cio.Log{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := task.WriteStdin(ctx, strings.NewReader("one\n")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, settle, "the first line read", func() error {
+		if out := k.ok("logs", "in"); out != "got one\n" {
+			return fmt.Errorf("logs %q", out)
+		}
+		return nil
+	})
+	r := k.keelIn(strings.NewReader("two\n"), "task", "attach", "in")
+	if r.code != 4 || r.stdout != "" || r.stderr != "got two\n" {
+		t.Errorf("attach with stdin: %v", r)
+	}
+	// A task without a kept stdin refuses a write.
+	k.ok("run", "-d", k.ref, "plain", "/bin/busybox", "sleep", "1000")
+	plain, err := c.LoadContainer(ctx, "plain")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := plain.Task(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pt.WriteStdin(ctx, strings.NewReader("x\n")); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("WriteStdin to a task without a kept stdin: %v, want FailedPrecondition", err)
 	}
 }

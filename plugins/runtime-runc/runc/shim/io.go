@@ -127,8 +127,13 @@ func (p *procIO) copyStdin(w io.Writer, closeW bool) {
 	if closeW {
 		defer w.(io.Closer).Close()
 	}
-	// Blocks until a writer opens the FIFO.
-	f, err := os.OpenFile(p.paths.Stdin, os.O_RDONLY, 0)
+	// Blocks until a writer opens the FIFO; kept open, the FIFO is opened
+	// read-write, so that no writer's leaving reads as EOF.
+	flag := os.O_RDONLY
+	if p.paths.KeepStdin {
+		flag = os.O_RDWR
+	}
+	f, err := os.OpenFile(p.paths.Stdin, flag, 0)
 	if err != nil {
 		return
 	}

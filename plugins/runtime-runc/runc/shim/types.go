@@ -49,7 +49,9 @@ const (
 )
 
 // IO names the stdio of a process (sdk/runtime's IO): LogPath, when set,
-// is a CRI format log the shim writes the output to as well.
+// is a CRI format log the shim writes the output to as well; with
+// KeepStdin, the stdin FIFO's writers may come and go (only CloseIO ends
+// the process's stdin).
 type IO struct {
 	Stdin       string
 	Stdout      string
@@ -58,6 +60,7 @@ type IO struct {
 	LogPath     string
 	LogMaxSize  int64
 	LogMaxFiles int
+	KeepStdin   bool
 }
 
 // ExitStatus is a process's exit (sdk/runtime's ExitStatus).

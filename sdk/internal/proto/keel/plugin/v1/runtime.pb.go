@@ -95,7 +95,10 @@ type CreateTaskRequest struct {
 	// options are runtime specific, as JSON.
 	Options []byte `protobuf:"bytes,9,opt,name=options,proto3" json:"options,omitempty"`
 	// log asks for the output in a CRI format log (capability cri-log).
-	Log           *LogFile `protobuf:"bytes,10,opt,name=log,proto3" json:"log,omitempty"`
+	Log *LogFile `protobuf:"bytes,10,opt,name=log,proto3" json:"log,omitempty"`
+	// keep_stdin keeps the process's stdin open while the writers of the
+	// stdin FIFO come and go: only CloseIO ends it.
+	KeepStdin     bool `protobuf:"varint,11,opt,name=keep_stdin,json=keepStdin,proto3" json:"keep_stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -198,6 +201,13 @@ func (x *CreateTaskRequest) GetLog() *LogFile {
 		return x.Log
 	}
 	return nil
+}
+
+func (x *CreateTaskRequest) GetKeepStdin() bool {
+	if x != nil {
+		return x.KeepStdin
+	}
+	return false
 }
 
 // LogFile is a log the runtime writes a process's output to, in the CRI
@@ -588,6 +598,7 @@ type ExecProcessRequest struct {
 	// spec is the OCI process spec as JSON.
 	Spec          []byte   `protobuf:"bytes,7,opt,name=spec,proto3" json:"spec,omitempty"`
 	Log           *LogFile `protobuf:"bytes,8,opt,name=log,proto3" json:"log,omitempty"`
+	KeepStdin     bool     `protobuf:"varint,9,opt,name=keep_stdin,json=keepStdin,proto3" json:"keep_stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -676,6 +687,13 @@ func (x *ExecProcessRequest) GetLog() *LogFile {
 		return x.Log
 	}
 	return nil
+}
+
+func (x *ExecProcessRequest) GetKeepStdin() bool {
+	if x != nil {
+		return x.KeepStdin
+	}
+	return false
 }
 
 type ResizePtyRequest struct {
@@ -1099,6 +1117,7 @@ type TaskState struct {
 	// reason explains an unknown status, e.g. a shim that died.
 	Reason        string   `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
 	Log           *LogFile `protobuf:"bytes,12,opt,name=log,proto3" json:"log,omitempty"`
+	KeepStdin     bool     `protobuf:"varint,13,opt,name=keep_stdin,json=keepStdin,proto3" json:"keep_stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1215,6 +1234,13 @@ func (x *TaskState) GetLog() *LogFile {
 		return x.Log
 	}
 	return nil
+}
+
+func (x *TaskState) GetKeepStdin() bool {
+	if x != nil {
+		return x.KeepStdin
+	}
+	return false
 }
 
 type ListTasksResponse struct {
@@ -1360,7 +1386,7 @@ var File_keel_plugin_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\n" +
-	"\x1ckeel/plugin/v1/runtime.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\x1a\x19keel/types/v1/types.proto\"\xac\x02\n" +
+	"\x1ckeel/plugin/v1/runtime.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\x1a\x19keel/types/v1/types.proto\"\xcb\x02\n" +
 	"\x11CreateTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12,\n" +
@@ -1374,7 +1400,9 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"checkpoint\x12\x18\n" +
 	"\aoptions\x18\t \x01(\fR\aoptions\x12)\n" +
 	"\x03log\x18\n" +
-	" \x01(\v2\x17.keel.plugin.v1.LogFileR\x03log\"U\n" +
+	" \x01(\v2\x17.keel.plugin.v1.LogFileR\x03log\x12\x1d\n" +
+	"\n" +
+	"keep_stdin\x18\v \x01(\bR\tkeepStdin\"U\n" +
 	"\aLogFile\x12\x12\n" +
 	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
 	"\bmax_size\x18\x02 \x01(\x03R\amaxSize\x12\x1b\n" +
@@ -1398,7 +1426,7 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
 	"\x06signal\x18\x03 \x01(\rR\x06signal\x12\x10\n" +
-	"\x03all\x18\x04 \x01(\bR\x03all\"\xde\x01\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\"\xfd\x01\n" +
 	"\x12ExecProcessRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x1a\n" +
@@ -1407,7 +1435,9 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\x06stdout\x18\x05 \x01(\tR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x06 \x01(\tR\x06stderr\x12\x12\n" +
 	"\x04spec\x18\a \x01(\fR\x04spec\x12)\n" +
-	"\x03log\x18\b \x01(\v2\x17.keel.plugin.v1.LogFileR\x03log\"i\n" +
+	"\x03log\x18\b \x01(\v2\x17.keel.plugin.v1.LogFileR\x03log\x12\x1d\n" +
+	"\n" +
+	"keep_stdin\x18\t \x01(\bR\tkeepStdin\"i\n" +
 	"\x10ResizePtyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
@@ -1436,7 +1466,7 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
 	"\rStatsResponse\x12\x19\n" +
 	"\btype_url\x18\x01 \x01(\tR\atypeUrl\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xdd\x02\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xfc\x02\n" +
 	"\tTaskState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x10\n" +
@@ -1451,7 +1481,9 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\texited_at\x18\n" +
 	" \x01(\x03R\bexitedAt\x12\x16\n" +
 	"\x06reason\x18\v \x01(\tR\x06reason\x12)\n" +
-	"\x03log\x18\f \x01(\v2\x17.keel.plugin.v1.LogFileR\x03log\"D\n" +
+	"\x03log\x18\f \x01(\v2\x17.keel.plugin.v1.LogFileR\x03log\x12\x1d\n" +
+	"\n" +
+	"keep_stdin\x18\r \x01(\bR\tkeepStdin\"D\n" +
 	"\x11ListTasksResponse\x12/\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x19.keel.plugin.v1.TaskStateR\x05tasks\"\xb8\x01\n" +
 	"\tTaskEvent\x12\x14\n" +
