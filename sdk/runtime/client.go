@@ -72,12 +72,12 @@ func (c *client) Exec(ctx context.Context, opts ExecOpts) error {
 		return err
 	}
 	_, err = c.c.Exec(ctx, &pluginv1.ExecProcessRequest{
-		Id:       opts.ID,
-		ExecId:   opts.ExecID,
-		Terminal: opts.IO.Terminal,
-		Stdin:    opts.IO.Stdin,
-		Stdout:   opts.IO.Stdout,
-		Stderr:   opts.IO.Stderr,
+		Id:        opts.ID,
+		ExecId:    opts.ExecID,
+		Terminal:  opts.IO.Terminal,
+		Stdin:     opts.IO.Stdin,
+		Stdout:    opts.IO.Stdout,
+		Stderr:    opts.IO.Stderr,
 		Log:       logToProto(opts.IO),
 		KeepStdin: opts.IO.KeepStdin,
 		Spec:      spec,
