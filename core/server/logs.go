@@ -283,26 +283,41 @@ func (ls logsService) Read(req *keelv1.ReadLogsRequest, stream grpc.ServerStream
 		return err
 	}
 	defer f.close()
-	var recs []crilog.Record
-	if err := f.drain(func(r crilog.Record) error {
-		if filter.pass(r) {
-			recs = append(recs, r)
+	send := func(r crilog.Record) error {
+		if !filter.pass(r) {
+			return nil
 		}
-		return nil
-	}); err != nil {
-		return err
+		return out.add(r)
 	}
-	if req.Tail != nil {
-		recs = tailLines(recs, *req.Tail)
-	}
-	// Headers now: the caller knows that what is written from here on
-	// reaches it (attach writes stdin only then).
-	if err := stream.SendHeader(nil); err != nil {
-		return err
-	}
-	for _, r := range recs {
-		if err := out.add(r); err != nil {
+	// Headers once what is written from then on is sure to reach the
+	// caller (attach writes stdin only then): at once, or, when the last
+	// lines are held before they go, once they are read.
+	if req.Tail == nil {
+		if err := stream.SendHeader(nil); err != nil {
 			return err
+		}
+		if err := f.drain(send); err != nil {
+			return err
+		}
+	} else {
+		// The last lines are known at the end only: what is written is
+		// held (at most the log's max_size × max_files).
+		var recs []crilog.Record
+		if err := f.drain(func(r crilog.Record) error {
+			if filter.pass(r) {
+				recs = append(recs, r)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := stream.SendHeader(nil); err != nil {
+			return err
+		}
+		for _, r := range tailLines(recs, *req.Tail) {
+			if err := out.add(r); err != nil {
+				return err
+			}
 		}
 	}
 	if err := out.flush(); err != nil || !req.Follow {
@@ -311,12 +326,6 @@ func (ls logsService) Read(req *keelv1.ReadLogsRequest, stream grpc.ServerStream
 	// Followed: what is written next, until the task has exited and what
 	// it wrote is read (its runtime reports the exit once its output is
 	// in the log).
-	send := func(r crilog.Record) error {
-		if !filter.pass(r) {
-			return nil
-		}
-		return out.add(r)
-	}
 	tick := time.NewTicker(followPoll)
 	defer tick.Stop()
 	done := false
