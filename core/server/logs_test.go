@@ -1,11 +1,14 @@
 package server
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keel-runtime/keel/sdk/crilog"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/runtime"
 )
 
 // records makes records from "stream tag content" specs (o: stdout, e:
@@ -79,5 +82,45 @@ func TestLineFilter(t *testing.T) {
 		if got := contents(kept); got != tc.want {
 			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+// oldRuntime stands for a runtime older than logs: it keeps the IO it
+// was given but for the fields it does not know.
+type oldRuntime struct {
+	runtime.Runtime
+	echoLog bool
+	deleted []string
+}
+
+func (r *oldRuntime) State(_ context.Context, id, _ string) (runtime.TaskState, error) {
+	st := runtime.TaskState{ID: id, Status: runtime.StatusCreated}
+	if r.echoLog {
+		st.IO.LogPath = "/x/container.log"
+	}
+	return st, nil
+}
+
+func (r *oldRuntime) Delete(_ context.Context, id, _ string) (runtime.ExitStatus, error) {
+	r.deleted = append(r.deleted, id)
+	return runtime.ExitStatus{}, nil
+}
+
+// TestCheckLogKept: a runtime that ignored the log it was asked for has
+// its task deleted again, and the create fails FailedPrecondition; one
+// that took it is left alone.
+func TestCheckLogKept(t *testing.T) {
+	s := &Server{}
+	io := runtime.IO{LogPath: "/x/container.log"}
+	old := &oldRuntime{}
+	if err := s.checkLogKept(t.Context(), old, "old", "ns--c", io); !errdefs.IsFailedPrecondition(err) || len(old.deleted) != 1 {
+		t.Errorf("runtime that ignored the log: %v, deleted %v; want FailedPrecondition and the task deleted", err, old.deleted)
+	}
+	knows := &oldRuntime{echoLog: true}
+	if err := s.checkLogKept(t.Context(), knows, "new", "ns--c", io); err != nil || len(knows.deleted) != 0 {
+		t.Errorf("runtime that took the log: %v, deleted %v", err, knows.deleted)
+	}
+	if err := s.checkLogKept(t.Context(), old, "old", "ns--d", runtime.IO{}); err != nil {
+		t.Errorf("no log asked: %v", err)
 	}
 }
