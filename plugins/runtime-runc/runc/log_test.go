@@ -2,11 +2,14 @@ package runc_test
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/crilog"
 	"github.com/keel-runtime/keel/sdk/fixture"
@@ -45,6 +48,7 @@ func TestShimWritesLog(t *testing.T) {
 		name          string
 		script        string
 		terminal      bool
+		fifos         bool // stdout and stderr FIFOs with readers beside the log
 		maxSize       int64
 		maxFiles      int
 		stdout        string
@@ -54,6 +58,9 @@ func TestShimWritesLog(t *testing.T) {
 		{name: "streams", script: `echo out1; echo err1 >&2; head -c 20000 /dev/zero | tr "\0" a; echo; echo err2 >&2; printf last`,
 			stdout: "out1\n" + long + "\nlast", stderr: "err1\nerr2\n"},
 		{name: "terminal", script: `echo hi; echo there >&2`, terminal: true, stdout: "hi\r\nthere\r\n"},
+		{name: "streams and fifos", script: `echo out1; echo err1 >&2; printf last`, fifos: true,
+			stdout: "out1\nlast", stderr: "err1\n"},
+		{name: "terminal and fifo", script: `echo hi; printf there`, terminal: true, fifos: true, stdout: "hi\r\nthere"},
 		{name: "rotation", script: `seq 1 2000`, maxSize: 4 << 10, maxFiles: 3, consecutiveTo: 2000},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -61,10 +68,24 @@ func TestShimWritesLog(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "ctr.log")
 			spec := fixture.RuntimeSpec("sh", "-c", tc.script)
 			spec.Process.Terminal = tc.terminal
-			io := keelruntime.IO{Terminal: tc.terminal, LogPath: path, LogMaxSize: tc.maxSize, LogMaxFiles: tc.maxFiles}
-			id := "log-" + tc.name
-			if err := createTask(t, rt, id, &keelruntime.CreateOpts{Spec: spec, IO: io}); err != nil {
+			pio := keelruntime.IO{Terminal: tc.terminal, LogPath: path, LogMaxSize: tc.maxSize, LogMaxFiles: tc.maxFiles}
+			teed := map[string]chan string{}
+			var release []func()
+			if tc.fifos {
+				var r func()
+				pio.Stdout, teed[crilog.Stdout], r = readFIFO(t, "out")
+				release = append(release, r)
+				if !tc.terminal {
+					pio.Stderr, teed[crilog.Stderr], r = readFIFO(t, "err")
+					release = append(release, r)
+				}
+			}
+			id := "log-" + strings.ReplaceAll(tc.name, " ", "-")
+			if err := createTask(t, rt, id, &keelruntime.CreateOpts{Spec: spec, IO: pio}); err != nil {
 				t.Fatal(err)
+			}
+			for _, r := range release {
+				r()
 			}
 			if _, err := rt.Start(ctx, id, ""); err != nil {
 				t.Fatal(err)
@@ -76,6 +97,11 @@ func TestShimWritesLog(t *testing.T) {
 				t.Errorf("state io = %+v, %v; want the log", st.IO, err)
 			}
 			got, n := readLog(t, path)
+			for stream, ch := range teed {
+				if out := <-ch; out != got[stream] {
+					t.Errorf("%s FIFO got %q, the log %q", stream, out, got[stream])
+				}
+			}
 			if tc.consecutiveTo == 0 {
 				if got[crilog.Stdout] != tc.stdout || got[crilog.Stderr] != tc.stderr {
 					t.Fatalf("log: stdout %q, stderr %q; want %q, %q", trim(got[crilog.Stdout]), got[crilog.Stderr], trim(tc.stdout), tc.stderr)
@@ -98,6 +124,33 @@ func TestShimWritesLog(t *testing.T) {
 			}
 		})
 	}
+}
+
+// readFIFO makes a FIFO with a reader, as a client's stdio has: a write
+// end of its own keeps the reader from EOF until release (call it once the
+// runtime holds its end); then ch gets what was read by EOF.
+func readFIFO(t *testing.T, name string) (path string, ch chan string, release func()) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), name)
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch = make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(r)
+		r.Close()
+		ch <- string(b)
+	}()
+	t.Cleanup(func() { hold.Close() })
+	return path, ch, func() { hold.Close() }
 }
 
 func trim(s string) string {
