@@ -25,13 +25,21 @@ type Spec = specs.Spec
 // SpecOpt changes a spec.
 type SpecOpt func(ctx context.Context, s *Spec) error
 
-// GenerateSpec is sdk/runtime's DefaultSpec with opts applied in order.
+// GenerateSpec is sdk/runtime's DefaultSpec with opts applied in order,
+// then the choices that depend on the final spec: WithInit's wrapping of
+// the command, and the seccomp profile — Docker's default unless an option
+// chose another or none (see WithDefaultSeccomp).
 func GenerateSpec(ctx context.Context, opts ...SpecOpt) (*Spec, error) {
 	s := runtime.DefaultSpec()
+	st := &finalState{seccomp: defaultSeccomp}
+	ctx = context.WithValue(ctx, finalKey{}, st)
 	for _, o := range opts {
 		if err := o(ctx, s); err != nil {
 			return nil, err
 		}
+	}
+	if err := st.finish(s); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -221,8 +229,12 @@ func WithReadonlyRootfs(_ context.Context, s *Spec) error {
 }
 
 // WithPrivileged gives every capability, every device, and drops the
-// masked and read-only paths: the host's power, use with care.
-func WithPrivileged(_ context.Context, s *Spec) error {
+// masked and read-only paths and the seccomp filter: the host's power, use
+// with care.
+func WithPrivileged(ctx context.Context, s *Spec) error {
+	if err := WithSeccompUnconfined(ctx, s); err != nil {
+		return err
+	}
 	caps := allCapabilities()
 	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
 	s.Process.NoNewPrivileges = false
