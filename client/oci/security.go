@@ -33,7 +33,7 @@ func CapabilityName(c string) (string, error) {
 
 // WithCapabilities changes the capability set as Docker's --cap-add and
 // --cap-drop do: drop "ALL" starts from nothing, add "ALL" gives every
-// capability but the dropped ones; otherwise drop comes first, then add.
+// capability this host has (see WithPrivileged) but the dropped ones; otherwise drop comes first, then add.
 // Names are taken as CapabilityName takes them.
 func WithCapabilities(add, drop []string) SpecOpt {
 	return func(_ context.Context, s *Spec) error {
@@ -67,7 +67,7 @@ func WithCapabilities(add, drop []string) SpecOpt {
 		case slices.Contains(add, "ALL") && slices.Contains(drop, "ALL"):
 			return fmt.Errorf("capabilities: add ALL and drop ALL: pick one: %w", errdefs.ErrInvalidArgument)
 		case slices.Contains(add, "ALL"):
-			for _, c := range allCapabilities() {
+			for _, c := range hostCapabilities() {
 				if !slices.Contains(drop, c) {
 					caps = append(caps, c)
 				}
