@@ -24,13 +24,10 @@ func allows(p *specs.LinuxSeccomp, name string) bool {
 	return false
 }
 
+// writeFile writes data to a new file name and returns its path.
 func writeFile(t *testing.T, name, data string) string {
 	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return filepath.Join(writeRootfs(t, map[string]string{name: data}), name)
 }
 
 const denyKeyctl = `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [

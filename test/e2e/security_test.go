@@ -17,10 +17,8 @@ func TestRunSecurity(t *testing.T) {
 	k := startRunKeeld(t, "")
 	dir := t.TempDir()
 	// A profile that allows all but mkdir, to tell a profile file applies.
-	noMkdir := filepath.Join(dir, "no-mkdir.json")
-	writeTestFile(t, noMkdir, `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}`)
-	envFile := filepath.Join(dir, "app.env")
-	writeTestFile(t, envFile, "# settings\nA=from file\n\n  B=two words \nPATH\nC=overridden\n")
+	noMkdir := writeTemp(t, dir, "no-mkdir.json", []byte(`{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]}`))
+	envFile := writeTemp(t, dir, "app.env", []byte("# settings\nA=from file\n\n  B=two words \nPATH\nC=overridden\n"))
 
 	const (
 		status    = `grep -E "^(Seccomp|NoNewPrivs|CapEff):" /proc/self/status`
@@ -82,10 +80,8 @@ func TestRunSecurity(t *testing.T) {
 
 	// Bad flags: one line naming what is wrong, and no container left.
 	missing := filepath.Join(dir, "missing.json")
-	badJSON := filepath.Join(dir, "bad.json")
-	writeTestFile(t, badJSON, "{not json")
-	badEnv := filepath.Join(dir, "bad.env")
-	writeTestFile(t, badEnv, "A=1\nB C=2\n")
+	badJSON := writeTemp(t, dir, "bad.json", []byte("{not json"))
+	badEnv := writeTemp(t, dir, "bad.env", []byte("A=1\nB C=2\n"))
 	for _, tc := range []struct {
 		flags []string
 		want  string
@@ -161,12 +157,5 @@ func TestRunInit(t *testing.T) {
 	}
 	if code := run.cmd.ProcessState.ExitCode(); code != 143 {
 		t.Fatalf("keel run --init: exit %d, want 143 (SIGTERM); stderr %q", code, run.stderr.String())
-	}
-}
-
-func writeTestFile(t *testing.T, path, data string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
