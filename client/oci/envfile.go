@@ -78,12 +78,11 @@ func ParseEnvFile(r io.Reader, name string, lookup func(string) (string, bool)) 
 // the same name.
 func WithEnvFile(path string) SpecOpt {
 	return func(ctx context.Context, s *Spec) error {
-		f, err := os.Open(path)
+		b, err := readFileLimited(path, "env file")
 		if err != nil {
-			return fmt.Errorf("env file: %w: %w", err, errdefs.ErrInvalidArgument)
+			return err
 		}
-		defer f.Close()
-		env, err := ParseEnvFile(f, path, os.LookupEnv)
+		env, err := ParseEnvFile(bytes.NewReader(b), path, os.LookupEnv)
 		if err != nil {
 			return err
 		}

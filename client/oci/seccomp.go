@@ -3,6 +3,7 @@ package oci
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/moby/profiles/seccomp"
@@ -133,9 +134,9 @@ func WithSeccompProfile(name string, profile []byte) SpecOpt {
 // WithSeccompProfileFile is WithSeccompProfile of the file at path.
 func WithSeccompProfileFile(path string) SpecOpt {
 	return func(ctx context.Context, s *Spec) error {
-		b, err := os.ReadFile(path)
+		b, err := readFileLimited(path, "seccomp profile")
 		if err != nil {
-			return fmt.Errorf("seccomp profile: %w: %w", err, errdefs.ErrInvalidArgument)
+			return err
 		}
 		return WithSeccompProfile(path, b)(ctx, s)
 	}
@@ -172,4 +173,25 @@ func loadSeccomp(name string, profile []byte, s *Spec) (*specs.LinuxSeccomp, err
 		}
 	}
 	return p, nil
+}
+
+// maxFileSize bounds what the options read from a file the caller named
+// (Docker's default profile is 20 KiB): /dev/zero fails, not fills memory.
+const maxFileSize = 16 << 20
+
+// readFileLimited reads the file at path, what it is for in errors.
+func readFileLimited(path, what string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %w", what, err, errdefs.ErrInvalidArgument)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s %s: %w: %w", what, path, err, errdefs.ErrInvalidArgument)
+	case len(b) > maxFileSize:
+		return nil, fmt.Errorf("%s %s: larger than %d MiB: %w", what, path, maxFileSize>>20, errdefs.ErrInvalidArgument)
+	}
+	return b, nil
 }

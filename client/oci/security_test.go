@@ -139,9 +139,10 @@ func TestSeccompBad(t *testing.T) {
 			t.Errorf("%s: %v, want InvalidArgument naming the file and %q", tc.name, err, tc.want)
 		}
 	}
-	missing := filepath.Join(dir, "missing.json")
-	if _, err := GenerateSpec(t.Context(), WithSeccompProfileFile(missing)); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), missing) {
-		t.Errorf("missing file: %v", err)
+	for _, p := range []string{filepath.Join(dir, "missing.json"), "/dev/zero", dir} {
+		if _, err := GenerateSpec(t.Context(), WithSeccompProfileFile(p)); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: %v, want InvalidArgument naming it", p, err)
+		}
 	}
 }
 
@@ -332,9 +333,10 @@ func TestWithEnvFile(t *testing.T) {
 	if !slices.Contains(s.Process.Env, "A=1") || !slices.Contains(s.Process.Env, "B=2") || !slices.Contains(s.Process.Env, "C=3") {
 		t.Errorf("env %v", s.Process.Env)
 	}
-	missing := filepath.Join(t.TempDir(), "nope")
-	if _, err := GenerateSpec(t.Context(), WithEnvFile(missing)); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), missing) {
-		t.Errorf("missing file: %v", err)
+	for _, p := range []string{filepath.Join(t.TempDir(), "nope"), "/dev/zero"} {
+		if _, err := GenerateSpec(t.Context(), WithEnvFile(p)); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: %v, want InvalidArgument naming it", p, err)
+		}
 	}
 }
 
