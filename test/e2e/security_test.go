@@ -129,6 +129,20 @@ func TestRunStdin(t *testing.T) {
 	if r.code != 0 || r.stdout != "eof\n" {
 		t.Fatalf("no -i: %v", r)
 	}
+	// task start and task exec take -i as run does; container create takes
+	// run's spec flags.
+	k.ok("container", "create", "--cap-drop", "ALL", "--init", k.ref, "created", "sh", "-c", "grep CapEff /proc/self/status; cat; echo eof")
+	r = k.keelIn(strings.NewReader("typed\n"), "task", "start", "-i", "created")
+	if r.code != 0 || r.stdout != "CapEff:\t0000000000000000\ntyped\neof\n" {
+		t.Fatalf("task start -i: %v", r)
+	}
+	k.ok("run", "-d", "--net", "none", k.ref, "sleeper", "/bin/busybox", "sleep", "1000")
+	if r = k.keelIn(pr, "task", "exec", "sleeper", "sh", "-c", "cat; echo eof"); r.code != 0 || r.stdout != "eof\n" {
+		t.Fatalf("exec without -i: %v", r)
+	}
+	if r = k.keelIn(strings.NewReader("typed\n"), "task", "exec", "-i", "sleeper", "sh", "-c", "cat; echo eof"); r.code != 0 || r.stdout != "typed\neof\n" {
+		t.Fatalf("exec -i: %v", r)
+	}
 	// -t without -i (as Docker's): a terminal, which nobody types in.
 	r = k.keelIn(pr, "run", "--rm", "--net", "none", "-t", k.ref, "ttynoin", "sh", "-c", "test -t 0 && echo tty")
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "tty" {
