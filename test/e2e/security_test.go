@@ -58,6 +58,8 @@ func TestRunSecurity(t *testing.T) {
 		{name: "env-file", flags: []string{"--env-file", envFile, "--env", "C=flag"}, sh: `echo "A=$A;B=$B;C=$C;PATH=$PATH"`, out: []string{"A=from file;B=two words ;C=flag;PATH=" + os.Getenv("PATH")}},
 		{name: "read-only", flags: []string{"--read-only"}, sh: "touch /new || exit 1", code: 1, err: "Read-only file system"},
 		{name: "writable", sh: "touch /new && echo touched", out: []string{"touched"}},
+		// tini's mount point is made before the rootfs turns read-only.
+		{name: "read-only init", flags: []string{"--read-only", "--init"}, sh: "touch /new || exit 1", code: 1, err: "Read-only file system"},
 		{name: "init", flags: []string{"--init"}, sh: `tr "\0" " " < /proc/1/cmdline; echo; echo "me=$$ parent=$PPID"`, out: []string{"/sbin/keel-init -- sh -c", "parent=1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
