@@ -23,6 +23,7 @@ targets=(
   "./core/diff FuzzApplyContained"
   "./test/difftest FuzzApplyDifferential"
   "./test/difftest FuzzFilterDifferential"
+  "./client/oci FuzzParseEnvFile"
 )
 
 # shutdown_race tells Go's fuzz coordinator race (go.dev/issue/75804, fixed

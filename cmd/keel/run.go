@@ -64,6 +64,7 @@ type runFlags struct {
 	tty         bool
 	readonly    bool
 	privileged  bool
+	sec         secFlags
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -81,7 +82,8 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.runtime, "runtime", "", "runtime plugin (default: keeld's only one)")
 	fl.BoolVarP(&f.tty, "tty", "t", false, "give the process a terminal")
 	fl.BoolVar(&f.readonly, "read-only", false, "mount the rootfs read-only")
-	fl.BoolVar(&f.privileged, "privileged", false, "every capability and device (the host's power)")
+	fl.BoolVar(&f.privileged, "privileged", false, "every capability and device, no seccomp filter (the host's power)")
+	f.sec.register(cmd)
 }
 
 func parseSize(s string) (int64, error) {
@@ -136,6 +138,7 @@ func (f *runFlags) specOpts(img *client.LocalImage, args []string) ([]oci.SpecOp
 	if len(args) > 0 {
 		opts = append(opts, oci.WithProcessArgs(args...))
 	}
+	opts = append(opts, f.sec.envOpts()...)
 	if len(f.env) > 0 {
 		opts = append(opts, oci.WithEnv(f.env...))
 	}
@@ -178,6 +181,11 @@ func (f *runFlags) specOpts(img *client.LocalImage, args []string) ([]oci.SpecOp
 	if f.readonly {
 		opts = append(opts, oci.WithReadonlyRootfs)
 	}
+	sec, err := f.sec.specOpts()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, sec...)
 	if f.privileged {
 		opts = append(opts, oci.WithPrivileged)
 	}
@@ -229,6 +237,7 @@ func runCommand(g *globals) *cobra.Command {
 		rm     bool
 		detach bool
 		logf   string
+		stdio  taskIOFlags // -i
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] IMAGE ID [ARGS...]",
@@ -246,7 +255,7 @@ func runCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				code, err := runTask(ctx, ctr, taskIOFlags{tty: f.tty, detach: detach, log: logf}, cmd)
+				code, err := runTask(ctx, ctr, taskIOFlags{tty: f.tty, detach: detach, log: logf, stdin: stdio.stdin}, cmd)
 				if rm {
 					if derr := ctr.Delete(ctx, client.WithForce); derr != nil && err == nil {
 						err = derr
@@ -268,6 +277,7 @@ func runCommand(g *globals) *cobra.Command {
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the container (and its task) once it exits")
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and return; no stdio unless --log")
 	cmd.Flags().StringVar(&logf, "log", "", "append the task's stdout and stderr to FILE (the runtime writes it)")
+	registerInteractive(cmd, &stdio)
 	return cmd
 }
 
@@ -275,6 +285,7 @@ type taskIOFlags struct {
 	tty    bool
 	detach bool
 	log    string
+	stdin  bool // -i
 }
 
 // creator picks the task's stdio.
@@ -285,9 +296,9 @@ func (o taskIOFlags) creator() cio.Creator {
 	case o.detach:
 		return cio.NullIO
 	case o.tty:
-		return cio.NewCreator(cio.WithStdio, cio.WithTerminal)
+		return cio.NewCreator(o.stdio(), cio.WithTerminal)
 	}
-	return cio.NewCreator(cio.WithStdio)
+	return cio.NewCreator(o.stdio())
 }
 
 // runTask creates and starts ctr's task and, unless detached, waits for it
@@ -307,7 +318,7 @@ func runProcess(ctx context.Context, p *client.Process, o taskIOFlags, cmd *cobr
 		return 0, err
 	}
 	var restore func()
-	if o.tty && !o.detach && term.IsTerminal(int(os.Stdin.Fd())) {
+	if o.tty && o.stdin && !o.detach && term.IsTerminal(int(os.Stdin.Fd())) {
 		st, err := term.MakeRaw(int(os.Stdin.Fd()))
 		if err != nil {
 			return 0, fmt.Errorf("terminal raw mode: %w", err)
