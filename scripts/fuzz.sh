@@ -23,6 +23,7 @@ targets=(
   "./core/diff FuzzApplyContained"
   "./test/difftest FuzzApplyDifferential"
   "./test/difftest FuzzFilterDifferential"
+  "./client/oci FuzzParseEnvFile"
   "./sdk/crilog FuzzParseRecord"
 )
 

@@ -110,7 +110,7 @@ func taskLsCommand(g *globals) *cobra.Command {
 func taskStartCommand(g *globals) *cobra.Command {
 	var startIO taskIOFlags
 	start := &cobra.Command{
-		Use:   "start [-d] [-t] [--log none|FILE] [--log-opt OPTS] ID",
+		Use:   "start [-d] [-i] [-t] [--log none|FILE] [--log-opt OPTS] ID",
 		Short: "Create and start a container's task; wait for it unless -d, and exit with its code",
 		Args:  cobra.ExactArgs(1),
 		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
@@ -135,6 +135,7 @@ func taskStartCommand(g *globals) *cobra.Command {
 	start.Flags().BoolVarP(&startIO.detach, "detach", "d", false, "return once started")
 	start.Flags().BoolVarP(&startIO.tty, "tty", "t", false, "a terminal (default: as the spec says)")
 	registerLogFlags(start, &startIO)
+	registerInteractive(start, &startIO)
 	return start
 }
 
@@ -215,7 +216,7 @@ func taskExecCommand(g *globals) *cobra.Command {
 		execID  string
 	)
 	execCmd := &cobra.Command{
-		Use:   "exec [-t] [-d] [--exec-id ID] [--env K=V] [--cwd DIR] [--user USER[:GROUP]] ID ARGS...",
+		Use:   "exec [-i] [-t] [-d] [--exec-id ID] [--env K=V] [--cwd DIR] [--user USER[:GROUP]] ID ARGS...",
 		Short: "Run a process in a running task; exit with its code",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
@@ -274,6 +275,7 @@ func taskExecCommand(g *globals) *cobra.Command {
 	execCmd.Flags().BoolVarP(&execIO.tty, "tty", "t", false, "give the process a terminal")
 	execCmd.Flags().BoolVarP(&execIO.detach, "detach", "d", false, "return once started (no stdio unless --log)")
 	execCmd.Flags().StringVar(&execIO.log, "log", "", "append stdout and stderr to FILE")
+	registerInteractive(execCmd, &execIO)
 	execCmd.Flags().StringVar(&execID, "exec-id", "", "the process's exec id (default: generated)")
 	execCmd.Flags().StringArrayVar(&execEnv, "env", nil, "environment variable K=V (repeatable)")
 	execCmd.Flags().StringVar(&execCwd, "cwd", "", "working directory")
