@@ -397,6 +397,11 @@ func TestAttachStdin(t *testing.T) {
 	if r.code != 4 || r.stdout != "" || r.stderr != "got two\n" {
 		t.Errorf("attach with stdin: %v", r)
 	}
+	// The CLI's run -d -i: attach sends its stdin.
+	k.ok("run", "-d", "-i", k.ref, "cli", "sh", "-c", "read a; echo got $a; exit 6")
+	if r := k.keelIn(strings.NewReader("hi\n"), "task", "attach", "cli"); r.code != 6 || r.stdout != "got hi\n" {
+		t.Errorf("attach to run -d -i: %v", r)
+	}
 	// A task without a kept stdin refuses a write.
 	k.ok("run", "-d", k.ref, "plain", "/bin/busybox", "sleep", "1000")
 	plain, err := c.LoadContainer(ctx, "plain")
