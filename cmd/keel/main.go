@@ -88,6 +88,7 @@ func newRoot() *cobra.Command {
 		containerCommand(g),
 		taskCommand(g),
 		runCommand(g),
+		logsCommand(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root

@@ -236,8 +236,7 @@ func runCommand(g *globals) *cobra.Command {
 		f      runFlags
 		rm     bool
 		detach bool
-		logf   string
-		stdio  taskIOFlags // -i
+		stdio  taskIOFlags // -i, --log, --log-opt
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] IMAGE ID [ARGS...]",
@@ -255,7 +254,9 @@ func runCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				code, err := runTask(ctx, ctr, taskIOFlags{tty: f.tty, detach: detach, log: logf, stdin: stdio.stdin}, cmd)
+				tio := stdio
+				tio.tty, tio.detach = f.tty, detach
+				code, err := runTask(ctx, ctr, tio, cmd)
 				if rm {
 					if derr := ctr.Delete(ctx, client.WithForce); derr != nil && err == nil {
 						err = derr
@@ -275,30 +276,47 @@ func runCommand(g *globals) *cobra.Command {
 	cmd.Flags().SetInterspersed(false)
 	f.register(cmd)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the container (and its task) once it exits")
-	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and return; no stdio unless --log")
-	cmd.Flags().StringVar(&logf, "log", "", "append the task's stdout and stderr to FILE (the runtime writes it)")
+	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and return; its output goes to its log (keel logs, keel task attach)")
+	registerLogFlags(cmd, &stdio)
 	registerInteractive(cmd, &stdio)
 	return cmd
 }
 
 type taskIOFlags struct {
-	tty    bool
-	detach bool
-	log    string
-	stdin  bool // -i
+	tty     bool
+	detach  bool
+	log     string  // --log: "" for the container's log, none, or a file
+	logOpts cio.Log // --log-opt
+	stdin   bool    // -i
 }
 
-// creator picks the task's stdio.
+// creator picks the task's stdio: the caller's unless detached (stdin
+// only with -i), and the container's log (see logs.go) unless --log says
+// otherwise; detached with -i, a stdin keeld keeps open for attach.
 func (o taskIOFlags) creator() cio.Creator {
-	switch {
-	case o.log != "":
-		return cio.LogFile(o.log)
-	case o.detach:
-		return cio.NullIO
-	case o.tty:
-		return cio.NewCreator(o.stdio(), cio.WithTerminal)
+	if o.detach {
+		var c cio.Creator
+		switch o.log {
+		case logNone:
+			c = cio.NullIO
+		case "":
+			c = cio.ContainerLog(o.logOpts)
+		default:
+			c = cio.LogFile(o.log)
+		}
+		if o.stdin {
+			c = cio.KeepStdin(c)
+		}
+		return c
 	}
-	return cio.NewCreator(o.stdio())
+	if o.log != "" && o.log != logNone {
+		return cio.LogFile(o.log)
+	}
+	opts := append([]cio.Opt{o.stdio()}, o.containerLogOpts()...)
+	if o.tty {
+		opts = append(opts, cio.WithTerminal)
+	}
+	return cio.NewCreator(opts...)
 }
 
 // runTask creates and starts ctr's task and, unless detached, waits for it

@@ -104,6 +104,8 @@ type Config struct {
 	// Limits bound the work one image may cause; nil when the file has
 	// no limits block (defaults apply).
 	Limits *Limits `json:"limits,omitempty"`
+	// ContainerLogs are the rotation defaults of containers' logs.
+	ContainerLogs ContainerLogs `json:"container_logs"`
 	// MaxConcurrentDownloads bounds the blobs one pull fetches at once.
 	MaxConcurrentDownloads int `json:"max_concurrent_downloads"`
 	// DefaultSnapshotter names the snapshotter used when a call names none;

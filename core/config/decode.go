@@ -43,7 +43,9 @@ type fileSchema struct {
 	Metrics *metricsSchema `hcl:"metrics,block"`
 	GC      *gcSchema      `hcl:"gc,block"`
 	Limits  *limitsSchema  `hcl:"limits,block"`
-	Plugins []pluginSchema `hcl:"plugin,block"`
+	// ContainerLogs: see logs.go.
+	ContainerLogs *containerLogsSchema `hcl:"container_logs,block"`
+	Plugins       []pluginSchema       `hcl:"plugin,block"`
 }
 
 type grpcSchema struct {
@@ -227,6 +229,7 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 	if l := fs.Limits; l != nil {
 		c.Limits = decodeLimits(l, fail)
 	}
+	c.ContainerLogs = decodeContainerLogs(fs.ContainerLogs, fail)
 
 	seen := map[string]hcl.Range{}
 	for i := range fs.Plugins {
