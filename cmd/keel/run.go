@@ -344,6 +344,12 @@ func runProcess(ctx context.Context, p *client.Process, o taskIOFlags, cmd *cobr
 		restore = func() { term.Restore(int(os.Stdin.Fd()), st) }
 		defer restore()
 	}
+	// Signals are caught before the start, so one that comes while the
+	// process starts goes to it rather than ending keel.
+	if !o.detach {
+		stop := forwardSignals(ctx, p, o.tty)
+		defer stop()
+	}
 	if err := p.Start(ctx); err != nil {
 		p.Delete(ctx)
 		return 0, err
@@ -352,8 +358,6 @@ func runProcess(ctx context.Context, p *client.Process, o taskIOFlags, cmd *cobr
 		fmt.Fprintln(cmd.OutOrStdout(), p.ID())
 		return 0, nil
 	}
-	stop := forwardSignals(ctx, p, o.tty)
-	defer stop()
 	status := <-statusC
 	if status.Err != nil {
 		return 0, fmt.Errorf("wait for %s: %w", p.ID(), status.Err)
