@@ -120,7 +120,8 @@ func WithNewSpec(opts ...oci.SpecOpt) NewContainerOpt {
 	}
 }
 
-// WithSpec sets the spec as given.
+// WithSpec sets the spec as given: no seccomp profile unless it has one
+// (oci.WithDefaultSeccomp gives Docker's, as WithNewSpec does).
 func WithSpec(s *specs.Spec) NewContainerOpt {
 	return func(_ context.Context, _ *Client, info *ContainerInfo) error {
 		info.Spec = s

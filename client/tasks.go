@@ -40,6 +40,10 @@ type TaskInfo struct {
 	Terminal   bool
 	Stdout     string // the path the runtime was given
 	Reason     string // why the status is unknown, e.g. a shim that died
+	// Log is the log the runtime writes the output to, if any.
+	Log *cio.Log
+	// KeepStdin: keeld holds the process's stdin (Task.WriteStdin).
+	KeepStdin bool
 }
 
 // Process is a task's init process or one exec'd beside it.
@@ -57,7 +61,7 @@ type Task struct{ Process }
 func (c *Client) tasks() keelv1.TasksClient { return keelv1.NewTasksClient(c.conn) }
 
 func ioToProto(cfg cio.Config) *keelv1.TaskIO {
-	return &keelv1.TaskIO{Stdin: cfg.Stdin, Stdout: cfg.Stdout, Stderr: cfg.Stderr, Terminal: cfg.Terminal}
+	return &keelv1.TaskIO{Stdin: cfg.Stdin, Stdout: cfg.Stdout, Stderr: cfg.Stderr, Terminal: cfg.Terminal, Log: logToProto(cfg.Log), KeepStdin: cfg.KeepStdin}
 }
 
 // NewTaskOpt adjusts a task's creation.
@@ -312,6 +316,7 @@ func taskFromProto(t *keelv1.Task) TaskInfo {
 	return TaskInfo{
 		ID: t.Id, ExecID: t.ExecId, Runtime: t.Runtime, Pid: t.Pid, Status: runtime.Status(t.Status),
 		ExitStatus: t.ExitStatus, ExitedAt: exitedAt(t.ExitedAt), Terminal: t.GetIo().GetTerminal(), Stdout: t.GetIo().GetStdout(), Reason: t.Reason,
+		Log: logFromProto(t.GetIo().GetLog()), KeepStdin: t.GetIo().GetKeepStdin(),
 	}
 }
 

@@ -23,6 +23,8 @@ targets=(
   "./core/diff FuzzApplyContained"
   "./test/difftest FuzzApplyDifferential"
   "./test/difftest FuzzFilterDifferential"
+  "./client/oci FuzzParseEnvFile"
+  "./sdk/crilog FuzzParseRecord"
 )
 
 # shutdown_race tells Go's fuzz coordinator race (go.dev/issue/75804, fixed
@@ -40,10 +42,14 @@ summary=()
 failed=0
 for t in "${targets[@]}"; do
   read -r pkg name <<<"$t"
+  # A package of the sdk module is fuzzed from that module (go test -fuzz
+  # takes packages of the main module only).
+  mod=.
+  case "$pkg" in ./sdk/*) mod=sdk; pkg="./${pkg#./sdk/}" ;; esac
   echo "== fuzz $name ($pkg, $fuzztime)"
   # Minimizing a new input is capped: inputs whose coverage varies from run
   # to run (background goroutines) would otherwise take a minute each.
-  go test -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime 10x "${parallel[@]}" "$pkg" 2>&1 | tee "$log"
+  (cd "$mod" && go test -run '^$' -fuzz "^$name\$" -fuzztime "$fuzztime" -fuzzminimizetime 10x "${parallel[@]}" "$pkg") 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   execs=$(grep -o 'execs: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
   result=ok

@@ -23,12 +23,29 @@ import (
 	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
-// Config is what the runtime is given: paths, empty for none.
+// Config is what the runtime is given: paths, empty for none; Log, when
+// set, keeps the output in a log as well.
 type Config struct {
 	Stdin    string
 	Stdout   string
 	Stderr   string
 	Terminal bool
+	Log      *Log
+	// KeepStdin, with no Stdin, gives the process a stdin keeld holds
+	// open, which Task.WriteStdin writes to (keel task attach), attach
+	// after attach, until CloseIO.
+	KeepStdin bool
+}
+
+// Log asks for the process's output in a CRI format log, which the
+// runtime writes for as long as the process runs, whoever reads its
+// stdio. An empty Path is the container's own log, which keeld keeps
+// until the container is deleted and serves (Container.Logs); MaxSize
+// and MaxFiles rotate it (0: keeld's container_logs defaults).
+type Log struct {
+	Path     string
+	MaxSize  int64
+	MaxFiles int
 }
 
 // IO is a process's stdio, seen from the caller.
@@ -55,6 +72,7 @@ type Streams struct {
 	Stdout   io.Writer
 	Stderr   io.Writer
 	Terminal bool
+	Log      *Log
 }
 
 // Opt sets the streams of a Creator.
@@ -70,6 +88,16 @@ func WithStreams(stdin io.Reader, stdout, stderr io.Writer) Opt {
 
 // WithTerminal gives the process a console: output comes on Stdout only.
 func WithTerminal(s *Streams) { s.Terminal = true }
+
+// WithLog keeps the output in the log l as well as copying it to the
+// streams.
+func WithLog(l Log) Opt { return func(s *Streams) { s.Log = &l } }
+
+// ContainerLog gives the process no stdio of the caller's and keeps its
+// output in the container's log (see Log), for `keel logs` and attach.
+func ContainerLog(l Log) Creator {
+	return func(string) (IO, error) { return &fixed{cfg: Config{Log: &l}}, nil }
+}
 
 // NewCreator copies between FIFOs and the streams opts choose.
 func NewCreator(opts ...Opt) Creator {
@@ -98,6 +126,26 @@ func LogFile(path string) Creator {
 	}
 }
 
+// KeepStdin gives the processes c makes a stdin keeld holds open (see
+// Config.KeepStdin); c must give them no stdin of the caller's.
+func KeepStdin(c Creator) Creator {
+	return func(id string) (IO, error) {
+		io, err := c(id)
+		if err != nil {
+			return nil, err
+		}
+		return keptStdin{io}, nil
+	}
+}
+
+type keptStdin struct{ IO }
+
+func (k keptStdin) Config() Config {
+	cfg := k.IO.Config()
+	cfg.KeepStdin = true
+	return cfg
+}
+
 // fixed is stdio the runtime handles alone.
 type fixed struct{ cfg Config }
 
@@ -124,7 +172,7 @@ func newFIFOs(id string, s Streams) (_ *fifos, err error) {
 	if err != nil {
 		return nil, err
 	}
-	f := &fifos{dir: dir, cfg: Config{Terminal: s.Terminal}, started: make(chan struct{})}
+	f := &fifos{dir: dir, cfg: Config{Terminal: s.Terminal, Log: s.Log}, started: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			f.Close()

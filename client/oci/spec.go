@@ -14,6 +14,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/runtime"
@@ -25,13 +26,21 @@ type Spec = specs.Spec
 // SpecOpt changes a spec.
 type SpecOpt func(ctx context.Context, s *Spec) error
 
-// GenerateSpec is sdk/runtime's DefaultSpec with opts applied in order.
+// GenerateSpec is sdk/runtime's DefaultSpec with opts applied in order,
+// then the choices that depend on the final spec: WithInit's wrapping of
+// the command, and the seccomp profile — Docker's default unless an option
+// chose another or none (see WithDefaultSeccomp).
 func GenerateSpec(ctx context.Context, opts ...SpecOpt) (*Spec, error) {
 	s := runtime.DefaultSpec()
+	st := &finalState{seccomp: defaultSeccomp}
+	ctx = context.WithValue(ctx, finalKey{}, st)
 	for _, o := range opts {
 		if err := o(ctx, s); err != nil {
 			return nil, err
 		}
+	}
+	if err := st.finish(s); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -221,10 +230,14 @@ func WithReadonlyRootfs(_ context.Context, s *Spec) error {
 }
 
 // WithPrivileged gives every capability, every device, and drops the
-// masked and read-only paths: the host's power, use with care.
-func WithPrivileged(_ context.Context, s *Spec) error {
-	caps := allCapabilities()
-	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: caps, Permitted: caps}
+// masked and read-only paths and the seccomp filter: the host's power, use
+// with care.
+func WithPrivileged(ctx context.Context, s *Spec) error {
+	if err := WithSeccompUnconfined(ctx, s); err != nil {
+		return err
+	}
+	caps := hostCapabilities()
+	s.Process.Capabilities = &specs.LinuxCapabilities{Bounding: caps, Effective: slices.Clone(caps), Permitted: slices.Clone(caps)}
 	s.Process.NoNewPrivileges = false
 	s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil
 	resources(s).Devices = []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}
@@ -236,6 +249,21 @@ func WithPrivileged(_ context.Context, s *Spec) error {
 	return nil
 }
 
+// hostCapabilities are the capabilities of allCapabilities in this
+// process's bounding set: all a container here can have (a sandbox's root
+// may lack some, and runc fails to apply one it cannot have), as Docker's
+// --privileged gives them. keeld and the runtime are on the caller's host.
+func hostCapabilities() []string {
+	var caps []string
+	for i, c := range allCapabilities() {
+		if in, err := unix.PrctlRetInt(unix.PR_CAPBSET_READ, uintptr(i), 0, 0, 0); err == nil && in == 1 {
+			caps = append(caps, c)
+		}
+	}
+	return caps
+}
+
+// allCapabilities are Linux's capabilities, by number (CAP_CHOWN is 0).
 func allCapabilities() []string {
 	return []string{
 		"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",

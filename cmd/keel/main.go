@@ -88,6 +88,7 @@ func newRoot() *cobra.Command {
 		containerCommand(g),
 		taskCommand(g),
 		runCommand(g),
+		logsCommand(g),
 		psCommand(g),
 		networkCommand(g),
 	)

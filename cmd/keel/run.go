@@ -63,6 +63,7 @@ type runFlags struct {
 	tty         bool
 	readonly    bool
 	privileged  bool
+	sec         secFlags
 	netFlags    // run_net.go
 }
 
@@ -80,7 +81,8 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.runtime, "runtime", "", "runtime plugin (default: keeld's only one)")
 	fl.BoolVarP(&f.tty, "tty", "t", false, "give the process a terminal")
 	fl.BoolVar(&f.readonly, "read-only", false, "mount the rootfs read-only")
-	fl.BoolVar(&f.privileged, "privileged", false, "every capability and device (the host's power)")
+	fl.BoolVar(&f.privileged, "privileged", false, "every capability and device, no seccomp filter (the host's power)")
+	f.sec.register(cmd)
 	f.netFlags.register(cmd)
 }
 
@@ -136,6 +138,7 @@ func (f *runFlags) specOpts(img *client.LocalImage, args []string) ([]oci.SpecOp
 	if len(args) > 0 {
 		opts = append(opts, oci.WithProcessArgs(args...))
 	}
+	opts = append(opts, f.sec.envOpts()...)
 	if len(f.env) > 0 {
 		opts = append(opts, oci.WithEnv(f.env...))
 	}
@@ -171,6 +174,11 @@ func (f *runFlags) specOpts(img *client.LocalImage, args []string) ([]oci.SpecOp
 	if f.readonly {
 		opts = append(opts, oci.WithReadonlyRootfs)
 	}
+	sec, err := f.sec.specOpts()
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, sec...)
 	if f.privileged {
 		opts = append(opts, oci.WithPrivileged)
 	}
@@ -225,7 +233,7 @@ func runCommand(g *globals) *cobra.Command {
 		f      runFlags
 		rm     bool
 		detach bool
-		logf   string
+		stdio  taskIOFlags // -i, --log, --log-opt
 	)
 	cmd := &cobra.Command{
 		Use:   "run [flags] IMAGE ID [ARGS...]",
@@ -243,7 +251,9 @@ func runCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				code, err := runTask(ctx, ctr, taskIOFlags{tty: f.tty, detach: detach, log: logf}, cmd)
+				tio := stdio
+				tio.tty, tio.detach = f.tty, detach
+				code, err := runTask(ctx, ctr, tio, cmd)
 				if rm {
 					if derr := ctr.Delete(ctx, client.WithForce); derr != nil && err == nil {
 						err = derr
@@ -263,28 +273,47 @@ func runCommand(g *globals) *cobra.Command {
 	cmd.Flags().SetInterspersed(false)
 	f.register(cmd)
 	cmd.Flags().BoolVar(&rm, "rm", false, "remove the container (and its task) once it exits")
-	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and return; no stdio unless --log")
-	cmd.Flags().StringVar(&logf, "log", "", "append the task's stdout and stderr to FILE (the runtime writes it)")
+	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "start the task and return; its output goes to its log (keel logs, keel task attach)")
+	registerLogFlags(cmd, &stdio)
+	registerInteractive(cmd, &stdio)
 	return cmd
 }
 
 type taskIOFlags struct {
-	tty    bool
-	detach bool
-	log    string
+	tty     bool
+	detach  bool
+	log     string  // --log: "" for the container's log, none, or a file
+	logOpts cio.Log // --log-opt
+	stdin   bool    // -i
 }
 
-// creator picks the task's stdio.
+// creator picks the task's stdio: the caller's unless detached (stdin
+// only with -i), and the container's log (see logs.go) unless --log says
+// otherwise; detached with -i, a stdin keeld keeps open for attach.
 func (o taskIOFlags) creator() cio.Creator {
-	switch {
-	case o.log != "":
-		return cio.LogFile(o.log)
-	case o.detach:
-		return cio.NullIO
-	case o.tty:
-		return cio.NewCreator(cio.WithStdio, cio.WithTerminal)
+	if o.detach {
+		var c cio.Creator
+		switch o.log {
+		case logNone:
+			c = cio.NullIO
+		case "":
+			c = cio.ContainerLog(o.logOpts)
+		default:
+			c = cio.LogFile(o.log)
+		}
+		if o.stdin {
+			c = cio.KeepStdin(c)
+		}
+		return c
 	}
-	return cio.NewCreator(cio.WithStdio)
+	if o.log != "" && o.log != logNone {
+		return cio.LogFile(o.log)
+	}
+	opts := append([]cio.Opt{o.stdio()}, o.containerLogOpts()...)
+	if o.tty {
+		opts = append(opts, cio.WithTerminal)
+	}
+	return cio.NewCreator(opts...)
 }
 
 // runTask creates and starts ctr's task and, unless detached, waits for it
@@ -304,13 +333,19 @@ func runProcess(ctx context.Context, p *client.Process, o taskIOFlags, cmd *cobr
 		return 0, err
 	}
 	var restore func()
-	if o.tty && !o.detach && term.IsTerminal(int(os.Stdin.Fd())) {
+	if o.tty && o.stdin && !o.detach && term.IsTerminal(int(os.Stdin.Fd())) {
 		st, err := term.MakeRaw(int(os.Stdin.Fd()))
 		if err != nil {
 			return 0, fmt.Errorf("terminal raw mode: %w", err)
 		}
 		restore = func() { term.Restore(int(os.Stdin.Fd()), st) }
 		defer restore()
+	}
+	// Signals are caught before the start, so one that comes while the
+	// process starts goes to it rather than ending keel.
+	if !o.detach {
+		stop := forwardSignals(ctx, p, o.tty)
+		defer stop()
 	}
 	if err := p.Start(ctx); err != nil {
 		p.Delete(ctx)
@@ -320,8 +355,6 @@ func runProcess(ctx context.Context, p *client.Process, o taskIOFlags, cmd *cobr
 		fmt.Fprintln(cmd.OutOrStdout(), p.ID())
 		return 0, nil
 	}
-	stop := forwardSignals(ctx, p, o.tty)
-	defer stop()
 	status := <-statusC
 	if status.Err != nil {
 		return 0, fmt.Errorf("wait for %s: %w", p.ID(), status.Err)

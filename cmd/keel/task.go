@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -112,7 +110,7 @@ func taskLsCommand(g *globals) *cobra.Command {
 func taskStartCommand(g *globals) *cobra.Command {
 	var startIO taskIOFlags
 	start := &cobra.Command{
-		Use:   "start [-d] [-t] [--log FILE] ID",
+		Use:   "start [-d] [-i] [-t] [--log none|FILE] [--log-opt OPTS] ID",
 		Short: "Create and start a container's task; wait for it unless -d, and exit with its code",
 		Args:  cobra.ExactArgs(1),
 		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
@@ -136,50 +134,26 @@ func taskStartCommand(g *globals) *cobra.Command {
 	}
 	start.Flags().BoolVarP(&startIO.detach, "detach", "d", false, "return once started")
 	start.Flags().BoolVarP(&startIO.tty, "tty", "t", false, "a terminal (default: as the spec says)")
-	start.Flags().StringVar(&startIO.log, "log", "", "append stdout and stderr to FILE")
+	registerLogFlags(start, &startIO)
+	registerInteractive(start, &startIO)
 	return start
 }
 
 func taskAttachCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "attach ID",
-		Short: "Follow a task started with --log: print its log until it exits, then exit with its code",
-		Long: "Follow a task: the stdio of a task belongs to whoever created it, so attach can follow only a task\n" +
-			"whose output goes to a log file (run -d --log FILE); it prints the file as it grows until the task exits.",
+	var noStdin bool
+	cmd := &cobra.Command{
+		Use:   "attach [--no-stdin] ID",
+		Short: "Follow a task's output from now until it exits, then exit with its code",
+		Long: "Follow a task: print its output as it comes, from the container's log (stdout to stdout, stderr to\n" +
+			"stderr), or from the file a task started with --log FILE appends to, until the task exits. A task\n" +
+			"whose stdin keeld keeps open (started with -i and -d) gets attach's stdin.",
 		Args: cobra.ExactArgs(1),
-		RunE: withTask(g, func(cmd *cobra.Command, t *client.Task, _ []string) error {
-			st, err := t.Status(cmd.Context())
-			if err != nil {
-				return err
-			}
-			// The runtime reports the stdio paths; a regular file is a log.
-			logPath := st.Stdout
-			if fi, err := os.Stat(logPath); logPath == "" || err != nil || !fi.Mode().IsRegular() {
-				return fmt.Errorf("task %q: its output is not a log file (start it with --log FILE to attach): %w", t.ID(), errdefs.ErrFailedPrecondition)
-			}
-			statusC, _ := t.Wait(cmd.Context())
-			f, err := os.Open(logPath)
-			if err != nil {
-				return err
-			}
-			defer f.Close()
-			for {
-				io.Copy(cmd.OutOrStdout(), f)
-				select {
-				case s := <-statusC:
-					io.Copy(cmd.OutOrStdout(), f)
-					if s.Err != nil {
-						return s.Err
-					}
-					if s.Code != 0 {
-						return exitCodeError{code: int(s.Code)}
-					}
-					return nil
-				case <-time.After(100 * time.Millisecond):
-				}
-			}
+		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
+			return attachTask(cmd, c, args, noStdin)
 		}),
 	}
+	cmd.Flags().BoolVar(&noStdin, "no-stdin", false, "do not send stdin to the task")
+	return cmd
 }
 
 func taskKillCommand(g *globals) *cobra.Command {
@@ -242,7 +216,7 @@ func taskExecCommand(g *globals) *cobra.Command {
 		execID  string
 	)
 	execCmd := &cobra.Command{
-		Use:   "exec [-t] [-d] [--exec-id ID] [--env K=V] [--cwd DIR] [--user USER[:GROUP]] ID ARGS...",
+		Use:   "exec [-i] [-t] [-d] [--exec-id ID] [--env K=V] [--cwd DIR] [--user USER[:GROUP]] ID ARGS...",
 		Short: "Run a process in a running task; exit with its code",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: g.connected(func(cmd *cobra.Command, c *client.Client, args []string) error {
@@ -301,6 +275,7 @@ func taskExecCommand(g *globals) *cobra.Command {
 	execCmd.Flags().BoolVarP(&execIO.tty, "tty", "t", false, "give the process a terminal")
 	execCmd.Flags().BoolVarP(&execIO.detach, "detach", "d", false, "return once started (no stdio unless --log)")
 	execCmd.Flags().StringVar(&execIO.log, "log", "", "append stdout and stderr to FILE")
+	registerInteractive(execCmd, &execIO)
 	execCmd.Flags().StringVar(&execID, "exec-id", "", "the process's exec id (default: generated)")
 	execCmd.Flags().StringArrayVar(&execEnv, "env", nil, "environment variable K=V (repeatable)")
 	execCmd.Flags().StringVar(&execCwd, "cwd", "", "working directory")

@@ -104,6 +104,8 @@ type Config struct {
 	// Limits bound the work one image may cause; nil when the file has
 	// no limits block (defaults apply).
 	Limits *Limits `json:"limits,omitempty"`
+	// ContainerLogs are the rotation defaults of containers' logs.
+	ContainerLogs ContainerLogs `json:"container_logs"`
 	// Network is the network block; nil when the file has none (see
 	// NetworkConfig for the defaults).
 	Network *Network `json:"network,omitempty"`

@@ -43,8 +43,10 @@ type fileSchema struct {
 	Metrics *metricsSchema `hcl:"metrics,block"`
 	GC      *gcSchema      `hcl:"gc,block"`
 	Limits  *limitsSchema  `hcl:"limits,block"`
-	Network *networkSchema `hcl:"network,block"`
-	Plugins []pluginSchema `hcl:"plugin,block"`
+	// ContainerLogs: see logs.go.
+	ContainerLogs *containerLogsSchema `hcl:"container_logs,block"`
+	Network       *networkSchema       `hcl:"network,block"`
+	Plugins       []pluginSchema       `hcl:"plugin,block"`
 }
 
 type grpcSchema struct {
@@ -228,6 +230,7 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 	if l := fs.Limits; l != nil {
 		c.Limits = decodeLimits(l, fail)
 	}
+	c.ContainerLogs = decodeContainerLogs(fs.ContainerLogs, fail)
 	if n := fs.Network; n != nil {
 		c.Network = decodeNetwork(n, fail)
 	}

@@ -126,6 +126,9 @@ func (cs containersService) Delete(ctx context.Context, req *keelv1.DeleteContai
 	if err := cs.s.removeContainerState(ctx, req.Id); err != nil {
 		return nil, err
 	}
+	if err := cs.s.removeContainerLog(ctx, req.Id); err != nil {
+		return nil, err
+	}
 	cs.s.removeContainerSnapshot(ctx, c)
 	return &keelv1.DeleteContainerResponse{}, nil
 }

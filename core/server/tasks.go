@@ -137,6 +137,7 @@ func (s *Server) runtime(name string) (runtime.Runtime, error) {
 func (s *Server) registerTasks(srv *grpc.Server) {
 	keelv1.RegisterContainersServer(srv, containersService{s: s})
 	keelv1.RegisterTasksServer(srv, tasksService{s: s})
+	keelv1.RegisterLogsServer(srv, logsService{s: s})
 }
 
 type tasksService struct {
@@ -196,16 +197,24 @@ func (ts tasksService) Create(ctx context.Context, req *keelv1.CreateTaskRequest
 			return nil, fmt.Errorf("container %q: rootfs: %w", c.ID, err)
 		}
 	}
+	io, err := ts.s.taskIO(ctx, c, req.Io)
+	if err != nil {
+		return nil, err
+	}
 	settle, err := ts.s.setupNetwork(ctx, c, tid, &spec)
 	if err != nil {
 		return nil, err
 	}
 	pid, err := rt.Create(ctx, runtime.CreateOpts{
-		ID: tid, Spec: &spec, Rootfs: rootfs, IO: ioFromProto(req.Io),
+		ID: tid, Spec: &spec, Rootfs: rootfs, IO: io,
 		Checkpoint: req.Checkpoint, Options: c.RuntimeOptions,
 	})
 	settle(err == nil)
 	if err != nil {
+		return nil, err
+	}
+	if err := ts.s.checkLogKept(ctx, rt, c.Runtime, tid, io); err != nil {
+		ts.s.teardownNetwork(ctx, tid) // checkLogKept deleted the task
 		return nil, err
 	}
 	return &keelv1.CreateTaskResponse{Pid: pid}, nil
@@ -357,7 +366,7 @@ func (ts tasksService) Wait(ctx context.Context, req *keelv1.TaskRequest) (*keel
 func taskToProto(rtName, id string, st runtime.TaskState) *keelv1.Task {
 	t := &keelv1.Task{
 		Id: id, ExecId: st.ExecID, Runtime: rtName, Pid: st.Pid, Status: keelv1.TaskStatus(st.Status),
-		Io:         &keelv1.TaskIO{Stdin: st.IO.Stdin, Stdout: st.IO.Stdout, Stderr: st.IO.Stderr, Terminal: st.IO.Terminal},
+		Io:         &keelv1.TaskIO{Stdin: st.IO.Stdin, Stdout: st.IO.Stdout, Stderr: st.IO.Stderr, Terminal: st.IO.Terminal, Log: taskLogToProto(st.IO), KeepStdin: st.IO.KeepStdin},
 		ExitStatus: st.ExitStatus, Reason: st.Reason,
 	}
 	if !st.ExitedAt.IsZero() {

@@ -34,6 +34,8 @@ func (c *client) Create(ctx context.Context, opts CreateOpts) (uint32, error) {
 		Stdout:     opts.IO.Stdout,
 		Stderr:     opts.IO.Stderr,
 		Terminal:   opts.IO.Terminal,
+		Log:        logToProto(opts.IO),
+		KeepStdin:  opts.IO.KeepStdin,
 		Checkpoint: opts.Checkpoint,
 		Options:    opts.Options,
 	})
@@ -70,13 +72,15 @@ func (c *client) Exec(ctx context.Context, opts ExecOpts) error {
 		return err
 	}
 	_, err = c.c.Exec(ctx, &pluginv1.ExecProcessRequest{
-		Id:       opts.ID,
-		ExecId:   opts.ExecID,
-		Terminal: opts.IO.Terminal,
-		Stdin:    opts.IO.Stdin,
-		Stdout:   opts.IO.Stdout,
-		Stderr:   opts.IO.Stderr,
-		Spec:     spec,
+		Id:        opts.ID,
+		ExecId:    opts.ExecID,
+		Terminal:  opts.IO.Terminal,
+		Stdin:     opts.IO.Stdin,
+		Stdout:    opts.IO.Stdout,
+		Stderr:    opts.IO.Stderr,
+		Log:       logToProto(opts.IO),
+		KeepStdin: opts.IO.KeepStdin,
+		Spec:      spec,
 	})
 	return err
 }

@@ -43,6 +43,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	pluginv1 "github.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1"
 	"github.com/keel-runtime/keel/sdk/mount"
 )
 
@@ -91,13 +92,49 @@ const (
 // and restore one (CreateOpts.Checkpoint).
 const CapabilityCheckpoint = "checkpoint"
 
+// CapabilityCRILog is announced by runtimes that write a process's output
+// to IO.LogPath in the CRI log format. keeld refuses a log for a runtime
+// without it (an older runtime would ignore the field and lose the
+// output).
+const CapabilityCRILog = "cri-log"
+
 // IO names the stdio of a process: paths the runtime opens (FIFOs, files),
 // empty for none. With Terminal, Stdout is the console and Stderr unused.
+//
+// LogPath, when set, is a file the runtime writes the process's output to
+// as well, in the CRI log format (sdk/crilog: the terminal's output as
+// stdout), rotating it once it would pass LogMaxSize bytes (0: never) and
+// keeping LogMaxFiles files, the current one included. The runtime writes
+// it for as long as the process runs, whoever else holds its stdio, and
+// reports the exit once the output is in it.
+//
+// KeepStdin keeps the process's stdin open while the writers of the Stdin
+// FIFO come and go (attach after attach): only CloseIO ends it.
 type IO struct {
-	Stdin    string
-	Stdout   string
-	Stderr   string
-	Terminal bool
+	Stdin       string
+	Stdout      string
+	Stderr      string
+	Terminal    bool
+	LogPath     string
+	LogMaxSize  int64
+	LogMaxFiles int
+	KeepStdin   bool
+}
+
+func logToProto(io IO) *pluginv1.LogFile {
+	if io.LogPath == "" {
+		return nil
+	}
+	return &pluginv1.LogFile{Path: io.LogPath, MaxSize: io.LogMaxSize, MaxFiles: int32(io.LogMaxFiles)}
+}
+
+// ioFromProto gathers the stdio fields of a request or state.
+func ioFromProto(stdin, stdout, stderr string, terminal, keepStdin bool, log *pluginv1.LogFile) IO {
+	io := IO{Stdin: stdin, Stdout: stdout, Stderr: stderr, Terminal: terminal, KeepStdin: keepStdin}
+	if log != nil {
+		io.LogPath, io.LogMaxSize, io.LogMaxFiles = log.Path, log.MaxSize, int(log.MaxFiles)
+	}
+	return io
 }
 
 // CreateOpts describe a task to create.

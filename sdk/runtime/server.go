@@ -46,7 +46,7 @@ func (s *server) Create(ctx context.Context, req *pluginv1.CreateTaskRequest) (*
 			ID:         req.Id,
 			Spec:       spec,
 			Rootfs:     mount.FromProto(req.Rootfs),
-			IO:         IO{Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Terminal: req.Terminal},
+			IO:         ioFromProto(req.Stdin, req.Stdout, req.Stderr, req.Terminal, req.KeepStdin, req.Log),
 			Checkpoint: req.Checkpoint,
 			Options:    req.Options,
 		})
@@ -102,7 +102,7 @@ func (s *server) Exec(ctx context.Context, req *pluginv1.ExecProcessRequest) (*p
 			ID:     req.Id,
 			ExecID: req.ExecId,
 			Spec:   spec,
-			IO:     IO{Stdin: req.Stdin, Stdout: req.Stdout, Stderr: req.Stderr, Terminal: req.Terminal},
+			IO:     ioFromProto(req.Stdin, req.Stdout, req.Stderr, req.Terminal, req.KeepStdin, req.Log),
 		})
 	})
 	if err != nil {

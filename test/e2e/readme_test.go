@@ -139,6 +139,7 @@ func TestReadme(t *testing.T) {
 	for _, want := range []string{
 		"hello from a keel container", // the demo's run
 		"\nhi from box1",              // the interactive run (not its echoed input)
+		"\nbox2 up\n",                 // keel logs box2
 		"sleep 600",                   // task exec box2 ps
 		"busybox",                     // ls /mnt/bin of the mounted image
 		" passed, 0 failed",           // the conformance run

@@ -133,12 +133,12 @@ func TestRun(t *testing.T) {
 	if r := k.keel("run", "--rm", k.ref, "hello", "sh", "-c", "exit 0"); r.code != 0 {
 		t.Fatalf("run --rm of the same id again: %v", r)
 	}
-	r = k.keelIn(strings.NewReader("from stdin\n"), "run", "--rm", k.ref, "cat", "sh", "-c", "read l; echo got $l")
+	r = k.keelIn(strings.NewReader("from stdin\n"), "run", "--rm", "-i", k.ref, "cat", "sh", "-c", "read l; echo got $l")
 	if r.code != 0 || r.stdout != "got from stdin\n" {
 		t.Fatalf("stdin: %v", r)
 	}
 	// The image's Cmd (/bin/sh) runs when no args are given; stdin EOF ends it.
-	if r := k.keelIn(strings.NewReader("exit 7\n"), "run", "--rm", k.ref, "imgcmd"); r.code != 7 {
+	if r := k.keelIn(strings.NewReader("exit 7\n"), "run", "--rm", "-i", k.ref, "imgcmd"); r.code != 7 {
 		t.Fatalf("image cmd: %v", r)
 	}
 }

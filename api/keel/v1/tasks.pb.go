@@ -84,6 +84,58 @@ func (TaskStatus) EnumDescriptor() ([]byte, []int) {
 	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{0}
 }
 
+type StdinChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StdinChunk) Reset() {
+	*x = StdinChunk{}
+	mi := &file_keel_v1_tasks_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StdinChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StdinChunk) ProtoMessage() {}
+
+func (x *StdinChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_tasks_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StdinChunk.ProtoReflect.Descriptor instead.
+func (*StdinChunk) Descriptor() ([]byte, []int) {
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *StdinChunk) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *StdinChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type TaskRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -94,7 +146,7 @@ type TaskRequest struct {
 
 func (x *TaskRequest) Reset() {
 	*x = TaskRequest{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[0]
+	mi := &file_keel_v1_tasks_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -106,7 +158,7 @@ func (x *TaskRequest) String() string {
 func (*TaskRequest) ProtoMessage() {}
 
 func (x *TaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[0]
+	mi := &file_keel_v1_tasks_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -119,7 +171,7 @@ func (x *TaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRequest.ProtoReflect.Descriptor instead.
 func (*TaskRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{0}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *TaskRequest) GetId() string {
@@ -137,18 +189,24 @@ func (x *TaskRequest) GetExecId() string {
 }
 
 type TaskIO struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Stdin         string                 `protobuf:"bytes,1,opt,name=stdin,proto3" json:"stdin,omitempty"`
-	Stdout        string                 `protobuf:"bytes,2,opt,name=stdout,proto3" json:"stdout,omitempty"`
-	Stderr        string                 `protobuf:"bytes,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
-	Terminal      bool                   `protobuf:"varint,4,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Stdin    string                 `protobuf:"bytes,1,opt,name=stdin,proto3" json:"stdin,omitempty"`
+	Stdout   string                 `protobuf:"bytes,2,opt,name=stdout,proto3" json:"stdout,omitempty"`
+	Stderr   string                 `protobuf:"bytes,3,opt,name=stderr,proto3" json:"stderr,omitempty"`
+	Terminal bool                   `protobuf:"varint,4,opt,name=terminal,proto3" json:"terminal,omitempty"`
+	// log, when set, keeps the output in a log as well (see TaskLog).
+	Log *TaskLog `protobuf:"bytes,5,opt,name=log,proto3" json:"log,omitempty"`
+	// keep_stdin, with no stdin path, gives the process a stdin that keeld
+	// holds open (a FIFO under its state dir): WriteStdin writes to it,
+	// attach after attach, until CloseIO.
+	KeepStdin     bool `protobuf:"varint,6,opt,name=keep_stdin,json=keepStdin,proto3" json:"keep_stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskIO) Reset() {
 	*x = TaskIO{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[1]
+	mi := &file_keel_v1_tasks_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -160,7 +218,7 @@ func (x *TaskIO) String() string {
 func (*TaskIO) ProtoMessage() {}
 
 func (x *TaskIO) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[1]
+	mi := &file_keel_v1_tasks_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -173,7 +231,7 @@ func (x *TaskIO) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskIO.ProtoReflect.Descriptor instead.
 func (*TaskIO) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{1}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *TaskIO) GetStdin() string {
@@ -204,6 +262,20 @@ func (x *TaskIO) GetTerminal() bool {
 	return false
 }
 
+func (x *TaskIO) GetLog() *TaskLog {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+func (x *TaskIO) GetKeepStdin() bool {
+	if x != nil {
+		return x.KeepStdin
+	}
+	return false
+}
+
 type CreateTaskRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -216,7 +288,7 @@ type CreateTaskRequest struct {
 
 func (x *CreateTaskRequest) Reset() {
 	*x = CreateTaskRequest{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[2]
+	mi := &file_keel_v1_tasks_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -228,7 +300,7 @@ func (x *CreateTaskRequest) String() string {
 func (*CreateTaskRequest) ProtoMessage() {}
 
 func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[2]
+	mi := &file_keel_v1_tasks_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -241,7 +313,7 @@ func (x *CreateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskRequest.ProtoReflect.Descriptor instead.
 func (*CreateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{2}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateTaskRequest) GetId() string {
@@ -274,7 +346,7 @@ type CreateTaskResponse struct {
 
 func (x *CreateTaskResponse) Reset() {
 	*x = CreateTaskResponse{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[3]
+	mi := &file_keel_v1_tasks_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -286,7 +358,7 @@ func (x *CreateTaskResponse) String() string {
 func (*CreateTaskResponse) ProtoMessage() {}
 
 func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[3]
+	mi := &file_keel_v1_tasks_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -299,7 +371,7 @@ func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskResponse.ProtoReflect.Descriptor instead.
 func (*CreateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{3}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *CreateTaskResponse) GetPid() uint32 {
@@ -318,7 +390,7 @@ type StartTaskResponse struct {
 
 func (x *StartTaskResponse) Reset() {
 	*x = StartTaskResponse{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[4]
+	mi := &file_keel_v1_tasks_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -330,7 +402,7 @@ func (x *StartTaskResponse) String() string {
 func (*StartTaskResponse) ProtoMessage() {}
 
 func (x *StartTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[4]
+	mi := &file_keel_v1_tasks_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -343,7 +415,7 @@ func (x *StartTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartTaskResponse.ProtoReflect.Descriptor instead.
 func (*StartTaskResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{4}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StartTaskResponse) GetPid() uint32 {
@@ -364,7 +436,7 @@ type TaskExit struct {
 
 func (x *TaskExit) Reset() {
 	*x = TaskExit{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[5]
+	mi := &file_keel_v1_tasks_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +448,7 @@ func (x *TaskExit) String() string {
 func (*TaskExit) ProtoMessage() {}
 
 func (x *TaskExit) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[5]
+	mi := &file_keel_v1_tasks_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +461,7 @@ func (x *TaskExit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskExit.ProtoReflect.Descriptor instead.
 func (*TaskExit) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{5}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *TaskExit) GetPid() uint32 {
@@ -425,7 +497,7 @@ type KillTaskRequest struct {
 
 func (x *KillTaskRequest) Reset() {
 	*x = KillTaskRequest{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[6]
+	mi := &file_keel_v1_tasks_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -437,7 +509,7 @@ func (x *KillTaskRequest) String() string {
 func (*KillTaskRequest) ProtoMessage() {}
 
 func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[6]
+	mi := &file_keel_v1_tasks_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -450,7 +522,7 @@ func (x *KillTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillTaskRequest.ProtoReflect.Descriptor instead.
 func (*KillTaskRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{6}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *KillTaskRequest) GetId() string {
@@ -494,7 +566,7 @@ type ExecTaskRequest struct {
 
 func (x *ExecTaskRequest) Reset() {
 	*x = ExecTaskRequest{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[7]
+	mi := &file_keel_v1_tasks_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +578,7 @@ func (x *ExecTaskRequest) String() string {
 func (*ExecTaskRequest) ProtoMessage() {}
 
 func (x *ExecTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[7]
+	mi := &file_keel_v1_tasks_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +591,7 @@ func (x *ExecTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecTaskRequest.ProtoReflect.Descriptor instead.
 func (*ExecTaskRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{7}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExecTaskRequest) GetId() string {
@@ -562,7 +634,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[8]
+	mi := &file_keel_v1_tasks_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -574,7 +646,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[8]
+	mi := &file_keel_v1_tasks_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -587,7 +659,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{8}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResizePtyRequest) GetId() string {
@@ -627,7 +699,7 @@ type PidsResponse struct {
 
 func (x *PidsResponse) Reset() {
 	*x = PidsResponse{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[9]
+	mi := &file_keel_v1_tasks_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +711,7 @@ func (x *PidsResponse) String() string {
 func (*PidsResponse) ProtoMessage() {}
 
 func (x *PidsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[9]
+	mi := &file_keel_v1_tasks_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +724,7 @@ func (x *PidsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsResponse.ProtoReflect.Descriptor instead.
 func (*PidsResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{9}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PidsResponse) GetProcesses() []*PidsResponse_Process {
@@ -674,7 +746,7 @@ type CheckpointTaskRequest struct {
 
 func (x *CheckpointTaskRequest) Reset() {
 	*x = CheckpointTaskRequest{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[10]
+	mi := &file_keel_v1_tasks_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +758,7 @@ func (x *CheckpointTaskRequest) String() string {
 func (*CheckpointTaskRequest) ProtoMessage() {}
 
 func (x *CheckpointTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[10]
+	mi := &file_keel_v1_tasks_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,7 +771,7 @@ func (x *CheckpointTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointTaskRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointTaskRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{10}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CheckpointTaskRequest) GetId() string {
@@ -742,7 +814,7 @@ type UpdateTaskRequest struct {
 
 func (x *UpdateTaskRequest) Reset() {
 	*x = UpdateTaskRequest{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[11]
+	mi := &file_keel_v1_tasks_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -754,7 +826,7 @@ func (x *UpdateTaskRequest) String() string {
 func (*UpdateTaskRequest) ProtoMessage() {}
 
 func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[11]
+	mi := &file_keel_v1_tasks_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -767,7 +839,7 @@ func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{11}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpdateTaskRequest) GetId() string {
@@ -801,7 +873,7 @@ type TaskStats struct {
 
 func (x *TaskStats) Reset() {
 	*x = TaskStats{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[12]
+	mi := &file_keel_v1_tasks_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +885,7 @@ func (x *TaskStats) String() string {
 func (*TaskStats) ProtoMessage() {}
 
 func (x *TaskStats) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[12]
+	mi := &file_keel_v1_tasks_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +898,7 @@ func (x *TaskStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskStats.ProtoReflect.Descriptor instead.
 func (*TaskStats) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{12}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *TaskStats) GetTypeUrl() string {
@@ -861,7 +933,7 @@ type Task struct {
 
 func (x *Task) Reset() {
 	*x = Task{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[13]
+	mi := &file_keel_v1_tasks_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +945,7 @@ func (x *Task) String() string {
 func (*Task) ProtoMessage() {}
 
 func (x *Task) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[13]
+	mi := &file_keel_v1_tasks_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +958,7 @@ func (x *Task) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Task.ProtoReflect.Descriptor instead.
 func (*Task) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{13}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Task) GetId() string {
@@ -960,7 +1032,7 @@ type ListTasksRequest struct {
 
 func (x *ListTasksRequest) Reset() {
 	*x = ListTasksRequest{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[14]
+	mi := &file_keel_v1_tasks_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1044,7 @@ func (x *ListTasksRequest) String() string {
 func (*ListTasksRequest) ProtoMessage() {}
 
 func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[14]
+	mi := &file_keel_v1_tasks_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1057,7 @@ func (x *ListTasksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksRequest.ProtoReflect.Descriptor instead.
 func (*ListTasksRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{14}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{15}
 }
 
 type ListTasksResponse struct {
@@ -997,7 +1069,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[15]
+	mi := &file_keel_v1_tasks_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1009,7 +1081,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[15]
+	mi := &file_keel_v1_tasks_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1022,7 +1094,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{15}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListTasksResponse) GetTasks() []*Task {
@@ -1041,7 +1113,7 @@ type TaskEventsRequest struct {
 
 func (x *TaskEventsRequest) Reset() {
 	*x = TaskEventsRequest{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[16]
+	mi := &file_keel_v1_tasks_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1125,7 @@ func (x *TaskEventsRequest) String() string {
 func (*TaskEventsRequest) ProtoMessage() {}
 
 func (x *TaskEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[16]
+	mi := &file_keel_v1_tasks_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1138,7 @@ func (x *TaskEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEventsRequest.ProtoReflect.Descriptor instead.
 func (*TaskEventsRequest) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{16}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *TaskEventsRequest) GetAll() bool {
@@ -1093,7 +1165,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[17]
+	mi := &file_keel_v1_tasks_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1105,7 +1177,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[17]
+	mi := &file_keel_v1_tasks_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1118,7 +1190,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{17}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskEvent) GetNamespace() string {
@@ -1194,7 +1266,7 @@ type PidsResponse_Process struct {
 
 func (x *PidsResponse_Process) Reset() {
 	*x = PidsResponse_Process{}
-	mi := &file_keel_v1_tasks_proto_msgTypes[18]
+	mi := &file_keel_v1_tasks_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1278,7 @@ func (x *PidsResponse_Process) String() string {
 func (*PidsResponse_Process) ProtoMessage() {}
 
 func (x *PidsResponse_Process) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_v1_tasks_proto_msgTypes[18]
+	mi := &file_keel_v1_tasks_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1291,7 @@ func (x *PidsResponse_Process) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsResponse_Process.ProtoReflect.Descriptor instead.
 func (*PidsResponse_Process) Descriptor() ([]byte, []int) {
-	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{9, 0}
+	return file_keel_v1_tasks_proto_rawDescGZIP(), []int{10, 0}
 }
 
 func (x *PidsResponse_Process) GetPid() uint32 {
@@ -1240,15 +1312,22 @@ var File_keel_v1_tasks_proto protoreflect.FileDescriptor
 
 const file_keel_v1_tasks_proto_rawDesc = "" +
 	"\n" +
-	"\x13keel/v1/tasks.proto\x12\akeel.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n" +
+	"\x13keel/v1/tasks.proto\x12\akeel.v1\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x12keel/v1/logs.proto\"0\n" +
+	"\n" +
+	"StdinChunk\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"6\n" +
 	"\vTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
-	"\aexec_id\x18\x02 \x01(\tR\x06execId\"j\n" +
+	"\aexec_id\x18\x02 \x01(\tR\x06execId\"\xad\x01\n" +
 	"\x06TaskIO\x12\x14\n" +
 	"\x05stdin\x18\x01 \x01(\tR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x02 \x01(\tR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x03 \x01(\tR\x06stderr\x12\x1a\n" +
-	"\bterminal\x18\x04 \x01(\bR\bterminal\"d\n" +
+	"\bterminal\x18\x04 \x01(\bR\bterminal\x12\"\n" +
+	"\x03log\x18\x05 \x01(\v2\x10.keel.v1.TaskLogR\x03log\x12\x1d\n" +
+	"\n" +
+	"keep_stdin\x18\x06 \x01(\bR\tkeepStdin\"d\n" +
 	"\x11CreateTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\x02io\x18\x02 \x01(\v2\x0f.keel.v1.TaskIOR\x02io\x12\x1e\n" +
@@ -1334,7 +1413,7 @@ const file_keel_v1_tasks_proto_rawDesc = "" +
 	"\x13TASK_STATUS_RUNNING\x10\x02\x12\x17\n" +
 	"\x13TASK_STATUS_STOPPED\x10\x03\x12\x16\n" +
 	"\x12TASK_STATUS_PAUSED\x10\x04\x12\x17\n" +
-	"\x13TASK_STATUS_PAUSING\x10\x052\xd8\a\n" +
+	"\x13TASK_STATUS_PAUSING\x10\x052\x95\b\n" +
 	"\x05Tasks\x12A\n" +
 	"\x06Create\x12\x1a.keel.v1.CreateTaskRequest\x1a\x1b.keel.v1.CreateTaskResponse\x129\n" +
 	"\x05Start\x12\x14.keel.v1.TaskRequest\x1a\x1a.keel.v1.StartTaskResponse\x121\n" +
@@ -1353,7 +1432,9 @@ const file_keel_v1_tasks_proto_rawDesc = "" +
 	"\x04Wait\x12\x14.keel.v1.TaskRequest\x1a\x11.keel.v1.TaskExit\x12*\n" +
 	"\x03Get\x12\x14.keel.v1.TaskRequest\x1a\r.keel.v1.Task\x12=\n" +
 	"\x04List\x12\x19.keel.v1.ListTasksRequest\x1a\x1a.keel.v1.ListTasksResponse\x12:\n" +
-	"\x06Events\x12\x1a.keel.v1.TaskEventsRequest\x1a\x12.keel.v1.TaskEvent0\x01B1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
+	"\x06Events\x12\x1a.keel.v1.TaskEventsRequest\x1a\x12.keel.v1.TaskEvent0\x01\x12;\n" +
+	"\n" +
+	"WriteStdin\x12\x13.keel.v1.StdinChunk\x1a\x16.google.protobuf.Empty(\x01B1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_tasks_proto_rawDescOnce sync.Once
@@ -1368,83 +1449,88 @@ func file_keel_v1_tasks_proto_rawDescGZIP() []byte {
 }
 
 var file_keel_v1_tasks_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_keel_v1_tasks_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_keel_v1_tasks_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_keel_v1_tasks_proto_goTypes = []any{
 	(TaskStatus)(0),               // 0: keel.v1.TaskStatus
-	(*TaskRequest)(nil),           // 1: keel.v1.TaskRequest
-	(*TaskIO)(nil),                // 2: keel.v1.TaskIO
-	(*CreateTaskRequest)(nil),     // 3: keel.v1.CreateTaskRequest
-	(*CreateTaskResponse)(nil),    // 4: keel.v1.CreateTaskResponse
-	(*StartTaskResponse)(nil),     // 5: keel.v1.StartTaskResponse
-	(*TaskExit)(nil),              // 6: keel.v1.TaskExit
-	(*KillTaskRequest)(nil),       // 7: keel.v1.KillTaskRequest
-	(*ExecTaskRequest)(nil),       // 8: keel.v1.ExecTaskRequest
-	(*ResizePtyRequest)(nil),      // 9: keel.v1.ResizePtyRequest
-	(*PidsResponse)(nil),          // 10: keel.v1.PidsResponse
-	(*CheckpointTaskRequest)(nil), // 11: keel.v1.CheckpointTaskRequest
-	(*UpdateTaskRequest)(nil),     // 12: keel.v1.UpdateTaskRequest
-	(*TaskStats)(nil),             // 13: keel.v1.TaskStats
-	(*Task)(nil),                  // 14: keel.v1.Task
-	(*ListTasksRequest)(nil),      // 15: keel.v1.ListTasksRequest
-	(*ListTasksResponse)(nil),     // 16: keel.v1.ListTasksResponse
-	(*TaskEventsRequest)(nil),     // 17: keel.v1.TaskEventsRequest
-	(*TaskEvent)(nil),             // 18: keel.v1.TaskEvent
-	(*PidsResponse_Process)(nil),  // 19: keel.v1.PidsResponse.Process
-	nil,                           // 20: keel.v1.UpdateTaskRequest.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil), // 21: google.protobuf.Timestamp
-	(*emptypb.Empty)(nil),         // 22: google.protobuf.Empty
+	(*StdinChunk)(nil),            // 1: keel.v1.StdinChunk
+	(*TaskRequest)(nil),           // 2: keel.v1.TaskRequest
+	(*TaskIO)(nil),                // 3: keel.v1.TaskIO
+	(*CreateTaskRequest)(nil),     // 4: keel.v1.CreateTaskRequest
+	(*CreateTaskResponse)(nil),    // 5: keel.v1.CreateTaskResponse
+	(*StartTaskResponse)(nil),     // 6: keel.v1.StartTaskResponse
+	(*TaskExit)(nil),              // 7: keel.v1.TaskExit
+	(*KillTaskRequest)(nil),       // 8: keel.v1.KillTaskRequest
+	(*ExecTaskRequest)(nil),       // 9: keel.v1.ExecTaskRequest
+	(*ResizePtyRequest)(nil),      // 10: keel.v1.ResizePtyRequest
+	(*PidsResponse)(nil),          // 11: keel.v1.PidsResponse
+	(*CheckpointTaskRequest)(nil), // 12: keel.v1.CheckpointTaskRequest
+	(*UpdateTaskRequest)(nil),     // 13: keel.v1.UpdateTaskRequest
+	(*TaskStats)(nil),             // 14: keel.v1.TaskStats
+	(*Task)(nil),                  // 15: keel.v1.Task
+	(*ListTasksRequest)(nil),      // 16: keel.v1.ListTasksRequest
+	(*ListTasksResponse)(nil),     // 17: keel.v1.ListTasksResponse
+	(*TaskEventsRequest)(nil),     // 18: keel.v1.TaskEventsRequest
+	(*TaskEvent)(nil),             // 19: keel.v1.TaskEvent
+	(*PidsResponse_Process)(nil),  // 20: keel.v1.PidsResponse.Process
+	nil,                           // 21: keel.v1.UpdateTaskRequest.AnnotationsEntry
+	(*TaskLog)(nil),               // 22: keel.v1.TaskLog
+	(*timestamppb.Timestamp)(nil), // 23: google.protobuf.Timestamp
+	(*emptypb.Empty)(nil),         // 24: google.protobuf.Empty
 }
 var file_keel_v1_tasks_proto_depIdxs = []int32{
-	2,  // 0: keel.v1.CreateTaskRequest.io:type_name -> keel.v1.TaskIO
-	21, // 1: keel.v1.TaskExit.exited_at:type_name -> google.protobuf.Timestamp
-	2,  // 2: keel.v1.ExecTaskRequest.io:type_name -> keel.v1.TaskIO
-	19, // 3: keel.v1.PidsResponse.processes:type_name -> keel.v1.PidsResponse.Process
-	20, // 4: keel.v1.UpdateTaskRequest.annotations:type_name -> keel.v1.UpdateTaskRequest.AnnotationsEntry
-	0,  // 5: keel.v1.Task.status:type_name -> keel.v1.TaskStatus
-	2,  // 6: keel.v1.Task.io:type_name -> keel.v1.TaskIO
-	21, // 7: keel.v1.Task.exited_at:type_name -> google.protobuf.Timestamp
-	14, // 8: keel.v1.ListTasksResponse.tasks:type_name -> keel.v1.Task
-	21, // 9: keel.v1.TaskEvent.exited_at:type_name -> google.protobuf.Timestamp
-	21, // 10: keel.v1.TaskEvent.timestamp:type_name -> google.protobuf.Timestamp
-	3,  // 11: keel.v1.Tasks.Create:input_type -> keel.v1.CreateTaskRequest
-	1,  // 12: keel.v1.Tasks.Start:input_type -> keel.v1.TaskRequest
-	1,  // 13: keel.v1.Tasks.Delete:input_type -> keel.v1.TaskRequest
-	7,  // 14: keel.v1.Tasks.Kill:input_type -> keel.v1.KillTaskRequest
-	8,  // 15: keel.v1.Tasks.Exec:input_type -> keel.v1.ExecTaskRequest
-	9,  // 16: keel.v1.Tasks.ResizePty:input_type -> keel.v1.ResizePtyRequest
-	1,  // 17: keel.v1.Tasks.CloseIO:input_type -> keel.v1.TaskRequest
-	1,  // 18: keel.v1.Tasks.Pause:input_type -> keel.v1.TaskRequest
-	1,  // 19: keel.v1.Tasks.Resume:input_type -> keel.v1.TaskRequest
-	1,  // 20: keel.v1.Tasks.Pids:input_type -> keel.v1.TaskRequest
-	11, // 21: keel.v1.Tasks.Checkpoint:input_type -> keel.v1.CheckpointTaskRequest
-	12, // 22: keel.v1.Tasks.Update:input_type -> keel.v1.UpdateTaskRequest
-	1,  // 23: keel.v1.Tasks.Stats:input_type -> keel.v1.TaskRequest
-	1,  // 24: keel.v1.Tasks.Wait:input_type -> keel.v1.TaskRequest
-	1,  // 25: keel.v1.Tasks.Get:input_type -> keel.v1.TaskRequest
-	15, // 26: keel.v1.Tasks.List:input_type -> keel.v1.ListTasksRequest
-	17, // 27: keel.v1.Tasks.Events:input_type -> keel.v1.TaskEventsRequest
-	4,  // 28: keel.v1.Tasks.Create:output_type -> keel.v1.CreateTaskResponse
-	5,  // 29: keel.v1.Tasks.Start:output_type -> keel.v1.StartTaskResponse
-	6,  // 30: keel.v1.Tasks.Delete:output_type -> keel.v1.TaskExit
-	22, // 31: keel.v1.Tasks.Kill:output_type -> google.protobuf.Empty
-	22, // 32: keel.v1.Tasks.Exec:output_type -> google.protobuf.Empty
-	22, // 33: keel.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
-	22, // 34: keel.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
-	22, // 35: keel.v1.Tasks.Pause:output_type -> google.protobuf.Empty
-	22, // 36: keel.v1.Tasks.Resume:output_type -> google.protobuf.Empty
-	10, // 37: keel.v1.Tasks.Pids:output_type -> keel.v1.PidsResponse
-	22, // 38: keel.v1.Tasks.Checkpoint:output_type -> google.protobuf.Empty
-	22, // 39: keel.v1.Tasks.Update:output_type -> google.protobuf.Empty
-	13, // 40: keel.v1.Tasks.Stats:output_type -> keel.v1.TaskStats
-	6,  // 41: keel.v1.Tasks.Wait:output_type -> keel.v1.TaskExit
-	14, // 42: keel.v1.Tasks.Get:output_type -> keel.v1.Task
-	16, // 43: keel.v1.Tasks.List:output_type -> keel.v1.ListTasksResponse
-	18, // 44: keel.v1.Tasks.Events:output_type -> keel.v1.TaskEvent
-	28, // [28:45] is the sub-list for method output_type
-	11, // [11:28] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	22, // 0: keel.v1.TaskIO.log:type_name -> keel.v1.TaskLog
+	3,  // 1: keel.v1.CreateTaskRequest.io:type_name -> keel.v1.TaskIO
+	23, // 2: keel.v1.TaskExit.exited_at:type_name -> google.protobuf.Timestamp
+	3,  // 3: keel.v1.ExecTaskRequest.io:type_name -> keel.v1.TaskIO
+	20, // 4: keel.v1.PidsResponse.processes:type_name -> keel.v1.PidsResponse.Process
+	21, // 5: keel.v1.UpdateTaskRequest.annotations:type_name -> keel.v1.UpdateTaskRequest.AnnotationsEntry
+	0,  // 6: keel.v1.Task.status:type_name -> keel.v1.TaskStatus
+	3,  // 7: keel.v1.Task.io:type_name -> keel.v1.TaskIO
+	23, // 8: keel.v1.Task.exited_at:type_name -> google.protobuf.Timestamp
+	15, // 9: keel.v1.ListTasksResponse.tasks:type_name -> keel.v1.Task
+	23, // 10: keel.v1.TaskEvent.exited_at:type_name -> google.protobuf.Timestamp
+	23, // 11: keel.v1.TaskEvent.timestamp:type_name -> google.protobuf.Timestamp
+	4,  // 12: keel.v1.Tasks.Create:input_type -> keel.v1.CreateTaskRequest
+	2,  // 13: keel.v1.Tasks.Start:input_type -> keel.v1.TaskRequest
+	2,  // 14: keel.v1.Tasks.Delete:input_type -> keel.v1.TaskRequest
+	8,  // 15: keel.v1.Tasks.Kill:input_type -> keel.v1.KillTaskRequest
+	9,  // 16: keel.v1.Tasks.Exec:input_type -> keel.v1.ExecTaskRequest
+	10, // 17: keel.v1.Tasks.ResizePty:input_type -> keel.v1.ResizePtyRequest
+	2,  // 18: keel.v1.Tasks.CloseIO:input_type -> keel.v1.TaskRequest
+	2,  // 19: keel.v1.Tasks.Pause:input_type -> keel.v1.TaskRequest
+	2,  // 20: keel.v1.Tasks.Resume:input_type -> keel.v1.TaskRequest
+	2,  // 21: keel.v1.Tasks.Pids:input_type -> keel.v1.TaskRequest
+	12, // 22: keel.v1.Tasks.Checkpoint:input_type -> keel.v1.CheckpointTaskRequest
+	13, // 23: keel.v1.Tasks.Update:input_type -> keel.v1.UpdateTaskRequest
+	2,  // 24: keel.v1.Tasks.Stats:input_type -> keel.v1.TaskRequest
+	2,  // 25: keel.v1.Tasks.Wait:input_type -> keel.v1.TaskRequest
+	2,  // 26: keel.v1.Tasks.Get:input_type -> keel.v1.TaskRequest
+	16, // 27: keel.v1.Tasks.List:input_type -> keel.v1.ListTasksRequest
+	18, // 28: keel.v1.Tasks.Events:input_type -> keel.v1.TaskEventsRequest
+	1,  // 29: keel.v1.Tasks.WriteStdin:input_type -> keel.v1.StdinChunk
+	5,  // 30: keel.v1.Tasks.Create:output_type -> keel.v1.CreateTaskResponse
+	6,  // 31: keel.v1.Tasks.Start:output_type -> keel.v1.StartTaskResponse
+	7,  // 32: keel.v1.Tasks.Delete:output_type -> keel.v1.TaskExit
+	24, // 33: keel.v1.Tasks.Kill:output_type -> google.protobuf.Empty
+	24, // 34: keel.v1.Tasks.Exec:output_type -> google.protobuf.Empty
+	24, // 35: keel.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
+	24, // 36: keel.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
+	24, // 37: keel.v1.Tasks.Pause:output_type -> google.protobuf.Empty
+	24, // 38: keel.v1.Tasks.Resume:output_type -> google.protobuf.Empty
+	11, // 39: keel.v1.Tasks.Pids:output_type -> keel.v1.PidsResponse
+	24, // 40: keel.v1.Tasks.Checkpoint:output_type -> google.protobuf.Empty
+	24, // 41: keel.v1.Tasks.Update:output_type -> google.protobuf.Empty
+	14, // 42: keel.v1.Tasks.Stats:output_type -> keel.v1.TaskStats
+	7,  // 43: keel.v1.Tasks.Wait:output_type -> keel.v1.TaskExit
+	15, // 44: keel.v1.Tasks.Get:output_type -> keel.v1.Task
+	17, // 45: keel.v1.Tasks.List:output_type -> keel.v1.ListTasksResponse
+	19, // 46: keel.v1.Tasks.Events:output_type -> keel.v1.TaskEvent
+	24, // 47: keel.v1.Tasks.WriteStdin:output_type -> google.protobuf.Empty
+	30, // [30:48] is the sub-list for method output_type
+	12, // [12:30] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_keel_v1_tasks_proto_init() }
@@ -1452,13 +1538,14 @@ func file_keel_v1_tasks_proto_init() {
 	if File_keel_v1_tasks_proto != nil {
 		return
 	}
+	file_keel_v1_logs_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_v1_tasks_proto_rawDesc), len(file_keel_v1_tasks_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,7 @@ const (
 	Tasks_Get_FullMethodName        = "/keel.v1.Tasks/Get"
 	Tasks_List_FullMethodName       = "/keel.v1.Tasks/List"
 	Tasks_Events_FullMethodName     = "/keel.v1.Tasks/Events"
+	Tasks_WriteStdin_FullMethodName = "/keel.v1.Tasks/WriteStdin"
 )
 
 // TasksClient is the client API for Tasks service.
@@ -73,6 +74,11 @@ type TasksClient interface {
 	// Events streams the task events of the call's namespace (every
 	// namespace with all) as keeld receives them from the runtimes.
 	Events(ctx context.Context, in *TaskEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TaskEvent], error)
+	// WriteStdin writes to the stdin of a task created with
+	// TaskIO.keep_stdin (FailedPrecondition for another), chunk by chunk;
+	// the first chunk names the task. Its end does not close the stdin
+	// (CloseIO does).
+	WriteStdin(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StdinChunk, emptypb.Empty], error)
 }
 
 type tasksClient struct {
@@ -262,6 +268,19 @@ func (c *tasksClient) Events(ctx context.Context, in *TaskEventsRequest, opts ..
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Tasks_EventsClient = grpc.ServerStreamingClient[TaskEvent]
 
+func (c *tasksClient) WriteStdin(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StdinChunk, emptypb.Empty], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Tasks_ServiceDesc.Streams[1], Tasks_WriteStdin_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[StdinChunk, emptypb.Empty]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Tasks_WriteStdinClient = grpc.ClientStreamingClient[StdinChunk, emptypb.Empty]
+
 // TasksServer is the server API for Tasks service.
 // All implementations must embed UnimplementedTasksServer
 // for forward compatibility.
@@ -296,6 +315,11 @@ type TasksServer interface {
 	// Events streams the task events of the call's namespace (every
 	// namespace with all) as keeld receives them from the runtimes.
 	Events(*TaskEventsRequest, grpc.ServerStreamingServer[TaskEvent]) error
+	// WriteStdin writes to the stdin of a task created with
+	// TaskIO.keep_stdin (FailedPrecondition for another), chunk by chunk;
+	// the first chunk names the task. Its end does not close the stdin
+	// (CloseIO does).
+	WriteStdin(grpc.ClientStreamingServer[StdinChunk, emptypb.Empty]) error
 	mustEmbedUnimplementedTasksServer()
 }
 
@@ -356,6 +380,9 @@ func (UnimplementedTasksServer) List(context.Context, *ListTasksRequest) (*ListT
 }
 func (UnimplementedTasksServer) Events(*TaskEventsRequest, grpc.ServerStreamingServer[TaskEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method Events not implemented")
+}
+func (UnimplementedTasksServer) WriteStdin(grpc.ClientStreamingServer[StdinChunk, emptypb.Empty]) error {
+	return status.Errorf(codes.Unimplemented, "method WriteStdin not implemented")
 }
 func (UnimplementedTasksServer) mustEmbedUnimplementedTasksServer() {}
 func (UnimplementedTasksServer) testEmbeddedByValue()               {}
@@ -677,6 +704,13 @@ func _Tasks_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Tasks_EventsServer = grpc.ServerStreamingServer[TaskEvent]
 
+func _Tasks_WriteStdin_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(TasksServer).WriteStdin(&grpc.GenericServerStream[StdinChunk, emptypb.Empty]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Tasks_WriteStdinServer = grpc.ClientStreamingServer[StdinChunk, emptypb.Empty]
+
 // Tasks_ServiceDesc is the grpc.ServiceDesc for Tasks service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -754,6 +788,11 @@ var Tasks_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "Events",
 			Handler:       _Tasks_Events_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "WriteStdin",
+			Handler:       _Tasks_WriteStdin_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "keel/v1/tasks.proto",

@@ -358,16 +358,33 @@ func (r *Runtime) sweep() {
 	}
 }
 
-// Capabilities: checkpoint when CRIU works here (`criu check` passes; it
-// does not on kernels newer than the CRIU release knows, e.g. Debian 12's
-// CRIU 3.17 on 6.x kernels: "vdso: Unexpected rt vDSO area bounds").
-// Checkpoint is tried either way, and fails with CRIU's own errors.
+// Capabilities: cri-log (the shims write CRI logs), and checkpoint when
+// CRIU works here (`criu check` passes; it does not on kernels newer than
+// the CRIU release knows, e.g. Debian 12's CRIU 3.17 on 6.x kernels:
+// "vdso: Unexpected rt vDSO area bounds"). Checkpoint is tried either
+// way, and fails with CRIU's own errors.
 func (r *Runtime) Capabilities() []string {
+	caps := []string{keelruntime.CapabilityCRILog}
 	if err := criuCheck(); err != nil {
 		r.logger.Info("checkpoint unavailable", "reason", err)
-		return nil
+		return caps
 	}
-	return []string{keelruntime.CapabilityCheckpoint}
+	return append(caps, keelruntime.CapabilityCheckpoint)
+}
+
+// validLog checks the log io asks the shim to write.
+func validLog(io keelruntime.IO) error {
+	switch {
+	case io.LogPath == "":
+		if io.LogMaxSize != 0 || io.LogMaxFiles != 0 {
+			return fmt.Errorf("log rotation without a log path: %w", errdefs.ErrInvalidArgument)
+		}
+	case !filepath.IsAbs(io.LogPath):
+		return fmt.Errorf("log path %q is not absolute: %w", io.LogPath, errdefs.ErrInvalidArgument)
+	case io.LogMaxSize < 0 || io.LogMaxFiles < 0:
+		return fmt.Errorf("log max size %d, max files %d: %w", io.LogMaxSize, io.LogMaxFiles, errdefs.ErrInvalidArgument)
+	}
+	return nil
 }
 
 // criuCheck runs `criu check` once per process.
@@ -578,6 +595,9 @@ func (r *Runtime) Create(ctx context.Context, opts keelruntime.CreateOpts) (uint
 	}
 	if opts.Spec == nil {
 		return 0, fmt.Errorf("task %q: no spec: %w", opts.ID, errdefs.ErrInvalidArgument)
+	}
+	if err := validLog(opts.IO); err != nil {
+		return 0, fmt.Errorf("task %q: %w", opts.ID, err)
 	}
 	r.mu.Lock()
 	if _, ok := r.tasks[opts.ID]; ok {
@@ -1062,6 +1082,9 @@ func (r *Runtime) Kill(ctx context.Context, id, execID string, sig syscall.Signa
 func (r *Runtime) Exec(ctx context.Context, opts keelruntime.ExecOpts) error {
 	if opts.Spec == nil {
 		return fmt.Errorf("exec %q: no process spec: %w", opts.ExecID, errdefs.ErrInvalidArgument)
+	}
+	if err := validLog(opts.IO); err != nil {
+		return fmt.Errorf("exec %q: %w", opts.ExecID, err)
 	}
 	b, err := json.Marshal(opts.Spec)
 	if err != nil {

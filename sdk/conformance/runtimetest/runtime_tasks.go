@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keel-runtime/keel/sdk/conformance"
+	"github.com/keel-runtime/keel/sdk/crilog"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/fixture"
 	keelruntime "github.com/keel-runtime/keel/sdk/runtime"
@@ -628,6 +629,41 @@ func runtimeTaskCases() []taskCase {
 			}
 			rec.waitFor(t, "long", "", keelruntime.TopicDelete)
 			rec.checkOrder(t, "long", "", keelruntime.TopicExit, keelruntime.TopicDelete)
+		}},
+		{Name: "CRILog", Needs: []string{keelruntime.CapabilityCRILog}, Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
+			e := newTaskEnv(t, env)
+			log := e.path("ctr.log")
+			e.create(ctx, "log", fixture.RuntimeSpec("sh", "-c", `echo out; echo err >&2; printf "x%.0s" $(seq 1 20000); echo; printf end`),
+				func(o *keelruntime.CreateOpts) {
+					// The log beside the stdio paths: both get the output.
+					o.IO.LogPath, o.IO.LogMaxSize, o.IO.LogMaxFiles = log, 0, 1
+				})
+			if _, err := e.rt().Start(ctx, "log", ""); err != nil {
+				t.Fatalf("start: %v", err)
+			}
+			// The exit is reported once the output is in the log.
+			e.wait(ctx, "log", "")
+			recs, err := crilog.ReadAll(log)
+			if err != nil {
+				t.Fatalf("read the log: %v", err)
+			}
+			got := map[string]string{}
+			for _, r := range recs {
+				got[r.Stream] += string(r.Content)
+				if !r.Partial {
+					got[r.Stream] += "\n"
+				}
+			}
+			wantOut := "out\n" + strings.Repeat("x", 20000) + "\nend"
+			if got[crilog.Stdout] != wantOut || got[crilog.Stderr] != "err\n" {
+				t.Errorf("log: stdout %d bytes, stderr %q; want %d bytes, %q", len(got[crilog.Stdout]), got[crilog.Stderr], len(wantOut), "err\n")
+			}
+			if out := e.output("log.out"); out != wantOut {
+				t.Errorf("stdout path beside the log: %d bytes, want %d", len(out), len(wantOut))
+			}
+			if st, err := e.rt().State(ctx, "log", ""); err != nil || st.IO.LogPath != log {
+				t.Errorf("state: %+v, %v; want the log path reported", st.IO, err)
+			}
 		}},
 		{Name: "CheckpointRestore", Needs: []string{keelruntime.CapabilityCheckpoint}, Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)

@@ -19,6 +19,10 @@ import (
 // EPIPE; stdin from a FIFO is copied into a pipe whose write end the shim
 // holds, so CloseIO can give the process EOF. With a terminal, the shim
 // copies between the paths and the console master runc sends it.
+//
+// With a log (paths.LogPath), the process writes into pipes instead, and
+// the shim copies each line into the CRI log and on to the stdout or
+// stderr path, if any (see log.go).
 type procIO struct {
 	paths IO
 
@@ -33,7 +37,9 @@ type procIO struct {
 	socket   *gorunc.Socket
 
 	inDone  chan struct{} // the stdin copy ended
-	outDone chan struct{} // the console's output copy ended (terminal)
+	outDone chan struct{} // the output copies ended (terminal, log)
+
+	log *logCopies
 }
 
 var _ gorunc.IO = (*procIO)(nil)
@@ -48,6 +54,11 @@ func newProcIO(paths IO) (_ *procIO, err error) {
 	if paths.Terminal {
 		if p.socket, err = gorunc.NewTempConsoleSocket(); err != nil {
 			return nil, err
+		}
+		if paths.LogPath != "" {
+			if p.log, err = openLog(paths); err != nil {
+				return nil, err
+			}
 		}
 		// runc's own stdio: its errors go to its log file.
 		if p.stdout, err = os.OpenFile(os.DevNull, os.O_RDWR, 0); err != nil {
@@ -68,6 +79,19 @@ func newProcIO(paths IO) (_ *procIO, err error) {
 		}
 	} else {
 		close(p.inDone)
+	}
+	if paths.LogPath != "" {
+		if p.log, err = openLog(paths); err != nil {
+			return nil, err
+		}
+		if p.stdout, err = p.log.pipe(stdoutStream, paths.Stdout); err != nil {
+			return nil, err
+		}
+		if p.stderr, err = p.log.pipe(stderrStream, paths.Stderr); err != nil {
+			return nil, err
+		}
+		go p.log.wait(p.outDone)
+		return p, nil
 	}
 	if p.stdout, err = openOutput(paths.Stdout); err != nil {
 		return nil, err
@@ -103,8 +127,13 @@ func (p *procIO) copyStdin(w io.Writer, closeW bool) {
 	if closeW {
 		defer w.(io.Closer).Close()
 	}
-	// Blocks until a writer opens the FIFO.
-	f, err := os.OpenFile(p.paths.Stdin, os.O_RDONLY, 0)
+	// Blocks until a writer opens the FIFO; kept open, the FIFO is opened
+	// read-write, so that no writer's leaving reads as EOF.
+	flag := os.O_RDONLY
+	if p.paths.KeepStdin {
+		flag = os.O_RDWR
+	}
+	f, err := os.OpenFile(p.paths.Stdin, flag, 0)
 	if err != nil {
 		return
 	}
@@ -169,6 +198,14 @@ func (p *procIO) startConsole() error {
 		go p.copyStdin(master, false)
 	} else {
 		close(p.inDone)
+	}
+	if p.log != nil {
+		// The terminal's output, as stdout, into the log and on.
+		if err := p.log.copyFrom(stdoutStream, master, nil, p.paths.Stdout); err != nil {
+			return err
+		}
+		go p.log.wait(p.outDone)
+		return nil
 	}
 	out, err := openOutput(p.paths.Stdout)
 	if err != nil {
@@ -240,6 +277,9 @@ func (p *procIO) Close() error {
 	}
 	if p.stdinW != nil {
 		p.stdinW.Close()
+	}
+	if p.log != nil {
+		p.log.abandon()
 	}
 	return nil
 }

@@ -1,8 +1,9 @@
 // Package shim is the per-task shim of keel-runtime-runc, run as
 // `keel-runtime-runc-shim DIR` (cmd/keel-runtime-runc-shim; or, with no
 // such executable beside the plugin's, `keel-runtime-runc shim DIR`),
-// detached in its own session. It links no sdk package, no gRPC and no
-// protobuf, so that each shim stays small.
+// detached in its own session. It links no gRPC, no protobuf and no sdk
+// package but sdk/crilog (the standard library's alone), so that each
+// shim stays small.
 // It is a child subreaper that runs the OCI runtime (runc create, start,
 // exec), owns the container's stdio, reaps the container and its exec'd
 // processes, writes the init process's exit durably to DIR/exit.json, and

@@ -48,12 +48,19 @@ const (
 	TopicDelete      = "/tasks/delete"
 )
 
-// IO names the stdio of a process (sdk/runtime's IO).
+// IO names the stdio of a process (sdk/runtime's IO): LogPath, when set,
+// is a CRI format log the shim writes the output to as well; with
+// KeepStdin, the stdin FIFO's writers may come and go (only CloseIO ends
+// the process's stdin).
 type IO struct {
-	Stdin    string
-	Stdout   string
-	Stderr   string
-	Terminal bool
+	Stdin       string
+	Stdout      string
+	Stderr      string
+	Terminal    bool
+	LogPath     string
+	LogMaxSize  int64
+	LogMaxFiles int
+	KeepStdin   bool
 }
 
 // ExitStatus is a process's exit (sdk/runtime's ExitStatus).

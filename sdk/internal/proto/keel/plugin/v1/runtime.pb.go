@@ -93,7 +93,12 @@ type CreateTaskRequest struct {
 	// checkpoint, when set, restores the task from this image directory.
 	Checkpoint string `protobuf:"bytes,8,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	// options are runtime specific, as JSON.
-	Options       []byte `protobuf:"bytes,9,opt,name=options,proto3" json:"options,omitempty"`
+	Options []byte `protobuf:"bytes,9,opt,name=options,proto3" json:"options,omitempty"`
+	// log asks for the output in a CRI format log (capability cri-log).
+	Log *LogFile `protobuf:"bytes,10,opt,name=log,proto3" json:"log,omitempty"`
+	// keep_stdin keeps the process's stdin open while the writers of the
+	// stdin FIFO come and go: only CloseIO ends it.
+	KeepStdin     bool `protobuf:"varint,11,opt,name=keep_stdin,json=keepStdin,proto3" json:"keep_stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -191,6 +196,84 @@ func (x *CreateTaskRequest) GetOptions() []byte {
 	return nil
 }
 
+func (x *CreateTaskRequest) GetLog() *LogFile {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+func (x *CreateTaskRequest) GetKeepStdin() bool {
+	if x != nil {
+		return x.KeepStdin
+	}
+	return false
+}
+
+// LogFile is a log the runtime writes a process's output to, in the CRI
+// log format (sdk/crilog), besides its stdout and stderr paths if any.
+type LogFile struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// max_size rotates the file once it would pass this many bytes (0: never).
+	MaxSize int64 `protobuf:"varint,2,opt,name=max_size,json=maxSize,proto3" json:"max_size,omitempty"`
+	// max_files is the files kept, the current one included.
+	MaxFiles      int32 `protobuf:"varint,3,opt,name=max_files,json=maxFiles,proto3" json:"max_files,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogFile) Reset() {
+	*x = LogFile{}
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogFile) ProtoMessage() {}
+
+func (x *LogFile) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogFile.ProtoReflect.Descriptor instead.
+func (*LogFile) Descriptor() ([]byte, []int) {
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LogFile) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *LogFile) GetMaxSize() int64 {
+	if x != nil {
+		return x.MaxSize
+	}
+	return 0
+}
+
+func (x *LogFile) GetMaxFiles() int32 {
+	if x != nil {
+		return x.MaxFiles
+	}
+	return 0
+}
+
 type CreateTaskResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Pid           uint32                 `protobuf:"varint,1,opt,name=pid,proto3" json:"pid,omitempty"`
@@ -200,7 +283,7 @@ type CreateTaskResponse struct {
 
 func (x *CreateTaskResponse) Reset() {
 	*x = CreateTaskResponse{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[1]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -212,7 +295,7 @@ func (x *CreateTaskResponse) String() string {
 func (*CreateTaskResponse) ProtoMessage() {}
 
 func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[1]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -225,7 +308,7 @@ func (x *CreateTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTaskResponse.ProtoReflect.Descriptor instead.
 func (*CreateTaskResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{1}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateTaskResponse) GetPid() uint32 {
@@ -244,7 +327,7 @@ type TaskRequest struct {
 
 func (x *TaskRequest) Reset() {
 	*x = TaskRequest{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[2]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -256,7 +339,7 @@ func (x *TaskRequest) String() string {
 func (*TaskRequest) ProtoMessage() {}
 
 func (x *TaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[2]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -269,7 +352,7 @@ func (x *TaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskRequest.ProtoReflect.Descriptor instead.
 func (*TaskRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{2}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *TaskRequest) GetId() string {
@@ -289,7 +372,7 @@ type TaskProcessRequest struct {
 
 func (x *TaskProcessRequest) Reset() {
 	*x = TaskProcessRequest{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[3]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -301,7 +384,7 @@ func (x *TaskProcessRequest) String() string {
 func (*TaskProcessRequest) ProtoMessage() {}
 
 func (x *TaskProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[3]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -314,7 +397,7 @@ func (x *TaskProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskProcessRequest.ProtoReflect.Descriptor instead.
 func (*TaskProcessRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{3}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *TaskProcessRequest) GetId() string {
@@ -340,7 +423,7 @@ type StartTaskResponse struct {
 
 func (x *StartTaskResponse) Reset() {
 	*x = StartTaskResponse{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[4]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -352,7 +435,7 @@ func (x *StartTaskResponse) String() string {
 func (*StartTaskResponse) ProtoMessage() {}
 
 func (x *StartTaskResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[4]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -365,7 +448,7 @@ func (x *StartTaskResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StartTaskResponse.ProtoReflect.Descriptor instead.
 func (*StartTaskResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{4}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *StartTaskResponse) GetPid() uint32 {
@@ -387,7 +470,7 @@ type ExitStatus struct {
 
 func (x *ExitStatus) Reset() {
 	*x = ExitStatus{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[5]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -399,7 +482,7 @@ func (x *ExitStatus) String() string {
 func (*ExitStatus) ProtoMessage() {}
 
 func (x *ExitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[5]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -412,7 +495,7 @@ func (x *ExitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExitStatus.ProtoReflect.Descriptor instead.
 func (*ExitStatus) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{5}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ExitStatus) GetPid() uint32 {
@@ -448,7 +531,7 @@ type KillRequest struct {
 
 func (x *KillRequest) Reset() {
 	*x = KillRequest{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[6]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -460,7 +543,7 @@ func (x *KillRequest) String() string {
 func (*KillRequest) ProtoMessage() {}
 
 func (x *KillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[6]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -473,7 +556,7 @@ func (x *KillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KillRequest.ProtoReflect.Descriptor instead.
 func (*KillRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{6}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *KillRequest) GetId() string {
@@ -513,14 +596,16 @@ type ExecProcessRequest struct {
 	Stdout   string                 `protobuf:"bytes,5,opt,name=stdout,proto3" json:"stdout,omitempty"`
 	Stderr   string                 `protobuf:"bytes,6,opt,name=stderr,proto3" json:"stderr,omitempty"`
 	// spec is the OCI process spec as JSON.
-	Spec          []byte `protobuf:"bytes,7,opt,name=spec,proto3" json:"spec,omitempty"`
+	Spec          []byte   `protobuf:"bytes,7,opt,name=spec,proto3" json:"spec,omitempty"`
+	Log           *LogFile `protobuf:"bytes,8,opt,name=log,proto3" json:"log,omitempty"`
+	KeepStdin     bool     `protobuf:"varint,9,opt,name=keep_stdin,json=keepStdin,proto3" json:"keep_stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExecProcessRequest) Reset() {
 	*x = ExecProcessRequest{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[7]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +617,7 @@ func (x *ExecProcessRequest) String() string {
 func (*ExecProcessRequest) ProtoMessage() {}
 
 func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[7]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +630,7 @@ func (x *ExecProcessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecProcessRequest.ProtoReflect.Descriptor instead.
 func (*ExecProcessRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{7}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ExecProcessRequest) GetId() string {
@@ -597,6 +682,20 @@ func (x *ExecProcessRequest) GetSpec() []byte {
 	return nil
 }
 
+func (x *ExecProcessRequest) GetLog() *LogFile {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+func (x *ExecProcessRequest) GetKeepStdin() bool {
+	if x != nil {
+		return x.KeepStdin
+	}
+	return false
+}
+
 type ResizePtyRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -609,7 +708,7 @@ type ResizePtyRequest struct {
 
 func (x *ResizePtyRequest) Reset() {
 	*x = ResizePtyRequest{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[8]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +720,7 @@ func (x *ResizePtyRequest) String() string {
 func (*ResizePtyRequest) ProtoMessage() {}
 
 func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[8]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +733,7 @@ func (x *ResizePtyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResizePtyRequest.ProtoReflect.Descriptor instead.
 func (*ResizePtyRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{8}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ResizePtyRequest) GetId() string {
@@ -676,7 +775,7 @@ type CloseIORequest struct {
 
 func (x *CloseIORequest) Reset() {
 	*x = CloseIORequest{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[9]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -688,7 +787,7 @@ func (x *CloseIORequest) String() string {
 func (*CloseIORequest) ProtoMessage() {}
 
 func (x *CloseIORequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[9]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -701,7 +800,7 @@ func (x *CloseIORequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseIORequest.ProtoReflect.Descriptor instead.
 func (*CloseIORequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{9}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CloseIORequest) GetId() string {
@@ -735,7 +834,7 @@ type ProcessInfo struct {
 
 func (x *ProcessInfo) Reset() {
 	*x = ProcessInfo{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[10]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +846,7 @@ func (x *ProcessInfo) String() string {
 func (*ProcessInfo) ProtoMessage() {}
 
 func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[10]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +859,7 @@ func (x *ProcessInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProcessInfo.ProtoReflect.Descriptor instead.
 func (*ProcessInfo) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{10}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ProcessInfo) GetPid() uint32 {
@@ -786,7 +885,7 @@ type PidsResponse struct {
 
 func (x *PidsResponse) Reset() {
 	*x = PidsResponse{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[11]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -798,7 +897,7 @@ func (x *PidsResponse) String() string {
 func (*PidsResponse) ProtoMessage() {}
 
 func (x *PidsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[11]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -811,7 +910,7 @@ func (x *PidsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PidsResponse.ProtoReflect.Descriptor instead.
 func (*PidsResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{11}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *PidsResponse) GetProcesses() []*ProcessInfo {
@@ -833,7 +932,7 @@ type CheckpointTaskRequest struct {
 
 func (x *CheckpointTaskRequest) Reset() {
 	*x = CheckpointTaskRequest{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[12]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +944,7 @@ func (x *CheckpointTaskRequest) String() string {
 func (*CheckpointTaskRequest) ProtoMessage() {}
 
 func (x *CheckpointTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[12]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +957,7 @@ func (x *CheckpointTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointTaskRequest.ProtoReflect.Descriptor instead.
 func (*CheckpointTaskRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{12}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CheckpointTaskRequest) GetId() string {
@@ -901,7 +1000,7 @@ type UpdateTaskRequest struct {
 
 func (x *UpdateTaskRequest) Reset() {
 	*x = UpdateTaskRequest{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[13]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -913,7 +1012,7 @@ func (x *UpdateTaskRequest) String() string {
 func (*UpdateTaskRequest) ProtoMessage() {}
 
 func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[13]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -926,7 +1025,7 @@ func (x *UpdateTaskRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateTaskRequest.ProtoReflect.Descriptor instead.
 func (*UpdateTaskRequest) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{13}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *UpdateTaskRequest) GetId() string {
@@ -961,7 +1060,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[14]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -973,7 +1072,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[14]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -986,7 +1085,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{14}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatsResponse) GetTypeUrl() string {
@@ -1016,14 +1115,16 @@ type TaskState struct {
 	ExitStatus uint32                 `protobuf:"varint,9,opt,name=exit_status,json=exitStatus,proto3" json:"exit_status,omitempty"`
 	ExitedAt   int64                  `protobuf:"varint,10,opt,name=exited_at,json=exitedAt,proto3" json:"exited_at,omitempty"`
 	// reason explains an unknown status, e.g. a shim that died.
-	Reason        string `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason        string   `protobuf:"bytes,11,opt,name=reason,proto3" json:"reason,omitempty"`
+	Log           *LogFile `protobuf:"bytes,12,opt,name=log,proto3" json:"log,omitempty"`
+	KeepStdin     bool     `protobuf:"varint,13,opt,name=keep_stdin,json=keepStdin,proto3" json:"keep_stdin,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *TaskState) Reset() {
 	*x = TaskState{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[15]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1035,7 +1136,7 @@ func (x *TaskState) String() string {
 func (*TaskState) ProtoMessage() {}
 
 func (x *TaskState) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[15]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1048,7 +1149,7 @@ func (x *TaskState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskState.ProtoReflect.Descriptor instead.
 func (*TaskState) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{15}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *TaskState) GetId() string {
@@ -1128,6 +1229,20 @@ func (x *TaskState) GetReason() string {
 	return ""
 }
 
+func (x *TaskState) GetLog() *LogFile {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+func (x *TaskState) GetKeepStdin() bool {
+	if x != nil {
+		return x.KeepStdin
+	}
+	return false
+}
+
 type ListTasksResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tasks         []*TaskState           `protobuf:"bytes,1,rep,name=tasks,proto3" json:"tasks,omitempty"`
@@ -1137,7 +1252,7 @@ type ListTasksResponse struct {
 
 func (x *ListTasksResponse) Reset() {
 	*x = ListTasksResponse{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[16]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1264,7 @@ func (x *ListTasksResponse) String() string {
 func (*ListTasksResponse) ProtoMessage() {}
 
 func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[16]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1277,7 @@ func (x *ListTasksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTasksResponse.ProtoReflect.Descriptor instead.
 func (*ListTasksResponse) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{16}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListTasksResponse) GetTasks() []*TaskState {
@@ -1190,7 +1305,7 @@ type TaskEvent struct {
 
 func (x *TaskEvent) Reset() {
 	*x = TaskEvent{}
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[17]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1202,7 +1317,7 @@ func (x *TaskEvent) String() string {
 func (*TaskEvent) ProtoMessage() {}
 
 func (x *TaskEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[17]
+	mi := &file_keel_plugin_v1_runtime_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1215,7 +1330,7 @@ func (x *TaskEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaskEvent.ProtoReflect.Descriptor instead.
 func (*TaskEvent) Descriptor() ([]byte, []int) {
-	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{17}
+	return file_keel_plugin_v1_runtime_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *TaskEvent) GetTopic() string {
@@ -1271,7 +1386,7 @@ var File_keel_plugin_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\n" +
-	"\x1ckeel/plugin/v1/runtime.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\x1a\x19keel/types/v1/types.proto\"\x81\x02\n" +
+	"\x1ckeel/plugin/v1/runtime.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/plugin/v1/base.proto\x1a\x19keel/types/v1/types.proto\"\xcb\x02\n" +
 	"\x11CreateTaskRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04spec\x18\x02 \x01(\fR\x04spec\x12,\n" +
@@ -1283,7 +1398,15 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\n" +
 	"checkpoint\x18\b \x01(\tR\n" +
 	"checkpoint\x12\x18\n" +
-	"\aoptions\x18\t \x01(\fR\aoptions\"&\n" +
+	"\aoptions\x18\t \x01(\fR\aoptions\x12)\n" +
+	"\x03log\x18\n" +
+	" \x01(\v2\x17.keel.plugin.v1.LogFileR\x03log\x12\x1d\n" +
+	"\n" +
+	"keep_stdin\x18\v \x01(\bR\tkeepStdin\"U\n" +
+	"\aLogFile\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x19\n" +
+	"\bmax_size\x18\x02 \x01(\x03R\amaxSize\x12\x1b\n" +
+	"\tmax_files\x18\x03 \x01(\x05R\bmaxFiles\"&\n" +
 	"\x12CreateTaskResponse\x12\x10\n" +
 	"\x03pid\x18\x01 \x01(\rR\x03pid\"\x1d\n" +
 	"\vTaskRequest\x12\x0e\n" +
@@ -1303,7 +1426,7 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x16\n" +
 	"\x06signal\x18\x03 \x01(\rR\x06signal\x12\x10\n" +
-	"\x03all\x18\x04 \x01(\bR\x03all\"\xb3\x01\n" +
+	"\x03all\x18\x04 \x01(\bR\x03all\"\xfd\x01\n" +
 	"\x12ExecProcessRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x1a\n" +
@@ -1311,7 +1434,10 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\x05stdin\x18\x04 \x01(\tR\x05stdin\x12\x16\n" +
 	"\x06stdout\x18\x05 \x01(\tR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x06 \x01(\tR\x06stderr\x12\x12\n" +
-	"\x04spec\x18\a \x01(\fR\x04spec\"i\n" +
+	"\x04spec\x18\a \x01(\fR\x04spec\x12)\n" +
+	"\x03log\x18\b \x01(\v2\x17.keel.plugin.v1.LogFileR\x03log\x12\x1d\n" +
+	"\n" +
+	"keep_stdin\x18\t \x01(\bR\tkeepStdin\"i\n" +
 	"\x10ResizePtyRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x14\n" +
@@ -1340,7 +1466,7 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\">\n" +
 	"\rStatsResponse\x12\x19\n" +
 	"\btype_url\x18\x01 \x01(\tR\atypeUrl\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\xb2\x02\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xfc\x02\n" +
 	"\tTaskState\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x17\n" +
 	"\aexec_id\x18\x02 \x01(\tR\x06execId\x12\x10\n" +
@@ -1354,7 +1480,10 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"exitStatus\x12\x1b\n" +
 	"\texited_at\x18\n" +
 	" \x01(\x03R\bexitedAt\x12\x16\n" +
-	"\x06reason\x18\v \x01(\tR\x06reason\"D\n" +
+	"\x06reason\x18\v \x01(\tR\x06reason\x12)\n" +
+	"\x03log\x18\f \x01(\v2\x17.keel.plugin.v1.LogFileR\x03log\x12\x1d\n" +
+	"\n" +
+	"keep_stdin\x18\r \x01(\bR\tkeepStdin\"D\n" +
 	"\x11ListTasksResponse\x12/\n" +
 	"\x05tasks\x18\x01 \x03(\v2\x19.keel.plugin.v1.TaskStateR\x05tasks\"\xb8\x01\n" +
 	"\tTaskEvent\x12\x14\n" +
@@ -1407,76 +1536,80 @@ func file_keel_plugin_v1_runtime_proto_rawDescGZIP() []byte {
 }
 
 var file_keel_plugin_v1_runtime_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_keel_plugin_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_keel_plugin_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_keel_plugin_v1_runtime_proto_goTypes = []any{
 	(TaskStatus)(0),               // 0: keel.plugin.v1.TaskStatus
 	(*CreateTaskRequest)(nil),     // 1: keel.plugin.v1.CreateTaskRequest
-	(*CreateTaskResponse)(nil),    // 2: keel.plugin.v1.CreateTaskResponse
-	(*TaskRequest)(nil),           // 3: keel.plugin.v1.TaskRequest
-	(*TaskProcessRequest)(nil),    // 4: keel.plugin.v1.TaskProcessRequest
-	(*StartTaskResponse)(nil),     // 5: keel.plugin.v1.StartTaskResponse
-	(*ExitStatus)(nil),            // 6: keel.plugin.v1.ExitStatus
-	(*KillRequest)(nil),           // 7: keel.plugin.v1.KillRequest
-	(*ExecProcessRequest)(nil),    // 8: keel.plugin.v1.ExecProcessRequest
-	(*ResizePtyRequest)(nil),      // 9: keel.plugin.v1.ResizePtyRequest
-	(*CloseIORequest)(nil),        // 10: keel.plugin.v1.CloseIORequest
-	(*ProcessInfo)(nil),           // 11: keel.plugin.v1.ProcessInfo
-	(*PidsResponse)(nil),          // 12: keel.plugin.v1.PidsResponse
-	(*CheckpointTaskRequest)(nil), // 13: keel.plugin.v1.CheckpointTaskRequest
-	(*UpdateTaskRequest)(nil),     // 14: keel.plugin.v1.UpdateTaskRequest
-	(*StatsResponse)(nil),         // 15: keel.plugin.v1.StatsResponse
-	(*TaskState)(nil),             // 16: keel.plugin.v1.TaskState
-	(*ListTasksResponse)(nil),     // 17: keel.plugin.v1.ListTasksResponse
-	(*TaskEvent)(nil),             // 18: keel.plugin.v1.TaskEvent
-	nil,                           // 19: keel.plugin.v1.UpdateTaskRequest.AnnotationsEntry
-	(*v1.Mount)(nil),              // 20: keel.types.v1.Mount
-	(*Empty)(nil),                 // 21: keel.plugin.v1.Empty
+	(*LogFile)(nil),               // 2: keel.plugin.v1.LogFile
+	(*CreateTaskResponse)(nil),    // 3: keel.plugin.v1.CreateTaskResponse
+	(*TaskRequest)(nil),           // 4: keel.plugin.v1.TaskRequest
+	(*TaskProcessRequest)(nil),    // 5: keel.plugin.v1.TaskProcessRequest
+	(*StartTaskResponse)(nil),     // 6: keel.plugin.v1.StartTaskResponse
+	(*ExitStatus)(nil),            // 7: keel.plugin.v1.ExitStatus
+	(*KillRequest)(nil),           // 8: keel.plugin.v1.KillRequest
+	(*ExecProcessRequest)(nil),    // 9: keel.plugin.v1.ExecProcessRequest
+	(*ResizePtyRequest)(nil),      // 10: keel.plugin.v1.ResizePtyRequest
+	(*CloseIORequest)(nil),        // 11: keel.plugin.v1.CloseIORequest
+	(*ProcessInfo)(nil),           // 12: keel.plugin.v1.ProcessInfo
+	(*PidsResponse)(nil),          // 13: keel.plugin.v1.PidsResponse
+	(*CheckpointTaskRequest)(nil), // 14: keel.plugin.v1.CheckpointTaskRequest
+	(*UpdateTaskRequest)(nil),     // 15: keel.plugin.v1.UpdateTaskRequest
+	(*StatsResponse)(nil),         // 16: keel.plugin.v1.StatsResponse
+	(*TaskState)(nil),             // 17: keel.plugin.v1.TaskState
+	(*ListTasksResponse)(nil),     // 18: keel.plugin.v1.ListTasksResponse
+	(*TaskEvent)(nil),             // 19: keel.plugin.v1.TaskEvent
+	nil,                           // 20: keel.plugin.v1.UpdateTaskRequest.AnnotationsEntry
+	(*v1.Mount)(nil),              // 21: keel.types.v1.Mount
+	(*Empty)(nil),                 // 22: keel.plugin.v1.Empty
 }
 var file_keel_plugin_v1_runtime_proto_depIdxs = []int32{
-	20, // 0: keel.plugin.v1.CreateTaskRequest.rootfs:type_name -> keel.types.v1.Mount
-	11, // 1: keel.plugin.v1.PidsResponse.processes:type_name -> keel.plugin.v1.ProcessInfo
-	19, // 2: keel.plugin.v1.UpdateTaskRequest.annotations:type_name -> keel.plugin.v1.UpdateTaskRequest.AnnotationsEntry
-	0,  // 3: keel.plugin.v1.TaskState.status:type_name -> keel.plugin.v1.TaskStatus
-	16, // 4: keel.plugin.v1.ListTasksResponse.tasks:type_name -> keel.plugin.v1.TaskState
-	1,  // 5: keel.plugin.v1.Runtime.Create:input_type -> keel.plugin.v1.CreateTaskRequest
-	4,  // 6: keel.plugin.v1.Runtime.Start:input_type -> keel.plugin.v1.TaskProcessRequest
-	4,  // 7: keel.plugin.v1.Runtime.Delete:input_type -> keel.plugin.v1.TaskProcessRequest
-	7,  // 8: keel.plugin.v1.Runtime.Kill:input_type -> keel.plugin.v1.KillRequest
-	8,  // 9: keel.plugin.v1.Runtime.Exec:input_type -> keel.plugin.v1.ExecProcessRequest
-	9,  // 10: keel.plugin.v1.Runtime.ResizePty:input_type -> keel.plugin.v1.ResizePtyRequest
-	10, // 11: keel.plugin.v1.Runtime.CloseIO:input_type -> keel.plugin.v1.CloseIORequest
-	3,  // 12: keel.plugin.v1.Runtime.Pause:input_type -> keel.plugin.v1.TaskRequest
-	3,  // 13: keel.plugin.v1.Runtime.Resume:input_type -> keel.plugin.v1.TaskRequest
-	3,  // 14: keel.plugin.v1.Runtime.Pids:input_type -> keel.plugin.v1.TaskRequest
-	13, // 15: keel.plugin.v1.Runtime.Checkpoint:input_type -> keel.plugin.v1.CheckpointTaskRequest
-	14, // 16: keel.plugin.v1.Runtime.Update:input_type -> keel.plugin.v1.UpdateTaskRequest
-	3,  // 17: keel.plugin.v1.Runtime.Stats:input_type -> keel.plugin.v1.TaskRequest
-	4,  // 18: keel.plugin.v1.Runtime.Wait:input_type -> keel.plugin.v1.TaskProcessRequest
-	4,  // 19: keel.plugin.v1.Runtime.State:input_type -> keel.plugin.v1.TaskProcessRequest
-	21, // 20: keel.plugin.v1.Runtime.List:input_type -> keel.plugin.v1.Empty
-	21, // 21: keel.plugin.v1.Runtime.Events:input_type -> keel.plugin.v1.Empty
-	2,  // 22: keel.plugin.v1.Runtime.Create:output_type -> keel.plugin.v1.CreateTaskResponse
-	5,  // 23: keel.plugin.v1.Runtime.Start:output_type -> keel.plugin.v1.StartTaskResponse
-	6,  // 24: keel.plugin.v1.Runtime.Delete:output_type -> keel.plugin.v1.ExitStatus
-	21, // 25: keel.plugin.v1.Runtime.Kill:output_type -> keel.plugin.v1.Empty
-	21, // 26: keel.plugin.v1.Runtime.Exec:output_type -> keel.plugin.v1.Empty
-	21, // 27: keel.plugin.v1.Runtime.ResizePty:output_type -> keel.plugin.v1.Empty
-	21, // 28: keel.plugin.v1.Runtime.CloseIO:output_type -> keel.plugin.v1.Empty
-	21, // 29: keel.plugin.v1.Runtime.Pause:output_type -> keel.plugin.v1.Empty
-	21, // 30: keel.plugin.v1.Runtime.Resume:output_type -> keel.plugin.v1.Empty
-	12, // 31: keel.plugin.v1.Runtime.Pids:output_type -> keel.plugin.v1.PidsResponse
-	21, // 32: keel.plugin.v1.Runtime.Checkpoint:output_type -> keel.plugin.v1.Empty
-	21, // 33: keel.plugin.v1.Runtime.Update:output_type -> keel.plugin.v1.Empty
-	15, // 34: keel.plugin.v1.Runtime.Stats:output_type -> keel.plugin.v1.StatsResponse
-	6,  // 35: keel.plugin.v1.Runtime.Wait:output_type -> keel.plugin.v1.ExitStatus
-	16, // 36: keel.plugin.v1.Runtime.State:output_type -> keel.plugin.v1.TaskState
-	17, // 37: keel.plugin.v1.Runtime.List:output_type -> keel.plugin.v1.ListTasksResponse
-	18, // 38: keel.plugin.v1.Runtime.Events:output_type -> keel.plugin.v1.TaskEvent
-	22, // [22:39] is the sub-list for method output_type
-	5,  // [5:22] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	21, // 0: keel.plugin.v1.CreateTaskRequest.rootfs:type_name -> keel.types.v1.Mount
+	2,  // 1: keel.plugin.v1.CreateTaskRequest.log:type_name -> keel.plugin.v1.LogFile
+	2,  // 2: keel.plugin.v1.ExecProcessRequest.log:type_name -> keel.plugin.v1.LogFile
+	12, // 3: keel.plugin.v1.PidsResponse.processes:type_name -> keel.plugin.v1.ProcessInfo
+	20, // 4: keel.plugin.v1.UpdateTaskRequest.annotations:type_name -> keel.plugin.v1.UpdateTaskRequest.AnnotationsEntry
+	0,  // 5: keel.plugin.v1.TaskState.status:type_name -> keel.plugin.v1.TaskStatus
+	2,  // 6: keel.plugin.v1.TaskState.log:type_name -> keel.plugin.v1.LogFile
+	17, // 7: keel.plugin.v1.ListTasksResponse.tasks:type_name -> keel.plugin.v1.TaskState
+	1,  // 8: keel.plugin.v1.Runtime.Create:input_type -> keel.plugin.v1.CreateTaskRequest
+	5,  // 9: keel.plugin.v1.Runtime.Start:input_type -> keel.plugin.v1.TaskProcessRequest
+	5,  // 10: keel.plugin.v1.Runtime.Delete:input_type -> keel.plugin.v1.TaskProcessRequest
+	8,  // 11: keel.plugin.v1.Runtime.Kill:input_type -> keel.plugin.v1.KillRequest
+	9,  // 12: keel.plugin.v1.Runtime.Exec:input_type -> keel.plugin.v1.ExecProcessRequest
+	10, // 13: keel.plugin.v1.Runtime.ResizePty:input_type -> keel.plugin.v1.ResizePtyRequest
+	11, // 14: keel.plugin.v1.Runtime.CloseIO:input_type -> keel.plugin.v1.CloseIORequest
+	4,  // 15: keel.plugin.v1.Runtime.Pause:input_type -> keel.plugin.v1.TaskRequest
+	4,  // 16: keel.plugin.v1.Runtime.Resume:input_type -> keel.plugin.v1.TaskRequest
+	4,  // 17: keel.plugin.v1.Runtime.Pids:input_type -> keel.plugin.v1.TaskRequest
+	14, // 18: keel.plugin.v1.Runtime.Checkpoint:input_type -> keel.plugin.v1.CheckpointTaskRequest
+	15, // 19: keel.plugin.v1.Runtime.Update:input_type -> keel.plugin.v1.UpdateTaskRequest
+	4,  // 20: keel.plugin.v1.Runtime.Stats:input_type -> keel.plugin.v1.TaskRequest
+	5,  // 21: keel.plugin.v1.Runtime.Wait:input_type -> keel.plugin.v1.TaskProcessRequest
+	5,  // 22: keel.plugin.v1.Runtime.State:input_type -> keel.plugin.v1.TaskProcessRequest
+	22, // 23: keel.plugin.v1.Runtime.List:input_type -> keel.plugin.v1.Empty
+	22, // 24: keel.plugin.v1.Runtime.Events:input_type -> keel.plugin.v1.Empty
+	3,  // 25: keel.plugin.v1.Runtime.Create:output_type -> keel.plugin.v1.CreateTaskResponse
+	6,  // 26: keel.plugin.v1.Runtime.Start:output_type -> keel.plugin.v1.StartTaskResponse
+	7,  // 27: keel.plugin.v1.Runtime.Delete:output_type -> keel.plugin.v1.ExitStatus
+	22, // 28: keel.plugin.v1.Runtime.Kill:output_type -> keel.plugin.v1.Empty
+	22, // 29: keel.plugin.v1.Runtime.Exec:output_type -> keel.plugin.v1.Empty
+	22, // 30: keel.plugin.v1.Runtime.ResizePty:output_type -> keel.plugin.v1.Empty
+	22, // 31: keel.plugin.v1.Runtime.CloseIO:output_type -> keel.plugin.v1.Empty
+	22, // 32: keel.plugin.v1.Runtime.Pause:output_type -> keel.plugin.v1.Empty
+	22, // 33: keel.plugin.v1.Runtime.Resume:output_type -> keel.plugin.v1.Empty
+	13, // 34: keel.plugin.v1.Runtime.Pids:output_type -> keel.plugin.v1.PidsResponse
+	22, // 35: keel.plugin.v1.Runtime.Checkpoint:output_type -> keel.plugin.v1.Empty
+	22, // 36: keel.plugin.v1.Runtime.Update:output_type -> keel.plugin.v1.Empty
+	16, // 37: keel.plugin.v1.Runtime.Stats:output_type -> keel.plugin.v1.StatsResponse
+	7,  // 38: keel.plugin.v1.Runtime.Wait:output_type -> keel.plugin.v1.ExitStatus
+	17, // 39: keel.plugin.v1.Runtime.State:output_type -> keel.plugin.v1.TaskState
+	18, // 40: keel.plugin.v1.Runtime.List:output_type -> keel.plugin.v1.ListTasksResponse
+	19, // 41: keel.plugin.v1.Runtime.Events:output_type -> keel.plugin.v1.TaskEvent
+	25, // [25:42] is the sub-list for method output_type
+	8,  // [8:25] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_keel_plugin_v1_runtime_proto_init() }
@@ -1491,7 +1624,7 @@ func file_keel_plugin_v1_runtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_plugin_v1_runtime_proto_rawDesc), len(file_keel_plugin_v1_runtime_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
