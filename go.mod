@@ -8,7 +8,7 @@ require (
 	github.com/containerd/containerd/api v1.12.0
 	github.com/containerd/containerd/v2 v2.4.2
 	github.com/containerd/continuity v0.5.0
-	github.com/containerd/errdefs v1.0.0 // indirect
+	github.com/containerd/errdefs v1.0.0
 	github.com/containerd/go-runc v1.2.1
 	github.com/containerd/log v0.2.0
 	github.com/containerd/platforms v1.0.0-rc.5
@@ -86,6 +86,9 @@ require (
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260825221802-da73d73af1c5 // indirect
 )
 
-require github.com/keel-runtime/keel/sdk v0.0.0
+require (
+	github.com/containernetworking/cni v1.3.1
+	github.com/keel-runtime/keel/sdk v0.0.0
+)
 
 replace github.com/keel-runtime/keel/sdk => ./sdk

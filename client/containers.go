@@ -26,8 +26,11 @@ type ContainerInfo struct {
 	// RuntimeOptions are the runtime plugin's own options, as JSON.
 	RuntimeOptions json.RawMessage
 	Labels         map[string]string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// Network is the container's network attachment (network.go); nil
+	// follows the spec.
+	Network   *ContainerNetwork
+	CreatedAt time.Time
+	UpdatedAt time.Time
 
 	// prepared is the snapshot WithNewSnapshot made, which NewContainer
 	// removes again if the container is not recorded.
@@ -188,6 +191,9 @@ func (c *Client) NewContainer(ctx context.Context, id string, opts ...NewContain
 		}
 		info.Spec = s
 	}
+	if err := applyNetworkSpec(ctx, &info); err != nil {
+		return nil, err
+	}
 	p, err := containerToProto(info)
 	if err != nil {
 		return nil, err
@@ -286,13 +292,14 @@ func containerToProto(info ContainerInfo) (*keelv1.Container, error) {
 	return &keelv1.Container{
 		Id: info.ID, Image: info.Image, Snapshotter: info.Snapshotter, SnapshotKey: info.SnapshotKey,
 		Spec: spec, Runtime: info.Runtime, RuntimeOptions: info.RuntimeOptions, Labels: info.Labels,
+		Network: networkToProto(info.Network),
 	}, nil
 }
 
 func containerFromProto(p *keelv1.Container) (ContainerInfo, error) {
 	info := ContainerInfo{
 		ID: p.Id, Image: p.Image, Snapshotter: p.Snapshotter, SnapshotKey: p.SnapshotKey,
-		Runtime: p.Runtime, RuntimeOptions: p.RuntimeOptions, Labels: p.Labels,
+		Runtime: p.Runtime, RuntimeOptions: p.RuntimeOptions, Labels: p.Labels, Network: networkFromProto(p.Network),
 		CreatedAt: p.CreatedAt.AsTime(), UpdatedAt: p.UpdatedAt.AsTime(),
 	}
 	if len(p.Spec) > 0 {

@@ -89,6 +89,8 @@ func newRoot() *cobra.Command {
 		taskCommand(g),
 		runCommand(g),
 		logsCommand(g),
+		psCommand(g),
+		networkCommand(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root

@@ -58,13 +58,13 @@ type runFlags struct {
 	memory      string
 	cpus        float64
 	pids        int64
-	net         string
 	snapshotter string
 	runtime     string
 	tty         bool
 	readonly    bool
 	privileged  bool
 	sec         secFlags
+	netFlags    // run_net.go
 }
 
 func (f *runFlags) register(cmd *cobra.Command) {
@@ -77,13 +77,13 @@ func (f *runFlags) register(cmd *cobra.Command) {
 	fl.StringVar(&f.memory, "memory-limit", "", "memory limit in bytes, or with a k, m or g suffix")
 	fl.Float64Var(&f.cpus, "cpus", 0, "CPU limit, in CPUs (e.g. 0.5)")
 	fl.Int64Var(&f.pids, "pids-limit", 0, "most processes at once")
-	fl.StringVar(&f.net, "net", "none", "network: none (a namespace of its own, loopback only) or host")
 	fl.StringVar(&f.snapshotter, "snapshotter", "", "snapshotter of the rootfs (default: keeld's)")
 	fl.StringVar(&f.runtime, "runtime", "", "runtime plugin (default: keeld's only one)")
 	fl.BoolVarP(&f.tty, "tty", "t", false, "give the process a terminal")
 	fl.BoolVar(&f.readonly, "read-only", false, "mount the rootfs read-only")
 	fl.BoolVar(&f.privileged, "privileged", false, "every capability and device, no seccomp filter (the host's power)")
 	f.sec.register(cmd)
+	f.netFlags.register(cmd)
 }
 
 func parseSize(s string) (int64, error) {
@@ -168,13 +168,6 @@ func (f *runFlags) specOpts(img *client.LocalImage, args []string) ([]oci.SpecOp
 	if f.pids != 0 {
 		opts = append(opts, oci.WithPidsLimit(f.pids))
 	}
-	switch f.net {
-	case "none", "":
-	case "host":
-		opts = append(opts, oci.WithHostNamespace(specs.NetworkNamespace))
-	default:
-		return nil, fmt.Errorf("--net %q: want none or host: %w", f.net, errdefs.ErrInvalidArgument)
-	}
 	if f.tty {
 		opts = append(opts, oci.WithTTY)
 	}
@@ -220,15 +213,19 @@ func (f *runFlags) newContainer(ctx context.Context, c *client.Client, ref, id s
 	if err != nil {
 		return nil, err
 	}
+	netOpts, netSpecOpts, err := f.netFlags.containerOpts(id)
+	if err != nil {
+		return nil, err
+	}
 	labels, _ := parseLabels(f.labels)
-	return c.NewContainer(ctx, id,
+	return c.NewContainer(ctx, id, append([]client.NewContainerOpt{
 		client.WithImage(img),
 		client.WithSnapshotter(f.snapshotter),
 		client.WithNewSnapshot(id, img),
-		client.WithNewSpec(opts...),
+		client.WithNewSpec(append(opts, netSpecOpts...)...),
 		client.WithRuntime(f.runtime, nil),
 		client.WithContainerLabels(labels),
-	)
+	}, netOpts...)...)
 }
 
 func runCommand(g *globals) *cobra.Command {

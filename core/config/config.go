@@ -106,6 +106,9 @@ type Config struct {
 	Limits *Limits `json:"limits,omitempty"`
 	// ContainerLogs are the rotation defaults of containers' logs.
 	ContainerLogs ContainerLogs `json:"container_logs"`
+	// Network is the network block; nil when the file has none (see
+	// NetworkConfig for the defaults).
+	Network *Network `json:"network,omitempty"`
 	// MaxConcurrentDownloads bounds the blobs one pull fetches at once.
 	MaxConcurrentDownloads int `json:"max_concurrent_downloads"`
 	// DefaultSnapshotter names the snapshotter used when a call names none;

@@ -45,6 +45,7 @@ type fileSchema struct {
 	Limits  *limitsSchema  `hcl:"limits,block"`
 	// ContainerLogs: see logs.go.
 	ContainerLogs *containerLogsSchema `hcl:"container_logs,block"`
+	Network       *networkSchema       `hcl:"network,block"`
 	Plugins       []pluginSchema       `hcl:"plugin,block"`
 }
 
@@ -230,6 +231,9 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 		c.Limits = decodeLimits(l, fail)
 	}
 	c.ContainerLogs = decodeContainerLogs(fs.ContainerLogs, fail)
+	if n := fs.Network; n != nil {
+		c.Network = decodeNetwork(n, fail)
+	}
 
 	seen := map[string]hcl.Range{}
 	for i := range fs.Plugins {

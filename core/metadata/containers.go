@@ -29,9 +29,12 @@ type Container struct {
 	// JSON.
 	Runtime        string
 	RuntimeOptions []byte
-	Labels         map[string]string
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// Network is the container's network attachment, the API's
+	// ContainerNetwork message in its wire form (nil: the spec's).
+	Network   []byte
+	Labels    map[string]string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Containers manages the container records of the call's namespace.
@@ -49,6 +52,7 @@ var (
 	keySpec           = []byte("spec")
 	keyRuntime        = []byte("runtime")
 	keyRuntimeOptions = []byte("runtimeoptions")
+	keyNetwork        = []byte("network")
 )
 
 func validateContainer(c Container) error {
@@ -96,6 +100,7 @@ func readContainer(b *bolt.Bucket, id string) (Container, bool) {
 		Spec:           clone(keySpec),
 		Runtime:        string(cb.Get(keyRuntime)),
 		RuntimeOptions: clone(keyRuntimeOptions),
+		Network:        clone(keyNetwork),
 		Labels:         readLabels(cb),
 		CreatedAt:      readTime(cb, keyCreatedAt),
 		UpdatedAt:      readTime(cb, keyUpdatedAt),
@@ -119,6 +124,7 @@ func writeContainer(b *bolt.Bucket, c Container) error {
 		{keySpec, c.Spec},
 		{keyRuntime, []byte(c.Runtime)},
 		{keyRuntimeOptions, c.RuntimeOptions},
+		{keyNetwork, c.Network},
 	} {
 		if len(kv[1]) == 0 {
 			continue

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
@@ -21,11 +22,13 @@ type containersService struct {
 }
 
 func containerToProto(c metadata.Container) *keelv1.Container {
-	return &keelv1.Container{
+	out := &keelv1.Container{
 		Id: c.ID, Image: c.Image, Snapshotter: c.Snapshotter, SnapshotKey: c.SnapshotKey,
 		Spec: c.Spec, Runtime: c.Runtime, RuntimeOptions: c.RuntimeOptions, Labels: c.Labels,
 		CreatedAt: timestamppb.New(c.CreatedAt), UpdatedAt: timestamppb.New(c.UpdatedAt),
 	}
+	out.Network, _ = containerNetwork(c) // recorded by Create, which checked it
+	return out
 }
 
 func containerFromProto(c *keelv1.Container) metadata.Container {
@@ -40,6 +43,15 @@ func containerFromProto(c *keelv1.Container) metadata.Container {
 
 func (cs containersService) Create(ctx context.Context, req *keelv1.CreateContainerRequest) (*keelv1.Container, error) {
 	c := containerFromProto(req.Container)
+	if n := req.Container.GetNetwork(); n.GetMode() == keelv1.NetworkMode_NETWORK_MODE_CNI && len(n.Networks) == 0 {
+		n.Networks = []string{cs.s.net.DefaultName()}
+	}
+	if err := cs.s.validateNetwork(c.ID, req.Container.GetNetwork()); err != nil {
+		return nil, err
+	}
+	if n := req.Container.GetNetwork(); n != nil {
+		c.Network, _ = proto.Marshal(n)
+	}
 	// The runtime is fixed at creation, so a later config change does not
 	// move a container's task to another plugin.
 	if c.Runtime == "" {
@@ -159,6 +171,7 @@ func (s *Server) removeTask(ctx context.Context, c metadata.Container, force boo
 	}
 	st, err := rt.State(ctx, tid, "")
 	if errdefs.IsNotFound(err) {
+		s.teardownNetwork(ctx, tid)
 		return nil
 	}
 	if err != nil {
@@ -184,6 +197,7 @@ func (s *Server) removeTask(ctx context.Context, c metadata.Container, force boo
 	if _, err := rt.Delete(ctx, tid, ""); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("container %q: delete its task: %w", c.ID, err)
 	}
+	s.teardownNetwork(ctx, tid)
 	return nil
 }
 

@@ -13,17 +13,13 @@ import (
 	"github.com/keel-runtime/keel/core/namespaces"
 )
 
-// A container on the host's network (no network namespace of its own)
-// gets what containerd and nerdctl give it: the host's resolv.conf and
-// hosts, and its hostname in /etc/hostname. They are copies, made at each
+// Every container gets an /etc/resolv.conf, /etc/hosts and /etc/hostname
+// of its own (network.go says what they hold for each network mode), as
+// containerd with nerdctl and Docker give it: they are written at each
 // task create under keeld's state dir (containers/<namespace>/<id>/) and
 // bind-mounted, so the container may change its own and never the host's;
 // the container's delete removes them. A mount the spec has at one of
 // these paths already wins.
-
-// hostNetFiles are the files copied from the host, by their path in the
-// container.
-var hostNetFiles = []string{"/etc/resolv.conf", "/etc/hosts"}
 
 // containerStateDir is where keeld keeps files of container id of ctx's
 // namespace.
@@ -45,12 +41,9 @@ func usesHostNetwork(spec *specs.Spec) bool {
 	})
 }
 
-// addHostNetFiles writes container id's copies and adds their mounts to
-// spec, when it uses the host's network.
-func (s *Server) addHostNetFiles(ctx context.Context, id string, spec *specs.Spec) error {
-	if !usesHostNetwork(spec) {
-		return nil
-	}
+// mountEtcFiles writes container id's files (by their path in the
+// container) and adds their bind mounts to spec.
+func (s *Server) mountEtcFiles(ctx context.Context, id string, spec *specs.Spec, files map[string][]byte) error {
 	dir, err := s.containerStateDir(ctx, id)
 	if err != nil {
 		return err
@@ -58,24 +51,13 @@ func (s *Server) addHostNetFiles(ctx context.Context, id string, spec *specs.Spe
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return err
 	}
-	files := map[string][]byte{}
-	for _, dst := range hostNetFiles {
-		data, err := os.ReadFile(dst)
-		if err != nil && !os.IsNotExist(err) {
-			return fmt.Errorf("container %q: host network: %w", id, err)
-		}
-		files[dst] = data
-	}
-	if spec.Hostname != "" {
-		files["/etc/hostname"] = []byte(spec.Hostname + "\n")
-	}
 	for _, dst := range slices.Sorted(maps.Keys(files)) {
 		if slices.ContainsFunc(spec.Mounts, func(m specs.Mount) bool { return filepath.Clean(m.Destination) == dst }) {
 			continue
 		}
 		src := filepath.Join(dir, filepath.Base(dst))
 		if err := os.WriteFile(src, files[dst], 0o644); err != nil {
-			return fmt.Errorf("container %q: host network: %w", id, err)
+			return fmt.Errorf("container %q: %s: %w", id, dst, err)
 		}
 		opts := []string{"rbind", "rprivate", "nosuid", "nodev", "noexec"}
 		if spec.Root != nil && spec.Root.Readonly {

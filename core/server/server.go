@@ -35,6 +35,7 @@ import (
 	"github.com/keel-runtime/keel/core/events"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/core/network"
 	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk"
@@ -61,7 +62,9 @@ type Server struct {
 	resolvers map[string]resolver.Resolver
 	// runtimes are the runtime plugins, by name; events republishes their
 	// task events (tasks.go).
-	runtimes   map[string]runtime.Runtime
+	runtimes map[string]runtime.Runtime
+	// net is the CNI networks and their attachments (network.go).
+	net        *network.Manager
 	events     *events.Exchange
 	stopEvents context.CancelFunc
 	eventsWG   sync.WaitGroup
@@ -100,6 +103,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 	if err := s.startRuntimes(); err != nil {
 		return nil, err
 	}
+	s.startNetwork()
 	s.startGC()
 	s.grpc = s.newGRPCServer()
 	return s, nil
@@ -178,6 +182,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
 	s.registerImages(srv)
 	s.registerTasks(srv)
+	s.registerNetworks(srv)
 	if s.content != nil {
 		content.RegisterServer(srv, func(context.Context) (content.Store, error) {
 			return s.content, nil

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -188,9 +187,6 @@ func (ts tasksService) Create(ctx context.Context, req *keelv1.CreateTaskRequest
 	if err := json.Unmarshal(c.Spec, &spec); err != nil {
 		return nil, fmt.Errorf("container %q: spec: %v: %w", c.ID, err, errdefs.ErrInvalidArgument)
 	}
-	if err := ts.s.addHostNetFiles(ctx, c.ID, &spec); err != nil {
-		return nil, err
-	}
 	var rootfs []mount.Mount
 	if c.SnapshotKey != "" {
 		sn, ok := ts.s.snapshotters[c.Snapshotter]
@@ -205,14 +201,20 @@ func (ts tasksService) Create(ctx context.Context, req *keelv1.CreateTaskRequest
 	if err != nil {
 		return nil, err
 	}
+	settle, err := ts.s.setupNetwork(ctx, c, tid, &spec)
+	if err != nil {
+		return nil, err
+	}
 	pid, err := rt.Create(ctx, runtime.CreateOpts{
 		ID: tid, Spec: &spec, Rootfs: rootfs, IO: io,
 		Checkpoint: req.Checkpoint, Options: c.RuntimeOptions,
 	})
+	settle(err == nil)
 	if err != nil {
 		return nil, err
 	}
 	if err := ts.s.checkLogKept(ctx, rt, c.Runtime, tid, io); err != nil {
+		ts.s.teardownNetwork(ctx, tid) // checkLogKept deleted the task
 		return nil, err
 	}
 	return &keelv1.CreateTaskResponse{Pid: pid}, nil
@@ -236,6 +238,9 @@ func (ts tasksService) Delete(ctx context.Context, req *keelv1.TaskRequest) (*ke
 		return nil, err
 	}
 	e, err := rt.Delete(ctx, tid, req.ExecId)
+	if req.ExecId == "" && (err == nil || errdefs.IsNotFound(err)) {
+		ts.s.teardownNetwork(ctx, tid)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -386,37 +391,21 @@ func (ts tasksService) Get(ctx context.Context, req *keelv1.TaskRequest) (*keelv
 	return taskToProto(c.Runtime, req.Id, st), nil
 }
 
-// List asks every runtime at once and keeps the call's namespace's tasks.
+// List asks every runtime at once (listTasks) and keeps the call's
+// namespace's tasks.
 func (ts tasksService) List(ctx context.Context, _ *keelv1.ListTasksRequest) (*keelv1.ListTasksResponse, error) {
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		resp = &keelv1.ListTasksResponse{}
-		errs []error
-	)
-	for name, rt := range ts.s.runtimes {
-		wg.Go(func() {
-			list, err := rt.List(ctx)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("runtime %q: %w", name, err))
-				return
-			}
-			for _, st := range list {
-				if tns, id, ok := splitTaskID(st.ID); ok && tns == ns {
-					resp.Tasks = append(resp.Tasks, taskToProto(name, id, st))
-				}
-			}
-		})
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		return nil, errs[0]
+	resp := &keelv1.ListTasksResponse{}
+	err = ts.s.listTasks(ctx, func(name string, st runtime.TaskState) {
+		if tns, id, ok := splitTaskID(st.ID); ok && tns == ns {
+			resp.Tasks = append(resp.Tasks, taskToProto(name, id, st))
+		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	slices.SortFunc(resp.Tasks, func(a, b *keelv1.Task) int { return strings.Compare(a.Id, b.Id) })
 	return resp, nil

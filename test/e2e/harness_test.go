@@ -142,9 +142,13 @@ func (e *env) config(t testing.TB, body string) string {
 	return writeConfig(t, path, e.root, e.state, e.socket, body)
 }
 
-// writeConfig writes a config file with the given directories and socket.
+// writeConfig writes a config file with the given directories and socket,
+// and a test network block (testNetwork) unless body has its own.
 func writeConfig(t testing.TB, path, root, state, socket, body string) string {
 	t.Helper()
+	if !strings.Contains(body, "\nnetwork {") {
+		body += testNetwork(t, root)
+	}
 	text := fmt.Sprintf("root = %q\nstate = %q\nplugin_dir = %q\ngrpc {\n  address = %q\n}\n%s",
 		root, state, binDir, socket, body)
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {

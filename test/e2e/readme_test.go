@@ -95,6 +95,14 @@ func TestReadme(t *testing.T) {
 
 	var script strings.Builder
 	script.WriteString(readmePreamble)
+	// keeld's default config, with the tests' network block (no default
+	// route, no masquerade, a bridge of the test's own) as
+	// /etc/keel/config.hcl, which the README's keeld reads.
+	defaultHCL, err := os.ReadFile(filepath.Join(root, "core/config/default.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script.WriteString("cat > /etc/keel/config.hcl <<'KEEL_CONFIG'\n" + string(defaultHCL) + testNetwork(t, e.root) + "KEEL_CONFIG\n")
 	keeldLine, _, _ := strings.Cut(block[0], " #")
 	script.WriteString(strings.TrimSpace(keeldLine) + ` >"$LOG" 2>&1 &` + "\nkeeld_pid=$!\nwait_keeld\n")
 	script.WriteString("(\n" + flow + "\n) </dev/null\n")

@@ -55,6 +55,20 @@ func (k *runKeeld) restart(t *testing.T) *runKeeld {
 	return nk
 }
 
+// killRuntimePlugin SIGKILLs k's runtime plugin (runc) and waits until
+// keeld has it running again.
+func killRuntimePlugin(t *testing.T, k *keeld) {
+	t.Helper()
+	plug := k.plugins()["runtime.runc"]
+	if err := syscall.Kill(plug.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		p := k.plugins()["runtime.runc"]
+		return p.Restarts >= 1 && p.State == "running"
+	})
+}
+
 // TestRestartSurvival: SIGKILL of keeld, of the runtime plugin and of a
 // shim, with tasks running.
 func TestRestartSurvival(t *testing.T) {
@@ -86,14 +100,7 @@ func TestRestartSurvival(t *testing.T) {
 	}
 
 	// (b) the runtime plugin dies; keeld restarts it, it finds its shims.
-	plug := k.plugins()["runtime.runc"]
-	if err := syscall.Kill(plug.Pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool {
-		p := k.plugins()["runtime.runc"]
-		return p.Restarts >= 1 && p.State == "running"
-	})
+	killRuntimePlugin(t, k.keeld)
 	if r := k.tasks()["long"]; r.Status != "running" || r.Pid != before["long"].Pid {
 		t.Errorf("long after plugin restart: %+v", r)
 	}
@@ -235,14 +242,7 @@ func TestRestartShimStopped(t *testing.T) {
 	}
 
 	// The runtime plugin restarts with the shim stopped.
-	plug := k.plugins()["runtime.runc"]
-	if err := syscall.Kill(plug.Pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, func() bool {
-		p := k.plugins()["runtime.runc"]
-		return p.Restarts >= 1 && p.State == "running"
-	})
+	killRuntimePlugin(t, k.keeld)
 	unknown("after a plugin restart")
 	if out := k.ok("task", "ls"); !strings.Contains(out, "unknown: "+wantReason) {
 		t.Errorf("task ls does not say why frozen is unknown:\n%s", out)

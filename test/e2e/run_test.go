@@ -161,7 +161,7 @@ func TestRunDetached(t *testing.T) {
 	if len(tasks) != 1 || tasks[0].ID != "web" || tasks[0].Status != "running" || tasks[0].Pid == 0 {
 		t.Fatalf("task ls: %+v", tasks)
 	}
-	if r := k.keel("task", "exec", "web", "sh", "-c", "echo in $(hostname); exit 4"); r.code != 4 || r.stdout != "in keel\n" {
+	if r := k.keel("task", "exec", "web", "sh", "-c", "echo in $(hostname); exit 4"); r.code != 4 || r.stdout != "in web\n" {
 		t.Fatalf("exec: %v", r)
 	}
 	if out := k.ok("task", "ps", "-q", "web"); len(strings.Fields(out)) != 1 {

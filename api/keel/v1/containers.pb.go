@@ -37,8 +37,11 @@ type Container struct {
 	Labels         map[string]string      `protobuf:"bytes,8,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	CreatedAt      *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	UpdatedAt      *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// network is where its task's network comes from; unset is the spec's
+	// (NETWORK_MODE_UNSPECIFIED).
+	Network       *ContainerNetwork `protobuf:"bytes,11,opt,name=network,proto3" json:"network,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Container) Reset() {
@@ -137,6 +140,13 @@ func (x *Container) GetCreatedAt() *timestamppb.Timestamp {
 func (x *Container) GetUpdatedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.UpdatedAt
+	}
+	return nil
+}
+
+func (x *Container) GetNetwork() *ContainerNetwork {
+	if x != nil {
+		return x.Network
 	}
 	return nil
 }
@@ -461,7 +471,7 @@ var File_keel_v1_containers_proto protoreflect.FileDescriptor
 
 const file_keel_v1_containers_proto_rawDesc = "" +
 	"\n" +
-	"\x18keel/v1/containers.proto\x12\akeel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x03\n" +
+	"\x18keel/v1/containers.proto\x12\akeel.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16keel/v1/networks.proto\"\xeb\x03\n" +
 	"\tContainer\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12 \n" +
@@ -475,7 +485,8 @@ const file_keel_v1_containers_proto_rawDesc = "" +
 	"created_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
 	"\n" +
 	"updated_at\x18\n" +
-	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x1a9\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\x123\n" +
+	"\anetwork\x18\v \x01(\v2\x19.keel.v1.ContainerNetworkR\anetwork\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"J\n" +
@@ -529,29 +540,31 @@ var file_keel_v1_containers_proto_goTypes = []any{
 	(*DeleteContainerResponse)(nil), // 7: keel.v1.DeleteContainerResponse
 	nil,                             // 8: keel.v1.Container.LabelsEntry
 	(*timestamppb.Timestamp)(nil),   // 9: google.protobuf.Timestamp
+	(*ContainerNetwork)(nil),        // 10: keel.v1.ContainerNetwork
 }
 var file_keel_v1_containers_proto_depIdxs = []int32{
 	8,  // 0: keel.v1.Container.labels:type_name -> keel.v1.Container.LabelsEntry
 	9,  // 1: keel.v1.Container.created_at:type_name -> google.protobuf.Timestamp
 	9,  // 2: keel.v1.Container.updated_at:type_name -> google.protobuf.Timestamp
-	0,  // 3: keel.v1.CreateContainerRequest.container:type_name -> keel.v1.Container
-	0,  // 4: keel.v1.ListContainersResponse.containers:type_name -> keel.v1.Container
-	0,  // 5: keel.v1.UpdateContainerRequest.container:type_name -> keel.v1.Container
-	1,  // 6: keel.v1.Containers.Create:input_type -> keel.v1.CreateContainerRequest
-	2,  // 7: keel.v1.Containers.Get:input_type -> keel.v1.GetContainerRequest
-	3,  // 8: keel.v1.Containers.List:input_type -> keel.v1.ListContainersRequest
-	5,  // 9: keel.v1.Containers.Update:input_type -> keel.v1.UpdateContainerRequest
-	6,  // 10: keel.v1.Containers.Delete:input_type -> keel.v1.DeleteContainerRequest
-	0,  // 11: keel.v1.Containers.Create:output_type -> keel.v1.Container
-	0,  // 12: keel.v1.Containers.Get:output_type -> keel.v1.Container
-	4,  // 13: keel.v1.Containers.List:output_type -> keel.v1.ListContainersResponse
-	0,  // 14: keel.v1.Containers.Update:output_type -> keel.v1.Container
-	7,  // 15: keel.v1.Containers.Delete:output_type -> keel.v1.DeleteContainerResponse
-	11, // [11:16] is the sub-list for method output_type
-	6,  // [6:11] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	10, // 3: keel.v1.Container.network:type_name -> keel.v1.ContainerNetwork
+	0,  // 4: keel.v1.CreateContainerRequest.container:type_name -> keel.v1.Container
+	0,  // 5: keel.v1.ListContainersResponse.containers:type_name -> keel.v1.Container
+	0,  // 6: keel.v1.UpdateContainerRequest.container:type_name -> keel.v1.Container
+	1,  // 7: keel.v1.Containers.Create:input_type -> keel.v1.CreateContainerRequest
+	2,  // 8: keel.v1.Containers.Get:input_type -> keel.v1.GetContainerRequest
+	3,  // 9: keel.v1.Containers.List:input_type -> keel.v1.ListContainersRequest
+	5,  // 10: keel.v1.Containers.Update:input_type -> keel.v1.UpdateContainerRequest
+	6,  // 11: keel.v1.Containers.Delete:input_type -> keel.v1.DeleteContainerRequest
+	0,  // 12: keel.v1.Containers.Create:output_type -> keel.v1.Container
+	0,  // 13: keel.v1.Containers.Get:output_type -> keel.v1.Container
+	4,  // 14: keel.v1.Containers.List:output_type -> keel.v1.ListContainersResponse
+	0,  // 15: keel.v1.Containers.Update:output_type -> keel.v1.Container
+	7,  // 16: keel.v1.Containers.Delete:output_type -> keel.v1.DeleteContainerResponse
+	12, // [12:17] is the sub-list for method output_type
+	7,  // [7:12] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_keel_v1_containers_proto_init() }
@@ -559,6 +572,7 @@ func file_keel_v1_containers_proto_init() {
 	if File_keel_v1_containers_proto != nil {
 		return
 	}
+	file_keel_v1_networks_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
