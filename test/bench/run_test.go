@@ -48,9 +48,9 @@ const runsPerRound = 5
 const concurrentRuns = 20
 
 // BenchmarkFigureRun: `run --rm` of busybox `true`, ms, through each
-// side's CLI: `keel run --rm IMAGE ID /bin/busybox true` (keeld with the
+// side's CLI: `keel run --rm --net none IMAGE ID /bin/busybox true` (keeld with the
 // default plugins: container record, overlay snapshot, task through
-// keel-runtime-runc and its shim, wait, delete) vs `ctr run --rm
+// keel-runtime-runc and its shim, wait, delete) vs `ctr run --rm --seccomp
 // --snapshotter overlayfs IMAGE ID /bin/busybox true` (containerd, CRI
 // off, containerd-shim-runc-v2), the image pulled beforehand on both. A
 // round is the median of runsPerRound runs. The floor is raw `runc run`
@@ -137,13 +137,13 @@ func BenchmarkFigureRun(b *testing.B) {
 	comparePairs(b, figs, sides{
 		keel: func(ctx context.Context, round int) ([]float64, error) {
 			return run(round, func(id string) error {
-				_, err := d.keel(ctx, "run", "--rm", ref, id, "/bin/busybox", "true")
+				_, err := d.keel(ctx, "run", "--rm", "--net", "none", ref, id, "/bin/busybox", "true")
 				return err
 			})
 		},
 		containerd: func(ctx context.Context, round int) ([]float64, error) {
 			return run(round, func(id string) error {
-				_, err := c.ctr(ctx, "run", "--rm", "--snapshotter", "overlayfs", ref, id, "/bin/busybox", "true")
+				_, err := c.ctr(ctx, "run", "--rm", "--seccomp", "--snapshotter", "overlayfs", ref, id, "/bin/busybox", "true")
 				return err
 			})
 		},
