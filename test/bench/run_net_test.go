@@ -89,24 +89,7 @@ func BenchmarkFigureRunNetwork(b *testing.B) {
 			b.Skipf("CNI plugins not installed (apt-get install containernetworking-plugins): %v", err)
 		}
 	}
-	ctx := context.Background()
-	reg, ref := busyboxRegistry(b)
-	d, err := startDaemonPlugins(ctx, false, benchSnapshotter{name: "overlay"}, defaultPlugins(reg.Host)+benchNetwork)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.stop()
-	if _, err := d.keel(ctx, "image", "pull", "-q", ref); err != nil {
-		b.Fatal(err)
-	}
-	c, err := startContainerd(ctx, ctrdOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.stop()
-	if _, err := c.ctr(ctx, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref); err != nil {
-		b.Fatal(err)
-	}
+	d, c, ref := busyboxOnBoth(b, benchNetwork)
 	pin, err := cniMountNS(filepath.Join(c.dir, "cni"))
 	if err != nil {
 		b.Fatal(err)

@@ -40,6 +40,31 @@ func busyboxRegistry(b *testing.B) (*registry.Registry, string) {
 	return reg, reg.Host + "/bench/busybox:v1"
 }
 
+// busyboxOnBoth starts keeld (default plugins, overlay, and extra config)
+// and containerd, each with the busybox image of busyboxRegistry pulled
+// onto overlay; both stop when b ends.
+func busyboxOnBoth(b *testing.B, extra string) (*daemon, *ctrd, string) {
+	ctx := context.Background()
+	reg, ref := busyboxRegistry(b)
+	d, err := startDaemonPlugins(ctx, false, benchSnapshotter{name: "overlay"}, defaultPlugins(reg.Host)+extra)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(d.stop)
+	if _, err := d.keel(ctx, "image", "pull", "-q", ref); err != nil {
+		b.Fatal(err)
+	}
+	c, err := startContainerd(ctx, ctrdOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.stop)
+	if _, err := c.ctr(ctx, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref); err != nil {
+		b.Fatal(err)
+	}
+	return d, c, ref
+}
+
 // runsPerRound is how many sequential containers one round of the
 // `run --rm` figure runs on each side; the round's figure is their median.
 const runsPerRound = 5
@@ -62,24 +87,7 @@ func BenchmarkFigureRun(b *testing.B) {
 	if err != nil {
 		b.Skip("runc not installed")
 	}
-	ctx := context.Background()
-	reg, ref := busyboxRegistry(b)
-	d, err := startDaemonPlugins(ctx, false, benchSnapshotter{name: "overlay"}, defaultPlugins(reg.Host))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer d.stop()
-	if _, err := d.keel(ctx, "image", "pull", "-q", ref); err != nil {
-		b.Fatal(err)
-	}
-	c, err := startContainerd(ctx, ctrdOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.stop()
-	if _, err := c.ctr(ctx, "images", "pull", "--plain-http", "--snapshotter", "overlayfs", ref); err != nil {
-		b.Fatal(err)
-	}
+	d, c, ref := busyboxOnBoth(b, "")
 
 	// The floor: runc run of a bundle whose root is a busybox rootfs.
 	work := b.TempDir()
