@@ -278,10 +278,11 @@ func TestCheckShimKilled(t *testing.T) {
 }
 
 // TestRunShimKilled: a foreground `keel run` whose shim is killed exits
-// 255 and says why on stderr, rather than silently.
+// 255 and says why on stderr, rather than silently; the task's network
+// is released all the same.
 func TestRunShimKilled(t *testing.T) {
 	k := startRunKeeld(t, "")
-	run := startKeel(t, k.env.socket, "run", "--rm", k.ref, "fg", "/bin/busybox", "sleep", "1000")
+	run := startKeel(t, k.env.socket, "run", "--rm", "--net", "bridge", k.ref, "fg", "/bin/busybox", "sleep", "1000")
 	var pid uint32
 	eventually(t, settle, "the task runs", func() error {
 		// Running, not just created: a kill inside Start is another case.
@@ -301,5 +302,9 @@ func TestRunShimKilled(t *testing.T) {
 	}
 	if code := run.cmd.ProcessState.ExitCode(); code != 255 || !strings.Contains(run.stderr.String(), "shim") {
 		t.Fatalf("keel run: exit %d, stderr %q; want 255 and why", code, run.stderr.String())
+	}
+	// Its delete released the network though the shim was gone.
+	if left := k.netLeftovers(t); len(left) > 0 {
+		t.Errorf("network left after the shim's death and the task's delete: %v", left)
 	}
 }
