@@ -577,7 +577,8 @@ func (w *nsWriter) Commit(ctx context.Context, size int64, expected digest.Diges
 		ctx = scope.WithLease(ctx, w.lease)
 	}
 	now := time.Now().UTC()
-	return w.s.db.update(func(tx *bolt.Tx) error {
+	held := false
+	err = w.s.db.update(func(tx *bolt.Tx) error {
 		if err := attachToLease(ctx, tx, w.ns, LeaseResource{ID: dgst.String(), Type: ResourceContent}); err != nil {
 			return err
 		}
@@ -588,11 +589,18 @@ func (w *nsWriter) Commit(ctx context.Context, size int64, expected digest.Diges
 		if err != nil {
 			return err
 		}
-		if b.Bucket([]byte(dgst)) != nil {
-			return fmt.Errorf("content %s: %w", dgst, errdefs.ErrAlreadyExists)
+		// The namespace holds the blob already: the ingest is spent all
+		// the same, so its record goes (in this transaction, which an
+		// error would roll back) and the caller is told.
+		if held = b.Bucket([]byte(dgst)) != nil; held {
+			return nil
 		}
 		return writeBlob(b, content.Info{Digest: dgst, Size: info.Size, CreatedAt: now, UpdatedAt: now, Labels: base.Labels})
 	})
+	if err == nil && held {
+		err = fmt.Errorf("content %s: %w", dgst, errdefs.ErrAlreadyExists)
+	}
+	return err
 }
 
 func (s *nsContent) Close() error { return s.backend.Close() }

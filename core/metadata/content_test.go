@@ -7,6 +7,7 @@ import (
 	"context"
 	"maps"
 	"testing"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -230,5 +231,47 @@ func TestContentUpdateAndWalk(t *testing.T) {
 	}
 	if _, err := s.Info(context.Background(), digest.FromBytes(one)); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("info without namespace = %v, want InvalidArgument", err)
+	}
+}
+
+// TestContentCommitHeldDropsIngest: a writer opened without a descriptor
+// may send a blob the namespace holds already; its Commit is
+// AlreadyExists, and its ingest is gone all the same (keel check found
+// such a record left, the backend's ingest having been spent).
+func TestContentCommitHeldDropsIngest(t *testing.T) {
+	db, s, _ := newContent(t)
+	ctx := nsCtx(t, "a")
+	data := []byte("held already")
+	desc := blobDesc(data)
+	if err := content.WriteBlob(ctx, s, "first", bytes.NewReader(data), desc); err != nil {
+		t.Fatal(err)
+	}
+	w, err := s.Writer(ctx, content.WithRef("second"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(ctx, desc.Size, desc.Digest); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("commit of a held blob = %v, want AlreadyExists", err)
+	}
+	sts, err := s.ListStatuses(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sts) != 0 {
+		t.Fatalf("ingests left after the commit: %+v", sts)
+	}
+	if _, err := s.Status(ctx, "second"); !errdefs.IsNotFound(err) {
+		t.Fatalf("status of the committed ingest = %v, want NotFound", err)
+	}
+	recs, err := db.IngestRecords(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 0 {
+		t.Fatalf("ingest records left after the commit: %+v", recs)
 	}
 }
