@@ -319,6 +319,15 @@ func (m *Manager) cachedList(network string, rt *libcni.RuntimeConf) (*libcni.Ne
 func (m *Manager) Reconcile(ctx context.Context, live func(context.Context) (map[string]bool, error)) (torn []string, err error) {
 	m.reconcileMu.Lock()
 	defer m.reconcileMu.Unlock()
+	// With no record and no pin there is nothing to tear down: the
+	// runtimes are not asked, so an idle one is not started for it.
+	recs, err := m.Attachments()
+	if err != nil {
+		return nil, err
+	}
+	if pins, _ := os.ReadDir(m.pinDir()); len(recs) == 0 && len(pins) == 0 {
+		return nil, nil
+	}
 	m.mu.Lock()
 	m.touched = map[string]bool{}
 	m.mu.Unlock()
@@ -326,8 +335,8 @@ func (m *Manager) Reconcile(ctx context.Context, live func(context.Context) (map
 	if err != nil {
 		return nil, fmt.Errorf("network reconcile: list tasks: %w", err)
 	}
-	recs, err := m.Attachments()
-	if err != nil {
+	// Read again: records written before the list are complete in it.
+	if recs, err = m.Attachments(); err != nil {
 		return nil, err
 	}
 	have := map[string]bool{}

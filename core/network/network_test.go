@@ -172,6 +172,14 @@ func TestReconcile(t *testing.T) {
 	if left := entries(t, m.state); len(left) > 0 {
 		t.Errorf("left under state: %v", left)
 	}
+	// With nothing attached the runtimes are not asked (an idle one
+	// would be started for it).
+	if _, err := m.Reconcile(ctx, func(context.Context) (map[string]bool, error) {
+		t.Error("reconcile with no attachment listed the tasks")
+		return nil, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestNetworksCRUD(t *testing.T) {

@@ -37,11 +37,12 @@ const ctrCNIConf = `{
 
 // cniMountNS makes a mount namespace, pinned at a file under dir, where
 // go-cni's fixed paths hold the bench network: /etc/cni/net.d (an overlay
-// over the host's /etc) has ctrCNIConf and /opt/cni/bin is Debian's
-// /usr/lib/cni. ctr has no flag for either; the host's /etc and /opt are
-// left as they were. It returns the pin, for nsenter --mount.
+// over the host's /etc) has ctrCNIConf, /opt/cni/bin is Debian's
+// /usr/lib/cni, and libcni's cache (/var/lib/cni) lands in an overlay
+// too. ctr has no flag for any of them; the host's /etc, /opt and
+// /var/lib are left as they were. It returns the pin, for nsenter --mount.
 func cniMountNS(dir string) (string, error) {
-	for _, d := range []string{"etc-upper", "etc-work", "opt", "ns", "ipam"} {
+	for _, d := range []string{"etc-upper", "etc-work", "lib-upper", "lib-work", "opt", "ns", "ipam"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
 			return "", err
 		}
@@ -65,8 +66,10 @@ mkdir -p /etc/cni/net.d
 cp %[5]s /etc/cni/net.d/
 mount --bind %[6]s /opt
 mkdir -p /opt/cni/bin
-mount --bind /usr/lib/cni /opt/cni/bin'
-`, nsDir, pin, filepath.Join(dir, "etc-upper"), filepath.Join(dir, "etc-work"), conf, filepath.Join(dir, "opt"))
+mount --bind /usr/lib/cni /opt/cni/bin
+mount -t overlay overlay -o lowerdir=/var/lib,upperdir=%[7]s,workdir=%[8]s /var/lib'
+`, nsDir, pin, filepath.Join(dir, "etc-upper"), filepath.Join(dir, "etc-work"), conf, filepath.Join(dir, "opt"),
+		filepath.Join(dir, "lib-upper"), filepath.Join(dir, "lib-work"))
 	if out, err := exec.Command("sh", "-c", script).CombinedOutput(); err != nil {
 		return "", fmt.Errorf("mount namespace for ctr --cni: %v: %s", err, out)
 	}
