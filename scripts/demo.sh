@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" = 0 ] || { echo "demo: run as root (keeld mounts, and runs containers)" >&2; exit 1; }
 
-packages=(make runc docker-registry busybox-static)
+packages=(make runc docker-registry busybox-static containernetworking-plugins iptables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
