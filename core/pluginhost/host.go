@@ -141,6 +141,7 @@ type options struct {
 	hangTimeout            time.Duration
 	startTimeout           time.Duration
 	socketDir              string
+	events                 func(Event) // see WithEvents
 }
 
 // WithBackoff sets the delay before the first restart and its cap; the delay

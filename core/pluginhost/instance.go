@@ -146,6 +146,7 @@ func (in *instance) start(ctx context.Context) error {
 	}
 	in.setRunning(p)
 	in.logger.Info("plugin started", "pid", p.Pid(), "version", in.info.Version, "path", in.spec.Path)
+	go in.emit(EventStarted, p.Pid()) // in.mu is held
 	go in.supervise(p)
 	return nil
 }
@@ -192,6 +193,9 @@ func (in *instance) supervise(p *host.Process) {
 		}
 		in.mu.Unlock()
 		p.Kill() // graceful on stop; after an exit it releases the client
+		if why == watchExited {
+			in.emit(EventExited, p.Pid())
+		}
 		switch why {
 		case watchQuit:
 			in.logger.Info("plugin stopped")
@@ -242,6 +246,7 @@ func (in *instance) supervise(p *host.Process) {
 			restarts := in.restarts
 			in.mu.Unlock()
 			in.logger.Info("plugin restarted", "pid", np.Pid(), "restarts", restarts)
+			in.emit(EventRestarted, np.Pid())
 			p = np
 			break
 		}

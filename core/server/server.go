@@ -97,6 +97,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 	if err != nil {
 		logger.Error("sweeping what a killed keeld left", "error", err)
 	}
+	s.events = events.NewExchange(cfg.EventsWindow())
 	if err := s.startPlugins(ctx); err != nil {
 		return nil, err
 	}
@@ -132,7 +133,7 @@ func (s *Server) startPlugins(ctx context.Context) error {
 	if err := os.MkdirAll(sockets, 0o700); err != nil {
 		return err
 	}
-	s.plugins = pluginhost.New(s.logger, pluginhost.WithSocketDir(sockets))
+	s.plugins = pluginhost.New(s.logger, pluginhost.WithSocketDir(sockets), pluginhost.WithEvents(s.pluginEvents))
 	var specs []pluginhost.Spec
 	for _, p := range cfg.Plugins {
 		spec := pluginhost.Spec{
@@ -153,7 +154,7 @@ func (s *Server) startPlugins(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.snapshotters[p.Name] = metadata.NewSnapshotter(s.db, p.Name, snapshot.NewClient(conn))
+		s.snapshotters[p.Name] = publishedSnapshotter{metadata.NewSnapshotter(s.db, p.Name, snapshot.NewClient(conn)), p.Name, s}
 	}
 	for _, p := range cfg.PluginsOf(sdk.KindResolver) {
 		conn, err := s.plugins.Conn(p.Kind, p.Name)
@@ -179,13 +180,14 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	srv := grpc.NewServer(s.serverOptions(metrics)...)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
-	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
+	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces(), events: s.events})
+	s.registerEvents(srv)
 	s.registerImages(srv)
 	s.registerTasks(srv)
 	s.registerNetworks(srv)
 	if s.content != nil {
 		content.RegisterServer(srv, func(context.Context) (content.Store, error) {
-			return s.content, nil
+			return publishedContent{s.content, s}, nil
 		})
 	}
 	snapshot.RegisterServer(srv, s.snapshotter)
@@ -210,10 +212,10 @@ func (s *Server) serverOptions(metrics *grpcMetrics) []grpc.ServerOption {
 
 // apiWork says whether an API call is work after which keeld gives its
 // free memory back: keel's calls, except those that last as long as their
-// caller (the task event stream, a wait for an exit).
+// caller (the event streams, a wait for an exit).
 func apiWork(method string) bool {
 	switch method {
-	case keelv1.Tasks_Events_FullMethodName, keelv1.Tasks_Wait_FullMethodName:
+	case keelv1.Tasks_Events_FullMethodName, keelv1.Tasks_Wait_FullMethodName, keelv1.Events_Subscribe_FullMethodName:
 		return false
 	}
 	return strings.HasPrefix(method, "/keel.v1.")
