@@ -59,7 +59,12 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOpt) (<-chan Ev
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := stream.Header(); err != nil {
+	md, err := stream.Header()
+	if err != nil {
+		return nil, nil, err
+	}
+	if md == nil { // no header: the call failed (a filter that does not parse…)
+		_, err := stream.Recv()
 		return nil, nil, err
 	}
 	evs, errs := make(chan Event, 64), make(chan error, 1)

@@ -239,11 +239,11 @@ func envelopeToProto(ev events.Envelope) *keelv1.Envelope {
 	case events.Task:
 		out.Event = &keelv1.Envelope_Task{Task: taskEventToProto(ev, e)}
 	case events.Plugin:
-		out.Event = &keelv1.Envelope_Plugin{Plugin: &keelv1.PluginEvent{Kind: e.Kind, Name: e.Name, Pid: int64(e.Pid), Restarts: int64(e.Restarts), Error: e.Error}}
+		out.Event = &keelv1.Envelope_Plugin{Plugin: &keelv1.PluginEvent{Kind: e.Kind, Name: e.Name, Pid: uint32(e.Pid), Restarts: uint32(e.Restarts), Error: e.Error}}
 	case events.GCRun:
-		removed := map[string]int64{}
+		removed := map[string]uint32{}
 		for k, n := range e.Removed {
-			removed[k] = int64(n)
+			removed[k] = uint32(n)
 		}
 		out.Event = &keelv1.Envelope_GcRun{GcRun: &keelv1.GCRunEvent{Removed: removed, BytesFreed: e.BytesFreed, Errors: e.Errors, DurationNs: int64(e.Duration)}}
 	}

@@ -235,8 +235,7 @@ func TestEvents(t *testing.T) {
 	})
 
 	t.Run("cli json", func(t *testing.T) {
-		cctx, stop := context.WithCancel(ctx)
-		defer stop()
+		cctx, stop := context.WithTimeout(ctx, settle) // ends the command, and so the read, if lines lack
 		cmd := exec.CommandContext(cctx, filepath.Join(binDir, "keel"), "--address", k.env.socket,
 			"events", "--format", "json", "--since", "0", "--filter", `topic=="/images/update"`)
 		out, err := cmd.StdoutPipe()
@@ -246,7 +245,10 @@ func TestEvents(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		defer cmd.Wait()
+		defer func() {
+			stop()
+			_ = cmd.Wait() // killed by stop
+		}()
 		lines := bufio.NewScanner(out)
 		lines.Buffer(nil, 1<<20)
 		type line struct {

@@ -698,8 +698,8 @@ type PluginEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
 	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	Pid           int64                  `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
-	Restarts      int64                  `protobuf:"varint,4,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	Pid           uint32                 `protobuf:"varint,3,opt,name=pid,proto3" json:"pid,omitempty"`
+	Restarts      uint32                 `protobuf:"varint,4,opt,name=restarts,proto3" json:"restarts,omitempty"`
 	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -749,14 +749,14 @@ func (x *PluginEvent) GetName() string {
 	return ""
 }
 
-func (x *PluginEvent) GetPid() int64 {
+func (x *PluginEvent) GetPid() uint32 {
 	if x != nil {
 		return x.Pid
 	}
 	return 0
 }
 
-func (x *PluginEvent) GetRestarts() int64 {
+func (x *PluginEvent) GetRestarts() uint32 {
 	if x != nil {
 		return x.Restarts
 	}
@@ -774,10 +774,10 @@ type GCRunEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// removed counts what was removed by kind (content, snapshot, lease,
 	// ingest).
-	Removed       map[string]int64 `protobuf:"bytes,1,rep,name=removed,proto3" json:"removed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
-	BytesFreed    int64            `protobuf:"varint,2,opt,name=bytes_freed,json=bytesFreed,proto3" json:"bytes_freed,omitempty"`
-	Errors        []string         `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
-	DurationNs    int64            `protobuf:"varint,4,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
+	Removed       map[string]uint32 `protobuf:"bytes,1,rep,name=removed,proto3" json:"removed,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	BytesFreed    int64             `protobuf:"varint,2,opt,name=bytes_freed,json=bytesFreed,proto3" json:"bytes_freed,omitempty"`
+	Errors        []string          `protobuf:"bytes,3,rep,name=errors,proto3" json:"errors,omitempty"`
+	DurationNs    int64             `protobuf:"varint,4,opt,name=duration_ns,json=durationNs,proto3" json:"duration_ns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -812,7 +812,7 @@ func (*GCRunEvent) Descriptor() ([]byte, []int) {
 	return file_keel_v1_events_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *GCRunEvent) GetRemoved() map[string]int64 {
+func (x *GCRunEvent) GetRemoved() map[string]uint32 {
 	if x != nil {
 		return x.Removed
 	}
@@ -904,8 +904,8 @@ const file_keel_v1_events_proto_rawDesc = "" +
 	"\vPluginEvent\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
-	"\x03pid\x18\x03 \x01(\x03R\x03pid\x12\x1a\n" +
-	"\brestarts\x18\x04 \x01(\x03R\brestarts\x12\x14\n" +
+	"\x03pid\x18\x03 \x01(\rR\x03pid\x12\x1a\n" +
+	"\brestarts\x18\x04 \x01(\rR\brestarts\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\"\xde\x01\n" +
 	"\n" +
 	"GCRunEvent\x12:\n" +
@@ -917,7 +917,7 @@ const file_keel_v1_events_proto_rawDesc = "" +
 	"durationNs\x1a:\n" +
 	"\fRemovedEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x012E\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x012E\n" +
 	"\x06Events\x12;\n" +
 	"\tSubscribe\x12\x19.keel.v1.SubscribeRequest\x1a\x11.keel.v1.Envelope0\x01B1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
