@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -278,6 +279,32 @@ func TestEvents(t *testing.T) {
 		for i, l := range got[1:] {
 			if l.Topic != "/images/update" || l.Namespace != "default" || l.Event.Name != k.ref || l.Event.Labels["n"] == "" || l.Sequence != last-eventsWindow+1+uint64(i) {
 				t.Fatalf("line %d: %+v", i+1, l)
+			}
+		}
+	})
+
+	// Last: what it publishes comes after the window the subtests above count on.
+	t.Run("plugins and gc", func(t *testing.T) {
+		evs, errs, err := c.Subscribe(ctx, client.WithEventFilters(`topic~="^/plugins/",event.name==local`, `topic=="/gc/run"`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.ok("gc")
+		if ev := nextEvent(t, evs, errs); ev.Topic != "/gc/run" || ev.Namespace != "" {
+			t.Fatalf("after keel gc: %+v", ev)
+		}
+		pid := k.plugins()["content.local"].Pid
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"/plugins/exited", "/plugins/restarted"} {
+			ev := nextEvent(t, evs, errs)
+			p, ok := ev.Payload.(*keelv1.PluginEvent)
+			if ev.Topic != want || !ok || p.Kind != "content" {
+				t.Fatalf("after killing the content plugin: %+v, want %s", ev, want)
+			}
+			if want == "/plugins/exited" && int(p.Pid) != pid {
+				t.Errorf("exited pid %d, want %d", p.Pid, pid)
 			}
 		}
 	})
