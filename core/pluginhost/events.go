@@ -21,23 +21,32 @@ type Event struct {
 	Error string
 }
 
-// WithEvents has fn called, on the host's goroutines, as plugins start,
-// exit and are restarted; it must not block.
+// WithEvents has fn called as plugins start, exit and are restarted, in
+// that order for each plugin. It is called on the host's goroutines,
+// sometimes under a plugin's lock: it must not block nor call the Host.
 func WithEvents(fn func(Event)) Option {
 	return func(o *options) { o.events = fn }
 }
 
-// emit tells the hook, if any, of ev about in; in.mu is not held.
+// emit tells the hook, if any, of t about in; in.mu is not held.
 func (in *instance) emit(t EventType, pid int) {
-	fn := in.h.opts.events
-	if fn == nil {
-		return
-	}
 	in.mu.Lock()
+	ev := in.event(t, pid)
+	in.mu.Unlock()
+	in.send(ev)
+}
+
+// event is the Event of t about in; in.mu is held.
+func (in *instance) event(t EventType, pid int) Event {
 	ev := Event{Type: t, Kind: in.spec.Kind, Name: in.spec.Name, Pid: pid, Restarts: in.restarts}
 	if t == EventExited {
 		ev.Error = in.lastErr
 	}
-	in.mu.Unlock()
-	fn(ev)
+	return ev
+}
+
+func (in *instance) send(ev Event) {
+	if fn := in.h.opts.events; fn != nil {
+		fn(ev)
+	}
 }

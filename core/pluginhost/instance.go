@@ -146,7 +146,7 @@ func (in *instance) start(ctx context.Context) error {
 	}
 	in.setRunning(p)
 	in.logger.Info("plugin started", "pid", p.Pid(), "version", in.info.Version, "path", in.spec.Path)
-	go in.emit(EventStarted, p.Pid()) // in.mu is held
+	in.send(in.event(EventStarted, p.Pid())) // before the supervisor can see an exit
 	go in.supervise(p)
 	return nil
 }

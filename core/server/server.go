@@ -97,7 +97,6 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 	if err != nil {
 		logger.Error("sweeping what a killed keeld left", "error", err)
 	}
-	s.events = events.NewExchange(cfg.EventsWindow())
 	if err := s.startPlugins(ctx); err != nil {
 		return nil, err
 	}
@@ -111,7 +110,10 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 }
 
 func newServer(cfg *config.Config, logger hclog.Logger) *Server {
-	return &Server{cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{}}
+	return &Server{
+		cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{},
+		events: events.NewExchange(cfg.EventsWindow()),
+	}
 }
 
 // openDB makes keeld's dirs and opens (and locks) its metadata.
