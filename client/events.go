@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
@@ -59,6 +60,14 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOpt) (<-chan Ev
 	if err != nil {
 		return nil, nil, err
 	}
+	return subscribed(ctx, stream, eventFromProto)
+}
+
+// subscribed hands out a server stream's messages, converted, once the
+// stream is established (its header arrived), until ctx ends or the stream
+// does: errs then carries why (nothing for ctx or a clean end), and both
+// channels close.
+func subscribed[M, E any](ctx context.Context, stream grpc.ServerStreamingClient[M], conv func(*M) E) (<-chan E, <-chan error, error) {
 	md, err := stream.Header()
 	if err != nil {
 		return nil, nil, err
@@ -67,12 +76,12 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOpt) (<-chan Ev
 		_, err := stream.Recv()
 		return nil, nil, err
 	}
-	evs, errs := make(chan Event, 64), make(chan error, 1)
+	evs, errs := make(chan E, 64), make(chan error, 1)
 	go func() {
 		defer close(evs)
 		defer close(errs)
 		for {
-			env, err := stream.Recv()
+			m, err := stream.Recv()
 			if err != nil {
 				if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 					errs <- err
@@ -80,7 +89,7 @@ func (c *Client) Subscribe(ctx context.Context, opts ...SubscribeOpt) (<-chan Ev
 				return
 			}
 			select {
-			case evs <- eventFromProto(env):
+			case evs <- conv(m):
 			case <-ctx.Done():
 				return
 			}
