@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/client"
@@ -308,4 +309,45 @@ func TestEvents(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestEventsRecords: namespaces, content and snapshots publish what the
+// CLI changes, namespaced and with their payloads.
+func TestEventsRecords(t *testing.T) {
+	t.Parallel()
+	k := newEnv(t).start(t)
+	c := k.client(t, "default")
+	evs, errs, err := c.Subscribe(t.Context(), client.WithEventFilters(`topic~="^/(namespaces|content|snapshot)/"`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.ok("namespace", "create", "evns", "team=a")
+	k.ok("namespace", "label", "evns", "team=b")
+	r := k.keelIn(strings.NewReader("a blob"), "-n", "evns", "content", "ingest", "evblob")
+	if r.code != 0 {
+		t.Fatalf("ingest: %v", r)
+	}
+	dgst := strings.TrimSpace(r.stdout)
+	k.ok("-n", "evns", "content", "rm", dgst)
+	k.ok("-n", "evns", "snapshot", "prepare", "evsnap")
+	k.ok("-n", "evns", "snapshot", "commit", "evsnap-done", "evsnap")
+	k.ok("-n", "evns", "snapshot", "rm", "evsnap-done")
+	k.ok("namespace", "rm", "evns")
+	for _, want := range []struct {
+		topic   string
+		payload proto.Message
+	}{
+		{"/namespaces/create", &keelv1.NamespaceEvent{Name: "evns", Labels: map[string]string{"team": "a"}}},
+		{"/namespaces/update", &keelv1.NamespaceEvent{Name: "evns", Labels: map[string]string{"team": "b"}}},
+		{"/content/delete", &keelv1.ContentEvent{Digest: dgst}},
+		{"/snapshot/prepare", &keelv1.SnapshotEvent{Snapshotter: "native", Key: "evsnap"}},
+		{"/snapshot/commit", &keelv1.SnapshotEvent{Snapshotter: "native", Key: "evsnap", Name: "evsnap-done"}},
+		{"/snapshot/remove", &keelv1.SnapshotEvent{Snapshotter: "native", Key: "evsnap-done"}},
+		{"/namespaces/delete", &keelv1.NamespaceEvent{Name: "evns"}},
+	} {
+		ev := nextEvent(t, evs, errs)
+		if ev.Topic != want.topic || ev.Namespace != "evns" || !proto.Equal(ev.Payload, want.payload) {
+			t.Fatalf("event %s in %q: %v, want %s: %v", ev.Topic, ev.Namespace, ev.Payload, want.topic, want.payload)
+		}
+	}
 }
