@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -151,7 +152,7 @@ func TestMetrics(t *testing.T) {
 		{"keel_containers", map[string]string{"namespace": "default"}, 1},
 		{"keel_tasks", map[string]string{"namespace": "default", "runtime": "runc", "state": "running"}, 1},
 		{"keel_plugin_up", map[string]string{"kind": "runtime", "name": "runc"}, 1},
-		{"keel_plugin_rpc_duration_seconds", map[string]string{"kind": "runtime", "name": "runc", "method": "/keel.plugin.v1.Runtime/Stats"}, 1},
+		{"keel_plugin_rpc_duration_seconds", map[string]string{"kind": "runtime", "name": "runc", "method": "/keel.plugin.v1.Runtime/Create"}, 1},
 		{"grpc_server_handled_total", map[string]string{"grpc_service": "keel.v1.Transfer", "grpc_method": "Pull", "grpc_code": "OK"}, 1},
 		{"grpc_server_started_total", map[string]string{"grpc_service": "keel.v1.Transfer", "grpc_method": "Pull"}, 1},
 		{"grpc_server_msg_sent_total", map[string]string{"grpc_service": "keel.v1.Transfer", "grpc_method": "Pull"}, 1},
@@ -226,13 +227,18 @@ func TestMetrics(t *testing.T) {
 	busy := map[string]string{"container_id": "busy", "namespace": "default"}
 	cpu0, _ := s.value("container_cpu_total_nanoseconds", busy)
 	mem0, _ := s.value("container_memory_usage_usage_bytes", busy)
-	k.ok("task", "exec", "busy", "sh", "-c", "head -c 20000000 /dev/urandom | md5sum && head -c 33554432 /dev/zero > /tmp/fill")
+	k.ok("task", "exec", "busy", "sh", "-c", "head -c 20000000 /dev/urandom | md5sum && head -c 33554432 /dev/zero > /fill")
 	eventually(t, settle, "cpu and memory figures move", func() error {
 		s := scrapeMetrics(t, url)
 		cpu, _ := s.value("container_cpu_total_nanoseconds", busy)
 		mem, _ := s.value("container_memory_usage_usage_bytes", busy)
 		if cpu <= cpu0 || mem < mem0+16<<20 {
 			return fmt.Errorf("cpu %v -> %v ns, memory %v -> %v bytes", cpu0, cpu, mem0, mem)
+		}
+		// The scrapes before this one asked for the task's stats.
+		stats := map[string]string{"kind": "runtime", "name": "runc", "method": "/keel.plugin.v1.Runtime/Stats"}
+		if n, _ := s.value("keel_plugin_rpc_duration_seconds", stats); n < 1 {
+			return fmt.Errorf("keel_plugin_rpc_duration_seconds%v: %v", stats, n)
 		}
 		return nil
 	})
@@ -258,7 +264,8 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("task metrics: %s missing", name)
 		}
 	}
-	if table := k.ok("task", "metrics", "busy"); !strings.Contains(table, "container_per_cpu_nanoseconds  cpu=\"0\"") {
+	table := k.ok("task", "metrics", "busy")
+	if !regexp.MustCompile(`(?m)^container_per_cpu_nanoseconds +cpu="0" +[0-9]+$`).MatchString(table) {
 		t.Errorf("task metrics table:\n%s", table)
 	}
 }
