@@ -139,3 +139,12 @@ func desc(name, unit, help string, labels ...string) *Desc {
 	}
 	return &Desc{Name: full, Help: help, Labels: labels}
 }
+
+// present reads a field of s, a part of the message that may be missing
+// (as a runtime leaves out what a cgroup lacks).
+func present[S any](s *S, get func(*S) uint64) (uint64, bool) {
+	if s == nil {
+		return 0, false
+	}
+	return get(s), true
+}

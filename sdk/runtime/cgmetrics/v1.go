@@ -50,7 +50,7 @@ func concat[M any](lists ...[]metric[M]) []metric[M] {
 }
 
 func v1CPU(name, unit, help string, get func(*v1.CPUStat) uint64) metric[*v1.Metrics] {
-	return gauge(name, unit, help, func(m *v1.Metrics) (uint64, bool) { return get(m.CPU), m.CPU != nil })
+	return gauge(name, unit, help, func(m *v1.Metrics) (uint64, bool) { return present(m.CPU, get) })
 }
 
 func v1Hugetlb(name, unit, help string, get func(*v1.HugetlbStat) uint64) metric[*v1.Metrics] {
@@ -80,7 +80,7 @@ func v1Blkio(name, unit, help string, get func(*v1.BlkIOStat) []*v1.BlkIOEntry) 
 // swap, kernel and kernel TCP counters (each present when the cgroup has it).
 func v1Memory() []metric[*v1.Metrics] {
 	stat := func(name, help string, get func(*v1.MemoryStat) uint64) metric[*v1.Metrics] {
-		return gauge("memory_"+name, bytes, help, func(m *v1.Metrics) (uint64, bool) { return get(m.Memory), m.Memory != nil })
+		return gauge("memory_"+name, bytes, help, func(m *v1.Metrics) (uint64, bool) { return present(m.Memory, get) })
 	}
 	out := []metric[*v1.Metrics]{
 		stat("cache", "The cache amount used", func(s *v1.MemoryStat) uint64 { return s.Cache }),

@@ -29,7 +29,7 @@ var v2Metrics = concat(
 )
 
 func v2CPU(name, unit, help string, get func(*v2.CPUStat) uint64) metric[*v2.Metrics] {
-	return gauge(name, unit, help, func(m *v2.Metrics) (uint64, bool) { return get(m.CPU), m.CPU != nil })
+	return gauge(name, unit, help, func(m *v2.Metrics) (uint64, bool) { return present(m.CPU, get) })
 }
 
 func v2IO(name, unit, help string, get func(*v2.IOEntry) uint64) metric[*v2.Metrics] {
@@ -46,7 +46,7 @@ func v2IO(name, unit, help string, get func(*v2.IOEntry) uint64) metric[*v2.Metr
 // fields, and memory.events' oom count.
 func v2Memory() []metric[*v2.Metrics] {
 	stat := func(name, help string, get func(*v2.MemoryStat) uint64) metric[*v2.Metrics] {
-		return gauge("memory_"+name, bytes, help, func(m *v2.Metrics) (uint64, bool) { return get(m.Memory), m.Memory != nil })
+		return gauge("memory_"+name, bytes, help, func(m *v2.Metrics) (uint64, bool) { return present(m.Memory, get) })
 	}
 	// memory.stat's fields, whose help containerd words alike.
 	field := func(name string, get func(*v2.MemoryStat) uint64) metric[*v2.Metrics] {
