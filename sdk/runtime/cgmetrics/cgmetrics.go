@@ -101,16 +101,18 @@ func collect[M any](m M, defs []metric[M]) []Sample {
 	return out
 }
 
-// Descs lists every family V1 and V2 may return (v1's first), and OOM.
-func Descs() []*Desc {
-	var out []*Desc
-	for _, d := range v1Metrics {
+// V1Descs lists the families V1 may return, in containerd's order.
+func V1Descs() []*Desc { return descsOf(v1Metrics) }
+
+// V2Descs lists the families V2 may return, in containerd's order.
+func V2Descs() []*Desc { return descsOf(v2Metrics) }
+
+func descsOf[M any](defs []metric[M]) []*Desc {
+	out := make([]*Desc, 0, len(defs))
+	for _, d := range defs {
 		out = append(out, d.desc)
 	}
-	for _, d := range v2Metrics {
-		out = append(out, d.desc)
-	}
-	return append(out, OOM)
+	return out
 }
 
 // Units as docker/go-metrics spells them in names.

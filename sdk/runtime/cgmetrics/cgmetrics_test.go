@@ -21,8 +21,8 @@ func TestNamesAsContainerd(t *testing.T) {
 		golden string
 		descs  []*Desc
 	}{
-		{"testdata/containerd-v1.txt", descsOf(v1Metrics)},
-		{"testdata/containerd-v2.txt", descsOf(v2Metrics)},
+		{"testdata/containerd-v1.txt", V1Descs()},
+		{"testdata/containerd-v2.txt", V2Descs()},
 	} {
 		t.Run(c.golden, func(t *testing.T) {
 			want := readGolden(t, c.golden)
@@ -50,14 +50,6 @@ func TestNamesAsContainerd(t *testing.T) {
 			}
 		})
 	}
-}
-
-func descsOf[M any](defs []metric[M]) []*Desc {
-	var out []*Desc
-	for _, d := range defs {
-		out = append(out, d.desc)
-	}
-	return out
 }
 
 func readGolden(t *testing.T, path string) []string {
