@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -22,12 +21,7 @@ import (
 // serving /metrics on a free loopback port; it returns the metrics URL.
 func metricsKeeld(t *testing.T) (*runKeeld, string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := deadAddr(t) // free now, for keeld to listen on
 	k := newRunKeeld(t, "", fmt.Sprintf("metrics {\n  address = %q\n}\n", addr))
 	return k, "http://" + addr + "/metrics"
 }
@@ -267,6 +261,22 @@ func TestMetrics(t *testing.T) {
 	table := k.ok("task", "metrics", "busy")
 	if !regexp.MustCompile(`(?m)^container_per_cpu_nanoseconds +cpu="0" +[0-9]+$`).MatchString(table) {
 		t.Errorf("task metrics table:\n%s", table)
+	}
+
+	// A collection after the image and its container went counts a run
+	// and the bytes of the blobs it removed.
+	k.ok("container", "rm", "--force", "busy")
+	k.ok("image", "rm", k.ref)
+	k.ok("gc")
+	s = scrapeMetrics(t, url)
+	if v, _ := s.value("keel_gc_runs_total", map[string]string{"result": "success"}); v < 1 {
+		t.Errorf("keel_gc_runs_total{success}: %v", v)
+	}
+	if v, _ := s.value("keel_gc_freed_bytes_total", nil); v < 1 {
+		t.Errorf("keel_gc_freed_bytes_total: %v", v)
+	}
+	if _, ok := s.value("container_cpu_total_nanoseconds", busy); ok {
+		t.Error("a removed task still has metrics")
 	}
 }
 
