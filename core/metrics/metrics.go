@@ -15,6 +15,7 @@ import (
 
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
+	"github.com/keel-runtime/keel/sdk/errdefs"
 )
 
 // Metrics are keeld's own figures.
@@ -106,7 +107,9 @@ func (p *Pull) Progress(next func(images.Progress)) func(images.Progress) {
 func (p *Pull) Done(err error) {
 	result := "success"
 	if err != nil {
-		result = status.Code(err).String()
+		// The code the caller gets: keeld's interceptor converts the
+		// error the same way after this.
+		result = status.Code(errdefs.ToGRPC(err)).String()
 	}
 	p.m.pulls.WithLabelValues(result).Inc()
 	p.m.pullDuration.Observe(time.Since(p.start).Seconds())
