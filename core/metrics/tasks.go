@@ -62,12 +62,17 @@ type Tasks struct {
 
 	mu   sync.Mutex
 	ooms map[taskKey]uint64
-	// descs are the Prometheus descriptions of cgmetrics' families,
-	// made once each.
-	descs map[*cgmetrics.Desc]*prometheus.Desc
+	// descs are the Prometheus descriptions of cgmetrics' families, made
+	// once for each runtime.
+	descs map[descKey]*prometheus.Desc
 }
 
 type taskKey struct{ ns, id string }
+
+type descKey struct {
+	d       *cgmetrics.Desc
+	runtime string
+}
 
 var (
 	tasksDesc      = prometheus.NewDesc("keel_tasks", "Tasks by namespace, runtime and state, at scrape time.", []string{"namespace", "runtime", "state"}, nil)
@@ -91,7 +96,7 @@ func NewTasks(ctx context.Context, src Source, sub events.Subscriber, opts TaskO
 			Help: "Calls of a metrics scrape that failed (reason error) or missed the scrape's deadline (reason timeout), by runtime and call (list, stats, records); what they would have brought is left out of that scrape.",
 		}, []string{"runtime", "call", "reason"}),
 		ooms:  map[taskKey]uint64{},
-		descs: map[*cgmetrics.Desc]*prometheus.Desc{},
+		descs: map[descKey]*prometheus.Desc{},
 	}
 	if sub != nil {
 		evs := sub.Subscribe(ctx, func(ev events.Envelope) bool {
@@ -147,12 +152,12 @@ func (c *Tasks) Collect(ch chan<- prometheus.Metric) {
 			if s.Desc == cgmetrics.OOMV2 {
 				v2[taskKey{t.Namespace, t.ID}] = true
 			}
-			ch <- prometheus.MustNewConstMetric(c.desc(s.Desc), valueType(s.Desc), s.Value, append([]string{t.ID, t.Namespace}, s.LabelValues...)...)
+			ch <- prometheus.MustNewConstMetric(c.desc(s.Desc, t.Runtime), valueType(s.Desc), s.Value, append([]string{t.ID, t.Namespace}, s.LabelValues...)...)
 		}
 	}
 	// The OOM count of every task listed whose cgroup (v1) does not
 	// report it itself, even stopped: an OOM often ends the task.
-	oom := c.desc(cgmetrics.OOM)
+	oom := c.desc(cgmetrics.OOM, "")
 	c.mu.Lock()
 	for _, t := range tasks {
 		if k := (taskKey{t.Namespace, t.ID}); !v2[k] {
@@ -236,14 +241,22 @@ func (c *Tasks) collectRecords(ctx context.Context, ch chan<- prometheus.Metric)
 	}
 }
 
-// desc is d's Prometheus description.
-func (c *Tasks) desc(d *cgmetrics.Desc) *prometheus.Desc {
+// desc is d's Prometheus description. The metrics of a task's cgroup
+// carry the constant label runtime, its runtime's name, as containerd's
+// do (its container's runtime, e.g. io.containerd.runc.v2); the OOM count
+// of the events carries none, as containerd's OOM collector.
+func (c *Tasks) desc(d *cgmetrics.Desc, runtime string) *prometheus.Desc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	pd, ok := c.descs[d]
+	k := descKey{d, runtime}
+	pd, ok := c.descs[k]
 	if !ok {
-		pd = prometheus.NewDesc(d.Name, d.Help, append([]string{cgmetrics.LabelContainerID, cgmetrics.LabelNamespace}, d.Labels...), nil)
-		c.descs[d] = pd
+		var constLabels prometheus.Labels
+		if runtime != "" {
+			constLabels = prometheus.Labels{cgmetrics.LabelRuntime: runtime}
+		}
+		pd = prometheus.NewDesc(d.Name, d.Help, append([]string{cgmetrics.LabelContainerID, cgmetrics.LabelNamespace}, d.Labels...), constLabels)
+		c.descs[k] = pd
 	}
 	return pd
 }

@@ -188,12 +188,18 @@ func TestMetrics(t *testing.T) {
 			if ls["container_id"] != "busy" {
 				continue
 			}
-			if ls["namespace"] != "default" {
-				t.Errorf("%s: labels %v, want namespace default", name, ls)
+			// containerd's runtime label (the task's runtime) on all
+			// but the OOM count, as containerd's OOM collector.
+			wantRuntime := "runc"
+			if name == "container_memory_oom_total" {
+				wantRuntime = ""
+			}
+			if ls["namespace"] != "default" || ls["runtime"] != wantRuntime {
+				t.Errorf("%s: labels %v, want namespace default, runtime %q", name, ls, wantRuntime)
 			}
 			var own []string
 			for l := range ls {
-				if l != "container_id" && l != "namespace" {
+				if l != "container_id" && l != "namespace" && l != "runtime" {
 					own = append(own, l)
 				}
 			}

@@ -2,7 +2,8 @@
 // plugin returns, containerd/cgroups' v1 or v2 Metrics message — exactly as
 // containerd's metrics plugin names them (core/metrics/cgroups/v1 and v2):
 // container_<subsystem>_<name>_<unit>, labelled container_id and namespace
-// and then the metric's own labels (blkio's op, device, major, minor; per
+// (and runtime, which the exporter adds: LabelRuntime) and then the
+// metric's own labels (blkio's op, device, major, minor; per
 // cpu's cpu; hugetlb's page), every one a gauge as containerd exports them.
 // So dashboards made for containerd work unchanged over keel. keeld's
 // collector (core/metrics) and `keel task metrics` share it.
@@ -27,6 +28,11 @@ const (
 	LabelContainerID = "container_id"
 	LabelNamespace   = "namespace"
 )
+
+// LabelRuntime is the constant label containerd adds to the metrics of a
+// task's cgroup: the task's runtime (containerd's tasks service adds it
+// to each task it monitors; its OOM count has none).
+const LabelRuntime = "runtime"
 
 // Desc describes one metric family.
 type Desc struct {
