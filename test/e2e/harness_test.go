@@ -129,6 +129,7 @@ func newEnv(t testing.TB) *env {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove %s: %v", dir, err)
 		}
+		removeCgroupParent(filepath.Base(dir))
 	})
 	return &env{dir: dir, root: filepath.Join(dir, "root"), state: filepath.Join(dir, "state"),
 		socket: filepath.Join(dir, "k.sock")}
@@ -458,5 +459,17 @@ func leased(t *testing.T, c *client.Client) (ctx context.Context, release func()
 		if err := c.DeleteLease(context.Background(), l.ID); err != nil {
 			t.Errorf("delete lease %s: %v", l.ID, err)
 		}
+	}
+}
+
+// removeCgroupParent removes the (empty) cgroup parent runtimePlugin gave
+// the env's tasks in every hierarchy: runc removes a task's own cgroup, not
+// its parent, and each env names a parent of its own. A parent a leaked
+// task still uses stays (rmdir refuses it).
+func removeCgroupParent(base string) {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/keel-e2e-" + base)
+	dirs = append(dirs, "/sys/fs/cgroup/keel-e2e-"+base)
+	for _, d := range dirs {
+		os.Remove(d)
 	}
 }
