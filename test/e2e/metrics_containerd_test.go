@@ -53,6 +53,8 @@ func startContainerd(t *testing.T) *containerd {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The namespace is the tasks' cgroup parent: named as runtimePlugin's
+	// parents, removed the same way.
 	c := &containerd{dir: dir, ns: "keel-e2e-" + filepath.Base(dir), metrics: deadAddr(t)}
 	cfg := fmt.Sprintf(`version = 2
 root = %q
@@ -114,6 +116,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 			}
 		}
 		os.RemoveAll(dir)
+		// ctr gives each task the cgroup /<namespace>/<id>: the
+		// namespace's is the parent left.
+		removeCgroupParent(filepath.Base(dir))
 	})
 	eventually(t, settle, "containerd answers", func() error {
 		select {
