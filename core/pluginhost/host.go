@@ -141,6 +141,7 @@ type options struct {
 	hangTimeout            time.Duration
 	startTimeout           time.Duration
 	socketDir              string
+	dial                   func(kind, name string) []grpc.DialOption // WithDialOptions
 }
 
 // WithBackoff sets the delay before the first restart and its cap; the delay

@@ -89,6 +89,7 @@ func (in *instance) launch(ctx context.Context) (*host.Process, error) {
 		Logger:       in.h.base,
 		StartTimeout: in.h.opts.startTimeout,
 		SocketDir:    in.h.opts.socketDir,
+		DialOptions:  in.dialOptions(),
 	})
 	if err != nil {
 		var le *host.LaunchError
