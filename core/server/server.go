@@ -74,6 +74,9 @@ type Server struct {
 	health   *health.Server
 	listener net.Listener
 	metrics  *http.Server
+	// ready is closed once Serve listens (Ready).
+	ready  chan struct{}
+	reload reloadState
 }
 
 // New opens keeld's metadata and starts its plugins. Serve then serves the API.
@@ -110,7 +113,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 }
 
 func newServer(cfg *config.Config, logger hclog.Logger) *Server {
-	return &Server{cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{}}
+	return &Server{cfg: cfg, logger: logger, ready: make(chan struct{}), snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{}}
 }
 
 // openDB makes keeld's dirs and opens (and locks) its metadata.
@@ -302,6 +305,7 @@ func (s *Server) Serve() error {
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.logger.Info("serving", "address", s.cfg.GRPC.Address, "metrics", s.cfg.Metrics.Address)
+	close(s.ready)
 	return s.grpc.Serve(l)
 }
 
