@@ -276,10 +276,10 @@ func (in *instance) endStarts() {
 
 // Why watch returned.
 const (
-	watchExited = iota // the process exited (or was killed as hung)
-	watchQuit          // stop was asked
-	watchIdle          // unused for its idle stop: taken out of service
-	watchReconfigure   // its config changed: taken out of service (reconfigure.go)
+	watchExited      = iota // the process exited (or was killed as hung)
+	watchQuit               // stop was asked
+	watchIdle               // unused for its idle stop: taken out of service
+	watchReconfigure        // its config changed: taken out of service (reconfigure.go)
 )
 
 // watch returns when p has exited, stop was asked, or p went unused for

@@ -182,6 +182,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	srv := grpc.NewServer(s.serverOptions(metrics)...)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
+	keelv1.RegisterSystemServer(srv, systemService{s: s})
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
 	s.registerImages(srv)
 	s.registerTasks(srv)
