@@ -56,17 +56,8 @@ func CgroupVersion() string {
 func (s *Server) Ready() <-chan struct{} { return s.ready }
 
 // DumpConfig writes c as HCL with every key at the value keeld applies,
-// the image limits' defaults included (keeld config dump).
+// the image limits' defaults included (keeld config dump). The two Limits
+// types hold the same fields.
 func DumpConfig(c *config.Config) ([]byte, error) {
-	l := imageLimits(c).WithDefaults()
-	return c.HCL(config.Limits{
-		MaxLayers:            l.MaxLayers,
-		MaxLayerSize:         l.MaxLayerSize,
-		MaxLayerUnpackedSize: l.MaxLayerUnpackedSize,
-		MaxImageUnpackedSize: l.MaxImageUnpackedSize,
-		MaxUnpackRatio:       l.MaxUnpackRatio,
-		MaxManifestSize:      l.MaxManifestSize,
-		MaxIndexManifests:    l.MaxIndexManifests,
-		MaxArchiveEntries:    l.MaxArchiveEntries,
-	})
+	return c.HCL(config.Limits(imageLimits(c).WithDefaults()))
 }

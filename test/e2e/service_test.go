@@ -18,7 +18,6 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/core/config"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
-	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // logSince is what keeld logged after the first off bytes of its log.
@@ -51,14 +50,7 @@ func (k *keeld) info() client.Info {
 // every other change as needing a restart. keeld never exits on it.
 func TestReload(t *testing.T) {
 	t.Parallel()
-	if os.Geteuid() != 0 {
-		testkit.SkipOrFail(t, "needs root to run containers")
-	}
-	for _, bin := range []string{"runc", registry.BusyboxPath} {
-		if _, err := exec.LookPath(bin); err != nil {
-			testkit.SkipOrFail(t, "%s: %v (apt-get install runc busybox-static)", bin, err)
-		}
-	}
+	needRun(t)
 	// Registries A and B hold different images under one name; the
 	// resolver's config maps the host reload.test to one of them.
 	regs := map[string]*registry.Registry{"A": startRegistry(t), "B": startRegistry(t)}
