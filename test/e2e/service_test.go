@@ -413,3 +413,37 @@ func hostCgroupVersion(t *testing.T) string {
 	}
 	return "v1"
 }
+
+// TestLogFormatJSON: with log_format = "json" every line of keeld's log,
+// its plugins' lines included, is a JSON object.
+func TestLogFormatJSON(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.startWith(t, e.config(t, "log_format = \"json\"\n"+defaultPlugins))
+	if info := k.info(); info.LogFormat != "json" {
+		t.Errorf("keel info: log format %q, want json", info.LogFormat)
+	}
+	if err := k.stop(settle); err != nil {
+		t.Fatalf("keeld exit: %v", err)
+	}
+	b, err := os.ReadFile(k.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modules := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		var entry struct {
+			Message string `json:"@message"`
+			Module  string `json:"@module"`
+		}
+		if err := json.Unmarshal([]byte(line), &entry); err != nil || entry.Message == "" {
+			t.Errorf("log line is no JSON object with a @message: %q (%v)", line, err)
+		}
+		modules[entry.Module] = true
+	}
+	for _, m := range []string{"keeld", "keeld.content.local"} {
+		if !modules[m] {
+			t.Errorf("no JSON line from %s; modules %v", m, modules)
+		}
+	}
+}
