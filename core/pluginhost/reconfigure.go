@@ -21,8 +21,10 @@ type reconfState struct {
 	// signal tells the supervisor that a new config waits (buffered 1).
 	signal chan struct{}
 	// config is what the next launch hands to Configure; prev is the
-	// running process's, taken back when the plugin refuses config.
-	config, prev json.RawMessage
+	// running process's, taken back when the plugin refuses config;
+	// launched is what the last launch handed over (launches are one at
+	// a time: the supervisor's).
+	config, prev, launched json.RawMessage
 	// waiters are the Reconfigure calls waiting for the outcome.
 	waiters []chan error
 }
@@ -35,7 +37,22 @@ func newReconfState(config json.RawMessage) reconfState {
 func (in *instance) launchConfig() json.RawMessage {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	in.reconf.launched = in.reconf.config
 	return in.reconf.config
+}
+
+// stale tells whether the running process has another config than the
+// current one; in.mu is held.
+func (in *instance) stale() bool {
+	return !sameJSON(in.reconf.launched, in.reconf.config)
+}
+
+// signalReconfigure wakes the supervisor's watch for a new config.
+func (in *instance) signalReconfigure() {
+	select {
+	case in.reconf.signal <- struct{}{}:
+	default: // one is pending already
+	}
 }
 
 // Reconfigure hands the plugin instance kind.name a new config block. A
@@ -65,16 +82,16 @@ func (h *Host) Reconfigure(ctx context.Context, kind, name string, config json.R
 	in.reconf.config = config
 	if in.proc == nil {
 		in.mu.Unlock()
+		// A start under way with the old config is restarted once it
+		// runs (watch).
+		in.signalReconfigure()
 		in.logger.Info("plugin config changed: its next start takes it", "state", in.status().State)
 		return false, nil
 	}
 	res := make(chan error, 1)
 	in.reconf.waiters = append(in.reconf.waiters, res)
 	in.mu.Unlock()
-	select {
-	case in.reconf.signal <- struct{}{}:
-	default: // one is pending already
-	}
+	in.signalReconfigure()
 	select {
 	case err := <-res:
 		return true, err
@@ -95,12 +112,12 @@ func sameJSON(a, b json.RawMessage) bool {
 }
 
 // beginReconfigure takes p out of service for a restart with a new config,
-// when one waits: new calls wait for the restart (as for a start on
+// when p runs with another config than the current one: new calls wait for the restart (as for a start on
 // demand), then the calls in flight on p are let finish. It tells whether
 // it did.
 func (in *instance) beginReconfigure(p *host.Process) bool {
 	in.mu.Lock()
-	if in.proc != p || len(in.reconf.waiters) == 0 {
+	if in.proc != p || !in.stale() {
 		in.mu.Unlock()
 		return false
 	}
@@ -178,7 +195,13 @@ func (in *instance) relaunch() *host.Process {
 }
 
 // settleReconfigure answers the Reconfigure calls waiting; in.mu is held.
+// A process started with an old config (the config changed while it
+// started) answers none: watch restarts it.
 func (in *instance) settleReconfigure(err error) {
+	if err == nil && in.stale() {
+		in.signalReconfigure()
+		return
+	}
 	for _, w := range in.reconf.waiters {
 		w <- err
 	}
