@@ -229,6 +229,18 @@ func TestNotify(t *testing.T) {
 		t.Fatalf("READY=1 came but the API does not answer: %v", err)
 	}
 	c.Close()
+	// The notify socket is keeld's alone: its plugins (and the runc a
+	// runtime runs, whose start would wait for the container's READY=1)
+	// do not inherit it.
+	for id, p := range k.plugins() {
+		environ, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", p.Pid))
+		if err != nil {
+			t.Fatalf("plugin %s: %v", id, err)
+		}
+		if strings.Contains("\x00"+string(environ), "\x00NOTIFY_SOCKET=") {
+			t.Errorf("plugin %s (pid %d) has NOTIFY_SOCKET in its environment", id, p.Pid)
+		}
+	}
 
 	if err := k.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
