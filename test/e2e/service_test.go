@@ -130,23 +130,31 @@ func TestReload(t *testing.T) {
 		}
 	})
 	t.Run("log level", func(t *testing.T) {
-		reload(t, body("B", "log_level = \"debug\"\n"), "log level changed: from=info to=debug")
-		if info := k.info(); info.LogLevel != "debug" {
-			t.Errorf("keel info: log level %q after the reload, want debug", info.LogLevel)
+		reload(t, body("B", "log_level = \"trace\"\n"), "log level changed: from=info to=trace")
+		off := k.logSize()
+		if info := k.info(); info.LogLevel != "trace" {
+			t.Errorf("keel info: log level %q after the reload, want trace", info.LogLevel)
 		}
+		// keeld logs each API call at trace level: the call just made.
+		eventually(t, settle, "a trace line of the info call", func() error {
+			if l := k.logSince(off); !strings.Contains(l, "[TRACE] keeld: call: method=/keel.v1.System/Info") {
+				return fmt.Errorf("no trace line of the call in the log since:\n%s", l)
+			}
+			return nil
+		})
 	})
 	t.Run("broken file", func(t *testing.T) {
-		text := body("B", "log_level = \"debug\"\nbroken = = 1\n")
+		text := body("B", "log_level = \"trace\"\nbroken = = 1\n")
 		// The line of the syntax error in the file writeConfig writes.
 		lines := strings.Split(header(e)+text, "\n")
 		line := slices.Index(lines, "broken = = 1") + 1
 		reload(t, text, "config not reloaded, nothing changed", fmt.Sprintf("%s:%d:", path, line))
-		if info := k.info(); info.LogLevel != "debug" {
-			t.Errorf("keel info: log level %q after a broken config, want debug kept", info.LogLevel)
+		if info := k.info(); info.LogLevel != "trace" {
+			t.Errorf("keel info: log level %q after a broken config, want trace kept", info.LogLevel)
 		}
 	})
 	t.Run("needs a restart", func(t *testing.T) {
-		extra := "log_level = \"debug\"\nlog_format = \"json\"\nmax_concurrent_downloads = 5\n"
+		extra := "log_level = \"trace\"\nlog_format = \"json\"\nmax_concurrent_downloads = 5\n"
 		text := strings.Replace(body("B", extra), "plugin \"snapshotter\" \"overlay\"", "plugin \"snapshotter\" \"overlay2\"", 1)
 		reload(t, text,
 			"not applied, needs a restart: log_format",
