@@ -67,12 +67,15 @@ func TestReload(t *testing.T) {
 	}
 	const ref = "reload.test/e2e/busybox:v1"
 	e := newEnv(t)
+	// runtimeLine is what the runtime block subtest adds to the runtime's
+	// config; the subtests after it keep it.
+	runtimeLine := ""
 	body := func(to, extra string) string {
 		block, err := resolverPlugin(json.RawMessage(fmt.Sprintf(`{"retries": 0, "host": {"reload.test": {"mirrors": ["http://%s"], "fallback": false}}}`, regs[to].Host)))
 		if err != nil {
 			t.Fatal(err)
 		}
-		return pullPlugins + block + runtimePlugin(e) + extra
+		return pullPlugins + block + strings.Replace(runtimePlugin(e), "cgroup_parent =", runtimeLine+"cgroup_parent =", 1) + extra
 	}
 	path := e.config(t, body("A", ""))
 	k := &runKeeld{keeld: e.startWith(t, path), ref: ref}
@@ -127,6 +130,21 @@ func TestReload(t *testing.T) {
 		}
 		if got, want := pulled(), imgs["B"].Manifest.Desc.Digest.String(); got != want {
 			t.Errorf("pull after the reload: %s, want B's %s", got, want)
+		}
+	})
+	// The runtime restarted with a new config finds its task again.
+	t.Run("runtime block", func(t *testing.T) {
+		before := k.plugins()["runtime.runc"]
+		runtimeLine = "runtime = \"runc\"\n    "
+		reload(t, body("B", ""), "plugin config applied: plugin=runtime.runc")
+		if now := k.plugins()["runtime.runc"]; now.State != "running" || now.Pid == before.Pid || now.Restarts != before.Restarts {
+			t.Errorf("runtime after the reload: %+v, was %+v; want a new process and no restart counted", now, before)
+		}
+		if now := k.tasks()["sleeper"]; now.Status != "running" || now.Pid != task.Pid {
+			t.Errorf("task sleeper after the runtime's restart: %+v, was %+v", now, task)
+		}
+		if out := k.ok("run", "--rm", "--net", "none", ref, "after", "/bin/busybox", "echo", "ran"); out != "ran\n" {
+			t.Errorf("keel run after the runtime's restart: %q", out)
 		}
 	})
 	t.Run("log level", func(t *testing.T) {
