@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -13,7 +15,15 @@ func configCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "config",
 		Short: "Print, check or dump keeld's config",
-		Args:  cobra.NoArgs,
+		// A group: an argument that names none of its commands fails
+		// (cobra would print the help and exit 0).
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return cmd.Help()
+			}
+			return fmt.Errorf("unknown command %q for %q", args[0], cmd.CommandPath())
+		},
 	}
 	cmd.AddCommand(
 		&cobra.Command{
@@ -28,9 +38,16 @@ func configCommand() *cobra.Command {
 		&cobra.Command{
 			Use:   "validate FILE",
 			Short: "Check a config file: exit status 0 when valid, 1 with every problem (file:line:col)",
-			Args:  cobra.ExactArgs(1),
+			Long: "Check a config file as keeld's start would, short of starting the plugins: its syntax,\n" +
+				"keys and values, and that each plugin's executable is there. Exit status 0 when valid,\n" +
+				"1 with every problem at its file:line:col.",
+			Args: cobra.ExactArgs(1),
 			RunE: func(cmd *cobra.Command, args []string) error {
-				if _, err := config.Load(args[0]); err != nil {
+				cfg, err := config.Load(args[0])
+				if err == nil {
+					err = checkPluginPaths(cfg)
+				}
+				if err != nil {
 					fmt.Fprintln(cmd.ErrOrStderr(), err)
 					return exitCode(1)
 				}
@@ -42,6 +59,27 @@ func configCommand() *cobra.Command {
 	)
 	return cmd
 }
+
+// checkPluginPaths says which plugin executables of cfg are missing (or
+// no executable files), each at its path setting's file:line:col.
+func checkPluginPaths(cfg *config.Config) error {
+	var errs []error
+	for _, p := range cfg.Plugins {
+		fi, err := os.Stat(p.Path)
+		if err == nil && (!fi.Mode().IsRegular() || fi.Mode()&0o111 == 0) {
+			err = fmt.Errorf("%s is not an executable file", p.Path)
+		}
+		if err != nil {
+			errs = append(errs, cfg.PluginError(p.Kind, p.Name, pathError{err}))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pathError is a problem of a plugin's path setting (config.SettingError).
+type pathError struct{ error }
+
+func (pathError) PluginSetting() (setting, key string) { return "path", "" }
 
 func configDumpCommand() *cobra.Command {
 	var configPath string

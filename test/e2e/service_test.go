@@ -317,6 +317,7 @@ func TestKeeldConfigCLI(t *testing.T) {
 	}
 	defFile := write("default.hcl", def)
 	good := write("good.hcl", "root = \"/var/lib/k2\"\nlog_format = \"json\"\nplugin \"content\" \"local\" {\n  path = \"keel-content-local\"\n  config { a = { b = [1, 2] } }\n}\n")
+	noPlugin := write("noplugin.hcl", "plugin \"content\" \"local\" {\n  path = \"/nonexistent/keel-content-local\"\n}\n")
 	bad := write("bad.hcl", "root = \"/var/lib/k2\"\n\nlog_level = \"loud\"\nplugin \"content\" \"local\" {\n  path = \"keel-content-local\"\n}\n")
 
 	for _, tc := range []struct {
@@ -331,7 +332,10 @@ func TestKeeldConfigCLI(t *testing.T) {
 		{name: "validate default", args: []string{"config", "validate", defFile}, stdout: []string{defFile + ": valid"}},
 		{name: "validate good", args: []string{"config", "validate", good}, stdout: []string{good + ": valid"}},
 		{name: "validate bad", args: []string{"config", "validate", bad}, code: 1, stderr: []string{bad + ":3:13: Invalid log_level"}},
+		{name: "validate missing plugin", args: []string{"config", "validate", noPlugin}, code: 1,
+			stderr: []string{noPlugin + ":2:10: content.local: stat /nonexistent/keel-content-local: no such file"}},
 		{name: "validate missing", args: []string{"config", "validate", filepath.Join(dir, "none.hcl")}, code: 1, stderr: []string{"none.hcl: no such file"}},
+		{name: "unknown command", args: []string{"config", "bogus"}, code: 1, stderr: []string{`unknown command "bogus" for "keeld config"`}},
 		{name: "validate no file", args: []string{"config", "validate"}, code: 1, stderr: []string{"accepts 1 arg"}},
 		{name: "dump good", args: []string{"config", "dump", "--config", good}, stdout: []string{"log_format", "max_layers", "ingest_max_age", "cni_bin_dirs"}, parsesTo: good},
 		{name: "dump default file", args: []string{"config", "dump", "--config", defFile}, parsesTo: defFile},
