@@ -81,6 +81,9 @@ type Server struct {
 	health   *health.Server
 	listener net.Listener
 	metrics  *http.Server
+	// ready is closed once Serve listens (Ready).
+	ready  chan struct{}
+	reload reloadState
 }
 
 // New opens keeld's metadata and starts its plugins. Serve then serves the API.
@@ -117,7 +120,7 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 }
 
 func newServer(cfg *config.Config, logger hclog.Logger) *Server {
-	return &Server{cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{}, keelMetrics: metrics.New()}
+	return &Server{cfg: cfg, logger: logger, ready: make(chan struct{}), snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{}, keelMetrics: metrics.New()}
 }
 
 // openDB makes keeld's dirs and opens (and locks) its metadata.
@@ -186,6 +189,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	srv := grpc.NewServer(s.serverOptions(metrics)...)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
+	keelv1.RegisterSystemServer(srv, systemService{s: s})
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
 	s.registerImages(srv)
 	s.registerTasks(srv)
@@ -310,6 +314,7 @@ func (s *Server) Serve() error {
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.logger.Info("serving", "address", s.cfg.GRPC.Address, "metrics", s.cfg.Metrics.Address)
+	close(s.ready)
 	return s.grpc.Serve(l)
 }
 

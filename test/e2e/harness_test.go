@@ -191,6 +191,12 @@ func (e *env) startWith(t testing.TB, path string) *keeld {
 // (SIGTERM, then SIGKILL) at cleanup, and its log dumped if the test failed.
 func (e *env) spawn(t testing.TB, path string) *keeld {
 	t.Helper()
+	return e.spawnEnv(t, path, nil)
+}
+
+// spawnEnv is spawn with environ added to keeld's environment.
+func (e *env) spawnEnv(t testing.TB, path string, environ []string) *keeld {
+	t.Helper()
 	log := strings.TrimSuffix(path, ".hcl") + ".log"
 	f, err := os.Create(log)
 	if err != nil {
@@ -199,6 +205,9 @@ func (e *env) spawn(t testing.TB, path string) *keeld {
 	defer f.Close()
 	cmd := exec.Command(filepath.Join(binDir, "keeld"), "--config", path)
 	cmd.Stdout, cmd.Stderr = f, f
+	if environ != nil {
+		cmd.Env = append(os.Environ(), environ...)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
