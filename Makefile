@@ -24,7 +24,15 @@ LDFLAGS   := -s -w -X github.com/keel-runtime/keel/version.Version=$(VERSION) -X
 # about 1 MB less resident code per process (make bench, BenchmarkFigureIdleMemory).
 GOTAGS    ?= grpcnotrace
 
-.PHONY: all build test faults conformance bench proto tools clean vet lint staticcheck demo fuzz
+# Where make install puts keel: $(DESTDIR)$(PREFIX)/bin (keeld, keel, the
+# plugins, which keeld's default config finds beside keeld), the systemd
+# unit in $(UNITDIR), the config dir $(SYSCONFDIR)/keel.
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+DESTDIR    ?=
+
+.PHONY: all build install install-files verify-install test faults conformance bench proto tools clean vet lint staticcheck demo fuzz
 
 all: build
 
@@ -42,6 +50,27 @@ $(BIN)/keel-plugins: FORCE
 $(BIN)/keel-runtime-runc-shim: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $@ ./cmd/keel-runtime-runc-shim
 FORCE:
+
+# install builds, then installs what $(BIN) holds (install-files alone
+# installs without building). The plugins stay hard links of keel-plugins.
+# config.hcl is `keeld config default`, never written over an existing one.
+install: build
+	$(MAKE) install-files
+install-files:
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/keel
+	for b in $(BINARIES); do install -m 0755 $(BIN)/$$b $(DESTDIR)$(PREFIX)/bin/$$b || exit 1; done
+	for p in $(PLUGINS); do ln -f $(DESTDIR)$(PREFIX)/bin/keel-plugins $(DESTDIR)$(PREFIX)/bin/$$p 2>/dev/null || \
+		cp -f $(DESTDIR)$(PREFIX)/bin/keel-plugins $(DESTDIR)$(PREFIX)/bin/$$p || exit 1; done
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' packaging/systemd/keeld.service > $(DESTDIR)$(UNITDIR)/keeld.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/keeld.service
+	test -e $(DESTDIR)$(SYSCONFDIR)/keel/config.hcl || \
+		{ $(BIN)/keeld config default > $(DESTDIR)$(SYSCONFDIR)/keel/config.hcl.tmp && \
+		  mv $(DESTDIR)$(SYSCONFDIR)/keel/config.hcl.tmp $(DESTDIR)$(SYSCONFDIR)/keel/config.hcl; }
+
+# Installs into temp dirs and checks the layout, the unit (systemd-analyze
+# verify) and the config; .ci/run runs it.
+verify-install: build
+	scripts/verify-install.sh
 
 # 30m, not go test's 10m: test/e2e pulls a 95 MB Debian image onto three
 # snapshotters and runs under KEEL_TEST_LOAD in CI.

@@ -259,8 +259,12 @@ func (c *Client) Plugins(ctx context.Context) ([]Plugin, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Plugin, len(resp.Plugins))
-	for i, p := range resp.Plugins {
+	return pluginsFromProto(resp.Plugins), nil
+}
+
+func pluginsFromProto(ps []*keelv1.Plugin) []Plugin {
+	out := make([]Plugin, len(ps))
+	for i, p := range ps {
 		out[i] = Plugin{
 			Kind:         p.Kind,
 			Name:         p.Name,
@@ -273,7 +277,7 @@ func (c *Client) Plugins(ctx context.Context) ([]Plugin, error) {
 			LastError:    p.LastError,
 		}
 	}
-	return out, nil
+	return out
 }
 
 // ContentStore is keeld's content store, in the call's namespace.

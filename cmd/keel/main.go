@@ -77,6 +77,7 @@ func newRoot() *cobra.Command {
 	root.AddCommand(
 		versionCommand(g),
 		pluginsCommand(g),
+		infoCommand(g),
 		namespaceCommand(g),
 		contentCommand(g),
 		snapshotCommand(g),

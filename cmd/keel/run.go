@@ -180,7 +180,11 @@ func (f *runFlags) specOpts(img *client.LocalImage, args []string) ([]oci.SpecOp
 	}
 	opts = append(opts, sec...)
 	if f.privileged {
-		opts = append(opts, oci.WithPrivileged)
+		after, err := f.sec.afterPrivileged()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(append(opts, oci.WithPrivileged), after...)
 	}
 	return opts, nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -68,6 +69,24 @@ func (f *secFlags) specOpts() ([]oci.SpecOpt, error) {
 	}
 	if f.init {
 		opts = append(opts, oci.WithInit(""))
+	}
+	return opts, nil
+}
+
+// afterPrivileged are the options that stand even with --privileged:
+// an explicit no-new-privileges, which Docker keeps on a privileged
+// container too.
+func (f *secFlags) afterPrivileged() ([]oci.SpecOpt, error) {
+	var opts []oci.SpecOpt
+	for _, s := range f.securityOpts {
+		if k, _, _ := strings.Cut(strings.Replace(s, ":", "=", 1), "="); k != "no-new-privileges" {
+			continue
+		}
+		o, err := oci.SecurityOpt(s)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, o)
 	}
 	return opts, nil
 }

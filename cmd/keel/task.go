@@ -8,12 +8,8 @@ import (
 	"syscall"
 	"time"
 
-	cgroupsv1 "github.com/containerd/cgroups/v3/cgroup1/stats"
-	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/client/oci"
@@ -355,33 +351,6 @@ func taskPauseCommand(g *globals) *cobra.Command {
 
 func taskResumeCommand(g *globals) *cobra.Command {
 	return taskSimpleCommand(g, "resume", "Thaw a paused task", func(cmd *cobra.Command, t *client.Task) error { return t.Resume(cmd.Context()) })
-}
-
-func taskMetricsCommand(g *globals) *cobra.Command {
-	return taskSimpleCommand(g, "metrics", "Print a task's cgroup metrics as JSON", func(cmd *cobra.Command, t *client.Task) error {
-		m, err := t.Metrics(cmd.Context())
-		if err != nil {
-			return err
-		}
-		var msg proto.Message
-		switch {
-		case strings.HasSuffix(m.TypeURL, "v1.Metrics"):
-			msg = &cgroupsv1.Metrics{}
-		case strings.HasSuffix(m.TypeURL, "v2.Metrics"):
-			msg = &cgroupsv2.Metrics{}
-		default:
-			return fmt.Errorf("metrics of type %q: unknown: %w", m.TypeURL, errdefs.ErrNotImplemented)
-		}
-		if err := proto.Unmarshal(m.Data, msg); err != nil {
-			return fmt.Errorf("metrics %s: %w", m.TypeURL, err)
-		}
-		b, err := protojson.MarshalOptions{Multiline: true}.Marshal(msg)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
-		return nil
-	})
 }
 
 // contextWithoutCancel is the command's context, not ended by SIGINT or

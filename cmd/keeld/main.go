@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
@@ -38,12 +39,12 @@ func main() {
 			if logLevel != "" {
 				cfg.LogLevel = logLevel
 			}
-			return run(cfg)
+			return run(cfg, configPath, logLevel)
 		},
 	}
 	cmd.Flags().StringVarP(&configPath, "config", "c", "", "HCL config file")
 	cmd.Flags().StringVarP(&logLevel, "log-level", "l", "", "trace, debug, info, warn or error (overrides the config)")
-	cmd.AddCommand(checkCommand())
+	cmd.AddCommand(checkCommand(), configCommand())
 	if err := cmd.Execute(); err != nil {
 		var ec exitCode
 		if errors.As(err, &ec) {
@@ -54,14 +55,22 @@ func main() {
 	}
 }
 
-func run(cfg *config.Config) error {
+// run serves until SIGTERM or SIGINT; a SIGHUP reloads the config
+// (configPath, as at the start; logLevel, when set, stays over the file's).
+func run(cfg *config.Config, configPath, logLevel string) error {
 	logger := hclog.New(&hclog.LoggerOptions{
-		Name:   "keeld",
-		Level:  hclog.LevelFromString(cfg.LogLevel),
-		Output: os.Stderr,
+		Name:       "keeld",
+		Level:      hclog.LevelFromString(cfg.LogLevel),
+		Output:     os.Stderr,
+		JSONFormat: cfg.LogFormat == "json",
 	})
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	// From now on a SIGHUP no longer kills keeld: one that comes while
+	// it starts is applied once it serves.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	srv, err := server.New(ctx, cfg, logger)
 	if err != nil {
@@ -69,11 +78,19 @@ func run(cfg *config.Config) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-		logger.Info("shutting down")
+	go notifyReady(ctx, srv, cfg.GRPC.Address, logger)
+	for done := false; !done; {
+		select {
+		case err = <-errc:
+			done = true
+		case <-ctx.Done():
+			logger.Info("shutting down")
+			done = true
+		case <-hup:
+			reload(ctx, srv, configPath, logLevel, logger)
+		}
 	}
+	notify(logger, daemon.SdNotifyStopping)
 	shutdown, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	srv.Stop(shutdown)

@@ -73,6 +73,8 @@ const (
 	DefaultRoot     = "/var/lib/keel"
 	DefaultState    = "/run/keel"
 	DefaultLogLevel = "info"
+	// DefaultLogFormat is keeld's log as lines of text (LogFormats).
+	DefaultLogFormat = "text"
 	// DefaultMaxConcurrentDownloads bounds the blobs a pull fetches at once.
 	DefaultMaxConcurrentDownloads = 3
 	// The API socket defaults to <state>/keel.sock.
@@ -87,13 +89,22 @@ const (
 // LogLevels are the values log_level accepts, most verbose first.
 var LogLevels = []string{"trace", "debug", "info", "warn", "error"}
 
+// LogFormats are the values log_format accepts: lines of text, or one JSON
+// object per line (hclog's JSONFormat).
+var LogFormats = []string{"text", "json"}
+
 // Config is keeld's configuration, checked and with defaults applied.
 type Config struct {
+	// File is the file the config was loaded from; "" for the embedded
+	// default.
+	File string `json:"-"`
 	// Root holds persistent data, State runtime data (sockets, pids).
 	Root  string `json:"root"`
 	State string `json:"state"`
 	// LogLevel is one of LogLevels.
 	LogLevel string `json:"log_level"`
+	// LogFormat is one of LogFormats.
+	LogFormat string `json:"log_format"`
 	// PluginDir is where relative plugin paths were resolved.
 	PluginDir string  `json:"plugin_dir"`
 	GRPC      GRPC    `json:"grpc"`
@@ -316,13 +327,22 @@ func Default() *Config {
 	return c
 }
 
+// DefaultHCL is the embedded default config's file: every key, those at
+// their default commented out (keeld config default).
+func DefaultHCL() []byte { return slices.Clone(defaultHCL) }
+
 // Load reads and parses the file at path.
 func Load(path string) (*Config, error) {
 	src, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(src, path)
+	c, err := Parse(src, path)
+	if err != nil {
+		return nil, err
+	}
+	c.File = path
+	return c, nil
 }
 
 // LoadOrDefault loads path; an empty path means DefaultPath when that file

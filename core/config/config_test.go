@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/hashicorp/hcl/v2/gohcl"
 
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -75,41 +74,7 @@ func TestExampleDocumentsEveryKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var keys []string
-	for _, v := range []any{&fileSchema{}, &grpcSchema{}, &metricsSchema{}, &gcSchema{}, &limitsSchema{}, &pluginSchema{}} {
-		schema, _ := gohcl.ImpliedBodySchema(v)
-		for _, a := range schema.Attributes {
-			keys = append(keys, a.Name)
-		}
-		for _, b := range schema.Blocks {
-			keys = append(keys, b.Type)
-		}
-	}
-	lines := strings.Split(string(src), "\n")
-	for _, key := range keys {
-		q := regexp.QuoteMeta(key)
-		written := regexp.MustCompile(`^[#\s]*` + q + `\s*(=|\{|")`)
-		named := regexp.MustCompile(`^\s*#.*\b` + q + `\b`)
-		found, documented := false, false
-		for i, l := range lines {
-			if named.MatchString(l) {
-				documented = true
-			}
-			if written.MatchString(l) {
-				found = true
-				// A comment right above the key documents it.
-				if i > 0 && strings.HasPrefix(strings.TrimSpace(lines[i-1]), "#") {
-					documented = true
-				}
-			}
-		}
-		if !found {
-			t.Errorf("config.hcl.example never writes %q", key)
-		}
-		if !documented {
-			t.Errorf("config.hcl.example has no comment on %q", key)
-		}
-	}
+	checkEveryKey(t, "config.hcl.example", src)
 }
 
 func TestDefault(t *testing.T) {

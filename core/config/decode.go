@@ -30,6 +30,9 @@ type fileSchema struct {
 	LogLevel      *string   `hcl:"log_level,optional"`
 	LogLevelRange hcl.Range `hcl:"log_level,attr_value_range"`
 
+	LogFormat      *string   `hcl:"log_format,optional"`
+	LogFormatRange hcl.Range `hcl:"log_format,attr_value_range"`
+
 	PluginDir      *string   `hcl:"plugin_dir,optional"`
 	PluginDirRange hcl.Range `hcl:"plugin_dir,attr_value_range"`
 
@@ -188,6 +191,14 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 		c.LogLevel = *fs.LogLevel
 		if !slices.Contains(LogLevels, c.LogLevel) {
 			fail(fs.LogLevelRange, "Invalid log_level", "log_level %q is none of %s.", c.LogLevel, strings.Join(LogLevels, ", "))
+		}
+	}
+
+	c.LogFormat = DefaultLogFormat
+	if fs.LogFormat != nil {
+		c.LogFormat = *fs.LogFormat
+		if !slices.Contains(LogFormats, c.LogFormat) {
+			fail(fs.LogFormatRange, "Invalid log_format", "log_format %q is none of %s.", c.LogFormat, strings.Join(LogFormats, ", "))
 		}
 	}
 

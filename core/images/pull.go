@@ -109,6 +109,10 @@ type LayerProgress struct {
 	DiffID  digest.Digest
 	ChainID digest.Digest
 	Skipped bool
+	// Duration is how long the layer took to apply (and, applied as it
+	// downloads, to download); Size its uncompressed bytes.
+	Duration time.Duration
+	Size     int64
 }
 
 // PullResult is what a pull stored.
@@ -573,11 +577,13 @@ func (pl *pull) unpack(ctx context.Context, layers []ocispec.Descriptor, diffIDs
 			parent = chains[i-1].String()
 		}
 		budget, key := pl.limits.unpackBudget(l, used)
+		start := time.Now()
 		size, err := pl.applyLayer(ctx, l, diffIDs[i], chain, parent, budget, key)
 		if err != nil {
 			return "", fmt.Errorf("layer %d (%s): %w", i, l.Digest, err)
 		}
 		used += size
+		lp.Duration, lp.Size = time.Since(start), size
 		pl.progress(Progress{Layer: &lp})
 	}
 	return chains[len(chains)-1], nil

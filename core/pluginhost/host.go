@@ -141,7 +141,8 @@ type options struct {
 	hangTimeout            time.Duration
 	startTimeout           time.Duration
 	socketDir              string
-	events                 func(Event) // see WithEvents
+	events                 func(Event)                               // WithEvents
+	dial                   func(kind, name string) []grpc.DialOption // WithDialOptions
 }
 
 // WithBackoff sets the delay before the first restart and its cap; the delay

@@ -57,6 +57,9 @@ type instance struct {
 	idle     bool
 	starting *startAttempt
 	wake     chan struct{}
+
+	// reconf is what Reconfigure changed (reconfigure.go).
+	reconf reconfState
 }
 
 func newInstance(h *Host, s Spec) *instance {
@@ -73,6 +76,7 @@ func newInstance(h *Host, s Spec) *instance {
 		state:   StateStarting,
 		running: make(chan struct{}),
 		wake:    make(chan struct{}, 1),
+		reconf:  newReconfState(s.Config),
 	}
 }
 
@@ -89,6 +93,7 @@ func (in *instance) launch(ctx context.Context) (*host.Process, error) {
 		Logger:       in.h.base,
 		StartTimeout: in.h.opts.startTimeout,
 		SocketDir:    in.h.opts.socketDir,
+		DialOptions:  in.dialOptions(),
 	})
 	if err != nil {
 		var le *host.LaunchError
@@ -97,7 +102,7 @@ func (in *instance) launch(ctx context.Context) (*host.Process, error) {
 		}
 		return nil, err
 	}
-	if _, err := p.Configure(ctx, in.spec.Root, in.spec.State, in.spec.Config); err != nil {
+	if _, err := p.Configure(ctx, in.spec.Root, in.spec.State, in.launchConfig()); err != nil {
 		p.Kill()
 		if errdefs.IsInvalidArgument(err) {
 			key, _ := sdk.ConfigKeyOf(err)
@@ -156,6 +161,7 @@ func (in *instance) setRunning(p *host.Process) {
 	in.proc, in.state, in.info = p, StateRunning, p.Info()
 	in.idle, in.lastUse = false, time.Now()
 	in.procCtx, in.procCancel = context.WithCancel(context.Background())
+	in.settleReconfigure(nil) // it was launched with the latest config
 	close(in.running)
 	in.running = make(chan struct{})
 }
@@ -204,6 +210,12 @@ func (in *instance) supervise(p *host.Process) {
 			in.logger.Info("plugin stopped: idle", "pid", p.Pid(), "idle_stop", in.spec.IdleStop)
 			p = nil
 			continue
+		case watchReconfigure:
+			if p = in.relaunch(); p != nil {
+				continue
+			}
+			// Neither config started: restarted with backoff as after
+			// a crash.
 		}
 		if time.Since(upSince) >= o.stableAfter {
 			backoff = o.backoffMin
@@ -270,9 +282,10 @@ func (in *instance) endStarts() {
 
 // Why watch returned.
 const (
-	watchExited = iota // the process exited (or was killed as hung)
-	watchQuit          // stop was asked
-	watchIdle          // unused for its idle stop: taken out of service
+	watchExited      = iota // the process exited (or was killed as hung)
+	watchQuit               // stop was asked
+	watchIdle               // unused for its idle stop: taken out of service
+	watchReconfigure        // its config changed: taken out of service (reconfigure.go)
 )
 
 // watch returns when p has exited, stop was asked, or p went unused for
@@ -308,6 +321,11 @@ func (in *instance) watch(p *host.Process) int {
 		case <-p.Done():
 			in.logger.Info("plugin exited", "pid", p.Pid())
 			return watchExited
+		case <-in.reconf.signal:
+			if in.beginReconfigure(p) {
+				return watchReconfigure
+			}
+			continue
 		case <-idle:
 			left, since := in.idleLeft(p)
 			if left == 0 {

@@ -30,7 +30,7 @@ const envGCCrash = "KEEL_TEST_GC_CRASH"
 // startGC starts the garbage collection scheduler: after removals of
 // images and leases (debounced), on the configured tick, and on demand.
 func (s *Server) startGC() {
-	s.gc = gc.NewScheduler(publishedGC{networkedGC{s}, s}, s.cfg.GCInterval(), 0, s.logger.Named("gc"))
+	s.gc = gc.NewScheduler(publishedGC{s.keelMetrics.GC(networkedGC{s}), s}, s.cfg.GCInterval(), 0, s.logger.Named("gc"))
 	s.gc.SetIngestMaxAge(s.cfg.GCIngestMaxAge())
 	s.db.SetGCTrigger(s.gc.Trigger)
 	if os.Getenv(envGCCrash) == "after-sweep" {

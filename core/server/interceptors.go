@@ -40,45 +40,6 @@ func (s *Server) logCall(ctx context.Context, method string, err error) {
 	s.logger.Debug("call failed", "method", method, "namespace", ns, "code", status.Code(err).String(), "error", err)
 }
 
-// grpcMetrics counts and times keeld's API calls.
-type grpcMetrics struct {
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
-}
-
-func newGRPCMetrics() *grpcMetrics {
-	return &grpcMetrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "keel_grpc_requests_total",
-			Help: "API calls served by keeld, by method and status code.",
-		}, []string{"method", "code"}),
-		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "keel_grpc_request_duration_seconds",
-			Help:    "Time keeld took to serve an API call.",
-			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
-		}, []string{"method"}),
-	}
-}
-
-func (m *grpcMetrics) observe(method string, start time.Time, err error) {
-	m.requests.WithLabelValues(method, status.Code(err).String()).Inc()
-	m.latency.WithLabelValues(method).Observe(time.Since(start).Seconds())
-}
-
-func (m *grpcMetrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	start := time.Now()
-	resp, err := handler(ctx, req)
-	m.observe(info.FullMethod, start, err)
-	return resp, err
-}
-
-func (m *grpcMetrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	start := time.Now()
-	err := handler(srv, ss)
-	m.observe(info.FullMethod, start, err)
-	return err
-}
-
 // pluginCollector reports each plugin's state from the host at scrape time.
 type pluginCollector struct {
 	host *pluginhost.Host

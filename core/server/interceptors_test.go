@@ -71,19 +71,22 @@ func TestAPIErrorsKeepTheirCode(t *testing.T) {
 		}
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(metrics.requests)
+	reg.MustRegister(metrics)
 	families, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	counted := map[string]float64{}
 	for _, f := range families {
+		if f.GetName() != "grpc_server_handled_total" {
+			continue
+		}
 		for _, m := range f.GetMetric() {
 			labels := map[string]string{}
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			counted[labels["method"]+" "+labels["code"]] += m.GetCounter().GetValue()
+			counted["/"+labels["grpc_service"]+"/"+labels["grpc_method"]+" "+labels["grpc_code"]] += m.GetCounter().GetValue()
 		}
 	}
 	want := map[string]float64{

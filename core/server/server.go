@@ -20,6 +20,7 @@ import (
 	"sync"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/hashicorp/go-hclog"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,7 @@ import (
 	"github.com/keel-runtime/keel/core/events"
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/core/metrics"
 	"github.com/keel-runtime/keel/core/network"
 	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/core/scope"
@@ -69,11 +71,19 @@ type Server struct {
 	stopEvents context.CancelFunc
 	eventsWG   sync.WaitGroup
 
+	// keelMetrics are keeld's own figures; stopMetrics ends the task
+	// collector's event subscription (metrics.go).
+	keelMetrics *metrics.Metrics
+	stopMetrics context.CancelFunc
+
 	gc       *gc.Scheduler
 	grpc     *grpc.Server
 	health   *health.Server
 	listener net.Listener
 	metrics  *http.Server
+	// ready is closed once Serve listens (Ready).
+	ready  chan struct{}
+	reload reloadState
 }
 
 // New opens keeld's metadata and starts its plugins. Serve then serves the API.
@@ -111,8 +121,8 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 
 func newServer(cfg *config.Config, logger hclog.Logger) *Server {
 	return &Server{
-		cfg: cfg, logger: logger, snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{},
-		events: events.NewExchange(cfg.EventsWindow()),
+		cfg: cfg, logger: logger, ready: make(chan struct{}), snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{},
+		keelMetrics: metrics.New(), events: events.NewExchange(cfg.EventsWindow()),
 	}
 }
 
@@ -135,7 +145,8 @@ func (s *Server) startPlugins(ctx context.Context) error {
 	if err := os.MkdirAll(sockets, 0o700); err != nil {
 		return err
 	}
-	s.plugins = pluginhost.New(s.logger, pluginhost.WithSocketDir(sockets), pluginhost.WithEvents(s.pluginEvents))
+	s.plugins = pluginhost.New(s.logger, pluginhost.WithSocketDir(sockets),
+		pluginhost.WithDialOptions(s.keelMetrics.PluginInterceptors), pluginhost.WithEvents(s.pluginEvents))
 	var specs []pluginhost.Spec
 	for _, p := range cfg.Plugins {
 		spec := pluginhost.Spec{
@@ -182,6 +193,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	srv := grpc.NewServer(s.serverOptions(metrics)...)
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
+	keelv1.RegisterSystemServer(srv, systemService{s: s})
 	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces(), events: s.events})
 	s.registerEvents(srv)
 	s.registerImages(srv)
@@ -198,6 +210,7 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	keelv1.RegisterCheckServer(srv, checkService{s: s})
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(srv, s.health)
+	metrics.InitializeMetrics(srv)
 	s.registerMetrics(metrics)
 	return srv
 }
@@ -205,10 +218,10 @@ func (s *Server) newGRPCServer() *grpc.Server {
 // serverOptions are the API's gRPC options. keeld's interceptors stand
 // before host.ServerOptions, whose interceptor turns a handler's error into
 // its status: so the metrics and the log see the code the call ends with.
-func (s *Server) serverOptions(metrics *grpcMetrics) []grpc.ServerOption {
+func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics) []grpc.ServerOption {
 	return append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(metrics.unary, scope.UnaryServerInterceptor(s.defaultScope()), s.logUnary),
-		grpc.ChainStreamInterceptor(metrics.stream, scope.StreamServerInterceptor(s.defaultScope()), s.logStream),
+		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor(), scope.UnaryServerInterceptor(s.defaultScope()), s.logUnary),
+		grpc.ChainStreamInterceptor(metrics.StreamServerInterceptor(), scope.StreamServerInterceptor(s.defaultScope()), s.logStream),
 	}, append(append(host.ServerOptions(), host.ReclaimOptions(apiWork)...), grpc.MaxRecvMsgSize(maxRequestSize))...)
 }
 
@@ -306,6 +319,7 @@ func (s *Server) Serve() error {
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.logger.Info("serving", "address", s.cfg.GRPC.Address, "metrics", s.cfg.Metrics.Address)
+	close(s.ready)
 	return s.grpc.Serve(l)
 }
 
@@ -326,6 +340,9 @@ func (s *Server) Stop(ctx context.Context) {
 	}
 	if s.metrics != nil {
 		s.metrics.Close()
+	}
+	if s.stopMetrics != nil {
+		s.stopMetrics()
 	}
 	if s.gc != nil {
 		s.gc.Stop()
@@ -417,13 +434,13 @@ func fileKind(m os.FileMode) string {
 	return "regular file"
 }
 
-func (s *Server) registerMetrics(g *grpcMetrics) {
+func (s *Server) registerMetrics(g *grpcprom.ServerMetrics) {
 	if s.cfg.Metrics.Address == "" {
 		return
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(g.requests, g.latency, pluginCollector{host: s.plugins})
+	reg.MustRegister(s.metricsCollectors(g)...)
 	mux := http.NewServeMux()
 	mux.Handle("/v1/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

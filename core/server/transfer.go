@@ -17,6 +17,7 @@ import (
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/core/metrics"
 	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/descriptor"
@@ -50,10 +51,13 @@ type transferService struct {
 }
 
 func (t transferService) Pull(req *keelv1.PullRequest, stream keelv1.Transfer_PullServer) error {
-	return t.pull(stream.Context(), req, stream)
+	m := t.s.keelMetrics.StartPull()
+	err := t.pull(stream.Context(), req, stream, m)
+	m.Done(err)
+	return err
 }
 
-func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stream keelv1.Transfer_PullServer) (err error) {
+func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stream keelv1.Transfer_PullServer, m *metrics.Pull) (err error) {
 	s := t.s
 	if req.Ref == "" {
 		return fmt.Errorf("pull needs a reference: %w", errdefs.ErrInvalidArgument)
@@ -151,6 +155,7 @@ func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stre
 		}
 		sendErr = stream.Send(msg)
 	}
+	opts.Progress = m.Progress(opts.Progress)
 	res, err := puller.Pull(ctx, req.Ref, opts)
 	if err != nil {
 		return err

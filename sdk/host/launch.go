@@ -331,8 +331,12 @@ func (r *processRunner) prepare(env []string) error {
 
 // environ is the child's environment: go-plugin's (the host's and the
 // handshake's) with the configured variables last, so they win over the
-// host's; the handshake's own (ReservedEnv) are not theirs to set.
+// host's; the handshake's own (ReservedEnv) are not theirs to set. The
+// host's systemd notify socket is its own: a plugin (and the runc under a
+// runtime plugin, whose start would wait for READY=1 from the container)
+// must not see it.
 func (r *processRunner) environ(env []string) []string {
+	env = slices.DeleteFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "NOTIFY_SOCKET=") })
 	for _, k := range slices.Sorted(maps.Keys(r.env)) {
 		if !ReservedEnv(k) {
 			env = append(env, k+"="+r.env[k])

@@ -53,6 +53,8 @@ type ctrdOptions struct {
 	// privateBin does for keel's (memory figures): a system containerd
 	// running the same file would halve its file-backed PSS.
 	privateBin bool
+	// metrics is the metrics address (host:port), "" for none.
+	metrics string
 }
 
 // ctrBins finds containerd and ctr, or skips b: `make bench` installs
@@ -110,6 +112,9 @@ disabled_plugins = %s
 [debug]
   level = "warn"
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), disabled, c.socket(), c.socket()+".ttrpc")
+	if opts.metrics != "" {
+		cfg += fmt.Sprintf("[metrics]\n  address = %q\n", opts.metrics)
+	}
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err

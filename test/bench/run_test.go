@@ -44,6 +44,11 @@ func busyboxRegistry(b *testing.B) (*registry.Registry, string) {
 // and containerd, each with the busybox image of busyboxRegistry pulled
 // onto overlay; both stop when b ends.
 func busyboxOnBoth(b *testing.B, extra string) (*daemon, *ctrd, string) {
+	return busyboxOnBothWith(b, extra, ctrdOptions{})
+}
+
+// busyboxOnBothWith is busyboxOnBoth with containerd started with opts.
+func busyboxOnBothWith(b *testing.B, extra string, opts ctrdOptions) (*daemon, *ctrd, string) {
 	ctx := context.Background()
 	reg, ref := busyboxRegistry(b)
 	d, err := startDaemonPlugins(ctx, false, benchSnapshotter{name: "overlay"}, defaultPlugins(reg.Host)+extra)
@@ -54,7 +59,7 @@ func busyboxOnBoth(b *testing.B, extra string) (*daemon, *ctrd, string) {
 	if _, err := d.keel(ctx, "image", "pull", "-q", ref); err != nil {
 		b.Fatal(err)
 	}
-	c, err := startContainerd(ctx, ctrdOptions{})
+	c, err := startContainerd(ctx, opts)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -129,6 +129,7 @@ func newEnv(t testing.TB) *env {
 		if err := os.RemoveAll(dir); err != nil {
 			t.Errorf("remove %s: %v", dir, err)
 		}
+		removeCgroupParent(filepath.Base(dir))
 	})
 	return &env{dir: dir, root: filepath.Join(dir, "root"), state: filepath.Join(dir, "state"),
 		socket: filepath.Join(dir, "k.sock")}
@@ -190,6 +191,12 @@ func (e *env) startWith(t testing.TB, path string) *keeld {
 // (SIGTERM, then SIGKILL) at cleanup, and its log dumped if the test failed.
 func (e *env) spawn(t testing.TB, path string) *keeld {
 	t.Helper()
+	return e.spawnEnv(t, path, nil)
+}
+
+// spawnEnv is spawn with environ added to keeld's environment.
+func (e *env) spawnEnv(t testing.TB, path string, environ []string) *keeld {
+	t.Helper()
 	log := strings.TrimSuffix(path, ".hcl") + ".log"
 	f, err := os.Create(log)
 	if err != nil {
@@ -198,6 +205,9 @@ func (e *env) spawn(t testing.TB, path string) *keeld {
 	defer f.Close()
 	cmd := exec.Command(filepath.Join(binDir, "keeld"), "--config", path)
 	cmd.Stdout, cmd.Stderr = f, f
+	if environ != nil {
+		cmd.Env = append(os.Environ(), environ...)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -458,5 +468,17 @@ func leased(t *testing.T, c *client.Client) (ctx context.Context, release func()
 		if err := c.DeleteLease(context.Background(), l.ID); err != nil {
 			t.Errorf("delete lease %s: %v", l.ID, err)
 		}
+	}
+}
+
+// removeCgroupParent removes the (empty) cgroup parent runtimePlugin gave
+// the env's tasks in every hierarchy: runc removes a task's own cgroup, not
+// its parent, and each env names a parent of its own. A parent a leaked
+// task still uses stays (rmdir refuses it).
+func removeCgroupParent(base string) {
+	dirs, _ := filepath.Glob("/sys/fs/cgroup/*/keel-e2e-" + base)
+	dirs = append(dirs, "/sys/fs/cgroup/keel-e2e-"+base)
+	for _, d := range dirs {
+		os.Remove(d)
 	}
 }

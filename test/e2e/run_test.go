@@ -67,14 +67,7 @@ func newRunKeeld(t *testing.T, root, extra string) *runKeeld {
 // edit, when set.
 func newRunKeeldEdit(t *testing.T, root, extra string, edit func(string) string) *runKeeld {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		testkit.SkipOrFail(t, "needs root to run containers")
-	}
-	for _, bin := range []string{"runc", registry.BusyboxPath} {
-		if _, err := exec.LookPath(bin); err != nil {
-			testkit.SkipOrFail(t, "%s: %v (apt-get install runc busybox-static)", bin, err)
-		}
-	}
+	needRun(t)
 	reg := startRegistry(t)
 	img, err := registry.BuildImage(registry.ImageOptions{Arch: runtime.GOARCH})
 	if err != nil {
@@ -99,6 +92,20 @@ func newRunKeeldEdit(t *testing.T, root, extra string, edit func(string) string)
 	rk := &runKeeld{keeld: k, ref: reg.Host + "/e2e/busybox:v1", reg: reg}
 	t.Cleanup(func() { rk.cleanup() })
 	return rk
+}
+
+// needRun skips (fails, strict) a test that runs containers where it
+// cannot: not root, or no runc or busybox-static.
+func needRun(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		testkit.SkipOrFail(t, "needs root to run containers")
+	}
+	for _, bin := range []string{"runc", registry.BusyboxPath} {
+		if _, err := exec.LookPath(bin); err != nil {
+			testkit.SkipOrFail(t, "%s: %v (apt-get install runc busybox-static)", bin, err)
+		}
+	}
 }
 
 // cleanup removes every container left, killing its task, so no shim or

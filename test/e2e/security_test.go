@@ -40,6 +40,7 @@ func TestRunSecurity(t *testing.T) {
 		{name: "default blocks unshare", sh: userns, code: 1, err: eperm},
 		{name: "unconfined", flags: []string{"--security-opt", "seccomp=unconfined"}, sh: status + " && " + userns, out: []string{"Seccomp:\t0", defCapEff, "unshared"}},
 		{name: "privileged", flags: []string{"--privileged"}, sh: status + " && " + userns, out: []string{"Seccomp:\t0", "NoNewPrivs:\t0", "unshared"}},
+		{name: "privileged no-new-privileges", flags: []string{"--privileged", "--security-opt", "no-new-privileges"}, sh: status, out: []string{"Seccomp:\t0", "NoNewPrivs:\t1"}},
 		// The profile is made for the final capabilities.
 		{name: "cap-add SYS_ADMIN allows unshare", flags: []string{"--cap-add", "SYS_ADMIN"}, sh: status + " && " + userns, out: []string{"Seccomp:\t2", "unshared"}},
 		{name: "profile file", flags: []string{"--security-opt", "seccomp=" + noMkdir}, sh: "grep Seccomp: /proc/self/status; mkdir /made || exit 1", code: 1, out: []string{"Seccomp:\t2"}, err: eperm},

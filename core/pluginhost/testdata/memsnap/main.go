@@ -4,7 +4,8 @@
 // files stat-blocked and walk-blocked in the root once they hang. Stat of
 // "wedge" makes the process stop answering while it still runs: from then
 // on it shuts down every connected socket it has (the listener stays, so the
-// process lives on), as a wedged server would answer nothing.
+// process lives on), as a wedged server would answer nothing. Its config
+// takes one key, greeting, which it writes to the file greeting in its root.
 package main
 
 import (
@@ -36,9 +37,19 @@ type mem struct {
 var _ snapshot.Snapshotter = (*mem)(nil)
 
 func newMem(_ context.Context, env sdk.Env) (snapshot.Snapshotter, error) {
-	var cfg struct{}
+	var cfg struct {
+		Greeting string `json:"greeting"`
+	}
 	if err := env.DecodeConfig(&cfg); err != nil {
 		return nil, err
+	}
+	if cfg.Greeting != "" {
+		if err := os.MkdirAll(env.Root, 0o700); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(env.Root, "greeting"), []byte(cfg.Greeting), 0o600); err != nil {
+			return nil, err
+		}
 	}
 	env.Logger.Info("memory snapshotter ready", "root", env.Root)
 	return &mem{env: env, m: map[string]snapshot.Info{}}, nil
