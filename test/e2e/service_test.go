@@ -396,6 +396,7 @@ func effective(t *testing.T, c *config.Config) string {
 	}
 	cp.PluginDir = ""
 	cp.Network, cp.GC, cp.Limits = &n, &config.GC{Interval: config.Duration(c.GCInterval()), IngestMaxAge: config.Duration(c.GCIngestMaxAge())}, nil
+	cp.Events = &config.Events{Window: c.EventsWindow()}
 	b, err := json.Marshal(cp)
 	if err != nil {
 		t.Fatal(err)
