@@ -81,6 +81,8 @@ type Server struct {
 	health   *health.Server
 	listener net.Listener
 	metrics  *http.Server
+	// cri runs keel-cri when the config enables it (cri.go).
+	cri *criSupervisor
 	// ready is closed once Serve listens (Ready).
 	ready  chan struct{}
 	reload reloadState
@@ -315,12 +317,15 @@ func (s *Server) Serve() error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.logger.Info("serving", "address", s.cfg.GRPC.Address, "metrics", s.cfg.Metrics.Address)
 	close(s.ready)
+	s.startCRI()
 	return s.grpc.Serve(l)
 }
 
 // Stop ends the API gracefully (within ctx), then the plugins and the
 // metadata. It is safe after a partial New.
 func (s *Server) Stop(ctx context.Context) {
+	// keel-cri first: it is a client of the API.
+	s.cri.stop(ctx)
 	if s.health != nil {
 		s.health.Shutdown()
 	}
