@@ -83,7 +83,7 @@ func (is *imageService) PullImage(ctx context.Context, req *runtimeapi.PullImage
 	if err != nil {
 		return nil, err
 	}
-	is.logger.Info("pulled", "ref", named.String(), "id", f.id, "duration", time.Since(start))
+	is.logger.Info("pulled", "ref", named.String(), "id", f.id, "duration", time.Since(start).Round(time.Millisecond).String())
 	return &runtimeapi.PullImageResponse{ImageRef: f.id.String()}, nil
 }
 
