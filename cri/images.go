@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/resolver"
 	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
@@ -71,11 +73,12 @@ func (is *imageService) PullImage(ctx context.Context, req *runtimeapi.PullImage
 	if err != nil {
 		return nil, err
 	}
-	if a := req.GetAuth(); a != nil && (a.Username != "" || a.Password != "" || a.Auth != "" || a.IdentityToken != "" || a.RegistryToken != "") {
-		return nil, fmt.Errorf("pull %s: credentials given with the call are not supported yet; set them in the resolver plugin's config: %w", named, errdefs.ErrNotImplemented)
+	creds, err := pullCredentials(req.GetAuth())
+	if err != nil {
+		return nil, fmt.Errorf("pull %s: %w", named, err)
 	}
 	start := time.Now()
-	img, err := is.c.Pull(ctx, named.String(), client.WithPullUnpack)
+	img, err := is.c.Pull(ctx, named.String(), client.WithPullUnpack, client.WithPullCredentials(creds))
 	if err != nil {
 		return nil, err
 	}
@@ -85,6 +88,32 @@ func (is *imageService) PullImage(ctx context.Context, req *runtimeapi.PullImage
 	}
 	is.logger.Info("pulled", "ref", named.String(), "id", f.id, "duration", time.Since(start).Round(time.Millisecond).String())
 	return &runtimeapi.PullImageResponse{ImageRef: f.id.String()}, nil
+}
+
+// pullCredentials is the CRI's AuthConfig as keel's resolver takes it:
+// username and password, or auth (base64 of "user:password"), or an
+// identity token (an OAuth2 refresh token). A registry token (a bearer
+// token to send as it is) is not supported.
+func pullCredentials(a *runtimeapi.AuthConfig) (resolver.Credentials, error) {
+	if a == nil {
+		return resolver.Credentials{}, nil
+	}
+	if a.RegistryToken != "" {
+		return resolver.Credentials{}, fmt.Errorf("auth with a registry_token is not supported: give username and password, auth or identity_token: %w", errdefs.ErrNotImplemented)
+	}
+	c := resolver.Credentials{Username: a.Username, Secret: a.Password, IdentityToken: a.IdentityToken}
+	if a.Auth != "" {
+		b, err := base64.StdEncoding.DecodeString(a.Auth)
+		if err != nil {
+			return c, fmt.Errorf("auth is not base64: %w", errdefs.ErrInvalidArgument)
+		}
+		user, pass, ok := strings.Cut(string(b), ":")
+		if !ok {
+			return c, fmt.Errorf("auth is not the base64 of user:password: %w", errdefs.ErrInvalidArgument)
+		}
+		c.Username, c.Secret = user, pass
+	}
+	return c, nil
 }
 
 func (is *imageService) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,6 +20,9 @@ import (
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
 	"github.com/keel-runtime/keel/core/config"
+	"github.com/keel-runtime/keel/sdk"
+	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
 // Backoff of keel-cri's restarts: doubled from criBackoffMin after each
@@ -244,4 +248,21 @@ func missingCNIPlugins(dirs, types []string) []string {
 		}
 	}
 	return missing
+}
+
+// resolverTakesCredentials fails a call that carries credentials
+// (resolver.WithCredentials) when the resolver plugin name is known not
+// to use them: a pull must not go on without the login it was given.
+func (s *Server) resolverTakesCredentials(ctx context.Context, name string) error {
+	if _, ok := resolver.CredentialsFrom(ctx); !ok {
+		return nil
+	}
+	for _, st := range s.plugins.Plugins() {
+		if st.Kind == sdk.KindResolver && st.Name == name && st.Version != "" &&
+			!slices.Contains(st.Capabilities, resolver.CapabilityCallCredentials) {
+			return fmt.Errorf("resolver %q does not take credentials with a call (no %s capability): set them in its config: %w",
+				name, resolver.CapabilityCallCredentials, errdefs.ErrFailedPrecondition)
+		}
+	}
+	return nil
 }

@@ -269,6 +269,9 @@ func (s *Server) resolver(ctx context.Context) (resolver.Resolver, error) {
 	if !ok {
 		return nil, fmt.Errorf("resolver %q is not configured: %w", name, errdefs.ErrNotFound)
 	}
+	if err := s.resolverTakesCredentials(ctx, name); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 

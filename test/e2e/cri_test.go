@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/keel-runtime/keel/cri"
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // criKeeld is a keeld whose cri block runs keel-cri, with a registry
@@ -34,8 +36,21 @@ type criKeeld struct {
 // added to the config. It waits until keel-cri serves.
 func startCRIKeeld(t *testing.T, extra func(e *env) string) *criKeeld {
 	t.Helper()
+	return startCRIKeeldAuth(t, registry.Open, extra)
+}
+
+// startCRIKeeldAuth is startCRIKeeld with a registry that authenticates
+// clients by auth; the resolver's config has no credentials.
+func startCRIKeeldAuth(t *testing.T, auth registry.Auth, extra func(e *env) string) *criKeeld {
+	t.Helper()
 	needRun(t)
-	reg := startRegistry(t)
+	reg, err := registry.Start(t, registry.Options{Auth: auth})
+	if errors.Is(err, registry.ErrNoRegistry) {
+		testkit.SkipOrFail(t, "%v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	img, err := registry.BuildImage(registry.ImageOptions{Arch: runtime.GOARCH, User: "1000:1000"})
 	if err != nil {
 		t.Fatal(err)
@@ -327,5 +342,47 @@ func TestCRINetworkNotReady(t *testing.T) {
 	c := conds[runtimeapi.NetworkReady]
 	if c == nil || c.Status || c.Reason != "NetworkPluginNotReady" || !strings.Contains(c.Message, "CNI plugins not installed: bridge") {
 		t.Errorf("NetworkReady %v, want false naming the bridge plugin", c)
+	}
+}
+
+// TestCRIPullWithAuth: the CRI's auth config logs in to a registry whose
+// login the resolver's config does not have (htpasswd Basic, and a token
+// service), for that pull alone: a pull without it, or with a wrong one,
+// is refused, also right after one with it succeeded (no token it earned
+// serves another call).
+func TestCRIPullWithAuth(t *testing.T) {
+	t.Parallel()
+	for _, auth := range []registry.Auth{registry.Basic, registry.Token} {
+		t.Run(auth.String(), func(t *testing.T) {
+			t.Parallel()
+			k := startCRIKeeldAuth(t, auth, nil)
+			_, is := k.criClients(t)
+			ref := k.reg.Host + "/e2e/busybox:v1"
+			pull := func(a *runtimeapi.AuthConfig) error {
+				_, err := is.PullImage(t.Context(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}, Auth: a})
+				return err
+			}
+			good := &runtimeapi.AuthConfig{Username: k.reg.Username, Password: k.reg.Password, ServerAddress: k.reg.Host}
+			encoded := &runtimeapi.AuthConfig{Auth: base64.StdEncoding.EncodeToString([]byte(k.reg.Username + ":" + k.reg.Password))}
+			wrong := &runtimeapi.AuthConfig{Username: k.reg.Username, Password: "not-" + k.reg.Password}
+			for _, step := range []struct {
+				name string
+				auth *runtimeapi.AuthConfig
+				code codes.Code
+			}{
+				{"none", nil, codes.PermissionDenied},
+				{"wrong password", wrong, codes.PermissionDenied},
+				{"username and password", good, codes.OK},
+				{"none after a login", nil, codes.PermissionDenied},
+				{"wrong password after a login", wrong, codes.PermissionDenied},
+				{"auth", encoded, codes.OK},
+				{"registry token", &runtimeapi.AuthConfig{RegistryToken: "t"}, codes.Unimplemented},
+				{"malformed auth", &runtimeapi.AuthConfig{Auth: "%%%"}, codes.InvalidArgument},
+			} {
+				if err := pull(step.auth); status.Code(err) != step.code {
+					t.Errorf("pull with %s: %v, want %v", step.name, err, step.code)
+				}
+			}
+		})
 	}
 }
