@@ -7,9 +7,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/core/config"
+	"github.com/keel-runtime/keel/core/unixsock"
 	"github.com/keel-runtime/keel/cri"
 	"github.com/keel-runtime/keel/version"
 )
@@ -67,7 +66,7 @@ func run(address, keelAddress string, cfg cri.Config, logger hclog.Logger) error
 		return fmt.Errorf("keeld at %s: %w", keelAddress, err)
 	}
 	defer c.Close()
-	l, err := listen(address)
+	l, err := unixsock.Listen(address, 0, 0, "keel-cri")
 	if err != nil {
 		return err
 	}
@@ -87,28 +86,4 @@ func run(address, keelAddress string, cfg cri.Config, logger hclog.Logger) error
 	defer cancel()
 	srv.Stop(shutdown)
 	return nil
-}
-
-// listen makes the CRI socket, mode 0660, replacing one a killed keel-cri
-// left; one that still answers is refused.
-func listen(path string) (net.Listener, error) {
-	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		conn.Close()
-		return nil, fmt.Errorf("socket %s is served by another process", path)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
-		return nil, err
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
 }

@@ -40,6 +40,7 @@ import (
 	"github.com/keel-runtime/keel/core/network"
 	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/core/scope"
+	"github.com/keel-runtime/keel/core/unixsock"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -300,7 +301,7 @@ func (r streamOnlyResolver) ResolveExplain(ctx context.Context, ref string) (str
 // Serve listens on the API socket (and the metrics address) and serves until
 // Stop.
 func (s *Server) Serve() error {
-	l, err := listenUnix(s.cfg.GRPC.Address, s.cfg.GRPC.UID, s.cfg.GRPC.GID)
+	l, err := unixsock.Listen(s.cfg.GRPC.Address, s.cfg.GRPC.UID, s.cfg.GRPC.GID, "keeld")
 	if err != nil {
 		return err
 	}
@@ -373,39 +374,6 @@ func (s *Server) Stop(ctx context.Context) {
 	check.RemoveOwnDirs(s.cfg.State)
 }
 
-// listenUnix makes the API socket: owner uid:gid, mode 0660. A socket left by
-// a keeld that died is replaced; one that still answers is refused.
-func listenUnix(path string, uid, gid int) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
-		return nil, err
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("socket %s is served by another keeld: %w", path, errdefs.ErrAlreadyExists)
-	}
-	// Only a socket is replaced: a file that happens to be at the
-	// configured path is the operator's, not keeld's.
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket == 0 {
-		return nil, fmt.Errorf("socket %s: a %s is there, not a socket: %w", path, fileKind(fi.Mode()), errdefs.ErrFailedPrecondition)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		return nil, err
-	}
-	if err := os.Chown(path, uid, gid); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
-}
-
 // locatePluginErrors points each plugin's start refusal (joined in err) at
 // the place in the config file it is about.
 func locatePluginErrors(cfg *config.Config, err error) error {
@@ -420,21 +388,6 @@ func locatePluginErrors(cfg *config.Config, err error) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// fileKind names a file's type for an error.
-func fileKind(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m&os.ModeSymlink != 0:
-		return "symlink"
-	case m&os.ModeDevice != 0:
-		return "device"
-	case m&os.ModeNamedPipe != 0:
-		return "FIFO"
-	}
-	return "regular file"
 }
 
 func (s *Server) registerMetrics(g *grpcprom.ServerMetrics) {
