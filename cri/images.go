@@ -117,16 +117,18 @@ func pullCredentials(a *runtimeapi.AuthConfig) (resolver.Credentials, error) {
 }
 
 func (is *imageService) ListImages(ctx context.Context, req *runtimeapi.ListImagesRequest) (*runtimeapi.ListImagesResponse, error) {
-	images, err := is.images(ctx)
-	if err != nil {
-		return nil, err
-	}
+	var images []criImage
 	if ref := req.GetFilter().GetImage().GetImage(); ref != "" {
-		i, err := findImage(images, ref)
-		if err != nil || i < 0 {
+		img, ok, err := is.find(ctx, ref)
+		if err != nil || !ok {
 			return &runtimeapi.ListImagesResponse{}, err
 		}
-		images = images[i : i+1]
+		images = []criImage{img}
+	} else {
+		var err error
+		if images, err = is.images(ctx); err != nil {
+			return nil, err
+		}
 	}
 	resp := &runtimeapi.ListImagesResponse{}
 	for _, img := range images {
@@ -138,17 +140,13 @@ func (is *imageService) ListImages(ctx context.Context, req *runtimeapi.ListImag
 // ImageStatus returns the image ref names (by name, by repo@digest or by
 // id), nil when there is none.
 func (is *imageService) ImageStatus(ctx context.Context, req *runtimeapi.ImageStatusRequest) (*runtimeapi.ImageStatusResponse, error) {
-	images, err := is.images(ctx)
-	if err != nil {
-		return nil, err
-	}
-	i, err := findImage(images, req.GetImage().GetImage())
-	if err != nil || i < 0 {
+	img, ok, err := is.find(ctx, req.GetImage().GetImage())
+	if err != nil || !ok {
 		return &runtimeapi.ImageStatusResponse{}, err
 	}
-	resp := &runtimeapi.ImageStatusResponse{Image: images[i].toCRI()}
+	resp := &runtimeapi.ImageStatusResponse{Image: img.toCRI()}
 	if req.Verbose {
-		info, err := is.verboseInfo(ctx, images[i])
+		info, err := is.verboseInfo(ctx, img)
 		if err != nil {
 			return nil, err
 		}
@@ -181,20 +179,16 @@ func (is *imageService) verboseInfo(ctx context.Context, img criImage) (map[stri
 // RemoveImage removes every record of the image ref names, as
 // containerd's CRI does; an image already gone is no error.
 func (is *imageService) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
-	images, err := is.images(ctx)
-	if err != nil {
-		return nil, err
-	}
-	i, err := findImage(images, req.GetImage().GetImage())
-	if err != nil || i < 0 {
+	img, ok, err := is.find(ctx, req.GetImage().GetImage())
+	if err != nil || !ok {
 		return &runtimeapi.RemoveImageResponse{}, err
 	}
-	for _, r := range images[i].records {
+	for _, r := range img.records {
 		if err := is.c.DeleteImage(ctx, r.Name); err != nil && !errdefs.IsNotFound(err) {
 			return nil, err
 		}
 	}
-	is.logger.Info("removed", "id", images[i].facts.id, "records", len(images[i].records))
+	is.logger.Info("removed", "id", img.facts.id, "records", len(img.records))
 	return &runtimeapi.RemoveImageResponse{}, nil
 }
 
@@ -326,6 +320,19 @@ func (is *imageService) factsOf(ctx context.Context, img client.Image) (imageFac
 	is.facts[img.Target.Digest] = f
 	is.mu.Unlock()
 	return f, nil
+}
+
+// find returns the image ref names (findImage), ok false for none.
+func (is *imageService) find(ctx context.Context, ref string) (criImage, bool, error) {
+	images, err := is.images(ctx)
+	if err != nil {
+		return criImage{}, false, err
+	}
+	i, err := findImage(images, ref)
+	if err != nil || i < 0 {
+		return criImage{}, false, err
+	}
+	return images[i], true, nil
 }
 
 // findImage is the index of the image ref names in images, -1 for none:

@@ -257,12 +257,20 @@ func (s *Server) resolverTakesCredentials(ctx context.Context, name string) erro
 	if _, ok := resolver.CredentialsFrom(ctx); !ok {
 		return nil
 	}
-	for _, st := range s.plugins.Plugins() {
-		if st.Kind == sdk.KindResolver && st.Name == name && st.Version != "" &&
-			!slices.Contains(st.Capabilities, resolver.CapabilityCallCredentials) {
-			return fmt.Errorf("resolver %q does not take credentials with a call (no %s capability): set them in its config: %w",
-				name, resolver.CapabilityCallCredentials, errdefs.ErrFailedPrecondition)
-		}
+	if s.knownWithout(sdk.KindResolver, name, resolver.CapabilityCallCredentials) {
+		return fmt.Errorf("resolver %q does not take credentials with a call (no %s capability): set them in its config: %w",
+			name, resolver.CapabilityCallCredentials, errdefs.ErrFailedPrecondition)
 	}
 	return nil
+}
+
+// knownWithout tells whether the plugin kind.name has started and did
+// not announce capability (one not started yet is not known).
+func (s *Server) knownWithout(kind, name, capability string) bool {
+	for _, st := range s.plugins.Plugins() {
+		if st.Kind == kind && st.Name == name && st.Version != "" && !slices.Contains(st.Capabilities, capability) {
+			return true
+		}
+	}
+	return false
 }
