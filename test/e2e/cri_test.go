@@ -29,6 +29,7 @@ type criKeeld struct {
 	reg    *registry.Registry
 	img    *registry.Image
 	socket string // the CRI's
+	config string // keeld's config file
 }
 
 // startCRIKeeld starts keeld with native, content, a resolver reaching a
@@ -70,7 +71,8 @@ func startCRIKeeldAuth(t *testing.T, auth registry.Auth, extra func(e *env) stri
 	if extra != nil {
 		body += extra(e)
 	}
-	k := &criKeeld{keeld: e.startWith(t, e.config(t, body)), reg: reg, img: img, socket: socket}
+	config := e.config(t, body)
+	k := &criKeeld{keeld: e.startWith(t, config), reg: reg, img: img, socket: socket, config: config}
 	k.waitCRI(0)
 	return k
 }
@@ -384,5 +386,36 @@ func TestCRIPullWithAuth(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCRIKeeldKilled: keeld killed with SIGKILL takes keel-cri with it;
+// the next keeld starts it again, and what was pulled through the CRI is
+// listed from keeld.
+func TestCRIKeeldKilled(t *testing.T) {
+	t.Parallel()
+	k := startCRIKeeld(t, nil)
+	_, is := k.criClients(t)
+	ref := k.reg.Host + "/e2e/busybox:v1"
+	if _, err := is.PullImage(t.Context(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		t.Fatal(err)
+	}
+	pid := k.waitCRI(0)
+	k.kill()
+	eventually(t, settle, "keel-cri gone with keeld", func() error {
+		if alive(pid) {
+			return errors.New("keel-cri still runs")
+		}
+		return nil
+	})
+
+	k.keeld = k.env.startWith(t, k.config)
+	k.waitCRI(0)
+	resp, err := is.ListImages(t.Context(), &runtimeapi.ListImagesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Images) != 1 || resp.Images[0].Id != k.img.Config.Desc.Digest.String() || !slices.Equal(resp.Images[0].RepoTags, []string{ref}) {
+		t.Errorf("images after keeld's restart: %v", resp.Images)
 	}
 }
