@@ -67,6 +67,7 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
+	sweepStaleBridges()
 	return load.Main(m)
 }
 
