@@ -9,7 +9,7 @@ BIN       := bin
 # keel-runtime-runc-shim (cmd/keel-runtime-runc-shim), installed beside
 # it: small, so that each of many shims costs little (BenchmarkRuntimeRunc).
 PLUGINS   := keel-snapshotter-native keel-snapshotter-overlay keel-content-local keel-snapshotter-btrfs keel-resolver-docker keel-runtime-runc
-BINARIES  := keeld keel keel-plugins keel-runtime-runc-shim
+BINARIES  := keeld keel keel-plugins keel-runtime-runc-shim keel-cri
 PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION        := v0.8.2
@@ -49,6 +49,8 @@ $(BIN)/keel-plugins: FORCE
 # resident per shim.
 $(BIN)/keel-runtime-runc-shim: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $@ ./cmd/keel-runtime-runc-shim
+$(BIN)/keel-cri: FORCE
+	$(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $@ ./cmd/keel-cri
 FORCE:
 
 # install builds, then installs what $(BIN) holds (install-files alone

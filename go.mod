@@ -93,4 +93,6 @@ require (
 	github.com/prometheus/common v0.72.0
 )
 
+require k8s.io/cri-api v0.37.2 // indirect
+
 replace github.com/keel-runtime/keel/sdk => ./sdk

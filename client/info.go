@@ -23,6 +23,26 @@ type Info struct {
 	// CgroupVersion is the host's cgroup mode: v1, hybrid or v2.
 	CgroupVersion string   `json:"cgroup_version"`
 	Plugins       []Plugin `json:"plugins"`
+	// DefaultSnapshotter is the snapshotter of calls that name none.
+	DefaultSnapshotter string `json:"default_snapshotter"`
+	// CRI is the CRI server keeld supervises; nil when not enabled.
+	CRI *CRIServer `json:"cri,omitempty"`
+}
+
+// CRIServer is the health of keel-cri, the CRI server keeld starts,
+// restarts when it dies and stops at its exit.
+type CRIServer struct {
+	// Address is its CRI socket, Path its executable.
+	Address string `json:"address"`
+	Path    string `json:"path"`
+	// State is "starting", "running", "restarting" (LastError says why)
+	// or "stopped".
+	State     string `json:"state"`
+	Pid       int    `json:"pid"`
+	Restarts  int    `json:"restarts"`
+	LastError string `json:"last_error,omitempty"`
+	// Namespace is the keel namespace of its images, pods and containers.
+	Namespace string `json:"namespace"`
 }
 
 // Info asks keeld what it is and how it runs.
@@ -43,5 +63,16 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 		LogFormat:     r.LogFormat,
 		CgroupVersion: r.CgroupVersion,
 		Plugins:       pluginsFromProto(r.Plugins),
+
+		DefaultSnapshotter: r.DefaultSnapshotter,
+		CRI:                criServerFromProto(r.Cri),
 	}, nil
+}
+
+func criServerFromProto(p *keelv1.CRIServer) *CRIServer {
+	if p == nil {
+		return nil
+	}
+	return &CRIServer{Address: p.Address, Path: p.Path, State: p.State, Pid: int(p.Pid),
+		Restarts: int(p.Restarts), LastError: p.LastError, Namespace: p.Namespace}
 }

@@ -306,6 +306,10 @@ type Network struct {
 	Plugins []string
 	// Endpoints are the tasks attached to it (Get only).
 	Endpoints []NetworkEndpoint
+	// MissingPlugins are the CNI plugin types of its conflist found in
+	// none of keeld's cni_bin_dirs (Get only): until they are installed
+	// the network cannot attach a task.
+	MissingPlugins []string
 }
 
 // NetworkEndpoint is a task's interface on a network.
@@ -377,7 +381,7 @@ func (s *NetworkService) Delete(ctx context.Context, name string) error {
 }
 
 func networkInfoFromProto(p *keelv1.Network) Network {
-	out := Network{Name: p.Name, Bridge: p.Bridge, Subnet: p.Subnet, Gateway: p.Gateway, Labels: p.Labels, Default: p.Default, Plugins: p.Plugins}
+	out := Network{Name: p.Name, Bridge: p.Bridge, Subnet: p.Subnet, Gateway: p.Gateway, Labels: p.Labels, Default: p.Default, Plugins: p.Plugins, MissingPlugins: p.MissingPlugins}
 	for _, e := range p.Endpoints {
 		out.Endpoints = append(out.Endpoints, NetworkEndpoint{Namespace: e.Namespace, ContainerID: e.ContainerId, IfName: e.Ifname, IPs: e.Ips})
 	}

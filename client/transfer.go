@@ -15,6 +15,7 @@ import (
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
 // BlobState is where a blob (or manifest) of a pull or a push is: a pull's
@@ -49,6 +50,7 @@ type pullOptions struct {
 	snapshotter  string
 	resolver     string
 	progress     func(PullProgress)
+	credentials  resolver.Credentials
 }
 
 // WithPullUnpack unpacks the pulled image's layers into the snapshotter
@@ -70,6 +72,14 @@ func WithPullSnapshotter(name string) PullOpt { return func(o *pullOptions) { o.
 // WithPullResolver names the resolver plugin the pull goes through
 // (keeld's only one by default).
 func WithPullResolver(name string) PullOpt { return func(o *pullOptions) { o.resolver = name } }
+
+// WithPullCredentials logs in to the reference's registry with c for this
+// pull only, over the resolver's configured credentials (never sent to a
+// mirror). The pull fails with FailedPrecondition when the resolver does
+// not take credentials with a call (no resolver.CapabilityCallCredentials).
+func WithPullCredentials(c resolver.Credentials) PullOpt {
+	return func(o *pullOptions) { o.credentials = c }
+}
 
 // WithPullProgress calls fn for each progress message keeld streams, one
 // call at a time, in order.
@@ -133,6 +143,7 @@ func (c *Client) Pull(ctx context.Context, ref string, opts ...PullOpt) (Image, 
 	defer cancel()
 	stream, err := keelv1.NewTransferClient(c.conn).Pull(ctx, &keelv1.PullRequest{
 		Ref: ref, Platform: o.platform, AllPlatforms: o.allPlatforms, Unpack: o.unpack,
+		Credentials: resolver.CredentialsToProto(resolver.WithCredentials(ctx, o.credentials)),
 	})
 	if err != nil {
 		return Image{}, err

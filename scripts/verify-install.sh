@@ -16,7 +16,7 @@ fail() { echo "verify-install: $*" >&2; exit 1; }
 
 D=$tmp/destdir
 make -s install-files DESTDIR="$D" >/dev/null
-for f in usr/local/bin/keeld usr/local/bin/keel usr/local/bin/keel-runtime-runc-shim \
+for f in usr/local/bin/keeld usr/local/bin/keel usr/local/bin/keel-runtime-runc-shim usr/local/bin/keel-cri \
   usr/local/lib/systemd/system/keeld.service etc/keel/config.hcl; do
   [ -f "$D/$f" ] || fail "make install DESTDIR: no $f"
 done
@@ -39,7 +39,8 @@ unit=$T/usr/lib/systemd/system/keeld.service
 out=$(systemd-analyze verify "$unit" 2>&1) || fail "systemd-analyze verify: $out"
 [ -z "$out" ] || fail "systemd-analyze verify says: $out"
 "$T/usr/bin/keeld" config validate "$T/etc/keel/config.hcl" >/dev/null
-# Every plugin the installed config names resolves beside the installed keeld.
+# Every plugin the installed config names, and keel-cri, resolves beside
+# the installed keeld.
 paths=$("$T/usr/bin/keeld" config dump --config "$T/etc/keel/config.hcl" | sed -n 's/^ *path *= *"\(.*\)"$/\1/p')
 [ -n "$paths" ] || fail "keeld config dump names no plugin path"
 for p in $paths; do

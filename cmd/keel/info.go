@@ -32,7 +32,8 @@ func infoCommand(g *globals) *cobra.Command {
 				{"Version", info.Version}, {"Revision", orDash(info.Revision)}, {"Pid", fmt.Sprint(info.Pid)},
 				{"Root", info.Root}, {"State", info.State}, {"Socket", info.Address},
 				{"Config file", configFile}, {"Log", info.LogLevel + ", " + info.LogFormat},
-				{"Cgroup version", info.CgroupVersion},
+				{"Cgroup version", info.CgroupVersion}, {"Default snapshotter", orDash(info.DefaultSnapshotter)},
+				{"CRI", criLine(info.CRI)},
 			} {
 				fmt.Fprintf(tw, "%s:\t%s\n", kv[0], kv[1])
 			}
@@ -43,4 +44,16 @@ func infoCommand(g *globals) *cobra.Command {
 			return tw.Flush()
 		}),
 	}
+}
+
+// criLine is keel-cri's health in one line: "-" when not enabled.
+func criLine(c *client.CRIServer) string {
+	if c == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%s %s (pid %d, %d restarts, namespace %s)", c.State, c.Address, c.Pid, c.Restarts, c.Namespace)
+	if c.LastError != "" {
+		s += ": " + c.LastError
+	}
+	return s
 }

@@ -123,6 +123,9 @@ type Config struct {
 	// Network is the network block; nil when the file has none (see
 	// NetworkConfig for the defaults).
 	Network *Network `json:"network,omitempty"`
+	// CRI is the cri block; nil when the file has none (see CRIConfig
+	// for the defaults: keel-cri not run).
+	CRI *CRI `json:"cri,omitempty"`
 	// MaxConcurrentDownloads bounds the blobs one pull fetches at once.
 	MaxConcurrentDownloads int `json:"max_concurrent_downloads"`
 	// DefaultSnapshotter names the snapshotter used when a call names none;

@@ -50,7 +50,9 @@ type fileSchema struct {
 	// ContainerLogs: see logs.go.
 	ContainerLogs *containerLogsSchema `hcl:"container_logs,block"`
 	Network       *networkSchema       `hcl:"network,block"`
-	Plugins       []pluginSchema       `hcl:"plugin,block"`
+	// CRI: see cri.go.
+	CRI     *criSchema     `hcl:"cri,block"`
+	Plugins []pluginSchema `hcl:"plugin,block"`
 }
 
 type grpcSchema struct {
@@ -248,6 +250,9 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 	c.ContainerLogs = decodeContainerLogs(fs.ContainerLogs, fail)
 	if n := fs.Network; n != nil {
 		c.Network = decodeNetwork(n, fail)
+	}
+	if cr := fs.CRI; cr != nil {
+		c.CRI = decodeCRI(cr, c, fail)
 	}
 
 	seen := map[string]hcl.Range{}

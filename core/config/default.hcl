@@ -77,6 +77,20 @@
 #   default_route = true
 # }
 
+# The CRI server for Kubernetes' kubelet (keel-cri): keeld starts it when
+# enabled, restarts it with backoff if it dies and stops it at its exit.
+# address is its unix socket (kubelet's --container-runtime-endpoint),
+# path its executable (a relative one resolves against plugin_dir),
+# namespace the keel namespace of its images, pods and containers, and
+# sandbox_image the pods' pause image.
+# cri {
+#   enabled       = false
+#   address       = "/run/keel/cri.sock"
+#   path          = "keel-cri"
+#   namespace     = "k8s.io"
+#   sandbox_image = "registry.k8s.io/pause:3.10"
+# }
+
 # One block per plugin instance: plugin "<kind>" "<name>" { ... }; a
 # relative path resolves against plugin_dir. With no config file, keeld
 # keeps overlay when its root can host overlay upper dirs and native

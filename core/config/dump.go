@@ -75,6 +75,14 @@ func (c *Config) HCL(limits Limits) ([]byte, error) {
 	nb.SetAttributeValue("masquerade", cty.BoolVal(n.Masquerade))
 	nb.SetAttributeValue("default_route", cty.BoolVal(n.DefaultRoute))
 
+	cr := c.CRIConfig()
+	crb := b.AppendNewBlock("cri", nil).Body()
+	crb.SetAttributeValue("enabled", cty.BoolVal(cr.Enabled))
+	str(crb, "address", cr.Address)
+	str(crb, "path", cr.Path)
+	str(crb, "namespace", cr.Namespace)
+	str(crb, "sandbox_image", cr.SandboxImage)
+
 	for _, p := range c.Plugins {
 		b.AppendNewline()
 		pb := b.AppendNewBlock("plugin", []string{p.Kind, p.Name}).Body()

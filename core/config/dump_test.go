@@ -10,7 +10,7 @@ import (
 )
 
 // TestHCLRoundTrip: every golden case that parses, dumped as HCL, parses
-// to the same config (its gc, events, limits and network blocks written out with
+// to the same config (its gc, events, limits, network and cri blocks written out with
 // their defaults), and dumping that again gives the same file.
 func TestHCLRoundTrip(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.hcltest")
@@ -41,7 +41,7 @@ func TestHCLRoundTrip(t *testing.T) {
 				t.Fatalf("dump does not parse: %v\n%s", err, out)
 			}
 			a, b := fields(t, c), fields(t, c2)
-			for _, k := range []string{"gc", "events", "limits", "network"} {
+			for _, k := range []string{"gc", "events", "limits", "network", "cri"} {
 				delete(a, k)
 				delete(b, k)
 			}
@@ -50,6 +50,9 @@ func TestHCLRoundTrip(t *testing.T) {
 			}
 			if n1, n2 := mustJSON(t, c.NetworkConfig()), mustJSON(t, c2.NetworkConfig()); n1 != n2 {
 				t.Errorf("network %s, want %s", n2, n1)
+			}
+			if c1, c2 := mustJSON(t, c.CRIConfig()), mustJSON(t, c2.CRIConfig()); c1 != c2 {
+				t.Errorf("cri %s, want %s", c2, c1)
 			}
 			if c2.GCInterval() != c.GCInterval() || c2.GCIngestMaxAge() != c.GCIngestMaxAge() {
 				t.Errorf("gc %v %v, want %v %v", c2.GCInterval(), c2.GCIngestMaxAge(), c.GCInterval(), c.GCIngestMaxAge())

@@ -35,6 +35,9 @@ func (sys systemService) Info(ctx context.Context, _ *keelv1.InfoRequest) (*keel
 		LogLevel:      cfg.LogLevel,
 		LogFormat:     cfg.LogFormat,
 		Pid:           int32(os.Getpid()),
+
+		DefaultSnapshotter: cfg.DefaultSnapshotter,
+		Cri:                sys.s.cri.status(),
 	}, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"google.golang.org/grpc"
@@ -114,12 +113,9 @@ func taskLogToProto(io runtime.IO) *keelv1.TaskLog {
 // announce runtime.CapabilityCRILog (one not started yet is checked after
 // its create, by checkLogKept).
 func (s *Server) runtimeWritesLogs(name string) error {
-	for _, st := range s.plugins.Plugins() {
-		if st.Kind == sdk.KindRuntime && st.Name == name && st.Version != "" &&
-			!slices.Contains(st.Capabilities, runtime.CapabilityCRILog) {
-			return fmt.Errorf("runtime %q does not write container logs (no %s capability): start the task with --log FILE or none: %w",
-				name, runtime.CapabilityCRILog, errdefs.ErrFailedPrecondition)
-		}
+	if s.knownWithout(sdk.KindRuntime, name, runtime.CapabilityCRILog) {
+		return fmt.Errorf("runtime %q does not write container logs (no %s capability): start the task with --log FILE or none: %w",
+			name, runtime.CapabilityCRILog, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }

@@ -370,6 +370,7 @@ func (ns networksService) Get(_ context.Context, req *keelv1.GetNetworkRequest) 
 		return nil, err
 	}
 	out := networkToProto(n)
+	out.MissingPlugins = missingCNIPlugins(ns.s.cfg.NetworkConfig().CNIBinDirs, out.Plugins)
 	recs, err := ns.s.net.Attachments()
 	if err != nil {
 		return nil, err

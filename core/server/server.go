@@ -40,6 +40,7 @@ import (
 	"github.com/keel-runtime/keel/core/network"
 	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/core/scope"
+	"github.com/keel-runtime/keel/core/unixsock"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -81,6 +82,8 @@ type Server struct {
 	health   *health.Server
 	listener net.Listener
 	metrics  *http.Server
+	// cri runs keel-cri when the config enables it (cri.go).
+	cri *criSupervisor
 	// ready is closed once Serve listens (Ready).
 	ready  chan struct{}
 	reload reloadState
@@ -272,6 +275,9 @@ func (s *Server) resolver(ctx context.Context) (resolver.Resolver, error) {
 	if !ok {
 		return nil, fmt.Errorf("resolver %q is not configured: %w", name, errdefs.ErrNotFound)
 	}
+	if err := s.resolverTakesCredentials(ctx, name); err != nil {
+		return nil, err
+	}
 	return r, nil
 }
 
@@ -300,7 +306,7 @@ func (r streamOnlyResolver) ResolveExplain(ctx context.Context, ref string) (str
 // Serve listens on the API socket (and the metrics address) and serves until
 // Stop.
 func (s *Server) Serve() error {
-	l, err := listenUnix(s.cfg.GRPC.Address, s.cfg.GRPC.UID, s.cfg.GRPC.GID)
+	l, err := unixsock.Listen(s.cfg.GRPC.Address, s.cfg.GRPC.UID, s.cfg.GRPC.GID, "keeld")
 	if err != nil {
 		return err
 	}
@@ -320,12 +326,15 @@ func (s *Server) Serve() error {
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.logger.Info("serving", "address", s.cfg.GRPC.Address, "metrics", s.cfg.Metrics.Address)
 	close(s.ready)
+	s.startCRI()
 	return s.grpc.Serve(l)
 }
 
 // Stop ends the API gracefully (within ctx), then the plugins and the
 // metadata. It is safe after a partial New.
 func (s *Server) Stop(ctx context.Context) {
+	// keel-cri first: it is a client of the API.
+	s.cri.stop(ctx)
 	if s.health != nil {
 		s.health.Shutdown()
 	}
@@ -370,39 +379,6 @@ func (s *Server) Stop(ctx context.Context) {
 	check.RemoveOwnDirs(s.cfg.State)
 }
 
-// listenUnix makes the API socket: owner uid:gid, mode 0660. A socket left by
-// a keeld that died is replaced; one that still answers is refused.
-func listenUnix(path string, uid, gid int) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o711); err != nil {
-		return nil, err
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return nil, fmt.Errorf("socket %s is served by another keeld: %w", path, errdefs.ErrAlreadyExists)
-	}
-	// Only a socket is replaced: a file that happens to be at the
-	// configured path is the operator's, not keeld's.
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket == 0 {
-		return nil, fmt.Errorf("socket %s: a %s is there, not a socket: %w", path, fileKind(fi.Mode()), errdefs.ErrFailedPrecondition)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	l, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o660); err != nil {
-		l.Close()
-		return nil, err
-	}
-	if err := os.Chown(path, uid, gid); err != nil {
-		l.Close()
-		return nil, err
-	}
-	return l, nil
-}
-
 // locatePluginErrors points each plugin's start refusal (joined in err) at
 // the place in the config file it is about.
 func locatePluginErrors(cfg *config.Config, err error) error {
@@ -417,21 +393,6 @@ func locatePluginErrors(cfg *config.Config, err error) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// fileKind names a file's type for an error.
-func fileKind(m os.FileMode) string {
-	switch {
-	case m.IsDir():
-		return "directory"
-	case m&os.ModeSymlink != 0:
-		return "symlink"
-	case m&os.ModeDevice != 0:
-		return "device"
-	case m&os.ModeNamedPipe != 0:
-		return "FIFO"
-	}
-	return "regular file"
 }
 
 func (s *Server) registerMetrics(g *grpcprom.ServerMetrics) {

@@ -72,6 +72,7 @@ func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stre
 	if s.content == nil {
 		return fmt.Errorf("no content plugin is configured: %w", errdefs.ErrUnavailable)
 	}
+	ctx = resolver.CredentialsFromProto(ctx, req.Credentials)
 	r, err := s.resolver(ctx)
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ type client struct {
 var _ Resolver = (*client)(nil)
 
 func (c *client) Resolve(ctx context.Context, ref string) (string, ocispec.Descriptor, error) {
-	resp, err := c.c.Resolve(ctx, &pluginv1.ResolveRequest{Ref: ref})
+	resp, err := c.c.Resolve(ctx, &pluginv1.ResolveRequest{Ref: ref, Credentials: CredentialsToProto(ctx)})
 	if err != nil {
 		return "", ocispec.Descriptor{}, err
 	}
@@ -32,7 +32,7 @@ func (c *client) Resolve(ctx context.Context, ref string) (string, ocispec.Descr
 var _ Explainer = (*client)(nil)
 
 func (c *client) ResolveExplain(ctx context.Context, ref string) (string, ocispec.Descriptor, []Attempt, error) {
-	resp, err := c.c.Resolve(ctx, &pluginv1.ResolveRequest{Ref: ref, Explain: true})
+	resp, err := c.c.Resolve(ctx, &pluginv1.ResolveRequest{Ref: ref, Explain: true, Credentials: CredentialsToProto(ctx)})
 	if err != nil {
 		return "", ocispec.Descriptor{}, nil, err
 	}
@@ -47,7 +47,7 @@ func (c *client) Fetch(ctx context.Context, ref string, desc ocispec.Descriptor,
 	// The stream lives on a child context that Close cancels, so a reader
 	// dropped half way never leaves the stream or its goroutines behind.
 	ctx, cancel := context.WithCancel(ctx)
-	stream, err := c.c.Fetch(ctx, &pluginv1.FetchRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc), Offset: offset})
+	stream, err := c.c.Fetch(ctx, &pluginv1.FetchRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc), Offset: offset, Credentials: CredentialsToProto(ctx)})
 	if err != nil {
 		cancel()
 		return nil, err
@@ -70,7 +70,7 @@ var _ FileFetcher = (*client)(nil)
 func (c *client) FetchToFile(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64, path string, progress func(offset int64) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.c.Fetch(ctx, &pluginv1.FetchRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc), Offset: offset, Path: path})
+	stream, err := c.c.Fetch(ctx, &pluginv1.FetchRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc), Offset: offset, Path: path, Credentials: CredentialsToProto(ctx)})
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func (c *client) Push(ctx context.Context, ref string, desc ocispec.Descriptor, 
 	if err != nil {
 		return err
 	}
-	header := &pluginv1.PushRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc)}
+	header := &pluginv1.PushRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc), Credentials: CredentialsToProto(ctx)}
 	if err := stream.Send(header); err != nil {
 		return c.pushResult(stream, desc, err)
 	}

@@ -21,10 +21,14 @@ func Plugin(name, version string, factory Factory) sdk.Definition {
 		RegisterServer(s, impl)
 	})
 	def.CapabilitiesOf = func(impl io.Closer) []string {
+		var caps []string
 		if _, ok := impl.(FileFetcher); ok {
-			return []string{CapabilityFetchToFile}
+			caps = append(caps, CapabilityFetchToFile)
 		}
-		return nil
+		if _, ok := impl.(CallCredentialsTaker); ok {
+			caps = append(caps, CapabilityCallCredentials)
+		}
+		return caps
 	}
 	return def
 }

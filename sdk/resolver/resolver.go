@@ -8,7 +8,9 @@
 // turns it into its canonical name and the descriptor of what it points at
 // (a manifest or an index). Fetch and Push move the bytes of one descriptor
 // (a manifest, config or layer) of that reference. Registry hosts, mirrors,
-// TLS and credentials belong to the resolver's own config, never to a call.
+// TLS and credentials belong to the resolver's own config; a call may
+// carry a login of its own for the reference's registry (Credentials, in
+// its context), which resolvers announcing CapabilityCallCredentials use.
 //
 //	name, desc, _ := r.Resolve(ctx, "example.com/app:v1")
 //	rc, _ := r.Fetch(ctx, name, desc, 0) // the manifest

@@ -27,6 +27,7 @@ func newServer(impl func(context.Context) (Resolver, error)) *server {
 var _ pluginv1.ResolverServer = (*server)(nil)
 
 func (s *server) Resolve(ctx context.Context, req *pluginv1.ResolveRequest) (*pluginv1.ResolveResponse, error) {
+	ctx = CredentialsFromProto(ctx, req.Credentials)
 	r, err := s.impl(ctx)
 	if err != nil {
 		return nil, err
@@ -50,7 +51,7 @@ func (s *server) Resolve(ctx context.Context, req *pluginv1.ResolveRequest) (*pl
 }
 
 func (s *server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_FetchServer) error {
-	ctx := stream.Context()
+	ctx := CredentialsFromProto(stream.Context(), req.Credentials)
 	r, err := s.impl(ctx)
 	if err != nil {
 		return err
@@ -101,6 +102,7 @@ func (s *server) Push(stream pluginv1.Resolver_PushServer) error {
 	if err != nil {
 		return err
 	}
+	ctx = CredentialsFromProto(ctx, first.Credentials)
 	body := &pushReader{stream: stream, buf: first.Data}
 	err = r.Push(ctx, first.Ref, descriptor.FromProto(first.Descriptor_), body)
 	if errdefs.IsAlreadyExists(err) {

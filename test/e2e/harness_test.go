@@ -39,6 +39,7 @@ var binaries = map[string]string{
 	"keel-resolver-docker":     "./plugins/resolver-docker",
 	"keel-runtime-runc":        "./plugins/runtime-runc",
 	"keel-runtime-runc-shim":   "./cmd/keel-runtime-runc-shim",
+	"keel-cri":                 "./cmd/keel-cri",
 }
 
 func TestMain(m *testing.M) {
@@ -66,6 +67,7 @@ func run(m *testing.M) int {
 			return 1
 		}
 	}
+	sweepStaleBridges()
 	return load.Main(m)
 }
 

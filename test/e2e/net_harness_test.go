@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -55,5 +57,35 @@ func testNetFor(t testing.TB, root string) testNet {
 func deleteLink(name string) {
 	if out, err := exec.Command("ip", "link", "del", name).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
 		fmt.Fprintf(os.Stderr, "e2e: ip link del %s: %v: %s\n", name, err, out)
+	}
+}
+
+// sweepStaleBridges removes the test bridges (kt<pid>-<n>) of e2e runs
+// whose process is gone: a run killed before its cleanup leaves them. A
+// bridge names its pid modulo 100000, so one stays while any live process
+// has that number.
+func sweepStaleBridges() {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return
+	}
+	procs, err := os.ReadDir("/proc")
+	if err != nil {
+		return
+	}
+	live := map[int]bool{}
+	for _, p := range procs {
+		if pid, err := strconv.Atoi(p.Name()); err == nil {
+			live[pid%100000] = true
+		}
+	}
+	for _, i := range ifaces {
+		var pid, n int
+		if _, err := fmt.Sscanf(i.Name, "kt%d-%d", &pid, &n); err != nil || i.Name != fmt.Sprintf("kt%d-%d", pid, n) {
+			continue
+		}
+		if !live[pid] {
+			deleteLink(i.Name)
+		}
 	}
 }

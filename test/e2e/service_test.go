@@ -394,7 +394,9 @@ func effective(t *testing.T, c *config.Config) string {
 	for i := range cp.Plugins {
 		cp.Plugins[i].Path = strings.TrimPrefix(cp.Plugins[i].Path, c.PluginDir)
 	}
-	cp.PluginDir = ""
+	cr := c.CRIConfig()
+	cr.Path = strings.TrimPrefix(cr.Path, c.PluginDir)
+	cp.PluginDir, cp.CRI = "", &cr
 	cp.Network, cp.GC, cp.Limits = &n, &config.GC{Interval: config.Duration(c.GCInterval()), IngestMaxAge: config.Duration(c.GCIngestMaxAge())}, nil
 	cp.Events = &config.Events{Window: c.EventsWindow()}
 	b, err := json.Marshal(cp)

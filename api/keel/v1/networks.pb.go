@@ -97,9 +97,13 @@ type Network struct {
 	// plugins are the CNI plugin types of its conflist, in order.
 	Plugins []string `protobuf:"bytes,7,rep,name=plugins,proto3" json:"plugins,omitempty"`
 	// endpoints are the tasks attached to it (Get only).
-	Endpoints     []*NetworkEndpoint `protobuf:"bytes,8,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Endpoints []*NetworkEndpoint `protobuf:"bytes,8,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// missing_plugins are the CNI plugin types of its conflist found in
+	// none of the config's cni_bin_dirs (Get only): the network cannot
+	// attach a task until they are installed.
+	MissingPlugins []string `protobuf:"bytes,9,rep,name=missing_plugins,json=missingPlugins,proto3" json:"missing_plugins,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Network) Reset() {
@@ -184,6 +188,13 @@ func (x *Network) GetPlugins() []string {
 func (x *Network) GetEndpoints() []*NetworkEndpoint {
 	if x != nil {
 		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *Network) GetMissingPlugins() []string {
+	if x != nil {
+		return x.MissingPlugins
 	}
 	return nil
 }
@@ -821,7 +832,7 @@ var File_keel_v1_networks_proto protoreflect.FileDescriptor
 
 const file_keel_v1_networks_proto_rawDesc = "" +
 	"\n" +
-	"\x16keel/v1/networks.proto\x12\akeel.v1\"\xc4\x02\n" +
+	"\x16keel/v1/networks.proto\x12\akeel.v1\"\xed\x02\n" +
 	"\aNetwork\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06bridge\x18\x02 \x01(\tR\x06bridge\x12\x16\n" +
@@ -830,7 +841,8 @@ const file_keel_v1_networks_proto_rawDesc = "" +
 	"\x06labels\x18\x05 \x03(\v2\x1c.keel.v1.Network.LabelsEntryR\x06labels\x12\x18\n" +
 	"\adefault\x18\x06 \x01(\bR\adefault\x12\x18\n" +
 	"\aplugins\x18\a \x03(\tR\aplugins\x126\n" +
-	"\tendpoints\x18\b \x03(\v2\x18.keel.v1.NetworkEndpointR\tendpoints\x1a9\n" +
+	"\tendpoints\x18\b \x03(\v2\x18.keel.v1.NetworkEndpointR\tendpoints\x12'\n" +
+	"\x0fmissing_plugins\x18\t \x03(\tR\x0emissingPlugins\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"|\n" +

@@ -75,6 +75,11 @@ type InfoResponse struct {
 	LogLevel      string    `protobuf:"bytes,9,opt,name=log_level,json=logLevel,proto3" json:"log_level,omitempty"`
 	LogFormat     string    `protobuf:"bytes,10,opt,name=log_format,json=logFormat,proto3" json:"log_format,omitempty"`
 	Pid           int32     `protobuf:"varint,11,opt,name=pid,proto3" json:"pid,omitempty"`
+	// default_snapshotter is the snapshotter of calls that name none.
+	DefaultSnapshotter string `protobuf:"bytes,12,opt,name=default_snapshotter,json=defaultSnapshotter,proto3" json:"default_snapshotter,omitempty"`
+	// cri is the CRI server keeld supervises (keel-cri); absent when the
+	// config's cri block does not enable it.
+	Cri           *CRIServer `protobuf:"bytes,13,opt,name=cri,proto3" json:"cri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -186,12 +191,126 @@ func (x *InfoResponse) GetPid() int32 {
 	return 0
 }
 
+func (x *InfoResponse) GetDefaultSnapshotter() string {
+	if x != nil {
+		return x.DefaultSnapshotter
+	}
+	return ""
+}
+
+func (x *InfoResponse) GetCri() *CRIServer {
+	if x != nil {
+		return x.Cri
+	}
+	return nil
+}
+
+// CRIServer is the health of keel-cri, the CRI server keeld starts,
+// restarts with backoff when it dies, and stops at its exit.
+type CRIServer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is its CRI socket; path its executable.
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Path    string `protobuf:"bytes,2,opt,name=path,proto3" json:"path,omitempty"`
+	// state is "starting", "running" (serving its socket), "restarting"
+	// (died; started again after a backoff; last_error says why) or
+	// "stopped" (keeld is stopping).
+	State     string `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"`
+	Pid       int32  `protobuf:"varint,4,opt,name=pid,proto3" json:"pid,omitempty"`
+	Restarts  int32  `protobuf:"varint,5,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	LastError string `protobuf:"bytes,6,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// namespace is the keel namespace its images, pods and containers
+	// live in.
+	Namespace     string `protobuf:"bytes,7,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CRIServer) Reset() {
+	*x = CRIServer{}
+	mi := &file_keel_v1_system_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CRIServer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CRIServer) ProtoMessage() {}
+
+func (x *CRIServer) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_v1_system_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CRIServer.ProtoReflect.Descriptor instead.
+func (*CRIServer) Descriptor() ([]byte, []int) {
+	return file_keel_v1_system_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CRIServer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *CRIServer) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *CRIServer) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *CRIServer) GetPid() int32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *CRIServer) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *CRIServer) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *CRIServer) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
 var File_keel_v1_system_proto protoreflect.FileDescriptor
 
 const file_keel_v1_system_proto_rawDesc = "" +
 	"\n" +
 	"\x14keel/v1/system.proto\x12\akeel.v1\x1a\x12keel/v1/keel.proto\"\r\n" +
-	"\vInfoRequest\"\xc9\x02\n" +
+	"\vInfoRequest\"\xa0\x03\n" +
 	"\fInfoResponse\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\tR\brevision\x12\x12\n" +
@@ -206,7 +325,18 @@ const file_keel_v1_system_proto_rawDesc = "" +
 	"\n" +
 	"log_format\x18\n" +
 	" \x01(\tR\tlogFormat\x12\x10\n" +
-	"\x03pid\x18\v \x01(\x05R\x03pid2=\n" +
+	"\x03pid\x18\v \x01(\x05R\x03pid\x12/\n" +
+	"\x13default_snapshotter\x18\f \x01(\tR\x12defaultSnapshotter\x12$\n" +
+	"\x03cri\x18\r \x01(\v2\x12.keel.v1.CRIServerR\x03cri\"\xba\x01\n" +
+	"\tCRIServer\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x12\n" +
+	"\x04path\x18\x02 \x01(\tR\x04path\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x12\x10\n" +
+	"\x03pid\x18\x04 \x01(\x05R\x03pid\x12\x1a\n" +
+	"\brestarts\x18\x05 \x01(\x05R\brestarts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x06 \x01(\tR\tlastError\x12\x1c\n" +
+	"\tnamespace\x18\a \x01(\tR\tnamespace2=\n" +
 	"\x06System\x123\n" +
 	"\x04Info\x12\x14.keel.v1.InfoRequest\x1a\x15.keel.v1.InfoResponseB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
@@ -222,21 +352,23 @@ func file_keel_v1_system_proto_rawDescGZIP() []byte {
 	return file_keel_v1_system_proto_rawDescData
 }
 
-var file_keel_v1_system_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_keel_v1_system_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
 var file_keel_v1_system_proto_goTypes = []any{
 	(*InfoRequest)(nil),  // 0: keel.v1.InfoRequest
 	(*InfoResponse)(nil), // 1: keel.v1.InfoResponse
-	(*Plugin)(nil),       // 2: keel.v1.Plugin
+	(*CRIServer)(nil),    // 2: keel.v1.CRIServer
+	(*Plugin)(nil),       // 3: keel.v1.Plugin
 }
 var file_keel_v1_system_proto_depIdxs = []int32{
-	2, // 0: keel.v1.InfoResponse.plugins:type_name -> keel.v1.Plugin
-	0, // 1: keel.v1.System.Info:input_type -> keel.v1.InfoRequest
-	1, // 2: keel.v1.System.Info:output_type -> keel.v1.InfoResponse
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	3, // 0: keel.v1.InfoResponse.plugins:type_name -> keel.v1.Plugin
+	2, // 1: keel.v1.InfoResponse.cri:type_name -> keel.v1.CRIServer
+	0, // 2: keel.v1.System.Info:input_type -> keel.v1.InfoRequest
+	1, // 3: keel.v1.System.Info:output_type -> keel.v1.InfoResponse
+	3, // [3:4] is the sub-list for method output_type
+	2, // [2:3] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_keel_v1_system_proto_init() }
@@ -251,7 +383,7 @@ func file_keel_v1_system_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_v1_system_proto_rawDesc), len(file_keel_v1_system_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   3,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -94,7 +94,11 @@ type PullRequest struct {
 	Platform     string `protobuf:"bytes,2,opt,name=platform,proto3" json:"platform,omitempty"`
 	AllPlatforms bool   `protobuf:"varint,3,opt,name=all_platforms,json=allPlatforms,proto3" json:"all_platforms,omitempty"`
 	// unpack applies the layers of the chosen platform to the snapshotter.
-	Unpack        bool `protobuf:"varint,4,opt,name=unpack,proto3" json:"unpack,omitempty"`
+	Unpack bool `protobuf:"varint,4,opt,name=unpack,proto3" json:"unpack,omitempty"`
+	// credentials, when set, log in to the reference's registry for this
+	// pull only, over the resolver's config; FailedPrecondition when the
+	// resolver does not take credentials with a call.
+	Credentials   *v1.Credentials `protobuf:"bytes,5,opt,name=credentials,proto3" json:"credentials,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,6 +159,13 @@ func (x *PullRequest) GetUnpack() bool {
 		return x.Unpack
 	}
 	return false
+}
+
+func (x *PullRequest) GetCredentials() *v1.Credentials {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
 }
 
 // PullProgress is one message of a pull's stream: a blob's progress, a
@@ -1008,12 +1019,13 @@ var File_keel_v1_transfer_proto protoreflect.FileDescriptor
 
 const file_keel_v1_transfer_proto_rawDesc = "" +
 	"\n" +
-	"\x16keel/v1/transfer.proto\x12\akeel.v1\x1a\x19keel/types/v1/types.proto\x1a\x14keel/v1/images.proto\"x\n" +
+	"\x16keel/v1/transfer.proto\x12\akeel.v1\x1a\x19keel/types/v1/types.proto\x1a\x14keel/v1/images.proto\"\xb6\x01\n" +
 	"\vPullRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x1a\n" +
 	"\bplatform\x18\x02 \x01(\tR\bplatform\x12#\n" +
 	"\rall_platforms\x18\x03 \x01(\bR\fallPlatforms\x12\x16\n" +
-	"\x06unpack\x18\x04 \x01(\bR\x06unpack\"\xa5\x01\n" +
+	"\x06unpack\x18\x04 \x01(\bR\x06unpack\x12<\n" +
+	"\vcredentials\x18\x05 \x01(\v2\x1a.keel.types.v1.CredentialsR\vcredentials\"\xa5\x01\n" +
 	"\fPullProgress\x12/\n" +
 	"\x04blob\x18\x01 \x01(\v2\x19.keel.v1.PullBlobProgressH\x00R\x04blob\x122\n" +
 	"\x05layer\x18\x02 \x01(\v2\x1a.keel.v1.PullLayerUnpackedH\x00R\x05layer\x12'\n" +
@@ -1109,39 +1121,41 @@ var file_keel_v1_transfer_proto_goTypes = []any{
 	(*ImportOptions)(nil),     // 12: keel.v1.ImportOptions
 	(*ImportRequest)(nil),     // 13: keel.v1.ImportRequest
 	(*ImportResponse)(nil),    // 14: keel.v1.ImportResponse
-	(*v1.Descriptor)(nil),     // 15: keel.types.v1.Descriptor
-	(*Image)(nil),             // 16: keel.v1.Image
+	(*v1.Credentials)(nil),    // 15: keel.types.v1.Credentials
+	(*v1.Descriptor)(nil),     // 16: keel.types.v1.Descriptor
+	(*Image)(nil),             // 17: keel.v1.Image
 }
 var file_keel_v1_transfer_proto_depIdxs = []int32{
-	3,  // 0: keel.v1.PullProgress.blob:type_name -> keel.v1.PullBlobProgress
-	4,  // 1: keel.v1.PullProgress.layer:type_name -> keel.v1.PullLayerUnpacked
-	5,  // 2: keel.v1.PullProgress.done:type_name -> keel.v1.PullDone
-	15, // 3: keel.v1.PullBlobProgress.desc:type_name -> keel.types.v1.Descriptor
-	0,  // 4: keel.v1.PullBlobProgress.state:type_name -> keel.v1.BlobState
-	15, // 5: keel.v1.PullLayerUnpacked.desc:type_name -> keel.types.v1.Descriptor
-	16, // 6: keel.v1.PullDone.image:type_name -> keel.v1.Image
-	15, // 7: keel.v1.PullDone.manifests:type_name -> keel.types.v1.Descriptor
-	15, // 8: keel.v1.PullDone.unpacked:type_name -> keel.types.v1.Descriptor
-	15, // 9: keel.v1.FetchRequest.desc:type_name -> keel.types.v1.Descriptor
-	15, // 10: keel.v1.PushProgress.desc:type_name -> keel.types.v1.Descriptor
-	0,  // 11: keel.v1.PushProgress.state:type_name -> keel.v1.BlobState
-	12, // 12: keel.v1.ImportRequest.options:type_name -> keel.v1.ImportOptions
-	16, // 13: keel.v1.ImportResponse.images:type_name -> keel.v1.Image
-	1,  // 14: keel.v1.Transfer.Pull:input_type -> keel.v1.PullRequest
-	6,  // 15: keel.v1.Transfer.Fetch:input_type -> keel.v1.FetchRequest
-	8,  // 16: keel.v1.Transfer.Push:input_type -> keel.v1.PushRequest
-	10, // 17: keel.v1.Transfer.Export:input_type -> keel.v1.ExportRequest
-	13, // 18: keel.v1.Transfer.Import:input_type -> keel.v1.ImportRequest
-	2,  // 19: keel.v1.Transfer.Pull:output_type -> keel.v1.PullProgress
-	7,  // 20: keel.v1.Transfer.Fetch:output_type -> keel.v1.FetchResponse
-	9,  // 21: keel.v1.Transfer.Push:output_type -> keel.v1.PushProgress
-	11, // 22: keel.v1.Transfer.Export:output_type -> keel.v1.ExportChunk
-	14, // 23: keel.v1.Transfer.Import:output_type -> keel.v1.ImportResponse
-	19, // [19:24] is the sub-list for method output_type
-	14, // [14:19] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	15, // 0: keel.v1.PullRequest.credentials:type_name -> keel.types.v1.Credentials
+	3,  // 1: keel.v1.PullProgress.blob:type_name -> keel.v1.PullBlobProgress
+	4,  // 2: keel.v1.PullProgress.layer:type_name -> keel.v1.PullLayerUnpacked
+	5,  // 3: keel.v1.PullProgress.done:type_name -> keel.v1.PullDone
+	16, // 4: keel.v1.PullBlobProgress.desc:type_name -> keel.types.v1.Descriptor
+	0,  // 5: keel.v1.PullBlobProgress.state:type_name -> keel.v1.BlobState
+	16, // 6: keel.v1.PullLayerUnpacked.desc:type_name -> keel.types.v1.Descriptor
+	17, // 7: keel.v1.PullDone.image:type_name -> keel.v1.Image
+	16, // 8: keel.v1.PullDone.manifests:type_name -> keel.types.v1.Descriptor
+	16, // 9: keel.v1.PullDone.unpacked:type_name -> keel.types.v1.Descriptor
+	16, // 10: keel.v1.FetchRequest.desc:type_name -> keel.types.v1.Descriptor
+	16, // 11: keel.v1.PushProgress.desc:type_name -> keel.types.v1.Descriptor
+	0,  // 12: keel.v1.PushProgress.state:type_name -> keel.v1.BlobState
+	12, // 13: keel.v1.ImportRequest.options:type_name -> keel.v1.ImportOptions
+	17, // 14: keel.v1.ImportResponse.images:type_name -> keel.v1.Image
+	1,  // 15: keel.v1.Transfer.Pull:input_type -> keel.v1.PullRequest
+	6,  // 16: keel.v1.Transfer.Fetch:input_type -> keel.v1.FetchRequest
+	8,  // 17: keel.v1.Transfer.Push:input_type -> keel.v1.PushRequest
+	10, // 18: keel.v1.Transfer.Export:input_type -> keel.v1.ExportRequest
+	13, // 19: keel.v1.Transfer.Import:input_type -> keel.v1.ImportRequest
+	2,  // 20: keel.v1.Transfer.Pull:output_type -> keel.v1.PullProgress
+	7,  // 21: keel.v1.Transfer.Fetch:output_type -> keel.v1.FetchResponse
+	9,  // 22: keel.v1.Transfer.Push:output_type -> keel.v1.PushProgress
+	11, // 23: keel.v1.Transfer.Export:output_type -> keel.v1.ExportChunk
+	14, // 24: keel.v1.Transfer.Import:output_type -> keel.v1.ImportResponse
+	20, // [20:25] is the sub-list for method output_type
+	15, // [15:20] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_keel_v1_transfer_proto_init() }

@@ -3,7 +3,9 @@ package docker
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
 // creds is a username and secret; never logged.
@@ -36,10 +39,13 @@ type dockerConfigFile struct {
 	CredsStore  string            `json:"credsStore"`
 }
 
-// credentials finds the credentials for h: its own config, then the
-// Docker config file (auths, then a credential helper). Empty means
-// anonymous.
+// credentials finds the credentials for h: the call's (upstream only),
+// its own config, then the Docker config file (auths, then a credential
+// helper). Empty means anonymous.
 func (r *Resolver) credentials(ctx context.Context, h *host) (creds, error) {
+	if c, ok := callCredentials(ctx, h); ok {
+		return c, nil
+	}
 	ep := h.ep
 	switch {
 	case ep.Username != "" || ep.Password != "":
@@ -140,17 +146,45 @@ type token struct {
 	expires time.Time
 }
 
-func scopeKey(scopes []string) string {
+// TakesCallCredentials: the resolver logs in to a reference's registry
+// (not its mirrors) with the credentials a call carries.
+func (r *Resolver) TakesCallCredentials() {}
+
+var _ resolver.CallCredentialsTaker = (*Resolver)(nil)
+
+// callCredentials are the call's credentials, for h when it is the
+// reference's registry itself: a mirror is another party, which gets only
+// what its own config says.
+func callCredentials(ctx context.Context, h *host) (creds, bool) {
+	c, ok := resolver.CredentialsFrom(ctx)
+	if !ok || h.role != "upstream" {
+		return creds{}, false
+	}
+	if c.IdentityToken != "" {
+		return creds{"<token>", c.IdentityToken}, true
+	}
+	return creds{c.Username, c.Secret}, true
+}
+
+// tokenKey is where a bearer token for scopes is cached for h: per scope
+// set, and per login when the call carries its own, so that a token one
+// call's credentials earned never serves a call without them.
+func tokenKey(ctx context.Context, h *host, scopes []string) string {
 	s := append([]string(nil), scopes...)
 	sort.Strings(s)
-	return strings.Join(s, " ")
+	key := strings.Join(s, " ")
+	if c, ok := callCredentials(ctx, h); ok {
+		sum := sha256.Sum256([]byte(c.user + "\x00" + c.secret))
+		key += " login:" + hex.EncodeToString(sum[:])
+	}
+	return key
 }
 
 // authorize sets what is known to be needed on req.
 func (r *Resolver) authorize(ctx context.Context, h *host, req *http.Request, scopes []string) error {
 	r.auth.mu.Lock()
 	basic := r.auth.basic[h.host]
-	tok, ok := r.auth.tokens[h.host][scopeKey(scopes)]
+	tok, ok := r.auth.tokens[h.host][tokenKey(ctx, h, scopes)]
 	r.auth.mu.Unlock()
 	switch {
 	case ok && time.Now().Before(tok.expires):
@@ -183,7 +217,7 @@ func (r *Resolver) challenge(ctx context.Context, h *host, resp *http.Response, 
 		// Sent already, or nothing to send: a retry would fail the same.
 		return !had && c.user != "", nil
 	case "bearer":
-		key := scopeKey(scopes)
+		key := tokenKey(ctx, h, scopes)
 		// A token that was refused is dropped, and a fresh one fetched.
 		r.auth.mu.Lock()
 		delete(r.auth.tokens[h.host], key)

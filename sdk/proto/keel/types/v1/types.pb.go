@@ -266,6 +266,74 @@ func (x *Platform) GetOsFeatures() []string {
 	return nil
 }
 
+// Credentials are a registry login given with one call (a kubelet's image
+// pull secret), used for the reference's own registry over the resolver's
+// configured ones (never sent to its mirrors). A resolver takes them only
+// when it announces the "call-credentials" capability; keeld refuses them
+// for one that does not, rather than pull without them.
+type Credentials struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Username string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	// secret is the password (or a personal access token).
+	Secret string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	// identity_token is an OAuth2 refresh token (docker login's), traded
+	// at the registry's token service; username and secret are then unused.
+	IdentityToken string `protobuf:"bytes,3,opt,name=identity_token,json=identityToken,proto3" json:"identity_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Credentials) Reset() {
+	*x = Credentials{}
+	mi := &file_keel_types_v1_types_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Credentials) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Credentials) ProtoMessage() {}
+
+func (x *Credentials) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_types_v1_types_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Credentials.ProtoReflect.Descriptor instead.
+func (*Credentials) Descriptor() ([]byte, []int) {
+	return file_keel_types_v1_types_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Credentials) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *Credentials) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+func (x *Credentials) GetIdentityToken() string {
+	if x != nil {
+		return x.IdentityToken
+	}
+	return ""
+}
+
 var File_keel_types_v1_types_proto protoreflect.FileDescriptor
 
 const file_keel_types_v1_types_proto_rawDesc = "" +
@@ -296,7 +364,11 @@ const file_keel_types_v1_types_proto_rawDesc = "" +
 	"\n" +
 	"os_version\x18\x04 \x01(\tR\tosVersion\x12\x1f\n" +
 	"\vos_features\x18\x05 \x03(\tR\n" +
-	"osFeaturesB>Z<github.com/keel-runtime/keel/sdk/proto/keel/types/v1;typesv1b\x06proto3"
+	"osFeatures\"h\n" +
+	"\vCredentials\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\x12%\n" +
+	"\x0eidentity_token\x18\x03 \x01(\tR\ridentityTokenB>Z<github.com/keel-runtime/keel/sdk/proto/keel/types/v1;typesv1b\x06proto3"
 
 var (
 	file_keel_types_v1_types_proto_rawDescOnce sync.Once
@@ -310,15 +382,16 @@ func file_keel_types_v1_types_proto_rawDescGZIP() []byte {
 	return file_keel_types_v1_types_proto_rawDescData
 }
 
-var file_keel_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_keel_types_v1_types_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_keel_types_v1_types_proto_goTypes = []any{
-	(*Mount)(nil),      // 0: keel.types.v1.Mount
-	(*Descriptor)(nil), // 1: keel.types.v1.Descriptor
-	(*Platform)(nil),   // 2: keel.types.v1.Platform
-	nil,                // 3: keel.types.v1.Descriptor.AnnotationsEntry
+	(*Mount)(nil),       // 0: keel.types.v1.Mount
+	(*Descriptor)(nil),  // 1: keel.types.v1.Descriptor
+	(*Platform)(nil),    // 2: keel.types.v1.Platform
+	(*Credentials)(nil), // 3: keel.types.v1.Credentials
+	nil,                 // 4: keel.types.v1.Descriptor.AnnotationsEntry
 }
 var file_keel_types_v1_types_proto_depIdxs = []int32{
-	3, // 0: keel.types.v1.Descriptor.annotations:type_name -> keel.types.v1.Descriptor.AnnotationsEntry
+	4, // 0: keel.types.v1.Descriptor.annotations:type_name -> keel.types.v1.Descriptor.AnnotationsEntry
 	2, // 1: keel.types.v1.Descriptor.platform:type_name -> keel.types.v1.Platform
 	2, // [2:2] is the sub-list for method output_type
 	2, // [2:2] is the sub-list for method input_type
@@ -338,7 +411,7 @@ func file_keel_types_v1_types_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_types_v1_types_proto_rawDesc), len(file_keel_types_v1_types_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -26,7 +26,10 @@ type ResolveRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Ref   string                 `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
 	// explain asks for the hosts tried, in ResolveResponse.attempts.
-	Explain       bool `protobuf:"varint,2,opt,name=explain,proto3" json:"explain,omitempty"`
+	Explain bool `protobuf:"varint,2,opt,name=explain,proto3" json:"explain,omitempty"`
+	// credentials, when set, are the call's login (capability
+	// "call-credentials").
+	Credentials   *v1.Credentials `protobuf:"bytes,3,opt,name=credentials,proto3" json:"credentials,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -73,6 +76,13 @@ func (x *ResolveRequest) GetExplain() bool {
 		return x.Explain
 	}
 	return false
+}
+
+func (x *ResolveRequest) GetCredentials() *v1.Credentials {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
 }
 
 type ResolveResponse struct {
@@ -218,7 +228,9 @@ type FetchRequest struct {
 	// at their offsets instead of sending them, unverified (optional:
 	// capability "fetch-to-file"; Unimplemented otherwise). The answers then
 	// carry only the offset reached.
-	Path          string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	Path string `protobuf:"bytes,4,opt,name=path,proto3" json:"path,omitempty"`
+	// credentials, as in ResolveRequest.
+	Credentials   *v1.Credentials `protobuf:"bytes,5,opt,name=credentials,proto3" json:"credentials,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -281,6 +293,13 @@ func (x *FetchRequest) GetPath() string {
 	return ""
 }
 
+func (x *FetchRequest) GetCredentials() *v1.Credentials {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
 type FetchResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Data  []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
@@ -337,9 +356,11 @@ func (x *FetchResponse) GetOffset() int64 {
 type PushRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Set in the first message only.
-	Ref           string         `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
-	Descriptor_   *v1.Descriptor `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
-	Data          []byte         `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Ref         string         `protobuf:"bytes,1,opt,name=ref,proto3" json:"ref,omitempty"`
+	Descriptor_ *v1.Descriptor `protobuf:"bytes,2,opt,name=descriptor,proto3" json:"descriptor,omitempty"`
+	Data        []byte         `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// credentials, as in ResolveRequest (first message only).
+	Credentials   *v1.Credentials `protobuf:"bytes,4,opt,name=credentials,proto3" json:"credentials,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -395,6 +416,13 @@ func (x *PushRequest) GetData() []byte {
 	return nil
 }
 
+func (x *PushRequest) GetCredentials() *v1.Credentials {
+	if x != nil {
+		return x.Credentials
+	}
+	return nil
+}
+
 type PushResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// already_exists is true when the registry had the content and nothing was sent.
@@ -444,10 +472,11 @@ var File_keel_plugin_v1_resolver_proto protoreflect.FileDescriptor
 
 const file_keel_plugin_v1_resolver_proto_rawDesc = "" +
 	"\n" +
-	"\x1dkeel/plugin/v1/resolver.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/types/v1/types.proto\"<\n" +
+	"\x1dkeel/plugin/v1/resolver.proto\x12\x0ekeel.plugin.v1\x1a\x19keel/types/v1/types.proto\"z\n" +
 	"\x0eResolveRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x12\x18\n" +
-	"\aexplain\x18\x02 \x01(\bR\aexplain\"\x9c\x01\n" +
+	"\aexplain\x18\x02 \x01(\bR\aexplain\x12<\n" +
+	"\vcredentials\x18\x03 \x01(\v2\x1a.keel.types.v1.CredentialsR\vcredentials\"\x9c\x01\n" +
 	"\x0fResolveResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x129\n" +
 	"\n" +
@@ -458,23 +487,25 @@ const file_keel_plugin_v1_resolver_proto_rawDesc = "" +
 	"\x04host\x18\x01 \x01(\tR\x04host\x12\x12\n" +
 	"\x04role\x18\x02 \x01(\tR\x04role\x12\x12\n" +
 	"\x04used\x18\x03 \x01(\bR\x04used\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x87\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xc5\x01\n" +
 	"\fFetchRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x129\n" +
 	"\n" +
 	"descriptor\x18\x02 \x01(\v2\x19.keel.types.v1.DescriptorR\n" +
 	"descriptor\x12\x16\n" +
 	"\x06offset\x18\x03 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04path\x18\x04 \x01(\tR\x04path\";\n" +
+	"\x04path\x18\x04 \x01(\tR\x04path\x12<\n" +
+	"\vcredentials\x18\x05 \x01(\v2\x1a.keel.types.v1.CredentialsR\vcredentials\";\n" +
 	"\rFetchResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x12\x16\n" +
-	"\x06offset\x18\x02 \x01(\x03R\x06offset\"n\n" +
+	"\x06offset\x18\x02 \x01(\x03R\x06offset\"\xac\x01\n" +
 	"\vPushRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\x129\n" +
 	"\n" +
 	"descriptor\x18\x02 \x01(\v2\x19.keel.types.v1.DescriptorR\n" +
 	"descriptor\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"5\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12<\n" +
+	"\vcredentials\x18\x04 \x01(\v2\x1a.keel.types.v1.CredentialsR\vcredentials\"5\n" +
 	"\fPushResponse\x12%\n" +
 	"\x0ealready_exists\x18\x01 \x01(\bR\ralreadyExists2\xe3\x01\n" +
 	"\bResolver\x12J\n" +
@@ -503,24 +534,28 @@ var file_keel_plugin_v1_resolver_proto_goTypes = []any{
 	(*FetchResponse)(nil),   // 4: keel.plugin.v1.FetchResponse
 	(*PushRequest)(nil),     // 5: keel.plugin.v1.PushRequest
 	(*PushResponse)(nil),    // 6: keel.plugin.v1.PushResponse
-	(*v1.Descriptor)(nil),   // 7: keel.types.v1.Descriptor
+	(*v1.Credentials)(nil),  // 7: keel.types.v1.Credentials
+	(*v1.Descriptor)(nil),   // 8: keel.types.v1.Descriptor
 }
 var file_keel_plugin_v1_resolver_proto_depIdxs = []int32{
-	7, // 0: keel.plugin.v1.ResolveResponse.descriptor:type_name -> keel.types.v1.Descriptor
-	2, // 1: keel.plugin.v1.ResolveResponse.attempts:type_name -> keel.plugin.v1.ResolveAttempt
-	7, // 2: keel.plugin.v1.FetchRequest.descriptor:type_name -> keel.types.v1.Descriptor
-	7, // 3: keel.plugin.v1.PushRequest.descriptor:type_name -> keel.types.v1.Descriptor
-	0, // 4: keel.plugin.v1.Resolver.Resolve:input_type -> keel.plugin.v1.ResolveRequest
-	3, // 5: keel.plugin.v1.Resolver.Fetch:input_type -> keel.plugin.v1.FetchRequest
-	5, // 6: keel.plugin.v1.Resolver.Push:input_type -> keel.plugin.v1.PushRequest
-	1, // 7: keel.plugin.v1.Resolver.Resolve:output_type -> keel.plugin.v1.ResolveResponse
-	4, // 8: keel.plugin.v1.Resolver.Fetch:output_type -> keel.plugin.v1.FetchResponse
-	6, // 9: keel.plugin.v1.Resolver.Push:output_type -> keel.plugin.v1.PushResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	7,  // 0: keel.plugin.v1.ResolveRequest.credentials:type_name -> keel.types.v1.Credentials
+	8,  // 1: keel.plugin.v1.ResolveResponse.descriptor:type_name -> keel.types.v1.Descriptor
+	2,  // 2: keel.plugin.v1.ResolveResponse.attempts:type_name -> keel.plugin.v1.ResolveAttempt
+	8,  // 3: keel.plugin.v1.FetchRequest.descriptor:type_name -> keel.types.v1.Descriptor
+	7,  // 4: keel.plugin.v1.FetchRequest.credentials:type_name -> keel.types.v1.Credentials
+	8,  // 5: keel.plugin.v1.PushRequest.descriptor:type_name -> keel.types.v1.Descriptor
+	7,  // 6: keel.plugin.v1.PushRequest.credentials:type_name -> keel.types.v1.Credentials
+	0,  // 7: keel.plugin.v1.Resolver.Resolve:input_type -> keel.plugin.v1.ResolveRequest
+	3,  // 8: keel.plugin.v1.Resolver.Fetch:input_type -> keel.plugin.v1.FetchRequest
+	5,  // 9: keel.plugin.v1.Resolver.Push:input_type -> keel.plugin.v1.PushRequest
+	1,  // 10: keel.plugin.v1.Resolver.Resolve:output_type -> keel.plugin.v1.ResolveResponse
+	4,  // 11: keel.plugin.v1.Resolver.Fetch:output_type -> keel.plugin.v1.FetchResponse
+	6,  // 12: keel.plugin.v1.Resolver.Push:output_type -> keel.plugin.v1.PushResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_keel_plugin_v1_resolver_proto_init() }

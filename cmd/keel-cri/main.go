@@ -1,0 +1,89 @@
+// Command keel-cri serves Kubernetes' CRI for keel on a unix socket, as a
+// client of keeld's API. keeld starts it when its config's cri block is
+// enabled (and restarts it if it dies); it prints "serving <address>" on
+// stdout once it listens, and logs JSON lines on stderr, which keeld
+// relays into its own log.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+
+	"github.com/keel-runtime/keel/client"
+	"github.com/keel-runtime/keel/core/config"
+	"github.com/keel-runtime/keel/core/unixsock"
+	"github.com/keel-runtime/keel/cri"
+	"github.com/keel-runtime/keel/version"
+)
+
+func main() {
+	var (
+		address, keelAddress, namespace, sandboxImage, logLevel string
+		logJSON                                                 bool
+	)
+	cmd := &cobra.Command{
+		Use:           "keel-cri",
+		Short:         "Kubernetes' CRI for keel, as a client of keeld",
+		Version:       version.Version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			logger := hclog.New(&hclog.LoggerOptions{
+				Name: "cri", Level: hclog.LevelFromString(logLevel), Output: os.Stderr, JSONFormat: logJSON,
+			})
+			return run(address, keelAddress, cri.Config{Namespace: namespace, SandboxImage: sandboxImage}, logger)
+		},
+	}
+	def := config.Default()
+	f := cmd.Flags()
+	f.StringVar(&address, "address", filepath.Join(config.DefaultState, config.DefaultCRISocketName), "the CRI's unix socket")
+	f.StringVar(&keelAddress, "keel-address", def.GRPC.Address, "keeld's API socket")
+	f.StringVar(&namespace, "namespace", config.DefaultCRINamespace, "keel namespace of the CRI's images, pods and containers")
+	f.StringVar(&sandboxImage, "sandbox-image", config.DefaultSandboxImage, "the pods' pause image")
+	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	f.BoolVar(&logJSON, "log-json", false, "log JSON lines (as keeld reads them)")
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "keel-cri: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until SIGTERM or SIGINT.
+func run(address, keelAddress string, cfg cri.Config, logger hclog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	c, err := client.New(keelAddress, client.WithNamespace(cfg.Namespace))
+	if err != nil {
+		return fmt.Errorf("keeld at %s: %w", keelAddress, err)
+	}
+	defer c.Close()
+	l, err := unixsock.Listen(address, 0, 0, "keel-cri")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(address)
+	srv := cri.New(c, cfg, logger)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	logger.Info("serving", "address", address, "keeld", keelAddress, "namespace", cfg.Namespace)
+	fmt.Printf("serving %s\n", address)
+	select {
+	case err = <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Stop(shutdown)
+	return nil
+}

@@ -1,0 +1,111 @@
+package config
+
+import (
+	"path/filepath"
+
+	"github.com/distribution/reference"
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/keel-runtime/keel/core/namespaces"
+)
+
+// Defaults of the cri block.
+const (
+	// DefaultCRIPath is keel-cri's executable, found in plugin_dir.
+	DefaultCRIPath = "keel-cri"
+	// DefaultCRISocketName is the CRI socket's name under state.
+	DefaultCRISocketName = "cri.sock"
+	// DefaultCRINamespace is the keel namespace of the CRI's images, pods
+	// and containers, as containerd's CRI names its own.
+	DefaultCRINamespace = "k8s.io"
+	// DefaultSandboxImage is the image of pods' sandbox (pause) process.
+	DefaultSandboxImage = "registry.k8s.io/pause:3.10"
+)
+
+// CRI is the `cri {}` block: whether keeld runs keel-cri, the server of
+// Kubernetes' CRI, and how. keel-cri is a client of keeld's API; keeld
+// starts it, restarts it with backoff when it dies and stops it at exit.
+type CRI struct {
+	Enabled bool `json:"enabled"`
+	// Address is the CRI's unix socket, absolute.
+	Address string `json:"address"`
+	// Path is keel-cri's executable, absolute.
+	Path string `json:"path"`
+	// Namespace is the keel namespace of the CRI's objects.
+	Namespace string `json:"namespace"`
+	// SandboxImage is the pods' pause image.
+	SandboxImage string `json:"sandbox_image"`
+}
+
+type criSchema struct {
+	Enabled           *bool     `hcl:"enabled,optional"`
+	Address           *string   `hcl:"address,optional"`
+	AddressRange      hcl.Range `hcl:"address,attr_value_range"`
+	Path              *string   `hcl:"path,optional"`
+	PathRange         hcl.Range `hcl:"path,attr_value_range"`
+	Namespace         *string   `hcl:"namespace,optional"`
+	NamespaceRange    hcl.Range `hcl:"namespace,attr_value_range"`
+	SandboxImage      *string   `hcl:"sandbox_image,optional"`
+	SandboxImageRange hcl.Range `hcl:"sandbox_image,attr_value_range"`
+}
+
+// decodeCRI checks the cri block; c's state and plugin_dir are decoded
+// already. Paths left out are filled in by CRIConfig.
+func decodeCRI(s *criSchema, c *Config, fail failFunc) *CRI {
+	out := &CRI{}
+	if s.Enabled != nil {
+		out.Enabled = *s.Enabled
+	}
+	if s.Address != nil {
+		out.Address = *s.Address
+		if !filepath.IsAbs(out.Address) {
+			fail(s.AddressRange, "Invalid cri address", "cri address must be the absolute path of a unix socket, not %q.", out.Address)
+		}
+	}
+	if s.Path != nil {
+		switch {
+		case *s.Path == "":
+			fail(s.PathRange, "Invalid cri path", "path must name keel-cri's executable.")
+		case filepath.IsAbs(*s.Path):
+			out.Path = filepath.Clean(*s.Path)
+		case c.PluginDir == "":
+			fail(s.PathRange, "Invalid cri path", "relative path %q needs plugin_dir: the keeld executable's directory is unknown.", *s.Path)
+		default:
+			out.Path = filepath.Join(c.PluginDir, *s.Path)
+		}
+	}
+	if s.Namespace != nil {
+		out.Namespace = *s.Namespace
+		if err := namespaces.Validate(out.Namespace); err != nil {
+			fail(s.NamespaceRange, "Invalid cri namespace", "%v.", err)
+		}
+	}
+	if s.SandboxImage != nil {
+		out.SandboxImage = *s.SandboxImage
+		if _, err := reference.ParseDockerRef(out.SandboxImage); err != nil {
+			fail(s.SandboxImageRange, "Invalid cri sandbox_image", "sandbox_image %q is not an image reference: %v.", out.SandboxImage, err)
+		}
+	}
+	return out
+}
+
+// CRIConfig is the cri block with keel's defaults filled in.
+func (c *Config) CRIConfig() CRI {
+	var out CRI
+	if c.CRI != nil {
+		out = *c.CRI
+	}
+	if out.Address == "" {
+		out.Address = filepath.Join(c.State, DefaultCRISocketName)
+	}
+	if out.Path == "" {
+		out.Path = filepath.Join(c.PluginDir, DefaultCRIPath)
+	}
+	if out.Namespace == "" {
+		out.Namespace = DefaultCRINamespace
+	}
+	if out.SandboxImage == "" {
+		out.SandboxImage = DefaultSandboxImage
+	}
+	return out
+}
