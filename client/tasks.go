@@ -3,9 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"syscall"
 	"time"
 
@@ -341,30 +339,10 @@ func (c *Client) TaskEvents(ctx context.Context, all bool) (<-chan TaskEvent, <-
 	if err != nil {
 		return nil, nil, err
 	}
-	if _, err := stream.Header(); err != nil {
-		return nil, nil, err
-	}
-	evs, errs := make(chan TaskEvent, 64), make(chan error, 1)
-	go func() {
-		defer close(evs)
-		defer close(errs)
-		for {
-			ev, err := stream.Recv()
-			if err != nil {
-				if !errors.Is(err, io.EOF) && ctx.Err() == nil {
-					errs <- err
-				}
-				return
-			}
-			select {
-			case evs <- TaskEvent{
-				Namespace: ev.Namespace, Runtime: ev.Runtime, Topic: ev.Topic, ID: ev.Id, ExecID: ev.ExecId,
-				Pid: ev.Pid, ExitStatus: ev.ExitStatus, ExitedAt: exitedAt(ev.ExitedAt), Timestamp: exitedAt(ev.Timestamp),
-			}:
-			case <-ctx.Done():
-				return
-			}
+	return subscribed(ctx, stream, func(ev *keelv1.TaskEvent) TaskEvent {
+		return TaskEvent{
+			Namespace: ev.Namespace, Runtime: ev.Runtime, Topic: ev.Topic, ID: ev.Id, ExecID: ev.ExecId,
+			Pid: ev.Pid, ExitStatus: ev.ExitStatus, ExitedAt: exitedAt(ev.ExitedAt), Timestamp: exitedAt(ev.Timestamp),
 		}
-	}()
-	return evs, errs, nil
+	})
 }

@@ -92,6 +92,7 @@ func newRoot() *cobra.Command {
 		logsCommand(g),
 		psCommand(g),
 		networkCommand(g),
+		eventsCommand(g),
 	)
 	refuseUnknownSubcommands(root)
 	return root

@@ -112,6 +112,9 @@ type Config struct {
 	// GC tunes garbage collection; nil when the file has no gc block
 	// (defaults apply, see GCInterval).
 	GC *GC `json:"gc,omitempty"`
+	// Events tunes the event exchange; nil when the file has no events
+	// block (see EventsWindow).
+	Events *Events `json:"events,omitempty"`
 	// Limits bound the work one image may cause; nil when the file has
 	// no limits block (defaults apply).
 	Limits *Limits `json:"limits,omitempty"`

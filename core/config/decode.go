@@ -45,6 +45,7 @@ type fileSchema struct {
 	GRPC    *grpcSchema    `hcl:"grpc,block"`
 	Metrics *metricsSchema `hcl:"metrics,block"`
 	GC      *gcSchema      `hcl:"gc,block"`
+	Events  *eventsSchema  `hcl:"events,block"`
 	Limits  *limitsSchema  `hcl:"limits,block"`
 	// ContainerLogs: see logs.go.
 	ContainerLogs *containerLogsSchema `hcl:"container_logs,block"`
@@ -239,6 +240,9 @@ func build(fs *fileSchema, body *hclsyntax.Body, decoded hcl.Diagnostics) (*Conf
 
 	if g := fs.GC; g != nil {
 		c.GC = decodeGC(g, fail)
+	}
+	if e := fs.Events; e != nil {
+		c.Events = decodeEvents(e, fail)
 	}
 	if l := fs.Limits; l != nil {
 		c.Limits = decodeLimits(l, fail)

@@ -42,6 +42,12 @@
 #   ingest_max_age = "24h"
 # }
 
+# The event exchange: how many recent events keeld keeps for a subscriber
+# to replay (keel events --since), 16 to 1048576.
+# events {
+#   window = 4096
+# }
+
 # Limits on the work one image may cause (pulls, unpacks, imports).
 # limits {
 #   max_layers              = 128

@@ -45,6 +45,8 @@ func (c *Config) HCL(limits Limits) ([]byte, error) {
 	dur(gc, "interval", c.GCInterval())
 	dur(gc, "ingest_max_age", c.GCIngestMaxAge())
 
+	num(b.AppendNewBlock("events", nil).Body(), "window", int64(c.EventsWindow()))
+
 	l := b.AppendNewBlock("limits", nil).Body()
 	num(l, "max_layers", int64(limits.MaxLayers))
 	num(l, "max_layer_size", limits.MaxLayerSize)

@@ -10,7 +10,7 @@ import (
 )
 
 // TestHCLRoundTrip: every golden case that parses, dumped as HCL, parses
-// to the same config (its gc, limits, network and cri blocks written out with
+// to the same config (its gc, events, limits, network and cri blocks written out with
 // their defaults), and dumping that again gives the same file.
 func TestHCLRoundTrip(t *testing.T) {
 	files, err := filepath.Glob("testdata/*.hcltest")
@@ -41,7 +41,7 @@ func TestHCLRoundTrip(t *testing.T) {
 				t.Fatalf("dump does not parse: %v\n%s", err, out)
 			}
 			a, b := fields(t, c), fields(t, c2)
-			for _, k := range []string{"gc", "limits", "network", "cri"} {
+			for _, k := range []string{"gc", "events", "limits", "network", "cri"} {
 				delete(a, k)
 				delete(b, k)
 			}
@@ -56,6 +56,9 @@ func TestHCLRoundTrip(t *testing.T) {
 			}
 			if c2.GCInterval() != c.GCInterval() || c2.GCIngestMaxAge() != c.GCIngestMaxAge() {
 				t.Errorf("gc %v %v, want %v %v", c2.GCInterval(), c2.GCIngestMaxAge(), c.GCInterval(), c.GCIngestMaxAge())
+			}
+			if c2.EventsWindow() != c.EventsWindow() {
+				t.Errorf("events window %d, want %d", c2.EventsWindow(), c.EventsWindow())
 			}
 			again, err := c2.HCL(limits)
 			if err != nil {

@@ -110,7 +110,11 @@ func NewTasks(ctx context.Context, src Source, sub events.Subscriber, opts TaskO
 // countOOMs counts each task's OOM events, and forgets a deleted task's.
 func (c *Tasks) countOOMs(evs <-chan events.Envelope) {
 	for ev := range evs {
-		k := taskKey{ev.Namespace, ev.ID}
+		t, ok := ev.Event.(events.Task)
+		if !ok {
+			continue // a marker of events lost: they cannot be counted
+		}
+		k := taskKey{ev.Namespace, t.ID}
 		c.mu.Lock()
 		if ev.Topic == runtime.TopicOOM {
 			c.ooms[k]++

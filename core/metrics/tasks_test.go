@@ -185,7 +185,7 @@ func TestTasksParallel(t *testing.T) {
 // TestTasksOOM: the /tasks/oom events of the exchange count per task,
 // until the task is deleted.
 func TestTasksOOM(t *testing.T) {
-	ex := events.NewExchange()
+	ex := events.NewExchange(0)
 	src := source{tasks: running("a", "b"), stats: func(context.Context, Task) (runtime.Stats, error) { return v1Stats(t, 1), nil }}
 	c := NewTasks(t.Context(), src, ex, TaskOptions{})
 	oom := func(id string) float64 {
@@ -195,14 +195,14 @@ func TestTasksOOM(t *testing.T) {
 		}
 		return v
 	}
-	ex.Publish(events.Envelope{Namespace: "default", ID: "a", Topic: runtime.TopicOOM})
-	ex.Publish(events.Envelope{Namespace: "default", ID: "a", Topic: runtime.TopicOOM})
-	ex.Publish(events.Envelope{Namespace: "other", ID: "a", Topic: runtime.TopicOOM})
+	ex.Publish("default", runtime.TopicOOM, events.Task{ID: "a"})
+	ex.Publish("default", runtime.TopicOOM, events.Task{ID: "a"})
+	ex.Publish("other", runtime.TopicOOM, events.Task{ID: "a"})
 	waitFor(t, func() bool { return oom("a") == 2 })
 	if v := oom("b"); v != 0 {
 		t.Errorf("b: %v OOMs", v)
 	}
-	ex.Publish(events.Envelope{Namespace: "default", ID: "a", Topic: runtime.TopicDelete})
+	ex.Publish("default", runtime.TopicDelete, events.Task{ID: "a"})
 	waitFor(t, func() bool { return oom("a") == 0 })
 	fams := gather(t, c)
 	if f := fams["container_memory_oom_total"]; f.GetType() != dto.MetricType_COUNTER || !strings.Contains(f.GetHelp(), "oom event") {

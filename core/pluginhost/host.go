@@ -141,6 +141,7 @@ type options struct {
 	hangTimeout            time.Duration
 	startTimeout           time.Duration
 	socketDir              string
+	events                 func(Event)                               // WithEvents
 	dial                   func(kind, name string) []grpc.DialOption // WithDialOptions
 }
 

@@ -217,6 +217,7 @@ func (in *instance) startOnCall() *host.Process {
 		close(a.done)
 		in.mu.Unlock()
 		in.logger.Info("plugin started on demand", "pid", p.Pid(), "took", time.Since(began).Round(time.Millisecond))
+		in.emit(EventStarted, p.Pid())
 		return p
 	}
 }

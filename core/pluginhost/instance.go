@@ -151,6 +151,7 @@ func (in *instance) start(ctx context.Context) error {
 	}
 	in.setRunning(p)
 	in.logger.Info("plugin started", "pid", p.Pid(), "version", in.info.Version, "path", in.spec.Path)
+	in.send(in.event(EventStarted, p.Pid())) // before the supervisor can see an exit
 	go in.supervise(p)
 	return nil
 }
@@ -198,6 +199,9 @@ func (in *instance) supervise(p *host.Process) {
 		}
 		in.mu.Unlock()
 		p.Kill() // graceful on stop; after an exit it releases the client
+		if why == watchExited {
+			in.emit(EventExited, p.Pid())
+		}
 		switch why {
 		case watchQuit:
 			in.logger.Info("plugin stopped")
@@ -254,6 +258,7 @@ func (in *instance) supervise(p *host.Process) {
 			restarts := in.restarts
 			in.mu.Unlock()
 			in.logger.Info("plugin restarted", "pid", np.Pid(), "restarts", restarts)
+			in.emit(EventRestarted, np.Pid())
 			p = np
 			break
 		}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
+	"github.com/keel-runtime/keel/core/events"
 	"github.com/keel-runtime/keel/core/metadata"
 	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/runtime"
@@ -76,6 +77,7 @@ func (cs containersService) Create(ctx context.Context, req *keelv1.CreateContai
 	if err != nil {
 		return nil, err
 	}
+	cs.s.publish(ctx, events.TopicContainerCreate, containerEvent(out))
 	return containerToProto(out), nil
 }
 
@@ -104,6 +106,7 @@ func (cs containersService) Update(ctx context.Context, req *keelv1.UpdateContai
 	if err != nil {
 		return nil, err
 	}
+	cs.s.publish(ctx, events.TopicContainerUpdate, containerEvent(c))
 	return containerToProto(c), nil
 }
 
@@ -123,6 +126,7 @@ func (cs containersService) Delete(ctx context.Context, req *keelv1.DeleteContai
 	if err := cs.s.db.Containers().Delete(ctx, req.Id); err != nil {
 		return nil, err
 	}
+	cs.s.publish(ctx, events.TopicContainerDelete, events.Container{ID: req.Id})
 	if err := cs.s.removeContainerState(ctx, req.Id); err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ const envGCCrash = "KEEL_TEST_GC_CRASH"
 // startGC starts the garbage collection scheduler: after removals of
 // images and leases (debounced), on the configured tick, and on demand.
 func (s *Server) startGC() {
-	s.gc = gc.NewScheduler(s.keelMetrics.GC(networkedGC{s}), s.cfg.GCInterval(), 0, s.logger.Named("gc"))
+	s.gc = gc.NewScheduler(publishedGC{s.keelMetrics.GC(networkedGC{s}), s}, s.cfg.GCInterval(), 0, s.logger.Named("gc"))
 	s.gc.SetIngestMaxAge(s.cfg.GCIngestMaxAge())
 	s.db.SetGCTrigger(s.gc.Trigger)
 	if os.Getenv(envGCCrash) == "after-sweep" {
@@ -45,14 +45,14 @@ func (s *Server) startGC() {
 
 // registerImages serves Images, Leases and GC.
 func (s *Server) registerImages(srv *grpc.Server) {
-	keelv1.RegisterImagesServer(srv, imagesService{store: s.db.Images(), gc: s.gc, s: s})
+	keelv1.RegisterImagesServer(srv, imagesService{store: s.images(), gc: s.gc, s: s})
 	keelv1.RegisterLeasesServer(srv, leasesService{store: s.db.Leases(), gc: s.gc})
 	keelv1.RegisterGCServer(srv, gcService{gc: s.gc})
 }
 
 type imagesService struct {
 	keelv1.UnimplementedImagesServer
-	store *metadata.Images
+	store publishedImages
 	gc    *gc.Scheduler
 	s     *Server
 }

@@ -123,7 +123,10 @@ func New(ctx context.Context, cfg *config.Config, logger hclog.Logger) (_ *Serve
 }
 
 func newServer(cfg *config.Config, logger hclog.Logger) *Server {
-	return &Server{cfg: cfg, logger: logger, ready: make(chan struct{}), snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{}, keelMetrics: metrics.New()}
+	return &Server{
+		cfg: cfg, logger: logger, ready: make(chan struct{}), snapshotters: map[string]snapshot.Snapshotter{}, resolvers: map[string]resolver.Resolver{},
+		keelMetrics: metrics.New(), events: events.NewExchange(cfg.EventsWindow()),
+	}
 }
 
 // openDB makes keeld's dirs and opens (and locks) its metadata.
@@ -145,7 +148,8 @@ func (s *Server) startPlugins(ctx context.Context) error {
 	if err := os.MkdirAll(sockets, 0o700); err != nil {
 		return err
 	}
-	s.plugins = pluginhost.New(s.logger, pluginhost.WithSocketDir(sockets), pluginhost.WithDialOptions(s.keelMetrics.PluginInterceptors))
+	s.plugins = pluginhost.New(s.logger, pluginhost.WithSocketDir(sockets),
+		pluginhost.WithDialOptions(s.keelMetrics.PluginInterceptors), pluginhost.WithEvents(s.pluginEvents))
 	var specs []pluginhost.Spec
 	for _, p := range cfg.Plugins {
 		spec := pluginhost.Spec{
@@ -166,7 +170,7 @@ func (s *Server) startPlugins(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		s.snapshotters[p.Name] = metadata.NewSnapshotter(s.db, p.Name, snapshot.NewClient(conn))
+		s.snapshotters[p.Name] = publishedSnapshotter{metadata.NewSnapshotter(s.db, p.Name, snapshot.NewClient(conn)), p.Name, s}
 	}
 	for _, p := range cfg.PluginsOf(sdk.KindResolver) {
 		conn, err := s.plugins.Conn(p.Kind, p.Name)
@@ -193,13 +197,14 @@ func (s *Server) newGRPCServer() *grpc.Server {
 	keelv1.RegisterVersionServer(srv, versionService{})
 	keelv1.RegisterPluginsServer(srv, pluginsService{host: s.plugins})
 	keelv1.RegisterSystemServer(srv, systemService{s: s})
-	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces()})
+	keelv1.RegisterNamespacesServer(srv, namespacesService{store: s.db.Namespaces(), events: s.events})
+	s.registerEvents(srv)
 	s.registerImages(srv)
 	s.registerTasks(srv)
 	s.registerNetworks(srv)
 	if s.content != nil {
 		content.RegisterServer(srv, func(context.Context) (content.Store, error) {
-			return s.content, nil
+			return publishedContent{s.content, s}, nil
 		})
 	}
 	snapshot.RegisterServer(srv, s.snapshotter)
@@ -225,10 +230,10 @@ func (s *Server) serverOptions(metrics *grpcprom.ServerMetrics) []grpc.ServerOpt
 
 // apiWork says whether an API call is work after which keeld gives its
 // free memory back: keel's calls, except those that last as long as their
-// caller (the task event stream, a wait for an exit).
+// caller (the event streams, a wait for an exit).
 func apiWork(method string) bool {
 	switch method {
-	case keelv1.Tasks_Events_FullMethodName, keelv1.Tasks_Wait_FullMethodName:
+	case keelv1.Tasks_Events_FullMethodName, keelv1.Tasks_Wait_FullMethodName, keelv1.Events_Subscribe_FullMethodName:
 		return false
 	}
 	return strings.HasPrefix(method, "/keel.v1.")

@@ -5,6 +5,7 @@ import (
 	"runtime"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
+	"github.com/keel-runtime/keel/core/events"
 	"github.com/keel-runtime/keel/core/metadata"
 	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -48,7 +49,8 @@ func (p pluginsService) List(context.Context, *keelv1.ListPluginsRequest) (*keel
 
 type namespacesService struct {
 	keelv1.UnimplementedNamespacesServer
-	store *metadata.Namespaces
+	store  *metadata.Namespaces
+	events events.Publisher
 }
 
 func namespaceToProto(ns metadata.Namespace) *keelv1.Namespace {
@@ -60,6 +62,7 @@ func (n namespacesService) Create(ctx context.Context, req *keelv1.Namespace) (*
 	if err != nil {
 		return nil, err
 	}
+	n.events.Publish(ns.Name, events.TopicNamespaceCreate, events.Namespace{Name: ns.Name, Labels: ns.Labels})
 	return namespaceToProto(ns), nil
 }
 
@@ -91,6 +94,7 @@ func (n namespacesService) Update(ctx context.Context, req *keelv1.UpdateNamespa
 	if err != nil {
 		return nil, err
 	}
+	n.events.Publish(ns.Name, events.TopicNamespaceUpdate, events.Namespace{Name: ns.Name, Labels: ns.Labels})
 	return namespaceToProto(ns), nil
 }
 
@@ -98,5 +102,6 @@ func (n namespacesService) Delete(ctx context.Context, req *keelv1.DeleteNamespa
 	if err := n.store.Delete(ctx, req.Name); err != nil {
 		return nil, err
 	}
+	n.events.Publish(req.Name, events.TopicNamespaceDelete, events.Namespace{Name: req.Name})
 	return &keelv1.DeleteNamespaceResponse{}, nil
 }

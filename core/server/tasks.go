@@ -45,7 +45,6 @@ func splitTaskID(tid string) (ns, id string, ok bool) {
 // startRuntimes connects the runtime plugins and republishes their events.
 func (s *Server) startRuntimes() error {
 	s.runtimes = map[string]runtime.Runtime{}
-	s.events = events.NewExchange()
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stopEvents = cancel
 	for _, p := range s.cfg.PluginsOf(sdk.KindRuntime) {
@@ -95,9 +94,8 @@ func (s *Server) relayEvents(ctx context.Context, name string, rt runtime.Runtim
 			if !ok {
 				continue // not a task keeld made
 			}
-			s.events.Publish(events.Envelope{
-				Namespace: ns, Runtime: name, Topic: ev.Topic, ID: id, ExecID: ev.ExecID,
-				Pid: ev.Pid, ExitStatus: ev.ExitStatus, ExitedAt: ev.ExitedAt, Timestamp: ev.Timestamp,
+			s.events.Publish(ns, ev.Topic, events.Task{
+				ID: id, ExecID: ev.ExecID, Runtime: name, Pid: ev.Pid, ExitStatus: ev.ExitStatus, ExitedAt: ev.ExitedAt,
 			})
 		}
 		if err := <-errs; err != nil && ctx.Err() == nil {
@@ -411,31 +409,36 @@ func (ts tasksService) List(ctx context.Context, _ *keelv1.ListTasksRequest) (*k
 	return resp, nil
 }
 
+// Events is the task events of the exchange: those of the call's
+// namespace, or of every namespace with All.
 func (ts tasksService) Events(req *keelv1.TaskEventsRequest, stream grpc.ServerStreamingServer[keelv1.TaskEvent]) error {
 	ctx := stream.Context()
-	var match func(events.Envelope) bool
+	ns := ""
 	if !req.All {
-		ns, err := namespaces.NamespaceRequired(ctx)
-		if err != nil {
+		var err error
+		if ns, err = namespaces.NamespaceRequired(ctx); err != nil {
 			return err
 		}
-		match = func(ev events.Envelope) bool { return ev.Namespace == ns }
 	}
 	// Headers now, so the client knows it is subscribed before any event.
 	if err := stream.SendHeader(nil); err != nil {
 		return err
 	}
-	for ev := range ts.s.events.Subscribe(ctx, match) {
-		out := &keelv1.TaskEvent{
-			Namespace: ev.Namespace, Topic: ev.Topic, Id: ev.ID, ExecId: ev.ExecID, Pid: ev.Pid,
-			ExitStatus: ev.ExitStatus, Runtime: ev.Runtime, Timestamp: timestamppb.New(ev.Timestamp),
+	for ev := range ts.s.events.Subscribe(ctx, taskEvents(ns)) {
+		t, ok := ev.Event.(events.Task)
+		if !ok {
+			continue // a marker: this API has no way to tell of it
 		}
-		if !ev.ExitedAt.IsZero() {
-			out.ExitedAt = timestamppb.New(ev.ExitedAt)
-		}
-		if err := stream.Send(out); err != nil {
+		if err := stream.Send(taskEventToProto(ev, t)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// taskEvents matches the task events of namespace ns (of all for "").
+func taskEvents(ns string) func(events.Envelope) bool {
+	return func(ev events.Envelope) bool {
+		return strings.HasPrefix(ev.Topic, events.TopicTaskPrefix) && (ns == "" || ev.Namespace == ns)
+	}
 }

@@ -166,9 +166,9 @@ func (t transferService) pull(ctx context.Context, req *keelv1.PullRequest, stre
 	}
 	// The record last: once it exists, it holds the whole graph.
 	img := metadata.Image{Name: res.Name, Target: res.Target}
-	rec, err := s.db.Images().Create(ctx, img)
+	rec, err := s.images().Create(ctx, img)
 	if errdefs.IsAlreadyExists(err) {
-		rec, err = s.db.Images().Update(ctx, img, "target")
+		rec, err = s.images().Update(ctx, img, "target")
 	}
 	if err != nil {
 		return fmt.Errorf("pull %s: record the image: %w", req.Ref, err)
@@ -324,7 +324,7 @@ func (t transferService) Import(stream grpc.ClientStreamingServer[keelv1.ImportR
 	if err := t.needContent(); err != nil {
 		return err
 	}
-	list, err := images.Import(ctx, t.s.content, t.s.db.Images(), &importReader{stream: stream}, images.ImportOptions{
+	list, err := images.Import(ctx, t.s.content, t.s.images(), &importReader{stream: stream}, images.ImportOptions{
 		AllPlatforms: opts.AllPlatforms,
 		BaseName:     opts.BaseName,
 		Leases:       t.s.db.Leases(),

@@ -398,6 +398,7 @@ func effective(t *testing.T, c *config.Config) string {
 	cr.Path = strings.TrimPrefix(cr.Path, c.PluginDir)
 	cp.PluginDir, cp.CRI = "", &cr
 	cp.Network, cp.GC, cp.Limits = &n, &config.GC{Interval: config.Duration(c.GCInterval()), IngestMaxAge: config.Duration(c.GCIngestMaxAge())}, nil
+	cp.Events = &config.Events{Window: c.EventsWindow()}
 	b, err := json.Marshal(cp)
 	if err != nil {
 		t.Fatal(err)
