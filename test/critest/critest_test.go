@@ -1,14 +1,15 @@
 // Package critest runs critest (sigs.k8s.io/cri-tools' CRI validation
 // suite) offline against a CRI endpoint and reports each spec's outcome.
 //
+// TestCritest runs when KEEL_CRITEST is set (make critest sets it).
 // KEEL_CRITEST_TARGET picks the runtime: "containerd" (the default;
 // Debian's containerd 1.6 with its CRI plugin, the reference) or "keel"
-// (keeld with keel-cri). Both pull stand-ins of critest's images, built
-// here and served from a loopback docker-registry (images_test.go).
-// KEEL_CRITEST_FOCUS and KEEL_CRITEST_SKIP pass ginkgo focus and skip
-// regexps through; KEEL_CRITEST_OUT names a file the summary is also
-// written to (critest's output and the runtime's log go beside it). make critest
-// runs it.
+// (keeld with keel-cri, from KEEL_BIN). Both pull stand-ins of critest's
+// images, built here and served from a loopback docker-registry
+// (images_test.go). KEEL_CRITEST_FOCUS and KEEL_CRITEST_SKIP pass ginkgo
+// focus and skip regexps through; KEEL_CRITEST_OUT names a file the
+// summary is also written to, with critest's output and the runtime's log
+// beside it.
 package critest
 
 import (
@@ -27,11 +28,14 @@ import (
 // allowedFailure tells the specs that may fail on any runtime: those that
 // pull the digest-pinned image, which no stand-in can match.
 func allowedFailure(s spec) bool {
-	return strings.Contains(s.Reason, strings.SplitN(digestPinned, "@", 2)[1]) ||
-		strings.Contains(s.Reason, "test-image-digest")
+	return strings.Contains(s.Message, digestPinned)
 }
 
 func TestCritest(t *testing.T) {
+	// A run takes minutes: make critest runs it, make test does not.
+	if os.Getenv("KEEL_CRITEST") == "" {
+		t.Skip("critest runs under make critest (KEEL_CRITEST=1), not make test: it takes minutes")
+	}
 	testkit.RequireRoot(t, "run containers through the CRI")
 	target := os.Getenv("KEEL_CRITEST_TARGET")
 	if target == "" {

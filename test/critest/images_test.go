@@ -84,7 +84,11 @@ func standIns(bins map[string][]byte) []standIn {
 		return standIn{refs: refs, why: "busybox and a file /" + file, files: []tarEntry{{name: file, mode: 0o644}}}
 	}
 	list := []standIn{
-		{refs: []string{e2eImages + "busybox:1.29-2"}, why: "busybox with every applet in /bin"},
+		{
+			refs:  []string{e2eImages + "busybox:1.29-2"},
+			why:   "busybox with every applet in /bin, and ipcs (a stand-in: Debian's busybox-static has none)",
+			files: []tarEntry{{name: "usr/bin/ipcs", data: bins["ipcs"], mode: 0o755}},
+		},
 		nginx, hostnet, httpd,
 		{
 			refs:   []string{e2eImages + "nonewprivs:1.3"},
@@ -93,9 +97,16 @@ func standIns(bins map[string][]byte) []standIn {
 			config: ocispec.ImageConfig{Cmd: []string{"/usr/local/bin/nnp"}},
 		},
 		{
-			refs: []string{"registry.k8s.io/pause:3.9", sandboxImage},
-			why:  "pause: busybox sleep (critest pulls pause:3.9 from two registries; the runtime's sandbox_image is :3.10)",
+			refs:   []string{"registry.k8s.io/pause:3.9"},
+			why:    "pause: busybox sleep (critest pulls it from registry.k8s.io and k8s.gcr.io and wants one image with two tags)",
 			config: ocispec.ImageConfig{Cmd: []string{"/bin/sleep", "2147483647"}},
+		},
+		{
+			// A label of its own makes it another image than pause:3.9,
+			// which would otherwise have a third tag.
+			refs:   []string{sandboxImage},
+			why:    "the runtime's sandbox_image: busybox sleep",
+			config: ocispec.ImageConfig{Cmd: []string{"/bin/sleep", "2147483647"}, Labels: map[string]string{"org.keel-runtime.critest": "sandbox"}},
 		},
 		user("test-image-user-uid", "1002"),
 		user("test-image-user-username", "www-data"),
@@ -238,7 +249,7 @@ func busyboxLayer() (registry.Layer, error) {
 func buildStandInBins(t testing.TB, dir string) map[string][]byte {
 	t.Helper()
 	bins := map[string][]byte{}
-	for _, name := range []string{"webserver", "nnp"} {
+	for _, name := range []string{"webserver", "nnp", "ipcs"} {
 		out := filepath.Join(dir, name)
 		cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./standin/"+name)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -31,8 +31,10 @@ type ginkgoSpec struct {
 type spec struct {
 	Name   string // containers and leaf, joined by spaces, as ginkgo prints
 	State  string // passed, failed, skipped, or ginkgo's other end states
-	Reason string // why it failed or was skipped
-	Took   time.Duration
+	Reason string // why it failed or was skipped: Message's first line
+	// Message is ginkgo's whole failure or skip message.
+	Message string
+	Took    time.Duration
 }
 
 // result is a critest run's outcome, spec by spec.
@@ -61,10 +63,10 @@ func parseReport(path string) (result, error) {
 	for _, rep := range reports {
 		for _, s := range rep.SpecReports {
 			name := strings.Join(append(slices.Clone(s.ContainerHierarchyTexts), s.LeafNodeText), " ")
-			out := spec{Name: strings.TrimSpace(name), State: s.State, Reason: firstLine(s.Failure.Message), Took: s.RunTime}
+			out := spec{Name: strings.TrimSpace(name), State: s.State, Reason: firstLine(s.Failure.Message), Message: s.Failure.Message, Took: s.RunTime}
 			if s.LeafNodeType != "It" {
 				if s.State != "passed" {
-					out.Name = s.LeafNodeType + " " + out.Name
+					out.Name = strings.TrimSpace(s.LeafNodeType + " " + out.Name)
 					r.Setup = append(r.Setup, out)
 				}
 				continue
