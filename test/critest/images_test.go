@@ -75,6 +75,13 @@ func standIns(bins map[string][]byte) []standIn {
 	httpd.refs = []string{e2eImages + "httpd:2.4.39-4"}
 	httpd.why = "HTTP on :80 and \"httpd\" in its log"
 
+	pause := func(refs []string, why string, labels map[string]string) standIn {
+		return standIn{
+			refs: refs, why: why + ", /pause a stand-in",
+			files:  []tarEntry{{name: "pause", data: bins["pause"], mode: 0o755}},
+			config: ocispec.ImageConfig{Entrypoint: []string{"/pause"}, Labels: labels},
+		}
+	}
 	user := func(name, u string) standIn {
 		return standIn{refs: []string{criImages + name + ":latest"}, why: "config User " + u, config: ocispec.ImageConfig{User: u}}
 	}
@@ -86,8 +93,8 @@ func standIns(bins map[string][]byte) []standIn {
 	list := []standIn{
 		{
 			refs:  []string{e2eImages + "busybox:1.29-2"},
-			why:   "busybox with every applet in /bin, and ipcs (a stand-in: Debian's busybox-static has none)",
-			files: []tarEntry{{name: "usr/bin/ipcs", data: bins["ipcs"], mode: 0o755}},
+			why:   "busybox with every applet in /bin, and ipcs and pgrep (stand-ins: Debian's busybox-static has neither)",
+			files: []tarEntry{{name: "usr/bin/ipcs", data: bins["ipcs"], mode: 0o755}, {name: "usr/bin/pgrep", data: []byte(pgrep), mode: 0o755}},
 		},
 		nginx, hostnet, httpd,
 		{
@@ -96,18 +103,10 @@ func standIns(bins map[string][]byte) []standIn {
 			files:  []tarEntry{{name: "usr/local/bin/nnp", data: bins["nnp"], mode: 0o4755}},
 			config: ocispec.ImageConfig{Cmd: []string{"/usr/local/bin/nnp"}},
 		},
-		{
-			refs:   []string{"registry.k8s.io/pause:3.9"},
-			why:    "pause: busybox sleep (critest pulls it from registry.k8s.io and k8s.gcr.io and wants one image with two tags)",
-			config: ocispec.ImageConfig{Cmd: []string{"/bin/sleep", "2147483647"}},
-		},
-		{
-			// A label of its own makes it another image than pause:3.9,
-			// which would otherwise have a third tag.
-			refs:   []string{sandboxImage},
-			why:    "the runtime's sandbox_image: busybox sleep",
-			config: ocispec.ImageConfig{Cmd: []string{"/bin/sleep", "2147483647"}, Labels: map[string]string{"org.keel-runtime.critest": "sandbox"}},
-		},
+		pause([]string{"registry.k8s.io/pause:3.9"}, "pause (critest pulls it from registry.k8s.io and k8s.gcr.io and wants one image with two tags)", nil),
+		// A label of its own makes it another image than pause:3.9,
+		// which would otherwise have a third tag.
+		pause([]string{sandboxImage}, "the runtime's sandbox_image: pause", map[string]string{"org.keel-runtime.critest": "sandbox"}),
 		user("test-image-user-uid", "1002"),
 		user("test-image-user-username", "www-data"),
 		user("test-image-user-uid-group", "1003:1004"),
@@ -133,12 +132,27 @@ func standIns(bins map[string][]byte) []standIn {
 	for i := range list {
 		c := &list[i].config
 		c.Env = append(c.Env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-		if c.Cmd == nil {
+		if c.Cmd == nil && c.Entrypoint == nil {
 			c.Cmd = []string{"sh"}
 		}
 	}
 	return list
 }
+
+// pgrep stands in for procps' (critest runs `pgrep sleep`): the pids of
+// the processes whose name matches the extended regexp $1; exit status 1
+// when none does.
+const pgrep = `#!/bin/sh
+status=1
+for d in /proc/[0-9]*; do
+	{ read -r name < "$d/comm"; } 2>/dev/null || continue
+	if echo "$name" | grep -qE -- "$1"; then
+		echo "${d#/proc/}"
+		status=0
+	fi
+done
+exit $status
+`
 
 // busybox's /etc/passwd and /etc/group, as in the busybox image.
 const (
@@ -153,6 +167,7 @@ const (
 // tarEntry is one file, directory or symlink of a layer.
 type tarEntry struct {
 	name, link string
+	hardlink   string // a path in the layer this is a hard link to
 	data       []byte
 	mode       int64
 	uid, gid   int
@@ -184,6 +199,9 @@ func layer(entries []tarEntry) (registry.Layer, error) {
 			}
 		case e.link != "":
 			h.Typeflag, h.Linkname, h.Mode, h.Size = tar.TypeSymlink, e.link, 0o777, 0
+		case e.hardlink != "":
+			// An extractor may chmod the link, and so its target, to this.
+			h.Typeflag, h.Linkname, h.Mode, h.Size = tar.TypeLink, e.hardlink, 0o755, 0
 		}
 		if err := tw.WriteHeader(h); err != nil {
 			return registry.Layer{}, err
@@ -216,8 +234,9 @@ func parents(name string) []string {
 }
 
 // busyboxLayer is the base every stand-in shares: busybox-static with a
-// link per applet in /bin, the busybox image's passwd and group, and the
-// usual empty directories.
+// hard link per applet in /bin (as the busybox image has: a spec masks
+// /bin/ls, which must not mask the busybox a symlink would lead to), the
+// busybox image's passwd and group, and the usual empty directories.
 func busyboxLayer() (registry.Layer, error) {
 	bb, err := os.ReadFile(registry.BusyboxPath)
 	if err != nil {
@@ -230,7 +249,7 @@ func busyboxLayer() (registry.Layer, error) {
 	entries := []tarEntry{{name: "bin/busybox", data: bb, mode: 0o755}}
 	for _, applet := range strings.Fields(string(out)) {
 		if applet != "busybox" {
-			entries = append(entries, tarEntry{name: "bin/" + applet, link: "busybox"})
+			entries = append(entries, tarEntry{name: "bin/" + applet, hardlink: "bin/busybox"})
 		}
 	}
 	for _, d := range []string{"dev", "proc", "sys", "root", "home", "var/www", "var/run", "usr/sbin", "usr/local/bin", "etc"} {
@@ -249,7 +268,7 @@ func busyboxLayer() (registry.Layer, error) {
 func buildStandInBins(t testing.TB, dir string) map[string][]byte {
 	t.Helper()
 	bins := map[string][]byte{}
-	for _, name := range []string{"webserver", "nnp", "ipcs"} {
+	for _, name := range []string{"webserver", "nnp", "ipcs", "pause"} {
 		out := filepath.Join(dir, name)
 		cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./standin/"+name)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
