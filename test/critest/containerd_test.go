@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -124,9 +125,7 @@ func runDaemon(t *testing.T, name, dir, endpoint string, args ...string) {
 			cmd.Process.Kill()
 			<-done
 		}
-		for _, pid := range pidsWithArgPrefix(dir + "/") {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
+		killUnder(dir)
 		unmountUnder(t, dir)
 		if b, err := os.ReadFile(logPath); err == nil {
 			if t.Failed() {
@@ -184,21 +183,15 @@ func removeAllPods(t *testing.T, endpoint string) {
 	}
 }
 
-// pidsWithArgPrefix lists the processes with an argument under prefix.
-func pidsWithArgPrefix(prefix string) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if slices.ContainsFunc(strings.Split(string(b), "\x00"), func(a string) bool { return strings.HasPrefix(a, prefix) }) {
-			pids = append(pids, pid)
+// killUnder SIGKILLs every process with an argument naming a path under
+// dir (the shims containerd or keel left: each names its daemon's socket).
+func killUnder(dir string) {
+	out, _ := exec.Command("pgrep", "-f", regexp.QuoteMeta(dir+"/")).Output()
+	for _, f := range strings.Fields(string(out)) {
+		if pid, err := strconv.Atoi(f); err == nil && pid != os.Getpid() {
+			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-	return pids
 }
 
 // unmountUnder detaches every mount under dir, deepest first.
@@ -208,8 +201,8 @@ func unmountUnder(t *testing.T, dir string) {
 		t.Errorf("mounts under %s: %v", dir, err)
 		return
 	}
-	slices.SortFunc(ms, func(a, b *mountinfo.Info) int { return len(b.Mountpoint) - len(a.Mountpoint) })
-	for _, m := range ms {
+	// mountinfo lists a mount after the one it is on: undo in reverse.
+	for _, m := range slices.Backward(ms) {
 		if err := unix.Unmount(m.Mountpoint, unix.MNT_DETACH); err != nil && err != unix.EINVAL && err != unix.ENOENT {
 			t.Errorf("unmount %s: %v", m.Mountpoint, err)
 		}

@@ -18,6 +18,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
+	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // The images critest v1.37.0 pulls (pkg/framework and pkg/validate), by
@@ -53,8 +54,9 @@ type standIn struct {
 }
 
 // standIns lists every image critest pulls but the digest-pinned one. bins
-// holds the stand-in executables (buildStandInBins).
-func standIns(bins map[string][]byte) []standIn {
+// holds the stand-in executables (buildStandInBins); shell is the layer
+// entries of busybox's /bin/sh (nonStandaloneShell).
+func standIns(bins map[string][]byte, shell []tarEntry) []standIn {
 	webserver := func(exe string, port int, pid string, cmd ...string) standIn {
 		args := append([]string{exe, "-port", fmt.Sprint(port)}, cmd...)
 		if pid != "" {
@@ -92,9 +94,10 @@ func standIns(bins map[string][]byte) []standIn {
 	}
 	list := []standIn{
 		{
-			refs:  []string{e2eImages + "busybox:1.29-2"},
-			why:   "busybox with every applet in /bin, and ipcs and pgrep (stand-ins: Debian's busybox-static has neither)",
-			files: []tarEntry{{name: "usr/bin/ipcs", data: bins["ipcs"], mode: 0o755}, {name: "usr/bin/pgrep", data: []byte(pgrep), mode: 0o755}},
+			refs: []string{e2eImages + "busybox:1.29-2"},
+			why: "busybox with every applet in /bin, ipcs and pgrep (stand-ins: Debian's busybox has neither), " +
+				"and a /bin/sh that execs its commands (Debian's dynamic busybox, see shell_test.go)",
+			files: append([]tarEntry{{name: "usr/bin/ipcs", data: bins["ipcs"], mode: 0o755}, {name: "usr/bin/pgrep", data: []byte(pgrep), mode: 0o755}}, shell...),
 		},
 		nginx, hostnet, httpd,
 		{
@@ -294,7 +297,11 @@ func seedStandIns(t testing.TB, reg *registry.Registry) []standIn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	list := standIns(buildStandInBins(t, t.TempDir()))
+	shell, err := nonStandaloneShell(t)
+	if err != nil {
+		testkit.SkipOrFail(t, "busybox stand-in's shell: %v", err)
+	}
+	list := standIns(buildStandInBins(t, t.TempDir()), shell)
 	for _, s := range list {
 		layers := []registry.Layer{base}
 		if len(s.files) > 0 {
