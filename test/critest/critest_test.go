@@ -40,6 +40,9 @@ func TestCritest(t *testing.T) {
 	if target != "containerd" && target != "keel" {
 		t.Fatalf("KEEL_CRITEST_TARGET=%q: want containerd or keel", target)
 	}
+	if target == "keel" {
+		requireKeelCRI(t)
+	}
 	critest := criTool(t, "critest")
 	criTool(t, "crictl")
 	reg, err := registry.Start(t, registry.Options{})

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/keel-runtime/keel/sdk/fixture/registry"
-	"github.com/keel-runtime/keel/sdk/testkit"
 )
 
 // keelBin is where keel's binaries are (make build): KEEL_BIN.
@@ -91,17 +91,22 @@ var criProbes = []struct {
 	{[]string{"pull", e2eImages + "busybox:1.29-2"}, "ImageService.PullImage"},
 }
 
+// requireKeelCRI skips the keel target while keel-cri is not built.
+func requireKeelCRI(t *testing.T) {
+	t.Helper()
+	bin := keelBin(t)
+	if _, err := os.Stat(filepath.Join(bin, "keel-cri")); err != nil {
+		t.Skipf("keel target: %s/keel-cri is not built yet (issue 15): keel serves none of the CRI RuntimeService and ImageService RPCs critest calls", bin)
+	}
+}
+
 // startKeel runs keeld with the CRI enabled (keel-cri, which keeld
 // starts) until the test ends, and returns the CRI endpoint. It skips,
 // naming them, while keel-cri is not built or answers any of criProbes
 // Unimplemented.
 func startKeel(t *testing.T, reg *registry.Registry) string {
 	t.Helper()
-	testkit.RequireRoot(t, "run keeld")
 	bin := keelBin(t)
-	if _, err := os.Stat(filepath.Join(bin, "keel-cri")); err != nil {
-		t.Skipf("keel target: %s/keel-cri is not built yet (issue 15): keel serves none of the CRI RuntimeService and ImageService RPCs critest calls", bin)
-	}
 	dir, err := os.MkdirTemp("", "kcri")
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +120,14 @@ func startKeel(t *testing.T, reg *registry.Registry) string {
 	if err := os.WriteFile(cfg, []byte(keelConfig(dir, bin, reg.URL(), bridge, subnet, cri)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Remove(filepath.Join("/sys/fs/cgroup", filepath.Base(dir))) })
+	// runc removes each task's cgroup, not their parent (in every
+	// hierarchy on cgroup v1).
+	t.Cleanup(func() {
+		parents, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", filepath.Base(dir)))
+		for _, p := range append(parents, filepath.Join("/sys/fs/cgroup", filepath.Base(dir))) {
+			os.Remove(p)
+		}
+	})
 	runDaemon(t, "keeld", dir, endpoint, filepath.Join(bin, "keeld"), "--config", cfg)
 
 	ctx, cancel := context.WithTimeout(context.Background(), settle)
@@ -135,4 +147,23 @@ func startKeel(t *testing.T, reg *registry.Registry) string {
 		t.Skipf("keel target: keel-cri answers Unimplemented to %s", strings.Join(missing, ", "))
 	}
 	return endpoint
+}
+
+// TestKeelConfig: keeld accepts the keel target's config (without its cri
+// block, which keeld learns with keel-cri), as `keeld config validate`
+// says, when KEEL_BIN holds keeld.
+func TestKeelConfig(t *testing.T) {
+	bin := os.Getenv("KEEL_BIN")
+	if bin == "" {
+		t.Skip("KEEL_BIN is not set (make test sets it)")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "keeld.hcl")
+	text := keelConfig(dir, bin, "http://127.0.0.1:5000", "kcrk0", "10.250.0.0/24", "")
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(filepath.Join(bin, "keeld"), "config", "validate", cfg).CombinedOutput(); err != nil {
+		t.Fatalf("keeld config validate: %v\n%s\n%s", err, out, text)
+	}
 }
