@@ -115,7 +115,7 @@ func startKeel(t *testing.T, reg *registry.Registry) string {
 	bridge := fmt.Sprintf("kcrk%d", os.Getpid()%100000)
 	subnet := fmt.Sprintf("10.%d.%d.0/24", 200+rand.IntN(50), rand.IntN(256))
 	t.Cleanup(func() { deleteLink(t, bridge) })
-	cri := fmt.Sprintf("cri {\n  enabled = true\n  address = %q\n  sandbox_image = %q\n}\n", strings.TrimPrefix(endpoint, "unix://"), sandboxImage)
+	cri := criBlock(strings.TrimPrefix(endpoint, "unix://"))
 	cfg := filepath.Join(dir, "keeld.hcl")
 	if err := os.WriteFile(cfg, []byte(keelConfig(dir, bin, reg.URL(), bridge, subnet, cri)), 0o644); err != nil {
 		t.Fatal(err)
@@ -149,9 +149,8 @@ func startKeel(t *testing.T, reg *registry.Registry) string {
 	return endpoint
 }
 
-// TestKeelConfig: keeld accepts the keel target's config (without its cri
-// block, which keeld learns with keel-cri), as `keeld config validate`
-// says, when KEEL_BIN holds keeld.
+// TestKeelConfig: keeld accepts the keel target's config, cri block
+// included, as `keeld config validate` says, when KEEL_BIN holds keeld.
 func TestKeelConfig(t *testing.T) {
 	bin := os.Getenv("KEEL_BIN")
 	if bin == "" {
@@ -159,11 +158,17 @@ func TestKeelConfig(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "keeld.hcl")
-	text := keelConfig(dir, bin, "http://127.0.0.1:5000", "kcrk0", "10.250.0.0/24", "")
+	text := keelConfig(dir, bin, "http://127.0.0.1:5000", "kcrk0", "10.250.0.0/24", criBlock(filepath.Join(dir, "cri.sock")))
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := exec.Command(filepath.Join(bin, "keeld"), "config", "validate", cfg).CombinedOutput(); err != nil {
 		t.Fatalf("keeld config validate: %v\n%s\n%s", err, out, text)
 	}
+}
+
+// criBlock is the keel target's cri block: keel-cri on socket, with the
+// stand-in sandbox image.
+func criBlock(socket string) string {
+	return fmt.Sprintf("cri {\n  enabled = true\n  address = %q\n  sandbox_image = %q\n}\n", socket, sandboxImage)
 }
