@@ -16,7 +16,7 @@ fail() { echo "verify-install: $*" >&2; exit 1; }
 
 D=$tmp/destdir
 make -s install-files DESTDIR="$D" >/dev/null
-for f in usr/local/bin/keeld usr/local/bin/keel usr/local/bin/keel-runtime-runc-shim usr/local/bin/keel-cri \
+for f in usr/local/bin/keeld usr/local/bin/keel usr/local/bin/keel-runtime-runc-shim usr/local/bin/keel-cri usr/local/bin/keel-pause \
   usr/local/lib/systemd/system/keeld.service etc/keel/config.hcl; do
   [ -f "$D/$f" ] || fail "make install DESTDIR: no $f"
 done
