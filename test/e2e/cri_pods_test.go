@@ -174,7 +174,7 @@ func TestCRIPods(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	orphan := exec.Command("nsenter", "-t", strconv.Itoa(info.Pid), "-p", "/bin/sh", "-c", "(cat "+fifo+" >/dev/null &) ; exit 0")
+	orphan := exec.Command("nsenter", "-t", strconv.Itoa(info.Pid), "-p", "/bin/sh", "-c", "(cat "+fifo+" >/dev/null 2>&1 </dev/null &) ; exit 0")
 	if out, err := orphan.CombinedOutput(); err != nil {
 		t.Fatalf("nsenter: %v: %s", err, out)
 	}
