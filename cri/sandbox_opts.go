@@ -144,7 +144,7 @@ func sandboxSpecOpts(id string, cfg *runtimeapi.PodSandboxConfig) ([]oci.SpecOpt
 		opts = append(opts, withSupplementalGroups(sc.GetSupplementalGroups()))
 	}
 	if !sc.GetPrivileged() {
-		seccomp, err := seccompOpt(sc.GetSeccomp(), sc.GetSeccompProfilePath())
+		seccomp, err := seccompOpt(sc.GetSeccomp())
 		if err != nil {
 			return nil, err
 		}
@@ -155,22 +155,10 @@ func sandboxSpecOpts(id string, cfg *runtimeapi.PodSandboxConfig) ([]oci.SpecOpt
 
 // seccompOpt is the profile the CRI asks for: RuntimeDefault is keel's
 // default (Docker's), Localhost a JSON profile file on the host; none
-// means unconfined, as the kubelet and containerd take it.
-func seccompOpt(p *runtimeapi.SecurityProfile, path string) (oci.SpecOpt, error) {
-	if p == nil && path != "" {
-		// The deprecated field: runtime/default, docker/default,
-		// unconfined, localhost/<path>.
-		switch {
-		case path == "runtime/default" || path == "docker/default":
-			p = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}
-		case path == "unconfined":
-			p = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}
-		case strings.HasPrefix(path, "localhost/"):
-			p = &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: strings.TrimPrefix(path, "localhost/")}
-		default:
-			return nil, fmt.Errorf("seccomp profile path %q: want runtime/default, unconfined or localhost/<path>: %w", path, errdefs.ErrInvalidArgument)
-		}
-	}
+// means unconfined, as the kubelet and containerd take it. (The
+// deprecated seccomp_profile_path, which kubelets since 1.25 no longer
+// send, is not read.)
+func seccompOpt(p *runtimeapi.SecurityProfile) (oci.SpecOpt, error) {
 	if p == nil {
 		return oci.WithSeccompUnconfined, nil
 	}

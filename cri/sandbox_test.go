@@ -176,13 +176,6 @@ func TestSandboxOptions(t *testing.T) {
 				t.Errorf("seccomp %v, want the profile file's", info.Spec.Linux.Seccomp)
 			}
 		}, nil},
-		{"seccomp deprecated path", base(func(c *runtimeapi.PodSandboxConfig) { c.Linux.SecurityContext.SeccompProfilePath = "runtime/default" }),
-			func(t *testing.T, info client.ContainerInfo) {
-				if info.Spec.Linux.Seccomp == nil {
-					t.Error("no seccomp for runtime/default")
-				}
-			}, nil},
-		{"seccomp bad path", base(func(c *runtimeapi.PodSandboxConfig) { c.Linux.SecurityContext.SeccompProfilePath = "nope" }), nil, errdefs.IsInvalidArgument},
 		{"no metadata", base(func(c *runtimeapi.PodSandboxConfig) { c.Metadata = nil }), nil, errdefs.IsInvalidArgument},
 		{"pid target", base(func(c *runtimeapi.PodSandboxConfig) { nsOpts(c).Pid = runtimeapi.NamespaceMode_TARGET }), nil, errdefs.IsInvalidArgument},
 	} {
