@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/keel-runtime/keel/client"
 )
 
 // startCRIPodKeeld is startCRIKeeld with the runc runtime, so pods run.
@@ -84,6 +86,15 @@ func nsPid(t *testing.T, pid int) string {
 		}
 	}
 	t.Fatalf("no NSpid in /proc/%d/status", pid)
+	return ""
+}
+
+// procStat is the start of /proc/pid/stat: pid, (name) and state.
+func procStat(pid string) string {
+	b, _ := os.ReadFile("/proc/" + pid + "/stat")
+	if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) {
+		return string(b[:i+3])
+	}
 	return ""
 }
 
@@ -179,7 +190,8 @@ func TestCRIPods(t *testing.T) {
 		t.Fatalf("nsenter: %v: %s", err, out)
 	}
 	eventually(t, settle, "the orphan reparented to pause", func() error {
-		if c := children(info.Pid); len(c) != 1 {
+		// cat itself, not the subshell that forked it, still exiting.
+		if c := children(info.Pid); len(c) != 1 || procStat(c[0]) == "" || !strings.Contains(procStat(c[0]), "(cat) S") {
 			return fmt.Errorf("pause's children: %v", c)
 		}
 		return nil
@@ -191,7 +203,7 @@ func TestCRIPods(t *testing.T) {
 	w.Close()
 	eventually(t, settle, "the orphan reaped", func() error {
 		if c := children(info.Pid); len(c) != 0 {
-			return fmt.Errorf("pause's children: %v", c)
+			return fmt.Errorf("pause's children: %v (%s)", c, procStat(c[0]))
 		}
 		return nil
 	})
@@ -292,8 +304,16 @@ func TestCRIPods(t *testing.T) {
 	if st, _ := podStatus(t, rs, web); st.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY || st.Network.GetIp() != "" {
 		t.Errorf("stopped pod %v", st)
 	}
+	all, err := kc.Networks().List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.IndexFunc(all, func(n client.Network) bool { return n.Default })
+	if i < 0 {
+		t.Fatalf("no default network in %+v", all)
+	}
 	var nets []inspectedNetwork
-	k.okJSON(&nets, "network", "inspect", "default")
+	k.okJSON(&nets, "network", "inspect", all[i].Name)
 	for _, e := range nets[0].Endpoints {
 		if e.ContainerID == web {
 			t.Errorf("stopped pod still attached: %+v", e)
