@@ -9,7 +9,7 @@ BIN       := bin
 # keel-runtime-runc-shim (cmd/keel-runtime-runc-shim), installed beside
 # it: small, so that each of many shims costs little (BenchmarkRuntimeRunc).
 PLUGINS   := keel-snapshotter-native keel-snapshotter-overlay keel-content-local keel-snapshotter-btrfs keel-resolver-docker keel-runtime-runc
-BINARIES  := keeld keel keel-plugins keel-runtime-runc-shim keel-cri
+BINARIES  := keeld keel keel-plugins keel-runtime-runc-shim keel-cri keel-pause
 PROTOC_GEN_GO_VERSION      := v1.36.6
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 STATICCHECK_VERSION        := v0.8.2
@@ -51,6 +51,10 @@ $(BIN)/keel-runtime-runc-shim: FORCE
 	CGO_ENABLED=0 $(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $@ ./cmd/keel-runtime-runc-shim
 $(BIN)/keel-cri: FORCE
 	$(GO) build -trimpath -tags "$(GOTAGS)" -ldflags "$(LDFLAGS)" -o $@ ./cmd/keel-cri
+# The pods' pause process: static, as keel-cri copies it alone into the
+# pause image it makes.
+$(BIN)/keel-pause: FORCE
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $@ ./cmd/keel-pause
 FORCE:
 
 # install builds, then installs what $(BIN) holds (install-files alone

@@ -34,6 +34,9 @@ type imageService struct {
 	runtimeapi.UnimplementedImageServiceServer
 	c      *client.Client
 	logger hclog.Logger
+	// pinned is the sandbox image's normalized name: pinned, as
+	// containerd pins it, so the kubelet's image GC keeps it.
+	pinned string
 
 	// facts caches what an image's content says, by its target's digest:
 	// content is addressed by digest, so nothing in it can drift from
@@ -132,7 +135,7 @@ func (is *imageService) ListImages(ctx context.Context, req *runtimeapi.ListImag
 	}
 	resp := &runtimeapi.ListImagesResponse{}
 	for _, img := range images {
-		resp.Images = append(resp.Images, img.toCRI())
+		resp.Images = append(resp.Images, is.toCRI(img))
 	}
 	return resp, nil
 }
@@ -144,7 +147,7 @@ func (is *imageService) ImageStatus(ctx context.Context, req *runtimeapi.ImageSt
 	if err != nil || !ok {
 		return &runtimeapi.ImageStatusResponse{}, err
 	}
-	resp := &runtimeapi.ImageStatusResponse{Image: img.toCRI()}
+	resp := &runtimeapi.ImageStatusResponse{Image: is.toCRI(img)}
 	if req.Verbose {
 		info, err := is.verboseInfo(ctx, img)
 		if err != nil {
@@ -381,6 +384,14 @@ func repoOf(name string) string {
 		return ""
 	}
 	return named.Name()
+}
+
+// toCRI is img as the kubelet sees it, pinned when it is the sandbox
+// image.
+func (is *imageService) toCRI(img criImage) *runtimeapi.Image {
+	out := img.toCRI()
+	out.Pinned = is.pinned != "" && slices.Contains(out.RepoTags, is.pinned)
+	return out
 }
 
 // toCRI is img as the kubelet sees it.

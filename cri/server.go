@@ -9,9 +9,10 @@
 // reads from keeld again. keeld starts it (cmd/keel-cri) when its config
 // enables the cri block, and restarts it when it dies.
 //
-// Served so far: Version, Status, UpdateRuntimeConfig and RuntimeConfig of
-// the RuntimeService, and the whole ImageService. Pods, containers,
-// streaming and stats answer Unimplemented, naming the call.
+// Served so far: Version, Status, UpdateRuntimeConfig, RuntimeConfig and
+// the pod sandbox calls of the RuntimeService (sandbox.go), and the whole
+// ImageService. Containers, streaming and stats answer Unimplemented,
+// naming the call.
 package cri
 
 import (
@@ -37,6 +38,9 @@ type Config struct {
 	Namespace string
 	// SandboxImage is the pods' pause image.
 	SandboxImage string
+	// PausePath is keel-pause, which the server packages as SandboxImage
+	// (EnsurePauseImage); empty: SandboxImage is pulled when missing.
+	PausePath string
 }
 
 // Server is the CRI server over one keeld client.
@@ -53,6 +57,9 @@ type Server struct {
 func New(c *client.Client, cfg Config, logger hclog.Logger) *Server {
 	s := &Server{c: c, cfg: cfg, logger: logger}
 	s.images = &imageService{c: c, logger: logger.Named("images")}
+	if named, err := NormalizeRef(cfg.SandboxImage); err == nil {
+		s.images.pinned = named.String()
+	}
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
@@ -99,7 +106,7 @@ func (s *Server) callError(method string, err error) error {
 	name := method[strings.LastIndexByte(method, '/')+1:]
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented && strings.HasPrefix(st.Message(), "method ") {
 		// The generated stub: a call of a later slice.
-		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig and the ImageService)", name)
+		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox calls and the ImageService)", name)
 	}
 	s.logger.Debug("call failed", "method", name, "error", err)
 	return errdefs.ToGRPC(fmt.Errorf("%s: %w", name, err))

@@ -16,7 +16,7 @@ fail() { echo "verify-install: $*" >&2; exit 1; }
 
 D=$tmp/destdir
 make -s install-files DESTDIR="$D" >/dev/null
-for f in usr/local/bin/keeld usr/local/bin/keel usr/local/bin/keel-runtime-runc-shim usr/local/bin/keel-cri \
+for f in usr/local/bin/keeld usr/local/bin/keel usr/local/bin/keel-runtime-runc-shim usr/local/bin/keel-cri usr/local/bin/keel-pause \
   usr/local/lib/systemd/system/keeld.service etc/keel/config.hcl; do
   [ -f "$D/$f" ] || fail "make install DESTDIR: no $f"
 done
@@ -24,6 +24,8 @@ plugins_inode=$(stat -c %i "$D/usr/local/bin/keel-plugins")
 for p in keel-snapshotter-native keel-snapshotter-overlay keel-content-local keel-snapshotter-btrfs keel-resolver-docker keel-runtime-runc; do
   [ "$(stat -c %i "$D/usr/local/bin/$p")" = "$plugins_inode" ] || fail "$p is not a hard link of keel-plugins"
 done
+# keel-cri copies keel-pause alone into the pause image: it must be static.
+readelf -l "$D/usr/local/bin/keel-pause" | grep -q INTERP && fail "keel-pause is not a static executable"
 grep -qx 'ExecStart=/usr/local/bin/keeld --config /etc/keel/config.hcl' "$D/usr/local/lib/systemd/system/keeld.service" ||
   fail "the unit's ExecStart is not /usr/local/bin/keeld --config /etc/keel/config.hcl"
 grep -q '@[A-Z]*@' "$D/usr/local/lib/systemd/system/keeld.service" && fail "the unit has an @…@ left"

@@ -201,14 +201,21 @@ func WithPidsLimit(n int64) SpecOpt {
 
 // WithHostNamespace shares the host's namespace of type ns (e.g.
 // specs.NetworkNamespace) instead of a new one. With the host's network,
-// the hostname is the host's (as containerd and nerdctl set it), and
+// the hostname is the host's (as containerd and nerdctl set it; with the
+// host's UTS namespace too, none is set), and
 // keeld bind-mounts copies of the host's /etc/resolv.conf and /etc/hosts
 // and an /etc/hostname into the container at task create.
 func WithHostNamespace(ns specs.LinuxNamespaceType) SpecOpt {
 	return func(_ context.Context, s *Spec) error {
 		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == ns })
+		ownUTS := slices.ContainsFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.UTSNamespace })
+		if !ownUTS {
+			// The host's UTS namespace: its name is the host's, and runc
+			// refuses to set one.
+			s.Hostname = ""
+		}
 		if ns == specs.NetworkNamespace {
-			if name, err := os.Hostname(); err == nil {
+			if name, err := os.Hostname(); err == nil && ownUTS {
 				s.Hostname = name
 			}
 			// The host's /sys belongs to the host's network namespace.

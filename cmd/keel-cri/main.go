@@ -26,8 +26,8 @@ import (
 
 func main() {
 	var (
-		address, keelAddress, namespace, sandboxImage, logLevel string
-		logJSON                                                 bool
+		address, keelAddress, namespace, sandboxImage, pausePath, logLevel string
+		logJSON                                                            bool
 	)
 	cmd := &cobra.Command{
 		Use:           "keel-cri",
@@ -40,7 +40,17 @@ func main() {
 			logger := hclog.New(&hclog.LoggerOptions{
 				Name: "cri", Level: hclog.LevelFromString(logLevel), Output: os.Stderr, JSONFormat: logJSON,
 			})
-			return run(address, keelAddress, cri.Config{Namespace: namespace, SandboxImage: sandboxImage}, logger)
+			cfg := cri.Config{Namespace: namespace, SandboxImage: sandboxImage, PausePath: pausePath}
+			// keel's own pause image is made from keel-pause, found
+			// beside keel-cri unless named; any other is pulled.
+			if cfg.PausePath == "" && sandboxImage == config.DefaultSandboxImage {
+				exe, err := os.Executable()
+				if err != nil {
+					return err
+				}
+				cfg.PausePath = filepath.Join(filepath.Dir(exe), "keel-pause")
+			}
+			return run(address, keelAddress, cfg, logger)
 		},
 	}
 	def := config.Default()
@@ -49,6 +59,7 @@ func main() {
 	f.StringVar(&keelAddress, "keel-address", def.GRPC.Address, "keeld's API socket")
 	f.StringVar(&namespace, "namespace", config.DefaultCRINamespace, "keel namespace of the CRI's images, pods and containers")
 	f.StringVar(&sandboxImage, "sandbox-image", config.DefaultSandboxImage, "the pods' pause image")
+	f.StringVar(&pausePath, "pause-path", "", "keel-pause, to make the sandbox image from (default: beside keel-cri, for the default sandbox image)")
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	f.BoolVar(&logJSON, "log-json", false, "log JSON lines (as keeld reads them)")
 	if err := cmd.Execute(); err != nil {
@@ -72,6 +83,15 @@ func run(address, keelAddress string, cfg cri.Config, logger hclog.Logger) error
 	}
 	defer os.Remove(address)
 	srv := cri.New(c, cfg, logger)
+	if cfg.PausePath != "" {
+		// Made now so the first pod finds it; a failure here is retried
+		// by the first RunPodSandbox.
+		if img, err := cri.EnsurePauseImage(ctx, c, cfg.SandboxImage, cfg.PausePath); err != nil {
+			logger.Warn("sandbox image not made", "image", cfg.SandboxImage, "error", err)
+		} else {
+			logger.Info("sandbox image", "image", img.Name, "digest", img.Target.Digest)
+		}
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	logger.Info("serving", "address", address, "keeld", keelAddress, "namespace", cfg.Namespace)

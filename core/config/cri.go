@@ -2,11 +2,13 @@ package config
 
 import (
 	"path/filepath"
+	"strings"
 
 	"github.com/distribution/reference"
 	"github.com/hashicorp/hcl/v2"
 
 	"github.com/keel-runtime/keel/core/namespaces"
+	"github.com/keel-runtime/keel/version"
 )
 
 // Defaults of the cri block.
@@ -18,9 +20,28 @@ const (
 	// DefaultCRINamespace is the keel namespace of the CRI's images, pods
 	// and containers, as containerd's CRI names its own.
 	DefaultCRINamespace = "k8s.io"
-	// DefaultSandboxImage is the image of pods' sandbox (pause) process.
-	DefaultSandboxImage = "registry.k8s.io/pause:3.10"
 )
+
+// DefaultSandboxImage is the image of pods' sandbox (pause) process: the
+// one keel-cri makes itself from keel-pause, named for keel's version (a
+// tag keeps only the characters a tag may hold).
+var DefaultSandboxImage = "localhost/keel/pause:" + versionTag(version.Version)
+
+// versionTag is v as an image tag: [A-Za-z0-9_.-], at most 128, not
+// starting with '.' or '-'.
+func versionTag(v string) string {
+	b := []byte(v)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			b[i] = '_'
+		}
+	}
+	t := strings.TrimLeft(string(b), ".-")
+	if t == "" {
+		return "dev"
+	}
+	return t[:min(len(t), 128)]
+}
 
 // CRI is the `cri {}` block: whether keeld runs keel-cri, the server of
 // Kubernetes' CRI, and how. keel-cri is a client of keeld's API; keeld

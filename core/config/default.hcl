@@ -82,7 +82,8 @@
 # address is its unix socket (kubelet's --container-runtime-endpoint),
 # path its executable (a relative one resolves against plugin_dir),
 # namespace the keel namespace of its images, pods and containers, and
-# sandbox_image the pods' pause image.
+# sandbox_image the pods' pause image (by default one keel-cri makes from
+# keel-pause, localhost/keel/pause:<keel's version>).
 # cri {
 #   enabled       = false
 #   address       = "/run/keel/cri.sock"

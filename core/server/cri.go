@@ -22,6 +22,7 @@ import (
 	"github.com/keel-runtime/keel/core/config"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/errdefs"
+	"github.com/keel-runtime/keel/sdk/host"
 	"github.com/keel-runtime/keel/sdk/resolver"
 )
 
@@ -150,7 +151,8 @@ func (cs *criSupervisor) runOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := cmd.Start(); err != nil {
+	// From keeld's fork thread: Pdeathsig follows the forking thread.
+	if err := host.StartLocked(cmd); err != nil {
 		return fmt.Errorf("start %s: %w", cs.cfg.Path, err)
 	}
 	pid := cmd.Process.Pid

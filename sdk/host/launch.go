@@ -353,7 +353,7 @@ func ReservedEnv(name string) bool {
 }
 
 func (r *processRunner) Start(context.Context) error {
-	if err := startOnLockedThread(r.cmd); err != nil {
+	if err := StartLocked(r.cmd); err != nil {
 		r.doneOnce.Do(func() { close(r.done) })
 		r.cmd.Stderr.(*os.File).Close()
 		r.stderr.Close()
@@ -413,7 +413,11 @@ type forkRequest struct {
 	done chan error
 }
 
-func startOnLockedThread(cmd *exec.Cmd) error {
+// StartLocked starts cmd from that thread: a child with a parent death
+// signal (Pdeathsig) then gets it when keeld ends, not when whichever
+// thread forked it exits (a Go thread locked for a namespace and ended
+// with its goroutine, say).
+func StartLocked(cmd *exec.Cmd) error {
 	forkOnce.Do(func() {
 		forkReq = make(chan forkRequest)
 		go func() {

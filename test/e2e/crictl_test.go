@@ -159,7 +159,7 @@ func TestCrictl(t *testing.T) {
 	if out := k.crictl(t, "rmi", repo+":v1"); !strings.Contains(out, "Deleted: "+repo+":v1") {
 		t.Errorf("crictl rmi:\n%s", out)
 	}
-	if out := k.crictl(t, "images", "-q"); out != "" {
+	if out := k.crictl(t, "images", "-q"); !strings.Contains(pauseID(t, k), strings.TrimSpace(out)) || strings.Count(out, "\n") != 1 {
 		t.Errorf("crictl images -q after rmi:\n%s", out)
 	}
 }

@@ -40,6 +40,7 @@ var binaries = map[string]string{
 	"keel-runtime-runc":        "./plugins/runtime-runc",
 	"keel-runtime-runc-shim":   "./cmd/keel-runtime-runc-shim",
 	"keel-cri":                 "./cmd/keel-cri",
+	"keel-pause":               "./cmd/keel-pause",
 }
 
 func TestMain(m *testing.M) {
