@@ -89,7 +89,7 @@
 #   address       = "/run/keel/cri.sock"
 #   path          = "keel-cri"
 #   namespace     = "k8s.io"
-#   sandbox_image = "registry.k8s.io/pause:3.10"
+#   sandbox_image = "localhost/keel/pause:VERSION"   # VERSION: keel's own
 # }
 
 # One block per plugin instance: plugin "<kind>" "<name>" { ... }; a
