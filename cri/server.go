@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -25,6 +26,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -46,6 +48,10 @@ type Server struct {
 	logger hclog.Logger
 	grpc   *grpc.Server
 	images *imageService
+	// stream and streamHTTP are the streaming server (streaming.go), nil
+	// until StartStreaming.
+	stream     streaming.Server
+	streamHTTP *http.Server
 }
 
 // New returns a server that serves the CRI from keeld through c, whose
@@ -73,6 +79,9 @@ func (s *Server) Stop(ctx context.Context) {
 	case <-done:
 	case <-ctx.Done():
 		s.grpc.Stop()
+	}
+	if s.streamHTTP != nil {
+		s.streamHTTP.Close()
 	}
 }
 
