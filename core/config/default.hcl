@@ -82,13 +82,17 @@
 # address is its unix socket (kubelet's --container-runtime-endpoint),
 # path its executable (a relative one resolves against plugin_dir),
 # namespace the keel namespace of its images, pods and containers, and
-# sandbox_image the pods' pause image.
+# sandbox_image the pods' pause image. stream_address and stream_port are
+# where its streaming server (exec, attach, port-forward) listens: an IP
+# and a TCP port, "0" for a free one; the kubelet connects to it.
 # cri {
-#   enabled       = false
-#   address       = "/run/keel/cri.sock"
-#   path          = "keel-cri"
-#   namespace     = "k8s.io"
-#   sandbox_image = "registry.k8s.io/pause:3.10"
+#   enabled        = false
+#   address        = "/run/keel/cri.sock"
+#   path           = "keel-cri"
+#   namespace      = "k8s.io"
+#   sandbox_image  = "registry.k8s.io/pause:3.10"
+#   stream_address = "127.0.0.1"
+#   stream_port    = "0"
 # }
 
 # One block per plugin instance: plugin "<kind>" "<name>" { ... }; a
