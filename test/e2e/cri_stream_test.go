@@ -45,7 +45,11 @@ func (k *streamKeeld) runBox(t *testing.T, id string, flags []string, cmd ...str
 	t.Helper()
 	args := append([]string{"-n", "k8s.io", "run", "-d", "--net", "none", "--user", "0:0"}, flags...)
 	k.ok(append(append(args, k.ref, id), cmd...)...)
-	t.Cleanup(func() { k.keel("-n", "k8s.io", "rm", "-f", id) })
+	t.Cleanup(func() {
+		if r := k.keel("-n", "k8s.io", "container", "rm", "--force", id); r.code != 0 {
+			t.Errorf("remove %s: %v", id, r)
+		}
+	})
 }
 
 // exitCode is the code of a remote command's exit error, -1 for none.
@@ -117,7 +121,7 @@ func TestCRIStreaming(t *testing.T) {
 
 	t.Run("ExecSyncTimeoutKills", func(t *testing.T) {
 		start := time.Now()
-		_, err := k.rs.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: "box", Cmd: []string{"sleep", "600"}, Timeout: 1})
+		_, err := k.rs.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: "box", Cmd: []string{"/bin/busybox", "sleep", "600"}, Timeout: 1})
 		if status.Code(err) != codes.DeadlineExceeded {
 			t.Fatalf("ExecSync past its timeout: %v, want DeadlineExceeded", err)
 		}
@@ -173,7 +177,7 @@ func TestCRIStreaming(t *testing.T) {
 	t.Run("ExecTTY", func(t *testing.T) {
 		resp, err := k.rs.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: "box",
 			// The size comes after the start: wait for it.
-			Cmd:   []string{"sh", "-c", `while [ "$(stty size)" = "0 0" ]; do sleep 0.05; done; stty size; tty; read a; echo got $a`},
+			Cmd:   []string{"sh", "-c", `i=0; until s=$(stty size 2>/dev/null); [ -n "$s" ] && [ "$s" != "0 0" ] || [ $i -ge 400 ]; do i=$((i+1)); /bin/busybox sleep 0.05; done; echo $s; tty; read a; echo got $a`},
 			Stdin: true, Stdout: true, Tty: true})
 		if err != nil {
 			t.Fatal(err)
