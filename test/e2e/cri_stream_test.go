@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -217,6 +220,77 @@ func TestCRIStreaming(t *testing.T) {
 		// httpd may still be starting: wait for its answer.
 		eventually(t, settle, "httpd through the forward", func() error {
 			body, err := httpGet(ctx, fmt.Sprintf("http://127.0.0.1:%d/", local))
+			if err != nil {
+				return err
+			}
+			if body != "hello from box\n" {
+				return fmt.Errorf("body %q", body)
+			}
+			return nil
+		})
+	})
+}
+
+// TestCrictlStreaming: crictl exec (plain, -s, -i with stdin) and
+// port-forward against keel-cri, on a keel container of the CRI's
+// namespace.
+func TestCrictlStreaming(t *testing.T) {
+	t.Parallel()
+	k := startStreamKeeld(t)
+	crictl(t) // skip before anything else when it cannot be built
+	if err := os.WriteFile(filepath.Join(k.env.dir, "crictl.yaml"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k.runBox(t, "box", nil, "sh", "-c", "mkdir -p /www && echo hello from box > /www/index.html && exec /bin/busybox httpd -f -p 8080 -h /www")
+
+	for _, tc := range []struct {
+		name  string
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"exec", "", []string{"exec", "box", "/bin/busybox", "echo", "hi"}, "hi"},
+		// -s prints stdout and stderr after the exit.
+		{"exec -s", "", []string{"exec", "-s", "box", "sh", "-c", "echo sync"}, "sync"},
+		{"exec -i", "from stdin\n", []string{"exec", "-i", "box", "/bin/busybox", "cat"}, "from stdin"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if out := k.crictlIn(t, strings.NewReader(tc.stdin), tc.args...); strings.TrimSpace(out) != tc.want {
+				t.Errorf("crictl %s: %q, want %q", strings.Join(tc.args, " "), out, tc.want)
+			}
+		})
+	}
+
+	t.Run("port-forward", func(t *testing.T) {
+		cmd, cancel := k.crictlCmd(t, "port-forward", "box", "0:8080")
+		defer cancel()
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+		})
+		// "Forwarding from 127.0.0.1:PORT -> 8080" once it listens.
+		var port int
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if _, err := fmt.Sscanf(sc.Text(), "Forwarding from 127.0.0.1:%d -> 8080", &port); err == nil {
+				break
+			}
+		}
+		if port == 0 {
+			t.Fatalf("crictl port-forward never listened: %v; stderr: %s", sc.Err(), stderr.String())
+		}
+		go io.Copy(io.Discard, out)
+		eventually(t, settle, "httpd through crictl port-forward", func() error {
+			body, err := httpGet(t.Context(), fmt.Sprintf("http://127.0.0.1:%d/", port))
 			if err != nil {
 				return err
 			}
