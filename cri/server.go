@@ -9,9 +9,11 @@
 // reads from keeld again. keeld starts it (cmd/keel-cri) when its config
 // enables the cri block, and restarts it when it dies.
 //
-// Served so far: Version, Status, UpdateRuntimeConfig and RuntimeConfig of
-// the RuntimeService, and the whole ImageService. Pods, containers,
-// streaming and stats answer Unimplemented, naming the call.
+// Served so far: Version, Status, UpdateRuntimeConfig, RuntimeConfig,
+// ExecSync and the streaming calls (Exec, Attach, PortForward, through
+// Kubernetes' streaming server: streaming.go) of the RuntimeService, and
+// the whole ImageService. Pods, containers and stats answer Unimplemented,
+// naming the call.
 package cri
 
 import (
@@ -108,7 +110,7 @@ func (s *Server) callError(method string, err error) error {
 	name := method[strings.LastIndexByte(method, '/')+1:]
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented && strings.HasPrefix(st.Message(), "method ") {
 		// The generated stub: a call of a later slice.
-		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig and the ImageService)", name)
+		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
 	}
 	s.logger.Debug("call failed", "method", name, "error", err)
 	return errdefs.ToGRPC(fmt.Errorf("%s: %w", name, err))
