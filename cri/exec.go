@@ -46,11 +46,7 @@ func execInContainer(ctx context.Context, c *client.Client, id string, cmd []str
 	if len(cmd) == 0 {
 		return 0, fmt.Errorf("exec in %q: no command: %w", id, errdefs.ErrInvalidArgument)
 	}
-	ct, err := c.LoadContainer(ctx, id)
-	if err != nil {
-		return 0, err
-	}
-	t, err := ct.Task(ctx)
+	ct, t, err := loadTask(ctx, c, id)
 	if err != nil {
 		return 0, err
 	}
@@ -173,12 +169,21 @@ func (s *Server) checkContainer(ctx context.Context, id string) error {
 	if s.stream == nil {
 		return fmt.Errorf("keel-cri runs no streaming server: %w", errdefs.ErrUnavailable)
 	}
-	ct, err := s.c.LoadContainer(ctx, id)
-	if err != nil {
-		return err
-	}
-	_, err = ct.Task(ctx)
+	_, _, err := loadTask(ctx, s.c, id)
 	return err
+}
+
+// loadTask loads keel container id and its task.
+func loadTask(ctx context.Context, c *client.Client, id string) (*client.Container, *client.Task, error) {
+	ct, err := c.LoadContainer(ctx, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	t, err := ct.Task(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ct, t, nil
 }
 
 // capped keeps the first max bytes written to it and drops the rest.

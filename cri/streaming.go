@@ -81,11 +81,7 @@ func (r *streamRuntime) Exec(ctx context.Context, id string, cmd []string, in io
 // the log keeld keeps of it) until the task exits, and sends stdin to it
 // when keeld keeps the task's stdin open.
 func (r *streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out, errw io.WriteCloser, tty bool, resize <-chan remotecommandserver.TerminalSize) error {
-	ct, err := r.c.LoadContainer(ctx, id)
-	if err != nil {
-		return err
-	}
-	t, err := ct.Task(ctx)
+	ct, t, err := loadTask(ctx, r.c, id)
 	if err != nil {
 		return err
 	}
@@ -129,11 +125,7 @@ func (r *streamRuntime) PortForward(ctx context.Context, id string, port int32, 
 	if port <= 0 || port > 65535 {
 		return fmt.Errorf("port %d: %w", port, errdefs.ErrInvalidArgument)
 	}
-	ct, err := r.c.LoadContainer(ctx, id)
-	if err != nil {
-		return err
-	}
-	t, err := ct.Task(ctx)
+	_, t, err := loadTask(ctx, r.c, id)
 	if err != nil {
 		return err
 	}

@@ -264,18 +264,23 @@ func TestCrictlStreaming(t *testing.T) {
 	t.Run("port-forward", func(t *testing.T) {
 		cmd, cancel := k.crictlCmd(t, "port-forward", "box", "0:8080")
 		defer cancel()
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
+		// Its output comes line by line through a pipe of ours.
+		out, w := io.Pipe()
 		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
+		cmd.Stdout, cmd.Stderr = w, &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
+		// Its exit ends the scan below.
+		exited := make(chan struct{})
+		go func() {
+			cmd.Wait()
+			w.Close()
+			close(exited)
+		}()
 		t.Cleanup(func() {
 			cmd.Process.Kill()
-			cmd.Wait()
+			<-exited
 		})
 		// "Forwarding from 127.0.0.1:PORT -> 8080" once it listens.
 		var port int
