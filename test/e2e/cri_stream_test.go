@@ -80,7 +80,13 @@ func stream(t *testing.T, u string, opts remotecommand.StreamOptions) error {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
-	return exec.StreamWithContext(ctx, opts)
+	err = exec.StreamWithContext(ctx, opts)
+	if ctx.Err() != nil {
+		// client-go returns with its copies still running: the
+		// buffers are theirs, not to be read.
+		t.Fatalf("stream %s did not end within a minute: %v", u, err)
+	}
+	return err
 }
 
 // ttyScript shows the size of its terminal (which comes after the start:
