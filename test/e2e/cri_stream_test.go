@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -82,11 +83,36 @@ func stream(t *testing.T, u string, opts remotecommand.StreamOptions) error {
 	defer cancel()
 	err = exec.StreamWithContext(ctx, opts)
 	if ctx.Err() != nil {
-		// client-go returns with its copies still running: the
-		// buffers are theirs, not to be read.
-		t.Fatalf("stream %s did not end within a minute: %v", u, err)
+		t.Fatalf("stream %s did not end within a minute: %v; stdout so far %q", u, err, opts.Stdout)
 	}
 	return err
+}
+
+// syncBuffer is a buffer client-go's copies may still write to when a
+// stream is given up.
+// With until set, seen is closed once the output holds it.
+type syncBuffer struct {
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	until string
+	seen  chan struct{}
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, err := b.buf.Write(p)
+	if b.seen != nil && b.until != "" && strings.Contains(b.buf.String(), b.until) {
+		close(b.seen)
+		b.until = ""
+	}
+	return n, err
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 // ttyScript shows the size of its terminal (which comes after the start:
@@ -193,7 +219,7 @@ func TestCRIStreaming(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out, errb bytes.Buffer
+		var out, errb syncBuffer
 		err = stream(t, resp.Url, remotecommand.StreamOptions{Stdin: strings.NewReader("hi\n"), Stdout: &out, Stderr: &errb})
 		if exitCode(err) != 5 || out.String() != "got hi\n" || errb.String() != "oops\n" {
 			t.Errorf("exec: err %v (code %d), stdout %q, stderr %q", err, exitCode(err), out.String(), errb.String())
@@ -207,8 +233,20 @@ func TestCRIStreaming(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out bytes.Buffer
-		err = stream(t, resp.Url, remotecommand.StreamOptions{Stdin: strings.NewReader("hi\n"), Stdout: &out, Tty: true, TerminalSizeQueue: &fixedSize{}})
+		// Typed once the script is at its read, as a user would: a
+		// stdin that ends before keel's tty shim opens it is lost (see
+		// the report on client/cio).
+		out := syncBuffer{until: "/dev/pts/", seen: make(chan struct{})}
+		stdin, typing := io.Pipe()
+		go func() {
+			select {
+			case <-out.seen:
+				typing.Write([]byte("hi\n"))
+			case <-ctx.Done():
+			}
+			typing.Close()
+		}()
+		err = stream(t, resp.Url, remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Tty: true, TerminalSizeQueue: &fixedSize{}})
 		if err != nil {
 			t.Fatalf("exec -it: %v; output %q", err, out.String())
 		}
@@ -221,7 +259,7 @@ func TestCRIStreaming(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var out, errb bytes.Buffer
+		var out, errb syncBuffer
 		// Attach ends with the task, which "bye" ends.
 		err = stream(t, resp.Url, remotecommand.StreamOptions{Stdin: strings.NewReader("hi\nbye\n"), Stdout: &out, Stderr: &errb})
 		if err != nil || out.String() != "got hi\n" || errb.String() != "seen hi\n" {
