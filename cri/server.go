@@ -9,9 +9,11 @@
 // reads from keeld again. keeld starts it (cmd/keel-cri) when its config
 // enables the cri block, and restarts it when it dies.
 //
-// Served so far: Version, Status, UpdateRuntimeConfig, RuntimeConfig and
-// the pod sandbox calls of the RuntimeService (sandbox.go), and the whole
-// ImageService. Containers, streaming and stats answer Unimplemented,
+// Served so far: Version, Status, UpdateRuntimeConfig, RuntimeConfig,
+// the pod sandbox calls (sandbox.go), ExecSync and the streaming calls
+// (Exec, Attach, PortForward, through Kubernetes' streaming server:
+// streaming.go) of the RuntimeService, and the whole ImageService.
+// Containers and stats answer Unimplemented,
 // naming the call.
 package cri
 
@@ -19,6 +21,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -26,6 +29,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
 
 	"github.com/keel-runtime/keel/client"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -50,6 +54,10 @@ type Server struct {
 	logger hclog.Logger
 	grpc   *grpc.Server
 	images *imageService
+	// stream and streamHTTP are the streaming server (streaming.go), nil
+	// until StartStreaming.
+	stream     streaming.Server
+	streamHTTP *http.Server
 }
 
 // New returns a server that serves the CRI from keeld through c, whose
@@ -81,6 +89,9 @@ func (s *Server) Stop(ctx context.Context) {
 	case <-ctx.Done():
 		s.grpc.Stop()
 	}
+	if s.streamHTTP != nil {
+		s.streamHTTP.Close()
+	}
 }
 
 // unaryInterceptor turns keel's error classes into gRPC codes, logs
@@ -106,7 +117,7 @@ func (s *Server) callError(method string, err error) error {
 	name := method[strings.LastIndexByte(method, '/')+1:]
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented && strings.HasPrefix(st.Message(), "method ") {
 		// The generated stub: a call of a later slice.
-		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox calls and the ImageService)", name)
+		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox calls, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
 	}
 	s.logger.Debug("call failed", "method", name, "error", err)
 	return errdefs.ToGRPC(fmt.Errorf("%s: %w", name, err))

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -27,6 +28,7 @@ import (
 func main() {
 	var (
 		address, keelAddress, namespace, sandboxImage, pausePath, logLevel string
+		streamAddress                                                      string
 		logJSON                                                            bool
 	)
 	cmd := &cobra.Command{
@@ -50,7 +52,7 @@ func main() {
 				}
 				cfg.PausePath = filepath.Join(filepath.Dir(exe), "keel-pause")
 			}
-			return run(address, keelAddress, cfg, logger)
+			return run(address, keelAddress, streamAddress, cfg, logger)
 		},
 	}
 	def := config.Default()
@@ -60,6 +62,8 @@ func main() {
 	f.StringVar(&namespace, "namespace", config.DefaultCRINamespace, "keel namespace of the CRI's images, pods and containers")
 	f.StringVar(&sandboxImage, "sandbox-image", config.DefaultSandboxImage, "the pods' pause image")
 	f.StringVar(&pausePath, "pause-path", "", "keel-pause, to make the sandbox image from (default: beside keel-cri, for the default sandbox image)")
+	f.StringVar(&streamAddress, "stream-address", net.JoinHostPort(config.DefaultStreamAddress, config.DefaultStreamPort),
+		"host:port of the streaming server (exec, attach, port-forward); port 0 takes a free one")
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	f.BoolVar(&logJSON, "log-json", false, "log JSON lines (as keeld reads them)")
 	if err := cmd.Execute(); err != nil {
@@ -69,7 +73,7 @@ func main() {
 }
 
 // run serves until SIGTERM or SIGINT.
-func run(address, keelAddress string, cfg cri.Config, logger hclog.Logger) error {
+func run(address, keelAddress, streamAddress string, cfg cri.Config, logger hclog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	c, err := client.New(keelAddress, client.WithNamespace(cfg.Namespace))
@@ -92,9 +96,14 @@ func run(address, keelAddress string, cfg cri.Config, logger hclog.Logger) error
 			logger.Info("sandbox image", "image", img.Name, "digest", img.Target.Digest)
 		}
 	}
+	streaming, err := srv.StartStreaming(streamAddress)
+	if err != nil {
+		l.Close()
+		return err
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
-	logger.Info("serving", "address", address, "keeld", keelAddress, "namespace", cfg.Namespace)
+	logger.Info("serving", "address", address, "keeld", keelAddress, "namespace", cfg.Namespace, "streaming", streaming)
 	fmt.Printf("serving %s\n", address)
 	select {
 	case err = <-errc:

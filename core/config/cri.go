@@ -1,7 +1,9 @@
 package config
 
 import (
+	"net/netip"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/distribution/reference"
@@ -20,6 +22,11 @@ const (
 	// DefaultCRINamespace is the keel namespace of the CRI's images, pods
 	// and containers, as containerd's CRI names its own.
 	DefaultCRINamespace = "k8s.io"
+	// DefaultStreamAddress and DefaultStreamPort are where the streaming
+	// server (exec, attach, port-forward) listens, as containerd's CRI
+	// defaults: loopback, a free port.
+	DefaultStreamAddress = "127.0.0.1"
+	DefaultStreamPort    = "0"
 )
 
 // DefaultSandboxImage is the image of pods' sandbox (pause) process: the
@@ -56,18 +63,27 @@ type CRI struct {
 	Namespace string `json:"namespace"`
 	// SandboxImage is the pods' pause image.
 	SandboxImage string `json:"sandbox_image"`
+	// StreamAddress is the IP the streaming server listens on; the
+	// kubelet (or kube-apiserver, where it proxies) connects to it.
+	StreamAddress string `json:"stream_address"`
+	// StreamPort is its TCP port, "0" for a free one.
+	StreamPort string `json:"stream_port"`
 }
 
 type criSchema struct {
-	Enabled           *bool     `hcl:"enabled,optional"`
-	Address           *string   `hcl:"address,optional"`
-	AddressRange      hcl.Range `hcl:"address,attr_value_range"`
-	Path              *string   `hcl:"path,optional"`
-	PathRange         hcl.Range `hcl:"path,attr_value_range"`
-	Namespace         *string   `hcl:"namespace,optional"`
-	NamespaceRange    hcl.Range `hcl:"namespace,attr_value_range"`
-	SandboxImage      *string   `hcl:"sandbox_image,optional"`
-	SandboxImageRange hcl.Range `hcl:"sandbox_image,attr_value_range"`
+	Enabled            *bool     `hcl:"enabled,optional"`
+	Address            *string   `hcl:"address,optional"`
+	AddressRange       hcl.Range `hcl:"address,attr_value_range"`
+	Path               *string   `hcl:"path,optional"`
+	PathRange          hcl.Range `hcl:"path,attr_value_range"`
+	Namespace          *string   `hcl:"namespace,optional"`
+	NamespaceRange     hcl.Range `hcl:"namespace,attr_value_range"`
+	SandboxImage       *string   `hcl:"sandbox_image,optional"`
+	SandboxImageRange  hcl.Range `hcl:"sandbox_image,attr_value_range"`
+	StreamAddress      *string   `hcl:"stream_address,optional"`
+	StreamAddressRange hcl.Range `hcl:"stream_address,attr_value_range"`
+	StreamPort         *string   `hcl:"stream_port,optional"`
+	StreamPortRange    hcl.Range `hcl:"stream_port,attr_value_range"`
 }
 
 // decodeCRI checks the cri block; c's state and plugin_dir are decoded
@@ -107,6 +123,18 @@ func decodeCRI(s *criSchema, c *Config, fail failFunc) *CRI {
 			fail(s.SandboxImageRange, "Invalid cri sandbox_image", "sandbox_image %q is not an image reference: %v.", out.SandboxImage, err)
 		}
 	}
+	if s.StreamAddress != nil {
+		out.StreamAddress = *s.StreamAddress
+		if _, err := netip.ParseAddr(out.StreamAddress); err != nil {
+			fail(s.StreamAddressRange, "Invalid cri stream_address", "stream_address must be an IP address such as 127.0.0.1, not %q.", out.StreamAddress)
+		}
+	}
+	if s.StreamPort != nil {
+		out.StreamPort = *s.StreamPort
+		if _, err := strconv.ParseUint(out.StreamPort, 10, 16); err != nil {
+			fail(s.StreamPortRange, "Invalid cri stream_port", "stream_port must be a TCP port number (\"0\" for a free one), not %q.", out.StreamPort)
+		}
+	}
 	return out
 }
 
@@ -127,6 +155,12 @@ func (c *Config) CRIConfig() CRI {
 	}
 	if out.SandboxImage == "" {
 		out.SandboxImage = DefaultSandboxImage
+	}
+	if out.StreamAddress == "" {
+		out.StreamAddress = DefaultStreamAddress
+	}
+	if out.StreamPort == "" {
+		out.StreamPort = DefaultStreamPort
 	}
 	return out
 }

@@ -83,13 +83,18 @@
 # path its executable (a relative one resolves against plugin_dir),
 # namespace the keel namespace of its images, pods and containers, and
 # sandbox_image the pods' pause image (by default one keel-cri makes from
-# keel-pause, localhost/keel/pause:<keel's version>).
+# keel-pause, localhost/keel/pause:<keel's version>). stream_address and
+# stream_port are where its streaming server (exec, attach, port-forward)
+# listens: an IP and a TCP port, "0" for a free one; the kubelet connects
+# to it.
 # cri {
-#   enabled       = false
-#   address       = "/run/keel/cri.sock"
-#   path          = "keel-cri"
-#   namespace     = "k8s.io"
-#   sandbox_image = "localhost/keel/pause:VERSION"   # VERSION: keel's own
+#   enabled        = false
+#   address        = "/run/keel/cri.sock"
+#   path           = "keel-cri"
+#   namespace      = "k8s.io"
+#   sandbox_image  = "localhost/keel/pause:VERSION"   # VERSION: keel's own
+#   stream_address = "127.0.0.1"
+#   stream_port    = "0"
 # }
 
 # One block per plugin instance: plugin "<kind>" "<name>" { ... }; a

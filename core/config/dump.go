@@ -82,6 +82,8 @@ func (c *Config) HCL(limits Limits) ([]byte, error) {
 	str(crb, "path", cr.Path)
 	str(crb, "namespace", cr.Namespace)
 	str(crb, "sandbox_image", cr.SandboxImage)
+	str(crb, "stream_address", cr.StreamAddress)
+	str(crb, "stream_port", cr.StreamPort)
 
 	for _, p := range c.Plugins {
 		b.AppendNewline()

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,7 +142,8 @@ func (cs *criSupervisor) supervise(ctx context.Context) {
 // sent SIGTERM); it returns why it ended.
 func (cs *criSupervisor) runOnce(ctx context.Context) error {
 	cmd := exec.Command(cs.cfg.Path, "--address", cs.cfg.Address, "--keel-address", cs.keelAPI,
-		"--namespace", cs.cfg.Namespace, "--sandbox-image", cs.cfg.SandboxImage, "--log-level", cs.level, "--log-json")
+		"--namespace", cs.cfg.Namespace, "--sandbox-image", cs.cfg.SandboxImage,
+		"--stream-address", net.JoinHostPort(cs.cfg.StreamAddress, cs.cfg.StreamPort), "--log-level", cs.level, "--log-json")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

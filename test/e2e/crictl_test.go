@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,18 +83,31 @@ func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
 // failing the test unless it exits 0.
 func (k *criKeeld) crictl(t *testing.T, args ...string) string {
 	t.Helper()
-	endpoint := "unix://" + k.socket
-	full := append([]string{"--config", filepath.Join(k.env.dir, "crictl.yaml"), "--runtime-endpoint", endpoint,
-		"--image-endpoint", endpoint, "--timeout", "60s"}, args...)
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	return k.crictlIn(t, nil, args...)
+}
+
+// crictlIn is crictl with stdin.
+func (k *criKeeld) crictlIn(t *testing.T, stdin io.Reader, args ...string) string {
+	t.Helper()
+	cmd, cancel := k.crictlCmd(t, args...)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, crictl(t), full...)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("crictl %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	return stdout.String()
+}
+
+// crictlCmd is the command of crictl args against k's keel-cri, bounded
+// by a timeout that cancel ends.
+func (k *criKeeld) crictlCmd(t *testing.T, args ...string) (*exec.Cmd, context.CancelFunc) {
+	t.Helper()
+	endpoint := "unix://" + k.socket
+	full := append([]string{"--config", filepath.Join(k.env.dir, "crictl.yaml"), "--runtime-endpoint", endpoint,
+		"--image-endpoint", endpoint, "--timeout", "60s"}, args...)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	return exec.CommandContext(ctx, crictl(t), full...), cancel
 }
 
 // TestCrictl: cri-tools' crictl against keel-cri: version, info, pull,
