@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -198,8 +199,12 @@ func newFIFOs(id string, s Streams) (_ *fifos, err error) {
 		go func() {
 			io.Copy(w, s.Stdin)
 			// Closed before the runtime opened its end, the FIFO would
-			// drop what was written: wait for the start.
+			// drop what was written: wait for the start, then until the
+			// runtime has read it all (with a terminal, the runtime
+			// opens its end only once it has the console, after the
+			// start).
 			<-f.started
+			waitDrained(w)
 			w.Close()
 		}()
 	}
@@ -274,4 +279,22 @@ func (f *fifos) Close() error {
 		return fmt.Errorf("remove fifos %s: %w: %w", f.dir, err, errdefs.ErrUnknown)
 	}
 	return nil
+}
+
+// waitDrained returns once nothing written to the FIFO w is left unread,
+// or w is closed (Cancel).
+func waitDrained(w *os.File) {
+	rc, err := w.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		unread := 0
+		if err := rc.Control(func(fd uintptr) {
+			unread, err = unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
+		}); err != nil || unread == 0 {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
