@@ -266,14 +266,15 @@ func busyboxLayer() (registry.Layer, error) {
 	return layer(entries)
 }
 
-// buildStandInBins builds the stand-in executables (./standin/...),
-// static, into dir: name → contents.
+// buildStandInBins builds the stand-in executables (./standin/..., and
+// keel's own pause, the sandbox process keel-cri packages), static, into
+// dir: name → contents.
 func buildStandInBins(t testing.TB, dir string) map[string][]byte {
 	t.Helper()
 	bins := map[string][]byte{}
-	for _, name := range []string{"webserver", "nnp", "ipcs", "pause"} {
+	for name, pkg := range map[string]string{"webserver": "./standin/webserver", "nnp": "./standin/nnp", "ipcs": "./standin/ipcs", "pause": "../../cmd/keel-pause"} {
 		out := filepath.Join(dir, name)
-		cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./standin/"+name)
+		cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("build stand-in %s: %v\n%s", name, err, b)
