@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -67,9 +68,30 @@ var _ FileFetcher = (*client)(nil)
 // FetchToFile asks the plugin to write the bytes into path. A plugin
 // without the capability answers NotImplemented before any byte is
 // written, and so does one built before it (its first answer is data).
-func (c *client) FetchToFile(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64, path string, progress func(offset int64) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+//
+// It returns only once the plugin has stopped writing the file (see
+// holdFile), waiting at most fileReleaseWait for that after a failure.
+func (c *client) FetchToFile(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64, path string, progress func(offset int64) error) (err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		if err == nil {
+			return // the plugin's call has returned: it sent its status
+		}
+		wctx, stop := context.WithTimeout(context.WithoutCancel(ctx), fileReleaseWait)
+		defer stop()
+		if werr := waitFileReleased(wctx, path); werr != nil {
+			err = fmt.Errorf("%w (and %v)", err, werr)
+		}
+	}()
+	return c.fetchToFile(sctx, ref, desc, offset, path, progress)
+}
+
+// fileReleaseWait bounds how long a failed FetchToFile waits for the
+// plugin to see that it was cancelled.
+const fileReleaseWait = 30 * time.Second
+
+func (c *client) fetchToFile(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64, path string, progress func(offset int64) error) error {
 	stream, err := c.c.Fetch(ctx, &pluginv1.FetchRequest{Ref: ref, Descriptor_: descriptor.ToProto(desc), Offset: offset, Path: path, Credentials: CredentialsToProto(ctx)})
 	if err != nil {
 		return err

@@ -63,6 +63,9 @@ type FileFetcher interface {
 	// is opened for writing, never made or truncated, and refused unless
 	// it is a regular file with one link. The bytes are not verified
 	// here: whoever commits the file checks the digest. Errors as Fetch.
+	// Served by the SDK, the call holds an flock on the file and the
+	// caller waits for it once cancelled: the file is not written after
+	// FetchToFile returned.
 	FetchToFile(ctx context.Context, ref string, desc ocispec.Descriptor, offset int64, path string, progress func(offset int64) error) error
 }
 

@@ -61,6 +61,16 @@ func (s *server) Fetch(req *pluginv1.FetchRequest, stream pluginv1.Resolver_Fetc
 		if !ok {
 			return fmt.Errorf("fetch to a file: %w", errdefs.ErrNotImplemented)
 		}
+		release, err := holdFile(req.Path)
+		if err != nil {
+			return fmt.Errorf("fetch to a file: %w", err)
+		}
+		defer release()
+		// A caller that gave up while this call waited for the lock
+		// has stopped waiting for its writes.
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		return ff.FetchToFile(ctx, req.Ref, descriptor.FromProto(req.Descriptor_), req.Offset, req.Path, func(offset int64) error {
 			return stream.Send(&pluginv1.FetchResponse{Offset: offset})
 		})
