@@ -1,0 +1,25 @@
+package oci
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/keel-runtime/keel/sdk/errdefs"
+)
+
+// WithNamespacePath joins the namespace of type ns at path (such as
+// /proc/<pid>/ns/ipc of another container's task) instead of making a
+// new one: how a pod's containers share its sandbox's namespaces.
+func WithNamespacePath(ns specs.LinuxNamespaceType, path string) SpecOpt {
+	return func(_ context.Context, s *Spec) error {
+		if path == "" {
+			return fmt.Errorf("namespace %s: empty path: %w", ns, errdefs.ErrInvalidArgument)
+		}
+		s.Linux.Namespaces = slices.DeleteFunc(s.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == ns })
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: ns, Path: path})
+		return nil
+	}
+}
