@@ -250,13 +250,15 @@ func (r *runtimeService) StartContainer(ctx context.Context, req *runtimeapi.Sta
 	if err != nil {
 		return nil, err
 	}
+	// Taken before the start, so it is never after the exit.
+	started := time.Now()
 	if err := t.Start(ctx); err != nil {
 		bg := context.WithoutCancel(ctx)
 		t.Kill(bg, syscall.SIGKILL, client.WithKillAll)
 		t.Delete(bg)
 		return nil, err
 	}
-	if _, err := ct.SetLabels(ctx, map[string]string{LabelStartedAt: strconv.FormatInt(time.Now().UnixNano(), 10)}); err != nil {
+	if _, err := ct.SetLabels(ctx, map[string]string{LabelStartedAt: strconv.FormatInt(started.UnixNano(), 10)}); err != nil {
 		return nil, err
 	}
 	r.s.logger.Info("container started", "id", ct.ID(), "pid", t.Pid())
