@@ -150,6 +150,11 @@ func TestCRIContainers(t *testing.T) {
 			if !slices.Equal(got, wantLines) {
 				t.Errorf("log %v, want %v", got, wantLines)
 			}
+			// keeld serves the log at the path keel-cri named, too.
+			first := strings.SplitN(tc.lines[0], " ", 3)[2]
+			if out := k.ok("-n", "k8s.io", "logs", id); !strings.Contains(out, first) {
+				t.Errorf("keel logs: %q, want %q in it", out, first)
+			}
 		})
 	}
 
@@ -323,4 +328,86 @@ func TestCRIContainers(t *testing.T) {
 	if out := k.ok("-n", "k8s.io", "container", "ls", "-q"); out != "" {
 		t.Errorf("keel containers left after the pod's removal: %q", out)
 	}
+}
+
+// TestCrictlContainers: crictl runp, create, start, ps, inspect, exec,
+// logs, stop and rm, as an operator runs them.
+func TestCrictlContainers(t *testing.T) {
+	t.Parallel()
+	k := startCRIPodKeeld(t)
+	crictl(t) // skip before anything else when it cannot be built
+	dir := k.env.dir
+	if err := os.WriteFile(filepath.Join(dir, "crictl.yaml"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ref := k.reg.Host + "/e2e/busybox:v1"
+	k.crictl(t, "pull", ref)
+	pod, ctr := filepath.Join(dir, "pod.json"), filepath.Join(dir, "ctr.json")
+	logs := t.TempDir()
+	for file, body := range map[string]string{
+		pod: fmt.Sprintf(`{"metadata": {"name": "web", "namespace": "default", "attempt": 1, "uid": "web-uid"},
+			"hostname": "web", "log_directory": %q, "linux": {}}`, logs),
+		ctr: fmt.Sprintf(`{"metadata": {"name": "echo"}, "image": {"image": %q},
+			"command": ["sh", "-c", "echo one; echo two >&2; exec sleep 600"],
+			"labels": {"app": "echo"}, "log_path": "echo.log", "linux": {}}`, ref),
+	} {
+		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	podID := strings.TrimSpace(k.crictl(t, "runp", pod))
+	id := strings.TrimSpace(k.crictl(t, "create", podID, ctr, pod))
+	if len(id) != 64 {
+		t.Fatalf("crictl create printed %q, want a container id", id)
+	}
+	if out := k.crictl(t, "ps", "-a", "-q"); strings.TrimSpace(out) != id {
+		t.Errorf("crictl ps -a -q after create: %q", out)
+	}
+	if out := k.crictl(t, "start", id); strings.TrimSpace(out) != id {
+		t.Errorf("crictl start: %q", out)
+	}
+	if out := k.crictl(t, "ps"); !strings.Contains(out, id[:13]) || !strings.Contains(out, "echo") || !strings.Contains(out, "Running") {
+		t.Errorf("crictl ps:\n%s", out)
+	}
+	if out := k.crictl(t, "ps", "-q", "--label", "app=echo", "--pod", podID); strings.TrimSpace(out) != id {
+		t.Errorf("crictl ps -q --label app=echo --pod: %q", out)
+	}
+	var inspect struct {
+		Status struct {
+			State   string `json:"state"`
+			LogPath string `json:"logPath"`
+		} `json:"status"`
+	}
+	decode(t, k.crictl(t, "inspect", id), &inspect)
+	if inspect.Status.State != "CONTAINER_RUNNING" || inspect.Status.LogPath != filepath.Join(logs, "echo.log") {
+		t.Errorf("crictl inspect: %+v", inspect.Status)
+	}
+	if out := k.crictl(t, "exec", id, "sh", "-c", "hostname"); strings.TrimSpace(out) != "web" {
+		t.Errorf("crictl exec hostname: %q", out)
+	}
+	// crictl logs reads log_path itself: stdout to its stdout, stderr to
+	// its stderr.
+	eventually(t, settle, "both lines in crictl logs", func() error {
+		cmd, cancel := k.crictlCmd(t, "logs", id)
+		defer cancel()
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "one\n") || !strings.Contains(string(out), "two\n") {
+			return fmt.Errorf("crictl logs: %v: %q", err, out)
+		}
+		return nil
+	})
+	if out := k.crictl(t, "stop", "--timeout", "5", id); strings.TrimSpace(out) != id {
+		t.Errorf("crictl stop: %q", out)
+	}
+	decode(t, k.crictl(t, "inspect", id), &inspect)
+	if inspect.Status.State != "CONTAINER_EXITED" {
+		t.Errorf("crictl inspect after stop: %+v", inspect.Status)
+	}
+	if out := k.crictl(t, "rm", id); strings.TrimSpace(out) != id {
+		t.Errorf("crictl rm: %q", out)
+	}
+	if out := k.crictl(t, "ps", "-a", "-q"); out != "" {
+		t.Errorf("crictl ps -a -q after rm: %q", out)
+	}
+	k.crictl(t, "rmp", "-f", podID)
 }
