@@ -124,6 +124,9 @@ func (r *runtimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 	}
 	if cfg.GetStdin() {
 		labels[LabelStdin] = "true"
+		if cfg.GetStdinOnce() {
+			labels[LabelStdinOnce] = "true"
+		}
 	}
 	opts := []client.NewContainerOpt{
 		client.WithImage(rec), client.WithNewSnapshot(id, rec), client.WithNewSpec(specOpts...),
@@ -583,8 +586,9 @@ func (r *runtimeService) UpdateContainerResources(ctx context.Context, req *runt
 }
 
 // ReopenContainerLog: the runtime's log writer reopens log_path by
-// itself once the kubelet has renamed it away (sdk/crilog), so this only
-// checks there is a running container whose log it is.
+// itself, at its next record, once the kubelet has renamed it away
+// (sdk/crilog); this checks there is a running container whose log it is
+// and makes the new, empty file at once (the writer appends to it).
 func (r *runtimeService) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
 	ct, err := r.findContainer(ctx, req.GetContainerId())
 	if err != nil {
@@ -599,6 +603,13 @@ func (r *runtimeService) ReopenContainerLog(ctx context.Context, req *runtimeapi
 	}
 	if err != nil {
 		return nil, fmt.Errorf("container %s is not running: %w", ct.ID(), errdefs.ErrFailedPrecondition)
+	}
+	if p := ct.Info().Labels[LabelLogPath]; p != "" {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+		if err != nil {
+			return nil, fmt.Errorf("container %s: reopen its log: %w", ct.ID(), err)
+		}
+		f.Close()
 	}
 	return &runtimeapi.ReopenContainerLogResponse{}, nil
 }

@@ -27,6 +27,7 @@ const (
 	LabelStartedAt        = "io.keel.cri/started-at" // unix nanoseconds
 	LabelMounts           = "io.keel.cri/mounts"     // the CRI mounts, as JSON
 	LabelStdin            = "io.keel.cri/stdin"      // "true": keeld holds a stdin for attach
+	LabelStdinOnce        = "io.keel.cri/stdin-once" // "true": the first attach's end closes it
 
 	annotationContainerType = "io.kubernetes.cri.container-type"
 	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"

@@ -170,6 +170,10 @@ func (r *runtimeService) podContainers(ctx context.Context, id string) ([]*clien
 // releasing the pod's network; a stopped pod stops again without error.
 func (r *runtimeService) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	ct, err := r.findSandbox(ctx, req.GetPodSandboxId())
+	if errdefs.IsNotFound(err) {
+		// Gone already: stopped, as newer CRI expects.
+		return &runtimeapi.StopPodSandboxResponse{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}

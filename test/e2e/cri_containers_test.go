@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/keel-runtime/keel/sdk/crilog"
@@ -227,6 +228,9 @@ func TestCRIContainers(t *testing.T) {
 		if _, err := rs.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: svc}); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := os.Stat(path); err != nil {
+			t.Errorf("no new log after the reopen: %v", err)
+		}
 		execOut(t, "echo second > /in")
 		eventually(t, settle, "the new log", func() error {
 			if got := logLines(t, path); !slices.Equal(got, []string{"stdout F second"}) {
@@ -321,6 +325,26 @@ func TestCRIContainers(t *testing.T) {
 	if _, err := rs.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: svc}); err == nil {
 		t.Error("status of a removed container answers")
 	}
+	// Attach to a shell with stdin_once: what the attach sends runs, and
+	// its end is the shell's EOF, so the shell exits and the attach ends.
+	onceCfg := boxConfig(ref, "once", "")
+	onceCfg.Command, onceCfg.Args, onceCfg.Stdin, onceCfg.StdinOnce = []string{"sh"}, nil, true, true
+	once := criContainer(t, rs, pod, podCfg, onceCfg)
+	att, err := rs.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: once, Stdin: true, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut syncBuffer
+	if err := stream(t, att.Url, remotecommand.StreamOptions{Stdin: strings.NewReader("echo hello\n"), Stdout: &out, Stderr: &errOut}); err != nil {
+		t.Errorf("attach: %v", err)
+	}
+	if out.String() != "hello\n" || errOut.String() != "" {
+		t.Errorf("attach: stdout %q, stderr %q; want hello", out.String(), errOut.String())
+	}
+	if st := waitExited(t, rs, once); st.ExitCode != 0 {
+		t.Errorf("the attached shell: %v, want exit 0", st)
+	}
+
 	// The pod's removal takes the rest.
 	if _, err := rs.RemovePodSandbox(context.WithoutCancel(ctx), &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
