@@ -465,12 +465,7 @@ func matchContainer(c *runtimeapi.Container, f *runtimeapi.ContainerFilter) bool
 	if f.State != nil && f.State.State != c.State {
 		return false
 	}
-	for k, v := range f.LabelSelector {
-		if got, ok := c.Labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
+	return matchLabels(c.Labels, f.LabelSelector)
 }
 
 func (r *runtimeService) ContainerStatus(ctx context.Context, req *runtimeapi.ContainerStatusRequest) (*runtimeapi.ContainerStatusResponse, error) {

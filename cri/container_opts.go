@@ -52,12 +52,7 @@ func containerLabels(sandboxID, imageRef, logPath string, cfg *runtimeapi.Contai
 	if logPath != "" {
 		l[LabelLogPath] = logPath
 	}
-	for k, v := range cfg.GetLabels() {
-		l[PrefixLabel+k] = v
-	}
-	for k, v := range cfg.GetAnnotations() {
-		l[PrefixAnnotation+k] = v
-	}
+	addCRILabels(l, cfg.GetLabels(), cfg.GetAnnotations())
 	return l
 }
 

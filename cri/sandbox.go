@@ -304,12 +304,7 @@ func matchSandbox(sb *runtimeapi.PodSandbox, f *runtimeapi.PodSandboxFilter) boo
 	if f.State != nil && f.State.State != sb.State {
 		return false
 	}
-	for k, v := range f.LabelSelector {
-		if got, ok := sb.Labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
+	return matchLabels(sb.Labels, f.LabelSelector)
 }
 
 // namespaceMode: POD when the spec makes a namespace of type t, NODE when
