@@ -540,19 +540,25 @@ func (r *runtimeService) ContainerStatus(ctx context.Context, req *runtimeapi.Co
 }
 
 // oomKilled: whether the kernel's OOM killer ended the container; read
-// from its cgroup's memory.events (v2) while the cgroup is still there.
+// from its cgroup while it is still there: memory.events (v2) or the
+// memory controller's memory.oom_control (v1), whose oom_kill counts.
 func oomKilled(info client.ContainerInfo) bool {
 	p := info.Spec.Linux.CgroupsPath
 	if p == "" {
 		return false
 	}
-	b, err := os.ReadFile(filepath.Join("/sys/fs/cgroup", p, "memory.events"))
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
-			return true
+	for _, file := range []string{
+		filepath.Join("/sys/fs/cgroup", p, "memory.events"),
+		filepath.Join("/sys/fs/cgroup/memory", p, "memory.oom_control"),
+	} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
+				return true
+			}
 		}
 	}
 	return false
