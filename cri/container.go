@@ -586,33 +586,14 @@ func (r *runtimeService) UpdateContainerResources(ctx context.Context, req *runt
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }
 
-// ReopenContainerLog: the runtime's log writer reopens log_path by
-// itself, at its next record, once the kubelet has renamed it away
-// (sdk/crilog); this checks there is a running container whose log it is
-// and makes the new, empty file at once (the writer appends to it).
+// ReopenContainerLog is not served yet: the runtime's shim has no call to
+// reopen a log, so after the kubelet renames it the output would go on to
+// the renamed file. Said plainly rather than pretended.
 func (r *runtimeService) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	ct, err := r.findContainer(ctx, req.GetContainerId())
-	if err != nil {
+	if _, err := r.findContainer(ctx, req.GetContainerId()); err != nil {
 		return nil, err
 	}
-	t, err := ct.Task(ctx)
-	if err == nil {
-		var st client.TaskInfo
-		if st, err = t.Status(ctx); err == nil && st.Status != runtime.StatusRunning {
-			err = errdefs.ErrNotFound
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("container %s is not running: %w", ct.ID(), errdefs.ErrFailedPrecondition)
-	}
-	if p := ct.Info().Labels[LabelLogPath]; p != "" {
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-		if err != nil {
-			return nil, fmt.Errorf("container %s: reopen its log: %w", ct.ID(), err)
-		}
-		f.Close()
-	}
-	return &runtimeapi.ReopenContainerLogResponse{}, nil
+	return nil, fmt.Errorf("reopening a container's log needs a runtime call keel does not have yet: %w", errdefs.ErrNotImplemented)
 }
 
 // criResources are the spec's resources as the CRI reports them.

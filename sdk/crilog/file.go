@@ -16,10 +16,6 @@ import (
 // file: path.N-1 becomes path.N (the oldest, path.MaxFiles-1, is dropped),
 // …, path becomes path.1, and a new path is started. Records are never
 // split across files, so nothing is lost or written twice at a rotation.
-//
-// When someone else renames path away (the kubelet rotating a container's
-// log, then calling the CRI's ReopenContainerLog), the next record starts
-// a new file at path.
 type File struct {
 	path     string
 	maxSize  int64 // 0: no rotation
@@ -27,7 +23,6 @@ type File struct {
 
 	mu   sync.Mutex
 	f    *os.File
-	fi   os.FileInfo // f's, to notice path renamed away
 	size int64
 	buf  []byte
 	now  func() time.Time
@@ -56,20 +51,8 @@ func (l *File) open() error {
 		f.Close()
 		return err
 	}
-	l.f, l.fi, l.size = f, fi, fi.Size()
+	l.f, l.size = f, fi.Size()
 	return nil
-}
-
-// reopenMoved starts a new file at path when path is no longer l.f (it
-// was renamed or removed); when that fails, writing goes on to l.f.
-func (l *File) reopenMoved() {
-	if cur, err := os.Stat(l.path); err == nil && os.SameFile(cur, l.fi) {
-		return
-	}
-	old := l.f
-	if l.open() == nil {
-		old.Close()
-	}
 }
 
 // Write writes one record of stream, stamped now.
@@ -79,7 +62,6 @@ func (l *File) Write(stream string, partial bool, content []byte) error {
 	if l.f == nil {
 		return os.ErrClosed
 	}
-	l.reopenMoved()
 	l.buf = AppendRecord(l.buf[:0], Record{Time: l.now(), Stream: stream, Partial: partial, Content: content})
 	if l.maxSize > 0 && l.size > 0 && l.size+int64(len(l.buf)) > l.maxSize {
 		if err := l.rotate(); err != nil {
