@@ -357,8 +357,8 @@ func findImage(images []criImage, ref string) (int, error) {
 	}
 	named, err := NormalizeRef(ref)
 	if err != nil {
-		if strings.HasPrefix(ref, "sha256:") {
-			return -1, nil // an id of no image
+		if _, derr := digest.Parse(id); derr == nil {
+			return -1, nil // an id (sha256:<hex> or its hex alone) of no image
 		}
 		return -1, err
 	}

@@ -119,29 +119,11 @@ func (r *runtimeService) sandboxes(ctx context.Context) ([]*client.Container, er
 // findSandbox is the sandbox of id, or of the one id it is a prefix of.
 // NotFound when none.
 func (r *runtimeService) findSandbox(ctx context.Context, id string) (*client.Container, error) {
-	if id == "" {
-		return nil, fmt.Errorf("pod sandbox id is empty: %w", errdefs.ErrInvalidArgument)
-	}
 	all, err := r.sandboxes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var found []*client.Container
-	for _, ct := range all {
-		if ct.ID() == id {
-			return ct, nil
-		}
-		if strings.HasPrefix(ct.ID(), id) {
-			found = append(found, ct)
-		}
-	}
-	switch len(found) {
-	case 0:
-		return nil, fmt.Errorf("pod sandbox %q: %w", id, errdefs.ErrNotFound)
-	case 1:
-		return found[0], nil
-	}
-	return nil, fmt.Errorf("pod sandbox id %q is the prefix of %d sandboxes: %w", id, len(found), errdefs.ErrInvalidArgument)
+	return findByID(all, id, "pod sandbox")
 }
 
 // stopTask ends a task and deletes it, which releases its network;
@@ -188,6 +170,10 @@ func (r *runtimeService) podContainers(ctx context.Context, id string) ([]*clien
 // releasing the pod's network; a stopped pod stops again without error.
 func (r *runtimeService) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSandboxRequest) (*runtimeapi.StopPodSandboxResponse, error) {
 	ct, err := r.findSandbox(ctx, req.GetPodSandboxId())
+	if errdefs.IsNotFound(err) {
+		// Gone already: stopped, as newer CRI expects.
+		return &runtimeapi.StopPodSandboxResponse{}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -202,17 +188,21 @@ func (r *runtimeService) stopPod(ctx context.Context, sb *client.Container) erro
 	if err != nil {
 		return err
 	}
-	for _, ct := range append(members, sb) {
-		t, err := ct.Task(ctx)
-		if errdefs.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		if err := r.stopTask(ctx, t); err != nil {
+	// The containers' stopped tasks stay, with their exit status, until
+	// they are removed.
+	for _, ct := range members {
+		if err := r.stopContainer(ctx, ct, 0); err != nil {
 			return fmt.Errorf("stop %s: %w", ct.ID(), err)
 		}
+	}
+	t, err := sb.Task(ctx)
+	if errdefs.IsNotFound(err) {
+		err = nil
+	} else if err == nil {
+		err = r.stopTask(ctx, t)
+	}
+	if err != nil {
+		return fmt.Errorf("stop %s: %w", sb.ID(), err)
 	}
 	r.s.logger.Info("pod sandbox stopped", "id", sb.ID())
 	return nil
@@ -314,12 +304,7 @@ func matchSandbox(sb *runtimeapi.PodSandbox, f *runtimeapi.PodSandboxFilter) boo
 	if f.State != nil && f.State.State != sb.State {
 		return false
 	}
-	for k, v := range f.LabelSelector {
-		if got, ok := sb.Labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	return true
+	return matchLabels(sb.Labels, f.LabelSelector)
 }
 
 // namespaceMode: POD when the spec makes a namespace of type t, NODE when

@@ -56,13 +56,29 @@ func sandboxLabels(cfg *runtimeapi.PodSandboxConfig, handler string) map[string]
 	if d := cfg.GetLogDirectory(); d != "" {
 		l[LabelLogDirectory] = d
 	}
-	for k, v := range cfg.GetLabels() {
+	addCRILabels(l, cfg.GetLabels(), cfg.GetAnnotations())
+	return l
+}
+
+// addCRILabels keeps the CRI's labels and annotations in keel labels l,
+// under their prefixes.
+func addCRILabels(l, labels, annotations map[string]string) {
+	for k, v := range labels {
 		l[PrefixLabel+k] = v
 	}
-	for k, v := range cfg.GetAnnotations() {
+	for k, v := range annotations {
 		l[PrefixAnnotation+k] = v
 	}
-	return l
+}
+
+// matchLabels: labels hold every key and value of selector.
+func matchLabels(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
 }
 
 // prefixed is the labels under prefix, without it.

@@ -12,9 +12,9 @@
 // Served so far: Version, Status, UpdateRuntimeConfig, RuntimeConfig,
 // the pod sandbox calls (sandbox.go), ExecSync and the streaming calls
 // (Exec, Attach, PortForward, through Kubernetes' streaming server:
-// streaming.go) of the RuntimeService, and the whole ImageService.
-// Containers and stats answer Unimplemented,
-// naming the call.
+// streaming.go), the container calls (container.go) of the
+// RuntimeService, and the whole ImageService. Stats answer
+// Unimplemented, naming the call.
 package cri
 
 import (
@@ -117,7 +117,7 @@ func (s *Server) callError(method string, err error) error {
 	name := method[strings.LastIndexByte(method, '/')+1:]
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented && strings.HasPrefix(st.Message(), "method ") {
 		// The generated stub: a call of a later slice.
-		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox calls, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
+		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox and container calls, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
 	}
 	s.logger.Debug("call failed", "method", name, "error", err)
 	return errdefs.ToGRPC(fmt.Errorf("%s: %w", name, err))

@@ -110,8 +110,15 @@ func (r *streamRuntime) Attach(ctx context.Context, id string, in io.Reader, out
 	if in != nil && st.KeepStdin {
 		started = func() {
 			go func() {
-				if err := t.WriteStdin(ctx, in); err != nil && ctx.Err() == nil {
+				err := t.WriteStdin(ctx, in)
+				if err != nil && ctx.Err() == nil {
 					r.logger.Debug("attach stdin ended", "container", id, "error", err)
+				}
+				if err == nil && ct.Info().Labels[LabelStdinOnce] == "true" {
+					// stdin_once: the first attach's end is the process's EOF.
+					if err := t.CloseIO(ctx); err != nil {
+						r.logger.Debug("closing stdin after the first attach", "container", id, "error", err)
+					}
 				}
 			}()
 		}

@@ -248,11 +248,10 @@ func (ls logsService) Read(req *keelv1.ReadLogsRequest, stream grpc.ServerStream
 	if err != nil {
 		return err
 	}
-	dir, err := ls.s.containerLogDir(ctx, c.ID)
+	path, err := ls.s.servedLogPath(ctx, c)
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, containerLogName)
 	files := crilog.Files(path)
 	if len(files) == 0 {
 		return fmt.Errorf("container %q has no log: its task was not started yet, or with a terminal of the caller's, --log FILE or none: %w",

@@ -273,8 +273,9 @@ func (s *Server) setupNetwork(ctx context.Context, c metadata.Container, tid str
 			return settle, fmt.Errorf("container %q: %w", c.ID, err)
 		}
 		setNetNS(spec, path != "", path)
-		// The other's files, as Docker shares them.
-		for _, f := range []string{"/etc/hosts", "/etc/resolv.conf"} {
+		// The other's files, as Docker shares them (its name too: a pod's
+		// containers share the sandbox's UTS namespace).
+		for _, f := range []string{"/etc/hosts", "/etc/resolv.conf", "/etc/hostname"} {
 			if data, err := os.ReadFile(filepath.Join(dir, filepath.Base(f))); err == nil {
 				files[f] = data
 			}

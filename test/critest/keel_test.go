@@ -103,7 +103,8 @@ func requireKeelCRI(t *testing.T) {
 // startKeel runs keeld with the CRI enabled (keel-cri, which keeld
 // starts) until the test ends, and returns the CRI endpoint. It skips,
 // naming them, while keel-cri is not built or answers any of criProbes
-// Unimplemented.
+// Unimplemented (unless KEEL_CRITEST_PARTIAL is set: then the specs of
+// those calls fail).
 func startKeel(t *testing.T, reg *registry.Registry) string {
 	t.Helper()
 	bin := keelBin(t)
@@ -143,7 +144,10 @@ func startKeel(t *testing.T, reg *registry.Registry) string {
 			t.Fatalf("crictl %s: %v\n%s", strings.Join(p.args, " "), err, out)
 		}
 	}
-	if len(missing) > 0 {
+	if len(missing) > 0 && os.Getenv("KEEL_CRITEST_PARTIAL") != "" {
+		// A slice's own run: the specs of the missing calls fail.
+		t.Logf("keel target: keel-cri answers Unimplemented to %s (KEEL_CRITEST_PARTIAL: running anyway)", strings.Join(missing, ", "))
+	} else if len(missing) > 0 {
 		t.Skipf("keel target: keel-cri answers Unimplemented to %s", strings.Join(missing, ", "))
 	}
 	return endpoint
