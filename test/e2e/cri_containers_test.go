@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -215,11 +213,7 @@ func TestCRIContainers(t *testing.T) {
 		}
 	})
 
-	// ReopenContainerLog says it is not served (the shim cannot reopen a
-	// log yet), rather than leave the output in a renamed file.
-	if _, err := rs.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: svc}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("ReopenContainerLog: %v, want Unimplemented", err)
-	}
+	// ReopenContainerLog: cri_reopen_test.go.
 
 	// One that ignores SIGTERM.
 	stubborn := criContainer(t, rs, pod, podCfg, boxConfig(ref, "stubborn", "trap '' TERM; echo ready; while :; do cat /dev/zero >/dev/null; done"))
