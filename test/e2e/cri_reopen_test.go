@@ -54,13 +54,14 @@ func TestCRIReopenContainerLog(t *testing.T) {
 		`i=0; trap 'echo "end $i"; exit 0' TERM; while :; do i=$((i+1)); echo "line $i"; sleep 0.005; done`))
 	path := filepath.Join(podCfg.LogDirectory, "counter", "0.log")
 
-	const rotations = 5
+	// Rotations, and the records each file has at least.
+	const rotations, minPerFile = 5, 50
 	var files []string
 	for n := range rotations {
 		// The current file has records before each rotation, so every
 		// reopen happens while the container writes.
 		eventually(t, settle, "records in the current log", func() error {
-			if recs := readRecords(t, path, false); len(recs) < 20 {
+			if recs := readRecords(t, path, false); len(recs) < minPerFile {
 				return fmt.Errorf("%d records", len(recs))
 			}
 			return nil
@@ -79,7 +80,7 @@ func TestCRIReopenContainerLog(t *testing.T) {
 		}
 	}
 	eventually(t, settle, "records after the last reopen", func() error {
-		if recs := readRecords(t, path, false); len(recs) < 20 {
+		if recs := readRecords(t, path, false); len(recs) < minPerFile {
 			return fmt.Errorf("%d records", len(recs))
 		}
 		return nil
@@ -125,6 +126,39 @@ func TestCRIReopenContainerLog(t *testing.T) {
 		t.Errorf("the counter's last words are in no file (lines 1 to %d are)", next-1)
 	}
 	t.Logf("%d lines across %d files", next-1, len(files))
+}
+
+// TestTaskReopenLog: keel task reopen-log, for any embedder's task with a
+// log: renamed away and reopened, the log holds what came before and a
+// new file at its path what comes after; a task without a log says so.
+func TestTaskReopenLog(t *testing.T) {
+	t.Parallel()
+	k := startRunKeeld(t, "")
+	k.ok("run", "-d", "--log", "none", k.ref, "quiet", "sh", "-c", "while :; do sleep 1; done")
+	if msg := oneLineError(t, k.keel("task", "reopen-log", "quiet")); !strings.Contains(msg, "has no log file") {
+		t.Errorf("reopen-log of a task without a log: %q, want it said", msg)
+	}
+	k.ok("task", "kill", "-s", "KILL", "quiet")
+
+	k.ok("run", "-d", k.ref, "bg", "sh", "-c", `echo before; while [ ! -e /go ]; do sleep 0.05; done; echo after`)
+	path := filepath.Join(k.logDir("bg"), "container.log")
+	eventually(t, settle, "the first line in the log", func() error {
+		if recs := readRecords(t, path, false); len(recs) != 1 {
+			return fmt.Errorf("%d records", len(recs))
+		}
+		return nil
+	})
+	if err := os.Rename(path, path+".old"); err != nil {
+		t.Fatal(err)
+	}
+	k.ok("task", "reopen-log", "bg")
+	k.ok("task", "exec", "bg", "sh", "-c", ": > /go")
+	k.waitStopped(t, "bg")
+	for file, want := range map[string]string{path + ".old": "before", path: "after"} {
+		if recs := readRecords(t, file, true); len(recs) != 1 || string(recs[0].Content) != want {
+			t.Errorf("%s: records %+v, want one %q", filepath.Base(file), recs, want)
+		}
+	}
 }
 
 // readRecords parses every line of the one log file path, failing on any
