@@ -25,13 +25,8 @@ import (
 // last words the container wrote when stopped.
 func TestCRIReopenContainerLog(t *testing.T) {
 	t.Parallel()
-	k := startCRIPodKeeld(t)
-	rs, is := k.criClients(t)
+	_, rs, ref := startCRIBusybox(t)
 	ctx := t.Context()
-	ref := k.reg.Host + "/e2e/busybox:v1"
-	if _, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
-		t.Fatal(err)
-	}
 	pod, podCfg := criPod(t, rs, "rotate")
 
 	// An unknown container, and one created but not started.
