@@ -5,8 +5,7 @@
 // The server is a client of keeld's public API (package client) and keeps
 // no state of its own: images are keel images in one keel namespace
 // (k8s.io by default, as containerd's CRI), the pod CIDR the kubelet sets
-// is a label of that namespace and the subnet of a keel network the new
-// pods join (podnetwork.go), and whatever a restarted server needs it
+// is a label of that namespace, and whatever a restarted server needs it
 // reads from keeld again. keeld starts it (cmd/keel-cri) when its config
 // enables the cri block, and restarts it when it dies.
 //
