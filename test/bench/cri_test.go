@@ -120,25 +120,8 @@ func ctrdCRIConfig(b *testing.B, dir, pause, regHost string) string {
 	if err := os.WriteFile(filepath.Join(hosts, "hosts.toml"), []byte(toml), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	return fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # This machine may not lower a process's oom_score_adj (runc fails on
-  # the sandbox's -998): keep pods' no lower than containerd's own.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-    Root = %q
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = %q
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = %q
-`, pause, filepath.Join(dir, "runc"), confDir, filepath.Dir(hosts))
+	return critools.ContainerdCRI{SandboxImage: pause, RuncRoot: filepath.Join(dir, "runc"), CNIConfDir: confDir,
+		RegistryConfigPath: filepath.Dir(hosts)}.TOML()
 }
 
 // BenchmarkFigureCRIRun: a pod with one busybox container made and

@@ -83,3 +83,41 @@ func stderrOf(err error) string {
 	}
 	return ""
 }
+
+// ContainerdCRI is what the tests and benchmarks set of containerd 1.6's
+// CRI plugin.
+type ContainerdCRI struct {
+	// SandboxImage is the pods' pause image.
+	SandboxImage string
+	// RuncRoot is runc's state dir (not /run/containerd/runc).
+	RuncRoot string
+	// CNIConfDir holds the pods' CNI network (plugins in /usr/lib/cni).
+	CNIConfDir string
+	// RegistryConfigPath is the certs.d dir of hosts.toml files.
+	RegistryConfigPath string
+}
+
+// TOML is the CRI plugin's config tables: c's settings, the streaming
+// server on a free loopback port, overlayfs, runc through
+// containerd-shim-runc-v2.
+func (c ContainerdCRI) TOML() string {
+	return fmt.Sprintf(`[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = %q
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  # This machine may not lower a process's oom_score_adj (runc fails on
+  # the sandbox's -998): keep pods' no lower than containerd's own.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+    runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+    Root = %q
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = %q
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %q
+`, c.SandboxImage, c.RuncRoot, c.CNIConfDir, c.RegistryConfigPath)
+}
