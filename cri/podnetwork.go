@@ -70,6 +70,13 @@ func (s *Server) ensurePodNetwork(ctx context.Context, cidr string) (string, err
 	}
 	created, err := nets.Create(ctx, client.NetworkCreateOpts{Name: PodNetworkName, Bridge: PodNetworkBridge(subnet), Subnet: subnet,
 		Labels: map[string]string{PodCIDRLabel: cidr}})
+	if errdefs.IsAlreadyExists(err) {
+		// Made meanwhile by a concurrent call (the kubelet runs pods in
+		// parallel): fine when it is of this subnet.
+		if n, gerr := nets.Get(ctx, PodNetworkName); gerr == nil && n.Subnet == subnet {
+			return n.Name, nil
+		}
+	}
 	if err != nil {
 		return "", fmt.Errorf("pod CIDR %s: %w", cidr, err)
 	}
