@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"fmt"
 	"net/netip"
 	"os/exec"
+	"sync"
 	"syscall"
 	"testing"
 
@@ -97,6 +99,33 @@ func TestCRIPodCIDR(t *testing.T) {
 	wantIn(c, second)
 	removePod(c)
 	removePod(old)
+
+	// The network removed behind keel-cri's back is made again by the
+	// next pods, however many come at once.
+	if err := k.client(t, "default").Networks().Delete(ctx, cri.PodNetworkName); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	pods := make([]string, 3)
+	errs := make([]error, len(pods))
+	for i := range pods {
+		wg.Go(func() {
+			resp, err := rs.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: podConfig(fmt.Sprintf("p%d", i))})
+			if err == nil {
+				pods[i] = resp.PodSandboxId
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	for i, p := range pods {
+		if errs[i] != nil {
+			t.Errorf("pod p%d after the network's removal: %v", i, errs[i])
+			continue
+		}
+		wantIn(p, second)
+		removePod(p)
+	}
 	if left := (&runKeeld{keeld: k.keeld}).netLeftovers(t); len(left) > 0 {
 		t.Errorf("network leftovers: %v", left)
 	}
