@@ -355,8 +355,9 @@ func TestCrictlContainers(t *testing.T) {
 		pod: fmt.Sprintf(`{"metadata": {"name": "web", "namespace": "default", "attempt": 1, "uid": "web-uid"},
 			"hostname": "web", "log_directory": %q, "linux": {}}`, logs),
 		ctr: fmt.Sprintf(`{"metadata": {"name": "echo"}, "image": {"image": %q},
-			"command": ["sh", "-c", "echo one; echo two >&2; exec sleep 600"],
-			"labels": {"app": "echo"}, "log_path": "echo.log", "linux": {}}`, ref),
+			"command": ["sh", "-c", "trap 'exit 0' TERM; echo one; echo two >&2; while :; do if [ -f /say ]; then cat /say; rm /say; fi; sleep 0.1; done"],
+			"labels": {"app": "echo"}, "log_path": "echo.log",
+			"linux": {"security_context": {"run_as_user": {"value": 0}}}}`, ref),
 	} {
 		if err := os.WriteFile(file, []byte(body), 0o644); err != nil {
 			t.Fatal(err)
@@ -403,8 +404,40 @@ func TestCrictlContainers(t *testing.T) {
 		}
 		return nil
 	})
+	// crictl logs -f follows what the container writes after it started,
+	// and ends once the container has stopped.
+	follow, cancelFollow := k.crictlCmd(t, "logs", "-f", id)
+	defer cancelFollow()
+	followed := &syncBuffer{}
+	follow.Stdout, follow.Stderr = followed, followed
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	followDone := make(chan error, 1)
+	go func() { followDone <- follow.Wait() }()
+	eventually(t, settle, "crictl logs -f shows the lines so far", func() error {
+		if !strings.Contains(followed.String(), "one\n") {
+			return fmt.Errorf("crictl logs -f: %q", followed.String())
+		}
+		return nil
+	})
+	k.crictl(t, "exec", id, "sh", "-c", "echo three > /say.new && mv /say.new /say")
+	eventually(t, settle, "crictl logs -f follows a new line", func() error {
+		if !strings.Contains(followed.String(), "three\n") {
+			return fmt.Errorf("crictl logs -f: %q", followed.String())
+		}
+		return nil
+	})
 	if out := k.crictl(t, "stop", "--timeout", "5", id); strings.TrimSpace(out) != id {
 		t.Errorf("crictl stop: %q", out)
+	}
+	select {
+	case err := <-followDone:
+		if err != nil {
+			t.Errorf("crictl logs -f after the stop: %v; output %q", err, followed.String())
+		}
+	case <-time.After(settle):
+		t.Errorf("crictl logs -f still follows %s after it stopped", settle)
 	}
 	decode(t, k.crictl(t, "inspect", id), &inspect)
 	if inspect.Status.State != "CONTAINER_EXITED" {
