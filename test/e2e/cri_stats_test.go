@@ -174,7 +174,7 @@ func TestCRIStats(t *testing.T) {
 	// Ping the pod's bridge (its gateway) from the pod: 3 echoes of 98
 	// bytes on the wire each way, at the least.
 	gw := bridgeAddr(t, testNetFor(t, k.env.root).bridge)
-	ping, err := rs.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: burn, Cmd: []string{"ping", "-c", "3", "-i", "0.2", "-W", "10", gw}, Timeout: 60})
+	ping, err := rs.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: burn, Cmd: []string{"busybox", "ping", "-c", "3", "-i", "0.2", "-W", "10", gw}, Timeout: 60})
 	if err != nil || ping.ExitCode != 0 {
 		t.Fatalf("ping %s from the pod: %v %s %s", gw, err, ping.GetStdout(), ping.GetStderr())
 	}
