@@ -193,16 +193,30 @@ type statsCall struct {
 	tasks       map[string]client.TaskInfo
 }
 
-func (r *runtimeService) newStatsCall(ctx context.Context) (*statsCall, error) {
+// newStatsCall starts a stats call over the containers (or pods) find
+// returns.
+func (r *runtimeService) newStatsCall(ctx context.Context, find func(context.Context) ([]*client.Container, error)) ([]*client.Container, *statsCall, error) {
+	cts, err := find(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
 	info, err := r.s.c.Info(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	tasks, err := r.taskStates(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return &statsCall{r: r, root: info.Root, snapshotter: info.DefaultSnapshotter, tasks: tasks}, nil
+	return cts, &statsCall{r: r, root: info.Root, snapshotter: info.DefaultSnapshotter, tasks: tasks}, nil
+}
+
+// one makes a lookup of one container a find of newStatsCall.
+func one(lookup func(context.Context, string) (*client.Container, error), id string) func(context.Context) ([]*client.Container, error) {
+	return func(ctx context.Context) ([]*client.Container, error) {
+		ct, err := lookup(ctx, id)
+		return []*client.Container{ct}, err
+	}
 }
 
 // live: the task of id runs (or is paused), so it has figures.
@@ -299,15 +313,11 @@ func (sc *statsCall) container(ctx context.Context, ct *client.Container, pids b
 }
 
 func (r *runtimeService) ContainerStats(ctx context.Context, req *runtimeapi.ContainerStatsRequest) (*runtimeapi.ContainerStatsResponse, error) {
-	ct, err := r.findContainer(ctx, req.GetContainerId())
+	cts, sc, err := r.newStatsCall(ctx, one(r.findContainer, req.GetContainerId()))
 	if err != nil {
 		return nil, err
 	}
-	sc, err := r.newStatsCall(ctx)
-	if err != nil {
-		return nil, err
-	}
-	st, _, err := sc.container(ctx, ct, false)
+	st, _, err := sc.container(ctx, cts[0], false)
 	if err != nil {
 		return nil, err
 	}
@@ -318,11 +328,7 @@ func (r *runtimeService) ContainerStats(ctx context.Context, req *runtimeapi.Con
 // sandbox id or prefixes of them, label selector), running or not; those
 // without a live task have no cpu and memory figures.
 func (r *runtimeService) ListContainerStats(ctx context.Context, req *runtimeapi.ListContainerStatsRequest) (*runtimeapi.ListContainerStatsResponse, error) {
-	all, err := r.containers(ctx)
-	if err != nil {
-		return nil, err
-	}
-	sc, err := r.newStatsCall(ctx)
+	all, sc, err := r.newStatsCall(ctx, r.containers)
 	if err != nil {
 		return nil, err
 	}
@@ -436,15 +442,11 @@ func podNetwork(pid uint32, at int64) (*runtimeapi.NetworkUsage, error) {
 }
 
 func (r *runtimeService) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
-	sb, err := r.findSandbox(ctx, req.GetPodSandboxId())
+	sbs, sc, err := r.newStatsCall(ctx, one(r.findSandbox, req.GetPodSandboxId()))
 	if err != nil {
 		return nil, err
 	}
-	sc, err := r.newStatsCall(ctx)
-	if err != nil {
-		return nil, err
-	}
-	st, err := sc.pod(ctx, sb)
+	st, err := sc.pod(ctx, sbs[0])
 	if err != nil {
 		return nil, err
 	}
@@ -455,11 +457,7 @@ func (r *runtimeService) PodSandboxStats(ctx context.Context, req *runtimeapi.Po
 // of it, label selector); pods not ready are left out, as containerd
 // leaves them.
 func (r *runtimeService) ListPodSandboxStats(ctx context.Context, req *runtimeapi.ListPodSandboxStatsRequest) (*runtimeapi.ListPodSandboxStatsResponse, error) {
-	all, err := r.sandboxes(ctx)
-	if err != nil {
-		return nil, err
-	}
-	sc, err := r.newStatsCall(ctx)
+	all, sc, err := r.newStatsCall(ctx, r.sandboxes)
 	if err != nil {
 		return nil, err
 	}

@@ -24,13 +24,8 @@ import (
 // out; unknown ids are NotFound; crictl stats and statsp print them.
 func TestCRIStats(t *testing.T) {
 	t.Parallel()
-	k := startCRIPodKeeld(t)
-	rs, is := k.criClients(t)
+	k, rs, ref := startCRIBusybox(t)
 	ctx := t.Context()
-	ref := k.reg.Host + "/e2e/busybox:v1"
-	if _, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
-		t.Fatal(err)
-	}
 	pod, podCfg := criPod(t, rs, "stats")
 
 	const held = 32 << 20
@@ -102,15 +97,12 @@ func TestCRIStats(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ListContainerStats(%v): %v", f, err)
 		}
-		var ids []string
 		for _, s := range resp.Stats {
-			ids = append(ids, s.Attributes.Id)
 			if s.Attributes.Id == created.ContainerId && (s.Cpu != nil || s.Memory != nil || s.WritableLayer == nil) {
 				t.Errorf("a container that never ran: %v", s)
 			}
 		}
-		slices.Sort(ids)
-		return ids
+		return statIDs(resp.Stats, func(s *runtimeapi.ContainerStats) string { return s.Attributes.Id })
 	}
 	sorted := func(ids ...string) []string { return slices.Sorted(slices.Values(ids)) }
 	for _, tc := range []struct {
@@ -147,15 +139,12 @@ func TestCRIStats(t *testing.T) {
 	if a := ps.Attributes; a.GetId() != pod || a.Metadata.GetName() != "stats" || a.Labels["app"] != "stats" || a.Annotations["note"] != "pod stats" {
 		t.Errorf("pod attributes %v", a)
 	}
-	var ids []string
 	var burnInPod *runtimeapi.ContainerStats
-	for _, c := range lx.GetContainers() {
-		ids = append(ids, c.Attributes.Id)
-		if c.Attributes.Id == burn {
-			burnInPod = c
-		}
+	if i := slices.IndexFunc(lx.GetContainers(), func(c *runtimeapi.ContainerStats) bool { return c.Attributes.Id == burn }); i >= 0 {
+		burnInPod = lx.Containers[i]
 	}
-	if slices.Sort(ids); !slices.Equal(ids, sorted(burn, idle, created.ContainerId)) || burnInPod == nil {
+	ids := statIDs(lx.GetContainers(), func(s *runtimeapi.ContainerStats) string { return s.Attributes.Id })
+	if !slices.Equal(ids, sorted(burn, idle, created.ContainerId)) || burnInPod == nil {
 		t.Fatalf("pod's containers %v", ids)
 	}
 	if lx.Cpu.GetUsageCoreNanoSeconds().GetValue() < burnInPod.Cpu.UsageCoreNanoSeconds.Value ||
@@ -193,12 +182,7 @@ func TestCRIStats(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ListPodSandboxStats(%v): %v", f, err)
 		}
-		var ids []string
-		for _, s := range resp.Stats {
-			ids = append(ids, s.Attributes.Id)
-		}
-		slices.Sort(ids)
-		return ids
+		return statIDs(resp.Stats, func(s *runtimeapi.PodSandboxStats) string { return s.Attributes.GetId() })
 	}
 	for _, tc := range []struct {
 		name string
@@ -270,6 +254,30 @@ func TestCRIStats(t *testing.T) {
 	if len(js.Stats) != 1 || js.Stats[0].Attributes.ID != pod || len(js.Stats[0].Linux.Containers) != 3 || js.Stats[0].Linux.Network.DefaultInterface.Name != "eth0" {
 		t.Errorf("crictl statsp -o json: %+v", js)
 	}
+}
+
+// startCRIBusybox starts keeld with keel-cri and runc and pulls busybox
+// through the CRI; it returns the runtime service's client and the
+// image's reference.
+func startCRIBusybox(t *testing.T) (*criKeeld, runtimeapi.RuntimeServiceClient, string) {
+	t.Helper()
+	k := startCRIPodKeeld(t)
+	rs, is := k.criClients(t)
+	ref := k.reg.Host + "/e2e/busybox:v1"
+	if _, err := is.PullImage(t.Context(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		t.Fatal(err)
+	}
+	return k, rs, ref
+}
+
+// statIDs are the sorted ids of stats.
+func statIDs[S any](stats []S, id func(S) string) []string {
+	var ids []string
+	for _, s := range stats {
+		ids = append(ids, id(s))
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // bridgeAddr is the IPv4 address of the host's bridge: the pods'
