@@ -382,11 +382,13 @@ func (sc *statsCall) pod(ctx context.Context, sb *client.Container) (*runtimeapi
 	if err != nil {
 		return nil, err
 	}
-	cpu, mem, n, err := sc.taskFigures(ctx, sb, true)
+	pauseCPU, pauseMem, n, err := sc.taskFigures(ctx, sb, true)
 	if err != nil {
 		return nil, err
 	}
 	procs += n
+	// Sums of their own, so no available_bytes of one task comes along.
+	cpu, mem := sumUsage(nil, nil, pauseCPU, pauseMem)
 	for _, c := range containers {
 		cpu, mem = sumUsage(cpu, mem, c.Cpu, c.Memory)
 	}

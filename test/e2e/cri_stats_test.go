@@ -148,7 +148,7 @@ func TestCRIStats(t *testing.T) {
 		t.Fatalf("pod's containers %v", ids)
 	}
 	if lx.Cpu.GetUsageCoreNanoSeconds().GetValue() < burnInPod.Cpu.UsageCoreNanoSeconds.Value ||
-		lx.Memory.GetWorkingSetBytes().GetValue() < burnInPod.Memory.WorkingSetBytes.Value ||
+		lx.Memory.GetWorkingSetBytes().GetValue() < burnInPod.Memory.WorkingSetBytes.Value || lx.Memory.GetAvailableBytes() != nil ||
 		lx.Memory.GetRssBytes().GetValue() < held {
 		t.Errorf("pod cpu %v memory %v, burn's cpu %v memory %v: the pod's are the sums", lx.Cpu, lx.Memory, burnInPod.Cpu, burnInPod.Memory)
 	}
