@@ -586,14 +586,34 @@ func (r *runtimeService) UpdateContainerResources(ctx context.Context, req *runt
 	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
 }
 
-// ReopenContainerLog is not served yet: the runtime's shim has no call to
-// reopen a log, so after the kubelet renames it the output would go on to
-// the renamed file. Said plainly rather than pretended.
+// ReopenContainerLog: the kubelet renamed the container's log away (its
+// log rotation); the runtime's writer closes the file and opens log_path
+// again (keeld's Tasks.ReopenLog, crilog.File.Reopen in the shim), so
+// nothing written before or after is lost. As containerd: a container that
+// is not running has no writer to reopen.
 func (r *runtimeService) ReopenContainerLog(ctx context.Context, req *runtimeapi.ReopenContainerLogRequest) (*runtimeapi.ReopenContainerLogResponse, error) {
-	if _, err := r.findContainer(ctx, req.GetContainerId()); err != nil {
+	ct, err := r.findContainer(ctx, req.GetContainerId())
+	if err != nil {
 		return nil, err
 	}
-	return nil, fmt.Errorf("reopening a container's log needs a runtime call keel does not have yet: %w", errdefs.ErrNotImplemented)
+	t, err := ct.Task(ctx)
+	running := false
+	if err == nil {
+		var st client.TaskInfo
+		if st, err = t.Status(ctx); err == nil {
+			running = st.Status == runtime.StatusRunning
+		}
+	}
+	if err != nil && !errdefs.IsNotFound(err) {
+		return nil, err
+	}
+	if !running {
+		return nil, fmt.Errorf("container %s is not running: %w", ct.ID(), errdefs.ErrFailedPrecondition)
+	}
+	if err := t.ReopenLog(ctx); err != nil {
+		return nil, fmt.Errorf("container %s: reopen its log: %w", ct.ID(), err)
+	}
+	return &runtimeapi.ReopenContainerLogResponse{}, nil
 }
 
 // criResources are the spec's resources as the CRI reports them.

@@ -92,8 +92,10 @@ func (r *runtimeService) networkProblem(ctx context.Context) (reason, msg string
 	return "", ""
 }
 
-// UpdateRuntimeConfig keeps the pod CIDR in keeld, as a label of the
-// CRI's namespace (PodCIDRLabel); an empty one changes nothing.
+// UpdateRuntimeConfig makes the pod network of the pod CIDR
+// (podnetwork.go), for the pods made from now on, and keeps the pod CIDR
+// in keeld as a label of the CRI's namespace (PodCIDRLabel); an empty one
+// changes nothing.
 func (r *runtimeService) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
 	cidr := req.GetRuntimeConfig().GetNetworkConfig().GetPodCidr()
 	if cidr == "" {
@@ -103,6 +105,9 @@ func (r *runtimeService) UpdateRuntimeConfig(ctx context.Context, req *runtimeap
 		if p, err := netip.ParsePrefix(strings.TrimSpace(part)); err != nil || p.Masked() != p {
 			return nil, fmt.Errorf("pod CIDR %q is not a list of networks such as 10.244.0.0/24: %w", cidr, errdefs.ErrInvalidArgument)
 		}
+	}
+	if _, err := r.s.ensurePodNetwork(ctx, cidr); err != nil {
+		return nil, err
 	}
 	if err := r.s.setNamespaceLabel(ctx, PodCIDRLabel, cidr); err != nil {
 		return nil, err

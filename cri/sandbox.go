@@ -71,7 +71,11 @@ func (r *runtimeService) RunPodSandbox(ctx context.Context, req *runtimeapi.RunP
 	if err != nil {
 		return nil, err
 	}
-	netOpts, err := sandboxNetworkOpts(cfg)
+	network, err := r.s.podNetwork(ctx)
+	if err != nil {
+		return nil, err
+	}
+	netOpts, err := sandboxNetworkOpts(cfg, network)
 	if err != nil {
 		return nil, err
 	}
@@ -343,7 +347,7 @@ func (r *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 		}}},
 	}
 	if sb.State == runtimeapi.PodSandboxState_SANDBOX_READY && info.Network != nil && info.Network.Mode == client.NetworkCNI {
-		ips, err := r.podIPs(ctx, info.ID)
+		ips, err := r.podIPs(ctx, info)
 		if err != nil {
 			return nil, err
 		}
@@ -368,24 +372,16 @@ func (r *runtimeService) PodSandboxStatus(ctx context.Context, req *runtimeapi.P
 	return resp, nil
 }
 
-// podIPs are the addresses (without prefix length) keeld's default
-// network gave pod id's task.
-func (r *runtimeService) podIPs(ctx context.Context, id string) ([]string, error) {
-	nets, err := r.s.c.Networks().List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	i := slices.IndexFunc(nets, func(n client.Network) bool { return n.Default })
-	if i < 0 {
-		return nil, nil
-	}
-	n, err := r.s.c.Networks().Get(ctx, nets[i].Name)
+// podIPs are the addresses (without prefix length) of pod info's task on
+// the network it is attached to.
+func (r *runtimeService) podIPs(ctx context.Context, info client.ContainerInfo) ([]string, error) {
+	n, err := r.s.networkOf(ctx, info)
 	if err != nil {
 		return nil, err
 	}
 	var ips []string
 	for _, e := range n.Endpoints {
-		if e.Namespace == r.s.cfg.Namespace && e.ContainerID == id {
+		if e.Namespace == r.s.cfg.Namespace && e.ContainerID == info.ID {
 			for _, ip := range e.IPs {
 				addr, _, _ := strings.Cut(ip, "/")
 				ips = append(ips, addr)

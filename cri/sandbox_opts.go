@@ -217,13 +217,17 @@ func withSupplementalGroups(gids []int64) oci.SpecOpt {
 }
 
 // sandboxNetworkOpts attach the pod: the host's network for NODE, else
-// keeld's default CNI network with the pod's port mappings (those with a
-// host port; SCTP is refused) and DNS.
-func sandboxNetworkOpts(cfg *runtimeapi.PodSandboxConfig) ([]client.NewContainerOpt, error) {
+// the CNI network named (keeld's default when "") with the pod's port
+// mappings (those with a host port; SCTP is refused) and DNS.
+func sandboxNetworkOpts(cfg *runtimeapi.PodSandboxConfig, network string) ([]client.NewContainerOpt, error) {
 	if cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtimeapi.NamespaceMode_NODE {
 		return []client.NewContainerOpt{client.WithHostNetwork()}, nil
 	}
-	opts := []client.NewContainerOpt{client.WithNetwork()}
+	var names []string
+	if network != "" {
+		names = append(names, network)
+	}
+	opts := []client.NewContainerOpt{client.WithNetwork(names...)}
 	var ports []client.PortMapping
 	for _, pm := range cfg.GetPortMappings() {
 		if pm.GetHostPort() <= 0 {

@@ -25,7 +25,7 @@ func sandboxInfo(t *testing.T, id string, cfg *runtimeapi.PodSandboxConfig) (cli
 	if err != nil {
 		return client.ContainerInfo{}, err
 	}
-	netOpts, err := sandboxNetworkOpts(cfg)
+	netOpts, err := sandboxNetworkOpts(cfg, "")
 	if err != nil {
 		return client.ContainerInfo{}, err
 	}

@@ -45,7 +45,7 @@ type taskJSON struct {
 func taskCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "task", Aliases: []string{"tasks", "t"}, Short: "Manage tasks (a container's running processes)"}
 	cmd.AddCommand(taskLsCommand(g), taskStartCommand(g), taskAttachCommand(g), taskKillCommand(g), taskPsCommand(g), taskExecCommand(g),
-		taskPauseCommand(g), taskResumeCommand(g), taskMetricsCommand(g), taskRmCommand(g), taskCheckpointCommand(g))
+		taskPauseCommand(g), taskResumeCommand(g), taskMetricsCommand(g), taskRmCommand(g), taskCheckpointCommand(g), taskReopenLogCommand(g))
 	return cmd
 }
 
@@ -351,6 +351,11 @@ func taskPauseCommand(g *globals) *cobra.Command {
 
 func taskResumeCommand(g *globals) *cobra.Command {
 	return taskSimpleCommand(g, "resume", "Thaw a paused task", func(cmd *cobra.Command, t *client.Task) error { return t.Resume(cmd.Context()) })
+}
+
+func taskReopenLogCommand(g *globals) *cobra.Command {
+	return taskSimpleCommand(g, "reopen-log", "Reopen a task's log file at its path, after renaming it away (log rotation)",
+		func(cmd *cobra.Command, t *client.Task) error { return t.ReopenLog(cmd.Context()) })
 }
 
 // contextWithoutCancel is the command's context, not ended by SIGINT or

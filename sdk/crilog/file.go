@@ -16,6 +16,10 @@ import (
 // file: path.N-1 becomes path.N (the oldest, path.MaxFiles-1, is dropped),
 // …, path becomes path.1, and a new path is started. Records are never
 // split across files, so nothing is lost or written twice at a rotation.
+//
+// Whoever rotates the file from outside (the kubelet renames a container's
+// log away, then calls the CRI's ReopenContainerLog) calls Reopen, which
+// starts a new file at path; the File never guesses a rename by itself.
 type File struct {
 	path     string
 	maxSize  int64 // 0: no rotation
@@ -96,6 +100,25 @@ func (l *File) rotate() error {
 		}
 	}
 	return l.open()
+}
+
+// Reopen closes the file and opens path again, creating it: once someone
+// renamed the file away, what follows goes to a new file at path. It
+// holds the writers' lock, so each record is whole in one file or the
+// other, and none is lost (a long line's partial records may fall either
+// side, as at a rotation). When the open fails, writing goes on to the
+// file already open and the error is returned. os.ErrClosed after Close.
+func (l *File) Reopen() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return os.ErrClosed
+	}
+	old := l.f
+	if err := l.open(); err != nil {
+		return fmt.Errorf("reopen log %s: %w", l.path, err)
+	}
+	return old.Close()
 }
 
 // Close closes the file; writes after it fail.

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"context"
+	"io"
 
 	"google.golang.org/grpc"
 
@@ -16,9 +17,16 @@ type Factory func(ctx context.Context, env sdk.Env) (Runtime, error)
 //
 //	func main() { sdk.Serve(runtime.Plugin("runc", version, runc.New)) }
 func Plugin(name, version string, factory Factory) sdk.Definition {
-	return sdk.Define(sdk.KindRuntime, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Runtime, error)) {
+	def := sdk.Define(sdk.KindRuntime, name, version, factory, func(s *grpc.Server, impl func(context.Context) (Runtime, error)) {
 		RegisterServer(s, impl)
 	})
+	def.CapabilitiesOf = func(impl io.Closer) []string {
+		if _, ok := impl.(LogReopener); ok {
+			return []string{CapabilityReopenLog}
+		}
+		return nil
+	}
+	return def
 }
 
 // NewClient returns the Runtime served on conn. Its Close does not close

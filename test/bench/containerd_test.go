@@ -55,6 +55,9 @@ type ctrdOptions struct {
 	privateBin bool
 	// metrics is the metrics address (host:port), "" for none.
 	metrics string
+	// criConfig, when set, turns the CRI plugin on with these TOML
+	// tables (its [plugins."io.containerd.grpc.v1.cri"] settings).
+	criConfig string
 }
 
 // ctrBins finds containerd and ctr, or skips b: `make bench` installs
@@ -98,7 +101,7 @@ func startContainerd(ctx context.Context, opts ctrdOptions) (_ *ctrd, err error)
 		}
 	}
 	disabled := `["io.containerd.grpc.v1.cri"]`
-	if opts.cri {
+	if opts.cri || opts.criConfig != "" {
 		disabled = "[]"
 	}
 	cfg := fmt.Sprintf(`version = 2
@@ -115,6 +118,7 @@ disabled_plugins = %s
 	if opts.metrics != "" {
 		cfg += fmt.Sprintf("[metrics]\n  address = %q\n", opts.metrics)
 	}
+	cfg += opts.criConfig
 	cfgPath := filepath.Join(dir, "config.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err

@@ -26,7 +26,11 @@
 //     containers running, with and without the shims, and PSS per shim;
 //   - BenchmarkFigureSnapshot: Prepare+Commit+Remove through the API,
 //     overlay and native, ms per cycle;
-//   - BenchmarkFigureRun: `run --rm` of busybox `true`, and 20 at once.
+//   - BenchmarkFigureRun: `run --rm` of busybox `true`, and 20 at once;
+//   - BenchmarkFigureCRIRun: a CNI pod with a busybox container made and
+//     started through the CRI, keel-cri vs containerd's CRI plugin: `crictl
+//     runp` + `create` + `start`, and the same three calls through the
+//     CRI's Go client, ms (crictl from test/critools, as critest's).
 //
 // Each benchmark's doc says exactly what is timed or summed on each side.
 // startDaemon* start keeld (daemon), startContainerd containerd (ctrd) on

@@ -9,35 +9,44 @@ import (
 	"testing"
 )
 
-// benchNetwork is keeld's network block in the bridge figure: the default
-// network on a bridge of its own, like ctrCNIConf, with no route or
+// benchNetwork is keeld's network block in the bridge figure.
+var benchNetwork = keelNetwork("keelbench0", "10.231.0.0/24")
+
+// keelNetwork is a keeld network block: the default network on a bridge
+// of its own, like containerd's bridgeConflist, with no route or
 // masquerade out of the machine.
-const benchNetwork = `network {
-  bridge        = "keelbench0"
-  subnet        = "10.231.0.0/24"
+func keelNetwork(bridge, subnet string) string {
+	return fmt.Sprintf(`network {
+  bridge        = %q
+  subnet        = %q
   masquerade    = false
   default_route = false
 }
-`
+`, bridge, subnet)
+}
 
-// ctrCNIConf is the network `ctr run --cni` sets up in the bridge figure:
-// the same plugins as keel's default network (bridge with host-local
-// IPAM, portmap, firewall), on a bridge of its own.
-const ctrCNIConf = `{
+// bridgeConflist is a CNI network of the same plugins as keel's default
+// network (bridge with host-local IPAM, its leases in ipamDir, portmap,
+// firewall) on a bridge of its own, with no masquerade: what containerd
+// gets beside keel (ctrbench in the bridge figure, `ctr run --cni`; ctrdcri
+// for containerd's CRI).
+func bridgeConflist(name, bridge, subnet, ipamDir string) string {
+	return fmt.Sprintf(`{
   "cniVersion": "1.0.0",
-  "name": "ctrbench",
+  "name": %q,
   "plugins": [
-    {"type": "bridge", "bridge": "ctrbench0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.232.0.0/24"}]], "dataDir": %q}},
+    {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false, "hairpinMode": true,
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "dataDir": %q}},
     {"type": "portmap", "capabilities": {"portMappings": true}},
     {"type": "firewall"}
   ]
 }
-`
+`, name, bridge, subnet, ipamDir)
+}
 
 // cniMountNS makes a mount namespace, pinned at a file under dir, where
 // go-cni's fixed paths hold the bench network: /etc/cni/net.d (an overlay
-// over the host's /etc) has ctrCNIConf, /opt/cni/bin is Debian's
+// over the host's /etc) has bridgeConflist's ctrbench, /opt/cni/bin is Debian's
 // /usr/lib/cni, and libcni's cache (/var/lib/cni) lands in an overlay
 // too. ctr has no flag for any of them; the host's /etc, /opt and
 // /var/lib are left as they were. It returns the pin, for nsenter --mount.
@@ -48,7 +57,7 @@ func cniMountNS(dir string) (string, error) {
 		}
 	}
 	conf := filepath.Join(dir, "ctrbench.conflist")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, ctrCNIConf, filepath.Join(dir, "ipam")), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(bridgeConflist("ctrbench", "ctrbench0", "10.232.0.0/24", filepath.Join(dir, "ipam"))), 0o600); err != nil {
 		return "", err
 	}
 	nsDir := filepath.Join(dir, "ns")

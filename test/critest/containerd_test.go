@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/testkit"
+	"github.com/keel-runtime/keel/test/critools"
 )
 
 // settle bounds how long a daemon may take to answer or to stop.
@@ -66,27 +67,8 @@ state = %q
   address = %q
 [plugins."io.containerd.internal.v1.opt"]
   path = %q
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  # This machine may not lower a process's oom_score_adj (runc fails on
-  # the sandbox's -998): keep pods' no lower than containerd's own.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-    runtime_type = "io.containerd.runc.v2"
-  # runc's state under dir too, not in /run/containerd/runc.
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-    Root = %q
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = %q
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc", filepath.Join(dir, "opt"),
-		sandboxImage, filepath.Join(dir, "runc"), net.confDir, hosts)
+%s`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), socket, socket+".ttrpc", filepath.Join(dir, "opt"),
+		critools.ContainerdCRI{SandboxImage: sandboxImage, RuncRoot: filepath.Join(dir, "runc"), CNIConfDir: net.confDir, RegistryConfigPath: hosts}.TOML())
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

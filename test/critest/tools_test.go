@@ -1,82 +1,18 @@
 package critest
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/keel-runtime/keel/test/critools"
 )
 
-// criTools is the cri-tools module critest and crictl are built from, at
-// the pinned version.
-const (
-	criToolsModule  = "sigs.k8s.io/cri-tools"
-	criToolsVersion = "v1.37.0"
-)
+// criToolsVersion is the cri-tools version critest and crictl are built
+// at (package critools, which the benchmarks share).
+const criToolsVersion = critools.Version
 
-// cacheDir holds the built binaries, so that CI builds them once:
-// KEEL_CRITEST_CACHE, or /var/cache/keel-test.
-func cacheDir() string {
-	if d := os.Getenv("KEEL_CRITEST_CACHE"); d != "" {
-		return d
-	}
-	return "/var/cache/keel-test"
-}
+// cacheDir holds the built binaries (critools.CacheDir).
+func cacheDir() string { return critools.CacheDir() }
 
-// criTool returns the path of critest or crictl at criToolsVersion, built
-// from the Go module proxy unless the cache holds it. critest is a test
-// binary (go test -c of cmd/critest, as upstream's Makefile builds it);
-// both are built in the module's own directory, with its go.sum: the
-// checksum database may not list cri-tools, so that one module, and
-// nothing else, is exempt from it (GONOSUMDB).
-func criTool(t testing.TB, name string) string {
-	t.Helper()
-	bin := filepath.Join(cacheDir(), name+"-"+criToolsVersion)
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	env := append(os.Environ(), "GONOSUMDB="+criToolsModule, "GOFLAGS=-mod=readonly", "CGO_ENABLED=0")
-	// Outside any module, so that keel's go.mod plays no part.
-	dl := exec.Command("go", "mod", "download", "-json", criToolsModule+"@"+criToolsVersion)
-	dl.Dir, dl.Env = t.TempDir(), env
-	out, err := dl.Output()
-	if err != nil {
-		t.Fatalf("go mod download %s@%s: %v\n%s", criToolsModule, criToolsVersion, err, stderrOf(err))
-	}
-	var mod struct{ Dir, Error string }
-	if err := json.Unmarshal(out, &mod); err != nil || mod.Dir == "" {
-		t.Fatalf("go mod download %s@%s: %v %s", criToolsModule, criToolsVersion, err, mod.Error)
-	}
-	if err := os.MkdirAll(cacheDir(), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	tmp := fmt.Sprintf("%s.tmp%d", bin, os.Getpid())
-	// The version as upstream's Makefile stamps it (without the v).
-	ldflags := "-X " + criToolsModule + "/pkg/version.Version=" + strings.TrimPrefix(criToolsVersion, "v")
-	args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o", tmp, "./cmd/crictl"}
-	if name == "critest" {
-		args = []string{"test", "-c", "-trimpath", "-ldflags", ldflags, "-o", tmp, "./cmd/critest"}
-	}
-	build := exec.Command("go", args...)
-	build.Dir, build.Env = mod.Dir, env
-	if b, err := build.CombinedOutput(); err != nil {
-		os.Remove(tmp)
-		t.Fatalf("build %s %s: %v\n%s", name, criToolsVersion, err, b)
-	}
-	// Renamed into place whole: a concurrent run sees it built or absent.
-	if err := os.Rename(tmp, bin); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("built %s from %s@%s into %s", name, criToolsModule, criToolsVersion, bin)
-	return bin
-}
-
-func stderrOf(err error) string {
-	if ee, ok := err.(*exec.ExitError); ok {
-		return string(ee.Stderr)
-	}
-	return ""
-}
+// criTool returns the path of critest or crictl at criToolsVersion
+// (critools.Tool).
+func criTool(t testing.TB, name string) string { return critools.Tool(t, name) }

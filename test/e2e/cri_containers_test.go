@@ -12,13 +12,24 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/keel-runtime/keel/sdk/crilog"
 )
+
+// startCRIBusybox starts keeld with keel-cri and pulls the busybox
+// fixture through the CRI: its reference.
+func startCRIBusybox(t *testing.T) (*criKeeld, runtimeapi.RuntimeServiceClient, string) {
+	t.Helper()
+	k := startCRIPodKeeld(t)
+	rs, is := k.criClients(t)
+	ref := k.reg.Host + "/e2e/busybox:v1"
+	if _, err := is.PullImage(t.Context(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		t.Fatal(err)
+	}
+	return k, rs, ref
+}
 
 // criPod runs pod name with its logs in a directory of the test's and
 // returns its id and config.
@@ -210,11 +221,7 @@ func TestCRIContainers(t *testing.T) {
 		}
 	})
 
-	// ReopenContainerLog says it is not served (the shim cannot reopen a
-	// log yet), rather than leave the output in a renamed file.
-	if _, err := rs.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: svc}); status.Code(err) != codes.Unimplemented {
-		t.Errorf("ReopenContainerLog: %v, want Unimplemented", err)
-	}
+	// ReopenContainerLog: cri_reopen_test.go.
 
 	// One that ignores SIGTERM.
 	stubborn := criContainer(t, rs, pod, podCfg, boxConfig(ref, "stubborn", "trap '' TERM; echo ready; while :; do cat /dev/zero >/dev/null; done"))

@@ -23,9 +23,19 @@ import (
 func startCRIPodKeeld(t *testing.T) *criKeeld {
 	t.Helper()
 	k := startCRIKeeld(t, runtimePlugin)
-	// Pods a failed test left are removed before keeld stops (cleanups
-	// run last-in first-out), so no pause process, netns or veth stays.
+	k.removePodsAtCleanup(t)
+	return k
+}
+
+// removePodsAtCleanup removes the pods a failed test left before k's
+// keeld stops (cleanups run last-in first-out: call it again after each
+// start of a keeld), so no pause process, netns or veth stays.
+func (k *criKeeld) removePodsAtCleanup(t *testing.T) {
+	started := k.keeld
 	t.Cleanup(func() {
+		if k.keeld != started {
+			return // a later keeld's cleanup removed them
+		}
 		rs, _ := k.criClients(t)
 		ctx := context.Background()
 		resp, err := rs.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
@@ -39,7 +49,6 @@ func startCRIPodKeeld(t *testing.T) *criKeeld {
 			}
 		}
 	})
-	return k
 }
 
 // podConfig is a pod's config as a kubelet sends it.

@@ -180,17 +180,9 @@ set -x
 
 // readmeBlock is the lines of the first sh code block after heading.
 func readmeBlock(readme, heading string) ([]string, error) {
-	_, rest, ok := strings.Cut(readme, "\n"+heading+"\n")
-	if !ok {
-		return nil, errors.New("README.md has no " + heading)
-	}
-	_, rest, ok = strings.Cut(rest, "```sh\n")
-	if !ok {
-		return nil, errors.New("README.md: no sh block under " + heading)
-	}
-	body, _, ok := strings.Cut(rest, "```")
-	if !ok {
-		return nil, errors.New("README.md: unterminated block under " + heading)
+	body, err := readmeFence(readme, heading, "sh")
+	if err != nil {
+		return nil, err
 	}
 	var lines []string
 	for _, l := range strings.Split(body, "\n") {
@@ -202,6 +194,24 @@ func readmeBlock(readme, heading string) ([]string, error) {
 		return nil, errors.New("README.md: empty block under " + heading)
 	}
 	return lines, nil
+}
+
+// readmeFence is the text of the first code block of language lang after
+// heading.
+func readmeFence(readme, heading, lang string) (string, error) {
+	_, rest, ok := strings.Cut(readme, "\n"+heading+"\n")
+	if !ok {
+		return "", errors.New("README.md has no " + heading)
+	}
+	_, rest, ok = strings.Cut(rest, "```"+lang+"\n")
+	if !ok {
+		return "", errors.New("README.md: no " + lang + " block under " + heading)
+	}
+	body, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		return "", errors.New("README.md: unterminated block under " + heading)
+	}
+	return body, nil
 }
 
 // demoFlow is scripts/demo.sh's flow: its keel, registry and image

@@ -1413,7 +1413,7 @@ const file_keel_v1_tasks_proto_rawDesc = "" +
 	"\x13TASK_STATUS_RUNNING\x10\x02\x12\x17\n" +
 	"\x13TASK_STATUS_STOPPED\x10\x03\x12\x16\n" +
 	"\x12TASK_STATUS_PAUSED\x10\x04\x12\x17\n" +
-	"\x13TASK_STATUS_PAUSING\x10\x052\x95\b\n" +
+	"\x13TASK_STATUS_PAUSING\x10\x052\xd0\b\n" +
 	"\x05Tasks\x12A\n" +
 	"\x06Create\x12\x1a.keel.v1.CreateTaskRequest\x1a\x1b.keel.v1.CreateTaskResponse\x129\n" +
 	"\x05Start\x12\x14.keel.v1.TaskRequest\x1a\x1a.keel.v1.StartTaskResponse\x121\n" +
@@ -1434,7 +1434,8 @@ const file_keel_v1_tasks_proto_rawDesc = "" +
 	"\x04List\x12\x19.keel.v1.ListTasksRequest\x1a\x1a.keel.v1.ListTasksResponse\x12:\n" +
 	"\x06Events\x12\x1a.keel.v1.TaskEventsRequest\x1a\x12.keel.v1.TaskEvent0\x01\x12;\n" +
 	"\n" +
-	"WriteStdin\x12\x13.keel.v1.StdinChunk\x1a\x16.google.protobuf.Empty(\x01B1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
+	"WriteStdin\x12\x13.keel.v1.StdinChunk\x1a\x16.google.protobuf.Empty(\x01\x129\n" +
+	"\tReopenLog\x12\x14.keel.v1.TaskRequest\x1a\x16.google.protobuf.EmptyB1Z/github.com/keel-runtime/keel/api/keel/v1;keelv1b\x06proto3"
 
 var (
 	file_keel_v1_tasks_proto_rawDescOnce sync.Once
@@ -1508,26 +1509,28 @@ var file_keel_v1_tasks_proto_depIdxs = []int32{
 	16, // 27: keel.v1.Tasks.List:input_type -> keel.v1.ListTasksRequest
 	18, // 28: keel.v1.Tasks.Events:input_type -> keel.v1.TaskEventsRequest
 	1,  // 29: keel.v1.Tasks.WriteStdin:input_type -> keel.v1.StdinChunk
-	5,  // 30: keel.v1.Tasks.Create:output_type -> keel.v1.CreateTaskResponse
-	6,  // 31: keel.v1.Tasks.Start:output_type -> keel.v1.StartTaskResponse
-	7,  // 32: keel.v1.Tasks.Delete:output_type -> keel.v1.TaskExit
-	24, // 33: keel.v1.Tasks.Kill:output_type -> google.protobuf.Empty
-	24, // 34: keel.v1.Tasks.Exec:output_type -> google.protobuf.Empty
-	24, // 35: keel.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
-	24, // 36: keel.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
-	24, // 37: keel.v1.Tasks.Pause:output_type -> google.protobuf.Empty
-	24, // 38: keel.v1.Tasks.Resume:output_type -> google.protobuf.Empty
-	11, // 39: keel.v1.Tasks.Pids:output_type -> keel.v1.PidsResponse
-	24, // 40: keel.v1.Tasks.Checkpoint:output_type -> google.protobuf.Empty
-	24, // 41: keel.v1.Tasks.Update:output_type -> google.protobuf.Empty
-	14, // 42: keel.v1.Tasks.Stats:output_type -> keel.v1.TaskStats
-	7,  // 43: keel.v1.Tasks.Wait:output_type -> keel.v1.TaskExit
-	15, // 44: keel.v1.Tasks.Get:output_type -> keel.v1.Task
-	17, // 45: keel.v1.Tasks.List:output_type -> keel.v1.ListTasksResponse
-	19, // 46: keel.v1.Tasks.Events:output_type -> keel.v1.TaskEvent
-	24, // 47: keel.v1.Tasks.WriteStdin:output_type -> google.protobuf.Empty
-	30, // [30:48] is the sub-list for method output_type
-	12, // [12:30] is the sub-list for method input_type
+	2,  // 30: keel.v1.Tasks.ReopenLog:input_type -> keel.v1.TaskRequest
+	5,  // 31: keel.v1.Tasks.Create:output_type -> keel.v1.CreateTaskResponse
+	6,  // 32: keel.v1.Tasks.Start:output_type -> keel.v1.StartTaskResponse
+	7,  // 33: keel.v1.Tasks.Delete:output_type -> keel.v1.TaskExit
+	24, // 34: keel.v1.Tasks.Kill:output_type -> google.protobuf.Empty
+	24, // 35: keel.v1.Tasks.Exec:output_type -> google.protobuf.Empty
+	24, // 36: keel.v1.Tasks.ResizePty:output_type -> google.protobuf.Empty
+	24, // 37: keel.v1.Tasks.CloseIO:output_type -> google.protobuf.Empty
+	24, // 38: keel.v1.Tasks.Pause:output_type -> google.protobuf.Empty
+	24, // 39: keel.v1.Tasks.Resume:output_type -> google.protobuf.Empty
+	11, // 40: keel.v1.Tasks.Pids:output_type -> keel.v1.PidsResponse
+	24, // 41: keel.v1.Tasks.Checkpoint:output_type -> google.protobuf.Empty
+	24, // 42: keel.v1.Tasks.Update:output_type -> google.protobuf.Empty
+	14, // 43: keel.v1.Tasks.Stats:output_type -> keel.v1.TaskStats
+	7,  // 44: keel.v1.Tasks.Wait:output_type -> keel.v1.TaskExit
+	15, // 45: keel.v1.Tasks.Get:output_type -> keel.v1.Task
+	17, // 46: keel.v1.Tasks.List:output_type -> keel.v1.ListTasksResponse
+	19, // 47: keel.v1.Tasks.Events:output_type -> keel.v1.TaskEvent
+	24, // 48: keel.v1.Tasks.WriteStdin:output_type -> google.protobuf.Empty
+	24, // 49: keel.v1.Tasks.ReopenLog:output_type -> google.protobuf.Empty
+	31, // [31:50] is the sub-list for method output_type
+	12, // [12:31] is the sub-list for method input_type
 	12, // [12:12] is the sub-list for extension type_name
 	12, // [12:12] is the sub-list for extension extendee
 	0,  // [0:12] is the sub-list for field type_name

@@ -38,6 +38,7 @@ const (
 	Tasks_List_FullMethodName       = "/keel.v1.Tasks/List"
 	Tasks_Events_FullMethodName     = "/keel.v1.Tasks/Events"
 	Tasks_WriteStdin_FullMethodName = "/keel.v1.Tasks/WriteStdin"
+	Tasks_ReopenLog_FullMethodName  = "/keel.v1.Tasks/ReopenLog"
 )
 
 // TasksClient is the client API for Tasks service.
@@ -79,6 +80,14 @@ type TasksClient interface {
 	// the first chunk names the task. Its end does not close the stdin
 	// (CloseIO does).
 	WriteStdin(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[StdinChunk, emptypb.Empty], error)
+	// ReopenLog closes the file the task's init process logs to
+	// (TaskIO.log) and opens its path again, creating it: the caller renamed
+	// the file away (the kubelet rotating a container's log) and what the
+	// task writes next goes to a new file there, no record lost or split.
+	// FailedPrecondition for a task without a log file or whose output has
+	// ended; InvalidArgument for an exec_id (exec'd processes have no log);
+	// NotImplemented when the runtime lacks the reopen-log capability.
+	ReopenLog(ctx context.Context, in *TaskRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 }
 
 type tasksClient struct {
@@ -281,6 +290,16 @@ func (c *tasksClient) WriteStdin(ctx context.Context, opts ...grpc.CallOption) (
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Tasks_WriteStdinClient = grpc.ClientStreamingClient[StdinChunk, emptypb.Empty]
 
+func (c *tasksClient) ReopenLog(ctx context.Context, in *TaskRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, Tasks_ReopenLog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // TasksServer is the server API for Tasks service.
 // All implementations must embed UnimplementedTasksServer
 // for forward compatibility.
@@ -320,6 +339,14 @@ type TasksServer interface {
 	// the first chunk names the task. Its end does not close the stdin
 	// (CloseIO does).
 	WriteStdin(grpc.ClientStreamingServer[StdinChunk, emptypb.Empty]) error
+	// ReopenLog closes the file the task's init process logs to
+	// (TaskIO.log) and opens its path again, creating it: the caller renamed
+	// the file away (the kubelet rotating a container's log) and what the
+	// task writes next goes to a new file there, no record lost or split.
+	// FailedPrecondition for a task without a log file or whose output has
+	// ended; InvalidArgument for an exec_id (exec'd processes have no log);
+	// NotImplemented when the runtime lacks the reopen-log capability.
+	ReopenLog(context.Context, *TaskRequest) (*emptypb.Empty, error)
 	mustEmbedUnimplementedTasksServer()
 }
 
@@ -383,6 +410,9 @@ func (UnimplementedTasksServer) Events(*TaskEventsRequest, grpc.ServerStreamingS
 }
 func (UnimplementedTasksServer) WriteStdin(grpc.ClientStreamingServer[StdinChunk, emptypb.Empty]) error {
 	return status.Errorf(codes.Unimplemented, "method WriteStdin not implemented")
+}
+func (UnimplementedTasksServer) ReopenLog(context.Context, *TaskRequest) (*emptypb.Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReopenLog not implemented")
 }
 func (UnimplementedTasksServer) mustEmbedUnimplementedTasksServer() {}
 func (UnimplementedTasksServer) testEmbeddedByValue()               {}
@@ -711,6 +741,24 @@ func _Tasks_WriteStdin_Handler(srv interface{}, stream grpc.ServerStream) error 
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Tasks_WriteStdinServer = grpc.ClientStreamingServer[StdinChunk, emptypb.Empty]
 
+func _Tasks_ReopenLog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(TasksServer).ReopenLog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Tasks_ReopenLog_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(TasksServer).ReopenLog(ctx, req.(*TaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Tasks_ServiceDesc is the grpc.ServiceDesc for Tasks service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -781,6 +829,10 @@ var Tasks_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "List",
 			Handler:    _Tasks_List_Handler,
+		},
+		{
+			MethodName: "ReopenLog",
+			Handler:    _Tasks_ReopenLog_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

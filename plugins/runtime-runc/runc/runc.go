@@ -136,8 +136,9 @@ type Runtime struct {
 }
 
 var (
-	_ keelruntime.Runtime = (*Runtime)(nil)
-	_ sdk.Capable         = (*Runtime)(nil)
+	_ keelruntime.Runtime     = (*Runtime)(nil)
+	_ keelruntime.LogReopener = (*Runtime)(nil)
+	_ sdk.Capable             = (*Runtime)(nil)
 )
 
 // task is the plugin's handle on a task's shim.
@@ -358,7 +359,8 @@ func (r *Runtime) sweep() {
 	}
 }
 
-// Capabilities: cri-log (the shims write CRI logs), and checkpoint when
+// Capabilities: cri-log (the shims write CRI logs; reopen-log, which the
+// sdk finds on the type, reopens one), and checkpoint when
 // CRIU works here (`criu check` passes; it does not on kernels newer than
 // the CRIU release knows, e.g. Debian 12's CRIU 3.17 on 6.x kernels:
 // "vdso: Unexpected rt vDSO area bounds"). Checkpoint is tried either
@@ -1099,6 +1101,11 @@ func (r *Runtime) ResizePty(ctx context.Context, id, execID string, width, heigh
 
 func (r *Runtime) CloseIO(ctx context.Context, id, execID string) error {
 	return r.call(ctx, id, "CloseIO", shim.ProcessRequest{ExecID: execID}, &shim.Empty{})
+}
+
+// ReopenLog has the task's shim reopen its CRI log (see shim's ReopenLog).
+func (r *Runtime) ReopenLog(ctx context.Context, id string) error {
+	return r.call(ctx, id, "ReopenLog", shim.Empty{}, &shim.Empty{})
 }
 
 func (r *Runtime) Pause(ctx context.Context, id string) error {

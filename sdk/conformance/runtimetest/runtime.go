@@ -34,7 +34,16 @@ type stoppingRuntime struct {
 	stop func() error
 }
 
-var _ keelruntime.Runtime = (*stoppingRuntime)(nil)
+var (
+	_ keelruntime.Runtime     = (*stoppingRuntime)(nil)
+	_ keelruntime.LogReopener = (*stoppingRuntime)(nil)
+)
+
+// ReopenLog reaches the client's (every sdk client has it; the plugin
+// answers NotImplemented when it has not).
+func (r *stoppingRuntime) ReopenLog(ctx context.Context, id string) error {
+	return keelruntime.ReopenLog(ctx, r.Runtime, id)
+}
 
 func (r *stoppingRuntime) Close() error {
 	err := r.Runtime.Close()

@@ -665,6 +665,7 @@ func runtimeTaskCases() []taskCase {
 				t.Errorf("state: %+v, %v; want the log path reported", st.IO, err)
 			}
 		}},
+		reopenLogCase,
 		{Name: "CheckpointRestore", Needs: []string{keelruntime.CapabilityCheckpoint}, Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "cr", "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done")

@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 
+	errdefs "github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/keel-runtime/keel/sdk/crilog"
@@ -72,6 +73,29 @@ func (l *logCopies) copyFrom(stream string, r io.Reader, c io.Closer, to string)
 		}
 	}()
 	return nil
+}
+
+// ReopenLog closes the init process's CRI log and opens its path again,
+// creating it: the kubelet renamed the file away (its log rotation) and
+// what follows goes to a new file at the path (crilog.File.Reopen).
+// FailedPrecondition for a task without a log, or whose output has ended
+// (the log is closed once the process and its children stopped writing).
+// Exec'd processes have no log of their own.
+func (s *Service) ReopenLog(_ Empty, _ *Empty) error {
+	s.mu.Lock()
+	p, err := s.proc("")
+	s.mu.Unlock()
+	if err != nil {
+		return wireError(err)
+	}
+	if p.io.log == nil {
+		return wireError(fmt.Errorf("task %q has no log file: %w", s.cfg.ID, errdefs.ErrFailedPrecondition))
+	}
+	err = p.io.log.file.Reopen()
+	if errors.Is(err, os.ErrClosed) {
+		err = fmt.Errorf("task %q: its output has ended, the log is closed: %w", s.cfg.ID, errdefs.ErrFailedPrecondition)
+	}
+	return wireError(err)
 }
 
 // wait closes the log once every copy has ended, then done.

@@ -65,6 +65,7 @@ func (s *Service) methods() map[string]method {
 		ServiceName + ".State":      handle(s.State),
 		ServiceName + ".Events":     handle(s.Events),
 		ServiceName + ".Shutdown":   handle(s.Shutdown),
+		ServiceName + ".ReopenLog":  handle(s.ReopenLog),
 	}
 }
 

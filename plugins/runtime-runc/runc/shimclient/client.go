@@ -57,11 +57,18 @@ func isConnError(err error) bool {
 	return !errors.As(err, &se)
 }
 
+// noMethod starts the error of a shim that lacks the method called (one
+// an older plugin started), as net/rpc's server and the shim's word it.
+const noMethod = "rpc: can't find method "
+
 // fromWire restores the class of an error a shim returned.
 func fromWire(err error) error {
 	var se rpc.ServerError
 	if !errors.As(err, &se) {
 		return err
+	}
+	if m, ok := strings.CutPrefix(string(se), noMethod); ok {
+		return fmt.Errorf("the task's shim has no %s call (an older plugin started it; a new task gets a shim that has): %w", m, errdefs.ErrNotImplemented)
 	}
 	code, msg, ok := strings.Cut(string(se), ":")
 	n, cerr := strconv.Atoi(code)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/rpc"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -95,5 +96,10 @@ func TestOlderShimAdoptable(t *testing.T) {
 	err = c.Call(ctx, "Kill", shim.KillRequest{}, &shim.Empty{})
 	if !errdefs.IsNotFound(err) || err.Error() != `task "t": not found` {
 		t.Errorf("kill: %v, want NotFound", err)
+	}
+	// A call the older shim lacks is NotImplemented, naming it.
+	err = c.Call(ctx, "ReopenLog", shim.Empty{}, &shim.Empty{})
+	if !errdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), "Shim.ReopenLog") {
+		t.Errorf("reopen log on a shim without it: %v, want NotImplemented naming the call", err)
 	}
 }

@@ -1502,7 +1502,7 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\x13TASK_STATUS_RUNNING\x10\x02\x12\x17\n" +
 	"\x13TASK_STATUS_STOPPED\x10\x03\x12\x16\n" +
 	"\x12TASK_STATUS_PAUSED\x10\x04\x12\x17\n" +
-	"\x13TASK_STATUS_PAUSING\x10\x052\x9e\t\n" +
+	"\x13TASK_STATUS_PAUSING\x10\x052\xdf\t\n" +
 	"\aRuntime\x12O\n" +
 	"\x06Create\x12!.keel.plugin.v1.CreateTaskRequest\x1a\".keel.plugin.v1.CreateTaskResponse\x12N\n" +
 	"\x05Start\x12\".keel.plugin.v1.TaskProcessRequest\x1a!.keel.plugin.v1.StartTaskResponse\x12H\n" +
@@ -1521,7 +1521,8 @@ const file_keel_plugin_v1_runtime_proto_rawDesc = "" +
 	"\x04Wait\x12\".keel.plugin.v1.TaskProcessRequest\x1a\x1a.keel.plugin.v1.ExitStatus\x12F\n" +
 	"\x05State\x12\".keel.plugin.v1.TaskProcessRequest\x1a\x19.keel.plugin.v1.TaskState\x12@\n" +
 	"\x04List\x12\x15.keel.plugin.v1.Empty\x1a!.keel.plugin.v1.ListTasksResponse\x12<\n" +
-	"\x06Events\x12\x15.keel.plugin.v1.Empty\x1a\x19.keel.plugin.v1.TaskEvent0\x01BIZGgithub.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1;pluginv1b\x06proto3"
+	"\x06Events\x12\x15.keel.plugin.v1.Empty\x1a\x19.keel.plugin.v1.TaskEvent0\x01\x12?\n" +
+	"\tReopenLog\x12\x1b.keel.plugin.v1.TaskRequest\x1a\x15.keel.plugin.v1.EmptyBIZGgithub.com/keel-runtime/keel/sdk/internal/proto/keel/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_keel_plugin_v1_runtime_proto_rawDescOnce sync.Once
@@ -1588,25 +1589,27 @@ var file_keel_plugin_v1_runtime_proto_depIdxs = []int32{
 	5,  // 22: keel.plugin.v1.Runtime.State:input_type -> keel.plugin.v1.TaskProcessRequest
 	22, // 23: keel.plugin.v1.Runtime.List:input_type -> keel.plugin.v1.Empty
 	22, // 24: keel.plugin.v1.Runtime.Events:input_type -> keel.plugin.v1.Empty
-	3,  // 25: keel.plugin.v1.Runtime.Create:output_type -> keel.plugin.v1.CreateTaskResponse
-	6,  // 26: keel.plugin.v1.Runtime.Start:output_type -> keel.plugin.v1.StartTaskResponse
-	7,  // 27: keel.plugin.v1.Runtime.Delete:output_type -> keel.plugin.v1.ExitStatus
-	22, // 28: keel.plugin.v1.Runtime.Kill:output_type -> keel.plugin.v1.Empty
-	22, // 29: keel.plugin.v1.Runtime.Exec:output_type -> keel.plugin.v1.Empty
-	22, // 30: keel.plugin.v1.Runtime.ResizePty:output_type -> keel.plugin.v1.Empty
-	22, // 31: keel.plugin.v1.Runtime.CloseIO:output_type -> keel.plugin.v1.Empty
-	22, // 32: keel.plugin.v1.Runtime.Pause:output_type -> keel.plugin.v1.Empty
-	22, // 33: keel.plugin.v1.Runtime.Resume:output_type -> keel.plugin.v1.Empty
-	13, // 34: keel.plugin.v1.Runtime.Pids:output_type -> keel.plugin.v1.PidsResponse
-	22, // 35: keel.plugin.v1.Runtime.Checkpoint:output_type -> keel.plugin.v1.Empty
-	22, // 36: keel.plugin.v1.Runtime.Update:output_type -> keel.plugin.v1.Empty
-	16, // 37: keel.plugin.v1.Runtime.Stats:output_type -> keel.plugin.v1.StatsResponse
-	7,  // 38: keel.plugin.v1.Runtime.Wait:output_type -> keel.plugin.v1.ExitStatus
-	17, // 39: keel.plugin.v1.Runtime.State:output_type -> keel.plugin.v1.TaskState
-	18, // 40: keel.plugin.v1.Runtime.List:output_type -> keel.plugin.v1.ListTasksResponse
-	19, // 41: keel.plugin.v1.Runtime.Events:output_type -> keel.plugin.v1.TaskEvent
-	25, // [25:42] is the sub-list for method output_type
-	8,  // [8:25] is the sub-list for method input_type
+	4,  // 25: keel.plugin.v1.Runtime.ReopenLog:input_type -> keel.plugin.v1.TaskRequest
+	3,  // 26: keel.plugin.v1.Runtime.Create:output_type -> keel.plugin.v1.CreateTaskResponse
+	6,  // 27: keel.plugin.v1.Runtime.Start:output_type -> keel.plugin.v1.StartTaskResponse
+	7,  // 28: keel.plugin.v1.Runtime.Delete:output_type -> keel.plugin.v1.ExitStatus
+	22, // 29: keel.plugin.v1.Runtime.Kill:output_type -> keel.plugin.v1.Empty
+	22, // 30: keel.plugin.v1.Runtime.Exec:output_type -> keel.plugin.v1.Empty
+	22, // 31: keel.plugin.v1.Runtime.ResizePty:output_type -> keel.plugin.v1.Empty
+	22, // 32: keel.plugin.v1.Runtime.CloseIO:output_type -> keel.plugin.v1.Empty
+	22, // 33: keel.plugin.v1.Runtime.Pause:output_type -> keel.plugin.v1.Empty
+	22, // 34: keel.plugin.v1.Runtime.Resume:output_type -> keel.plugin.v1.Empty
+	13, // 35: keel.plugin.v1.Runtime.Pids:output_type -> keel.plugin.v1.PidsResponse
+	22, // 36: keel.plugin.v1.Runtime.Checkpoint:output_type -> keel.plugin.v1.Empty
+	22, // 37: keel.plugin.v1.Runtime.Update:output_type -> keel.plugin.v1.Empty
+	16, // 38: keel.plugin.v1.Runtime.Stats:output_type -> keel.plugin.v1.StatsResponse
+	7,  // 39: keel.plugin.v1.Runtime.Wait:output_type -> keel.plugin.v1.ExitStatus
+	17, // 40: keel.plugin.v1.Runtime.State:output_type -> keel.plugin.v1.TaskState
+	18, // 41: keel.plugin.v1.Runtime.List:output_type -> keel.plugin.v1.ListTasksResponse
+	19, // 42: keel.plugin.v1.Runtime.Events:output_type -> keel.plugin.v1.TaskEvent
+	22, // 43: keel.plugin.v1.Runtime.ReopenLog:output_type -> keel.plugin.v1.Empty
+	26, // [26:44] is the sub-list for method output_type
+	8,  // [8:26] is the sub-list for method input_type
 	8,  // [8:8] is the sub-list for extension type_name
 	8,  // [8:8] is the sub-list for extension extendee
 	0,  // [0:8] is the sub-list for field type_name

@@ -36,6 +36,7 @@ const (
 	Runtime_State_FullMethodName      = "/keel.plugin.v1.Runtime/State"
 	Runtime_List_FullMethodName       = "/keel.plugin.v1.Runtime/List"
 	Runtime_Events_FullMethodName     = "/keel.plugin.v1.Runtime/Events"
+	Runtime_ReopenLog_FullMethodName  = "/keel.plugin.v1.Runtime/ReopenLog"
 )
 
 // RuntimeClient is the client API for Runtime service.
@@ -64,6 +65,9 @@ type RuntimeClient interface {
 	List(ctx context.Context, in *Empty, opts ...grpc.CallOption) (*ListTasksResponse, error)
 	// Events streams task events in order; keeld subscribes once per plugin process.
 	Events(ctx context.Context, in *Empty, opts ...grpc.CallOption) (grpc.ServerStreamingClient[TaskEvent], error)
+	// ReopenLog closes the task's log file and opens its path again (the
+	// caller renamed it away); runtimes announcing "reopen-log" serve it.
+	ReopenLog(ctx context.Context, in *TaskRequest, opts ...grpc.CallOption) (*Empty, error)
 }
 
 type runtimeClient struct {
@@ -253,6 +257,16 @@ func (c *runtimeClient) Events(ctx context.Context, in *Empty, opts ...grpc.Call
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Runtime_EventsClient = grpc.ServerStreamingClient[TaskEvent]
 
+func (c *runtimeClient) ReopenLog(ctx context.Context, in *TaskRequest, opts ...grpc.CallOption) (*Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Empty)
+	err := c.cc.Invoke(ctx, Runtime_ReopenLog_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // RuntimeServer is the server API for Runtime service.
 // All implementations must embed UnimplementedRuntimeServer
 // for forward compatibility.
@@ -279,6 +293,9 @@ type RuntimeServer interface {
 	List(context.Context, *Empty) (*ListTasksResponse, error)
 	// Events streams task events in order; keeld subscribes once per plugin process.
 	Events(*Empty, grpc.ServerStreamingServer[TaskEvent]) error
+	// ReopenLog closes the task's log file and opens its path again (the
+	// caller renamed it away); runtimes announcing "reopen-log" serve it.
+	ReopenLog(context.Context, *TaskRequest) (*Empty, error)
 	mustEmbedUnimplementedRuntimeServer()
 }
 
@@ -339,6 +356,9 @@ func (UnimplementedRuntimeServer) List(context.Context, *Empty) (*ListTasksRespo
 }
 func (UnimplementedRuntimeServer) Events(*Empty, grpc.ServerStreamingServer[TaskEvent]) error {
 	return status.Errorf(codes.Unimplemented, "method Events not implemented")
+}
+func (UnimplementedRuntimeServer) ReopenLog(context.Context, *TaskRequest) (*Empty, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReopenLog not implemented")
 }
 func (UnimplementedRuntimeServer) mustEmbedUnimplementedRuntimeServer() {}
 func (UnimplementedRuntimeServer) testEmbeddedByValue()                 {}
@@ -660,6 +680,24 @@ func _Runtime_Events_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Runtime_EventsServer = grpc.ServerStreamingServer[TaskEvent]
 
+func _Runtime_ReopenLog_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TaskRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RuntimeServer).ReopenLog(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Runtime_ReopenLog_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RuntimeServer).ReopenLog(ctx, req.(*TaskRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Runtime_ServiceDesc is the grpc.ServiceDesc for Runtime service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -730,6 +768,10 @@ var Runtime_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "List",
 			Handler:    _Runtime_List_Handler,
+		},
+		{
+			MethodName: "ReopenLog",
+			Handler:    _Runtime_ReopenLog_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
