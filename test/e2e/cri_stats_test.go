@@ -256,20 +256,6 @@ func TestCRIStats(t *testing.T) {
 	}
 }
 
-// startCRIBusybox starts keeld with keel-cri and runc and pulls busybox
-// through the CRI; it returns the runtime service's client and the
-// image's reference.
-func startCRIBusybox(t *testing.T) (*criKeeld, runtimeapi.RuntimeServiceClient, string) {
-	t.Helper()
-	k := startCRIPodKeeld(t)
-	rs, is := k.criClients(t)
-	ref := k.reg.Host + "/e2e/busybox:v1"
-	if _, err := is.PullImage(t.Context(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
-		t.Fatal(err)
-	}
-	return k, rs, ref
-}
-
 // statIDs are the sorted ids of stats.
 func statIDs[S any](stats []S, id func(S) string) []string {
 	var ids []string
