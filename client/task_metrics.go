@@ -1,6 +1,8 @@
 package client
 
 import (
+	"google.golang.org/protobuf/proto"
+
 	"github.com/keel-runtime/keel/sdk/runtime/cgmetrics"
 )
 
@@ -42,4 +44,11 @@ func (m Metrics) Samples(ns, id string) ([]Sample, error) {
 		out = append(out, Sample{Name: s.Name, Labels: labels, Value: s.Value, Type: typ, Help: s.Help})
 	}
 	return out, nil
+}
+
+// Unmarshal decodes the metrics into the cgroup message they carry:
+// *stats.Metrics of containerd/cgroups/v3's cgroup1/stats on a cgroup v1
+// host, of cgroup2/stats on v2. Callers switch on the type.
+func (m Metrics) Unmarshal() (proto.Message, error) {
+	return cgmetrics.Unmarshal(m.TypeURL, m.Data)
 }

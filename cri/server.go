@@ -12,9 +12,8 @@
 // Served so far: Version, Status, UpdateRuntimeConfig, RuntimeConfig,
 // the pod sandbox calls (sandbox.go), ExecSync and the streaming calls
 // (Exec, Attach, PortForward, through Kubernetes' streaming server:
-// streaming.go), the container calls (container.go) of the
-// RuntimeService, and the whole ImageService. Stats answer
-// Unimplemented, naming the call.
+// streaming.go), the container calls (container.go) and the stats
+// (stats.go) of the RuntimeService, and the whole ImageService.
 package cri
 
 import (
@@ -58,6 +57,8 @@ type Server struct {
 	// until StartStreaming.
 	stream     streaming.Server
 	streamHTTP *http.Server
+	// rates keeps the last cpu samples for usage_nano_cores (stats.go).
+	rates cpuRates
 }
 
 // New returns a server that serves the CRI from keeld through c, whose
@@ -117,7 +118,7 @@ func (s *Server) callError(method string, err error) error {
 	name := method[strings.LastIndexByte(method, '/')+1:]
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented && strings.HasPrefix(st.Message(), "method ") {
 		// The generated stub: a call of a later slice.
-		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox and container calls, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
+		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox, container and stats calls, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
 	}
 	s.logger.Debug("call failed", "method", name, "error", err)
 	return errdefs.ToGRPC(fmt.Errorf("%s: %w", name, err))

@@ -63,21 +63,33 @@ var OOM = &Desc{Name: "container_memory_oom_total", Help: "The number of times a
 // Decode returns the samples of a runtime's Stats, in containerd's order.
 // It refuses a type it does not know.
 func Decode(typeURL string, data []byte) ([]Sample, error) {
+	m, err := Unmarshal(typeURL, data)
+	if err != nil {
+		return nil, err
+	}
+	if m1, ok := m.(*v1.Metrics); ok {
+		return V1(m1), nil
+	}
+	return V2(m.(*v2.Metrics)), nil
+}
+
+// Unmarshal decodes a runtime's Stats into the message typeURL names:
+// *v1.Metrics (containerd/cgroups' cgroup1/stats) or *v2.Metrics
+// (cgroup2/stats). It refuses a type it does not know.
+func Unmarshal(typeURL string, data []byte) (proto.Message, error) {
+	var m proto.Message
 	switch typeURL {
 	case TypeURLV1:
-		var m v1.Metrics
-		if err := proto.Unmarshal(data, &m); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", typeURL, err)
-		}
-		return V1(&m), nil
+		m = &v1.Metrics{}
 	case TypeURLV2:
-		var m v2.Metrics
-		if err := proto.Unmarshal(data, &m); err != nil {
-			return nil, fmt.Errorf("decoding %s: %w", typeURL, err)
-		}
-		return V2(&m), nil
+		m = &v2.Metrics{}
+	default:
+		return nil, fmt.Errorf("unknown metrics type %q", typeURL)
 	}
-	return nil, fmt.Errorf("unknown metrics type %q", typeURL)
+	if err := proto.Unmarshal(data, m); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", typeURL, err)
+	}
+	return m, nil
 }
 
 // V1 returns the samples of cgroup v1 metrics.
