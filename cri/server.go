@@ -12,7 +12,8 @@
 // Served so far: Version, Status, UpdateRuntimeConfig, RuntimeConfig,
 // the pod sandbox calls (sandbox.go), ExecSync and the streaming calls
 // (Exec, Attach, PortForward, through Kubernetes' streaming server:
-// streaming.go), the container calls (container.go) of the
+// streaming.go), the container calls (container.go) and GetContainerEvents
+// (events.go) of the
 // RuntimeService, and the whole ImageService. Stats answer
 // Unimplemented, naming the call.
 package cri
@@ -117,7 +118,7 @@ func (s *Server) callError(method string, err error) error {
 	name := method[strings.LastIndexByte(method, '/')+1:]
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented && strings.HasPrefix(st.Message(), "method ") {
 		// The generated stub: a call of a later slice.
-		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox and container calls, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
+		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox and container calls, GetContainerEvents, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
 	}
 	s.logger.Debug("call failed", "method", name, "error", err)
 	return errdefs.ToGRPC(fmt.Errorf("%s: %w", name, err))
