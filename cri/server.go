@@ -13,8 +13,7 @@
 // the pod sandbox calls (sandbox.go), ExecSync and the streaming calls
 // (Exec, Attach, PortForward, through Kubernetes' streaming server:
 // streaming.go), the container calls (container.go) and GetContainerEvents
-// (events.go) of the
-// RuntimeService, and the whole ImageService. Stats answer
+// (events.go) of the RuntimeService, and the whole ImageService. Stats answer
 // Unimplemented, naming the call.
 package cri
 
