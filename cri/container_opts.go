@@ -28,6 +28,9 @@ const (
 	LabelMounts           = "io.keel.cri/mounts"     // the CRI mounts, as JSON
 	LabelStdin            = "io.keel.cri/stdin"      // "true": keeld holds a stdin for attach
 	LabelStdinOnce        = "io.keel.cri/stdin-once" // "true": the first attach's end closes it
+	// LabelMemoryCgroup is the directory of the memory cgroup the
+	// container's task was started in, where its OOM kills are counted.
+	LabelMemoryCgroup = "io.keel.cri/memory-cgroup"
 
 	annotationContainerType = "io.kubernetes.cri.container-type"
 	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"

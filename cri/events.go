@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"google.golang.org/grpc/metadata"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	keelv1 "github.com/keel-runtime/keel/api/keel/v1"
@@ -42,6 +43,11 @@ func (r *runtimeService) GetContainerEvents(_ *runtimeapi.GetEventsRequest, stre
 		if pod, ok := podOf(ct.ID(), ct.Info().Labels); ok {
 			pods[ct.ID()] = pod
 		}
+	}
+	// The header tells the caller the stream is established: an event
+	// after it arrived is in the stream.
+	if err := stream.SendHeader(metadata.MD{}); err != nil {
+		return err
 	}
 	for ev := range evs {
 		if ev.Missed != nil {

@@ -1,0 +1,127 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/remotecommand"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// TestCRICritestFixes: what critest checks and keel-cri once got wrong,
+// as a kubelet meets it: a container the OOM killer ends reports
+// OOMKilled and 137; attach to an interactive shell (stdin, stdin_once,
+// no tty) echoes a command's output; GetContainerEvents streams a
+// container's created, started, stopped and deleted in order, with its
+// pod's status.
+func TestCRICritestFixes(t *testing.T) {
+	t.Parallel()
+	k := startCRIPodKeeld(t)
+	rs, is := k.criClients(t)
+	ctx := t.Context()
+	ref := k.reg.Host + "/e2e/busybox:v1"
+	if _, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		t.Fatal(err)
+	}
+	pod, podCfg := criPod(t, rs, "fixes")
+
+	t.Run("OOMKilled", func(t *testing.T) {
+		cfg := boxConfig(ref, "oom", "dd if=/dev/zero of=/dev/null bs=20M")
+		cfg.Linux.Resources = &runtimeapi.LinuxContainerResources{MemoryLimitInBytes: 15 << 20, MemorySwapLimitInBytes: 15 << 20}
+		id := criContainer(t, rs, pod, podCfg, cfg)
+		st := waitExited(t, rs, id)
+		if st.Reason != "OOMKilled" || st.ExitCode != 137 {
+			t.Errorf("status: reason %q, exit code %d, message %q; want OOMKilled, 137", st.Reason, st.ExitCode, st.Message)
+		}
+	})
+
+	t.Run("Attach", func(t *testing.T) {
+		// critest's: an interactive shell, stdin kept open for the first
+		// attach, no terminal.
+		cfg := boxConfig(ref, "shell", "")
+		cfg.Command, cfg.Args = []string{"/bin/sh"}, nil
+		cfg.Stdin, cfg.StdinOnce = true, true
+		id := criContainer(t, rs, pod, podCfg, cfg)
+		resp, err := rs.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: id, Stdin: true, Stdout: true, Stderr: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := syncBuffer{until: "hello\n", seen: make(chan struct{})}
+		var errb syncBuffer
+		stdin, typing := io.Pipe()
+		go func() {
+			defer typing.Close()
+			if _, err := typing.Write([]byte("echo hello\n")); err != nil {
+				return
+			}
+			select {
+			case <-out.seen:
+			case <-time.After(settle):
+			}
+		}()
+		// The end of stdin ends the shell (stdin_once), and the attach
+		// with it.
+		err = stream(t, resp.Url, remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Stderr: &errb})
+		if err != nil || out.String() != "hello\n" || errb.String() != "" {
+			t.Errorf("attach: err %v, stdout %q, stderr %q; want stdout \"hello\\n\"", err, out.String(), errb.String())
+		}
+		if st := waitExited(t, rs, id); st.ExitCode != 0 {
+			t.Errorf("the shell's exit at its stdin's end: %d, want 0", st.ExitCode)
+		}
+	})
+
+	t.Run("GetContainerEvents", func(t *testing.T) {
+		events, err := rs.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The stream is established once its headers arrive: an event
+		// after that is in it.
+		if _, err := events.Header(); err != nil {
+			t.Fatal(err)
+		}
+		id := criContainer(t, rs, pod, podCfg, boxConfig(ref, "evented", "exit 0"))
+		waitExited(t, rs, id)
+		if _, err := rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+		want := []runtimeapi.ContainerEventType{
+			runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT,
+			runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT,
+		}
+		var got []runtimeapi.ContainerEventType
+		for len(got) < len(want) {
+			ev, err := events.Recv()
+			if err != nil {
+				t.Fatalf("events after %v: %v", got, err)
+			}
+			if ev.ContainerId != id {
+				continue // the other subtests' containers
+			}
+			got = append(got, ev.ContainerEventType)
+			if ev.PodSandboxStatus.GetId() != pod || ev.PodSandboxStatus.GetState() != runtimeapi.PodSandboxState_SANDBOX_READY || ev.CreatedAt == 0 {
+				t.Errorf("%v: pod status %v, created at %d; want pod %s ready", ev.ContainerEventType, ev.PodSandboxStatus, ev.CreatedAt, pod)
+			}
+			// The container is among its pod's statuses until deleted.
+			listed := slices.ContainsFunc(ev.ContainersStatuses, func(s *runtimeapi.ContainerStatus) bool { return s.Id == id })
+			if listed == (ev.ContainerEventType == runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT) {
+				t.Errorf("%v: container statuses %v", ev.ContainerEventType, statusIDs(ev.ContainersStatuses))
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("events %v, want %v", got, want)
+		}
+	})
+}
+
+func statusIDs(sts []*runtimeapi.ContainerStatus) string {
+	var out []string
+	for _, s := range sts {
+		out = append(out, fmt.Sprintf("%s(%v)", s.Id, s.State))
+	}
+	return strings.Join(out, ", ")
+}
