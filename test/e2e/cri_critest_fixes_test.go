@@ -45,29 +45,40 @@ func TestCRICritestFixes(t *testing.T) {
 		cfg := boxConfig(ref, "shell", "")
 		cfg.Command, cfg.Args = []string{"/bin/sh"}, nil
 		cfg.Stdin, cfg.StdinOnce = true, true
+		cfg.LogPath = "" // critest's has none: keeld keeps the output
 		id := criContainer(t, rs, pod, podCfg, cfg)
 		resp, err := rs.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: id, Stdin: true, Stdout: true, Stderr: true})
 		if err != nil {
 			t.Fatal(err)
 		}
-		out := syncBuffer{until: "hello\n", seen: make(chan struct{})}
+		// `echo -n`: output with no newline after it must reach the
+		// attach while the shell waits for more.
+		out := syncBuffer{until: "hello", seen: make(chan struct{})}
 		var errb syncBuffer
 		stdin, typing := io.Pipe()
+		seenLive := make(chan bool, 1)
 		go func() {
 			defer typing.Close()
-			if _, err := typing.Write([]byte("echo hello\n")); err != nil {
+			if _, err := typing.Write([]byte("echo -n hello\n")); err != nil {
+				seenLive <- false
 				return
 			}
+			// Stdin stays open until the output is seen (or not).
 			select {
 			case <-out.seen:
+				seenLive <- true
 			case <-time.After(settle):
+				seenLive <- false
 			}
 		}()
 		// The end of stdin ends the shell (stdin_once), and the attach
 		// with it.
 		err = stream(t, resp.Url, remotecommand.StreamOptions{Stdin: stdin, Stdout: &out, Stderr: &errb})
-		if err != nil || out.String() != "hello\n" || errb.String() != "" {
-			t.Errorf("attach: err %v, stdout %q, stderr %q; want stdout \"hello\\n\"", err, out.String(), errb.String())
+		if err != nil || out.String() != "hello" || errb.String() != "" {
+			t.Errorf("attach: err %v, stdout %q, stderr %q; want stdout \"hello\"", err, out.String(), errb.String())
+		}
+		if !<-seenLive {
+			t.Errorf("the output reached the attach only when the shell ended")
 		}
 		if st := waitExited(t, rs, id); st.ExitCode != 0 {
 			t.Errorf("the shell's exit at its stdin's end: %d, want 0", st.ExitCode)
