@@ -142,6 +142,9 @@ func (r *runtimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 		opts = append(opts, client.WithRuntime(h, nil))
 	}
 	if _, err := r.s.c.NewContainer(ctx, id, opts...); err != nil {
+		if rerr := r.removeImageVolumes(context.WithoutCancel(ctx), id); rerr != nil {
+			r.s.logger.Warn("container not created: its image volumes stay", "id", id, "error", rerr)
+		}
 		return nil, err
 	}
 	r.s.logger.Info("container created", "id", id, "pod", sb.ID(), "name", md.GetName())
@@ -193,6 +196,13 @@ func (r *runtimeService) containerSpecOpts(ctx context.Context, id string, sb *c
 	opts = append(opts, podNamespaces(sbSpec, pid, sc.GetNamespaceOptions().GetPid(), targetPid)...)
 	if p := sbSpec.Linux.CgroupsPath; p != "" {
 		opts = append(opts, withCgroupsPath(filepath.Join(filepath.Dir(p), id)))
+	}
+	if vols := imageVolumes(imgCfg.Config.Volumes, cfg.GetMounts()); len(vols) > 0 {
+		dir, err := r.s.volumesDir(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, withImageVolumes(filepath.Join(dir, id), vols))
 	}
 	mounts, err := withCRIMounts(cfg.GetMounts())
 	if err != nil {
@@ -372,6 +382,9 @@ func (r *runtimeService) RemoveContainer(ctx context.Context, req *runtimeapi.Re
 		}
 	}
 	if err := ct.Delete(ctx, client.WithForce); err != nil && !errdefs.IsNotFound(err) {
+		return nil, err
+	}
+	if err := r.removeImageVolumes(ctx, ct.ID()); err != nil {
 		return nil, err
 	}
 	r.s.logger.Info("container removed", "id", ct.ID())

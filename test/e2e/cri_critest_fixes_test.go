@@ -3,6 +3,9 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -10,6 +13,8 @@ import (
 
 	"k8s.io/client-go/tools/remotecommand"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/keel-runtime/keel/sdk/fixture/registry"
 )
 
 // TestCRICritestFixes: what critest checks and keel-cri once got wrong,
@@ -17,7 +22,8 @@ import (
 // OOMKilled and 137; attach to an interactive shell (stdin, stdin_once,
 // no tty) echoes a command's output; GetContainerEvents streams a
 // container's created, started, stopped and deleted in order, with its
-// pod's status.
+// pod's status; an image's VOLUME gets a directory of the container's,
+// holding the image's content there, removed with the container.
 func TestCRICritestFixes(t *testing.T) {
 	t.Parallel()
 	k := startCRIPodKeeld(t)
@@ -82,6 +88,60 @@ func TestCRICritestFixes(t *testing.T) {
 		}
 		if st := waitExited(t, rs, id); st.ExitCode != 0 {
 			t.Errorf("the shell's exit at its stdin's end: %d, want 0", st.ExitCode)
+		}
+	})
+
+	t.Run("ImageVolume", func(t *testing.T) {
+		img, err := registry.BuildImage(registry.ImageOptions{
+			Arch: runtime.GOARCH, Files: map[string]string{"data/seed": "from the image\n"}, Volumes: []string{"/data", "/empty"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := k.reg.PushImage(ctx, "e2e/volumes", "v1", img); err != nil {
+			t.Fatal(err)
+		}
+		vref := k.reg.Host + "/e2e/volumes:v1"
+		if _, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: vref}}); err != nil {
+			t.Fatal(err)
+		}
+		// Two containers of the image: each has volumes of its own, the
+		// image's content in them, writable, not the image's snapshot.
+		script := `cat /data/seed; echo $1 > /data/mine; ls /empty | wc -l; grep -c " /data " /proc/mounts; touch /empty/x; sleep 3600`
+		var ids []string
+		for _, name := range []string{"vol-a", "vol-b"} {
+			cfg := boxConfig(vref, name, script)
+			cfg.Args = append(cfg.Args, "sh", name)
+			id := criContainer(t, rs, pod, podCfg, cfg)
+			ids = append(ids, id)
+			want := []string{"stdout F from the image", "stdout F 0", "stdout F 1"}
+			path := filepath.Join(podCfg.LogDirectory, name, "0.log")
+			eventually(t, settle, name+"'s output", func() error {
+				if got := logLines(t, path); !slices.Equal(got, want) {
+					return fmt.Errorf("log %q, want %q", got, want)
+				}
+				return nil
+			})
+		}
+		info := k.client(t, "k8s.io")
+		kinfo, err := info.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(kinfo.Root, "cri", "volumes", "k8s.io")
+		for i, id := range ids {
+			got, err := os.ReadFile(filepath.Join(dir, id, "0", "mine"))
+			if want := []string{"vol-a", "vol-b"}[i] + "\n"; err != nil || string(got) != want {
+				t.Errorf("container %s's /data/mine on the host: %q, %v; want %q", id, got, err, want)
+			}
+		}
+		for _, id := range ids {
+			if _, err := rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(filepath.Join(dir, id)); !os.IsNotExist(err) {
+				t.Errorf("container %s removed, its volumes: %v", id, err)
+			}
 		}
 	})
 
