@@ -107,3 +107,40 @@ func (r *runtimeService) removeImageVolumes(ctx context.Context, id string) erro
 	}
 	return nil
 }
+
+// SweepImageVolumes removes the image volumes of containers that are gone
+// (removed while keel-cri was down, or by another client of keeld) and
+// returns their ids. Called before the server serves: no container is
+// being made meanwhile.
+func (s *Server) SweepImageVolumes(ctx context.Context) ([]string, error) {
+	dir, err := s.volumesDir(ctx)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	all, err := s.c.Containers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	live := map[string]bool{}
+	for _, ct := range all {
+		live[ct.ID()] = true
+	}
+	var removed []string
+	for _, e := range entries {
+		if live[e.Name()] {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return removed, err
+		}
+		removed = append(removed, e.Name())
+	}
+	return removed, nil
+}

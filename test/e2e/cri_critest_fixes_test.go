@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -135,13 +136,21 @@ func TestCRICritestFixes(t *testing.T) {
 				t.Errorf("container %s's /data/mine on the host: %q, %v; want %q", id, got, err, want)
 			}
 		}
-		for _, id := range ids {
-			if _, err := rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := os.Stat(filepath.Join(dir, id)); !os.IsNotExist(err) {
-				t.Errorf("container %s removed, its volumes: %v", id, err)
-			}
+		if _, err := rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ids[0]}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, ids[0])); !os.IsNotExist(err) {
+			t.Errorf("container %s removed, its volumes: %v", ids[0], err)
+		}
+		// Removed behind keel-cri's back: its next start sweeps the
+		// volumes of containers that are gone.
+		k.ok("-n", "k8s.io", "container", "rm", "--force", ids[1])
+		if err := syscall.Kill(k.waitCRI(0), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		k.waitCRI(1)
+		if _, err := os.Stat(filepath.Join(dir, ids[1])); !os.IsNotExist(err) {
+			t.Errorf("container %s removed with keel, keel-cri restarted: its volumes: %v", ids[1], err)
 		}
 	})
 
@@ -155,11 +164,10 @@ func TestCRICritestFixes(t *testing.T) {
 		if _, err := events.Header(); err != nil {
 			t.Fatal(err)
 		}
+		// The statuses are read as each event is sent: the container is
+		// removed once its stop was received, so it is among them until
+		// its delete.
 		id := criContainer(t, rs, pod, podCfg, boxConfig(ref, "evented", "exit 0"))
-		waitExited(t, rs, id)
-		if _, err := rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
-			t.Fatal(err)
-		}
 		want := []runtimeapi.ContainerEventType{
 			runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT,
 			runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT,
@@ -174,10 +182,14 @@ func TestCRICritestFixes(t *testing.T) {
 				continue // the other subtests' containers
 			}
 			got = append(got, ev.ContainerEventType)
+			if ev.ContainerEventType == runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT {
+				if _, err := rs.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if ev.PodSandboxStatus.GetId() != pod || ev.PodSandboxStatus.GetState() != runtimeapi.PodSandboxState_SANDBOX_READY || ev.CreatedAt == 0 {
 				t.Errorf("%v: pod status %v, created at %d; want pod %s ready", ev.ContainerEventType, ev.PodSandboxStatus, ev.CreatedAt, pod)
 			}
-			// The container is among its pod's statuses until deleted.
 			listed := slices.ContainsFunc(ev.ContainersStatuses, func(s *runtimeapi.ContainerStatus) bool { return s.Id == id })
 			if listed == (ev.ContainerEventType == runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT) {
 				t.Errorf("%v: container statuses %v", ev.ContainerEventType, statusIDs(ev.ContainersStatuses))
