@@ -117,13 +117,8 @@ func logLines(t *testing.T, path string) []string {
 // remove.
 func TestCRIContainers(t *testing.T) {
 	t.Parallel()
-	k := startCRIPodKeeld(t)
-	rs, is := k.criClients(t)
+	k, rs, _, ref := startCRIBusybox(t)
 	ctx := t.Context()
-	ref := k.reg.Host + "/e2e/busybox:v1"
-	if _, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
-		t.Fatal(err)
-	}
 	pod, podCfg := criPod(t, rs, "app")
 	podSt, podPause := podStatus(t, rs, pod)
 

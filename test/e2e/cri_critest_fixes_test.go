@@ -27,13 +27,8 @@ import (
 // holding the image's content there, removed with the container.
 func TestCRICritestFixes(t *testing.T) {
 	t.Parallel()
-	k := startCRIPodKeeld(t)
-	rs, is := k.criClients(t)
+	k, rs, is, ref := startCRIBusybox(t)
 	ctx := t.Context()
-	ref := k.reg.Host + "/e2e/busybox:v1"
-	if _, err := is.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
-		t.Fatal(err)
-	}
 	pod, podCfg := criPod(t, rs, "fixes")
 
 	t.Run("OOMKilled", func(t *testing.T) {
@@ -207,4 +202,17 @@ func statusIDs(sts []*runtimeapi.ContainerStatus) string {
 		out = append(out, fmt.Sprintf("%s(%v)", s.Id, s.State))
 	}
 	return strings.Join(out, ", ")
+}
+
+// startCRIBusybox is startCRIPodKeeld with the fixture's busybox pulled
+// through the CRI: keeld, the CRI's clients and the image's reference.
+func startCRIBusybox(t *testing.T) (*criKeeld, runtimeapi.RuntimeServiceClient, runtimeapi.ImageServiceClient, string) {
+	t.Helper()
+	k := startCRIPodKeeld(t)
+	rs, is := k.criClients(t)
+	ref := k.reg.Host + "/e2e/busybox:v1"
+	if _, err := is.PullImage(t.Context(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
+		t.Fatal(err)
+	}
+	return k, rs, is, ref
 }
