@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/cgroups/v3"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -141,6 +142,9 @@ func (r *runtimeService) CreateContainer(ctx context.Context, req *runtimeapi.Cr
 		opts = append(opts, client.WithRuntime(h, nil))
 	}
 	if _, err := r.s.c.NewContainer(ctx, id, opts...); err != nil {
+		if rerr := r.removeImageVolumes(context.WithoutCancel(ctx), id); rerr != nil {
+			r.s.logger.Warn("container not created: its image volumes stay", "id", id, "error", rerr)
+		}
 		return nil, err
 	}
 	r.s.logger.Info("container created", "id", id, "pod", sb.ID(), "name", md.GetName())
@@ -192,6 +196,13 @@ func (r *runtimeService) containerSpecOpts(ctx context.Context, id string, sb *c
 	opts = append(opts, podNamespaces(sbSpec, pid, sc.GetNamespaceOptions().GetPid(), targetPid)...)
 	if p := sbSpec.Linux.CgroupsPath; p != "" {
 		opts = append(opts, withCgroupsPath(filepath.Join(filepath.Dir(p), id)))
+	}
+	if vols := imageVolumes(imgCfg.Config.Volumes, cfg.GetMounts()); len(vols) > 0 {
+		dir, err := r.s.volumesDir(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, withImageVolumes(filepath.Join(dir, id), vols))
 	}
 	mounts, err := withCRIMounts(cfg.GetMounts())
 	if err != nil {
@@ -253,6 +264,14 @@ func (r *runtimeService) StartContainer(ctx context.Context, req *runtimeapi.Sta
 	if err != nil {
 		return nil, err
 	}
+	labels := map[string]string{}
+	// Read while the created process waits for its start in its cgroup:
+	// after the start it may be gone already (an OOM kill is quick).
+	if dir, err := memoryCgroup(t.Pid()); err == nil {
+		labels[LabelMemoryCgroup] = dir
+	} else {
+		r.s.logger.Warn("container's memory cgroup not found: an OOM kill will not be told", "id", ct.ID(), "error", err)
+	}
 	// Taken before the start, so it is never after the exit.
 	started := time.Now()
 	if err := t.Start(ctx); err != nil {
@@ -261,7 +280,8 @@ func (r *runtimeService) StartContainer(ctx context.Context, req *runtimeapi.Sta
 		t.Delete(bg)
 		return nil, err
 	}
-	if _, err := ct.SetLabels(ctx, map[string]string{LabelStartedAt: strconv.FormatInt(started.UnixNano(), 10)}); err != nil {
+	labels[LabelStartedAt] = strconv.FormatInt(started.UnixNano(), 10)
+	if _, err := ct.SetLabels(ctx, labels); err != nil {
 		return nil, err
 	}
 	r.s.logger.Info("container started", "id", ct.ID(), "pid", t.Pid())
@@ -362,6 +382,9 @@ func (r *runtimeService) RemoveContainer(ctx context.Context, req *runtimeapi.Re
 		}
 	}
 	if err := ct.Delete(ctx, client.WithForce); err != nil && !errdefs.IsNotFound(err) {
+		return nil, err
+	}
+	if err := r.removeImageVolumes(ctx, ct.ID()); err != nil {
 		return nil, err
 	}
 	r.s.logger.Info("container removed", "id", ct.ID())
@@ -540,28 +563,49 @@ func (r *runtimeService) ContainerStatus(ctx context.Context, req *runtimeapi.Co
 }
 
 // oomKilled: whether the kernel's OOM killer ended the container; read
-// from its cgroup while it is still there: memory.events (v2) or the
-// memory controller's memory.oom_control (v1), whose oom_kill counts.
+// from its memory cgroup, which stays until its task is deleted:
+// memory.events (v2) or memory.oom_control (v1), whose oom_kill counts.
+// The cgroup is the one its process was in (LabelMemoryCgroup), else
+// the one its spec names.
 func oomKilled(info client.ContainerInfo) bool {
-	p := info.Spec.Linux.CgroupsPath
-	if p == "" {
-		return false
+	dirs := []string{info.Labels[LabelMemoryCgroup]}
+	if p := info.Spec.Linux.CgroupsPath; p != "" && dirs[0] == "" {
+		dirs = []string{filepath.Join("/sys/fs/cgroup", p), filepath.Join("/sys/fs/cgroup/memory", p)}
 	}
-	for _, file := range []string{
-		filepath.Join("/sys/fs/cgroup", p, "memory.events"),
-		filepath.Join("/sys/fs/cgroup/memory", p, "memory.oom_control"),
-	} {
-		b, err := os.ReadFile(file)
-		if err != nil {
+	for _, dir := range dirs {
+		if dir == "" {
 			continue
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
-				return true
+		for _, file := range []string{"memory.events", "memory.oom_control"} {
+			b, err := os.ReadFile(filepath.Join(dir, file))
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(b), "\n") {
+				if f := strings.Fields(line); len(f) == 2 && f[0] == "oom_kill" && f[1] != "0" {
+					return true
+				}
 			}
 		}
 	}
 	return false
+}
+
+// memoryCgroup is the directory of the memory cgroup process pid is in:
+// in the memory hierarchy on cgroup v1, the unified one on v2, wherever
+// the runtime put it.
+func memoryCgroup(pid uint32) (string, error) {
+	paths, unified, err := cgroups.ParseCgroupFileUnified(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		return "", err
+	}
+	if cgroups.Mode() == cgroups.Unified {
+		return filepath.Join("/sys/fs/cgroup", unified), nil
+	}
+	if p, ok := paths["memory"]; ok {
+		return filepath.Join("/sys/fs/cgroup/memory", p), nil
+	}
+	return "", fmt.Errorf("process %d is in no memory cgroup", pid)
 }
 
 func (r *runtimeService) UpdateContainerResources(ctx context.Context, req *runtimeapi.UpdateContainerResourcesRequest) (*runtimeapi.UpdateContainerResourcesResponse, error) {

@@ -28,6 +28,9 @@ const (
 	LabelMounts           = "io.keel.cri/mounts"     // the CRI mounts, as JSON
 	LabelStdin            = "io.keel.cri/stdin"      // "true": keeld holds a stdin for attach
 	LabelStdinOnce        = "io.keel.cri/stdin-once" // "true": the first attach's end closes it
+	// LabelMemoryCgroup is the directory of the memory cgroup the
+	// container's task was started in, where its OOM kills are counted.
+	LabelMemoryCgroup = "io.keel.cri/memory-cgroup"
 
 	annotationContainerType = "io.kubernetes.cri.container-type"
 	annotationSandboxID     = "io.kubernetes.cri.sandbox-id"
@@ -104,11 +107,14 @@ func podNamespaces(sbSpec *specs.Spec, pid uint32, mode runtimeapi.NamespaceMode
 func withCRIMounts(mounts []*runtimeapi.Mount) (oci.SpecOpt, error) {
 	var out []specs.Mount
 	for _, m := range mounts {
+		// An image volume has no host path: said before the path check,
+		// so the caller learns the feature is missing, not that its
+		// mount is wrong.
+		if m.GetImage() != nil && m.GetImage().GetImage() != "" {
+			return nil, fmt.Errorf("mount %s: image volumes (a mount of image %s) are not supported: %w", m.GetContainerPath(), m.GetImage().GetImage(), errdefs.ErrNotImplemented)
+		}
 		if !filepath.IsAbs(m.GetContainerPath()) || !filepath.IsAbs(m.GetHostPath()) {
 			return nil, fmt.Errorf("mount %s:%s: paths must be absolute: %w", m.GetHostPath(), m.GetContainerPath(), errdefs.ErrInvalidArgument)
-		}
-		if m.GetImage() != nil && m.GetImage().GetImage() != "" {
-			return nil, fmt.Errorf("mount %s: image volumes are not supported: %w", m.GetContainerPath(), errdefs.ErrNotImplemented)
 		}
 		if _, err := os.Stat(m.GetHostPath()); os.IsNotExist(err) {
 			if err := os.MkdirAll(m.GetHostPath(), 0o755); err != nil {

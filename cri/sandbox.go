@@ -233,6 +233,9 @@ func (r *runtimeService) RemovePodSandbox(ctx context.Context, req *runtimeapi.R
 		if err := ct.Delete(ctx, client.WithForce); err != nil && !errdefs.IsNotFound(err) {
 			return nil, fmt.Errorf("remove %s: %w", ct.ID(), err)
 		}
+		if err := r.removeImageVolumes(ctx, ct.ID()); err != nil {
+			return nil, err
+		}
 	}
 	r.s.logger.Info("pod sandbox removed", "id", sb.ID())
 	return &runtimeapi.RemovePodSandboxResponse{}, nil

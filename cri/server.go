@@ -12,8 +12,10 @@
 // Served so far: Version, Status, UpdateRuntimeConfig, RuntimeConfig,
 // the pod sandbox calls (sandbox.go), ExecSync and the streaming calls
 // (Exec, Attach, PortForward, through Kubernetes' streaming server:
-// streaming.go), the container calls (container.go) and the stats
-// (stats.go) of the RuntimeService, and the whole ImageService.
+// streaming.go), the container calls (container.go), the stats (stats.go)
+// and GetContainerEvents (events.go) of the RuntimeService, and the whole
+// ImageService. What is left (the CRI metrics calls, user namespaces)
+// answers Unimplemented, naming the call.
 package cri
 
 import (
@@ -118,7 +120,7 @@ func (s *Server) callError(method string, err error) error {
 	name := method[strings.LastIndexByte(method, '/')+1:]
 	if st, ok := status.FromError(err); ok && st.Code() == codes.Unimplemented && strings.HasPrefix(st.Message(), "method ") {
 		// The generated stub: a call of a later slice.
-		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox, container and stats calls, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
+		return status.Errorf(codes.Unimplemented, "keel-cri: %s is not served yet (keel-cri serves Version, Status, UpdateRuntimeConfig, RuntimeConfig, the pod sandbox, container and stats calls, GetContainerEvents, ExecSync, Exec, Attach, PortForward and the ImageService)", name)
 	}
 	s.logger.Debug("call failed", "method", name, "error", err)
 	return errdefs.ToGRPC(fmt.Errorf("%s: %w", name, err))

@@ -96,6 +96,11 @@ func run(address, keelAddress, streamAddress string, cfg cri.Config, logger hclo
 			logger.Info("sandbox image", "image", img.Name, "digest", img.Target.Digest)
 		}
 	}
+	if removed, err := srv.SweepImageVolumes(ctx); err != nil {
+		logger.Warn("image volumes of removed containers not swept", "error", err)
+	} else if len(removed) > 0 {
+		logger.Info("image volumes of removed containers swept", "containers", removed)
+	}
 	streaming, err := srv.StartStreaming(streamAddress)
 	if err != nil {
 		l.Close()

@@ -117,6 +117,56 @@ func TestCopyKeepsOutputExactly(t *testing.T) {
 	}
 }
 
+// TestCopyWritesWhatWaits: output that is not a whole line and after
+// which the process waits (a prompt, `echo -n hello`) is in the log while
+// the process still runs, as a partial record; the rest of its line
+// follows as another.
+func TestCopyWritesWhatWaits(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	l, err := Open(path, 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- Copy(l, Stdout, r, nil) }()
+	// The copy ends with the write end, on failure too.
+	t.Cleanup(func() { w.Close() })
+	if _, err := w.WriteString("hello"); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing else comes until the record is there.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		recs, err := ReadAll(path)
+		if err == nil && len(recs) == 1 {
+			if !recs[0].Partial || string(recs[0].Content) != "hello" {
+				t.Fatalf("record %+v, want a partial \"hello\"", recs[0])
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no record of \"hello\" while the writer waits: %v, %v", recs, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := w.WriteString(" world\n"); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	recs := readAll(t, path)
+	if len(recs) != 2 || recs[1].Partial || join(recs)[Stdout] != "hello world\n" {
+		t.Errorf("records %+v, want partial \"hello\" then full \" world\"", recs)
+	}
+}
+
 // failWriter fails every write.
 type failWriter struct{}
 

@@ -1,7 +1,7 @@
 package crilog
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -160,31 +160,51 @@ func Files(path string) []string {
 // Copy writes what r gives to l as records of stream, line by line, until
 // r ends, and tees the bytes to tee, when not nil, until a write to it
 // fails (a reader that went away: the log goes on). A line longer than
-// MaxRecord, and a last line without a newline, become partial records.
-// A failed write to the log does not stop the copy (the process must not
-// block on a full pipe): Copy returns the first such error once r ends,
-// or r's error.
+// MaxRecord becomes partial records. So does the end of what a read gave
+// that is not a whole line, when the read did not fill the buffer (the
+// writer paused there: a prompt, `echo -n`): held back for a newline
+// that may never come, it would reach no follower of the log (attach),
+// as conmon does for CRI-O. A failed write to the log does not stop the
+// copy (the process must not block on a full pipe): Copy returns the
+// first such error once r ends, or r's error.
 func Copy(l *File, stream string, r io.Reader, tee io.Writer) error {
-	br := bufio.NewReaderSize(r, MaxRecord)
+	buf := make([]byte, MaxRecord)
 	var logErr error
+	write := func(partial bool, line []byte) {
+		if werr := l.Write(stream, partial, line); werr != nil && logErr == nil {
+			logErr = werr
+		}
+	}
+	// held is the start of a line at buf's start, cut by a read that
+	// filled the buffer: more of it is on its way.
+	held := 0
 	for {
-		line, err := br.ReadSlice('\n')
-		if len(line) > 0 {
-			if tee != nil {
-				if _, werr := tee.Write(line); werr != nil {
-					tee = nil
-				}
-			}
-			partial := line[len(line)-1] != '\n'
-			if !partial {
-				line = line[:len(line)-1]
-			}
-			if werr := l.Write(stream, partial, line); werr != nil && logErr == nil {
-				logErr = werr
+		n, err := r.Read(buf[held:])
+		if n > 0 && tee != nil {
+			if _, werr := tee.Write(buf[held : held+n]); werr != nil {
+				tee = nil
 			}
 		}
+		data := buf[:held+n]
+		full := len(data) == len(buf)
+		for {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				break
+			}
+			write(false, data[:i])
+			data = data[i+1:]
+		}
+		held = 0
 		switch {
-		case err == nil, errors.Is(err, bufio.ErrBufferFull):
+		case len(data) == 0:
+		case full && len(data) < len(buf) && err == nil:
+			held = copy(buf, data)
+		default:
+			write(true, data)
+		}
+		switch {
+		case err == nil:
 		case errors.Is(err, io.EOF):
 			return logErr
 		default:

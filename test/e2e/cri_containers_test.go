@@ -18,19 +18,6 @@ import (
 	"github.com/keel-runtime/keel/sdk/crilog"
 )
 
-// startCRIBusybox starts keeld with keel-cri and pulls the busybox
-// fixture through the CRI: its reference.
-func startCRIBusybox(t *testing.T) (*criKeeld, runtimeapi.RuntimeServiceClient, string) {
-	t.Helper()
-	k := startCRIPodKeeld(t)
-	rs, is := k.criClients(t)
-	ref := k.reg.Host + "/e2e/busybox:v1"
-	if _, err := is.PullImage(t.Context(), &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
-		t.Fatal(err)
-	}
-	return k, rs, ref
-}
-
 // criPod runs pod name with its logs in a directory of the test's and
 // returns its id and config.
 func criPod(t *testing.T, rs runtimeapi.RuntimeServiceClient, name string) (string, *runtimeapi.PodSandboxConfig) {
@@ -128,7 +115,7 @@ func logLines(t *testing.T, path string) []string {
 // remove.
 func TestCRIContainers(t *testing.T) {
 	t.Parallel()
-	k, rs, ref := startCRIBusybox(t)
+	k, rs, _, ref := startCRIBusybox(t)
 	ctx := t.Context()
 	pod, podCfg := criPod(t, rs, "app")
 	podSt, podPause := podStatus(t, rs, pod)

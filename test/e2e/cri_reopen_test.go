@@ -25,7 +25,7 @@ import (
 // last words the container wrote when stopped.
 func TestCRIReopenContainerLog(t *testing.T) {
 	t.Parallel()
-	_, rs, ref := startCRIBusybox(t)
+	_, rs, _, ref := startCRIBusybox(t)
 	ctx := t.Context()
 	pod, podCfg := criPod(t, rs, "rotate")
 

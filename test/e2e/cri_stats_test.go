@@ -24,7 +24,7 @@ import (
 // out; unknown ids are NotFound; crictl stats and statsp print them.
 func TestCRIStats(t *testing.T) {
 	t.Parallel()
-	k, rs, ref := startCRIBusybox(t)
+	k, rs, _, ref := startCRIBusybox(t)
 	ctx := t.Context()
 	pod, podCfg := criPod(t, rs, "stats")
 
