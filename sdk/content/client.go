@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -252,14 +253,21 @@ func (c *client) Writer(ctx context.Context, opts ...WriterOpt) (Writer, error) 
 	if err != nil {
 		return nil, err
 	}
-	// The stream lives until Close; the child context makes sure it ends.
-	ctx, cancel := context.WithCancel(ctx)
-	stream, err := c.c.Write(ctx)
+	// The stream lives until Close, which ends it and waits for the
+	// store's answer: once Close returned, the store has let go of the
+	// ingest (a collection right after finds it free), even when ctx
+	// ended first. A cancelled stream would end at once on this side
+	// only, so ctx's end cuts the stream only after closeGrace, for a
+	// store that does not answer.
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopCut := context.AfterFunc(ctx, func() { time.AfterFunc(closeGrace, cancel) })
+	stream, err := c.c.Write(sctx)
 	if err != nil {
+		stopCut()
 		cancel()
 		return nil, err
 	}
-	w := &writer{stream: stream, cancel: cancel, ref: wo.Ref}
+	w := &writer{stream: stream, cancel: func() { stopCut(); cancel() }, ref: wo.Ref}
 	w.send(&pluginv1.WriteContentRequest{
 		Action:   pluginv1.WriteAction_WRITE_ACTION_STAT,
 		Ref:      wo.Ref,
@@ -268,7 +276,7 @@ func (c *client) Writer(ctx context.Context, opts ...WriterOpt) (Writer, error) 
 		WantPath: c.ingestRoot != "",
 	})
 	if err := w.flush(); err != nil {
-		cancel()
+		w.cancel()
 		return nil, err
 	}
 	w.offset = w.status.Offset
@@ -281,6 +289,10 @@ func (c *client) Writer(ctx context.Context, opts ...WriterOpt) (Writer, error) 
 	}
 	return w, nil
 }
+
+// closeGrace is how long a writer whose context ended still waits for
+// the store to end its stream.
+const closeGrace = 30 * time.Second
 
 // writer is an ingest held through one Write stream. With an ingest file
 // (WithIngestFiles), bytes go into the file and the stream carries only

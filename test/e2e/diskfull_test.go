@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,7 +94,7 @@ func TestDiskFull(t *testing.T) {
 		k.checkAfterCrash(t, "", "after "+what)
 		k.ok("gc", "--ingests")
 		if after := usedOutsideDB(t); after > empty+1<<20 {
-			t.Errorf("after %s and gc: %d KiB used, %d KiB before", what, after>>10, empty>>10)
+			t.Errorf("after %s and gc: %d KiB used, %d KiB before; what holds it:\n%s", what, after>>10, empty>>10, spaceHolders(l.Dir))
 		}
 		k.cleanOrRepaired(t, "after "+what+" and gc")
 	}
@@ -233,4 +234,31 @@ func fill(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// spaceHolders lists what may hold dir's space: files of 1 MiB or more
+// under it, and files under it (deleted ones too) that processes hold
+// open.
+func spaceHolders(dir string) string {
+	var b strings.Builder
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil && info.Size() >= 1<<20 {
+			fmt.Fprintf(&b, "file %s: %d KiB\n", path, info.Size()>>10)
+		}
+		return nil
+	})
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range fds {
+		target, err := os.Readlink(fd)
+		if err != nil || !strings.HasPrefix(target, dir) {
+			continue
+		}
+		pid := strings.Split(fd, "/")[2]
+		cmd, _ := os.ReadFile("/proc/" + pid + "/comm")
+		fmt.Fprintf(&b, "open by %s (%s): %s\n", pid, strings.TrimSpace(string(cmd)), target)
+	}
+	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	digest "github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -18,6 +19,7 @@ import (
 	"github.com/keel-runtime/keel/plugins/content-local/local"
 	"github.com/keel-runtime/keel/sdk"
 	"github.com/keel-runtime/keel/sdk/content"
+	"github.com/keel-runtime/keel/sdk/errdefs"
 	"github.com/keel-runtime/keel/sdk/host"
 )
 
@@ -155,5 +157,58 @@ func benchWrite(b *testing.B, s content.Store) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
+	}
+}
+
+// slowRelease is a store whose writers let go of their ingest only a
+// while after they were closed, as a store busy on a slow disk does.
+type slowRelease struct {
+	content.Store
+	lag time.Duration
+}
+
+func (s slowRelease) Writer(ctx context.Context, opts ...content.WriterOpt) (content.Writer, error) {
+	w, err := s.Store.Writer(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return slowClose{w, s.lag}, nil
+}
+
+type slowClose struct {
+	content.Writer
+	lag time.Duration
+}
+
+func (w slowClose) Close() error {
+	time.Sleep(w.lag)
+	return w.Writer.Close()
+}
+
+// TestWriterCloseAfterCancel: a writer whose context ended returns from
+// Close only once the store has let go of the ingest, so that what runs
+// next (a collection, another writer) finds it free.
+func TestWriterCloseAfterCancel(t *testing.T) {
+	st, err := local.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := serveStore(t, slowRelease{st, 300 * time.Millisecond})
+	for _, wrote := range []bool{false, true} {
+		ctx, cancel := context.WithCancel(t.Context())
+		w, err := s.Writer(ctx, content.WithRef("cancelled"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wrote {
+			if _, err := w.Write([]byte("some bytes")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cancel()
+		w.Close()
+		if err := st.Abort(t.Context(), "cancelled"); err != nil && !errdefs.IsNotFound(err) {
+			t.Fatalf("abort right after the cancelled writer closed (wrote %v): %v", wrote, err)
+		}
 	}
 }
