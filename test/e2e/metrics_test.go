@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -333,6 +334,20 @@ func TestMetricsStuckRuntime(t *testing.T) {
 	}
 	cont := func() { syscall.Kill(pid, syscall.SIGCONT) }
 	t.Cleanup(cont)
+	// kill returns before the stop: each thread stops once it runs again,
+	// which on a loaded machine may take a while.
+	eventually(t, settle, "the runtime plugin stopped", func() error {
+		stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		for _, st := range stats {
+			if s := procStat(strings.TrimSuffix(strings.TrimPrefix(st, "/proc/"), "/stat")); !strings.HasSuffix(s, ") T") && !strings.HasSuffix(s, ") t") {
+				return fmt.Errorf("thread %s: %q", st, s)
+			}
+		}
+		if len(stats) == 0 {
+			return fmt.Errorf("no threads of %d", pid)
+		}
+		return nil
+	})
 
 	start := time.Now()
 	s := scrapeMetrics(t, url)
