@@ -508,15 +508,21 @@ func (s *nsContent) alreadyHeld(ctx context.Context, ns string, dgst digest.Dige
 	if dgst == "" {
 		return nil
 	}
-	if _, err := s.Info(ctx, dgst); errdefs.IsNotFound(err) {
-		return nil
-	} else if err != nil {
-		return err
-	}
+	// Looked up and leased in one transaction: a collection that swept
+	// the blob between the two would leave a lease on nothing and a
+	// caller trusting a blob about to leave the backend (a pull right
+	// after an image's removal).
+	held := false
 	if err := s.db.update(func(tx *bolt.Tx) error {
+		if _, held = readBlob(blobBucket(tx, ns), dgst); !held {
+			return nil
+		}
 		return attachToLease(ctx, tx, ns, LeaseResource{ID: dgst.String(), Type: ResourceContent})
 	}); err != nil {
 		return err
+	}
+	if !held {
+		return nil
 	}
 	return fmt.Errorf("content %s: %w", dgst, errdefs.ErrAlreadyExists)
 }
