@@ -255,6 +255,46 @@ func TestGarbageCollectLeases(t *testing.T) {
 	}
 }
 
+// TestGarbageCollectStatLeases: a snapshot found by a Stat under a lease
+// is the lease's from that Stat on (a pull skipping a layer unpacked
+// already keeps it through a collection before its image is recorded); a
+// Stat without a lease holds nothing.
+func TestGarbageCollectStatLeases(t *testing.T) {
+	f := newGCFixture(t)
+	ctx := nsCtx(t, "ns")
+	f.committed(t, ctx, "found", "", nil)
+	f.committed(t, ctx, "looked-at", "", nil)
+	if _, err := f.db.Leases().Create(ctx, Lease{ID: "pull"}); err != nil {
+		t.Fatal(err)
+	}
+	pull := scope.WithLease(ctx, "pull")
+	if info, err := f.sn.Stat(pull, "found"); err != nil || info.Kind != snapshot.KindCommitted {
+		t.Fatalf("stat under the lease = %v, %v", info, err)
+	}
+	if _, err := f.sn.Stat(ctx, "looked-at"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.sn.Stat(pull, "missing"); !errdefs.IsNotFound(err) {
+		t.Fatalf("stat of a missing snapshot under the lease = %v, want NotFound", err)
+	}
+	if _, err := f.sn.Stat(scope.WithLease(ctx, "nope"), "found"); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("stat under a missing lease = %v, want the lease NotFound", err)
+	}
+	removed := names(f.collect(t, false).Removed)
+	if !slices.Contains(removed, "ns:native/looked-at") || slices.Contains(removed, "ns:native/found") {
+		t.Errorf("removed %v, want looked-at and not found", removed)
+	}
+	if _, err := f.sn.Stat(ctx, "found"); err != nil {
+		t.Errorf("the leased snapshot after the collection: %v", err)
+	}
+	if err := f.db.Leases().Delete(ctx, "pull"); err != nil {
+		t.Fatal(err)
+	}
+	if removed := names(f.collect(t, false).Removed); !slices.Contains(removed, "ns:native/found") {
+		t.Errorf("once the lease is gone removed %v, want found", removed)
+	}
+}
+
 // TestGarbageCollectHeldLease: a lease past its expiry that an operation
 // of this process still holds (a slow pull) keeps its content; released,
 // it goes with what only it held.

@@ -200,15 +200,30 @@ func (s *nsSnapshotter) begin(ctx context.Context) (string, error) {
 	return ns, nil
 }
 
+// Stat looks key up. Under a lease (in ctx) the snapshot found is taken
+// into the lease in the same transaction, as a writer of a blob the
+// namespace holds takes the blob: a caller that goes on to use what it
+// found (a pull skipping a layer unpacked already) would otherwise race a
+// collection that sweeps it between the look and the use.
 func (s *nsSnapshotter) Stat(ctx context.Context, key string) (snapshot.Info, error) {
 	ns, err := s.begin(ctx)
 	if err != nil {
 		return snapshot.Info{}, err
 	}
 	var r snapRecord
-	err = s.db.view(func(tx *bolt.Tx) error {
+	look := func(tx *bolt.Tx) error {
 		r, err = lookup(snapshotsBucket(tx, ns, s.name), key)
 		return err
+	}
+	if _, leased := scope.Lease(ctx); !leased {
+		err = s.db.view(look)
+		return r.info(), err
+	}
+	err = s.db.update(func(tx *bolt.Tx) error {
+		if err := look(tx); err != nil {
+			return err
+		}
+		return attachToLease(ctx, tx, ns, LeaseResource{ID: key, Type: ResourceSnapshot + "/" + s.name})
 	})
 	return r.info(), err
 }
