@@ -12,6 +12,7 @@ import (
 	v2 "github.com/containerd/cgroups/v3/cgroup2/stats"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/prometheus/procfs"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -342,20 +343,48 @@ func (r *runtimeService) ListContainerStats(ctx context.Context, req *runtimeapi
 // containers are the stats of the containers f selects among all, and
 // with pids the sum of their processes.
 func (sc *statsCall) containers(ctx context.Context, all []*client.Container, f *runtimeapi.ContainerStatsFilter, pids bool) ([]*runtimeapi.ContainerStats, int, error) {
-	var out []*runtimeapi.ContainerStats
-	total := 0
+	var selected []*client.Container
 	for _, ct := range all {
-		if !matchContainerStats(ct.Info(), f) {
-			continue
+		if matchContainerStats(ct.Info(), f) {
+			selected = append(selected, ct)
 		}
+	}
+	counts := make([]int, len(selected))
+	out, err := gather(ctx, selected, func(ctx context.Context, i int, ct *client.Container) (*runtimeapi.ContainerStats, error) {
 		st, n, err := sc.container(ctx, ct, pids)
-		if err != nil {
-			return nil, 0, err
-		}
-		out = append(out, st)
+		counts[i] = n
+		return st, err
+	})
+	total := 0
+	for _, n := range counts {
 		total += n
 	}
-	return out, total, nil
+	return out, total, err
+}
+
+// statsConcurrency bounds the reads a list of stats makes at once: each
+// is a round of calls through keeld to a runtime, and a node's kubelet
+// lists every container every few seconds.
+const statsConcurrency = 8
+
+// gather reads each of items, statsConcurrency at a time, and returns the
+// answers in the order of items, leaving out nil ones; the first error
+// ends the call.
+func gather[T any, R comparable](ctx context.Context, items []T, read func(context.Context, int, T) (R, error)) ([]R, error) {
+	res := make([]R, len(items))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(statsConcurrency)
+	for i, it := range items {
+		g.Go(func() (err error) {
+			res[i], err = read(gctx, i, it)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var zero R
+	return slices.DeleteFunc(res, func(r R) bool { return r == zero }), nil
 }
 
 // matchContainerStats: the filter as ListContainers takes it.
@@ -464,19 +493,21 @@ func (r *runtimeService) ListPodSandboxStats(ctx context.Context, req *runtimeap
 		return nil, err
 	}
 	f := req.GetFilter()
-	resp := &runtimeapi.ListPodSandboxStatsResponse{}
+	var selected []*client.Container
 	for _, sb := range all {
-		if !matchSandbox(toPodSandbox(sb, runtimeapi.PodSandboxState_SANDBOX_READY), &runtimeapi.PodSandboxFilter{Id: f.GetId(), LabelSelector: f.GetLabelSelector()}) {
-			continue
+		if matchSandbox(toPodSandbox(sb, runtimeapi.PodSandboxState_SANDBOX_READY), &runtimeapi.PodSandboxFilter{Id: f.GetId(), LabelSelector: f.GetLabelSelector()}) {
+			selected = append(selected, sb)
 		}
+	}
+	stats, err := gather(ctx, selected, func(ctx context.Context, _ int, sb *client.Container) (*runtimeapi.PodSandboxStats, error) {
 		st, err := sc.pod(ctx, sb)
 		if errdefs.IsUnavailable(err) {
-			continue
+			return nil, nil
 		}
-		if err != nil {
-			return nil, err
-		}
-		resp.Stats = append(resp.Stats, st)
+		return st, err
+	})
+	if err != nil {
+		return nil, err
 	}
-	return resp, nil
+	return &runtimeapi.ListPodSandboxStatsResponse{Stats: stats}, nil
 }

@@ -1,7 +1,11 @@
 package cri
 
 import (
+	"context"
+	"errors"
 	"os"
+	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,5 +251,60 @@ func TestPodNetwork(t *testing.T) {
 	}
 	if _, err := podNetwork(1<<22+1, 0); err == nil {
 		t.Error("a pid that is not there gave no error")
+	}
+}
+
+// TestGather: answers come in the order of the items whatever order the
+// reads end in, nil ones left out, no more than statsConcurrency at once;
+// an error ends the call.
+func TestGather(t *testing.T) {
+	items := make([]int, 40)
+	for i := range items {
+		items[i] = i
+	}
+	var running, most atomic.Int32
+	out, err := gather(t.Context(), items, func(_ context.Context, i, it int) (*int, error) {
+		n := running.Add(1)
+		defer running.Add(-1)
+		for {
+			m := most.Load()
+			if n <= m || most.CompareAndSwap(m, n) {
+				break
+			}
+		}
+		time.Sleep(time.Duration(len(items)-i) * 100 * time.Microsecond) // later items end first
+		if it%3 == 0 {
+			return nil, nil
+		}
+		return &items[i], nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for _, p := range out {
+		got = append(got, *p)
+	}
+	var want []int
+	for _, it := range items {
+		if it%3 != 0 {
+			want = append(want, it)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("gathered %v, want %v", got, want)
+	}
+	if m := most.Load(); m > statsConcurrency {
+		t.Errorf("%d reads at once, want at most %d", m, statsConcurrency)
+	}
+
+	boom := errors.New("boom")
+	if _, err := gather(t.Context(), items, func(_ context.Context, i, _ int) (*int, error) {
+		if i == 7 {
+			return nil, boom
+		}
+		return &items[i], nil
+	}); !errors.Is(err, boom) {
+		t.Errorf("gather with a failing read = %v, want %v", err, boom)
 	}
 }
