@@ -185,13 +185,6 @@ func (m *Manager) Attach(ctx context.Context, tid string, networks []string, por
 	if err := newNetNS(a.NetNS); err != nil {
 		return a, err
 	}
-	lo, err := libcni.ConfListFromBytes(loopbackConf)
-	if err != nil {
-		return a, err
-	}
-	if _, err := m.cni.AddNetworkList(ctx, lo, &libcni.RuntimeConf{ContainerID: tid, NetNS: a.NetNS, IfName: "lo"}); err != nil {
-		return a, fmt.Errorf("task %q: loopback: %w", tid, err)
-	}
 	for i, list := range lists {
 		rt := &libcni.RuntimeConf{ContainerID: tid, NetNS: a.NetNS, IfName: a.Links[i].IfName}
 		if i == 0 && len(ports) > 0 {
@@ -241,7 +234,7 @@ func (m *Manager) Detach(ctx context.Context, tid string) error {
 
 // teardown runs CNI DEL for each of a's networks (last first) with the
 // config libcni cached at ADD (so a network since deleted or changed is
-// still undone as it was made), then for loopback, then unpins the
+// still undone as it was made), then unpins the
 // namespace and removes the record. A namespace that is gone is no
 // error: DEL without one still releases the IP and the port rules.
 func (m *Manager) teardown(ctx context.Context, a Attachment) error {
@@ -269,8 +262,13 @@ func (m *Manager) teardown(ctx context.Context, a Attachment) error {
 			errs = append(errs, fmt.Errorf("task %q: detach network %q: %w", a.ID, l.Network, err))
 		}
 	}
-	if lo, err := libcni.ConfListFromBytes(loopbackConf); err == nil {
-		if err := m.cni.DelNetworkList(ctx, lo, &libcni.RuntimeConf{ContainerID: a.ID, NetNS: inNS, IfName: "lo"}); err != nil {
+	// An attachment an earlier keeld made ran CNI's loopback plugin: its
+	// DEL releases what libcni cached of that ADD.
+	rt := &libcni.RuntimeConf{ContainerID: a.ID, NetNS: inNS, IfName: "lo"}
+	if list, cached, err := m.cachedList(loopbackNetwork, rt); err != nil {
+		errs = append(errs, err)
+	} else if list != nil {
+		if err := m.cni.DelNetworkList(ctx, list, cached); err != nil {
 			errs = append(errs, fmt.Errorf("task %q: loopback: %w", a.ID, err))
 		}
 	}

@@ -106,5 +106,6 @@ func (b Bridge) conflist(ipamDir string, isDefault bool) ([]byte, error) {
 	return json.MarshalIndent(list, "", "  ")
 }
 
-// loopbackConf brings a namespace's lo up.
-var loopbackConf = []byte(`{"cniVersion": "` + cniVersion + `", "name": "keel-loopback", "plugins": [{"type": "loopback"}]}`)
+// loopbackNetwork is the CNI network name under which an earlier keeld
+// ran CNI's loopback plugin at each attach (newNetNS brings lo up now).
+const loopbackNetwork = "keel-loopback"

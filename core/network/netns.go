@@ -10,9 +10,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// newNetNS makes a network namespace and pins it by bind-mounting its nsfs
-// file on path (created empty), as containerd's pkg/netns does: the
-// namespace lives as long as the mount, whatever process joins or leaves.
+// newNetNS makes a network namespace, with its lo up, and pins it by
+// bind-mounting its nsfs file on path (created empty), as containerd's
+// pkg/netns does: the namespace lives as long as the mount, whatever
+// process joins or leaves.
 //
 // The unshare runs on a goroutine's own locked thread, which is never
 // unlocked: the Go runtime ends that thread with the goroutine, so no
@@ -34,6 +35,10 @@ func newNetNS(path string) error {
 			errc <- fmt.Errorf("unshare network namespace: %w", err)
 			return
 		}
+		if err := loopbackUp(); err != nil {
+			errc <- err
+			return
+		}
 		src := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
 		if err := unix.Mount(src, path, "none", unix.MS_BIND, ""); err != nil {
 			errc <- fmt.Errorf("pin network namespace on %s: %w", path, err)
@@ -44,6 +49,30 @@ func newNetNS(path string) error {
 	if err := <-errc; err != nil {
 		os.Remove(path)
 		return err
+	}
+	return nil
+}
+
+// loopbackUp brings lo up in the calling thread's network namespace: what
+// CNI's loopback plugin does, without an exec of it (and a DEL) per
+// attach. A new namespace's lo has 127.0.0.1 and ::1 already; only the
+// link is down.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("loopback: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback: flags: %w", err)
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return fmt.Errorf("loopback: up: %w", err)
 	}
 	return nil
 }

@@ -90,7 +90,7 @@ func (m *Manager) confPath(name string) string {
 func (m *Manager) PinPath(tid string) string { return filepath.Join(m.pinDir(), tid) }
 
 // requiredPlugins are the CNI plugins keel's conflists use.
-var requiredPlugins = []string{"bridge", "host-local", "portmap", "firewall", "loopback"}
+var requiredPlugins = []string{"bridge", "host-local", "portmap", "firewall"}
 
 // CheckPlugins says which CNI plugin is missing from the configured
 // directories, if any.

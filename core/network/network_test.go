@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/containernetworking/cni/libcni"
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/keel-runtime/keel/core/config"
@@ -219,5 +220,47 @@ func TestNetworksCRUD(t *testing.T) {
 	}
 	if _, err := m.Get("front"); !errdefs.IsNotFound(err) {
 		t.Errorf("get deleted: %v", err)
+	}
+}
+
+// TestDetachEarlierLoopback: an attachment an earlier keeld made ran CNI's
+// loopback plugin under loopbackNetwork; its detach runs that DEL from
+// libcni's cache, which leaves nothing under the state dir. A new attach
+// runs no loopback plugin and still has lo up.
+func TestDetachEarlierLoopback(t *testing.T) {
+	m := newTestManager(t)
+	ctx := context.Background()
+	a, err := m.Attach(ctx, "t--old", []string{"bridge"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Settled("t--old")
+	if out := inNS(t, a.NetNS, "ip", "-o", "link", "show", "lo"); !strings.Contains(out, "UP") {
+		t.Errorf("lo of a new attach: %s", out)
+	}
+	for _, e := range entries(t, m.state) {
+		if strings.Contains(e, loopbackNetwork) {
+			t.Errorf("a new attach cached a loopback ADD: %s", e)
+		}
+	}
+	old, err := libcni.ConfListFromBytes([]byte(`{"cniVersion": "1.0.0", "name": "` + loopbackNetwork + `", "plugins": [{"type": "loopback"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.cni.AddNetworkList(ctx, old, &libcni.RuntimeConf{ContainerID: "t--old", NetNS: a.NetNS, IfName: "lo"}); err != nil {
+		t.Fatal(err)
+	}
+	cached := false
+	for _, e := range entries(t, m.state) {
+		cached = cached || strings.Contains(e, loopbackNetwork)
+	}
+	if !cached {
+		t.Fatalf("no cached loopback ADD under the state dir: %v", entries(t, m.state))
+	}
+	if err := m.Detach(ctx, "t--old"); err != nil {
+		t.Fatal(err)
+	}
+	if left := entries(t, m.state); len(left) > 0 {
+		t.Errorf("left under state: %v", left)
 	}
 }
