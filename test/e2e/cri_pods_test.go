@@ -107,6 +107,26 @@ func procStat(pid string) string {
 	return ""
 }
 
+// signalState is what the kernel says of pid's signals and of each of its
+// threads (state, where it sleeps, cpu time), for a failure to reap.
+func signalState(pid int) string {
+	var b strings.Builder
+	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(st), "\n") {
+		if k, _, _ := strings.Cut(l, ":"); slices.Contains([]string{"State", "SigQ", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt", "Seccomp"}, k) {
+			b.WriteString(strings.Join(strings.Fields(l), " ") + "; ")
+		}
+	}
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, task := range tasks {
+		wchan, _ := os.ReadFile(task + "/wchan")
+		sched, _ := os.ReadFile(task + "/schedstat")
+		fmt.Fprintf(&b, "[%s wchan=%s schedstat=%s] ", procStat(filepath.Base(task)), wchan, strings.TrimSpace(string(sched)))
+	}
+	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	return b.String() + strings.ReplaceAll(strings.TrimSpace(string(cg)), "\n", " ")
+}
+
 // children are pid's child processes (of every thread).
 func children(pid int) []string {
 	var out []string
@@ -212,7 +232,7 @@ func TestCRIPods(t *testing.T) {
 	w.Close()
 	eventually(t, settle, "the orphan reaped", func() error {
 		if c := children(info.Pid); len(c) != 0 {
-			return fmt.Errorf("pause's children: %v (%s)", c, procStat(c[0]))
+			return fmt.Errorf("pause's children: %v (%s); pause: %s", c, procStat(c[0]), signalState(info.Pid))
 		}
 		return nil
 	})
