@@ -30,6 +30,26 @@ func isPassive(ctx context.Context) bool {
 	return v
 }
 
+// ifRunningKey marks a call's context as IfRunning.
+type ifRunningKey struct{}
+
+// IfRunning marks ctx's calls as ones that reach the plugin only if a
+// process serves it now: one stopped for idleness, not started yet (lazy),
+// starting or down is neither started nor waited for, and the call fails at
+// once with Unavailable. A call that reaches it holds it running while in
+// flight, as any call does, but is no use: its end does not restart the
+// plugin's idle period. keeld's periodic garbage collection calls this way
+// the plugins it has nothing to remove from, so that its tick neither
+// starts an idle plugin nor keeps one running.
+func IfRunning(ctx context.Context) context.Context {
+	return context.WithValue(ctx, ifRunningKey{}, true)
+}
+
+func isIfRunning(ctx context.Context) bool {
+	v, _ := ctx.Value(ifRunningKey{}).(bool)
+	return v
+}
+
 // startAttempt is one start of a stopped plugin asked by a call; the calls
 // that arrive meanwhile wait for the same attempt.
 type startAttempt struct {
@@ -43,7 +63,7 @@ type startAttempt struct {
 // concurrent calls share one start. A non-passive call holds the plugin
 // running until release.
 func (in *instance) acquire(ctx context.Context) (*host.Process, func(), error) {
-	passive := isPassive(ctx)
+	passive, ifRunning := isPassive(ctx), isIfRunning(ctx)
 	for {
 		in.mu.Lock()
 		if in.proc != nil {
@@ -59,10 +79,16 @@ func (in *instance) acquire(ctx context.Context) (*host.Process, func(), error) 
 				once.Do(func() {
 					in.mu.Lock()
 					in.inflight--
-					in.lastUse = time.Now()
+					if !ifRunning {
+						in.lastUse = time.Now()
+					}
 					in.mu.Unlock()
 				})
 			}, nil
+		}
+		if ifRunning {
+			in.mu.Unlock()
+			return nil, nil, unavailable(in.id, "plugin is not running")
 		}
 		stopped := in.state == StateStopped
 		if passive && !stopped {
