@@ -31,6 +31,7 @@ type ifRunningKey struct{}
 // and the calls that reached the plugin, and those of them not marked.
 type idleConn struct {
 	grpc.ClientConnInterface
+	name                    string
 	mu                      sync.Mutex
 	idle                    bool
 	starts, calls, unmarked int
@@ -82,11 +83,11 @@ func (c *idleConn) counts() (starts, calls, unmarked int) {
 }
 
 // inProcess serves def's plugin over in-memory gRPC behind an idleConn.
-func inProcess[P any](t *testing.T, def func(conn grpc.ClientConnInterface) P, open func(conformance.Wrap[P]) conformance.Opener[P]) (P, *idleConn) {
+func inProcess[P any](t *testing.T, name string, def func(conn grpc.ClientConnInterface) P, open func(conformance.Wrap[P]) conformance.Opener[P]) (P, *idleConn) {
 	t.Helper()
 	var c *idleConn
 	p, err := open(func(conn grpc.ClientConnInterface, _ string, _ func() error) P {
-		c = &idleConn{ClientConnInterface: conn}
+		c = &idleConn{ClientConnInterface: conn, name: name}
 		return def(c)
 	})(t.Context(), conformance.Go(t), t.TempDir())
 	if err != nil {
@@ -102,11 +103,11 @@ func inProcess[P any](t *testing.T, def func(conn grpc.ClientConnInterface) P, o
 func TestPeriodicGCLeavesIdlePluginsAlone(t *testing.T) {
 	db := newDB(t)
 	db.SetIfRunning(func(ctx context.Context) context.Context { return context.WithValue(ctx, ifRunningKey{}, true) })
-	cback, cconn := inProcess(t, func(conn grpc.ClientConnInterface) content.Store { return content.NewClient(conn) },
+	cback, cconn := inProcess(t, "content", func(conn grpc.ClientConnInterface) content.Store { return content.NewClient(conn) },
 		func(w conformance.Wrap[content.Store]) conformance.Opener[content.Store] {
 			return conformance.InProcess(content.Plugin("local", "dev", local.New), w)
 		})
-	sback, sconn := inProcess(t, func(conn grpc.ClientConnInterface) snapshot.Snapshotter { return snapshot.NewClient(conn) },
+	sback, sconn := inProcess(t, "snapshotter", func(conn grpc.ClientConnInterface) snapshot.Snapshotter { return snapshot.NewClient(conn) },
 		func(w conformance.Wrap[snapshot.Snapshotter]) conformance.Opener[snapshot.Snapshotter] {
 			return conformance.InProcess(snapshot.Plugin("native", "dev", native.New), w)
 		})
@@ -134,70 +135,62 @@ func TestPeriodicGCLeavesIdlePluginsAlone(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	collect := func(periodic bool, wantRemoved ...string) {
-		t.Helper()
-		rep, err := db.GarbageCollect(t.Context(), gc.Options{Periodic: periodic})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(rep.Errors) > 0 {
-			t.Fatalf("gc errors: %v", rep.Errors)
-		}
-		if got := names(rep.Removed); !slices.Equal(got, sorted(wantRemoved...)) {
-			t.Fatalf("removed %v, want %v", got, sorted(wantRemoved...))
+	// plugin is what a case expects of one plugin: its starts, and
+	// whether calls reached it, all made only if it runs.
+	type plugin struct {
+		starts    int
+		called    bool
+		allMarked bool
+	}
+	left := plugin{0, false, true} // left alone
+	for _, c := range []struct {
+		name     string
+		idle     bool   // both plugins stopped for idleness
+		periodic bool   // the tick's collection
+		rmImage  string // removed before the collection
+		removed  []string
+		content  plugin
+		snap     plugin
+	}{
+		{"IdleAndNothingSwept", true, true, "", nil, left, left},
+		// Orphans go when the plugins run anyway, through marked calls.
+		{"RunningAndNothingSwept", false, true, "", []string{":" + orphan.Digest.String(), ":native/orphan-snap"},
+			plugin{0, true, true}, plugin{0, true, true}},
+		{"ContentSwept", true, true, "img-a", []string{"ns:" + a.Digest.String()}, plugin{1, true, false}, left},
+		{"TriggeredCallsAll", true, false, "", nil, plugin{1, true, false}, plugin{1, true, false}},
+		{"BothSwept", true, true, "img-b", []string{"ns:" + b.Digest.String(), "ns:native/s1"},
+			plugin{1, true, false}, plugin{1, true, false}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cconn.set(c.idle)
+			sconn.set(c.idle)
+			if c.rmImage != "" {
+				if err := db.Images().Delete(ctx, c.rmImage); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rep, err := db.GarbageCollect(t.Context(), gc.Options{Periodic: c.periodic})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rep.Errors) > 0 {
+				t.Fatalf("gc errors: %v", rep.Errors)
+			}
+			if got, want := names(rep.Removed), sorted(c.removed...); !slices.Equal(got, want) {
+				t.Fatalf("removed %v, want %v", got, want)
+			}
+			for what, w := range map[*idleConn]plugin{cconn: c.content, sconn: c.snap} {
+				starts, calls, unmarked := what.counts()
+				if starts != w.starts || (calls > 0) != w.called || w.allMarked && unmarked > 0 {
+					t.Errorf("%s: %d starts, %d calls (%d unmarked); want %+v", what.name, starts, calls, unmarked, w)
+				}
+			}
+		})
+	}
+	// Whatever the collections removed left the backends too.
+	for _, d := range []digest.Digest{a.Digest, b.Digest, orphan.Digest} {
+		if _, err := cback.Info(t.Context(), d); !errdefs.IsNotFound(err) {
+			t.Errorf("blob %s in the backend: %v", d, err)
 		}
 	}
-	// want checks a plugin's counts since set: starts, and whether calls
-	// reached it and all were marked.
-	want := func(what string, c *idleConn, starts int, called, allMarked bool) {
-		t.Helper()
-		s, calls, unmarked := c.counts()
-		if s != starts || (calls > 0) != called || allMarked && unmarked > 0 {
-			t.Errorf("%s: %d starts, %d calls (%d unmarked); want %d starts, called %v, all marked %v", what, s, calls, unmarked, starts, called, allMarked)
-		}
-	}
-	setAll := func(idle bool) { cconn.set(idle); sconn.set(idle) }
-
-	t.Run("IdleAndNothingSwept", func(t *testing.T) {
-		setAll(true)
-		collect(true)
-		want("content", cconn, 0, false, true)
-		want("snapshotter", sconn, 0, false, true)
-		if _, err := cback.Info(t.Context(), orphan.Digest); err != nil {
-			t.Errorf("orphan blob: %v, want it left for a collection that finds the plugin running", err)
-		}
-	})
-	t.Run("RunningAndNothingSwept", func(t *testing.T) {
-		setAll(false)
-		collect(true, ":"+orphan.Digest.String(), ":native/orphan-snap")
-		want("content", cconn, 0, true, true)
-		want("snapshotter", sconn, 0, true, true)
-	})
-	t.Run("ContentSwept", func(t *testing.T) {
-		setAll(true)
-		if err := db.Images().Delete(ctx, "img-a"); err != nil {
-			t.Fatal(err)
-		}
-		collect(true, "ns:"+a.Digest.String())
-		want("content", cconn, 1, true, false)
-		want("snapshotter", sconn, 0, false, true)
-		if _, err := cback.Info(t.Context(), a.Digest); !errdefs.IsNotFound(err) {
-			t.Errorf("swept blob in the backend: %v", err)
-		}
-	})
-	t.Run("TriggeredCallsAll", func(t *testing.T) {
-		setAll(true)
-		collect(false)
-		want("content", cconn, 1, true, false)
-		want("snapshotter", sconn, 1, true, false)
-	})
-	t.Run("BothSwept", func(t *testing.T) {
-		setAll(true)
-		if err := db.Images().Delete(ctx, "img-b"); err != nil {
-			t.Fatal(err)
-		}
-		collect(true, "ns:"+b.Digest.String(), "ns:native/s1")
-		want("content", cconn, 1, true, false)
-		want("snapshotter", sconn, 1, true, false)
-	})
 }

@@ -12,8 +12,22 @@ import (
 	"github.com/keel-runtime/keel/sdk/host"
 )
 
-// passiveKey marks a call's context as passive (Passive).
-type passiveKey struct{}
+// callMode is how a call's context marks it: an ordinary call, Passive or
+// IfRunning.
+type callMode int
+
+const (
+	callOrdinary callMode = iota
+	callPassive
+	callIfRunning
+)
+
+type callModeKey struct{}
+
+func modeOf(ctx context.Context) callMode {
+	m, _ := ctx.Value(callModeKey{}).(callMode)
+	return m
+}
 
 // Passive marks ctx's calls as ones that neither start a plugin nor keep it
 // running: such a call waits, until ctx ends, for the plugin to run (started
@@ -22,16 +36,10 @@ type passiveKey struct{}
 // events and asks it for its tasks before an idle stop this way, so that
 // neither keeps the runtime up.
 func Passive(ctx context.Context) context.Context {
-	return context.WithValue(ctx, passiveKey{}, true)
+	return context.WithValue(ctx, callModeKey{}, callPassive)
 }
 
-func isPassive(ctx context.Context) bool {
-	v, _ := ctx.Value(passiveKey{}).(bool)
-	return v
-}
-
-// ifRunningKey marks a call's context as IfRunning.
-type ifRunningKey struct{}
+func isPassive(ctx context.Context) bool { return modeOf(ctx) == callPassive }
 
 // IfRunning marks ctx's calls as ones that reach the plugin only if a
 // process serves it now: one stopped for idleness, not started yet (lazy),
@@ -42,12 +50,7 @@ type ifRunningKey struct{}
 // the plugins it has nothing to remove from, so that its tick neither
 // starts an idle plugin nor keeps one running.
 func IfRunning(ctx context.Context) context.Context {
-	return context.WithValue(ctx, ifRunningKey{}, true)
-}
-
-func isIfRunning(ctx context.Context) bool {
-	v, _ := ctx.Value(ifRunningKey{}).(bool)
-	return v
+	return context.WithValue(ctx, callModeKey{}, callIfRunning)
 }
 
 // startAttempt is one start of a stopped plugin asked by a call; the calls
@@ -63,7 +66,8 @@ type startAttempt struct {
 // concurrent calls share one start. A non-passive call holds the plugin
 // running until release.
 func (in *instance) acquire(ctx context.Context) (*host.Process, func(), error) {
-	passive, ifRunning := isPassive(ctx), isIfRunning(ctx)
+	mode := modeOf(ctx)
+	passive, ifRunning := mode == callPassive, mode == callIfRunning
 	for {
 		in.mu.Lock()
 		if in.proc != nil {

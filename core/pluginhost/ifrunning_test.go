@@ -2,7 +2,6 @@ package pluginhost_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/sdk/errdefs"
-	"github.com/keel-runtime/keel/sdk/snapshot"
 )
 
 // TestIfRunningCalls: a call marked IfRunning never starts a plugin that
@@ -67,24 +65,5 @@ func TestIfRunningCalls(t *testing.T) {
 	if _, err := sn.Prepare(context.Background(), "b", ""); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(quiet)
-	defer cancel()
-	walk := make(chan error, 1)
-	go func() {
-		walk <- sn.Walk(ctx, func(context.Context, snapshot.Info) error { return nil }, "block")
-	}()
-	waitFor(t, "the walk to reach the plugin", 10*time.Second, func() bool {
-		_, err := os.Stat(filepath.Join(s.Root, "walk-blocked"))
-		return err == nil
-	})
-	st := wantState(t, h, pluginhost.StateRunning)
-	time.Sleep(3 * idle) // several idle periods, the stream open
-	if now := wantState(t, h, pluginhost.StateRunning); now.Pid != st.Pid {
-		t.Fatalf("the plugin changed under an IfRunning stream in flight: %+v", now)
-	}
-	cancel()
-	if err := <-walk; !errdefs.IsCanceled(err) {
-		t.Errorf("walk: %v, want canceled", err)
-	}
-	waitState(t, h, pluginhost.StateIdle, 10*time.Second)
+	streamHolds(t, quiet, h, sn, s)
 }
