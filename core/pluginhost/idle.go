@@ -64,7 +64,7 @@ type startAttempt struct {
 // when it ends, once. A call that finds the plugin stopped for idleness
 // (or never started: a lazy plugin) starts it and waits for the start;
 // concurrent calls share one start. A non-passive call holds the plugin
-// running until release.
+// running until release; an IfRunning one finds it running or fails.
 func (in *instance) acquire(ctx context.Context) (*host.Process, func(), error) {
 	mode := modeOf(ctx)
 	passive, ifRunning := mode == callPassive, mode == callIfRunning
