@@ -43,6 +43,18 @@
 // snapshots leave their snapshotter children first. Backend objects that no
 // metadata refers to (a crash between the two phases, or older leftovers)
 // are orphans: a collection lists and removes them.
+//
+// # Idle plugins
+//
+// A periodic collection (the scheduler's tick, Options.Periodic) must not
+// start a plugin stopped for idleness just to find nothing in it, as
+// containerd calls a backend only for what its mark and sweep removed. So
+// it calls a plugin when the metadata sweep removed something of it (a
+// blob, a snapshot), and otherwise only if the plugin runs anyway, without
+// keeping it running: the backend-wide scans (orphans, ingests older than
+// ingest_max_age) then wait for a collection that finds the plugin
+// running, or for a triggered (an image's or lease's removal) or
+// on-demand (keel gc) one, which call every plugin as before.
 package gc
 
 import (
@@ -212,6 +224,12 @@ type Options struct {
 	// is kept after its last write, for a pull to resume it; 0 keeps it
 	// until Ingests says otherwise.
 	IngestMaxAge time.Duration
+	// Periodic marks the scheduler's tick: the collection calls a plugin
+	// it swept nothing of only if the plugin runs anyway, so that an idle
+	// keeld stays idle. Its backend-wide work (orphans, aged ingests) is
+	// then left to a collection that runs while the plugin does, or to a
+	// triggered or on-demand one.
+	Periodic bool
 }
 
 // Ingest is what a collection knows of one partial ingest (an upload not

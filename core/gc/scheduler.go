@@ -18,8 +18,8 @@ type Collector interface {
 const DefaultDebounce = 100 * time.Millisecond
 
 // Scheduler runs collections after triggers (debounced), on a periodic tick
-// (so expired leases go even when nothing else changes) and on demand. One
-// collection runs at a time.
+// (so expired leases go even when nothing else changes; Options.Periodic)
+// and on demand. One collection runs at a time.
 type Scheduler struct {
 	c        Collector
 	logger   hclog.Logger
@@ -90,10 +90,12 @@ func (s *Scheduler) loop(ctx context.Context) {
 		tick = t.C
 	}
 	for {
+		var opts Options
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick:
+			opts.Periodic = true
 		case <-s.trigger:
 			select {
 			case <-ctx.Done():
@@ -106,7 +108,7 @@ func (s *Scheduler) loop(ctx context.Context) {
 			default:
 			}
 		}
-		r, err := s.Collect(ctx, Options{})
+		r, err := s.Collect(ctx, opts)
 		if err != nil {
 			s.logger.Warn("garbage collection failed", "error", err)
 			continue

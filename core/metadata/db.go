@@ -1,6 +1,7 @@
 package metadata
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -36,6 +37,7 @@ type DB struct {
 	gcMu       sync.Mutex // one collection at a time
 	gcTrigger  func()
 	afterSweep func()
+	ifRunning  func(context.Context) context.Context // SetIfRunning
 
 	heldMu sync.Mutex
 	held   map[leaseKey]int // see Leases.Hold

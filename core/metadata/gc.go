@@ -65,6 +65,40 @@ func (db *DB) SetAfterSweepHook(fn func()) {
 	db.afterSweep = fn
 }
 
+// SetIfRunning sets how a periodic collection (gc.Options.Periodic) marks
+// its calls to a plugin whose metadata sweep removed nothing: such calls
+// must reach the plugin only if it runs now, failing at once with
+// Unavailable otherwise, and must not keep it running (keeld's is
+// pluginhost.IfRunning). Unset, a periodic collection calls every plugin,
+// as any other does.
+func (db *DB) SetIfRunning(fn func(context.Context) context.Context) {
+	db.regMu.Lock()
+	defer db.regMu.Unlock()
+	db.ifRunning = fn
+}
+
+// pluginContext is the context of a collection's calls to one plugin, and
+// whether they are made only if the plugin runs (see GarbageCollect).
+func (db *DB) pluginContext(ctx context.Context, opts gc.Options, swept bool) (context.Context, bool) {
+	db.regMu.Lock()
+	fn := db.ifRunning
+	db.regMu.Unlock()
+	if !opts.Periodic || swept || fn == nil {
+		return ctx, false
+	}
+	return fn(ctx), true
+}
+
+// pluginError adds the error of a plugin's part of a collection to rep,
+// unless the calls were made only if the plugin runs and it did not: it
+// was left alone, as asked.
+func pluginError(rep *gc.Report, ifRunning bool, err error) {
+	if err == nil || ifRunning && errdefs.IsUnavailable(err) {
+		return
+	}
+	rep.Errors = append(rep.Errors, err.Error())
+}
+
 var _ gc.Collector = (*DB)(nil)
 
 // GarbageCollect marks from the roots of every namespace (images,
@@ -84,6 +118,13 @@ var _ gc.Collector = (*DB)(nil)
 // have deleted is an orphan for the next collection. With opts.DryRun
 // nothing changes and the report also lists what is kept and the root that
 // keeps it.
+//
+// A periodic collection (opts.Periodic) does phase 2 in full for a plugin
+// it swept something of; a plugin it swept nothing of is called only if it
+// runs now, without keeping it running (SetIfRunning), so that the tick
+// never starts a plugin stopped for idleness to find nothing. Its orphans
+// and aged ingests then go with the next collection that finds it running,
+// or the next triggered or on-demand one (see core/gc).
 func (db *DB) GarbageCollect(ctx context.Context, opts gc.Options) (gc.Report, error) {
 	db.gcMu.Lock()
 	defer db.gcMu.Unlock()
@@ -113,19 +154,27 @@ func (db *DB) GarbageCollect(ctx context.Context, opts gc.Options) (gc.Report, e
 		hook()
 	}
 
-	cs, sns := db.registered()
-	if cs != nil {
-		if err := cs.collectBackend(ctx, opts.DryRun, swept, &rep); err != nil {
-			rep.Errors = append(rep.Errors, err.Error())
-		}
-		if err := cs.collectIngests(ctx, time.Now(), opts, leased, &rep); err != nil {
-			rep.Errors = append(rep.Errors, err.Error())
+	// What the sweep removed of each plugin, before phase 2 adds orphans.
+	var sweptContent bool
+	sweptSnaps := map[string]bool{}
+	for _, o := range rep.Removed {
+		switch o.Kind {
+		case gc.KindContent:
+			sweptContent = true
+		case gc.KindSnapshot:
+			sn, _ := gc.SplitSnapshot(o.Name)
+			sweptSnaps[sn] = true
 		}
 	}
+	cs, sns := db.registered()
+	if cs != nil {
+		pctx, ifRunning := db.pluginContext(ctx, opts, sweptContent)
+		pluginError(&rep, ifRunning, cs.collectBackend(pctx, opts.DryRun, swept, &rep))
+		pluginError(&rep, ifRunning, cs.collectIngests(pctx, time.Now(), opts, leased, &rep))
+	}
 	for _, name := range slices.Sorted(maps.Keys(sns)) {
-		if err := sns[name].collectBackend(ctx, opts.DryRun, swept, &rep); err != nil {
-			rep.Errors = append(rep.Errors, err.Error())
-		}
+		pctx, ifRunning := db.pluginContext(ctx, opts, sweptSnaps[name])
+		pluginError(&rep, ifRunning, sns[name].collectBackend(pctx, opts.DryRun, swept, &rep))
 	}
 	rep.Duration = time.Since(start)
 	return rep, nil

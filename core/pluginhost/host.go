@@ -33,7 +33,9 @@
 // it and waits; concurrent calls share one start. A start that fails fails
 // those calls with Unavailable naming the plugin and why (checksum,
 // handshake, exit...), the state is failed with that reason, and the next
-// call tries again. Calls marked Passive neither start a plugin nor hold it.
+// call tries again. Calls marked Passive neither start a plugin nor hold it;
+// calls marked IfRunning reach it only while it runs, and do not count as
+// a use.
 package pluginhost
 
 import (

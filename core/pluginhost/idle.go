@@ -12,8 +12,22 @@ import (
 	"github.com/keel-runtime/keel/sdk/host"
 )
 
-// passiveKey marks a call's context as passive (Passive).
-type passiveKey struct{}
+// callMode is how a call's context marks it: an ordinary call, Passive or
+// IfRunning.
+type callMode int
+
+const (
+	callOrdinary callMode = iota
+	callPassive
+	callIfRunning
+)
+
+type callModeKey struct{}
+
+func modeOf(ctx context.Context) callMode {
+	m, _ := ctx.Value(callModeKey{}).(callMode)
+	return m
+}
 
 // Passive marks ctx's calls as ones that neither start a plugin nor keep it
 // running: such a call waits, until ctx ends, for the plugin to run (started
@@ -22,12 +36,21 @@ type passiveKey struct{}
 // events and asks it for its tasks before an idle stop this way, so that
 // neither keeps the runtime up.
 func Passive(ctx context.Context) context.Context {
-	return context.WithValue(ctx, passiveKey{}, true)
+	return context.WithValue(ctx, callModeKey{}, callPassive)
 }
 
-func isPassive(ctx context.Context) bool {
-	v, _ := ctx.Value(passiveKey{}).(bool)
-	return v
+func isPassive(ctx context.Context) bool { return modeOf(ctx) == callPassive }
+
+// IfRunning marks ctx's calls as ones that reach the plugin only if a
+// process serves it now: one stopped for idleness, not started yet (lazy),
+// starting or down is neither started nor waited for, and the call fails at
+// once with Unavailable. A call that reaches it holds it running while in
+// flight, as any call does, but is no use: its end does not restart the
+// plugin's idle period. keeld's periodic garbage collection calls this way
+// the plugins it has nothing to remove from, so that its tick neither
+// starts an idle plugin nor keeps one running.
+func IfRunning(ctx context.Context) context.Context {
+	return context.WithValue(ctx, callModeKey{}, callIfRunning)
 }
 
 // startAttempt is one start of a stopped plugin asked by a call; the calls
@@ -41,9 +64,10 @@ type startAttempt struct {
 // when it ends, once. A call that finds the plugin stopped for idleness
 // (or never started: a lazy plugin) starts it and waits for the start;
 // concurrent calls share one start. A non-passive call holds the plugin
-// running until release.
+// running until release; an IfRunning one finds it running or fails.
 func (in *instance) acquire(ctx context.Context) (*host.Process, func(), error) {
-	passive := isPassive(ctx)
+	mode := modeOf(ctx)
+	passive, ifRunning := mode == callPassive, mode == callIfRunning
 	for {
 		in.mu.Lock()
 		if in.proc != nil {
@@ -59,10 +83,16 @@ func (in *instance) acquire(ctx context.Context) (*host.Process, func(), error) 
 				once.Do(func() {
 					in.mu.Lock()
 					in.inflight--
-					in.lastUse = time.Now()
+					if !ifRunning {
+						in.lastUse = time.Now()
+					}
 					in.mu.Unlock()
 				})
 			}, nil
+		}
+		if ifRunning {
+			in.mu.Unlock()
+			return nil, nil, unavailable(in.id, "plugin is not running")
 		}
 		stopped := in.state == StateStopped
 		if passive && !stopped {

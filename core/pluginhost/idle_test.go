@@ -101,6 +101,34 @@ func slowPlugin(t *testing.T, delay time.Duration) string {
 	return path
 }
 
+// streamHolds opens a Walk the plugin blocks, with ctx's marks, checks
+// that the same process keeps running for several idle periods while it is
+// open, then ends it and waits for the idle stop.
+func streamHolds(t *testing.T, ctx context.Context, h *pluginhost.Host, sn snapshot.Snapshotter, s pluginhost.Spec) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	walk := make(chan error, 1)
+	go func() {
+		walk <- sn.Walk(ctx, func(context.Context, snapshot.Info) error { return nil }, "block")
+	}()
+	blocked := filepath.Join(s.Root, "walk-blocked")
+	waitFor(t, "the walk to reach the plugin", 10*time.Second, func() bool {
+		_, err := os.Stat(blocked)
+		return err == nil
+	})
+	st := wantState(t, h, pluginhost.StateRunning)
+	time.Sleep(4 * s.IdleStop) // several idle periods, the stream open
+	if now := wantState(t, h, pluginhost.StateRunning); now.Pid != st.Pid {
+		t.Fatalf("the plugin changed under a stream in flight: %+v", now)
+	}
+	cancel()
+	if err := <-walk; !errdefs.IsCanceled(err) {
+		t.Errorf("walk: %v, want canceled", err)
+	}
+	waitState(t, h, pluginhost.StateIdle, 10*time.Second)
+}
+
 // TestStartOnDemandAndIdleStop: the life of a plugin that starts on its
 // first call and stops when idle, as `keel plugins ls` shows it.
 func TestStartOnDemandAndIdleStop(t *testing.T) {
@@ -192,26 +220,7 @@ func TestStartOnDemandAndIdleStop(t *testing.T) {
 			}
 		}, false},
 		{"StreamInFlightHoldsIt", false, func(t *testing.T, h *pluginhost.Host, tap *logTap, sn snapshot.Snapshotter, s pluginhost.Spec) {
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			walk := make(chan error, 1)
-			go func() {
-				walk <- sn.Walk(ctx, func(context.Context, snapshot.Info) error { return nil }, "block")
-			}()
-			waitFor(t, "the walk to reach the plugin", 10*time.Second, func() bool {
-				_, err := os.Stat(filepath.Join(s.Root, "walk-blocked"))
-				return err == nil
-			})
-			st := wantState(t, h, pluginhost.StateRunning)
-			time.Sleep(4 * idle) // several idle periods, the stream open
-			if now := wantState(t, h, pluginhost.StateRunning); now.Pid != st.Pid {
-				t.Fatalf("the plugin changed under a stream in flight: %+v", now)
-			}
-			cancel()
-			if err := <-walk; !errdefs.IsCanceled(err) {
-				t.Errorf("walk: %v, want canceled", err)
-			}
-			waitState(t, h, pluginhost.StateIdle, 10*time.Second)
+			streamHolds(t, context.Background(), h, sn, s)
 		}, false},
 		{"StartingWhileItStarts", true, func(t *testing.T, h *pluginhost.Host, tap *logTap, sn snapshot.Snapshotter, s pluginhost.Spec) {
 			done := make(chan error, 1)

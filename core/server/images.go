@@ -17,6 +17,7 @@ import (
 	"github.com/keel-runtime/keel/core/gc"
 	"github.com/keel-runtime/keel/core/images"
 	"github.com/keel-runtime/keel/core/metadata"
+	"github.com/keel-runtime/keel/core/pluginhost"
 	"github.com/keel-runtime/keel/core/scope"
 	"github.com/keel-runtime/keel/sdk/descriptor"
 	"github.com/keel-runtime/keel/sdk/errdefs"
@@ -33,6 +34,8 @@ func (s *Server) startGC() {
 	s.gc = gc.NewScheduler(publishedGC{s.keelMetrics.GC(networkedGC{s}), s}, s.cfg.GCInterval(), 0, s.logger.Named("gc"))
 	s.gc.SetIngestMaxAge(s.cfg.GCIngestMaxAge())
 	s.db.SetGCTrigger(s.gc.Trigger)
+	// The tick leaves plugins stopped for idleness alone (core/gc).
+	s.db.SetIfRunning(pluginhost.IfRunning)
 	if os.Getenv(envGCCrash) == "after-sweep" {
 		s.db.SetAfterSweepHook(func() {
 			s.logger.Warn("crashing between gc phases", "env", envGCCrash)

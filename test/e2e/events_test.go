@@ -293,8 +293,9 @@ func TestEvents(t *testing.T) {
 		k.ok("gc")
 		ev := nextEvent(t, evs, errs)
 		if ev.Topic == "/plugins/started" {
-			// The content plugin had stopped for being idle: the
-			// collection started it again.
+			// The content plugin had stopped for being idle: keel gc
+			// (on demand, unlike the tick) calls every plugin, and
+			// started it again.
 			ev = nextEvent(t, evs, errs)
 		}
 		if ev.Topic != "/gc/run" || ev.Namespace != "" {
