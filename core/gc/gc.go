@@ -46,15 +46,15 @@
 //
 // # Idle plugins
 //
-// A periodic collection (the scheduler's tick, Options.Periodic) must not
-// start a plugin stopped for idleness just to find nothing in it, as
-// containerd calls a backend only for what its mark and sweep removed. So
-// it calls a plugin when the metadata sweep removed something of it (a
-// blob, a snapshot), and otherwise only if the plugin runs anyway, without
-// keeping it running: the backend-wide scans (orphans, ingests older than
+// A background collection (the scheduler's own: its tick, and those an
+// image's or lease's removal triggers; Options.Background) must not start
+// a plugin stopped for idleness just to find nothing in it, as containerd
+// calls a backend only for what its mark and sweep removed. So it calls a
+// plugin when the metadata sweep removed something of it (a blob, a
+// snapshot), and otherwise only if the plugin runs anyway, without keeping
+// it running: the backend-wide scans (orphans, ingests older than
 // ingest_max_age) then wait for a collection that finds the plugin
-// running, or for a triggered (an image's or lease's removal) or
-// on-demand (keel gc) one, which call every plugin as before.
+// running, or for an on-demand one (keel gc), which calls every plugin.
 package gc
 
 import (
@@ -224,12 +224,12 @@ type Options struct {
 	// is kept after its last write, for a pull to resume it; 0 keeps it
 	// until Ingests says otherwise.
 	IngestMaxAge time.Duration
-	// Periodic marks the scheduler's tick: the collection calls a plugin
-	// it swept nothing of only if the plugin runs anyway, so that an idle
-	// keeld stays idle. Its backend-wide work (orphans, aged ingests) is
-	// then left to a collection that runs while the plugin does, or to a
-	// triggered or on-demand one.
-	Periodic bool
+	// Background marks the scheduler's own collections (its tick and its
+	// triggers): the collection calls a plugin it swept nothing of only if
+	// the plugin runs anyway, so that an idle keeld stays idle. Its
+	// backend-wide work (orphans, aged ingests) is then left to a
+	// collection that runs while the plugin does, or to an on-demand one.
+	Background bool
 }
 
 // Ingest is what a collection knows of one partial ingest (an upload not

@@ -17,9 +17,9 @@ type Collector interface {
 // triggers before collecting, so that removing many images collects once.
 const DefaultDebounce = 100 * time.Millisecond
 
-// Scheduler runs collections after triggers (debounced), on a periodic tick
-// (so expired leases go even when nothing else changes; Options.Periodic)
-// and on demand. One collection runs at a time.
+// Scheduler runs collections after triggers (debounced) and on a periodic
+// tick (so expired leases go even when nothing else changes), both
+// Options.Background, and on demand. One collection runs at a time.
 type Scheduler struct {
 	c        Collector
 	logger   hclog.Logger
@@ -90,12 +90,11 @@ func (s *Scheduler) loop(ctx context.Context) {
 		tick = t.C
 	}
 	for {
-		var opts Options
+		opts := Options{Background: true}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick:
-			opts.Periodic = true
 		case <-s.trigger:
 			select {
 			case <-ctx.Done():

@@ -15,48 +15,45 @@ func (f collectorFunc) GarbageCollect(ctx context.Context, opts Options) (Report
 	return f(ctx, opts)
 }
 
-// TestSchedulerPeriodic: the tick's collections are Periodic, with the
-// scheduler's IngestMaxAge; a trigger's and an on-demand one are not.
-func TestSchedulerPeriodic(t *testing.T) {
-	runs := make(chan Options, 64)
-	s := NewScheduler(collectorFunc(func(_ context.Context, opts Options) (Report, error) {
-		select {
-		case runs <- opts:
-		default: // the test is done reading: Stop must not wait on this
-		}
-		return Report{}, nil
-	}), 20*time.Millisecond, 0, hclog.NewNullLogger())
-	s.SetIngestMaxAge(time.Hour)
-	s.Start()
-	t.Cleanup(s.Stop)
-
-	// next waits for a collection whose Periodic is periodic; the tick
-	// may run others meanwhile.
-	next := func(what string, periodic bool) Options {
-		t.Helper()
-		timeout := time.After(30 * time.Second)
-		for {
+// TestSchedulerBackground: the tick's and a trigger's collections are
+// Background, with the scheduler's IngestMaxAge; an on-demand one is not.
+func TestSchedulerBackground(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		interval   time.Duration
+		run        func(t *testing.T, s *Scheduler)
+		background bool
+		ingests    bool
+	}{
+		{"tick", 20 * time.Millisecond, func(*testing.T, *Scheduler) {}, true, false},
+		{"trigger", 0, func(_ *testing.T, s *Scheduler) { s.Trigger() }, true, false},
+		{"on demand", 0, func(t *testing.T, s *Scheduler) {
+			if _, err := s.Collect(t.Context(), Options{Ingests: true}); err != nil {
+				t.Fatal(err)
+			}
+		}, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			runs := make(chan Options, 64)
+			s := NewScheduler(collectorFunc(func(_ context.Context, opts Options) (Report, error) {
+				select {
+				case runs <- opts:
+				default: // the test is done reading: Stop must not wait on this
+				}
+				return Report{}, nil
+			}), tc.interval, 0, hclog.NewNullLogger())
+			s.SetIngestMaxAge(time.Hour)
+			s.Start()
+			t.Cleanup(s.Stop)
+			tc.run(t, s)
 			select {
 			case o := <-runs:
-				if o.Periodic == periodic {
-					return o
+				if o.Background != tc.background || o.Ingests != tc.ingests || o.IngestMaxAge != time.Hour || o.DryRun {
+					t.Errorf("options %+v, want Background %v, Ingests %v, the scheduler's IngestMaxAge", o, tc.background, tc.ingests)
 				}
-			case <-timeout:
-				t.Fatalf("no %s collection", what)
+			case <-time.After(30 * time.Second):
+				t.Fatal("no collection")
 			}
-		}
-	}
-	if o := next("periodic", true); o.IngestMaxAge != time.Hour || o.Ingests || o.DryRun {
-		t.Errorf("tick's options: %+v", o)
-	}
-	s.Trigger()
-	if o := next("triggered", false); o.IngestMaxAge != time.Hour {
-		t.Errorf("trigger's options: %+v", o)
-	}
-	if _, err := s.Collect(t.Context(), Options{Ingests: true}); err != nil {
-		t.Fatal(err)
-	}
-	if o := next("on-demand", false); !o.Ingests || o.IngestMaxAge != time.Hour {
-		t.Errorf("on-demand options: %+v", o)
+		})
 	}
 }

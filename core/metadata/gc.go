@@ -65,12 +65,12 @@ func (db *DB) SetAfterSweepHook(fn func()) {
 	db.afterSweep = fn
 }
 
-// SetIfRunning sets how a periodic collection (gc.Options.Periodic) marks
+// SetIfRunning sets how a background collection (gc.Options.Background) marks
 // its calls to a plugin whose metadata sweep removed nothing: such calls
 // must reach the plugin only if it runs now, failing at once with
 // Unavailable otherwise, and must not keep it running (keeld's is
-// pluginhost.IfRunning). Unset, a periodic collection calls every plugin,
-// as any other does.
+// pluginhost.IfRunning). Unset, a background collection calls every
+// plugin, as any other does.
 func (db *DB) SetIfRunning(fn func(context.Context) context.Context) {
 	db.regMu.Lock()
 	defer db.regMu.Unlock()
@@ -83,7 +83,7 @@ func (db *DB) pluginContext(ctx context.Context, opts gc.Options, swept bool) (c
 	db.regMu.Lock()
 	fn := db.ifRunning
 	db.regMu.Unlock()
-	if !opts.Periodic || swept || fn == nil {
+	if !opts.Background || swept || fn == nil {
 		return ctx, false
 	}
 	return fn(ctx), true
@@ -119,12 +119,13 @@ var _ gc.Collector = (*DB)(nil)
 // nothing changes and the report also lists what is kept and the root that
 // keeps it.
 //
-// A periodic collection (opts.Periodic) does phase 2 in full for a plugin
-// it swept something of; a plugin it swept nothing of is called only if it
-// runs now, without keeping it running (SetIfRunning), so that the tick
-// never starts a plugin stopped for idleness to find nothing. Its orphans
-// and aged ingests then go with the next collection that finds it running,
-// or the next triggered or on-demand one (see core/gc).
+// A background collection (opts.Background: the scheduler's tick and
+// triggers) does phase 2 in full for a plugin it swept something of; a
+// plugin it swept nothing of is called only if it runs now, without keeping
+// it running (SetIfRunning), so that keeld's own collections never start a
+// plugin stopped for idleness to find nothing. Its orphans and aged
+// ingests then go with the next collection that finds it running, or the
+// next on-demand one (see core/gc).
 func (db *DB) GarbageCollect(ctx context.Context, opts gc.Options) (gc.Report, error) {
 	db.gcMu.Lock()
 	defer db.gcMu.Unlock()

@@ -96,11 +96,11 @@ func inProcess[P any](t *testing.T, name string, def func(conn grpc.ClientConnIn
 	return p, c
 }
 
-// TestPeriodicGCLeavesIdlePluginsAlone: a periodic collection calls a
-// plugin it swept nothing of only if the plugin runs (and then does its
-// orphan work there), and starts one it swept something of; a triggered
-// collection calls every plugin, as before.
-func TestPeriodicGCLeavesIdlePluginsAlone(t *testing.T) {
+// TestBackgroundGCLeavesIdlePluginsAlone: a background collection (the
+// scheduler's tick or trigger) calls a plugin it swept nothing of only if
+// the plugin runs (and then does its orphan work there), and starts one it
+// swept something of; an on-demand collection calls every plugin.
+func TestBackgroundGCLeavesIdlePluginsAlone(t *testing.T) {
 	db := newDB(t)
 	db.SetIfRunning(func(ctx context.Context) context.Context { return context.WithValue(ctx, ifRunningKey{}, true) })
 	cback, cconn := inProcess(t, "content", func(conn grpc.ClientConnInterface) content.Store { return content.NewClient(conn) },
@@ -144,20 +144,20 @@ func TestPeriodicGCLeavesIdlePluginsAlone(t *testing.T) {
 	}
 	left := plugin{0, false, true} // left alone
 	for _, c := range []struct {
-		name     string
-		idle     bool   // both plugins stopped for idleness
-		periodic bool   // the tick's collection
-		rmImage  string // removed before the collection
-		removed  []string
-		content  plugin
-		snap     plugin
+		name       string
+		idle       bool   // both plugins stopped for idleness
+		background bool   // the scheduler's collection, not keel gc's
+		rmImage    string // removed before the collection
+		removed    []string
+		content    plugin
+		snap       plugin
 	}{
 		{"IdleAndNothingSwept", true, true, "", nil, left, left},
 		// Orphans go when the plugins run anyway, through marked calls.
 		{"RunningAndNothingSwept", false, true, "", []string{":" + orphan.Digest.String(), ":native/orphan-snap"},
 			plugin{0, true, true}, plugin{0, true, true}},
 		{"ContentSwept", true, true, "img-a", []string{"ns:" + a.Digest.String()}, plugin{1, true, false}, left},
-		{"TriggeredCallsAll", true, false, "", nil, plugin{1, true, false}, plugin{1, true, false}},
+		{"OnDemandCallsAll", true, false, "", nil, plugin{1, true, false}, plugin{1, true, false}},
 		{"BothSwept", true, true, "img-b", []string{"ns:" + b.Digest.String(), "ns:native/s1"},
 			plugin{1, true, false}, plugin{1, true, false}},
 	} {
@@ -169,7 +169,7 @@ func TestPeriodicGCLeavesIdlePluginsAlone(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			rep, err := db.GarbageCollect(t.Context(), gc.Options{Periodic: c.periodic})
+			rep, err := db.GarbageCollect(t.Context(), gc.Options{Background: c.background})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -46,8 +46,8 @@ func isPassive(ctx context.Context) bool { return modeOf(ctx) == callPassive }
 // starting or down is neither started nor waited for, and the call fails at
 // once with Unavailable. A call that reaches it holds it running while in
 // flight, as any call does, but is no use: its end does not restart the
-// plugin's idle period. keeld's periodic garbage collection calls this way
-// the plugins it has nothing to remove from, so that its tick neither
+// plugin's idle period. keeld's background garbage collection calls this way
+// the plugins it has nothing to remove from, so that it neither
 // starts an idle plugin nor keeps one running.
 func IfRunning(ctx context.Context) context.Context {
 	return context.WithValue(ctx, callModeKey{}, callIfRunning)

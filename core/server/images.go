@@ -34,7 +34,7 @@ func (s *Server) startGC() {
 	s.gc = gc.NewScheduler(publishedGC{s.keelMetrics.GC(networkedGC{s}), s}, s.cfg.GCInterval(), 0, s.logger.Named("gc"))
 	s.gc.SetIngestMaxAge(s.cfg.GCIngestMaxAge())
 	s.db.SetGCTrigger(s.gc.Trigger)
-	// The tick leaves plugins stopped for idleness alone (core/gc).
+	// Its own collections leave plugins stopped for idleness alone (core/gc).
 	s.db.SetIfRunning(pluginhost.IfRunning)
 	if os.Getenv(envGCCrash) == "after-sweep" {
 		s.db.SetAfterSweepHook(func() {
