@@ -197,6 +197,10 @@ func (r *runtimeService) containerSpecOpts(ctx context.Context, id string, sb *c
 	if p := sbSpec.Linux.CgroupsPath; p != "" {
 		opts = append(opts, withCgroupsPath(filepath.Join(filepath.Dir(p), id)))
 	}
+	// Before the image volumes' directories are made.
+	if err := r.s.checkRecursiveReadOnly(ctx, sb.Info().Labels[LabelRuntimeHandler], cfg.GetMounts()); err != nil {
+		return nil, err
+	}
 	if vols := imageVolumes(imgCfg.Config.Volumes, cfg.GetMounts()); len(vols) > 0 {
 		dir, err := r.s.volumesDir(ctx)
 		if err != nil {

@@ -137,6 +137,9 @@ func withCRIMounts(mounts []*runtimeapi.Mount) (oci.SpecOpt, error) {
 		} else {
 			opts = append(opts, "rw")
 		}
+		if m.GetRecursiveReadOnly() {
+			opts = append(opts, "rro") // checked: read-only, private, a runtime that can
+		}
 		out = append(out, specs.Mount{Destination: m.GetContainerPath(), Type: "bind", Source: m.GetHostPath(), Options: opts})
 	}
 	return func(ctx context.Context, s *oci.Spec) error {

@@ -58,6 +58,13 @@ func (r *runtimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{
 		Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, netCond},
 	}}
+	if runtimeCond.Status {
+		handlers, err := r.s.runtimeHandlers(ctx)
+		if err != nil {
+			return nil, err
+		}
+		resp.RuntimeHandlers = handlers
+	}
 	if req.Verbose {
 		cfg, err := json.Marshal(map[string]string{
 			"namespace":     r.s.cfg.Namespace,

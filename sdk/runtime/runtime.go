@@ -92,6 +92,13 @@ const (
 // and restore one (CreateOpts.Checkpoint).
 const CapabilityCheckpoint = "checkpoint"
 
+// CapabilityRecursiveReadOnly is announced by runtimes that honour the
+// OCI mount option "rro": a bind mount read-only with every mount below
+// it (runc 1.1+ on a kernel with mount_setattr, Linux 5.12+). The CRI's
+// recursive read-only mounts need it; a runtime without it would leave
+// the submounts writable.
+const CapabilityRecursiveReadOnly = "rro-mounts"
+
 // CapabilityCRILog is announced by runtimes that write a process's output
 // to IO.LogPath in the CRI log format. keeld refuses a log for a runtime
 // without it (an older runtime would ignore the field and lose the

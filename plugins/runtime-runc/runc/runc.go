@@ -49,6 +49,7 @@ import (
 	gorunc "github.com/containerd/go-runc"
 	"github.com/hashicorp/go-hclog"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
@@ -360,13 +361,19 @@ func (r *Runtime) sweep() {
 }
 
 // Capabilities: cri-log (the shims write CRI logs; reopen-log, which the
-// sdk finds on the type, reopens one), and checkpoint when
+// sdk finds on the type, reopens one), rro-mounts when the OCI runtime
+// and the kernel can make a mount recursively read-only, and checkpoint when
 // CRIU works here (`criu check` passes; it does not on kernels newer than
 // the CRIU release knows, e.g. Debian 12's CRIU 3.17 on 6.x kernels:
 // "vdso: Unexpected rt vDSO area bounds"). Checkpoint is tried either
 // way, and fails with CRIU's own errors.
 func (r *Runtime) Capabilities() []string {
 	caps := []string{keelruntime.CapabilityCRILog}
+	if err := rroCheck(r.cfg.Runtime); err != nil {
+		r.logger.Info("recursive read-only mounts unavailable", "reason", err)
+	} else {
+		caps = append(caps, keelruntime.CapabilityRecursiveReadOnly)
+	}
 	if err := criuCheck(); err != nil {
 		r.logger.Info("checkpoint unavailable", "reason", err)
 		return caps
@@ -401,6 +408,29 @@ var criuCheck = sync.OnceValue(func() error {
 	}
 	return nil
 })
+
+// rroCheck says why the OCI runtime at path cannot make recursively
+// read-only mounts, nil when it can: it must list "rro" among its mount
+// options (`runtime features`, the runtime-spec's features document), and
+// the kernel must have mount_setattr, which it uses for them (probed with
+// a bad fd: EBADF when the call exists, ENOSYS when not).
+func rroCheck(path string) error {
+	out, err := exec.Command(path, "features").Output()
+	if err != nil {
+		return fmt.Errorf("%s features: %w", path, err)
+	}
+	var f features.Features
+	if err := json.Unmarshal(out, &f); err != nil {
+		return fmt.Errorf("%s features: %w", path, err)
+	}
+	if !slices.Contains(f.MountOptions, "rro") {
+		return fmt.Errorf("%s does not know the mount option rro", path)
+	}
+	if err := unix.MountSetattr(-1, "", unix.AT_EMPTY_PATH, &unix.MountAttr{}); errors.Is(err, unix.ENOSYS) {
+		return fmt.Errorf("the kernel has no mount_setattr (Linux 5.12): %w", err)
+	}
+	return nil
+}
 
 func lastOf(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")

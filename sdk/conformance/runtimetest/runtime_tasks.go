@@ -666,6 +666,7 @@ func runtimeTaskCases() []taskCase {
 			}
 		}},
 		reopenLogCase,
+		recursiveReadOnlyCase,
 		{Name: "CheckpointRestore", Needs: []string{keelruntime.CapabilityCheckpoint}, Body: func(ctx context.Context, t conformance.T, env *conformance.Env[keelruntime.Runtime]) {
 			e := newTaskEnv(t, env)
 			e.run(ctx, "cr", "sh", "-c", "i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.1; done")
