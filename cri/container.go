@@ -544,6 +544,14 @@ func (r *runtimeService) ContainerStatus(ctx context.Context, req *runtimeapi.Co
 			st.Reason = "OOMKilled"
 		}
 	}
+	if p := info.Spec.Process; p != nil {
+		// The identity the container's process was given, as the spec
+		// has it (the image's user and groups resolved at create).
+		st.User = &runtimeapi.ContainerUser{Linux: &runtimeapi.LinuxContainerUser{Uid: int64(p.User.UID), Gid: int64(p.User.GID)}}
+		for _, g := range p.User.AdditionalGids {
+			st.User.Linux.SupplementalGroups = append(st.User.Linux.SupplementalGroups, int64(g))
+		}
+	}
 	if m := info.Labels[LabelMounts]; m != "" {
 		if err := json.Unmarshal([]byte(m), &st.Mounts); err != nil {
 			return nil, fmt.Errorf("container %s: mounts label: %w", ct.ID(), err)

@@ -224,6 +224,14 @@ func withResources(r *runtimeapi.LinuxContainerResources) oci.SpecOpt {
 	}
 }
 
+// withPrimaryGroupOnly drops the groups the image's /etc/group gave the
+// user (SupplementalGroupsPolicy Strict): the process keeps its primary
+// group, and gets only the supplemental groups the config names.
+func withPrimaryGroupOnly(_ context.Context, s *oci.Spec) error {
+	s.Process.User.AdditionalGids = []uint32{s.Process.User.GID}
+	return nil
+}
+
 // securityOpts are the container's security context as spec options:
 // privileged, capabilities, user and groups, read-only rootfs, seccomp,
 // no_new_privs, masked and read-only paths.
@@ -253,6 +261,9 @@ func securityOpts(sc *runtimeapi.LinuxContainerSecurityContext) ([]oci.SpecOpt, 
 		opts = append(opts, oci.WithUser(user), oci.WithAdditionalGIDs(user))
 	case sc.GetRunAsGroup() != nil:
 		return nil, fmt.Errorf("run_as_group needs run_as_user or run_as_username: %w", errdefs.ErrInvalidArgument)
+	}
+	if sc.GetSupplementalGroupsPolicy() == runtimeapi.SupplementalGroupsPolicy_Strict {
+		opts = append(opts, withPrimaryGroupOnly)
 	}
 	if len(sc.GetSupplementalGroups()) > 0 {
 		opts = append(opts, withSupplementalGroups(sc.GetSupplementalGroups()))

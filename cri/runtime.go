@@ -55,9 +55,11 @@ func (r *runtimeService) Status(ctx context.Context, req *runtimeapi.StatusReque
 	if reason, msg := r.networkProblem(ctx); reason != "" {
 		netCond.Status, netCond.Reason, netCond.Message = false, reason, msg
 	}
-	resp := &runtimeapi.StatusResponse{Status: &runtimeapi.RuntimeStatus{
-		Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, netCond},
-	}}
+	resp := &runtimeapi.StatusResponse{
+		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{runtimeCond, netCond}},
+		// The groups are resolved by keel-cri, for every runtime.
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+	}
 	if runtimeCond.Status {
 		handlers, err := r.s.runtimeHandlers(ctx)
 		if err != nil {

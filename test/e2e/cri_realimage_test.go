@@ -18,7 +18,7 @@ import (
 // through the CRI as a kubelet would: pulled by PullImage, its status
 // read, a job that checks the packages and logs to log_path, and a
 // service exec'd into, as root and as a user the image's /etc/passwd
-// names (RunAsUsername).
+// names (RunAsUsername), which its status reports.
 func TestCRIRealImage(t *testing.T) {
 	t.Parallel()
 	img := realimage.Get(t)
@@ -62,6 +62,10 @@ func TestCRIRealImage(t *testing.T) {
 	svcCfg := boxConfig(ref, "svc", "exec sleep infinity")
 	svcCfg.Linux.SecurityContext = &runtimeapi.LinuxContainerSecurityContext{RunAsUsername: "nobody"}
 	svc := criContainer(t, rs, pod, podCfg, svcCfg)
+	if st, _ := containerStatus(t, rs, svc); st.GetUser().GetLinux().GetUid() != 65534 || st.GetUser().GetLinux().GetGid() != 65534 ||
+		!slices.Equal(st.GetUser().GetLinux().GetSupplementalGroups(), []int64{65534}) {
+		t.Errorf("status user %v, want nobody's 65534:65534 and its group", st.GetUser())
+	}
 	for _, tc := range []struct {
 		cmd  []string
 		want string
