@@ -233,39 +233,59 @@ func (sc *statsCall) taskFigures(ctx context.Context, ct *client.Container, pids
 	if !sc.live(ct.ID()) {
 		return nil, nil, 0, nil
 	}
-	gone := func(err error) bool { return errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) }
+	t, msg, err := taskMetrics(ctx, ct)
+	if t == nil || err != nil {
+		return nil, nil, 0, err
+	}
+	cpu, mem, err := criUsage(msg, time.Now())
+	if err != nil {
+		return nil, nil, 0, fmt.Errorf("container %s: %w", ct.ID(), err)
+	}
+	n := 0
+	if pids {
+		ps, err := taskPids(ctx, t)
+		if err != nil {
+			return nil, nil, 0, err
+		}
+		n = len(ps)
+	}
+	return cpu, mem, n, nil
+}
+
+// gone: the task ended or went while a stats call read it.
+func gone(err error) bool { return errdefs.IsNotFound(err) || errdefs.IsFailedPrecondition(err) }
+
+// taskMetrics is ct's task and its cgroup metrics message; no task (and
+// no error) when it went meanwhile.
+func taskMetrics(ctx context.Context, ct *client.Container) (*client.Task, proto.Message, error) {
 	t, err := ct.Task(ctx)
 	if err != nil {
 		if gone(err) {
 			err = nil
 		}
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
 	m, err := t.Metrics(ctx)
 	if err != nil {
 		if gone(err) {
 			err = nil
 		}
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
-	at := time.Now()
 	msg, err := m.Unmarshal()
 	if err != nil {
-		return nil, nil, 0, fmt.Errorf("container %s: %w", ct.ID(), err)
+		return nil, nil, fmt.Errorf("container %s: %w", ct.ID(), err)
 	}
-	cpu, mem, err := criUsage(msg, at)
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("container %s: %w", ct.ID(), err)
+	return t, msg, nil
+}
+
+// taskPids are t's processes; none when it went meanwhile.
+func taskPids(ctx context.Context, t *client.Task) ([]client.ProcessInfo, error) {
+	ps, err := t.Pids(ctx)
+	if err != nil && !gone(err) {
+		return nil, err
 	}
-	n := 0
-	if pids {
-		ps, err := t.Pids(ctx)
-		if err != nil && !gone(err) {
-			return nil, nil, 0, err
-		}
-		n = len(ps)
-	}
-	return cpu, mem, n, nil
+	return ps, nil
 }
 
 // writableLayer is the use of ct's snapshot (zero when it is gone).
@@ -447,6 +467,26 @@ func (sc *statsCall) pod(ctx context.Context, sb *client.Container) (*runtimeapi
 // podNetwork is the traffic of the network namespace pid is in, read
 // from /proc/<pid>/net/dev; nil when the process is gone.
 func podNetwork(pid uint32, at int64) (*runtimeapi.NetworkUsage, error) {
+	links, err := podLinks(pid)
+	if err != nil {
+		return nil, err
+	}
+	nu := &runtimeapi.NetworkUsage{Timestamp: at}
+	for _, l := range links {
+		iface := &runtimeapi.NetworkInterfaceUsage{
+			Name: l.Name, RxBytes: u64(l.RxBytes), RxErrors: u64(l.RxErrors), TxBytes: u64(l.TxBytes), TxErrors: u64(l.TxErrors),
+		}
+		nu.Interfaces = append(nu.Interfaces, iface)
+		if l.Name == defaultIfName {
+			nu.DefaultInterface = iface
+		}
+	}
+	return nu, nil
+}
+
+// podLinks are the counters of every interface but lo of the network
+// namespace pid is in, by name.
+func podLinks(pid uint32) ([]procfs.NetDevLine, error) {
 	p, err := procfs.NewProc(int(pid))
 	if err != nil {
 		return nil, err
@@ -455,21 +495,13 @@ func podNetwork(pid uint32, at int64) (*runtimeapi.NetworkUsage, error) {
 	if err != nil {
 		return nil, err
 	}
-	nu := &runtimeapi.NetworkUsage{Timestamp: at}
+	var links []procfs.NetDevLine
 	for _, name := range slices.Sorted(maps.Keys(dev)) {
-		if name == "lo" {
-			continue
-		}
-		l := dev[name]
-		iface := &runtimeapi.NetworkInterfaceUsage{
-			Name: name, RxBytes: u64(l.RxBytes), RxErrors: u64(l.RxErrors), TxBytes: u64(l.TxBytes), TxErrors: u64(l.TxErrors),
-		}
-		nu.Interfaces = append(nu.Interfaces, iface)
-		if name == defaultIfName {
-			nu.DefaultInterface = iface
+		if name != "lo" {
+			links = append(links, dev[name])
 		}
 	}
-	return nu, nil
+	return links, nil
 }
 
 func (r *runtimeService) PodSandboxStats(ctx context.Context, req *runtimeapi.PodSandboxStatsRequest) (*runtimeapi.PodSandboxStatsResponse, error) {
